@@ -1,0 +1,65 @@
+"""Commands that look at or maintain a store: ``studies`` and ``reindex``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    StoreOption,
+    VerboseOption,
+    handle_errors,
+    stdout,
+    store_path,
+)
+from dicomweb_archive.index.database import Index
+from dicomweb_archive.ops.reindex import reindex
+from dicomweb_archive.store.layout import StoreLayout
+
+
+def studies(
+    store: StoreOption = DEFAULT_STORE,
+    show_phi: Annotated[
+        bool, typer.Option("--show-phi", help="Also show patient names and IDs.")
+    ] = False,
+) -> None:
+    """List the studies in the store (from its index)."""
+    layout = StoreLayout(store_path(store))
+    with Index(layout.index_path) as index:
+        rows = index.studies()
+    table = Table(title=f"{len(rows)} studies in {layout.root}")
+    table.add_column("StudyInstanceUID", overflow="fold")
+    table.add_column("Date")
+    table.add_column("Description", overflow="fold")
+    table.add_column("Modalities")
+    table.add_column("Series", justify="right")
+    table.add_column("Instances", justify="right")
+    if show_phi:
+        table.add_column("PatientID")
+        table.add_column("PatientName")
+    for row in rows:
+        cells = [
+            row["study_instance_uid"],
+            row["study_date"] or "",
+            row["study_description"] or "",
+            (row["modalities_in_study"] or "").replace("\\", ", "),
+            str(row["number_of_series"]),
+            str(row["number_of_instances"]),
+        ]
+        if show_phi:
+            cells += [row["patient_id"] or "", row["patient_name"] or ""]
+        table.add_row(*cells)
+    stdout.print(table)
+
+
+def reindex_command(store: StoreOption = DEFAULT_STORE, verbose: VerboseOption = False) -> None:
+    """Rebuild the SQLite index from the store's files alone."""
+    with handle_errors(verbose=verbose):
+        report = reindex(store_path(store))
+    stdout.print(
+        f"index rebuilt: {report.studies} studies, {report.series} series, "
+        f"{report.instances} instances"
+    )

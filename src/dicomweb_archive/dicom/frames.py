@@ -1,0 +1,223 @@
+"""Frames of the top-level Pixel Data: where each frame's bytes are, and their media type.
+
+- Native (uncompressed) pixel data is split at ``Rows * Columns * SamplesPerPixel *
+  BitsAllocated / 8`` bytes (PS3.5 8.1.1, PS3.3 C.7.6.3). Big endian values are swapped to little
+  endian (the stored frame is what its content type says; PS3.18 8.7.3.3.2). Single-bit frames that
+  do not end on a byte boundary are re-packed from bit 0 (PS3.5 8.1.1 packs them continuously).
+- Encapsulated pixel data (PS3.5 A.4) is grouped into frames by the Extended Offset Table
+  (7FE0,0001), else the Basic Offset Table, else one frame per fragment, else by the start
+  markers of the codestreams.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dicomweb_archive.dicom.parse import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_TRANSFER_SYNTAXES,
+    Element,
+)
+from dicomweb_archive.model.dicom_json import swap_bytes
+
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+EXTENDED_OFFSET_TABLE = 0x7FE00001  # (7FE0,0001) ExtendedOffsetTable
+EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002  # (7FE0,0002) ExtendedOffsetTableLengths
+
+#: Media types of frames by transfer syntax (PS3.18 Table 8.7.3-2, 8.7.4-1).
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+    "1.2.840.10008.1.2.4.100": "video/mpeg",
+    "1.2.840.10008.1.2.4.101": "video/mpeg",
+    "1.2.840.10008.1.2.4.102": "video/mp4",
+    "1.2.840.10008.1.2.4.103": "video/mp4",
+    "1.2.840.10008.1.2.4.104": "video/mp4",
+    "1.2.840.10008.1.2.4.105": "video/mp4",
+    "1.2.840.10008.1.2.4.106": "video/mp4",
+    "1.2.840.10008.1.2.4.107": "video/H265",
+    "1.2.840.10008.1.2.4.108": "video/H265",
+}
+
+_JPEG_SOI = b"\xff\xd8"
+_J2K_SOC = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
+
+
+@dataclass(slots=True)
+class FrameSource:
+    """Where one frame's bytes come from in the data set buffer.
+
+    ``ranges`` are (offset, length) pieces concatenated in order. ``swap`` > 1 reverses byte
+    order per word of that width. ``bits`` (first bit, bit count) selects a run of single-bit
+    pixels that does not start on a byte boundary.
+    """
+
+    ranges: list[tuple[int, int]]
+    swap: int = 1
+    bits: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        if self.bits is not None:
+            return (self.bits[1] + 7) // 8
+        return sum(length for _, length in self.ranges)
+
+    def read(self, buffer: bytes | memoryview) -> bytes | memoryview:
+        """The frame as stored: little endian, complete, starting at its first pixel."""
+        if self.bits is not None:
+            start, count = self.bits
+            first = start // 8
+            last = (start + count + 7) // 8
+            chunk = np.frombuffer(buffer[first:last], dtype=np.uint8)
+            bits = np.unpackbits(chunk, bitorder="little")[start % 8 : start % 8 + count]
+            return np.packbits(bits, bitorder="little").tobytes()
+        if len(self.ranges) == 1:
+            offset, length = self.ranges[0]
+            data: bytes | memoryview = memoryview(buffer)[offset : offset + length]
+        else:
+            data = b"".join(bytes(buffer[o : o + n]) for o, n in self.ranges)
+        return swap_bytes(data, self.swap) if self.swap > 1 else data
+
+
+@dataclass(slots=True)
+class PixelLayout:
+    """The frames of a Pixel Data element and how they sit in it."""
+
+    frames: list[FrameSource]
+    transfer_syntax: str
+    media_type: str
+    warnings: list[str] = field(default_factory=list)
+    #: True when the frames cannot be skeleton holes (re-packed bits): the value stays literal.
+    keep_literal: bool = False
+
+
+def media_type(transfer_syntax: str) -> str:
+    """The content type of a stored frame, with its transfer-syntax parameter."""
+    base = FRAME_MEDIA_TYPES.get(transfer_syntax, "application/octet-stream")
+    return f"{base}; transfer-syntax={transfer_syntax}"
+
+
+def native_layout(
+    element: Element,
+    *,
+    rows: int,
+    columns: int,
+    samples_per_pixel: int,
+    bits_allocated: int,
+    number_of_frames: int,
+    photometric_interpretation: str,
+) -> PixelLayout:
+    """Split native pixel data into frames (PS3.5 8.1.1).
+
+    YBR_FULL_422 native data holds two samples per pixel on average (PS3.3 C.7.6.3.1.2).
+    """
+    warnings: list[str] = []
+    if photometric_interpretation == "YBR_FULL_422" and samples_per_pixel == 3:
+        frame_bits = rows * columns * 2 * bits_allocated
+    else:
+        frame_bits = rows * columns * samples_per_pixel * bits_allocated
+    swap = bits_allocated // 8 if not element.little and bits_allocated in (16, 32, 64) else 1
+    layout = PixelLayout([], EXPLICIT_VR_LITTLE_ENDIAN, media_type(EXPLICIT_VR_LITTLE_ENDIAN))
+    if frame_bits == 0 or number_of_frames < 1:
+        return layout
+    available_bits = element.length * 8
+    complete = min(number_of_frames, available_bits // frame_bits)
+    if complete < number_of_frames:
+        warnings.append(f"pixel data holds {complete} of {number_of_frames} frames")
+    if frame_bits % 8:
+        layout.keep_literal = True
+        for index in range(complete):
+            start = element.value_offset * 8 + index * frame_bits
+            layout.frames.append(FrameSource([], bits=(start, frame_bits)))
+    else:
+        size = frame_bits // 8
+        for index in range(complete):
+            layout.frames.append(FrameSource([(element.value_offset + index * size, size)], swap))
+    layout.warnings = warnings
+    return layout
+
+
+def encapsulated_layout(
+    element: Element,
+    buffer: bytes | memoryview,
+    *,
+    transfer_syntax: str,
+    number_of_frames: int,
+    extended_offsets: list[int] | None,
+) -> PixelLayout:
+    """Group the fragments of encapsulated pixel data into frames (PS3.5 A.4)."""
+    assert element.fragments is not None
+    layout = PixelLayout([], transfer_syntax, media_type(transfer_syntax))
+    if not element.fragments:
+        layout.warnings.append("encapsulated pixel data has no Basic Offset Table item")
+        return layout
+    bot_offset, bot_length = element.fragments[0]
+    fragments = element.fragments[1:]
+    if not fragments:
+        return layout
+    first_item = fragments[0][0] - 8
+    starts = [offset - 8 - first_item for offset, _ in fragments]
+    offsets = extended_offsets
+    if not offsets and bot_length:
+        count = bot_length // 4
+        offsets = list(struct.unpack_from(f"<{count}I", buffer, bot_offset))
+    groups: list[list[int]] | None = None
+    if offsets and len(offsets) == number_of_frames and offsets == sorted(offsets):
+        groups = _group_by_offsets(starts, offsets)
+    elif number_of_frames <= 1:
+        groups = [list(range(len(fragments)))]
+    elif len(fragments) == number_of_frames:
+        groups = [[index] for index in range(len(fragments))]
+    else:
+        groups = _group_by_markers(buffer, fragments)
+        if len(groups) != number_of_frames:
+            layout.warnings.append(
+                f"found {len(groups)} frames in {len(fragments)} fragments, "
+                f"NumberOfFrames is {number_of_frames}"
+            )
+    layout.frames = [FrameSource([fragments[i] for i in group]) for group in groups if group]
+    return layout
+
+
+def _group_by_offsets(starts: list[int], offsets: list[int]) -> list[list[int]]:
+    groups: list[list[int]] = [[] for _ in offsets]
+    frame = 0
+    for index, start in enumerate(starts):
+        while frame + 1 < len(offsets) and start >= offsets[frame + 1]:
+            frame += 1
+        groups[frame].append(index)
+    return groups
+
+
+def _group_by_markers(
+    buffer: bytes | memoryview, fragments: list[tuple[int, int]]
+) -> list[list[int]]:
+    groups: list[list[int]] = []
+    for index, (offset, _) in enumerate(fragments):
+        head = bytes(buffer[offset : offset + 12])
+        starts_frame = head.startswith((_JPEG_SOI, _J2K_SOC, _JP2_SIGNATURE))
+        if starts_frame or not groups:
+            groups.append([index])
+        else:
+            groups[-1].append(index)
+    return groups
+
+
+def is_native(transfer_syntax: str) -> bool:
+    return transfer_syntax in NATIVE_TRANSFER_SYNTAXES

@@ -1,0 +1,146 @@
+"""The skeleton: a P10 file as literal bytes plus references to stored frames and bulk data.
+
+A skeleton is a list of segments whose concatenation is the original file
+(``docs/spec/info-record.md``):
+
+- ``{"literal": "<base64>"}``: bytes kept as they were (preamble, File Meta Information,
+  element headers, values that stay in metadata, delimiters, trailing bytes);
+- ``{"frame": n}``: the whole stored frame n (1-based), or a slice of it with ``offset`` and
+  ``length`` (one fragment of a multi-fragment frame); ``swap`` w reverses byte order per
+  w-byte word (big endian originals, stored little endian);
+- ``{"bulk": "<sha256>"}``: a whole bulk-data file, with optional ``swap``;
+- ``{"deflate": {...zlib parameters}, "segments": [...]}``: the inner segments rebuild the
+  inflated data set, which is compressed again with the recorded zlib parameters
+  (PS3.5 A.5, Deflated Explicit VR Little Endian).
+
+Frames and bulk data are never copied into the skeleton, except where they cannot be holes
+(single-bit frames that straddle bytes, a deflate stream zlib cannot reproduce).
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from dicomweb_archive.model.dicom_json import swap_bytes
+
+Segment = dict[str, Any]
+#: Returns (stored bytes) for a frame number or a bulk-data hash.
+FrameReader = Callable[[int], bytes]
+BulkReader = Callable[[str], bytes]
+
+
+@dataclass(slots=True, order=True)
+class Hole:
+    """A byte range of the data set buffer replaced by a reference segment."""
+
+    start: int
+    end: int
+    segment: Segment
+
+
+def build_segments(buffer: bytes | memoryview, holes: list[Hole]) -> list[Segment]:
+    """Cover ``buffer`` with literal segments around the (sorted, disjoint) holes."""
+    segments: list[Segment] = []
+    position = 0
+    for hole in sorted(holes, key=lambda h: h.start):
+        if hole.start < position:
+            raise ValueError("skeleton holes overlap")
+        if hole.start > position:
+            segments.append(literal(buffer[position : hole.start]))
+        segments.append(hole.segment)
+        position = hole.end
+    if position < len(buffer):
+        segments.append(literal(buffer[position:]))
+    return segments
+
+
+def literal(data: bytes | memoryview) -> Segment:
+    return {"literal": base64.b64encode(data).decode("ascii")}
+
+
+def deflate_segments(
+    file_buffer: bytes | memoryview, dataset_offset: int, inflated: bytes, inner: list[Segment]
+) -> list[Segment]:
+    """Skeleton of a deflated file: literal header, then a re-deflated inner skeleton.
+
+    The zlib parameters that reproduce the original compressed stream exactly are searched
+    for; if none does, the whole file is kept literal (frames are still stored for viewers).
+    """
+    original = bytes(file_buffer[dataset_offset:])
+    for params in _zlib_candidates():
+        compressor = zlib.compressobj(
+            params["level"], zlib.DEFLATED, -zlib.MAX_WBITS, params["memlevel"], params["strategy"]
+        )
+        if compressor.compress(inflated) + compressor.flush() == original:
+            header = literal(file_buffer[:dataset_offset])
+            return [header, {"deflate": params, "segments": inner}]
+    return [literal(file_buffer)]
+
+
+def _zlib_candidates() -> Iterator[dict[str, int]]:
+    for memlevel in (8, 9):
+        for level in (6, 9, 1, 2, 3, 4, 5, 7, 8, 0):
+            yield {"level": level, "memlevel": memlevel, "strategy": zlib.Z_DEFAULT_STRATEGY}
+
+
+def generate_bytes(
+    segments: list[Segment], *, read_frame: FrameReader, read_bulk: BulkReader
+) -> Iterator[bytes]:
+    """Yield the file's bytes segment by segment (memory bounded by one frame)."""
+    for segment in segments:
+        if "literal" in segment:
+            yield base64.b64decode(segment["literal"])
+        elif "frame" in segment:
+            data = read_frame(segment["frame"])
+            if "offset" in segment:
+                data = data[segment["offset"] : segment["offset"] + segment["length"]]
+            yield _unswap(data, segment)
+        elif "bulk" in segment:
+            yield _unswap(read_bulk(segment["bulk"]), segment)
+        elif "deflate" in segment:
+            params = segment["deflate"]
+            compressor = zlib.compressobj(
+                params["level"],
+                zlib.DEFLATED,
+                -zlib.MAX_WBITS,
+                params["memlevel"],
+                params["strategy"],
+            )
+            for chunk in generate_bytes(
+                segment["segments"], read_frame=read_frame, read_bulk=read_bulk
+            ):
+                yield compressor.compress(chunk)
+            yield compressor.flush()
+        else:
+            raise ValueError(f"unknown skeleton segment {sorted(segment)}")
+
+
+def _unswap(data: bytes, segment: Segment) -> bytes:
+    width = int(segment.get("swap", 1))
+    return swap_bytes(data, width) if width > 1 else data
+
+
+def referenced_frames(segments: list[Segment]) -> set[int]:
+    """Frame numbers a skeleton refers to (for integrity checks)."""
+    found: set[int] = set()
+    for segment in segments:
+        if "frame" in segment:
+            found.add(int(segment["frame"]))
+        elif "segments" in segment:
+            found |= referenced_frames(segment["segments"])
+    return found
+
+
+def referenced_bulk(segments: list[Segment]) -> set[str]:
+    """Bulk-data hashes a skeleton refers to."""
+    found: set[str] = set()
+    for segment in segments:
+        if "bulk" in segment:
+            found.add(str(segment["bulk"]))
+        elif "segments" in segment:
+            found |= referenced_bulk(segment["segments"])
+    return found

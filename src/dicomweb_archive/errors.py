@@ -1,0 +1,54 @@
+"""The one exception hierarchy of dicomweb-archive.
+
+Every error a user can cause is an :class:`ArchiveError`. Messages name the file, UID or tag and
+say what to do; they never contain attribute values (PHI). The CLI maps them to exit codes
+(``docs/spec/exit-codes.md``).
+"""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """Base of every error dicomweb-archive raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(ArchiveError):
+    """An input file cannot be ingested."""
+
+
+class NotDicomError(InputError):
+    """The file is neither a DICOM Part 10 file nor a bare DICOM data set (PS3.10 7.1)."""
+
+
+class TruncatedError(InputError):
+    """The file ends inside a data element header or a required value."""
+
+
+class MissingUidError(InputError):
+    """A UID that places the instance in the store is absent or empty."""
+
+
+class UnsafeUidError(InputError):
+    """A UID is not a valid UID (PS3.5 9.1) and must not become a path."""
+
+
+class DuplicateInstanceError(InputError):
+    """A different file with an already-stored SOP Instance UID was offered without --replace."""
+
+
+class StoreError(ArchiveError):
+    """The store on disk is not what it should be."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock."""
+
+
+class NoSuchInstanceError(StoreError):
+    """No instance with that SOP Instance UID is in the store."""
+
+
+class CorruptStoreError(StoreError):
+    """A store file is missing, unreadable or does not match its recorded hash."""

@@ -1,0 +1,238 @@
+"""Ingest: P10 files into the static DICOMweb store and the index (the seed's ``mkdicomweb``).
+
+Plan of one run (``docs/spec/store-layout.md`` has the files, ``docs/spec/exit-codes.md`` the
+outcomes):
+
+1. take the store's write lock; finish any study left pending by an interrupted run;
+2. for each input file: parse, decompose, and write the instance directory atomically (after
+   marking its study pending); a bad file is reported and the batch goes on;
+3. for each study touched: rewrite its query files and series metadata from its instance files,
+   replace its index rows in one transaction, then clear its pending mark;
+4. rewrite ``studies/index.json.gz`` from the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dicomweb_archive.dicom.decompose import InlineLimits, decompose
+from dicomweb_archive.dicom.parse import parse_p10
+from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, InputError
+from dicomweb_archive.index.database import Index
+from dicomweb_archive.model.query import first_value
+from dicomweb_archive.model.uid import check_uid
+from dicomweb_archive.ops.study import study_rows
+from dicomweb_archive.store.files import remove_file, remove_tree, write_bytes, write_json_gz
+from dicomweb_archive.store.instance import InstanceKey, Original, write_instance
+from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
+from dicomweb_archive.store.lock import write_lock
+
+Status = Literal["stored", "unchanged", "replaced", "failed"]
+#: Files up to this size are read into memory; larger ones are memory-mapped.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What happened to one input file."""
+
+    path: Path
+    status: Status
+    size: int = 0
+    key: InstanceKey | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    exception: BaseException | None = None
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """The outcome of an ingest run."""
+
+    results: list[FileResult] = field(default_factory=list)
+    studies: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def instances(self) -> int:
+        return sum(1 for r in self.results if r.status in ("stored", "replaced"))
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.size for r in self.results if r.status != "failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+ProgressHook = Callable[[FileResult], None]
+
+
+def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> Iterator[Path]:
+    """Files named and files under directories named, recursively, in sorted order."""
+    excluded = exclude.resolve() if exclude else None
+    for item in inputs:
+        if item.is_dir():
+            for dirpath, dirnames, filenames in os.walk(item):
+                here = Path(dirpath)
+                if excluded is not None and here.resolve() == excluded:
+                    dirnames[:] = []
+                    continue
+                dirnames.sort()
+                for name in sorted(filenames):
+                    yield here / name
+        else:
+            yield item
+
+
+def ingest(
+    inputs: Iterable[Path],
+    store: Path,
+    *,
+    limits: InlineLimits | None = None,
+    replace: bool = False,
+    progress: ProgressHook | None = None,
+) -> IngestReport:
+    """Ingest files and directories into the store at ``store``; never raises for bad input."""
+    started = time.perf_counter()
+    layout = StoreLayout(store)
+    limits = limits or InlineLimits()
+    report = IngestReport()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with write_lock(layout.lock_path), Index(layout.index_path) as index:
+        touched = set(pending_studies(layout))
+        seen: dict[str, tuple[str, InstanceKey]] = {}
+        for path in iter_input_files(inputs, exclude=layout.root):
+            result = _ingest_file(path, layout, index, limits, replace, seen, touched)
+            report.results.append(result)
+            if progress is not None:
+                progress(result)
+        refresh_studies(layout, index, touched)
+        report.studies = touched
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def pending_studies(layout: StoreLayout) -> list[str]:
+    """Studies marked pending by a run that did not finish them."""
+    if not layout.pending.is_dir():
+        return []
+    return sorted(p.name for p in layout.pending.iterdir() if not p.name.startswith("."))
+
+
+def refresh_studies(layout: StoreLayout, index: Index, studies: set[str]) -> None:
+    """Rewrite the derived files and index rows of ``studies``, then the study list."""
+    if not studies:
+        return
+    rows = [study_rows(layout, study, write=True) for study in sorted(studies)]
+    index.replace_studies(
+        (r.study_instance_uid, r.study, r.series, r.instances) for r in rows
+    )
+    write_json_gz(layout.studies_index, index.study_query_objects())
+    for study in studies:
+        remove_file(layout.pending / study)
+
+
+def _mark_pending(layout: StoreLayout, study: str, touched: set[str]) -> None:
+    if study not in touched:
+        write_bytes(layout.pending / study, b"")
+        touched.add(study)
+
+
+def _read(path: Path) -> tuple[bytes | mmap.mmap, int]:
+    size = path.stat().st_size
+    if size < MMAP_THRESHOLD or size == 0:
+        return path.read_bytes(), size
+    with path.open("rb") as handle:
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), size
+
+
+def _ingest_file(
+    path: Path,
+    layout: StoreLayout,
+    index: Index,
+    limits: InlineLimits,
+    replace: bool,
+    seen: dict[str, tuple[str, InstanceKey]],
+    touched: set[str],
+) -> FileResult:
+    result = FileResult(path, "failed")
+    name = str(path)
+    try:
+        buffer, result.size = _read(path)
+        parsed = parse_p10(buffer, name=name)
+        parts = decompose(
+            parsed,
+            limits=limits,
+            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018")),
+            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+        )
+        key = InstanceKey(
+            check_uid(_uid(parts.metadata, "0020000D"), "StudyInstanceUID", source=name),
+            check_uid(_uid(parts.metadata, "0020000E"), "SeriesInstanceUID", source=name),
+            check_uid(_uid(parts.metadata, "00080018"), "SOPInstanceUID", source=name),
+        )
+        result.key = key
+        result.warnings = parts.warnings
+        sha = hashlib.sha256(buffer).hexdigest()
+        previous = seen.get(key.sop)
+        if previous is None:
+            row = index.find_instance(key.sop)
+            if row is not None:
+                previous = (
+                    row["original_sha256"],
+                    InstanceKey(
+                        row["study_instance_uid"],
+                        row["series_instance_uid"],
+                        row["sop_instance_uid"],
+                    ),
+                )
+        status: Status = "stored"
+        if previous is not None:
+            if previous[0] == sha and previous[1] == key:
+                result.status = "unchanged"
+                return result
+            if not replace:
+                raise DuplicateInstanceError(
+                    f"{name}: SOPInstanceUID {key.sop} is already stored from a different "
+                    "file; use --replace to replace it"
+                )
+            status = "replaced"
+            old = previous[1]
+            if old != key:
+                _mark_pending(layout, old.study, touched)
+                remove_tree(layout.instance(old.study, old.series, old.sop))
+        _mark_pending(layout, key.study, touched)
+        write_instance(layout, key, parts, Original(sha, result.size))
+        seen[key.sop] = (sha, key)
+        result.status = status
+    except InputError as exc:
+        result.error = str(exc)
+    except ArchiveError as exc:
+        result.error = str(exc)
+    except OSError as exc:
+        result.error = f"{name}: cannot read: {exc.strerror or exc}"
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
+        result.exception = exc
+    return result
+
+
+def _uid(metadata: dict[str, object], key: str) -> str | None:
+    element = metadata.get(key)
+    if not isinstance(element, dict):
+        return None
+    value = first_value({key: element}, key)
+    return value if isinstance(value, str) else None
