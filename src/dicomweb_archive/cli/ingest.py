@@ -34,7 +34,7 @@ from dicomweb_archive.dicom.decompose import InlineLimits
 from dicomweb_archive.ops.ingest import FileResult, IngestReport, ingest, iter_input_files
 
 
-def create(
+def create(  # noqa: PLR0917 - typer passes every option positionally
     inputs: Annotated[
         list[Path],
         typer.Argument(

@@ -20,7 +20,7 @@ from dicomweb_archive.dicom.frames import (
     is_native,
     native_layout,
 )
-from dicomweb_archive.dicom.parse import Element, ParsedFile
+from dicomweb_archive.dicom.parse import Buffer, Element, ParsedFile
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments
 from dicomweb_archive.model.dicom_json import (
     SWAP_WIDTH,
@@ -51,7 +51,7 @@ class BulkSource:
     swap: int
     sha256: str
 
-    def read(self, buffer: bytes | memoryview) -> bytes:
+    def read(self, buffer: Buffer) -> bytes:
         raw = bytes(buffer[self.offset : self.offset + self.length])
         return little_endian_bytes(raw, _VR_BY_WIDTH[self.swap], little=self.swap == 1)
 
@@ -73,7 +73,7 @@ class InstanceParts:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def buffer(self) -> bytes | memoryview:
+    def buffer(self) -> Buffer:
         """The buffer frames and bulk data are ranges of."""
         return self.parsed.dataset_buffer
 
@@ -222,21 +222,21 @@ def _pixel_layout(parsed: ParsedFile, top: dict[int, Element]) -> PixelLayout | 
     )
 
 
-def _text(buffer: bytes | memoryview, element: Element | None) -> str:
+def _text(buffer: Buffer, element: Element | None) -> str:
     if element is None:
         return ""
     raw = bytes(buffer[element.value_offset : element.value_offset + element.length])
     return raw.decode("latin-1").strip(" \0")
 
 
-def _us(buffer: bytes | memoryview, element: Element | None) -> int | None:
+def _us(buffer: Buffer, element: Element | None) -> int | None:
     if element is None or element.length < 2:
         return None
     fmt = "<H" if element.little else ">H"
     return int(struct.unpack_from(fmt, buffer, element.value_offset)[0])
 
 
-def _is(buffer: bytes | memoryview, element: Element | None) -> int | None:
+def _is(buffer: Buffer, element: Element | None) -> int | None:
     if element is None or element.length == 0:
         return None
     text = bytes(buffer[element.value_offset : element.value_offset + element.length])

@@ -19,6 +19,7 @@ import numpy as np
 from dicomweb_archive.dicom.parse import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
+    Buffer,
     Element,
 )
 from dicomweb_archive.model.dicom_json import swap_bytes
@@ -78,7 +79,7 @@ class FrameSource:
             return (self.bits[1] + 7) // 8
         return sum(length for _, length in self.ranges)
 
-    def read(self, buffer: bytes | memoryview) -> bytes | memoryview:
+    def read(self, buffer: Buffer) -> bytes | memoryview:
         """The frame as stored: little endian, complete, starting at its first pixel."""
         if self.bits is not None:
             start, count = self.bits
@@ -155,7 +156,7 @@ def native_layout(
 
 def encapsulated_layout(
     element: Element,
-    buffer: bytes | memoryview,
+    buffer: Buffer,
     *,
     transfer_syntax: str,
     number_of_frames: int,
@@ -205,9 +206,7 @@ def _group_by_offsets(starts: list[int], offsets: list[int]) -> list[list[int]]:
     return groups
 
 
-def _group_by_markers(
-    buffer: bytes | memoryview, fragments: list[tuple[int, int]]
-) -> list[list[int]]:
+def _group_by_markers(buffer: Buffer, fragments: list[tuple[int, int]]) -> list[list[int]]:
     groups: list[list[int]] = []
     for index, (offset, _) in enumerate(fragments):
         head = bytes(buffer[offset : offset + 12])

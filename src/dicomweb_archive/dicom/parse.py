@@ -16,6 +16,7 @@ It never copies values: every offset points into the caller's buffer (``bytes``,
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ ITEM_DELIMITER = 0xFFFEE00D  # (FFFE,E00D) Item Delimitation Item
 SEQUENCE_DELIMITER = 0xFFFEE0DD  # (FFFE,E0DD) Sequence Delimitation Item
 PIXEL_DATA = 0x7FE00010  # (7FE0,0010) PixelData
 UNDEFINED = 0xFFFFFFFF
+
+#: What the parser reads: file bytes, or a memory map of a large file.
+Buffer = bytes | memoryview | mmap.mmap
 
 #: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 Table 7.1-1).
 LONG_HEADER_VRS = frozenset(
@@ -109,7 +113,7 @@ class ParsedFile:
     into the file buffer.
     """
 
-    buffer: bytes | memoryview
+    buffer: Buffer
     has_preamble: bool
     meta: list[Element]
     dataset_offset: int
@@ -123,11 +127,11 @@ class ParsedFile:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def dataset_buffer(self) -> bytes | memoryview:
+    def dataset_buffer(self) -> Buffer:
         return self.inflated if self.inflated is not None else self.buffer
 
 
-class _Truncated(Exception):
+class _TruncatedError(Exception):
     """Internal: the buffer ends inside the element at ``offset``."""
 
     def __init__(self, offset: int) -> None:
@@ -135,7 +139,7 @@ class _Truncated(Exception):
         self.offset = offset
 
 
-class _Malformed(Exception):
+class _MalformedError(Exception):
     """Internal: bytes at ``offset`` are not a valid element encoding."""
 
     def __init__(self, offset: int, reason: str) -> None:
@@ -163,7 +167,7 @@ def implicit_vr(tag: int) -> str:
 class _Walker:
     __slots__ = ("buf", "size")
 
-    def __init__(self, buf: bytes | memoryview) -> None:
+    def __init__(self, buf: Buffer) -> None:
         self.buf = buf
         self.size = len(buf)
 
@@ -182,13 +186,15 @@ class _Walker:
         out: list[Element] = []
         while pos < end:
             if pos + 8 > self.size:
-                raise _Truncated(pos)
+                raise _TruncatedError(pos)
             group, elem = tag_struct.unpack_from(buf, pos)
             tag = group << 16 | elem
             if tag == ITEM_DELIMITER and in_item:
                 return out, pos
             if group == 0xFFFE:
-                raise _Malformed(pos, f"unexpected ({group:04X},{elem:04X}) outside a sequence")
+                raise _MalformedError(
+                    pos, f"unexpected ({group:04X},{elem:04X}) outside a sequence"
+                )
             if implicit:
                 vr = implicit_vr(tag)
                 explicit = False
@@ -198,11 +204,11 @@ class _Walker:
                 raw_vr = bytes(buf[pos + 4 : pos + 6])
                 vr = raw_vr.decode("latin-1")
                 if vr not in KNOWN_VRS:
-                    raise _Malformed(pos, f"invalid VR {raw_vr!r}")
+                    raise _MalformedError(pos, f"invalid VR {raw_vr!r}")
                 explicit = True
                 if vr in LONG_HEADER_VRS:
                     if pos + 12 > self.size:
-                        raise _Truncated(pos)
+                        raise _TruncatedError(pos)
                     length = u32.unpack_from(buf, pos + 8)[0]
                     value_offset = pos + 12
                 else:
@@ -216,7 +222,7 @@ class _Walker:
             else:
                 element.end = value_offset + length
                 if element.end > self.size:
-                    raise _Truncated(pos)
+                    raise _TruncatedError(pos)
                 if vr == "SQ":
                     element.items, _ = self.items(
                         value_offset, element.end, implicit=implicit, little=little
@@ -235,11 +241,12 @@ class _Walker:
                 # PS3.5 6.2.2: a UN value of undefined length is an implicit VR LE sequence.
                 implicit, little = True, True
             elif element.vr not in ("SQ", "UN"):
-                raise _Malformed(element.offset, f"undefined length for VR {element.vr}")
-            element.items, delimiter = self.items(pos, self.size, implicit=implicit, little=little)
+                raise _MalformedError(element.offset, f"undefined length for VR {element.vr}")
+            element.items, found = self.items(pos, self.size, implicit=implicit, little=little)
             element.vr = "SQ"
-            if delimiter is None:
-                raise _Truncated(element.offset)
+            if found is None:
+                raise _TruncatedError(element.offset)
+            delimiter = found
         element.length = delimiter - pos
         element.end = delimiter + 8
 
@@ -253,27 +260,27 @@ class _Walker:
         out: list[Item] = []
         while pos < end:
             if pos + 8 > self.size:
-                raise _Truncated(pos)
+                raise _TruncatedError(pos)
             group, elem = tag_struct.unpack_from(buf, pos)
             tag = group << 16 | elem
             length = u32.unpack_from(buf, pos + 4)[0]
             if tag == SEQUENCE_DELIMITER:
                 return out, pos
             if tag != ITEM:
-                raise _Malformed(pos, f"expected an item, found ({group:04X},{elem:04X})")
+                raise _MalformedError(pos, f"expected an item, found ({group:04X},{elem:04X})")
             if length == UNDEFINED:
                 elements, stop = self.elements(
                     pos + 8, self.size, implicit=implicit, little=little, in_item=True
                 )
                 if stop + 8 > self.size:
-                    raise _Truncated(pos)
+                    raise _TruncatedError(pos)
                 item_end = stop + 8
             else:
                 # An item longer than its sequence is read up to the sequence's end, as
                 # pydicom does; the skeleton keeps the bytes as they are either way.
                 item_end = min(pos + 8 + length, end)
                 if item_end > self.size:
-                    raise _Truncated(pos)
+                    raise _TruncatedError(pos)
                 elements, _ = self.elements(
                     pos + 8, item_end, implicit=implicit, little=little, in_item=False
                 )
@@ -282,22 +289,22 @@ class _Walker:
         return out, None
 
     def fragments(self, pos: int, *, little: bool) -> tuple[list[tuple[int, int]], int]:
-        """Parse encapsulated items (PS3.5 A.4); returns (offset, length) pairs and the delimiter."""
+        """Parse encapsulated items (PS3.5 A.4): (offset, length) pairs and the delimiter."""
         tag_struct = _LE_TAG if little else _BE_TAG
         u32 = _LE_U32 if little else _BE_U32
         out: list[tuple[int, int]] = []
         while True:
             if pos + 8 > self.size:
-                raise _Truncated(pos)
+                raise _TruncatedError(pos)
             group, elem = tag_struct.unpack_from(self.buf, pos)
             tag = group << 16 | elem
             length = u32.unpack_from(self.buf, pos + 4)[0]
             if tag == SEQUENCE_DELIMITER:
                 return out, pos
             if tag != ITEM or length == UNDEFINED:
-                raise _Malformed(pos, "malformed encapsulated pixel data item")
+                raise _MalformedError(pos, "malformed encapsulated pixel data item")
             if pos + 8 + length > self.size:
-                raise _Truncated(pos)
+                raise _TruncatedError(pos)
             out.append((pos + 8, length))
             pos += 8 + length
 
@@ -316,9 +323,9 @@ def _parse_top(
             elements, _ = walker.elements(
                 pos, pos + 1, implicit=implicit, little=little, in_item=False
             )
-        except _Truncated:
+        except _TruncatedError:
             return out, pos, f"file is truncated inside the element at byte {pos}"
-        except _Malformed as exc:
+        except _MalformedError as exc:
             if not out:
                 raise
             return out, pos, f"unparsable bytes from byte {pos}: {exc.reason}"
@@ -327,11 +334,11 @@ def _parse_top(
     return out, pos, None
 
 
-def _looks_explicit(buf: bytes | memoryview, pos: int) -> bool:
+def _looks_explicit(buf: Buffer, pos: int) -> bool:
     return bytes(buf[pos + 4 : pos + 6]).decode("latin-1") in KNOWN_VRS
 
 
-def parse_p10(buf: bytes | memoryview, *, name: str = "<buffer>") -> ParsedFile:
+def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
     """Parse a DICOM file (PS3.10 7.1) or a bare data set into an element tree.
 
     Accepts files without preamble or without File Meta Information, as pydicom does with
@@ -350,7 +357,7 @@ def parse_p10(buf: bytes | memoryview, *, name: str = "<buffer>") -> ParsedFile:
                 elements, pos = walker.elements(
                     pos, pos + 1, implicit=meta_implicit, little=True, in_item=False
                 )
-            except (_Truncated, _Malformed) as exc:
+            except (_TruncatedError, _MalformedError) as exc:
                 raise TruncatedError(f"{name}: the File Meta Information is damaged") from exc
             meta.extend(elements)
     elif not has_preamble and not _plausible_bare_dataset(buf):
@@ -388,7 +395,7 @@ def parse_p10(buf: bytes | memoryview, *, name: str = "<buffer>") -> ParsedFile:
         dataset, end, stop_reason = _parse_top(
             dataset_walker, start, implicit=implicit, little=little
         )
-    except _Malformed as exc:
+    except _MalformedError as exc:
         raise NotDicomError(
             f"{name}: malformed data element at byte {exc.offset}: {exc.reason}"
         ) from exc
@@ -412,7 +419,7 @@ def parse_p10(buf: bytes | memoryview, *, name: str = "<buffer>") -> ParsedFile:
     )
 
 
-def _plausible_bare_dataset(buf: bytes | memoryview) -> bool:
+def _plausible_bare_dataset(buf: Buffer) -> bool:
     """A data set without preamble starts with a low group number and sane first elements."""
     if len(buf) < 16:
         return False
@@ -423,20 +430,20 @@ def _plausible_bare_dataset(buf: bytes | memoryview) -> bool:
     return False
 
 
-def _first_elements_parse(buf: bytes | memoryview, little: bool) -> bool:
+def _first_elements_parse(buf: Buffer, little: bool) -> bool:
     walker = _Walker(buf)
     implicit = not _looks_explicit(buf, 0)
     try:
         elements, _ = walker.elements(
             0, min(len(buf), 256), implicit=implicit, little=little, in_item=False
         )
-    except (_Truncated, _Malformed):
+    except (_TruncatedError, _MalformedError):
         return False
     tags = [e.tag for e in elements]
     return len(tags) >= 2 and tags == sorted(tags)
 
 
-def _guess_transfer_syntax(buf: bytes | memoryview, pos: int) -> str:
+def _guess_transfer_syntax(buf: Buffer, pos: int) -> str:
     """Guess the encoding of a data set without a Transfer Syntax UID (as pydicom does)."""
     if pos + 8 > len(buf):
         return IMPLICIT_VR_LITTLE_ENDIAN
@@ -447,6 +454,6 @@ def _guess_transfer_syntax(buf: bytes | memoryview, pos: int) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN if explicit else IMPLICIT_VR_LITTLE_ENDIAN
 
 
-def value_bytes(buf: bytes | memoryview, element: Element) -> bytes:
+def value_bytes(buf: Buffer, element: Element) -> bytes:
     """The raw value bytes of a defined-length element."""
     return bytes(buf[element.value_offset : element.value_offset + element.length])

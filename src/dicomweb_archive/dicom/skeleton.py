@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dicomweb_archive.dicom.parse import Buffer
 from dicomweb_archive.model.dicom_json import swap_bytes
 
 Segment = dict[str, Any]
@@ -42,7 +43,7 @@ class Hole:
     segment: Segment
 
 
-def build_segments(buffer: bytes | memoryview, holes: list[Hole]) -> list[Segment]:
+def build_segments(buffer: Buffer, holes: list[Hole]) -> list[Segment]:
     """Cover ``buffer`` with literal segments around the (sorted, disjoint) holes."""
     segments: list[Segment] = []
     position = 0
@@ -58,12 +59,12 @@ def build_segments(buffer: bytes | memoryview, holes: list[Hole]) -> list[Segmen
     return segments
 
 
-def literal(data: bytes | memoryview) -> Segment:
+def literal(data: Buffer) -> Segment:
     return {"literal": base64.b64encode(data).decode("ascii")}
 
 
 def deflate_segments(
-    file_buffer: bytes | memoryview, dataset_offset: int, inflated: bytes, inner: list[Segment]
+    file_buffer: Buffer, dataset_offset: int, inflated: bytes, inner: list[Segment]
 ) -> list[Segment]:
     """Skeleton of a deflated file: literal header, then a re-deflated inner skeleton.
 

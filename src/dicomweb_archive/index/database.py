@@ -134,9 +134,7 @@ class Index:
         )
         return rows[0] if rows else None
 
-    def replace_studies(
-        self, studies: Iterable[StudyUpdate], *, clear_first: bool = False
-    ) -> None:
+    def replace_studies(self, studies: Iterable[StudyUpdate], *, clear_first: bool = False) -> None:
         """Replace the rows of each given study in one transaction.
 
         Each tuple is (StudyInstanceUID, study row or None when the study is gone, series rows,
@@ -201,9 +199,7 @@ class Index:
         """Every study's QIDO-RS object, in StudyInstanceUID order (studies/index.json.gz)."""
         return [
             json.loads(row["query_json"])
-            for row in self.db.query(
-                "SELECT query_json FROM studies ORDER BY study_instance_uid"
-            )
+            for row in self.db.query("SELECT query_json FROM studies ORDER BY study_instance_uid")
         ]
 
     def studies(self) -> list[Row]:

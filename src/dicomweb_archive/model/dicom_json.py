@@ -33,7 +33,7 @@ import numpy as np
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 
-from dicomweb_archive.dicom.parse import Element
+from dicomweb_archive.dicom.parse import Buffer, Element
 
 JsonObject = dict[str, Any]
 
@@ -76,7 +76,7 @@ BulkHook = Callable[[Element, tuple[int, ...]], str | None]
 class JsonContext:
     """What decoding a data set needs besides its elements."""
 
-    buffer: bytes | memoryview
+    buffer: Buffer
     bulk_hook: BulkHook
     pixel_representation: int = 0
 
@@ -158,12 +158,12 @@ def to_json_element(
         values = _strings(raw, vr, encodings)
     else:
         return _binary(element, "UN", context, path)
-    if not values or all(v is None for v in values) and len(values) == 1:
+    if not values or (len(values) == 1 and values[0] is None):
         return {"vr": vr}
     return {"vr": vr, "Value": values}
 
 
-def _raw(buffer: bytes | memoryview, element: Element) -> bytes:
+def _raw(buffer: Buffer, element: Element) -> bytes:
     return bytes(buffer[element.value_offset : element.value_offset + element.length])
 
 
@@ -179,10 +179,8 @@ def _decode(raw: bytes, encodings: list[str], delimiters: set[int]) -> str:
 
 
 def _strings(raw: bytes, vr: str, encodings: list[str]) -> list[Any]:
-    if vr in CHARSET_VRS:
-        text = _decode(raw, encodings, TEXT_DELIMITERS)
-    else:
-        text = raw.decode("latin-1")
+    charset = vr in CHARSET_VRS
+    text = _decode(raw, encodings, TEXT_DELIMITERS) if charset else raw.decode("latin-1")
     if vr in SINGLE_VALUE_TEXT_VRS:
         return [text.rstrip(" \0")]
     out: list[Any] = []

@@ -115,7 +115,15 @@ def ingest(
         touched = set(pending_studies(layout))
         seen: dict[str, tuple[str, InstanceKey]] = {}
         for path in iter_input_files(inputs, exclude=layout.root):
-            result = _ingest_file(path, layout, index, limits, replace, seen, touched)
+            result = _ingest_file(
+                path,
+                layout=layout,
+                index=index,
+                limits=limits,
+                replace=replace,
+                seen=seen,
+                touched=touched,
+            )
             report.results.append(result)
             if progress is not None:
                 progress(result)
@@ -137,9 +145,7 @@ def refresh_studies(layout: StoreLayout, index: Index, studies: set[str]) -> Non
     if not studies:
         return
     rows = [study_rows(layout, study, write=True) for study in sorted(studies)]
-    index.replace_studies(
-        (r.study_instance_uid, r.study, r.series, r.instances) for r in rows
-    )
+    index.replace_studies((r.study_instance_uid, r.study, r.series, r.instances) for r in rows)
     write_json_gz(layout.studies_index, index.study_query_objects())
     for study in studies:
         remove_file(layout.pending / study)
@@ -161,6 +167,7 @@ def _read(path: Path) -> tuple[bytes | mmap.mmap, int]:
 
 def _ingest_file(
     path: Path,
+    *,
     layout: StoreLayout,
     index: Index,
     limits: InlineLimits,
@@ -176,7 +183,7 @@ def _ingest_file(
         parts = decompose(
             parsed,
             limits=limits,
-            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018")),
+            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
         )
         key = InstanceKey(
@@ -224,7 +231,7 @@ def _ingest_file(
         result.error = str(exc)
     except OSError as exc:
         result.error = f"{name}: cannot read: {exc.strerror or exc}"
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+    except Exception as exc:  # one bad file must not stop the batch
         result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
         result.exception = exc
     return result

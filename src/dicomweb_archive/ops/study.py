@@ -56,9 +56,7 @@ def read_study(layout: StoreLayout, study: str) -> dict[str, list[tuple[JsonObje
     return dict(sorted(grouped.items(), key=_series_sort_key))
 
 
-def study_rows(
-    layout: StoreLayout, study: str, *, write: bool
-) -> StudyRows:
+def study_rows(layout: StoreLayout, study: str, *, write: bool) -> StudyRows:
     """Build (and with ``write``, write) a study's derived files; return its index rows."""
     grouped = read_study(layout, study)
     result = StudyRows(study)

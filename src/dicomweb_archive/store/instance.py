@@ -119,7 +119,9 @@ def read_instance_metadata(layout: StoreLayout, key: InstanceKey) -> dict[str, A
     except FileNotFoundError as exc:
         raise CorruptStoreError(f"{layout.relative(path)}: instance metadata is missing") from exc
     except (OSError, ValueError) as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: instance metadata is unreadable") from exc
+        raise CorruptStoreError(
+            f"{layout.relative(path)}: instance metadata is unreadable"
+        ) from exc
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
         raise CorruptStoreError(f"{layout.relative(path)}: not a one-instance metadata array")
     result: dict[str, Any] = value[0]

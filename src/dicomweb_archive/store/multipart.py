@@ -3,7 +3,10 @@
 Each frame file is exactly what a WADO-RS frame response with one part contains, so a static
 server can send it as is (``docs/spec/store-layout.md``)::
 
-    --<boundary>\\r\\nContent-Type: <media type>; transfer-syntax=<uid>\\r\\n\\r\\n<bytes>\\r\\n--<boundary>--
+    --<boundary>\\r\\n
+    Content-Type: <media type>; transfer-syntax=<uid>\\r\\n
+    \\r\\n
+    <bytes>\\r\\n--<boundary>--
 
 The boundary is derived from the frame's SHA-256 (deterministic, and it cannot occur in the
 frame's bytes in practice); the original tool used random boundaries.
