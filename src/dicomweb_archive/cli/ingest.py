@@ -31,6 +31,7 @@ from dicomweb_archive.cli.common import (
     store_path,
 )
 from dicomweb_archive.dicom.decompose import InlineLimits
+from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.ops.ingest import FileResult, IngestReport, ingest, iter_input_files
 
 
@@ -81,6 +82,10 @@ def create(  # noqa: PLR0917 - typer passes every option positionally
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
 
+def _unexpected(exc: BaseException | None) -> bool:
+    return exc is not None and not isinstance(exc, ArchiveError | OSError)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -100,7 +105,7 @@ def _run(
     def report_file(result: FileResult) -> None:
         if result.status == "failed":
             error_line(result.error or f"{result.path}: failed")
-            if verbose and result.exception is not None:
+            if verbose and _unexpected(result.exception):
                 stderr.print("".join(traceback.format_exception(result.exception)), markup=False)
         elif verbose:
             where = result.key.sop if result.key else ""

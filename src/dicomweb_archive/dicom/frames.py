@@ -65,18 +65,23 @@ class FrameSource:
     """Where one frame's bytes come from in the data set buffer.
 
     ``ranges`` are (offset, length) pieces concatenated in order. ``swap`` > 1 reverses byte
-    order per word of that width. ``bits`` (first bit, bit count) selects a run of single-bit
-    pixels that does not start on a byte boundary.
+    order per word of that width. ``window`` (skip, length) then cuts the frame out of
+    word-aligned bytes, for swapped frames that do not start or end on a word boundary.
+    ``bits`` (first bit, bit count) selects a run of single-bit pixels that does not start on a
+    byte boundary.
     """
 
     ranges: list[tuple[int, int]]
     swap: int = 1
     bits: tuple[int, int] | None = None
+    window: tuple[int, int] | None = None
 
     @property
     def length(self) -> int:
         if self.bits is not None:
             return (self.bits[1] + 7) // 8
+        if self.window is not None:
+            return self.window[1]
         return sum(length for _, length in self.ranges)
 
     def read(self, buffer: Buffer) -> bytes | memoryview:
@@ -93,7 +98,12 @@ class FrameSource:
             data: bytes | memoryview = memoryview(buffer)[offset : offset + length]
         else:
             data = b"".join(bytes(buffer[o : o + n]) for o, n in self.ranges)
-        return swap_bytes(data, self.swap) if self.swap > 1 else data
+        if self.swap > 1:
+            data = swap_bytes(data, self.swap)
+        if self.window is not None:
+            skip, length = self.window
+            data = data[skip : skip + length]
+        return data
 
 
 @dataclass(slots=True)
@@ -127,13 +137,21 @@ def native_layout(
     """Split native pixel data into frames (PS3.5 8.1.1).
 
     YBR_FULL_422 native data holds two samples per pixel on average (PS3.3 C.7.6.3.1.2).
+    Big endian OW values are swapped per 16-bit word even for 8-bit pixels (PS3.5 7.3), so a
+    frame that does not start and end on a word boundary is cut from swapped aligned words and
+    the value stays literal in the skeleton.
     """
     warnings: list[str] = []
     if photometric_interpretation == "YBR_FULL_422" and samples_per_pixel == 3:
         frame_bits = rows * columns * 2 * bits_allocated
     else:
         frame_bits = rows * columns * samples_per_pixel * bits_allocated
-    swap = bits_allocated // 8 if not element.little and bits_allocated in (16, 32, 64) else 1
+    swap = 1
+    if not element.little:
+        if bits_allocated in (16, 32, 64):
+            swap = bits_allocated // 8
+        elif element.vr == "OW":
+            swap = 2
     layout = PixelLayout([], EXPLICIT_VR_LITTLE_ENDIAN, media_type(EXPLICIT_VR_LITTLE_ENDIAN))
     if frame_bits == 0 or number_of_frames < 1:
         return layout
@@ -146,6 +164,15 @@ def native_layout(
         for index in range(complete):
             start = element.value_offset * 8 + index * frame_bits
             layout.frames.append(FrameSource([], bits=(start, frame_bits)))
+    elif swap > 1 and (frame_bits // 8) % swap:
+        layout.keep_literal = True
+        size = frame_bits // 8
+        for index in range(complete):
+            start = element.value_offset + index * size
+            aligned = element.value_offset + (index * size) // swap * swap
+            end = aligned + -(-(start + size - aligned) // swap) * swap
+            window = (start - aligned, size)
+            layout.frames.append(FrameSource([(aligned, end - aligned)], swap, window=window))
     else:
         size = frame_bits // 8
         for index in range(complete):

@@ -24,7 +24,7 @@ from typing import Literal
 
 from dicomweb_archive.dicom.decompose import InlineLimits, decompose
 from dicomweb_archive.dicom.parse import parse_p10
-from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, InputError
+from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.uid import check_uid
@@ -225,12 +225,12 @@ def _ingest_file(
         write_instance(layout, key, parts, Original(sha, result.size))
         seen[key.sop] = (sha, key)
         result.status = status
-    except InputError as exc:
-        result.error = str(exc)
     except ArchiveError as exc:
         result.error = str(exc)
+        result.exception = exc
     except OSError as exc:
         result.error = f"{name}: cannot read: {exc.strerror or exc}"
+        result.exception = exc
     except Exception as exc:  # one bad file must not stop the batch
         result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
         result.exception = exc

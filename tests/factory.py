@@ -1,0 +1,124 @@
+"""Generated DICOM test files (never downloaded): CT slices, multi-frame images, bad inputs.
+
+Also used by ``bench/`` to build its data sets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root, for generated test data only
+
+
+def uid(suffix: str | int) -> str:
+    """A deterministic UID under pydicom's root."""
+    return f"{ROOT}{suffix}"
+
+
+def make_ct(
+    *,
+    study: str,
+    series: str,
+    sop: str,
+    patient_id: str = "PAT001",
+    patient_name: str = "DOE^JOHN",
+    instance_number: int = 1,
+    rows: int = 64,
+    columns: int = 64,
+    frames: int = 1,
+    seed: int = 0,
+    modality: str = "CT",
+) -> Dataset:
+    """A small but complete CT-like image (uncompressed, explicit VR little endian)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyDate = "20240101"
+    ds.StudyTime = "120000"
+    ds.AccessionNumber = "ACC1"
+    ds.Modality = modality
+    ds.ReferringPhysicianName = "WHO^CARES"
+    ds.StudyDescription = "Generated study"
+    ds.SeriesDescription = "Generated series"
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.SliceThickness = "1.250"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = instance_number
+    ds.ImagePositionPatient = [0, 0, float(instance_number)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def write_ct(path: Path, **kwargs: object) -> Path:
+    """Write :func:`make_ct` to ``path`` as a P10 file."""
+    ds = make_ct(**kwargs)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_series(
+    directory: Path,
+    *,
+    count: int,
+    study: str | None = None,
+    series: str | None = None,
+    rows: int = 64,
+    columns: int = 64,
+    patient_id: str = "PAT001",
+    prefix: str = "IM",
+) -> list[Path]:
+    """A series of ``count`` CT slices; UIDs derived deterministically unless given."""
+    study = study or generate_uid(prefix=ROOT, entropy_srcs=[str(directory), "study"])
+    series = series or generate_uid(prefix=ROOT, entropy_srcs=[str(directory), "series"])
+    paths = []
+    for number in range(1, count + 1):
+        sop = generate_uid(prefix=ROOT, entropy_srcs=[series, str(number)])
+        paths.append(
+            write_ct(
+                directory / f"{prefix}{number:05d}.dcm",
+                study=study,
+                series=series,
+                sop=sop,
+                instance_number=number,
+                rows=rows,
+                columns=columns,
+                patient_id=patient_id,
+                seed=number,
+            )
+        )
+    return paths

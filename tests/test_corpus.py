@@ -1,0 +1,151 @@
+"""Every file pydicom ships: ingest, check the store, rebuild the P10 bytes exactly."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dicomweb_archive import ingest, reconstruct_p10
+from dicomweb_archive.dicom.decompose import InlineLimits, decompose
+from dicomweb_archive.dicom.parse import parse_p10
+from dicomweb_archive.dicom.skeleton import generate_bytes
+from dicomweb_archive.errors import MissingUidError, NotDicomError
+from dicomweb_archive.store.files import read_json_gz
+from dicomweb_archive.store.layout import StoreLayout
+from tests.conftest import corpus_files, corpus_id
+
+#: Files that are not ingested, each with the error expected and why.
+NOT_INGESTED: dict[str, tuple[type[Exception], str]] = {
+    "README.txt": (NotDicomError, "text file"),
+    "dicomdirtests/README.txt": (NotDicomError, "text file"),
+    "dicomdirtests/TINY_ALPHA/README": (NotDicomError, "text file"),
+    "rtplan.dump": (NotDicomError, "dcmdump text output"),
+    "rtstruct.dump": (NotDicomError, "dcmdump text output"),
+    "test1.json": (NotDicomError, "DICOM JSON, not P10"),
+    "test_PN.json": (NotDicomError, "DICOM JSON, not P10"),
+    "crayons.icc": (NotDicomError, "an ICC profile"),
+    "zipMR.gz": (NotDicomError, "a gzip archive (not deflated DICOM)"),
+    "no_meta.dcm": (
+        NotDicomError,
+        "first byte missing: pydicom too reads it as one bogus element (0820,0500)",
+    ),
+    "meta_missing_tsyntax.dcm": (MissingUidError, "fragment without Study/Series/SOP UIDs"),
+    "nested_priv_SQ.dcm": (MissingUidError, "fragment with only private sequences, no UIDs"),
+    "priv_SQ.dcm": (MissingUidError, "fragment with only a private sequence, no UIDs"),
+    "empty_charset_LEI.dcm": (MissingUidError, "fragment without UIDs"),
+    "SC_rgb_jls_lossy_line.dcm": (MissingUidError, "pixel-only test file without UIDs"),
+    "SC_rgb_jls_lossy_sample.dcm": (MissingUidError, "pixel-only test file without UIDs"),
+    "JPEGLSNearLossless_08.dcm": (MissingUidError, "pixel-only test file without UIDs"),
+    "JPEGLSNearLossless_16.dcm": (MissingUidError, "pixel-only test file without UIDs"),
+    "UN_sequence.dcm": (MissingUidError, "fragment holding one UN sequence, no UIDs"),
+    "no_meta_group_length.dcm": (MissingUidError, "fragment without UIDs"),
+}
+for _name in (
+    "DICOMDIR",
+    "DICOMDIR-bigEnd",
+    "DICOMDIR-empty.dcm",
+    "DICOMDIR-implicit",
+    "DICOMDIR-nooffset",
+    "DICOMDIR-nopatient",
+    "DICOMDIR-reordered",
+    "TINY_ALPHA/DICOMDIR",
+):
+    NOT_INGESTED[f"dicomdirtests/{_name}"] = (
+        MissingUidError,
+        "a DICOMDIR (Media Storage Directory) is an index of files, not an instance",
+    )
+
+#: Files whose stored frame count is not their NumberOfFrames: (frames stored, why).
+FRAME_COUNT_EXCEPTIONS = {
+    "MR_truncated.dcm": (0, "the file ends inside Pixel Data: no complete frame to store"),
+    "badVR.dcm": (1, "NumberOfFrames is '1A', not an IS: read as 1, as for an absent value"),
+}
+
+CORPUS = corpus_files()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CORPUS, ids=corpus_id)
+def test_corpus_file_round_trips(path: Path, tmp_path: Path) -> None:
+    """Each readable file is stored with its frames and rebuilt byte for byte."""
+    store = tmp_path / "store"
+    report = ingest([path], store)
+    (result,) = report.results
+    name = corpus_id(path)
+    if name in NOT_INGESTED:
+        expected, _reason = NOT_INGESTED[name]
+        assert result.status == "failed"
+        assert isinstance(result.exception, expected), result.error
+        assert result.error is not None and str(path) in result.error
+        assert not (store / "studies").exists()
+        return
+    assert result.status == "stored", result.error
+    assert result.key is not None
+    layout = StoreLayout(store)
+    key = result.key
+    info = read_json_gz(layout.info(key.study, key.series, key.sop))
+    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))
+    assert read_json_gz(layout.series_metadata(key.study, key.series)) == metadata
+    for path_ in (
+        layout.studies_index,
+        layout.study_index(key.study),
+        layout.series_index(key.study),
+        layout.series_singleton(key.study, key.series),
+        layout.instances_index(key.study, key.series),
+    ):
+        assert path_.is_file(), path_
+    ds = pydicom.dcmread(path, force=True, stop_before_pixels=False)
+    if "PixelData" in ds:
+        if name in FRAME_COUNT_EXCEPTIONS:
+            expected_frames = FRAME_COUNT_EXCEPTIONS[name][0]
+        else:
+            expected_frames = int(ds.get("NumberOfFrames") or 1)
+        assert len(info["frames"]) == expected_frames
+        for number in range(1, expected_frames + 1):
+            assert layout.frame(key.study, key.series, key.sop, number).is_file()
+    original = path.read_bytes()
+    rebuilt = reconstruct_p10(store, key.sop)
+    assert _sha(rebuilt) == _sha(original)
+    assert info["original"]["sha256"] == _sha(original)
+    assert info["original"]["size"] == len(original)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CORPUS, ids=corpus_id)
+def test_corpus_file_skeleton_is_complete(path: Path) -> None:
+    """Even files the store refuses (no UIDs) decompose into parts that rebuild them exactly."""
+    data = path.read_bytes()
+    try:
+        parsed = parse_p10(data, name=path.name)
+    except NotDicomError:
+        assert NOT_INGESTED[corpus_id(path)][0] is NotDicomError
+        return
+    parts = decompose(
+        parsed,
+        limits=InlineLimits(public=16, private=16),  # force many bulk-data holes
+        frames_uri=lambda _meta: "frames",
+        bulk_uri=lambda _meta, sha: sha,
+    )
+    frames = [bytes(frame.read(parts.buffer)) for frame in parts.frames]
+    rebuilt = b"".join(
+        generate_bytes(
+            parts.skeleton,
+            read_frame=lambda n: frames[n - 1],
+            read_bulk=lambda sha: parts.bulk[sha].read(parts.buffer),
+        )
+    )
+    assert _sha(rebuilt) == _sha(data)
+
+
+def test_exclusions_name_real_files() -> None:
+    """The exclusion tables list only files that exist in pydicom's corpus."""
+    names = {corpus_id(p) for p in CORPUS}
+    assert set(NOT_INGESTED) <= names
+    assert set(FRAME_COUNT_EXCEPTIONS) <= names
