@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root, for generated test data only
 
@@ -38,7 +38,7 @@ def make_ct(
     pixels = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
+    meta.MediaStorageSOPInstanceUID = UID(sop)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta

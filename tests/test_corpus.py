@@ -12,7 +12,7 @@ from dicomweb_archive import ingest, reconstruct_p10
 from dicomweb_archive.dicom.decompose import InlineLimits, decompose
 from dicomweb_archive.dicom.parse import parse_p10
 from dicomweb_archive.dicom.skeleton import generate_bytes
-from dicomweb_archive.errors import MissingUidError, NotDicomError
+from dicomweb_archive.errors import MissingUidError, NotDicomError, TruncatedError
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import StoreLayout
 from tests.conftest import corpus_files, corpus_id
@@ -42,6 +42,8 @@ NOT_INGESTED: dict[str, tuple[type[Exception], str]] = {
     "JPEGLSNearLossless_16.dcm": (MissingUidError, "pixel-only test file without UIDs"),
     "UN_sequence.dcm": (MissingUidError, "fragment holding one UN sequence, no UIDs"),
     "no_meta_group_length.dcm": (MissingUidError, "fragment without UIDs"),
+    "MR_truncated.dcm": (TruncatedError, "ends inside Pixel Data: an incomplete file is refused"),
+    "rtplan_truncated.dcm": (TruncatedError, "ends inside an element: incomplete, refused"),
 }
 for _name in (
     "DICOMDIR",
@@ -60,7 +62,6 @@ for _name in (
 
 #: Files whose stored frame count is not their NumberOfFrames: (frames stored, why).
 FRAME_COUNT_EXCEPTIONS = {
-    "MR_truncated.dcm": (0, "the file ends inside Pixel Data: no complete frame to store"),
     "badVR.dcm": (1, "NumberOfFrames is '1A', not an IS: read as 1, as for an absent value"),
 }
 

@@ -32,7 +32,7 @@ GOLDEN_CASES = {
 def _path(name: str) -> Path:
     if name.startswith("chr"):
         return Path(get_charset_files(name)[0])
-    return Path(get_testdata_file(name))
+    return Path(str(get_testdata_file(name)))
 
 
 def _metadata(path: Path, store: Path) -> dict[str, Any]:

@@ -109,9 +109,9 @@ def _run(
                 stderr.print("".join(traceback.format_exception(result.exception)), markup=False)
         elif verbose:
             where = result.key.sop if result.key else ""
-            stderr.print(f"{result.status}: {result.path} -> {where}", markup=False)
+            stderr.print(f"{result.status}: {result.path} -> {where}", markup=False, soft_wrap=True)
             for warning in result.warnings:
-                stderr.print(f"  warning: {warning}", markup=False)
+                stderr.print(f"  warning: {warning}", markup=False, soft_wrap=True)
 
     if not stderr.is_terminal:
         return ingest(files, root, limits=limits, replace=replace, progress=report_file)
@@ -152,4 +152,4 @@ def _summary(report: IngestReport, *, verbose: bool) -> None:
     line = ", ".join(p for p in parts if p)
     if report.failures and not verbose:
         line += "; the errors above name each failed file"
-    stdout.print(line, markup=False)
+    stdout.print(line, markup=False, soft_wrap=True)

@@ -123,7 +123,8 @@ class ParsedFile:
     implicit: bool
     little: bool
     inflated: bytes | None = None
-    truncated: bool = False
+    #: Why parsing stopped before the end of the data (truncation, unparsable bytes), if it did.
+    stop_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -401,8 +402,6 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
         ) from exc
     if not dataset and not meta:
         raise NotDicomError(f"{name}: not a DICOM file (no data elements)")
-    if stop_reason:
-        warnings.append(stop_reason)
     return ParsedFile(
         buffer=buf,
         has_preamble=has_preamble,
@@ -414,7 +413,7 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
         implicit=implicit,
         little=little,
         inflated=inflated,
-        truncated=stop_reason is not None,
+        stop_reason=stop_reason,
         warnings=warnings,
     )
 

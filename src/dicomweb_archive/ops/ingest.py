@@ -24,7 +24,7 @@ from typing import Literal
 
 from dicomweb_archive.dicom.decompose import InlineLimits, decompose
 from dicomweb_archive.dicom.parse import parse_p10
-from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError
+from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, TruncatedError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.uid import check_uid
@@ -98,8 +98,8 @@ def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> 
 
 
 def ingest(
-    inputs: Iterable[Path],
-    store: Path,
+    inputs: Iterable[str | os.PathLike[str]],
+    store: str | os.PathLike[str],
     *,
     limits: InlineLimits | None = None,
     replace: bool = False,
@@ -107,14 +107,14 @@ def ingest(
 ) -> IngestReport:
     """Ingest files and directories into the store at ``store``; never raises for bad input."""
     started = time.perf_counter()
-    layout = StoreLayout(store)
+    layout = StoreLayout(Path(store))
     limits = limits or InlineLimits()
     report = IngestReport()
     layout.root.mkdir(parents=True, exist_ok=True)
     with write_lock(layout.lock_path), Index(layout.index_path) as index:
         touched = set(pending_studies(layout))
         seen: dict[str, tuple[str, InstanceKey]] = {}
-        for path in iter_input_files(inputs, exclude=layout.root):
+        for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
             result = _ingest_file(
                 path,
                 layout=layout,
@@ -134,10 +134,38 @@ def ingest(
 
 
 def pending_studies(layout: StoreLayout) -> list[str]:
-    """Studies marked pending by a run that did not finish them."""
+    """Studies marked pending by a run that did not finish them, after cleaning up after it.
+
+    An interrupted run can leave temporary files (``.name.XXXX.tmp``), staging directories
+    (``.staging-<SOP>-<pid>``) and a directory set aside by a replace (``.<SOP>.old``) in the
+    studies it was writing; they are removed, and a set-aside directory whose replacement never
+    arrived is put back.
+    """
     if not layout.pending.is_dir():
         return []
-    return sorted(p.name for p in layout.pending.iterdir() if not p.name.startswith("."))
+    studies = sorted(p.name for p in layout.pending.iterdir() if not p.name.startswith("."))
+    _sweep(layout.studies, recursive=False)
+    _sweep(layout.private, recursive=False)
+    for study in studies:
+        _sweep(layout.study(study), recursive=True)
+    return studies
+
+
+def _sweep(directory: Path, *, recursive: bool) -> None:
+    if not directory.is_dir():
+        return
+    for path in list(directory.rglob(".*") if recursive else directory.glob(".*")):
+        name = path.name
+        if name.endswith(".old") and path.is_dir():
+            original = path.with_name(name[1:-4])
+            if not original.exists():
+                path.replace(original)
+            else:
+                remove_tree(path)
+        elif name.startswith(".staging-") and path.is_dir():
+            remove_tree(path)
+        elif name.endswith(".tmp") and path.is_file():
+            path.unlink()
 
 
 def refresh_studies(layout: StoreLayout, index: Index, studies: set[str]) -> None:
@@ -180,6 +208,8 @@ def _ingest_file(
     try:
         buffer, result.size = _read(path)
         parsed = parse_p10(buffer, name=name)
+        if parsed.stop_reason is not None:
+            raise TruncatedError(f"{name}: {parsed.stop_reason}; the file is incomplete")
         parts = decompose(
             parsed,
             limits=limits,

@@ -6,6 +6,7 @@ files (``docs/spec/info-record.md``). Memory is bounded by one frame.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -38,15 +39,15 @@ def generate_p10(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes]:
     )
 
 
-def reconstruct_p10(store: Path, sop_instance_uid: str) -> bytes:
+def reconstruct_p10(store: str | os.PathLike[str], sop_instance_uid: str) -> bytes:
     """The P10 file of an instance, rebuilt from metadata, frames, bulk data and info record."""
-    layout = StoreLayout(store)
+    layout = StoreLayout(Path(store))
     return b"".join(generate_p10(layout, find_instance_key(layout, sop_instance_uid)))
 
 
-def write_p10(store: Path, sop_instance_uid: str, output: BinaryIO) -> int:
+def write_p10(store: str | os.PathLike[str], sop_instance_uid: str, output: BinaryIO) -> int:
     """Stream an instance's P10 bytes to ``output``; returns the number of bytes written."""
-    layout = StoreLayout(store)
+    layout = StoreLayout(Path(store))
     written = 0
     for chunk in generate_p10(layout, find_instance_key(layout, sop_instance_uid)):
         written += output.write(chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,9 @@ class ReindexReport:
     instances: int
 
 
-def reindex(store: Path) -> ReindexReport:
+def reindex(store: str | os.PathLike[str]) -> ReindexReport:
     """Replace every index row with rows read from the study and instance files."""
-    layout = StoreLayout(store)
+    layout = StoreLayout(Path(store))
     with write_lock(layout.lock_path), Index(layout.index_path) as index:
         rows = [study_rows(layout, study, write=False) for study in study_uids(layout)]
         present = [r for r in rows if r.study is not None]

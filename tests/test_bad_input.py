@@ -1,0 +1,126 @@
+"""Bad input: one clear line naming the file, the batch goes on, nothing escapes the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import config
+from pydicom.uid import UID
+
+from dicomweb_archive import ingest
+from dicomweb_archive.errors import (
+    MissingUidError,
+    NotDicomError,
+    TruncatedError,
+    UnsafeUidError,
+)
+from dicomweb_archive.model.uid import is_safe_uid
+from tests.factory import make_ct, uid, write_ct
+
+
+def _write_raw_ct(path: Path, **uids: str) -> Path:
+    """A CT file with whatever UIDs are given, valid or not."""
+    ds = make_ct(study=uid(1), series=uid(2), sop=uid(3))
+    previous = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE
+    try:
+        for keyword, value in uids.items():
+            setattr(ds, keyword, value)
+            if keyword == "SOPInstanceUID":
+                ds.file_meta.MediaStorageSOPInstanceUID = UID(value)
+        ds.save_as(path, enforce_file_format=True)
+    finally:
+        config.settings.writing_validation_mode = previous
+    return path
+
+
+def _files_outside(root: Path, store: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if store not in p.parents and p != store}
+
+
+HOSTILE = {
+    "dotdot": "../../etc",
+    "absolute": "/etc/passwd",
+    "too_long": "1." + "2" * 70,
+    "letters": "1.2.abc",
+    "empty_component": "1..2",
+}
+
+
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_uid_is_refused(keyword: str, case: str, tmp_path: Path) -> None:
+    """A UID that could escape the store or is not a UID is refused, naming file and attribute."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    bad = _write_raw_ct(inputs / "bad.dcm", **{keyword: HOSTILE[case]})
+    good = write_ct(inputs / "good.dcm", study=uid(10), series=uid(11), sop=uid(12))
+    store = tmp_path / "store"
+    before = _files_outside(tmp_path, store)
+    report = ingest([inputs], store)
+    assert [r.status for r in report.results] == ["failed", "stored"]
+    failure = report.results[0]
+    assert isinstance(failure.exception, UnsafeUidError)
+    assert failure.error is not None
+    assert str(bad) in failure.error and keyword in failure.error
+    assert "\n" not in failure.error
+    assert _files_outside(tmp_path, store) == before
+    assert good.exists()
+
+
+def test_missing_study_uid(tmp_path: Path) -> None:
+    """A file without StudyInstanceUID is refused by name."""
+    ds = make_ct(study=uid(1), series=uid(2), sop=uid(3))
+    del ds.StudyInstanceUID
+    path = tmp_path / "nostudy.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    (result,) = ingest([path], tmp_path / "store").results
+    assert isinstance(result.exception, MissingUidError)
+    assert "StudyInstanceUID" in (result.error or "")
+
+
+def test_not_dicom_and_truncated(tmp_path: Path) -> None:
+    """Text files and files cut short are reported; the good file between them is stored."""
+    text = tmp_path / "a_notes.txt"
+    text.write_text("not an image\n" * 20)
+    good = write_ct(tmp_path / "b_good.dcm", study=uid(1), series=uid(2), sop=uid(3))
+    cut = tmp_path / "c_cut.dcm"
+    cut.write_bytes(good.read_bytes()[:-1000])
+    empty = tmp_path / "d_empty.dcm"
+    empty.write_bytes(b"")
+    report = ingest(
+        [tmp_path / name for name in sorted(p.name for p in tmp_path.iterdir())], tmp_path / "store"
+    )
+    statuses = {r.path.name: (r.status, type(r.exception)) for r in report.results}
+    assert statuses["a_notes.txt"] == ("failed", NotDicomError)
+    assert statuses["b_good.dcm"][0] == "stored"
+    assert statuses["c_cut.dcm"] == ("failed", TruncatedError)
+    assert statuses["d_empty.dcm"] == ("failed", NotDicomError)
+    assert not report.ok
+
+
+def test_unreadable_path_is_reported(tmp_path: Path) -> None:
+    """A path that does not exist is one failure, not a crash."""
+    (result,) = ingest([tmp_path / "missing.dcm"], tmp_path / "store").results
+    assert result.status == "failed"
+    assert "missing.dcm" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("value", "safe"),
+    [
+        ("1.2.3", True),
+        ("0.1", True),
+        ("1.2.03", True),  # leading zero: invalid per PS3.5 9.1 but seen in the field; path-safe
+        ("1." + "2" * 62, True),
+        ("1." + "2" * 63, False),
+        ("../1", False),
+        ("1.2.", False),
+        ("", False),
+        ("1 .2", False),
+    ],
+)
+def test_uid_safety(value: str, safe: bool) -> None:
+    """Only digits and dots in non-empty components, at most 64 characters."""
+    assert is_safe_uid(value) is safe
