@@ -1,0 +1,61 @@
+-- SQLite schema of the dicomweb-archive index (.dicomweb-archive/index.sqlite).
+-- Generated from dicomweb_archive.index.database.MIGRATIONS; tests/test_schema.py keeps them equal.
+
+-- migration 1 (PRAGMA user_version = 1)
+CREATE TABLE patients (
+    patient_id TEXT PRIMARY KEY,
+    patient_name TEXT,
+    patient_birth_date TEXT,
+    patient_sex TEXT,
+    number_of_studies INTEGER NOT NULL
+);
+CREATE TABLE studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(patient_id),
+    patient_name TEXT,
+    patient_birth_date TEXT,
+    patient_sex TEXT,
+    study_date TEXT,
+    study_time TEXT,
+    accession_number TEXT,
+    study_id TEXT,
+    study_description TEXT,
+    referring_physician_name TEXT,
+    modalities_in_study TEXT,
+    number_of_series INTEGER,
+    number_of_instances INTEGER,
+    path TEXT NOT NULL,
+    query_json TEXT NOT NULL
+);
+CREATE INDEX studies_patient_id ON studies(patient_id);
+CREATE INDEX studies_study_date ON studies(study_date);
+CREATE TABLE series (
+    series_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL REFERENCES studies(study_instance_uid),
+    modality TEXT,
+    series_number INTEGER,
+    series_description TEXT,
+    series_date TEXT,
+    number_of_instances INTEGER,
+    path TEXT NOT NULL,
+    query_json TEXT NOT NULL
+);
+CREATE INDEX series_study ON series(study_instance_uid);
+CREATE TABLE instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL REFERENCES series(series_instance_uid),
+    study_instance_uid TEXT NOT NULL REFERENCES studies(study_instance_uid),
+    sop_class_uid TEXT,
+    instance_number INTEGER,
+    rows INTEGER,
+    columns INTEGER,
+    number_of_frames INTEGER NOT NULL,
+    original_transfer_syntax_uid TEXT NOT NULL,
+    stored_transfer_syntax_uid TEXT NOT NULL,
+    original_sha256 TEXT NOT NULL,
+    original_size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    query_json TEXT NOT NULL
+);
+CREATE INDEX instances_series ON instances(series_instance_uid);
+CREATE INDEX instances_study ON instances(study_instance_uid);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job, from a fresh clone: install, ingest sample data into a store, show the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e .
+rm -rf demo-data demo-store
+.venv/bin/python scripts/sample_data.py demo-data
+.venv/bin/mkdicomweb -o demo-store demo-data
+.venv/bin/dicomweb-archive studies -o demo-store
+echo
+echo "One instance with frames, as files (the static DICOMweb layout):"
+frame=$(find demo-store/studies -name 1.mht | sort | head -n 1)
+instance=$(dirname "$(dirname "$frame")")
+series=$(dirname "$(dirname "$instance")")
+(cd "$series" && find . -maxdepth 1 -type f && find "instances/$(basename "$instance")" | sort) | sed 's/^/  /'
+head -c 160 "$frame" | head -n 2 | sed 's/^/  frame 1 begins: /'
+echo
+echo
+echo "Serve it to a DICOMweb viewer: (cd demo-store && python3 -m http.server 5000)"

@@ -1,0 +1,43 @@
+"""Render docs/cli.md from the commands' --help; ``python -m tests.cli_docs`` rewrites it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from dicomweb_archive.cli.main import app, mkdicomweb_app
+
+DOC = Path(__file__).parent.parent / "docs" / "cli.md"
+ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+
+#: (command line shown, application, arguments)
+COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
+    ("dicomweb-archive", app, ["--help"]),
+    ("dicomweb-archive create", app, ["create", "--help"]),
+    ("dicomweb-archive studies", app, ["studies", "--help"]),
+    ("dicomweb-archive reindex", app, ["reindex", "--help"]),
+    ("mkdicomweb", mkdicomweb_app, ["--help"]),
+]
+
+HEADER = """# Command-line reference
+
+Generated from each command's `--help` by `python -m tests.cli_docs`; `tests/test_cli_docs.py`
+fails when this file and the commands disagree. Exit codes are in
+[spec/exit-codes.md](spec/exit-codes.md).
+"""
+
+
+def render() -> str:
+    runner = CliRunner()
+    parts = [HEADER]
+    for title, application, args in COMMANDS:
+        result = runner.invoke(application, args, env=ENV, prog_name=title.split()[0])
+        text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
+        parts.append(f"\n## `{title}`\n\n```text\n{text}\n```\n")
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    DOC.write_text(render(), encoding="utf-8")
