@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.factory import write_series  # noqa: E402 - the repository root is put on the path
+from tests.factory import write_series
 
 #: pydicom files that show the range of what ingest handles.
 PYDICOM_FILES = (

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.cli_docs import COMMANDS, DOC, render
-
 from dicomweb_archive.cli.main import app
+from tests.cli_docs import COMMANDS, DOC, render
 
 
 def test_cli_doc_is_current() -> None:

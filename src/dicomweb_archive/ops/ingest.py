@@ -17,10 +17,12 @@ import hashlib
 import mmap
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dicomweb_archive.dicom.decompose import InlineLimits, decompose
 from dicomweb_archive.dicom.parse import parse_p10
@@ -37,6 +39,10 @@ from dicomweb_archive.store.lock import write_lock
 Status = Literal["stored", "unchanged", "replaced", "failed"]
 #: Files up to this size are read into memory; larger ones are memory-mapped.
 MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Threads writing instance directories (file-system latency overlaps; the GIL is released).
+WRITER_THREADS = 4
+#: Files parsed but not yet written, at most: bounds memory to a few files.
+MAX_IN_FLIGHT = 8
 
 
 @dataclass(slots=True)
@@ -105,32 +111,183 @@ def ingest(
     replace: bool = False,
     progress: ProgressHook | None = None,
 ) -> IngestReport:
-    """Ingest files and directories into the store at ``store``; never raises for bad input."""
+    """Ingest files and directories into the store at ``store``; never raises for bad input.
+
+    Files are parsed one at a time in this thread; writing their instance directories (which
+    is mostly waiting on the file system) overlaps in a few threads, at most
+    ``MAX_IN_FLIGHT`` files at once, so memory stays bounded. Results and progress come in
+    input order.
+    """
     started = time.perf_counter()
     layout = StoreLayout(Path(store))
-    limits = limits or InlineLimits()
     report = IngestReport()
     layout.root.mkdir(parents=True, exist_ok=True)
     with write_lock(layout.lock_path), Index(layout.index_path) as index:
-        touched = set(pending_studies(layout))
-        seen: dict[str, tuple[str, InstanceKey]] = {}
-        for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
-            result = _ingest_file(
-                path,
-                layout=layout,
-                index=index,
-                limits=limits,
-                replace=replace,
-                seen=seen,
-                touched=touched,
-            )
-            report.results.append(result)
-            if progress is not None:
-                progress(result)
-        refresh_studies(layout, index, touched)
-        report.studies = touched
+        batch = _Batch(
+            layout,
+            index,
+            limits=limits or InlineLimits(),
+            replace=replace,
+            report=report,
+            progress=progress,
+        )
+        try:
+            for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
+                batch.add(path)
+        finally:
+            batch.finish()
+        refresh_studies(layout, index, batch.touched)
+        report.studies = batch.touched
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(slots=True)
+class _Job:
+    """An instance ready to be written, and the file result to complete when it is."""
+
+    result: FileResult
+    status: Status
+    sha: str
+    future: Future[Any]
+
+
+class _Batch:
+    """One ingest run: duplicate bookkeeping, pending marks and the writer threads."""
+
+    def __init__(
+        self,
+        layout: StoreLayout,
+        index: Index,
+        *,
+        limits: InlineLimits,
+        replace: bool,
+        report: IngestReport,
+        progress: ProgressHook | None,
+    ) -> None:
+        self.layout = layout
+        self.index = index
+        self.limits = limits
+        self.replace = replace
+        self.report = report
+        self.progress = progress
+        self.touched = set(pending_studies(layout))
+        self.seen: dict[str, tuple[str, InstanceKey]] = {}
+        self.jobs: deque[_Job] = deque()
+        self.writing: dict[str, Future[Any]] = {}
+        self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
+
+    def add(self, path: Path) -> None:
+        result = FileResult(path, "failed")
+        self.report.results.append(result)
+        try:
+            job = self._plan(path, result)
+        except Exception as exc:  # one bad file must not stop the batch
+            _record_error(result, exc)
+            job = None
+        if job is None:
+            self._done(result)
+            return
+        self.jobs.append(job)
+        while len(self.jobs) > MAX_IN_FLIGHT:
+            self._complete(self.jobs.popleft())
+
+    def finish(self) -> None:
+        while self.jobs:
+            self._complete(self.jobs.popleft())
+        self.executor.shutdown(wait=True)
+
+    def _done(self, result: FileResult) -> None:
+        if self.progress is not None:
+            self.progress(result)
+
+    def _complete(self, job: _Job) -> None:
+        result = job.result
+        try:
+            job.future.result()
+            result.status = job.status
+        except Exception as exc:  # a failed write fails this file only
+            _record_error(result, exc)
+            if result.key is not None and self.seen.get(result.key.sop, ("",))[0] == job.sha:
+                del self.seen[result.key.sop]
+        self._done(result)
+
+    def _previous(self, sop: str) -> tuple[str, InstanceKey] | None:
+        previous = self.seen.get(sop)
+        if previous is not None:
+            return previous
+        row = self.index.find_instance(sop)
+        if row is None:
+            return None
+        key = InstanceKey(
+            row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
+        )
+        return row["original_sha256"], key
+
+    def _plan(self, path: Path, result: FileResult) -> _Job | None:
+        """Read and check one file; returns the write job, or None when nothing is to write."""
+        name = str(path)
+        buffer, result.size, sha = _read(path)
+        parsed = parse_p10(buffer, name=name)
+        if parsed.stop_reason is not None:
+            raise TruncatedError(f"{name}: {parsed.stop_reason}; the file is incomplete")
+        parts = decompose(
+            parsed,
+            limits=self.limits,
+            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
+            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+        )
+        key = InstanceKey(
+            check_uid(_uid(parts.metadata, "0020000D"), "StudyInstanceUID", source=name),
+            check_uid(_uid(parts.metadata, "0020000E"), "SeriesInstanceUID", source=name),
+            check_uid(_uid(parts.metadata, "00080018"), "SOPInstanceUID", source=name),
+        )
+        result.key = key
+        result.warnings = parts.warnings
+        status: Status = "stored"
+        previous = self._previous(key.sop)
+        if previous is not None:
+            if previous == (sha, key):
+                result.status = "unchanged"
+                return None
+            if not self.replace:
+                raise DuplicateInstanceError(
+                    f"{name}: SOPInstanceUID {key.sop} is already stored from a different "
+                    "file; use --replace to replace it"
+                )
+            status = "replaced"
+            in_flight = self.writing.get(key.sop)
+            if in_flight is not None:
+                wait([in_flight])
+            old = previous[1]
+            if old != key:
+                self._mark_pending(old.study)
+                remove_tree(self.layout.instance(old.study, old.series, old.sop))
+        self._mark_pending(key.study)
+        future = self.executor.submit(
+            write_instance, self.layout, key, parts, Original(sha, result.size)
+        )
+        self.writing[key.sop] = future
+        self.seen[key.sop] = (sha, key)
+        return _Job(result, status, sha, future)
+
+    def _mark_pending(self, study: str) -> None:
+        if study not in self.touched:
+            write_bytes(self.layout.pending / study, b"")
+            self.touched.add(study)
+
+
+def _record_error(result: FileResult, exc: Exception) -> None:
+    name = str(result.path)
+    result.exception = exc
+    if isinstance(exc, ArchiveError):
+        result.error = str(exc)
+    elif isinstance(exc, OSError):
+        result.error = f"{name}: {exc.strerror or exc}" + (
+            f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
+        )
+    else:
+        result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
 
 
 def pending_studies(layout: StoreLayout) -> list[str]:
@@ -179,92 +336,19 @@ def refresh_studies(layout: StoreLayout, index: Index, studies: set[str]) -> Non
         remove_file(layout.pending / study)
 
 
-def _mark_pending(layout: StoreLayout, study: str, touched: set[str]) -> None:
-    if study not in touched:
-        write_bytes(layout.pending / study, b"")
-        touched.add(study)
+def _read(path: Path) -> tuple[bytes | mmap.mmap, int, str]:
+    """The file's bytes (memory-mapped when large), size and SHA-256.
 
-
-def _read(path: Path) -> tuple[bytes | mmap.mmap, int]:
-    size = path.stat().st_size
-    if size < MMAP_THRESHOLD or size == 0:
-        return path.read_bytes(), size
+    A large file is hashed with buffered reads rather than through the map, so that its pages
+    never all count as resident memory at once.
+    """
     with path.open("rb") as handle:
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), size
-
-
-def _ingest_file(
-    path: Path,
-    *,
-    layout: StoreLayout,
-    index: Index,
-    limits: InlineLimits,
-    replace: bool,
-    seen: dict[str, tuple[str, InstanceKey]],
-    touched: set[str],
-) -> FileResult:
-    result = FileResult(path, "failed")
-    name = str(path)
-    try:
-        buffer, result.size = _read(path)
-        parsed = parse_p10(buffer, name=name)
-        if parsed.stop_reason is not None:
-            raise TruncatedError(f"{name}: {parsed.stop_reason}; the file is incomplete")
-        parts = decompose(
-            parsed,
-            limits=limits,
-            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
-            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
-        )
-        key = InstanceKey(
-            check_uid(_uid(parts.metadata, "0020000D"), "StudyInstanceUID", source=name),
-            check_uid(_uid(parts.metadata, "0020000E"), "SeriesInstanceUID", source=name),
-            check_uid(_uid(parts.metadata, "00080018"), "SOPInstanceUID", source=name),
-        )
-        result.key = key
-        result.warnings = parts.warnings
-        sha = hashlib.sha256(buffer).hexdigest()
-        previous = seen.get(key.sop)
-        if previous is None:
-            row = index.find_instance(key.sop)
-            if row is not None:
-                previous = (
-                    row["original_sha256"],
-                    InstanceKey(
-                        row["study_instance_uid"],
-                        row["series_instance_uid"],
-                        row["sop_instance_uid"],
-                    ),
-                )
-        status: Status = "stored"
-        if previous is not None:
-            if previous[0] == sha and previous[1] == key:
-                result.status = "unchanged"
-                return result
-            if not replace:
-                raise DuplicateInstanceError(
-                    f"{name}: SOPInstanceUID {key.sop} is already stored from a different "
-                    "file; use --replace to replace it"
-                )
-            status = "replaced"
-            old = previous[1]
-            if old != key:
-                _mark_pending(layout, old.study, touched)
-                remove_tree(layout.instance(old.study, old.series, old.sop))
-        _mark_pending(layout, key.study, touched)
-        write_instance(layout, key, parts, Original(sha, result.size))
-        seen[key.sop] = (sha, key)
-        result.status = status
-    except ArchiveError as exc:
-        result.error = str(exc)
-        result.exception = exc
-    except OSError as exc:
-        result.error = f"{name}: cannot read: {exc.strerror or exc}"
-        result.exception = exc
-    except Exception as exc:  # one bad file must not stop the batch
-        result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
-        result.exception = exc
-    return result
+        size = os.fstat(handle.fileno()).st_size
+        if size < MMAP_THRESHOLD:
+            data = handle.read()
+            return data, size, hashlib.sha256(data).hexdigest()
+        sha = hashlib.file_digest(handle, "sha256").hexdigest()
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), size, sha
 
 
 def _uid(metadata: dict[str, object], key: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -20,23 +21,20 @@ from typing import Any
 
 #: Environment hook for crash tests: after this many completed writes, the process kills itself.
 CRASH_AFTER_ENV = "DICOMWEB_ARCHIVE_CRASH_AFTER_WRITES"
-_writes = 0
+_writes = itertools.count(1)
 
 
 def _count_write() -> None:
     """Support the crash-safety tests: stop dead after the N-th write when asked to."""
-    global _writes  # noqa: PLW0603 - a process-wide counter is the point
     limit = os.environ.get(CRASH_AFTER_ENV)
-    if limit is None:
-        return
-    _writes += 1
-    if _writes >= int(limit):
+    if limit is not None and next(_writes) >= int(limit):
         os._exit(137)
 
 
 def write_bytes(path: Path, chunks: bytes | memoryview | Iterable[bytes | memoryview]) -> int:
     """Write ``chunks`` to ``path`` atomically; returns the number of bytes written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     size = 0
     try:
@@ -86,13 +84,12 @@ def remove_file(path: Path) -> None:
 
 
 def replace_dir(staging: Path, target: Path) -> None:
-    """Move a fully written directory into place, replacing ``target`` if it exists.
+    """Move a fully written directory into place (a sibling), replacing ``target`` if it exists.
 
     The old directory is first renamed aside, so at every instant ``target`` is either the old
     complete directory, absent (for the instant between two renames; recovery sees the
     ``.old`` sibling) or the new complete one.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         aside = target.with_name(f".{target.name}.old")
         remove_tree(aside)

@@ -7,7 +7,9 @@ content-addressed per study and written once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,14 @@ def write_instance(
     buffer = parts.buffer
     target = layout.instance(key.study, key.series, key.sop)
     staging = target.with_name(f".staging-{key.sop}-{os.getpid()}")
-    remove_tree(staging)
+    if staging.exists():
+        remove_tree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
     frames_dir = staging / "frames"
     frames: list[dict[str, Any]] = []
     if parts.frames:
-        frames_dir.mkdir(parents=True)
+        frames_dir.mkdir()
     for number, source in enumerate(parts.frames, start=1):
         data = source.read(buffer)
         sha = hashlib.sha256(data).hexdigest()
@@ -67,6 +72,8 @@ def write_instance(
             handle.write(data)
             handle.write(part_trailer(boundary))
         frames.append({"sha256": sha, "size": len(data)})
+        del data
+        _release(buffer, source.ranges)
     bulkdata: list[dict[str, Any]] = []
     for sha, bulk in sorted(parts.bulk.items()):
         path = layout.bulkdata(key.study, sha)
@@ -94,11 +101,21 @@ def write_instance(
         "skeleton": parts.skeleton,
         "warnings": parts.warnings,
     }
-    staging.mkdir(parents=True, exist_ok=True)
     (staging / "info.json.gz").write_bytes(gzip_bytes(to_json_bytes(info)))
     (staging / "metadata.gz").write_bytes(gzip_bytes(to_json_bytes([parts.metadata])))
     replace_dir(staging, target)
     return info
+
+
+def _release(buffer: object, ranges: list[tuple[int, int]]) -> None:
+    """Drop a written frame's pages from a memory-mapped input (resident memory stays at about
+    one frame however large the file); the bytes stay in the page cache."""
+    if not isinstance(buffer, mmap.mmap):
+        return
+    for offset, length in ranges:
+        start = offset - offset % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            buffer.madvise(mmap.MADV_DONTNEED, start, length + offset - start)
 
 
 def read_info(layout: StoreLayout, key: InstanceKey) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""Ingest benchmark: instances/s and MB/s against `cp -r` of the same files, in the same run.
+
+Usage: python bench/ingest.py [--count 500] [--frames 200] [--size 512] [--workdir DIR]
+
+Generates (once, cached in the work directory) a CT series of COUNT slices of SIZE x SIZE
+16-bit pixels and one multi-frame instance of FRAMES frames, then measures, each in a fresh
+process so that peak memory (max RSS) is the ingest's own:
+- `cp -r` of the input (the baseline),
+- ingest of the CT series into an empty store, and of half the series (peak memory must not
+  grow with the number of files),
+- ingest of the multi-frame instance.
+Prints a Markdown table and the ratios; docs/benchmarks.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.factory import uid, write_ct, write_series  # noqa: E402 - repository root on path
+
+#: Runs one ingest in a fresh process; VmHWM is that process's own peak resident memory
+#: (ru_maxrss would include the parent's peak, inherited across fork and exec on Linux).
+CHILD = """
+import re, sys, time
+from dicomweb_archive import ingest
+start = time.perf_counter()
+report = ingest([sys.argv[1]], sys.argv[2])
+seconds = time.perf_counter() - start
+assert report.ok, [r.error for r in report.failures][:3]
+status = open("/proc/self/status").read()
+print(seconds, report.instances, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
+"""
+REPEATS = 3
+
+
+def tree_size(path: Path, *, skip_private: bool = False) -> int:
+    return sum(
+        p.stat().st_size
+        for p in path.rglob("*")
+        if p.is_file() and not (skip_private and ".dicomweb-archive" in p.parts)
+    )
+
+
+def generate(workdir: Path, count: int, frames: int, size: int) -> tuple[Path, Path, Path]:
+    ct = workdir / f"ct-{count}x{size}"
+    half = workdir / f"ct-{count // 2}x{size}"
+    multi = workdir / f"multiframe-{frames}x{size}"
+    if not ct.exists():
+        write_series(ct, count=count, rows=size, columns=size, patient_id="BENCH")
+    if not half.exists():
+        shutil.copytree(ct, half)
+        for path in sorted(half.iterdir())[count // 2 :]:
+            path.unlink()
+    if not multi.exists():
+        write_ct(
+            multi / "multiframe.dcm",
+            study=uid("77.1"),
+            series=uid("77.2"),
+            sop=uid("77.3"),
+            frames=frames,
+            rows=size,
+            columns=size,
+        )
+    return ct, half, multi
+
+
+def time_cp(source: Path, workdir: Path) -> float:
+    """Median of REPEATS runs of `cp -r`, each after a sync (no writeback left over)."""
+    times = []
+    for _ in range(REPEATS):
+        target = workdir / "cp-target"
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        start = time.perf_counter()
+        subprocess.run(["cp", "-r", str(source), str(target)], check=True)
+        times.append(time.perf_counter() - start)
+        shutil.rmtree(target)
+    return statistics.median(times)
+
+
+def time_ingest(source: Path, workdir: Path) -> dict[str, float]:
+    """Median of REPEATS ingests into an empty store, each in a fresh process after a sync."""
+    store = workdir / "store"
+    runs = []
+    for _ in range(REPEATS):
+        shutil.rmtree(store, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(source), str(store)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        runs.append((float(out[0]), int(out[1]), int(out[2])))
+    seconds = statistics.median(run[0] for run in runs)
+    instances = runs[0][1]
+    max_rss_kb = max(run[2] for run in runs)
+    result = {
+        "seconds": seconds,
+        "instances": instances,
+        "input_bytes": tree_size(source),
+        "store_bytes": tree_size(store, skip_private=True),
+        "peak_rss_mb": max_rss_kb / 1024,
+    }
+    shutil.rmtree(store)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dwa-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    ct, half, multi = generate(args.workdir, args.count, args.frames, args.size)
+    rows = []
+    for label, source in (
+        (f"CT {args.count} x {args.size}^2", ct),
+        (f"CT {args.count // 2} x {args.size}^2", half),
+        (f"multi-frame {args.frames} x {args.size}^2", multi),
+    ):
+        cp_seconds = time_cp(source, args.workdir)
+        result = time_ingest(source, args.workdir)
+        megabytes = result["input_bytes"] / 1e6
+        rows.append(
+            {
+                "case": label,
+                "instances_per_s": result["instances"] / result["seconds"],
+                "mb_per_s": megabytes / result["seconds"],
+                "seconds": result["seconds"],
+                "cp_seconds": cp_seconds,
+                "ratio_to_cp": result["seconds"] / cp_seconds,
+                "store_to_input": result["store_bytes"] / result["input_bytes"],
+                "peak_rss_mb": result["peak_rss_mb"],
+            }
+        )
+    print(
+        "| case | instances/s | MB/s | ingest s | cp -r s | ingest / cp | store / input "
+        "| peak RSS MB |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['instances_per_s']:.0f} | {r['mb_per_s']:.0f} | "
+            f"{r['seconds']:.2f} | {r['cp_seconds']:.2f} | {r['ratio_to_cp']:.1f}x | "
+            f"{r['store_to_input'] * 100:.1f} % | {r['peak_rss_mb']:.0f} |"
+        )
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "ingest.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
