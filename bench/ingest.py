@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     ct, half, multi = generate(args.workdir, args.count, args.frames, args.size)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, source in (
         (f"CT {args.count} x {args.size}^2", ct),
         (f"CT {args.count // 2} x {args.size}^2", half),
