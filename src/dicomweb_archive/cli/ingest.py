@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
+    DownloadColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
@@ -119,18 +119,20 @@ def _run(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+        DownloadColumn(binary_units=False),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task("ingesting", total=total or None)
-        count = progress.add_task("files", total=len(files), visible=False)
+        task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
+        done = 0
 
         def hook(result: FileResult) -> None:
+            nonlocal done
+            done += 1
             report_file(result)
-            progress.advance(task, _size(result.path))
-            progress.advance(count)
+            progress.update(task, advance=_size(result.path), done=done)
 
         return ingest(files, root, limits=limits, replace=replace, progress=hook)
 
