@@ -183,3 +183,19 @@ def test_input_directory_inside_store_is_skipped(tmp_path: Path) -> None:
     report = ingest([tmp_path / "data"], store)
     assert report.ok and [r.status for r in report.results] == ["unchanged"]
     shutil.rmtree(store)
+
+
+def test_write_p10_streams_the_original(tmp_path: Path) -> None:
+    """write_p10 streams the rebuilt file; an unknown SOP Instance UID is a clear error."""
+    import io
+
+    from dicomweb_archive import write_p10
+    from dicomweb_archive.errors import NoSuchInstanceError
+
+    path = write_ct(tmp_path / "one.dcm", study=uid(1), series=uid(2), sop=uid(3), frames=3)
+    ingest([path], tmp_path / "store")
+    out = io.BytesIO()
+    assert write_p10(tmp_path / "store", uid(3), out) == path.stat().st_size
+    assert out.getvalue() == path.read_bytes()
+    with pytest.raises(NoSuchInstanceError, match=uid(99)):
+        reconstruct_p10(tmp_path / "store", uid(99))

@@ -451,8 +451,3 @@ def _guess_transfer_syntax(buf: Buffer, pos: int) -> str:
     if explicit and group_le > 0x00FF:
         return EXPLICIT_VR_BIG_ENDIAN
     return EXPLICIT_VR_LITTLE_ENDIAN if explicit else IMPLICIT_VR_LITTLE_ENDIAN
-
-
-def value_bytes(buf: Buffer, element: Element) -> bytes:
-    """The raw value bytes of a defined-length element."""
-    return bytes(buf[element.value_offset : element.value_offset + element.length])

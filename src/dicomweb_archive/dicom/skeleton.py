@@ -123,25 +123,3 @@ def generate_bytes(
 def _unswap(data: bytes, segment: Segment) -> bytes:
     width = int(segment.get("swap", 1))
     return swap_bytes(data, width) if width > 1 else data
-
-
-def referenced_frames(segments: list[Segment]) -> set[int]:
-    """Frame numbers a skeleton refers to (for integrity checks)."""
-    found: set[int] = set()
-    for segment in segments:
-        if "frame" in segment:
-            found.add(int(segment["frame"]))
-        elif "segments" in segment:
-            found |= referenced_frames(segment["segments"])
-    return found
-
-
-def referenced_bulk(segments: list[Segment]) -> set[str]:
-    """Bulk-data hashes a skeleton refers to."""
-    found: set[str] = set()
-    for segment in segments:
-        if "bulk" in segment:
-            found.add(str(segment["bulk"]))
-        elif "segments" in segment:
-            found |= referenced_bulk(segment["segments"])
-    return found
