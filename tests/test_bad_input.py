@@ -84,9 +84,11 @@ def test_not_dicom_and_truncated(tmp_path: Path) -> None:
     """Text files and files cut short are reported; the good file between them is stored."""
     text = tmp_path / "a_notes.txt"
     text.write_text("not an image\n" * 20)
-    good = write_ct(tmp_path / "b_good.dcm", study=uid(1), series=uid(2), sop=uid(3))
+    write_ct(tmp_path / "b_good.dcm", study=uid(1), series=uid(2), sop=uid(3))
+    whole = write_ct(tmp_path / "whole.tmp", study=uid(1), series=uid(2), sop=uid(4))
     cut = tmp_path / "c_cut.dcm"
-    cut.write_bytes(good.read_bytes()[:-1000])
+    cut.write_bytes(whole.read_bytes()[:-1000])
+    whole.unlink()
     empty = tmp_path / "d_empty.dcm"
     empty.write_bytes(b"")
     report = ingest(

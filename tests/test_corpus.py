@@ -9,13 +9,12 @@ import pydicom
 import pytest
 
 from dicomweb_archive import ingest, reconstruct_p10
-from dicomweb_archive.dicom.decompose import InlineLimits, decompose
-from dicomweb_archive.dicom.parse import parse_p10
-from dicomweb_archive.dicom.skeleton import generate_bytes
+from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.errors import MissingUidError, NotDicomError, TruncatedError
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import StoreLayout
 from tests.conftest import corpus_files, corpus_id
+from tests.parts_helpers import rebuild
 
 #: Files that are not ingested, each with the error expected and why.
 NOT_INGESTED: dict[str, tuple[type[Exception], str]] = {
@@ -85,7 +84,8 @@ def test_corpus_file_round_trips(path: Path, tmp_path: Path) -> None:
         assert result.status == "failed"
         assert isinstance(result.exception, expected), result.error
         assert result.error is not None and str(path) in result.error
-        assert not (store / "studies").exists()
+        studies = store / "studies"
+        assert not studies.exists() or not any(p.is_dir() for p in studies.iterdir())
         return
     assert result.status == "stored", result.error
     assert result.key is not None
@@ -124,24 +124,11 @@ def test_corpus_file_skeleton_is_complete(path: Path) -> None:
     """Even files the store refuses (no UIDs) decompose into parts that rebuild them exactly."""
     data = path.read_bytes()
     try:
-        parsed = parse_p10(data, name=path.name)
+        # force many bulk-data holes with a 16-byte inline limit
+        rebuilt, _end = rebuild(data, InlineLimits(public=16, private=16))
     except NotDicomError:
         assert NOT_INGESTED[corpus_id(path)][0] is NotDicomError
         return
-    parts = decompose(
-        parsed,
-        limits=InlineLimits(public=16, private=16),  # force many bulk-data holes
-        frames_uri=lambda _meta: "frames",
-        bulk_uri=lambda _meta, sha: sha,
-    )
-    frames = [bytes(frame.read(parts.buffer)) for frame in parts.frames]
-    rebuilt = b"".join(
-        generate_bytes(
-            parts.skeleton,
-            read_frame=lambda n: frames[n - 1],
-            read_bulk=lambda sha: parts.bulk[sha].read(parts.buffer),
-        )
-    )
     assert _sha(rebuilt) == _sha(data)
 
 

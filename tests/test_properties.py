@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,9 +15,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dicomweb_archive.dicom.decompose import InlineLimits, decompose
-from dicomweb_archive.dicom.parse import parse_p10
-from dicomweb_archive.dicom.skeleton import generate_bytes
+from dicomweb_archive.dicom.parts import InlineLimits
+from tests.parts_helpers import rebuild
 
 TEXT = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ^", max_size=20)
 DS_TEXT = st.sampled_from(["1", "1.0000", "+1.5", "-0.25", "1e3", "7.E-2", "  3 ", ".5", "00012"])
@@ -80,24 +78,6 @@ def _write(ds: Dataset, syntax: UID, undefined_lengths: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _rebuild(data: bytes, limit: int) -> tuple[bytes, dict[str, Any]]:
-    parts = decompose(
-        parse_p10(data),
-        limits=InlineLimits(public=limit, private=limit),
-        frames_uri=lambda _meta: "frames",
-        bulk_uri=lambda _meta, sha: sha,
-    )
-    frames = [bytes(f.read(parts.buffer)) for f in parts.frames]
-    rebuilt = b"".join(
-        generate_bytes(
-            parts.skeleton,
-            read_frame=lambda n: frames[n - 1],
-            read_bulk=lambda sha: parts.bulk[sha].read(parts.buffer),
-        )
-    )
-    return rebuilt, parts.metadata
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ds=datasets(),
@@ -110,7 +90,8 @@ def test_any_dataset_rebuilds_exactly(
 ) -> None:
     """Whatever the elements, encoding, lengths and bulk limit: the same bytes come back."""
     data = _write(ds, syntax, undefined)
-    rebuilt, metadata = _rebuild(data, limit)
+    rebuilt, end = rebuild(data, InlineLimits(public=limit, private=limit))
     assert rebuilt == data
+    metadata = end.metadata
     if "00180050" in metadata:  # every DS text drawn is a valid DS: all become JSON numbers
         assert all(isinstance(v, int | float) for v in metadata["00180050"]["Value"])

@@ -30,7 +30,7 @@ from dicomweb_archive.cli.common import (
     stdout,
     store_path,
 )
-from dicomweb_archive.dicom.decompose import InlineLimits
+from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.ops.ingest import FileResult, IngestReport, ingest, iter_input_files
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,68 +180,12 @@ def native_layout(
     return layout
 
 
-def encapsulated_layout(
-    element: Element,
-    buffer: Buffer,
-    *,
-    transfer_syntax: str,
-    number_of_frames: int,
-    extended_offsets: list[int] | None,
-) -> PixelLayout:
-    """Group the fragments of encapsulated pixel data into frames (PS3.5 A.4)."""
-    assert element.fragments is not None
-    layout = PixelLayout([], transfer_syntax, media_type(transfer_syntax))
-    if not element.fragments:
-        layout.warnings.append("encapsulated pixel data has no Basic Offset Table item")
-        return layout
-    bot_offset, bot_length = element.fragments[0]
-    fragments = element.fragments[1:]
-    if not fragments:
-        return layout
-    first_item = fragments[0][0] - 8
-    starts = [offset - 8 - first_item for offset, _ in fragments]
-    offsets = extended_offsets
-    if not offsets and bot_length:
-        count = bot_length // 4
-        offsets = list(struct.unpack_from(f"<{count}I", buffer, bot_offset))
-    groups: list[list[int]] | None = None
-    if offsets and len(offsets) == number_of_frames and offsets == sorted(offsets):
-        groups = _group_by_offsets(starts, offsets)
-    elif number_of_frames <= 1:
-        groups = [list(range(len(fragments)))]
-    elif len(fragments) == number_of_frames:
-        groups = [[index] for index in range(len(fragments))]
-    else:
-        groups = _group_by_markers(buffer, fragments)
-        if len(groups) != number_of_frames:
-            layout.warnings.append(
-                f"found {len(groups)} frames in {len(fragments)} fragments, "
-                f"NumberOfFrames is {number_of_frames}"
-            )
-    layout.frames = [FrameSource([fragments[i] for i in group]) for group in groups if group]
-    return layout
+STARTS_FRAME = (_JPEG_SOI, _J2K_SOC, _JP2_SIGNATURE)
 
 
-def _group_by_offsets(starts: list[int], offsets: list[int]) -> list[list[int]]:
-    groups: list[list[int]] = [[] for _ in offsets]
-    frame = 0
-    for index, start in enumerate(starts):
-        while frame + 1 < len(offsets) and start >= offsets[frame + 1]:
-            frame += 1
-        groups[frame].append(index)
-    return groups
-
-
-def _group_by_markers(buffer: Buffer, fragments: list[tuple[int, int]]) -> list[list[int]]:
-    groups: list[list[int]] = []
-    for index, (offset, _) in enumerate(fragments):
-        head = bytes(buffer[offset : offset + 12])
-        starts_frame = head.startswith((_JPEG_SOI, _J2K_SOC, _JP2_SIGNATURE))
-        if starts_frame or not groups:
-            groups.append([index])
-        else:
-            groups[-1].append(index)
-    return groups
+def starts_codestream(head: bytes) -> bool:
+    """True when a fragment begins a JPEG, JPEG-LS, JPEG 2000 or JP2 codestream."""
+    return head.startswith(STARTS_FRAME)
 
 
 def is_native(transfer_syntax: str) -> bool:

@@ -165,6 +165,34 @@ def implicit_vr(tag: int) -> str:
         return "UN"
 
 
+def element_header(buf: Buffer, pos: int, *, implicit: bool, little: bool) -> Element | None:
+    """The header of the data element at ``pos`` (its value may lie beyond the buffer).
+
+    Returns None when the buffer ends inside the header itself or the bytes are no header.
+    """
+    tag_struct = _LE_TAG if little else _BE_TAG
+    if pos + 8 > len(buf):
+        return None
+    group, elem = tag_struct.unpack_from(buf, pos)
+    tag = group << 16 | elem
+    u32 = _LE_U32 if little else _BE_U32
+    if implicit:
+        length = u32.unpack_from(buf, pos + 4)[0]
+        return Element(
+            tag, implicit_vr(tag), False, little, pos, pos + 8, length, length == UNDEFINED, 0
+        )
+    vr = bytes(buf[pos + 4 : pos + 6]).decode("latin-1")
+    if vr not in KNOWN_VRS:
+        return None
+    if vr in LONG_HEADER_VRS:
+        if pos + 12 > len(buf):
+            return None
+        length = u32.unpack_from(buf, pos + 8)[0]
+        return Element(tag, vr, True, little, pos, pos + 12, length, length == UNDEFINED, 0)
+    length = (_LE_U16 if little else _BE_U16).unpack_from(buf, pos + 6)[0]
+    return Element(tag, vr, True, little, pos, pos + 8, length, False, 0)
+
+
 class _Walker:
     __slots__ = ("buf", "size")
 
@@ -308,6 +336,13 @@ class _Walker:
                 raise _TruncatedError(pos)
             out.append((pos + 8, length))
             pos += 8 + length
+
+
+def parse_dataset(
+    buf: Buffer, pos: int = 0, *, implicit: bool, little: bool
+) -> tuple[list[Element], int, str | None]:
+    """Parse top-level data elements from ``pos``: (elements, where parsing stopped, why)."""
+    return _parse_top(_Walker(buf), pos, implicit=implicit, little=little)
 
 
 def _parse_top(

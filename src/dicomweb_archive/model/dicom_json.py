@@ -167,6 +167,13 @@ def _raw(buffer: Buffer, element: Element) -> bytes:
     return bytes(buffer[element.value_offset : element.value_offset + element.length])
 
 
+def encodings_of(buffer: Buffer, element: Element | None) -> list[str]:
+    """The Python encodings named by a SpecificCharacterSet element (default when absent)."""
+    if element is None:
+        return DEFAULT_CHARSET
+    return _encodings(_raw(buffer, element))
+
+
 def _encodings(raw: bytes) -> list[str]:
     terms = [t.strip(" \0") for t in raw.decode("ascii", "replace").split("\\")]
     return list(convert_encodings(terms or [""]))

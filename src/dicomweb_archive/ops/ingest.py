@@ -1,48 +1,67 @@
-"""Ingest: P10 files into the static DICOMweb store and the index (the seed's ``mkdicomweb``).
+"""The instances stage and the whole pipeline (the seed's ``mkdicomweb``).
 
-Plan of one run (``docs/spec/store-layout.md`` has the files, ``docs/spec/exit-codes.md`` the
-outcomes):
+Stage 1 (``mkdicomwebinstances``, ``mkdicomwebdeduplicated``) reads P10 files through
+:func:`dicomweb_archive.dicom.parts.generate_parts` and writes, per instance: frames and bulk
+data (their final place), the instance's ``metadata.gz`` and ``info.json.gz`` with ``-i``, and
+the deduplicated per-instance record with ``-d``; it notifies the group and study stages
+before writing anything. :func:`ingest` runs stage 1 and then, per options, the group and
+study stages on the studies it touched (``docs/spec/pipeline.md``).
 
-1. take the store's write lock; finish any study left pending by an interrupted run;
-2. for each input file: parse, decompose, and write the instance directory atomically (after
-   marking its study pending); a bad file is reported and the batch goes on;
-3. for each study touched: rewrite its query files and series metadata from its instance files,
-   replace its index rows in one transaction, then clear its pending mark;
-4. rewrite ``studies/index.json.gz`` from the index.
+Bad input never raises: each file gets a :class:`FileResult`, the batch goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import BinaryIO, Literal
 
-from dicomweb_archive.dicom.decompose import InlineLimits, decompose
-from dicomweb_archive.dicom.parse import parse_p10
+from dicomweb_archive.dicom.parts import (
+    BulkPart,
+    FramePart,
+    InlineLimits,
+    InstanceEnd,
+    InstanceHeader,
+    Part,
+    generate_parts,
+)
 from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, TruncatedError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.study import study_rows
-from dicomweb_archive.store.files import remove_file, remove_tree, write_bytes, write_json_gz
-from dicomweb_archive.store.instance import InstanceKey, Original, write_instance
+from dicomweb_archive.ops.stages import build_locked, group_locked
+from dicomweb_archive.store import notify
+from dicomweb_archive.store.dedup import drop_instance, read_study_records, write_record
+from dicomweb_archive.store.files import read_json_gz, remove_tree
+from dicomweb_archive.store.instance import InstanceKey, InstanceWriter
 from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
 from dicomweb_archive.store.lock import write_lock
+from dicomweb_archive.store.recovery import recover
 
 Status = Literal["stored", "unchanged", "replaced", "failed"]
-#: Files up to this size are read into memory; larger ones are memory-mapped.
-MMAP_THRESHOLD = 32 * 1024 * 1024
-#: Threads writing instance directories (file-system latency overlaps; the GIL is released).
-WRITER_THREADS = 4
-#: Files parsed but not yet written, at most: bounds memory to a few files.
-MAX_IN_FLIGHT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """The seed's options (``docs/cli.md``)."""
+
+    limits: InlineLimits = field(default_factory=InlineLimits)
+    instances: bool = False  # -i: write instance metadata.gz/info.json.gz in stage 1
+    deduplicate: bool = True  # -d: write the deduplicated per-instance record in stage 1
+    group: bool = True  # -g: run the group stage after stage 1 (mkdicomweb)
+    study: bool = True  # -s: run the study stage after stage 1 (mkdicomweb)
+    clean: bool = False  # -c: remove the touched studies' outputs first
+    remove_deduplicated_instances: bool = False  # -C: drop per-instance records once grouped
+    replace: bool = False  # --replace: a different file may replace a stored SOP Instance UID
+    path_instances: str = "instances"
+    path_deduplicated: str = "deduplicated"
+
+    def layout(self, store: str | os.PathLike[str]) -> StoreLayout:
+        return StoreLayout(Path(store), self.path_instances, self.path_deduplicated)
 
 
 @dataclass(slots=True)
@@ -107,248 +126,242 @@ def ingest(
     inputs: Iterable[str | os.PathLike[str]],
     store: str | os.PathLike[str],
     *,
+    options: PipelineOptions | None = None,
     limits: InlineLimits | None = None,
-    replace: bool = False,
+    replace: bool | None = None,
     progress: ProgressHook | None = None,
 ) -> IngestReport:
-    """Ingest files and directories into the store at ``store``; never raises for bad input.
+    """Run the pipeline (``mkdicomweb``): stage 1, then group and study stages per options.
 
-    Files are parsed one at a time in this thread; writing their instance directories (which
-    is mostly waiting on the file system) overlaps in a few threads, at most
-    ``MAX_IN_FLIGHT`` files at once, so memory stays bounded. Results and progress come in
-    input order.
+    ``limits`` and ``replace`` override the fields of ``options``.
     """
+    options = options or PipelineOptions()
+    if limits is not None:
+        options = replace_options(options, limits=limits)
+    if replace is not None:
+        options = replace_options(options, replace=replace)
+    return write_instances(inputs, store, options=options, progress=progress, run_stages=True)
+
+
+replace_options = replace
+
+
+def write_instances(
+    inputs: Iterable[str | os.PathLike[str]],
+    store: str | os.PathLike[str],
+    *,
+    options: PipelineOptions,
+    progress: ProgressHook | None = None,
+    run_stages: bool = False,
+) -> IngestReport:
+    """Stage 1 on files and directories; with ``run_stages`` also the later stages."""
     started = time.perf_counter()
-    layout = StoreLayout(Path(store))
+    layout = options.layout(store)
     report = IngestReport()
     layout.root.mkdir(parents=True, exist_ok=True)
-    with write_lock(layout.lock_path), Index(layout.index_path) as index:
-        batch = _Batch(
-            layout,
-            index,
-            limits=limits or InlineLimits(),
-            replace=replace,
-            report=report,
-            progress=progress,
-        )
-        try:
-            for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
-                batch.add(path)
-        finally:
-            batch.finish()
-        refresh_studies(layout, index, batch.touched)
+    with write_lock(layout.lock_path):
+        recover(layout)
+        batch = _Batch(layout, options, report)
+        for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
+            result = batch.add(path)
+            if progress is not None:
+                progress(result)
         report.studies = batch.touched
+        if run_stages:
+            _later_stages(layout, options)
     report.seconds = time.perf_counter() - started
     return report
 
 
-@dataclass(slots=True)
-class _Job:
-    """An instance ready to be written, and the file result to complete when it is."""
+def write_stream(
+    stream: BinaryIO,
+    store: str | os.PathLike[str],
+    *,
+    options: PipelineOptions | None = None,
+    name: str = "<stream>",
+) -> FileResult:
+    """Stage 1 on one P10 byte stream (a pipe will do), then the later stages per options."""
+    options = options or PipelineOptions()
+    layout = options.layout(store)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    result = FileResult(Path(name), "failed")
+    with write_lock(layout.lock_path):
+        recover(layout)
+        batch = _Batch(layout, options, IngestReport())
+        batch.ingest_stream(stream, result, sha=None)
+        _later_stages(layout, options)
+    return result
 
-    result: FileResult
-    status: Status
-    sha: str
-    future: Future[Any]
+
+def _later_stages(layout: StoreLayout, options: PipelineOptions) -> None:
+    """Group and study stages on every notified study: those this run touched, and any an
+    interrupted run left."""
+    if options.deduplicate and options.group:
+        group_locked(layout, None, remove_instance_files=options.remove_deduplicated_instances)
+    if options.study:
+        build_locked(layout, None)
 
 
 class _Batch:
-    """One ingest run: duplicate bookkeeping, pending marks and the writer threads."""
+    """One stage-1 run: duplicate bookkeeping, cleaning, notifications."""
 
-    def __init__(
-        self,
-        layout: StoreLayout,
-        index: Index,
-        *,
-        limits: InlineLimits,
-        replace: bool,
-        report: IngestReport,
-        progress: ProgressHook | None,
-    ) -> None:
+    def __init__(self, layout: StoreLayout, options: PipelineOptions, report: IngestReport):
         self.layout = layout
-        self.index = index
-        self.limits = limits
-        self.replace = replace
+        self.options = options
         self.report = report
-        self.progress = progress
-        self.touched = set(pending_studies(layout))
+        self.touched: set[str] = set()
+        self.cleaned: set[str] = set()
         self.seen: dict[str, tuple[str, InstanceKey]] = {}
-        self.jobs: deque[_Job] = deque()
-        self.writing: dict[str, Future[Any]] = {}
-        self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
+        self.index = Index(layout.index_path)
 
-    def add(self, path: Path) -> None:
+    def add(self, path: Path) -> FileResult:
         result = FileResult(path, "failed")
         self.report.results.append(result)
         try:
-            job = self._plan(path, result)
-        except Exception as exc:  # one bad file must not stop the batch
+            with path.open("rb") as handle:
+                sha = hashlib.file_digest(handle, "sha256").hexdigest()
+                result.size = handle.tell()
+                handle.seek(0)
+                self.ingest_stream(handle, result, sha=sha)
+        except OSError as exc:
             _record_error(result, exc)
-            job = None
-        if job is None:
-            self._done(result)
-            return
-        self.jobs.append(job)
-        while len(self.jobs) > MAX_IN_FLIGHT:
-            self._complete(self.jobs.popleft())
+        return result
 
-    def finish(self) -> None:
-        while self.jobs:
-            self._complete(self.jobs.popleft())
-        self.executor.shutdown(wait=True)
-
-    def _done(self, result: FileResult) -> None:
-        if self.progress is not None:
-            self.progress(result)
-
-    def _complete(self, job: _Job) -> None:
-        result = job.result
-        try:
-            job.future.result()
-            result.status = job.status
-        except Exception as exc:  # a failed write fails this file only
-            _record_error(result, exc)
-            if result.key is not None and self.seen.get(result.key.sop, ("",))[0] == job.sha:
-                del self.seen[result.key.sop]
-        self._done(result)
-
-    def _previous(self, sop: str) -> tuple[str, InstanceKey] | None:
-        previous = self.seen.get(sop)
-        if previous is not None:
-            return previous
-        row = self.index.find_instance(sop)
-        if row is None:
-            return None
-        key = InstanceKey(
-            row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
-        )
-        return row["original_sha256"], key
-
-    def _plan(self, path: Path, result: FileResult) -> _Job | None:
-        """Read and check one file; returns the write job, or None when nothing is to write."""
-        name = str(path)
-        buffer, result.size, sha = _read(path)
-        parsed = parse_p10(buffer, name=name)
-        if parsed.stop_reason is not None:
-            raise TruncatedError(f"{name}: {parsed.stop_reason}; the file is incomplete")
-        parts = decompose(
-            parsed,
-            limits=self.limits,
+    def ingest_stream(self, stream: BinaryIO, result: FileResult, *, sha: str | None) -> None:
+        """Stage 1 for one stream; ``sha`` (when known in advance) lets unchanged files skip."""
+        name = str(result.path)
+        parts = generate_parts(
+            stream,
+            limits=self.options.limits,
             frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+            name=name,
         )
-        key = InstanceKey(
-            check_uid(_uid(parts.metadata, "0020000D"), "StudyInstanceUID", source=name),
-            check_uid(_uid(parts.metadata, "0020000E"), "SeriesInstanceUID", source=name),
-            check_uid(_uid(parts.metadata, "00080018"), "SOPInstanceUID", source=name),
-        )
-        result.key = key
-        result.warnings = parts.warnings
-        status: Status = "stored"
-        previous = self._previous(key.sop)
-        if previous is not None:
-            if previous == (sha, key):
+        writer: InstanceWriter | None = None
+        try:
+            header = next(parts)
+            assert isinstance(header, InstanceHeader)
+            key = _key(header.metadata, name)
+            result.key = key
+            previous = self._previous(key)
+            if previous is not None and sha is not None and previous == (sha, key):
                 result.status = "unchanged"
-                return None
-            if not self.replace:
-                raise DuplicateInstanceError(
-                    f"{name}: SOPInstanceUID {key.sop} is already stored from a different "
-                    "file; use --replace to replace it"
-                )
-            status = "replaced"
-            in_flight = self.writing.get(key.sop)
-            if in_flight is not None:
-                wait([in_flight])
-            old = previous[1]
-            if old != key:
-                self._mark_pending(old.study)
-                remove_tree(self.layout.instance(old.study, old.series, old.sop))
-        self._mark_pending(key.study)
-        future = self.executor.submit(
-            write_instance, self.layout, key, parts, Original(sha, result.size)
-        )
-        self.writing[key.sop] = future
-        self.seen[key.sop] = (sha, key)
-        return _Job(result, status, sha, future)
+                return
+            if previous is not None and previous[1] == key and sha is None:
+                pass  # decided at the end, once the stream's hash is known
+            elif previous is not None and not self.options.replace:
+                raise _duplicate(name, key)
+            self._prepare_study(key.study)
+            writer = InstanceWriter(self.layout, key)
+            end = self._write_parts(parts, writer)
+            result.warnings = end.info["warnings"]
+            result.size = end.info["original"]["size"]
+            if end.stop_reason is not None:
+                raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
+            new_sha = end.info["original"]["sha256"]
+            if previous is not None and previous == (new_sha, key):
+                writer.abort()
+                result.status = "unchanged"
+                return
+            if previous is not None and not self.options.replace:
+                raise _duplicate(name, key)
+            if previous is not None and previous[1] != key:
+                self._move_away(previous[1])
+            writer.commit(end, instance_files=self.options.instances)
+            writer = None
+            if self.options.deduplicate:
+                write_record(self.layout, key.study, end.metadata, end.info)
+            self.seen[key.sop] = (new_sha, key)
+            result.status = "replaced" if previous is not None else "stored"
+        except Exception as exc:  # one bad file must not stop the batch
+            _record_error(result, exc)
+        finally:
+            parts.close()
+            if writer is not None:
+                writer.abort()
 
-    def _mark_pending(self, study: str) -> None:
+    @staticmethod
+    def _write_parts(parts: Iterator[Part], writer: InstanceWriter) -> InstanceEnd:
+        for part in parts:
+            if isinstance(part, FramePart):
+                writer.frame(part)
+            elif isinstance(part, BulkPart):
+                writer.bulk(part)
+            elif isinstance(part, InstanceEnd):
+                return part
+        raise AssertionError("generate_parts ended without InstanceEnd")
+
+    def _prepare_study(self, study: str) -> None:
+        """Clean the study on first sight with -c; notify the next stages before writing."""
+        if self.options.clean and study not in self.cleaned:
+            self.cleaned.add(study)
+            remove_tree(self.layout.study(study))
+            remove_tree(self.layout.instance_records(study))
+            remove_tree(self.layout.groups(study))
+            self.seen = {sop: v for sop, v in self.seen.items() if v[1].study != study}
         if study not in self.touched:
-            write_bytes(self.layout.pending / study, b"")
+            if self.options.deduplicate:
+                notify.notify(self.layout, notify.GROUP, study)
+            notify.notify(self.layout, notify.STUDY, study)
             self.touched.add(study)
+
+    def _move_away(self, old: InstanceKey) -> None:
+        """A replacement lives in another study or series: remove the old instance."""
+        self._prepare_study(old.study)
+        remove_tree(self.layout.instance(old.study, old.series, old.sop))
+        drop_instance(self.layout, old.study, old.sop)
+
+    def _previous(self, key: InstanceKey) -> tuple[str, InstanceKey] | None:
+        """What the store holds for this SOP Instance UID: (original SHA-256, where)."""
+        if key.sop in self.seen:
+            return self.seen[key.sop]
+        if self.options.clean and key.study not in self.cleaned:
+            return None
+        info_path = self.layout.info(key.study, key.series, key.sop)
+        if info_path.exists():
+            info = read_json_gz(info_path)
+            return info["original"]["sha256"], key
+        if self.layout.instance_record(key.study, key.sop).exists():
+            records = read_study_records(self.layout, key.study)
+            record = records.records.get(key.sop)
+            if record is not None:
+                where = InstanceKey(key.study, record["series_instance_uid"], key.sop)
+                return record["info"]["original"]["sha256"], where
+        row = self.index.find_instance(key.sop)
+        if row is None:
+            return None
+        where = InstanceKey(
+            row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
+        )
+        return row["original_sha256"], where
+
+
+def _key(metadata: dict[str, object], name: str) -> InstanceKey:
+    return InstanceKey(
+        check_uid(_uid(metadata, "0020000D"), "StudyInstanceUID", source=name),
+        check_uid(_uid(metadata, "0020000E"), "SeriesInstanceUID", source=name),
+        check_uid(_uid(metadata, "00080018"), "SOPInstanceUID", source=name),
+    )
+
+
+def _duplicate(name: str, key: InstanceKey) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"{name}: SOPInstanceUID {key.sop} is already stored from a different file; "
+        "use --replace to replace it"
+    )
 
 
 def _record_error(result: FileResult, exc: Exception) -> None:
     name = str(result.path)
+    result.status = "failed"
     result.exception = exc
     if isinstance(exc, ArchiveError):
         result.error = str(exc)
     elif isinstance(exc, OSError):
-        result.error = f"{name}: {exc.strerror or exc}" + (
-            f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
-        )
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
+        result.error = f"{name}: {exc.strerror or exc}{where}"
     else:
         result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
-
-
-def pending_studies(layout: StoreLayout) -> list[str]:
-    """Studies marked pending by a run that did not finish them, after cleaning up after it.
-
-    An interrupted run can leave temporary files (``.name.XXXX.tmp``), staging directories
-    (``.staging-<SOP>-<pid>``) and a directory set aside by a replace (``.<SOP>.old``) in the
-    studies it was writing; they are removed, and a set-aside directory whose replacement never
-    arrived is put back.
-    """
-    if not layout.pending.is_dir():
-        return []
-    studies = sorted(p.name for p in layout.pending.iterdir() if not p.name.startswith("."))
-    _sweep(layout.studies, recursive=False)
-    _sweep(layout.private, recursive=False)
-    for study in studies:
-        _sweep(layout.study(study), recursive=True)
-    return studies
-
-
-def _sweep(directory: Path, *, recursive: bool) -> None:
-    if not directory.is_dir():
-        return
-    for path in list(directory.rglob(".*") if recursive else directory.glob(".*")):
-        name = path.name
-        if name.endswith(".old") and path.is_dir():
-            original = path.with_name(name[1:-4])
-            if not original.exists():
-                path.replace(original)
-            else:
-                remove_tree(path)
-        elif name.startswith(".staging-") and path.is_dir():
-            remove_tree(path)
-        elif name.endswith(".tmp") and path.is_file():
-            path.unlink()
-
-
-def refresh_studies(layout: StoreLayout, index: Index, studies: set[str]) -> None:
-    """Rewrite the derived files and index rows of ``studies``, then the study list."""
-    if not studies:
-        return
-    rows = [study_rows(layout, study, write=True) for study in sorted(studies)]
-    index.replace_studies((r.study_instance_uid, r.study, r.series, r.instances) for r in rows)
-    write_json_gz(layout.studies_index, index.study_query_objects())
-    for study in studies:
-        remove_file(layout.pending / study)
-
-
-def _read(path: Path) -> tuple[bytes | mmap.mmap, int, str]:
-    """The file's bytes (memory-mapped when large), size and SHA-256.
-
-    A large file is hashed with buffered reads rather than through the map, so that its pages
-    never all count as resident memory at once.
-    """
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size < MMAP_THRESHOLD:
-            data = handle.read()
-            return data, size, hashlib.sha256(data).hexdigest()
-        sha = hashlib.file_digest(handle, "sha256").hexdigest()
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ), size, sha
 
 
 def _uid(metadata: dict[str, object], key: str) -> str | None:

@@ -44,21 +44,38 @@ def _series_sort_key(item: tuple[str, list[tuple[JsonObject, JsonObject]]]) -> t
     return (number if isinstance(number, int) else 2**31, item[0])
 
 
-def read_study(layout: StoreLayout, study: str) -> dict[str, list[tuple[JsonObject, JsonObject]]]:
-    """Every instance of a study as (metadata, info), grouped by series, instances sorted."""
-    grouped: dict[str, list[tuple[JsonObject, JsonObject]]] = {}
-    for key in instance_keys(layout, study):
-        grouped.setdefault(key.series, []).append(
-            (read_instance_metadata(layout, key), read_info(layout, key))
-        )
+Grouped = dict[str, list[tuple[JsonObject, JsonObject]]]
+
+
+def read_study(layout: StoreLayout, study: str) -> Grouped:
+    """Every instance of a study as (metadata, info) from its instance directories."""
+    pairs = [
+        (read_instance_metadata(layout, key), read_info(layout, key))
+        for key in instance_keys(layout, study)
+    ]
+    return group_by_series(pairs)
+
+
+def group_by_series(pairs: list[tuple[JsonObject, JsonObject]]) -> Grouped:
+    """(metadata, info) pairs grouped by series, series and instances in store order."""
+    grouped: Grouped = {}
+    for pair in pairs:
+        grouped.setdefault(pair[1]["series_instance_uid"], []).append(pair)
     for instances in grouped.values():
         instances.sort(key=lambda pair: instance_sort_key(pair[0]))
     return dict(sorted(grouped.items(), key=_series_sort_key))
 
 
-def study_rows(layout: StoreLayout, study: str, *, write: bool) -> StudyRows:
-    """Build (and with ``write``, write) a study's derived files; return its index rows."""
-    grouped = read_study(layout, study)
+def study_rows(
+    layout: StoreLayout, study: str, *, write: bool, grouped: Grouped | None = None
+) -> StudyRows:
+    """Build (and with ``write``, write) a study's derived files; return its index rows.
+
+    ``grouped`` gives the study's instances; by default they are read from the instance
+    directories.
+    """
+    if grouped is None:
+        grouped = read_study(layout, study)
     result = StudyRows(study)
     if not grouped:
         if write:

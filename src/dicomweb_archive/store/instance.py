@@ -7,15 +7,12 @@ content-addressed per study and written once.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicomweb_archive.dicom.decompose import InstanceParts
+from dicomweb_archive.dicom.parts import BulkPart, FramePart, InstanceEnd
 from dicomweb_archive.errors import CorruptStoreError
 from dicomweb_archive.store.files import (
     gzip_bytes,
@@ -28,8 +25,6 @@ from dicomweb_archive.store.files import (
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.multipart import boundary_for, parse_part, part_header, part_trailer
 
-INFO_VERSION = 1
-
 
 @dataclass(frozen=True, slots=True)
 class InstanceKey:
@@ -40,82 +35,50 @@ class InstanceKey:
     sop: str
 
 
-@dataclass(frozen=True, slots=True)
-class Original:
-    """Facts about the ingested file kept in the info record."""
+class InstanceWriter:
+    """Writes one instance's files as its parts arrive, into a staging directory.
 
-    sha256: str
-    size: int
+    Frames go to ``frames/<n>.mht`` in the staging directory, bulk data to the study's
+    content-addressed bulk-data directory (atomically, once); :meth:`commit` adds the metadata
+    and info record and moves the directory into place in one rename; :meth:`abort` removes it.
+    """
 
+    def __init__(self, layout: StoreLayout, key: InstanceKey) -> None:
+        self.layout = layout
+        self.key = key
+        self.target = layout.instance(key.study, key.series, key.sop)
+        self.staging = self.target.with_name(f".staging-{key.sop}-{os.getpid()}")
+        if self.staging.exists():
+            remove_tree(self.staging)
+        self.staging.parent.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir()
+        self.frames_dir = self.staging / "frames"
 
-def write_instance(
-    layout: StoreLayout, key: InstanceKey, parts: InstanceParts, original: Original
-) -> dict[str, Any]:
-    """Write every file of an instance; returns the info record written."""
-    buffer = parts.buffer
-    target = layout.instance(key.study, key.series, key.sop)
-    staging = target.with_name(f".staging-{key.sop}-{os.getpid()}")
-    if staging.exists():
-        remove_tree(staging)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
-    frames_dir = staging / "frames"
-    frames: list[dict[str, Any]] = []
-    if parts.frames:
-        frames_dir.mkdir()
-    for number, source in enumerate(parts.frames, start=1):
-        data = source.read(buffer)
-        sha = hashlib.sha256(data).hexdigest()
-        boundary = boundary_for(sha)
-        with (frames_dir / f"{number}.mht").open("wb") as handle:
-            handle.write(part_header(boundary, parts.frame_media_type))
-            handle.write(data)
+    def frame(self, part: FramePart) -> None:
+        if part.number == 1:
+            self.frames_dir.mkdir()
+        boundary = boundary_for(part.sha256)
+        with (self.frames_dir / f"{part.number}.mht").open("wb") as handle:
+            handle.write(part_header(boundary, part.media_type))
+            handle.write(part.data)
             handle.write(part_trailer(boundary))
-        frames.append({"sha256": sha, "size": len(data)})
-        del data
-        _release(buffer, source.ranges)
-    bulkdata: list[dict[str, Any]] = []
-    for sha, bulk in sorted(parts.bulk.items()):
-        path = layout.bulkdata(key.study, sha)
+
+    def bulk(self, part: BulkPart) -> None:
+        path = self.layout.bulkdata(self.key.study, part.sha256)
         if not path.exists():
-            write_bytes(path, bulk.read(buffer))
-        bulkdata.append({"sha256": sha, "size": bulk.length})
-    info = {
-        "version": INFO_VERSION,
-        "study_instance_uid": key.study,
-        "series_instance_uid": key.series,
-        "sop_instance_uid": key.sop,
-        "original": {
-            "sha256": original.sha256,
-            "size": original.size,
-            "transfer_syntax_uid": parts.parsed.transfer_syntax,
-            "has_preamble": parts.parsed.has_preamble,
-            "has_file_meta": bool(parts.parsed.meta),
-        },
-        "stored": {
-            "transfer_syntax_uid": parts.stored_transfer_syntax,
-            "media_type": parts.frame_media_type,
-        },
-        "frames": frames,
-        "bulkdata": bulkdata,
-        "skeleton": parts.skeleton,
-        "warnings": parts.warnings,
-    }
-    (staging / "info.json.gz").write_bytes(gzip_bytes(to_json_bytes(info)))
-    (staging / "metadata.gz").write_bytes(gzip_bytes(to_json_bytes([parts.metadata])))
-    replace_dir(staging, target)
-    return info
+            write_bytes(path, part.data)
 
+    def commit(self, end: InstanceEnd, *, instance_files: bool) -> None:
+        """Move the instance into place; with ``instance_files`` include its metadata and info
+        record (otherwise the study stage writes them from the deduplicated record)."""
+        if instance_files:
+            (self.staging / "info.json.gz").write_bytes(gzip_bytes(to_json_bytes(end.info)))
+            metadata = gzip_bytes(to_json_bytes([end.metadata]))
+            (self.staging / "metadata.gz").write_bytes(metadata)
+        replace_dir(self.staging, self.target)
 
-def _release(buffer: object, ranges: list[tuple[int, int]]) -> None:
-    """Drop a written frame's pages from a memory-mapped input (resident memory stays at about
-    one frame however large the file); the bytes stay in the page cache."""
-    if not isinstance(buffer, mmap.mmap):
-        return
-    for offset, length in ranges:
-        start = offset - offset % mmap.PAGESIZE
-        with contextlib.suppress(OSError, ValueError):
-            buffer.madvise(mmap.MADV_DONTNEED, start, length + offset - start)
+    def abort(self) -> None:
+        remove_tree(self.staging)
 
 
 def read_info(layout: StoreLayout, key: InstanceKey) -> dict[str, Any]:

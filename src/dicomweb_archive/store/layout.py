@@ -1,8 +1,9 @@
 """Where every file of the store lives (``docs/spec/store-layout.md``). Pure path functions.
 
 The layout is the original tool's (REFERENCE.md section 5), which OHIF's static DICOMweb
-configuration reads, plus per-instance ``metadata.gz`` and ``info.json.gz`` and a private
-``.dicomweb-archive/`` directory for the index, the lock and pending work. Every UID reaching
+configuration reads, plus per-instance ``metadata.gz`` and ``info.json.gz`` the pipeline's
+deduplicated data (``instances/``, ``deduplicated/``) and notifications, and a private
+``.dicomweb-archive/`` directory for the index and the lock. Every UID reaching
 these functions has passed :func:`dicomweb_archive.model.uid.check_uid`.
 """
 
@@ -19,6 +20,8 @@ class StoreLayout:
     """Paths of one store rooted at ``root``."""
 
     root: Path
+    path_instances: str = "instances"
+    path_deduplicated: str = "deduplicated"
 
     @property
     def private(self) -> Path:
@@ -33,9 +36,31 @@ class StoreLayout:
         return self.private / "lock"
 
     @property
-    def pending(self) -> Path:
-        """Studies whose instance files changed and whose study files are not yet rewritten."""
-        return self.private / "pending"
+    def notifications(self) -> Path:
+        return self.root / "notifications"
+
+    def notification(self, stage: str, study: str) -> Path:
+        return self.notifications / stage / study
+
+    def instance_records(self, study: str) -> Path:
+        """Per-instance deduplicated records of a study (``--path-instances``)."""
+        return self.root / self.path_instances / study
+
+    def instance_record(self, study: str, sop: str) -> Path:
+        return self.instance_records(study) / f"{sop}.gz"
+
+    def extract(self, study: str, sha256: str) -> Path:
+        return self.instance_records(study) / f"{sha256}.gz"
+
+    def groups(self, study: str) -> Path:
+        """Group files of a study (``--path-deduplicated``)."""
+        return self.root / self.path_deduplicated / study
+
+    def group(self, study: str, sha256: str) -> Path:
+        return self.groups(study) / f"{sha256}.gz"
+
+    def group_index(self, study: str) -> Path:
+        return self.groups(study) / "index.json.gz"
 
     @property
     def studies(self) -> Path:
