@@ -236,6 +236,7 @@ class _Batch:
             frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
+            sha256=sha,
         )
         writer: InstanceWriter | None = None
         try:

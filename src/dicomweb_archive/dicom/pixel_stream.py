@@ -1,0 +1,292 @@
+"""Reading the top-level Pixel Data value from a stream, one frame at a time (PS3.5 8.1.1, A.4).
+
+Native frames are read one at a time; encapsulated fragments one at a time and joined per frame.
+Each reader returns the skeleton segments of the value and yields the frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Generator, Iterator
+from typing import Any
+
+from dicomweb_archive.dicom.frames import (
+    EXTENDED_OFFSET_TABLE,
+    media_type,
+    native_layout,
+    starts_codestream,
+)
+from dicomweb_archive.dicom.parse import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    ITEM,
+    NATIVE_TRANSFER_SYNTAXES,
+    SEQUENCE_DELIMITER,
+    Element,
+    ParsedFile,
+)
+from dicomweb_archive.dicom.parts_model import BulkPart, FramePart, Part, Reader, State
+from dicomweb_archive.dicom.skeleton import Segment, literal
+from dicomweb_archive.model.dicom_json import (
+    JsonContext,
+    JsonObject,
+    resolve_vr,
+    swap_bytes,
+    to_json_element,
+)
+
+FRAMES_PLACEHOLDER = "\0frames"
+BULK_PLACEHOLDER = "\0bulk:"
+NUMBER_OF_FRAMES = 0x00280008
+_ROWS = 0x00280010
+_COLUMNS = 0x00280011
+_SAMPLES_PER_PIXEL = 0x00280002
+_BITS_ALLOCATED = 0x00280100
+_PHOTOMETRIC_INTERPRETATION = 0x00280004
+
+PixelResult = tuple[list[Segment], JsonObject, str | None, str]
+
+
+def read_pixel_data(
+    element: Element,
+    reader: Reader,
+    *,
+    head: bytes,
+    top: dict[int, Element],
+    parsed: ParsedFile,
+    state: State,
+) -> Generator[Part, None, PixelResult]:
+    """Read the Pixel Data value, yielding frames; returns segments, JSON, stop reason, TS."""
+    frame_count = is_value(head, top.get(NUMBER_OF_FRAMES)) or 1
+    vr = resolve_vr(element, state.pixel_representation)
+    if element.undefined_length:
+        syntax = parsed.transfer_syntax
+        state.media_type = media_type(syntax)
+        segments, stop = yield from _encapsulated(
+            element, reader, head=head, top=top, frame_count=frame_count, state=state
+        )
+    elif parsed.transfer_syntax in NATIVE_TRANSFER_SYNTAXES or not parsed.meta:
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN
+        state.media_type = media_type(syntax)
+        segments, stop = yield from _native(
+            element, reader, head=head, top=top, frame_count=frame_count, state=state
+        )
+    else:  # defined-length pixel data in a compressed transfer syntax: not frames
+        syntax = parsed.transfer_syntax
+        value = reader.read(element.length)
+        segments = [literal(value)]
+        stop = None if len(value) == element.length else "file ends inside Pixel Data"
+    if state.frames:
+        return segments, {"vr": vr, "BulkDataURI": FRAMES_PLACEHOLDER}, stop, syntax
+    return _unframed(element, segments, stop, parsed, state)
+
+
+def _unframed(
+    element: Element, segments: list[Segment], stop: str | None, parsed: ParsedFile, state: State
+) -> PixelResult:
+    """Pixel data no frame could be made of: kept like any other binary value."""
+    value = b"".join(base64.b64decode(s["literal"]) for s in segments)
+    probe = Element(
+        element.tag, element.vr, element.explicit, True, 0, 0, len(value), False, len(value)
+    )
+    context = JsonContext(value, lambda _e, _p: None, state.pixel_representation)
+    json_value = to_json_element(probe, context, encodings=[], path=(element.tag,))
+    if len(value) > state.limits.public and stop is None and not element.undefined_length:
+        sha = hashlib.sha256(value).hexdigest()
+        if sha not in state.bulk:
+            state.bulk[sha] = len(value)
+            state.pending_bulk.append(BulkPart(sha, value))
+        json_value = {"vr": json_value["vr"], "BulkDataURI": BULK_PLACEHOLDER + sha}
+        segments = [{"bulk": sha}]
+    return segments, json_value, stop, parsed.transfer_syntax
+
+
+def _emit_frame(state: State, data: bytes | memoryview) -> FramePart:
+    sha = hashlib.sha256(data).hexdigest()
+    state.frames.append({"sha256": sha, "size": len(data)})
+    return FramePart(len(state.frames), data, sha, state.media_type)
+
+
+def _native(
+    element: Element,
+    reader: Reader,
+    *,
+    head: bytes,
+    top: dict[int, Element],
+    frame_count: int,
+    state: State,
+) -> Generator[Part, None, tuple[list[Segment], str | None]]:
+    """Native pixel data (PS3.5 8.1.1): one frame read at a time."""
+    bits = 32 if element.tag == 0x7FE00008 else 64 if element.tag == 0x7FE00009 else None
+    geometry: dict[str, Any] = {
+        "rows": us_value(head, top.get(_ROWS)) or 0,
+        "columns": us_value(head, top.get(_COLUMNS)) or 0,
+        "samples_per_pixel": us_value(head, top.get(_SAMPLES_PER_PIXEL)) or 1,
+        "bits_allocated": bits or us_value(head, top.get(_BITS_ALLOCATED)) or 0,
+        "number_of_frames": frame_count,
+        "photometric_interpretation": text_value(head, top.get(_PHOTOMETRIC_INTERPRETATION)),
+    }
+    probe = Element(
+        element.tag, element.vr, element.explicit, element.little, 0, 0, element.length, False, 0
+    )
+    layout = native_layout(probe, **geometry)
+    state.warnings += layout.warnings
+    if layout.keep_literal or not layout.frames:
+        value = reader.read(element.length)
+        for frame in layout.frames:
+            yield _emit_frame(state, bytes(frame.read(value)))
+        stop = None if len(value) == element.length else "file ends inside Pixel Data"
+        return [literal(value)], stop
+    segments: list[Segment] = []
+    remaining = element.length
+    for frame in layout.frames:
+        size = frame.ranges[0][1]
+        data = reader.read(size)
+        remaining -= len(data)
+        if len(data) < size:
+            segments.append(literal(data))
+            return segments, "file ends inside Pixel Data"
+        stored = swap_bytes(data, frame.swap) if frame.swap > 1 else data
+        part = _emit_frame(state, stored)
+        yield part
+        segment: Segment = {"frame": part.number}
+        if frame.swap > 1:
+            segment["swap"] = frame.swap
+        segments.append(segment)
+    if remaining:
+        rest = reader.read(remaining)
+        segments.append(literal(rest))
+        if len(rest) < remaining:
+            return segments, "file ends inside Pixel Data"
+    return segments, None
+
+
+def _encapsulated(
+    element: Element,
+    reader: Reader,
+    *,
+    head: bytes,
+    top: dict[int, Element],
+    frame_count: int,
+    state: State,
+) -> Generator[Part, None, tuple[list[Segment], str | None]]:
+    """Encapsulated pixel data (PS3.5 A.4): fragments read one at a time, joined per frame.
+
+    Frames are delimited by the Extended Offset Table, else the Basic Offset Table (when either
+    has one offset per frame), else: all fragments form the one frame of a single-frame image;
+    fragments starting with a codestream marker (JPEG SOI, JPEG 2000 SOC, JP2 signature) start
+    frames; otherwise each fragment is a frame (as RLE requires, PS3.5 A.4.2).
+    """
+    tag_format = "<HHI" if element.little else ">HHI"
+    segments: list[Segment] = []
+    current: list[bytes] = []
+    current_segments: list[Segment] = []
+    offsets = _extended_offsets(head, top.get(EXTENDED_OFFSET_TABLE))
+    strategy: str | None = None
+    frame_starts: set[int] = set()
+    position = 0  # offset of the next item from the first item after the offset table
+
+    def flush() -> Iterator[FramePart]:
+        if not current:
+            return
+        part = _emit_frame(state, b"".join(current))
+        if len(current) == 1:
+            current_segments[-1] = {"frame": part.number}
+        else:
+            for segment in current_segments:
+                if "frame" in segment:
+                    segment["frame"] = part.number
+        segments.extend(current_segments)
+        current.clear()
+        current_segments.clear()
+        yield part
+
+    first = True
+    while True:
+        header = reader.read(8)
+        if len(header) < 8:
+            segments.extend(current_segments)
+            segments.append(literal(header))
+            return segments, "file ends inside Pixel Data"
+        group, elem, length = struct.unpack(tag_format, header)
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            yield from flush()
+            segments.append(literal(header))
+            return segments, None
+        if tag != ITEM:
+            yield from flush()
+            segments.append(literal(header))
+            return segments, "malformed item in encapsulated Pixel Data"
+        value = reader.read(length)
+        if first:  # the Basic Offset Table
+            first = False
+            segments.append(literal(header + value))
+            if not offsets and len(value) >= 4:
+                offsets = list(struct.unpack(f"<{len(value) // 4}I", value[: len(value) // 4 * 4]))
+            if len(value) < length:
+                return segments, "file ends inside Pixel Data"
+            continue
+        if strategy is None:
+            strategy = _strategy(offsets, frame_count, value)
+            frame_starts = set(offsets)
+        starts_new = (
+            (strategy == "offsets" and position in frame_starts)
+            or (strategy == "markers" and starts_codestream(value[:12]))
+            or strategy == "each"
+        )
+        if starts_new:
+            yield from flush()
+        current_segments.append(literal(header))
+        offset_in_frame = sum(len(c) for c in current)
+        current_segments.append({"frame": 0, "offset": offset_in_frame, "length": len(value)})
+        current.append(value)
+        position += 8 + length
+        if len(value) < length:
+            current_segments[-1] = literal(value)
+            current.pop()
+            yield from flush()
+            return segments, "file ends inside Pixel Data"
+
+
+def _strategy(offsets: list[int], frame_count: int, first_fragment: bytes) -> str:
+    if offsets and len(offsets) == frame_count and offsets == sorted(offsets) and offsets[0] == 0:
+        return "offsets"
+    if frame_count <= 1:
+        return "one"
+    if starts_codestream(first_fragment[:12]):
+        return "markers"
+    return "each"
+
+
+def _extended_offsets(head: bytes, element: Element | None) -> list[int]:
+    if element is None or element.length < 8:
+        return []
+    count = element.length // 8
+    fmt = ("<" if element.little else ">") + f"{count}Q"
+    return list(struct.unpack_from(fmt, head, element.value_offset))
+
+
+def us_value(buffer: bytes, element: Element | None) -> int | None:
+    if element is None or element.length < 2:
+        return None
+    fmt = "<H" if element.little else ">H"
+    return int(struct.unpack_from(fmt, buffer, element.value_offset)[0])
+
+
+def is_value(buffer: bytes, element: Element | None) -> int | None:
+    if element is None or element.length == 0:
+        return None
+    text = buffer[element.value_offset : element.value_offset + element.length]
+    try:
+        return int(text.decode("ascii").split("\\")[0].strip(" \0"))
+    except ValueError:
+        return None
+
+
+def text_value(buffer: bytes, element: Element | None) -> str:
+    if element is None:
+        return ""
+    raw = buffer[element.value_offset : element.value_offset + element.length]
+    return raw.decode("latin-1").strip(" \0")
