@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from dicomweb_archive.cli.main import app, mkdicomweb_app
+from dicomweb_archive.cli.main import SEED_APPS, SUBCOMMANDS, app
 
 DOC = Path(__file__).parent.parent / "docs" / "cli.md"
 ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
@@ -15,17 +15,24 @@ ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
 #: (command line shown, application, arguments)
 COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive", app, ["--help"]),
-    ("dicomweb-archive create", app, ["create", "--help"]),
+    *((f"dicomweb-archive {name}", app, [name, "--help"]) for name in SUBCOMMANDS),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive reindex", app, ["reindex", "--help"]),
-    ("mkdicomweb", mkdicomweb_app, ["--help"]),
+    *((name, seed, ["--help"]) for name, seed in SEED_APPS.items()),
 ]
 
 HEADER = """# Command-line reference
 
 Generated from each command's `--help` by `python -m tests.cli_docs`; `tests/test_cli_docs.py`
 fails when this file and the commands disagree. Exit codes are in
-[spec/exit-codes.md](spec/exit-codes.md).
+[spec/exit-codes.md](spec/exit-codes.md); what the stages do in
+[spec/pipeline.md](spec/pipeline.md).
+
+The seed's commands (`mkdicomweb`, `mkdicomwebinstances`, `mkdicomwebdeduplicated`,
+`mkdicomwebdeduplicatedgroup`, `mkdicomwebstudy`) all take the seed's whole option list, as the
+original tool did; each option's help says which stage it acts on. `commandName help`,
+`-h` and `--help` print the help. Each is also a `dicomweb-archive` subcommand (`create`,
+`instances`, `deduplicated`, `group`, `study`).
 """
 
 

@@ -1,11 +1,11 @@
-"""Console entry points: the umbrella ``dicomweb-archive`` and the seed's ``mkdicomweb``."""
+"""Console entry points: the umbrella ``dicomweb-archive`` and the seed's five commands."""
 
 from __future__ import annotations
 
 import typer
 
 from dicomweb_archive.cli.common import VersionOption, run_app
-from dicomweb_archive.cli.ingest import create
+from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.store import reindex_command, studies
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -25,17 +25,29 @@ def _umbrella(version: VersionOption = False) -> None:
     """Build, index and manage a static DICOMweb store made from DICOM P10 files."""
 
 
-app.command("create")(create)
+#: umbrella subcommand -> seed command
+SUBCOMMANDS = {
+    "create": "mkdicomweb",
+    "instances": "mkdicomwebinstances",
+    "deduplicated": "mkdicomwebdeduplicated",
+    "group": "mkdicomwebdeduplicatedgroup",
+    "study": "mkdicomwebstudy",
+}
+for _name, _seed in SUBCOMMANDS.items():
+    app.command(_name, help=f"{COMMANDS[_seed]} (= {_seed})")(make_command(_seed))
 app.command("studies")(studies)
 app.command("reindex")(reindex_command)
 
-mkdicomweb_app = typer.Typer(
-    name="mkdicomweb",
-    context_settings=CONTEXT,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-mkdicomweb_app.command()(create)
+
+def _seed_app(command: str) -> typer.Typer:
+    seed = typer.Typer(
+        name=command, context_settings=CONTEXT, add_completion=False, pretty_exceptions_enable=False
+    )
+    seed.command(help=COMMANDS[command])(make_command(command))
+    return seed
+
+
+SEED_APPS = {command: _seed_app(command) for command in COMMANDS}
 
 
 def main() -> None:
@@ -43,4 +55,20 @@ def main() -> None:
 
 
 def mkdicomweb() -> None:
-    run_app(mkdicomweb_app)
+    run_app(SEED_APPS["mkdicomweb"])
+
+
+def mkdicomwebinstances() -> None:
+    run_app(SEED_APPS["mkdicomwebinstances"])
+
+
+def mkdicomwebdeduplicated() -> None:
+    run_app(SEED_APPS["mkdicomwebdeduplicated"])
+
+
+def mkdicomwebdeduplicatedgroup() -> None:
+    run_app(SEED_APPS["mkdicomwebdeduplicatedgroup"])
+
+
+def mkdicomwebstudy() -> None:
+    run_app(SEED_APPS["mkdicomwebstudy"])

@@ -1,0 +1,246 @@
+"""The seed's five commands: mkdicomweb, mkdicomwebinstances, mkdicomwebdeduplicated,
+mkdicomwebdeduplicatedgroup, mkdicomwebstudy (and their ``dicomweb-archive`` subcommands)."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from dicomweb_archive.cli import seed_options as opt
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    VerboseOption,
+    VersionOption,
+    error_line,
+    handle_errors,
+    stderr,
+    stdout,
+    store_path,
+)
+from dicomweb_archive.dicom.parts import InlineLimits
+from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.ops.ingest import (
+    FileResult,
+    IngestReport,
+    PipelineOptions,
+    iter_input_files,
+    write_instances,
+)
+from dicomweb_archive.ops.stages import build_studies, group_studies
+
+#: command -> (what it does, reads files?)
+COMMANDS = {
+    "mkdicomweb": "Ingest DICOM P10 files: all three stages on the studies the input touches.",
+    "mkdicomwebinstances": "Stage 1, instance level: frames, bulk data and instance metadata.",
+    "mkdicomwebdeduplicated": "Stage 1, deduplicated: frames, bulk data and per-instance "
+    "deduplicated data; notifies the group stage.",
+    "mkdicomwebdeduplicatedgroup": "Stage 2: combine each study's per-instance deduplicated "
+    "data into a group file; notifies the study stage.",
+    "mkdicomwebstudy": "Stage 3: write study and series query files, series and instance "
+    "metadata and the index, from the deduplicated data.",
+}
+_UID_LIKE = re.compile(r"[0-9.]+")
+
+
+def make_command(command: str) -> Callable[..., None]:
+    """A typer command function for one of the seed's commands."""
+
+    def run(  # noqa: PLR0917 - the seed's option list, passed positionally by typer
+        ctx: typer.Context,
+        inputs: opt.Inputs = None,
+        clean: opt.Clean = False,
+        remove_deduplicated_instances: opt.RemoveDeduplicatedInstances = False,
+        deduplicate: opt.Deduplicate = False,
+        group: opt.Group = True,
+        instances: opt.Instances = False,
+        maximum_inline_public_length: opt.MaxPublic = 131074,
+        maximum_inline_private_length: opt.MaxPrivate = 64,
+        no_recompress: opt.NoRecompress = False,
+        store: opt.Store = DEFAULT_STORE,
+        path_deduplicated: opt.PathDeduplicated = "deduplicated",
+        path_instances: opt.PathInstances = "instances",
+        recompress: opt.Recompress = None,
+        study: opt.Study = True,
+        content_type: opt.ContentType = None,
+        colour_content_type: opt.ColourContentType = None,
+        replace: opt.Replace = False,
+        verbose: VerboseOption = False,
+        version: VersionOption = False,
+    ) -> None:
+        if inputs == ["help"]:
+            stdout.print(ctx.get_help(), markup=False)
+            raise typer.Exit(EXIT_OK)
+        _check_recompression(recompress, content_type, colour_content_type, no_recompress)
+        options = PipelineOptions(
+            limits=InlineLimits(maximum_inline_public_length, maximum_inline_private_length),
+            instances=instances or command == "mkdicomwebinstances",
+            deduplicate=deduplicate or command in ("mkdicomweb", "mkdicomwebdeduplicated"),
+            group=group,
+            study=study,
+            clean=clean,
+            remove_deduplicated_instances=remove_deduplicated_instances,
+            replace=replace,
+            path_instances=_relative(path_instances, "--path-instances"),
+            path_deduplicated=_relative(path_deduplicated, "--path-deduplicated"),
+        )
+        root = store_path(store)
+        if command in ("mkdicomwebdeduplicatedgroup", "mkdicomwebstudy"):
+            _run_stage(command, root, inputs, options, verbose=verbose)
+            return
+        if not inputs:
+            error_line(f"{command} needs at least one input file or directory")
+            raise typer.Exit(EXIT_USAGE)
+        with handle_errors(verbose=verbose):
+            report = _run_files(command, [Path(i) for i in inputs], root, options, verbose)
+        _summary(report, verbose=verbose)
+        raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
+
+    run.__doc__ = COMMANDS[command]
+    run.__name__ = command
+    return run
+
+
+def _relative(value: str, option: str) -> str:
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        error_line(f"{option} must be a relative path inside the store, not {value!r}")
+        raise typer.Exit(EXIT_USAGE)
+    return path.as_posix()
+
+
+def _check_recompression(
+    recompress: list[str] | None, grey: str | None, colour: str | None, disabled: bool
+) -> None:
+    """Validate the recompression options and say, once, that they have no effect yet."""
+    given = False
+    for value in recompress or []:
+        for item in filter(None, re.split(r"[,\s]+", value)):
+            if item not in opt.RECOMPRESS_TYPES:
+                error_line(
+                    f"-r/--recompress: {item!r} is not one of {', '.join(opt.RECOMPRESS_TYPES)}"
+                )
+                raise typer.Exit(EXIT_USAGE)
+            given = True
+    for name, target in (("-t/--content-type", grey), ("-T/--colour-content-type", colour)):
+        if target is None:
+            continue
+        if target not in opt.CONTENT_TYPES and not _UID_LIKE.fullmatch(target):
+            error_line(f"{name}: {target!r} is not one of {', '.join(opt.CONTENT_TYPES)} or a UID")
+            raise typer.Exit(EXIT_USAGE)
+        given = True
+    if given and not disabled:
+        stderr.print(
+            "warning: recompression is not available in this version; frames are stored as "
+            "received (-r/-t/-T have no effect yet)",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _run_stage(
+    command: str, root: Path, studies: list[str] | None, options: PipelineOptions, *, verbose: bool
+) -> None:
+    layout = options.layout(root)
+    with handle_errors(verbose=verbose):
+        if command == "mkdicomwebdeduplicatedgroup":
+            report = group_studies(
+                layout, studies, remove_instance_files=options.remove_deduplicated_instances
+            )
+            stdout.print(f"{len(report.studies)} studies grouped", markup=False)
+        else:
+            report = build_studies(layout, studies)
+            stdout.print(f"{len(report.studies)} studies written", markup=False)
+    if verbose:
+        for uid in report.studies:
+            stderr.print(f"  {uid}", markup=False, soft_wrap=True)
+
+
+def _unexpected(exc: BaseException | None) -> bool:
+    return exc is not None and not isinstance(exc, ArchiveError | OSError)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _run_files(
+    command: str, inputs: list[Path], root: Path, options: PipelineOptions, verbose: bool
+) -> IngestReport:
+    files = list(iter_input_files(inputs, exclude=root))
+    run_stages = command == "mkdicomweb"
+
+    def report_file(result: FileResult) -> None:
+        if result.status == "failed":
+            error_line(result.error or f"{result.path}: failed")
+            if verbose and _unexpected(result.exception):
+                stderr.print("".join(traceback.format_exception(result.exception)), markup=False)
+        elif verbose:
+            where = result.key.sop if result.key else ""
+            stderr.print(f"{result.status}: {result.path} -> {where}", markup=False, soft_wrap=True)
+            for warning in result.warnings:
+                stderr.print(f"  warning: {warning}", markup=False, soft_wrap=True)
+
+    if not stderr.is_terminal:
+        return write_instances(
+            files, root, options=options, progress=report_file, run_stages=run_stages
+        )
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+        DownloadColumn(binary_units=False),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    total = sum(_size(path) for path in files)
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
+        done = 0
+
+        def hook(result: FileResult) -> None:
+            nonlocal done
+            done += 1
+            report_file(result)
+            progress.update(task, advance=_size(result.path), done=done)
+
+        return write_instances(files, root, options=options, progress=hook, run_stages=run_stages)
+
+
+def _summary(report: IngestReport, *, verbose: bool) -> None:
+    unchanged = sum(1 for r in report.results if r.status == "unchanged")
+    replaced = sum(1 for r in report.results if r.status == "replaced")
+    megabytes = report.bytes / 1e6
+    rate = report.instances / report.seconds if report.seconds else 0.0
+    parts = [
+        f"{report.instances} instances stored",
+        f"{replaced} replaced" if replaced else "",
+        f"{unchanged} unchanged" if unchanged else "",
+        f"{len(report.studies)} studies updated",
+        f"{megabytes:.1f} MB read",
+        f"{len(report.failures)} failed",
+        f"{report.seconds:.2f} s ({rate:.0f} instances/s)",
+    ]
+    line = ", ".join(p for p in parts if p)
+    if report.failures and not verbose:
+        line += "; the errors above name each failed file"
+    stdout.print(line, markup=False, soft_wrap=True)
