@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 from dicomweb_archive import __version__
 from dicomweb_archive.cli.main import SEED_APPS, app
-
-mkdicomweb_app = SEED_APPS["mkdicomweb"]
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import StoreLayout
 from tests.factory import uid, write_ct, write_series
+
+mkdicomweb_app = SEED_APPS["mkdicomweb"]
 
 runner = CliRunner()
 

@@ -1,0 +1,79 @@
+"""The streaming API: parts from a non-seekable pipe, memory bounded by about one frame."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+from pathlib import Path
+
+from dicomweb_archive import generate_parts, reconstruct_p10, write_stream
+from dicomweb_archive.dicom.parts import FramePart, InstanceEnd, InstanceHeader
+from tests.factory import uid, write_ct
+
+FRAME_BYTES = 512 * 512 * 2
+
+
+def _pipe_from(path: Path) -> tuple[int, threading.Thread]:
+    """A pipe fed with the file's bytes by a thread; returns the read end."""
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with path.open("rb") as source, os.fdopen(write_fd, "wb") as sink:
+            while chunk := source.read(1 << 16):
+                sink.write(chunk)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    return read_fd, thread
+
+
+def _peak_from_pipe(path: Path, frames: int) -> int:
+    """Peak Python memory while decomposing ``path`` read through a pipe."""
+    read_fd, thread = _pipe_from(path)
+    kinds = []
+    with os.fdopen(read_fd, "rb") as pipe:
+        assert not pipe.seekable()
+        tracemalloc.start()
+        for part in generate_parts(
+            pipe, frames_uri=lambda _m: "frames", bulk_uri=lambda _m, sha: sha
+        ):
+            kinds.append(type(part).__name__)
+            if isinstance(part, FramePart):
+                assert len(part.data) == FRAME_BYTES
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    thread.join()
+    assert kinds[0] == InstanceHeader.__name__ and kinds[-1] == InstanceEnd.__name__
+    assert kinds.count(FramePart.__name__) == frames
+    return peak
+
+
+def test_parts_from_a_pipe_with_bounded_memory(tmp_path: Path) -> None:
+    """From a pipe, peak memory is a few frames and does not grow with the frame count."""
+    peaks = {}
+    for frames in (8, 32):
+        path = write_ct(
+            tmp_path / f"multi{frames}.dcm",
+            study=uid(1),
+            series=uid(2),
+            sop=uid(3),
+            frames=frames,
+            rows=512,
+            columns=512,
+        )
+        peaks[frames] = _peak_from_pipe(path, frames)
+    # 32 frames are 16 MB; the peak is about three frames (read buffer, joined bytes, part)
+    assert peaks[32] < 4 * FRAME_BYTES, peaks
+    assert abs(peaks[32] - peaks[8]) < FRAME_BYTES // 4, peaks
+
+
+def test_write_stream_stores_the_instance(tmp_path: Path) -> None:
+    """write_stream ingests from a pipe; the instance rebuilds byte for byte."""
+    path = write_ct(tmp_path / "one.dcm", study=uid(1), series=uid(2), sop=uid(3), frames=3)
+    read_fd, thread = _pipe_from(path)
+    with os.fdopen(read_fd, "rb") as pipe:
+        result = write_stream(pipe, tmp_path / "store", name="pipe")
+    thread.join()
+    assert result.status == "stored", result.error
+    assert reconstruct_p10(tmp_path / "store", uid(3)) == path.read_bytes()
