@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
-from dicomweb_archive import ingest
+from dicomweb_archive import PipelineOptions, ingest, write_instances
 from dicomweb_archive.index.database import MIGRATIONS
 from dicomweb_archive.store.files import read_json_gz
 from tests.conftest import corpus_files
@@ -17,10 +19,18 @@ from tests.conftest import corpus_files
 SCHEMA = Path(__file__).parent.parent / "schema"
 
 
-def _validator(name: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMA / name).read_text(encoding="utf-8"))
+def _load(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMA / name).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return schema
+
+
+def _validator(name: str) -> Draft202012Validator:
+    """A validator that resolves references to the other schemas of schema/ by file name."""
+    registry: Registry[Any] = Registry().with_resources(
+        (path.name, Resource.from_contents(_load(path.name))) for path in SCHEMA.glob("*.json")
+    )
+    return Draft202012Validator(_load(name), registry=registry)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +65,30 @@ def test_metadata_and_query_files_validate(corpus_store: Path) -> None:
     for path in paths:
         errors = [e.message for e in validator.iter_errors(read_json_gz(path))]
         assert not errors, (path, errors[:3])
+
+
+def test_deduplicated_files_validate(corpus_store: Path) -> None:
+    """Extracts, instance records, group files and group indexes match their schema."""
+    validator = _validator("deduplicated.schema.json")
+    paths = [
+        *corpus_store.glob("*/instances/*/*.gz"),
+        *corpus_store.glob("*/deduplicated/*/*.gz"),
+    ]
+    assert len(paths) > 300
+    for path in paths:
+        errors = [e.message for e in validator.iter_errors(read_json_gz(path))]
+        assert not errors, (path, errors[:3])
+
+
+def test_notifications_validate(tmp_path: Path) -> None:
+    """Notification files left for the next stages match their schema."""
+    source = corpus_files()[0].parent / "CT_small.dcm"
+    write_instances([source], tmp_path, options=PipelineOptions())
+    validator = _validator("notification.schema.json")
+    notes = [p for p in (tmp_path / "notifications").rglob("*") if p.is_file()]
+    assert {p.parent.name for p in notes} == {"group", "study"}
+    for path in notes:
+        assert not list(validator.iter_errors(json.loads(path.read_text())))
 
 
 def test_no_private_bookkeeping_in_served_json(corpus_store: Path) -> None:

@@ -82,14 +82,22 @@ class Reader:
 
     def read(self, size: int) -> bytes:
         """Up to ``size`` bytes: fewer only at the end of the stream."""
-        out = self.pending[:size]
-        self.pending = self.pending[size:]
-        while len(out) < size:
-            data = self.raw(size - len(out))
+        if self.pending:
+            out = self.pending[:size]
+            self.pending = self.pending[size:]
+        else:
+            out = self.raw(size)
+        if len(out) == size or not out:
+            return out
+        chunks = [out]
+        missing = size - len(out)
+        while missing:
+            data = self.raw(missing)
             if not data:
                 break
-            out += data
-        return out
+            chunks.append(data)
+            missing -= len(data)
+        return b"".join(chunks)
 
     def rest(self) -> bytes:
         chunks = [self.pending]

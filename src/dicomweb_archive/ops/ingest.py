@@ -35,7 +35,12 @@ from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.stages import build_locked, group_locked
 from dicomweb_archive.store import notify
-from dicomweb_archive.store.dedup import drop_instance, read_study_records, write_record
+from dicomweb_archive.store.dedup import (
+    StudyRecords,
+    drop_instance,
+    read_study_records,
+    write_record,
+)
 from dicomweb_archive.store.files import read_json_gz, remove_tree
 from dicomweb_archive.store.instance import InstanceKey, InstanceWriter
 from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
@@ -159,13 +164,21 @@ def write_instances(
     layout = options.layout(store)
     report = IngestReport()
     layout.root.mkdir(parents=True, exist_ok=True)
+    if run_stages and options.study:
+        # The study stage would write each instance's metadata.gz and info.json.gz anyway:
+        # writing them inside the staging directory now saves an atomic write each, and the
+        # study stage then finds them up to date.
+        options = replace(options, instances=True)
     with write_lock(layout.lock_path):
         recover(layout)
         batch = _Batch(layout, options, report)
-        for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
-            result = batch.add(path)
-            if progress is not None:
-                progress(result)
+        try:
+            for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
+                result = batch.add(path)
+                if progress is not None:
+                    progress(result)
+        finally:
+            batch.index.close()
         report.studies = batch.touched
         if run_stages:
             _later_stages(layout, options)
@@ -188,7 +201,10 @@ def write_stream(
     with write_lock(layout.lock_path):
         recover(layout)
         batch = _Batch(layout, options, IngestReport())
-        batch.ingest_stream(stream, result, sha=None)
+        try:
+            batch.ingest_stream(stream, result, file_sha256=None)
+        finally:
+            batch.index.close()
         _later_stages(layout, options)
     return result
 
@@ -196,10 +212,13 @@ def write_stream(
 def _later_stages(layout: StoreLayout, options: PipelineOptions) -> None:
     """Group and study stages on every notified study: those this run touched, and any an
     interrupted run left."""
+    read: dict[str, StudyRecords] = {}
     if options.deduplicate and options.group:
-        group_locked(layout, None, remove_instance_files=options.remove_deduplicated_instances)
+        group_locked(
+            layout, None, remove_instance_files=options.remove_deduplicated_instances, read=read
+        )
     if options.study:
-        build_locked(layout, None)
+        build_locked(layout, None, known=read)
 
 
 class _Batch:
@@ -212,23 +231,36 @@ class _Batch:
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
         self.seen: dict[str, tuple[str, InstanceKey]] = {}
+        self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
         self.index = Index(layout.index_path)
 
     def add(self, path: Path) -> FileResult:
         result = FileResult(path, "failed")
         self.report.results.append(result)
+        def file_sha256() -> str:
+            with path.open("rb") as again:
+                return hashlib.file_digest(again, "sha256").hexdigest()
+
         try:
             with path.open("rb") as handle:
-                sha = hashlib.file_digest(handle, "sha256").hexdigest()
-                result.size = handle.tell()
-                handle.seek(0)
-                self.ingest_stream(handle, result, sha=sha)
+                self.ingest_stream(handle, result, file_sha256=file_sha256)
         except OSError as exc:
             _record_error(result, exc)
         return result
 
-    def ingest_stream(self, stream: BinaryIO, result: FileResult, *, sha: str | None) -> None:
-        """Stage 1 for one stream; ``sha`` (when known in advance) lets unchanged files skip."""
+    def ingest_stream(
+        self,
+        stream: BinaryIO,
+        result: FileResult,
+        *,
+        file_sha256: Callable[[], str] | None,
+    ) -> None:
+        """Stage 1 for one stream.
+
+        ``file_sha256`` hashes the whole input on demand (files can be read twice; pipes
+        cannot): when the SOP Instance UID is already stored it tells, before any frame is
+        read, whether the input is the same file.
+        """
         name = str(result.path)
         parts = generate_parts(
             stream,
@@ -236,7 +268,6 @@ class _Batch:
             frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
-            sha256=sha,
         )
         writer: InstanceWriter | None = None
         try:
@@ -245,8 +276,10 @@ class _Batch:
             key = _key(header.metadata, name)
             result.key = key
             previous = self._previous(key)
-            if previous is not None and sha is not None and previous == (sha, key):
+            sha = file_sha256() if previous is not None and file_sha256 is not None else None
+            if previous is not None and previous == (sha, key):
                 result.status = "unchanged"
+                result.size = _size(stream)
                 return
             if previous is not None and previous[1] == key and sha is None:
                 pass  # decided at the end, once the stream's hash is known
@@ -300,6 +333,7 @@ class _Batch:
             remove_tree(self.layout.instance_records(study))
             remove_tree(self.layout.groups(study))
             self.seen = {sop: v for sop, v in self.seen.items() if v[1].study != study}
+            self.records[study] = {}
         if study not in self.touched:
             if self.options.deduplicate:
                 notify.notify(self.layout, notify.GROUP, study)
@@ -311,30 +345,56 @@ class _Batch:
         self._prepare_study(old.study)
         remove_tree(self.layout.instance(old.study, old.series, old.sop))
         drop_instance(self.layout, old.study, old.sop)
+        self.records.get(old.study, {}).pop(old.sop, None)
 
     def _previous(self, key: InstanceKey) -> tuple[str, InstanceKey] | None:
-        """What the store holds for this SOP Instance UID: (original SHA-256, where)."""
+        """What the store holds for this SOP Instance UID: (original SHA-256, where).
+
+        Stage 1 is complete for an instance when its output exists: the deduplicated record
+        (with ``-d``) or the instance's info record (instances stage alone). An instance
+        stored in another study or series is found through the index.
+        """
         if key.sop in self.seen:
             return self.seen[key.sop]
         if self.options.clean and key.study not in self.cleaned:
             return None
-        info_path = self.layout.info(key.study, key.series, key.sop)
-        if info_path.exists():
-            info = read_json_gz(info_path)
-            return info["original"]["sha256"], key
-        if self.layout.instance_record(key.study, key.sop).exists():
-            records = read_study_records(self.layout, key.study)
-            record = records.records.get(key.sop)
-            if record is not None:
-                where = InstanceKey(key.study, record["series_instance_uid"], key.sop)
-                return record["info"]["original"]["sha256"], where
+        if self.options.deduplicate:
+            known = self._known(key.study).get(key.sop)
+            if known is not None:
+                return known
+        else:
+            info_path = self.layout.info(key.study, key.series, key.sop)
+            if info_path.exists():
+                return read_json_gz(info_path)["original"]["sha256"], key
         row = self.index.find_instance(key.sop)
         if row is None:
             return None
         where = InstanceKey(
             row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
         )
+        if where.study == key.study and self.options.deduplicate:
+            return None  # indexed, but its record is gone: write it again
         return row["original_sha256"], where
+
+    def _known(self, study: str) -> dict[str, tuple[str, InstanceKey]]:
+        """The study's deduplicated records as SOP -> (SHA-256, where), read once per run."""
+        if study not in self.records:
+            records = read_study_records(self.layout, study)
+            self.records[study] = {
+                sop: (
+                    record["info"]["original"]["sha256"],
+                    InstanceKey(study, record["series_instance_uid"], sop),
+                )
+                for sop, record in records.records.items()
+            }
+        return self.records[study]
+
+
+def _size(stream: BinaryIO) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def _key(metadata: dict[str, object], name: str) -> InstanceKey:

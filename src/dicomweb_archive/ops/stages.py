@@ -23,6 +23,7 @@ from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.study import group_by_series, study_rows
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.dedup import (
+    StudyRecords,
     read_study_records,
     remove_instance_records,
     write_group,
@@ -57,11 +58,18 @@ def group_studies(
 
 
 def group_locked(
-    layout: StoreLayout, studies: Iterable[str] | None, *, remove_instance_files: bool
+    layout: StoreLayout,
+    studies: Iterable[str] | None,
+    *,
+    remove_instance_files: bool,
+    read: dict[str, StudyRecords] | None = None,
 ) -> StageReport:
+    """The group stage under the store lock; records read are left in ``read`` for reuse."""
     todo = _studies(layout, studies, notify.GROUP)
     for study in todo:
         records = read_study_records(layout, study)
+        if read is not None:
+            read[study] = records
         write_group(layout, study, records)
         if remove_instance_files:
             remove_instance_records(layout, study)
@@ -80,12 +88,21 @@ def build_studies(
         return build_locked(layout, studies)
 
 
-def build_locked(layout: StoreLayout, studies: Iterable[str] | None) -> StageReport:
+def build_locked(
+    layout: StoreLayout,
+    studies: Iterable[str] | None,
+    *,
+    known: dict[str, StudyRecords] | None = None,
+) -> StageReport:
+    """The study stage under the store lock; ``known`` holds records the group stage just
+    read (they are the same as on disk)."""
     todo = _studies(layout, studies, notify.STUDY)
+    known = known or {}
     with Index(layout.index_path) as index:
         rows = []
         for study in todo:
-            grouped = group_by_series(_materialize(layout, study))
+            records = known.get(study) or read_study_records(layout, study)
+            grouped = group_by_series(_materialize(layout, study, records))
             rows.append(study_rows(layout, study, write=True, grouped=grouped))
         index.replace_studies((r.study_instance_uid, r.study, r.series, r.instances) for r in rows)
         if todo or not layout.studies_index.exists():
@@ -95,14 +112,15 @@ def build_locked(layout: StoreLayout, studies: Iterable[str] | None) -> StageRep
     return StageReport(todo)
 
 
-def _materialize(layout: StoreLayout, study: str) -> list[tuple[JsonObject, JsonObject]]:
+def _materialize(
+    layout: StoreLayout, study: str, records: StudyRecords
+) -> list[tuple[JsonObject, JsonObject]]:
     """Every instance of the study as (metadata, info), written to its instance directory.
 
     The deduplicated records are the truth where they exist; instance directories written by
     the instances stage alone fill in the rest. Files whose bytes would not change are left
     untouched.
     """
-    records = read_study_records(layout, study)
     pairs: dict[str, tuple[JsonObject, JsonObject]] = {}
     for key in instance_keys(layout, study):
         if key.sop not in records.records:
