@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -48,6 +50,10 @@ from dicomweb_archive.store.lock import write_lock
 from dicomweb_archive.store.recovery import recover
 
 Status = Literal["stored", "unchanged", "replaced", "failed"]
+#: Threads reading frames and writing instances (hashing, zlib and file I/O release the GIL).
+WRITER_THREADS = 2
+#: Files started but not completed, at most: bounds memory to a few frames per thread.
+MAX_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +177,13 @@ def write_instances(
         options = replace(options, instances=True)
     with write_lock(layout.lock_path):
         recover(layout)
-        batch = _Batch(layout, options, report)
+        batch = _Batch(layout, options, report, progress)
         try:
             for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
-                result = batch.add(path)
-                if progress is not None:
-                    progress(result)
+                batch.add(path)
+                batch.drain(MAX_IN_FLIGHT)
         finally:
-            batch.index.close()
+            batch.close()
         report.studies = batch.touched
         if run_stages:
             _later_stages(layout, options)
@@ -202,9 +207,11 @@ def write_stream(
         recover(layout)
         batch = _Batch(layout, options, IngestReport())
         try:
-            batch.ingest_stream(stream, result, file_sha256=None)
+            finish = batch.begin(stream, result, file_sha256=None)
+            if finish is not None:
+                finish()
         finally:
-            batch.index.close()
+            batch.close()
         _later_stages(layout, options)
     return result
 
@@ -224,42 +231,90 @@ def _later_stages(layout: StoreLayout, options: PipelineOptions) -> None:
 class _Batch:
     """One stage-1 run: duplicate bookkeeping, cleaning, notifications."""
 
-    def __init__(self, layout: StoreLayout, options: PipelineOptions, report: IngestReport):
+    def __init__(
+        self,
+        layout: StoreLayout,
+        options: PipelineOptions,
+        report: IngestReport,
+        progress: ProgressHook | None = None,
+    ) -> None:
         self.layout = layout
         self.options = options
         self.report = report
+        self.progress = progress
+        self.queue: deque[tuple[FileResult, Future[None] | None]] = deque()
+        self.in_flight: dict[str, Future[None]] = {}
+        self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
         self.seen: dict[str, tuple[str, InstanceKey]] = {}
         self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
         self.index = Index(layout.index_path)
 
-    def add(self, path: Path) -> FileResult:
+    def add(self, path: Path) -> None:
+        """Start one file; its writing may go on in a writer thread."""
         result = FileResult(path, "failed")
         self.report.results.append(result)
+
         def file_sha256() -> str:
             with path.open("rb") as again:
                 return hashlib.file_digest(again, "sha256").hexdigest()
 
         try:
-            with path.open("rb") as handle:
-                self.ingest_stream(handle, result, file_sha256=file_sha256)
+            handle = path.open("rb")
         except OSError as exc:
             _record_error(result, exc)
-        return result
+            self.queue.append((result, None))
+            return
+        finish = self.begin(handle, result, file_sha256=file_sha256)
+        if finish is None:
+            handle.close()
+            self.queue.append((result, None))
+            return
 
-    def ingest_stream(
+        def work() -> None:
+            try:
+                finish()
+            finally:
+                handle.close()
+
+        future = self.executor.submit(work)
+        assert result.key is not None
+        self.in_flight[result.key.sop] = future
+        self.queue.append((result, future))
+
+    def drain(self, keep: int) -> None:
+        """Complete queued files, in input order, until at most ``keep`` remain."""
+        while len(self.queue) > keep:
+            result, future = self.queue.popleft()
+            if future is not None:
+                future.result()
+                if result.key is not None and self.in_flight.get(result.key.sop) is future:
+                    del self.in_flight[result.key.sop]
+            if self.progress is not None:
+                self.progress(result)
+
+    def close(self) -> None:
+        try:
+            self.drain(0)
+        finally:
+            self.executor.shutdown(wait=True)
+            self.index.close()
+
+    def begin(
         self,
         stream: BinaryIO,
         result: FileResult,
         *,
         file_sha256: Callable[[], str] | None,
-    ) -> None:
-        """Stage 1 for one stream.
+    ) -> Callable[[], None] | None:
+        """Stage 1 for one stream, up to the decision to write it (in the calling thread).
 
-        ``file_sha256`` hashes the whole input on demand (files can be read twice; pipes
-        cannot): when the SOP Instance UID is already stored it tells, before any frame is
-        read, whether the input is the same file.
+        Parses the header, checks the UIDs and what the store holds, notifies the next stages,
+        and returns the function that reads the frames and writes the instance (None when the
+        file is unchanged or refused). ``file_sha256`` hashes the whole input on demand (files
+        can be read twice; pipes cannot): when the SOP Instance UID is already stored it tells,
+        before any frame is read, whether the input is the same file.
         """
         name = str(result.path)
         parts = generate_parts(
@@ -269,23 +324,49 @@ class _Batch:
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
         )
-        writer: InstanceWriter | None = None
         try:
             header = next(parts)
             assert isinstance(header, InstanceHeader)
             key = _key(header.metadata, name)
             result.key = key
+            earlier = self.in_flight.pop(key.sop, None)
+            if earlier is not None:
+                wait([earlier])  # the same SOP Instance UID is being written: let it finish
             previous = self._previous(key)
             sha = file_sha256() if previous is not None and file_sha256 is not None else None
             if previous is not None and previous == (sha, key):
                 result.status = "unchanged"
                 result.size = _size(stream)
-                return
-            if previous is not None and previous[1] == key and sha is None:
-                pass  # decided at the end, once the stream's hash is known
-            elif previous is not None and not self.options.replace:
+                parts.close()
+                return None
+            differs = previous is not None and (previous[1] != key or sha is not None)
+            if differs and not self.options.replace:
                 raise _duplicate(name, key)
             self._prepare_study(key.study)
+        except Exception as exc:  # one bad file must not stop the batch
+            _record_error(result, exc)
+            parts.close()
+            return None
+
+        def finish() -> None:
+            self._finish(parts, result, key, previous)
+
+        if previous is not None and previous[1] != key:
+            finish()  # moving an instance between studies touches shared state: do it here
+            return None
+        return finish
+
+    def _finish(
+        self,
+        parts: Generator[Part, None, None],
+        result: FileResult,
+        key: InstanceKey,
+        previous: tuple[str, InstanceKey] | None,
+    ) -> None:
+        """Read the frames, write the instance, its record and bookkeeping."""
+        name = str(result.path)
+        writer: InstanceWriter | None = None
+        try:
             writer = InstanceWriter(self.layout, key)
             end = self._write_parts(parts, writer)
             result.warnings = end.info["warnings"]
@@ -294,7 +375,6 @@ class _Batch:
                 raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
             new_sha = end.info["original"]["sha256"]
             if previous is not None and previous == (new_sha, key):
-                writer.abort()
                 result.status = "unchanged"
                 return
             if previous is not None and not self.options.replace:
