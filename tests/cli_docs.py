@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from dicomweb_archive.cli.main import SEED_APPS, SUBCOMMANDS, app
+from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, SUBCOMMANDS, app
 
 DOC = Path(__file__).parent.parent / "docs" / "cli.md"
 ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
@@ -16,9 +16,12 @@ ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
 COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive", app, ["--help"]),
     *((f"dicomweb-archive {name}", app, [name, "--help"]) for name in SUBCOMMANDS),
+    ("dicomweb-archive export", app, ["export", "--help"]),
+    ("dicomweb-archive verify", app, ["verify", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive reindex", app, ["reindex", "--help"]),
     *((name, seed, ["--help"]) for name, seed in SEED_APPS.items()),
+    ("mkdicomwebpart10", PART10_APP, ["--help"]),
 ]
 
 HEADER = """# Command-line reference

@@ -73,7 +73,7 @@ def test_stored_frames_decode_like_original(path: Path, tmp_path: Path) -> None:
         content_type, payload = read_part(layout.frame(key.study, key.series, key.sop, number))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            decoded = _frame_array(original, payload, content_type)
+            decoded = _frame_array(original, bytes(payload), content_type)
         np.testing.assert_array_equal(decoded, expected[number - 1])
 
 

@@ -52,3 +52,21 @@ class NoSuchInstanceError(StoreError):
 
 class CorruptStoreError(StoreError):
     """A store file is missing, unreadable or does not match its recorded hash."""
+
+
+class UsageError(ArchiveError):
+    """The command was asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class BadQueryError(UsageError):
+    """A query key or value cannot be used for matching."""
+
+
+class NoSuchStudyError(StoreError):
+    """No study (or series, or instance) of the store matches the selection."""
+
+
+class ExportError(ArchiveError):
+    """An instance could not be exported."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from dicomweb_archive.cli.common import VersionOption, run_app
+from dicomweb_archive.cli.export import part10, verify_command
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.store import reindex_command, studies
 
@@ -35,6 +36,8 @@ SUBCOMMANDS = {
 }
 for _name, _seed in SUBCOMMANDS.items():
     app.command(_name, help=f"{COMMANDS[_seed]} (= {_seed})")(make_command(_seed))
+app.command("export", help="Rebuild P10 files from the store (= mkdicomwebpart10).")(part10)
+app.command("verify")(verify_command)
 app.command("studies")(studies)
 app.command("reindex")(reindex_command)
 
@@ -48,6 +51,13 @@ def _seed_app(command: str) -> typer.Typer:
 
 
 SEED_APPS = {command: _seed_app(command) for command in COMMANDS}
+PART10_APP = typer.Typer(
+    name="mkdicomwebpart10",
+    context_settings=CONTEXT,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+PART10_APP.command()(part10)
 
 
 def main() -> None:
@@ -72,3 +82,7 @@ def mkdicomwebdeduplicatedgroup() -> None:
 
 def mkdicomwebstudy() -> None:
     run_app(SEED_APPS["mkdicomwebstudy"])
+
+
+def mkdicomwebpart10() -> None:
+    run_app(PART10_APP)

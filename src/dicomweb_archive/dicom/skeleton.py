@@ -30,8 +30,8 @@ from dicomweb_archive.model.dicom_json import swap_bytes
 
 Segment = dict[str, Any]
 #: Returns (stored bytes) for a frame number or a bulk-data hash.
-FrameReader = Callable[[int], bytes]
-BulkReader = Callable[[str], bytes]
+FrameReader = Callable[[int], bytes | memoryview]
+BulkReader = Callable[[str], bytes | memoryview]
 
 
 @dataclass(slots=True, order=True)
@@ -90,7 +90,7 @@ def _zlib_candidates() -> Iterator[dict[str, int]]:
 
 def generate_bytes(
     segments: list[Segment], *, read_frame: FrameReader, read_bulk: BulkReader
-) -> Iterator[bytes]:
+) -> Iterator[bytes | memoryview]:
     """Yield the file's bytes segment by segment (memory bounded by one frame)."""
     for segment in segments:
         if "literal" in segment:
@@ -120,6 +120,6 @@ def generate_bytes(
             raise ValueError(f"unknown skeleton segment {sorted(segment)}")
 
 
-def _unswap(data: bytes, segment: Segment) -> bytes:
+def _unswap(data: bytes | memoryview, segment: Segment) -> bytes | memoryview:
     width = int(segment.get("swap", 1))
     return swap_bytes(data, width) if width > 1 else data

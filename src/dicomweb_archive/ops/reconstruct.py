@@ -29,7 +29,7 @@ def find_instance_key(layout: StoreLayout, sop_instance_uid: str) -> InstanceKey
     )
 
 
-def generate_p10(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes]:
+def generate_p10(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes | memoryview]:
     """Yield the P10 bytes of one instance, segment by segment."""
     info = read_info(layout, key)
     return generate_bytes(

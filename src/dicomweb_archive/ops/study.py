@@ -8,6 +8,7 @@ the same bytes. Returns the index rows of the study.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dicomweb_archive.index.rows import Row, instance_row, series_row, study_row
@@ -37,6 +38,8 @@ class StudyRows:
     study: Row | None = None
     series: list[Row] = field(default_factory=list)
     instances: list[Row] = field(default_factory=list)
+    #: the study's derived files (path -> JSON content), as written
+    files: dict[Path, Any] = field(default_factory=dict)
 
 
 def _series_sort_key(item: tuple[str, list[tuple[JsonObject, JsonObject]]]) -> tuple[int, str]:
@@ -96,15 +99,16 @@ def study_rows(
             key = InstanceKey(study, series, info["sop_instance_uid"])
             path = layout.relative(layout.instance(key.study, key.series, key.sop))
             result.instances.append(instance_row(iquery, info, path))
-        if write:
-            write_json_gz(layout.series_metadata(study, series), metadata)
-            write_json_gz(layout.instances_index(study, series), instance_queries)
-            write_json_gz(layout.series_singleton(study, series), [query])
+        result.files[layout.series_metadata(study, series)] = metadata
+        result.files[layout.instances_index(study, series)] = instance_queries
+        result.files[layout.series_singleton(study, series)] = [query]
     squery = study_query([[pair[0] for pair in pairs] for pairs in grouped.values()])
     result.study = study_row(squery, layout.relative(layout.study(study)))
+    result.files[layout.series_index(study)] = series_queries
+    result.files[layout.study_index(study)] = [squery]
     if write:
-        write_json_gz(layout.series_index(study), series_queries)
-        write_json_gz(layout.study_index(study), [squery])
+        for file, value in result.files.items():
+            write_json_gz(file, value)
     return result
 
 

@@ -108,7 +108,7 @@ def read_instance_metadata(layout: StoreLayout, key: InstanceKey) -> dict[str, A
     return result
 
 
-def read_frame(layout: StoreLayout, key: InstanceKey, number: int) -> bytes:
+def read_frame(layout: StoreLayout, key: InstanceKey, number: int) -> memoryview:
     """The payload of stored frame ``number`` (1-based)."""
     path = layout.frame(key.study, key.series, key.sop, number)
     try:

@@ -31,13 +31,14 @@ def part_trailer(boundary: str) -> bytes:
     return f"\r\n--{boundary}--".encode("ascii")
 
 
-def read_part(path: Path) -> tuple[str, bytes]:
+def read_part(path: Path) -> tuple[str, memoryview]:
     """Read a frame file; returns its content type and payload."""
     data = path.read_bytes()
     return parse_part(data, source=str(path))
 
 
-def parse_part(data: bytes, *, source: str) -> tuple[str, bytes]:
+def parse_part(data: bytes, *, source: str) -> tuple[str, memoryview]:
+    """Content type and payload of a body part; the payload is a view of ``data`` (no copy)."""
     first_line_end = data.find(b"\r\n")
     headers_end = data.find(b"\r\n\r\n")
     if not data.startswith(b"--") or first_line_end < 0 or headers_end < 0:
@@ -51,4 +52,4 @@ def parse_part(data: bytes, *, source: str) -> tuple[str, bytes]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-type":
             content_type = value.strip().decode("ascii")
-    return content_type, data[headers_end + 4 : len(data) - len(trailer)]
+    return content_type, memoryview(data)[headers_end + 4 : len(data) - len(trailer)]

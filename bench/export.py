@@ -1,0 +1,89 @@
+"""Export and verify benchmark: against `cat` of the original files, in the same run.
+
+Usage: python bench/export.py [--count 500] [--size 512] [--workdir DIR]
+
+Ingests the generated CT set once (cached like bench/ingest.py's), then measures, each the
+median of three runs after a `sync`:
+- `cat` of all original files into one output file (reads and writes the same bytes);
+- `export` of the whole study to a directory (rebuild from the store, hash, atomic writes);
+- `verify` of the whole store (rebuild and hash every instance, check every derived file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import generate  # noqa: E402
+from dicomweb_archive import ingest  # noqa: E402
+from dicomweb_archive.ops.export import Selection, export  # noqa: E402
+from dicomweb_archive.ops.verify import verify  # noqa: E402
+
+REPEATS = 3
+
+
+def timed(action: object) -> float:
+    times = []
+    for _ in range(REPEATS):
+        subprocess.run(["sync"], check=True)
+        start = time.perf_counter()
+        action()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dwa-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    ct, _half, _multi = generate(args.workdir, args.count, 2, args.size)
+    files = sorted(ct.iterdir())
+    size = sum(p.stat().st_size for p in files)
+    store = args.workdir / "export-store"
+    if not (store / "studies" / "index.json.gz").exists():
+        shutil.rmtree(store, ignore_errors=True)
+        ingest([ct], store)
+    study = next(p.name for p in (store / "studies").iterdir() if p.is_dir())
+    out = args.workdir / "export-out"
+
+    def cat() -> None:
+        with (args.workdir / "cat-out").open("wb") as sink:
+            subprocess.run(["cat", *map(str, files)], stdout=sink, check=True)
+
+    def run_export() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        report = export(store, Selection(study=study), out=out)
+        assert report.ok
+
+    def run_verify() -> None:
+        assert verify(store).ok
+
+    cat_s = timed(cat)
+    export_s = timed(run_export)
+    verify_s = timed(run_verify)
+    mb = size / 1e6
+    print("| operation | seconds | MB/s | instances/s | vs cat |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, seconds in (("cat", cat_s), ("export", export_s), ("verify", verify_s)):
+        print(
+            f"| {name} | {seconds:.2f} | {mb / seconds:.0f} | {len(files) / seconds:.0f} | "
+            f"{seconds / cat_s:.1f}x |"
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    (args.workdir / "cat-out").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

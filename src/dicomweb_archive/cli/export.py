@@ -1,0 +1,200 @@
+"""``mkdicomwebpart10`` / ``dicomweb-archive export`` and ``dicomweb-archive verify``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    EXIT_DIFFERENCES,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    StoreOption,
+    VerboseOption,
+    VersionOption,
+    error_line,
+    handle_errors,
+    stderr,
+    stdout,
+    store_path,
+)
+from dicomweb_archive.index.queries import parse_filters
+from dicomweb_archive.ops.export import Exported, ExportReport, Selection, export
+from dicomweb_archive.ops.verify import Verdict, VerifyReport, verify
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    )
+
+
+def part10(  # noqa: PLR0917 - typer passes every option positionally
+    uids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[STUDY [SERIES [SOP]...]]",
+            help="StudyInstanceUID, optionally a SeriesInstanceUID and SOPInstanceUIDs.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="Directory to write <Study>/<Series>/<SOP>.dcm into, or '-' for a zip "
+            "stream on standard output.",
+        ),
+    ] = None,
+    zip_file: Annotated[
+        Path | None, typer.Option("--zip", help="Write a zip archive to this file.")
+    ] = None,
+    dicomdir: Annotated[
+        bool,
+        typer.Option("--dicomdir", help="Lay out --out as media with a DICOMDIR (PS3.10)."),
+    ] = False,
+    patient_id: Annotated[
+        str | None, typer.Option("--patient-id", help="Every study of this PatientID.")
+    ] = None,
+    query: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--query",
+            help="Studies matching KEY=VALUE against the index (repeatable; * and ? "
+            "wildcards, date ranges A-B), e.g. PatientName=DOE*.",
+        ),
+    ] = None,
+    original_transfer_syntax: Annotated[
+        bool,
+        typer.Option(
+            "--original-transfer-syntax",
+            help="Export in the transfer syntax the instance was received in. Frames are "
+            "stored as received until recompression lands, so this is what export does.",
+        ),
+    ] = False,
+    verbose: VerboseOption = False,
+    version: VersionOption = False,
+) -> None:
+    """Rebuild P10 files from the store, byte-identical to those ingested."""
+    uids = uids or []
+    if not uids and patient_id is None and not query:
+        error_line("name a study (and series, instances), --patient-id or --query")
+        raise typer.Exit(EXIT_USAGE)
+    with handle_errors(verbose=verbose):
+        selection = Selection(
+            study=uids[0] if uids else None,
+            series=uids[1] if len(uids) > 1 else None,
+            sops=tuple(uids[2:]),
+            patient_id=patient_id,
+            query=parse_filters(query or []),
+        )
+        report = _run_export(store_path(store), selection, out, zip_file, dicomdir)
+    for item in report.failures:
+        error_line(item.error or "")
+    summary = (
+        f"{len(report.items) - len(report.failures)} instances exported "
+        f"({report.bytes / 1e6:.1f} MB, byte-identical to the ingested files), "
+        f"{len(report.failures)} failed, {report.seconds:.2f} s"
+    )
+    (stderr if out == "-" else stdout).print(summary, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
+
+
+def _run_export(
+    root: Path, selection: Selection, out: str | None, zip_file: Path | None, dicomdir: bool
+) -> ExportReport:
+    with _progress("exporting") as progress:
+        task = progress.add_task("exporting", total=None)
+
+        def hook(_item: Exported) -> None:
+            progress.advance(task)
+
+        if out == "-":
+            return export(root, selection, zip_file=sys.stdout.buffer, progress=hook)
+        return export(
+            root,
+            selection,
+            out=Path(out) if out is not None else None,
+            zip_file=zip_file,
+            dicomdir=dicomdir,
+            progress=hook,
+        )
+
+
+def verify_command(  # noqa: PLR0917 - typer passes every option positionally
+    store: StoreOption = DEFAULT_STORE,
+    study: Annotated[
+        list[str] | None,
+        typer.Option("--study", help="Check only this study (repeatable)."),
+    ] = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Also derive each instance's metadata again from its rebuilt file."
+        ),
+    ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="A directory of original P10 files to compare with."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Check the store: files, hashes, index, orphans, and byte-exact rebuild of every instance."""
+    with handle_errors(verbose=verbose), _progress("verifying") as progress:
+        task = progress.add_task("verifying", total=None)
+
+        def hook(_verdict: Verdict) -> None:
+            progress.advance(task)
+
+        report = verify(store_path(store), studies=study, deep=deep, against=against, progress=hook)
+    if as_json:
+        stdout.print_json(json.dumps(report.to_json()))
+    else:
+        _render(report, verbose=verbose)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_DIFFERENCES)
+
+
+def _render(report: VerifyReport, *, verbose: bool) -> None:
+    for finding in report.findings:
+        stderr.print(
+            f"{finding.kind}: {finding.where}: {finding.message}", markup=False, soft_wrap=True
+        )
+    table = Table(title="verify")
+    table.add_column("equivalence")
+    table.add_column("instances", justify="right")
+    classes: dict[str, int] = {}
+    for verdict in report.instances:
+        classes[verdict.equivalence] = classes.get(verdict.equivalence, 0) + 1
+    for name, count in sorted(classes.items()):
+        table.add_row(name, str(count))
+    stdout.print(table)
+    if report.against:
+        stdout.print(
+            ", ".join(f"{key}: {value}" for key, value in report.against.items()), markup=False
+        )
+    outcome = "no differences" if report.ok else f"{len(report.findings)} differences"
+    stdout.print(
+        f"{outcome}; {len(report.instances)} instances, {report.bytes_read / 1e6:.1f} MB "
+        f"rebuilt and hashed in {report.seconds:.2f} s",
+        markup=False,
+        soft_wrap=True,
+    )
+    if verbose:
+        for item in report.instances:
+            stderr.print(f"{item.equivalence}: {item.sop}", markup=False, soft_wrap=True)

@@ -1,0 +1,279 @@
+"""P10 export (the seed's ``mkdicomwebpart10``): rebuild instances from the store alone.
+
+Each instance is rebuilt from its info record's skeleton (``docs/spec/info-record.md``),
+streamed segment by segment (memory bounded by one frame) and hashed on the way: an unedited
+instance must come out with the SHA-256 of the file that was ingested, and any other outcome
+is reported as a failure for that instance, never written silently.
+
+Outputs (``docs/spec/export.md``):
+- a directory: ``<out>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, each file
+  written atomically;
+- a zip archive (file or stream, members named as above, stored uncompressed);
+- a directory with a DICOMDIR (PS3.10 media), made by pydicom's FileSet from the rebuilt files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from pydicom.fileset import FileSet
+
+from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
+from dicomweb_archive.index.database import Index
+from dicomweb_archive.index.queries import (
+    find_instances,
+    find_studies,
+    studies_of_patient,
+)
+from dicomweb_archive.model.uid import check_uid
+from dicomweb_archive.ops.reconstruct import generate_p10
+from dicomweb_archive.store.files import write_bytes
+from dicomweb_archive.store.instance import InstanceKey
+from dicomweb_archive.store.layout import StoreLayout
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which instances to export: a study (optionally a series and some instances), a
+    patient, or a query against the index; the kinds combine as a union."""
+
+    study: str | None = None
+    series: str | None = None
+    sops: tuple[str, ...] = ()
+    patient_id: str | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Exported:
+    """One exported instance (or its failure)."""
+
+    key: InstanceKey
+    name: str
+    size: int = 0
+    sha256: str = ""
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ExportReport:
+    items: list[Exported] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[Exported]:
+        return [item for item in self.items if item.error is not None]
+
+    @property
+    def bytes(self) -> int:
+        return sum(item.size for item in self.items if item.error is None)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+ProgressHook = Callable[[Exported], None]
+
+
+def member_name(key: InstanceKey) -> str:
+    """The documented name of an exported instance, relative to the output."""
+    return f"{key.study}/{key.series}/{key.sop}.dcm"
+
+
+def select(layout: StoreLayout, selection: Selection) -> list[tuple[InstanceKey, str]]:
+    """The instances selected, with their original SHA-256, in a stable order."""
+    with Index(layout.index_path) as index:
+        studies: list[str] = []
+        if selection.study is not None:
+            studies.append(check_uid(selection.study, "StudyInstanceUID", source="argument"))
+        if selection.patient_id is not None:
+            studies += studies_of_patient(index, selection.patient_id)
+        if selection.query:
+            studies += find_studies(index, selection.query)
+        if not studies and selection.study is None:
+            what = "patient" if selection.patient_id is not None else "query"
+            raise NoSuchStudyError(f"no study of the store matches the {what}")
+        rows = []
+        seen: set[str] = set()
+        for study in dict.fromkeys(studies):
+            narrow = study == selection.study
+            series = selection.series if narrow else None
+            if series is not None:
+                check_uid(series, "SeriesInstanceUID", source="argument")
+            sops = [check_uid(s, "SOPInstanceUID", source="argument") for s in selection.sops]
+            found = find_instances(index, study, series, sops if narrow else None)
+            if not found:
+                raise NoSuchStudyError(_missing(study, series, sops if narrow else []))
+            if narrow and sops and len(found) != len(set(sops)):
+                missing = sorted(set(sops) - {row["sop_instance_uid"] for row in found})
+                raise NoSuchStudyError(f"SOPInstanceUID {missing[0]} is not in that series")
+            for row in found:
+                if row["sop_instance_uid"] not in seen:
+                    seen.add(row["sop_instance_uid"])
+                    key = InstanceKey(
+                        row["study_instance_uid"],
+                        row["series_instance_uid"],
+                        row["sop_instance_uid"],
+                    )
+                    rows.append((key, row["original_sha256"]))
+    return rows
+
+
+def _missing(study: str, series: str | None, sops: list[str]) -> str:
+    if series is None:
+        return f"StudyInstanceUID {study} is not in the store"
+    if sops:
+        return f"none of the SOPInstanceUIDs is in series {series} of study {study}"
+    return f"SeriesInstanceUID {series} of study {study} is not in the store"
+
+
+def export(
+    store: str | os.PathLike[str],
+    selection: Selection,
+    *,
+    out: Path | None = None,
+    zip_file: Path | BinaryIO | None = None,
+    dicomdir: bool = False,
+    progress: ProgressHook | None = None,
+) -> ExportReport:
+    """Export the selected instances to a directory, a zip (path or stream), or DICOMDIR media."""
+    started = time.perf_counter()
+    layout = StoreLayout(Path(store))
+    targets = sum(x is not None for x in (out, zip_file))
+    if targets != 1:
+        raise UsageError("give exactly one output: a directory or a zip file/stream")
+    if dicomdir and out is None:
+        raise UsageError("--dicomdir writes media to a directory: give --out DIR")
+    chosen = select(layout, selection)
+    report = ExportReport()
+    if out is not None and dicomdir:
+        _export_media(layout, chosen, out, report, progress)
+    elif out is not None:
+        for key, sha in chosen:
+            item = _to_file(layout, key, sha, out / member_name(key))
+            report.items.append(item)
+            if progress is not None:
+                progress(item)
+    else:
+        assert zip_file is not None
+        _export_zip(layout, chosen, zip_file, report, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Checked:
+    """Streams an instance's bytes while hashing them."""
+
+    def __init__(self, layout: StoreLayout, key: InstanceKey) -> None:
+        self.chunks = generate_p10(layout, key)
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        for chunk in self.chunks:
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
+    item.size = checked.size
+    item.sha256 = checked.sha.hexdigest()
+    if item.sha256 != expected:
+        item.error = (
+            f"SOPInstanceUID {item.key.sop}: rebuilt bytes differ from the ingested file "
+            f"(SHA-256 {item.sha256[:12]}... instead of {expected[:12]}...); run verify"
+        )
+
+
+def _to_file(layout: StoreLayout, key: InstanceKey, expected: str, path: Path) -> Exported:
+    item = Exported(key, str(path))
+    try:
+        checked = _Checked(layout, key)
+        write_bytes(path, checked)
+        _verdict(item, checked, expected)
+        if item.error is not None:
+            path.unlink()
+    except (ArchiveError, OSError) as exc:
+        item.error = f"SOPInstanceUID {key.sop}: {exc}"
+    return item
+
+
+def _export_zip(
+    layout: StoreLayout,
+    chosen: list[tuple[InstanceKey, str]],
+    target: Path | BinaryIO,
+    report: ExportReport,
+    progress: ProgressHook | None,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(
+                tempfile.NamedTemporaryFile(
+                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+                )
+            )
+            temp = Path(handle.name)
+            stack.callback(lambda: temp.unlink(missing_ok=True))
+            sink = cast(BinaryIO, handle)
+        else:
+            sink = target
+        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+            for key, sha in chosen:
+                item = Exported(key, member_name(key))
+                try:
+                    checked = _Checked(layout, key)
+                    info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
+                    with archive.open(info, "w", force_zip64=True) as member:
+                        for chunk in checked:
+                            member.write(chunk)
+                    _verdict(item, checked, sha)
+                except (ArchiveError, OSError) as exc:
+                    item.error = f"SOPInstanceUID {key.sop}: {exc}"
+                report.items.append(item)
+                if progress is not None:
+                    progress(item)
+        if isinstance(target, Path):
+            handle.close()
+            temp.replace(target)
+
+
+def _export_media(
+    layout: StoreLayout,
+    chosen: list[tuple[InstanceKey, str]],
+    out: Path,
+    report: ExportReport,
+    progress: ProgressHook | None,
+) -> None:
+    """Rebuild into a staging directory, then let pydicom's FileSet lay out media and DICOMDIR
+    (PS3.10 8, PS3.3 F); file names are then the File-set's, not ours."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        fileset = FileSet()
+        for key, sha in chosen:
+            path = staging / f"{key.sop}.dcm"
+            item = _to_file(layout, key, sha, path)
+            if item.error is None:
+                try:
+                    fileset.add(str(path))
+                except (ValueError, AttributeError, KeyError) as exc:
+                    item.error = f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: {exc}"
+            report.items.append(item)
+            if progress is not None:
+                progress(item)
+        fileset.write(str(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

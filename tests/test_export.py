@@ -1,0 +1,170 @@
+"""P10 export: byte-identical files, zip, DICOMDIR, selection; checked by DCMTK too."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.fileset import FileSet
+from typer.testing import CliRunner
+
+from dicomweb_archive import ingest
+from dicomweb_archive.cli.main import PART10_APP, app
+from dicomweb_archive.errors import BadQueryError, NoSuchStudyError
+from dicomweb_archive.index.queries import parse_filters
+from dicomweb_archive.ops.export import Selection, export, member_name
+from tests.conftest import corpus_files, corpus_id
+from tests.factory import uid, write_ct, write_series
+from tests.test_corpus import NOT_INGESTED
+
+DCMDUMP = shutil.which("dcmdump")
+runner = CliRunner()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dcmdump_ok(path: Path) -> bool:
+    assert DCMDUMP is not None
+    done = subprocess.run([DCMDUMP, "-q", str(path)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path", [p for p in corpus_files() if corpus_id(p) not in NOT_INGESTED], ids=corpus_id
+)
+def test_corpus_exports_byte_identical(path: Path, tmp_path: Path) -> None:
+    """Every ingestible corpus file comes back with the same SHA-256 (and dcmdump agrees)."""
+    store = tmp_path / "store"
+    key = ingest([path], store).results[0].key
+    assert key is not None
+    report = export(
+        store, Selection(study=key.study, series=key.series, sops=(key.sop,)), out=tmp_path / "out"
+    )
+    assert report.ok, report.failures
+    exported = tmp_path / "out" / member_name(key)
+    assert _sha(exported.read_bytes()) == _sha(path.read_bytes())
+    if DCMDUMP is not None and _dcmdump_ok(path):
+        assert _dcmdump_ok(exported)
+
+
+def test_dcmdump_is_installed_in_ci() -> None:
+    """The independent reader is there (``.ci/run`` installs DCMTK)."""
+    if DCMDUMP is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have DCMTK: .ci/run installs it")
+        pytest.skip("DCMTK is not installed on this machine (.ci/run installs it)")
+    assert _dcmdump_ok(Path(str(pydicom.data.get_testdata_file("CT_small.dcm"))))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, list[Path]]:
+    files = [
+        *write_series(tmp_path / "in" / "a", count=3, patient_id="P1"),
+        *write_series(tmp_path / "in" / "b", count=2, patient_id="P2"),
+        write_ct(
+            tmp_path / "in" / "c.dcm",
+            study=uid(7),
+            series=uid(8),
+            sop=uid(9),
+            frames=4,
+            patient_id="P1",
+            patient_name="ROE^ANN",
+        ),
+    ]
+    root = tmp_path / "store"
+    assert ingest(files, root).ok
+    return root, files
+
+
+def _by_sop(files: list[Path]) -> dict[str, bytes]:
+    return {
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f.read_bytes()
+        for f in files
+    }
+
+
+def test_zip_stream_and_file(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """A zip (file or non-seekable stream) holds each instance byte for byte; pydicom reads it."""
+    root, files = store
+    originals = _by_sop(files)
+    report = export(root, Selection(patient_id="P1"), zip_file=tmp_path / "p1.zip")
+    assert report.ok and len(report.items) == 4
+    buffer = io.BytesIO()
+    export(root, Selection(patient_id="P1"), zip_file=buffer)
+    for archive in (zipfile.ZipFile(tmp_path / "p1.zip"), zipfile.ZipFile(buffer)):
+        for name in archive.namelist():
+            data = archive.read(name)
+            ds = pydicom.dcmread(io.BytesIO(data))
+            assert data == originals[str(ds.SOPInstanceUID)]
+
+
+def test_dicomdir_media(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """--dicomdir writes media that pydicom's FileSet opens, with every instance."""
+    root, _files = store
+    report = export(root, Selection(patient_id="P1"), out=tmp_path / "cd", dicomdir=True)
+    assert report.ok
+    fileset = FileSet(tmp_path / "cd" / "DICOMDIR")
+    assert len(fileset) == 4
+    for instance in fileset:
+        assert instance.load().SOPInstanceUID
+
+
+def test_selection_by_series_instances_and_query(
+    store: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Study, series, instances, patient and query select what they say."""
+    root, _ = store
+    one = export(root, Selection(study=uid(7), series=uid(8), sops=(uid(9),)), out=tmp_path / "1")
+    assert [i.key.sop for i in one.items] == [uid(9)]
+    roe = export(root, Selection(query=parse_filters(["PatientName=roe*"])), out=tmp_path / "2")
+    assert [i.key.study for i in roe.items] == [uid(7)]
+    dated = export(
+        root, Selection(query=parse_filters(["StudyDate=20230101-20241231"])), out=tmp_path / "3"
+    )
+    assert len(dated.items) == 6
+    with pytest.raises(NoSuchStudyError):
+        export(root, Selection(study=uid(7), series=uid(99)), out=tmp_path / "4")
+    with pytest.raises(NoSuchStudyError):
+        export(root, Selection(query=parse_filters(["PatientID=NOBODY"])), out=tmp_path / "5")
+    with pytest.raises(BadQueryError):
+        parse_filters(["Colour=blue"])
+
+
+def test_damaged_instance_is_not_exported(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """A flipped frame byte makes that instance fail; nothing wrong is written."""
+    root, _ = store
+    frame = next((root / "studies" / uid(7)).rglob("2.mht"))
+    data = bytearray(frame.read_bytes())
+    data[-100] ^= 0xFF
+    frame.write_bytes(bytes(data))
+    report = export(root, Selection(study=uid(7)), out=tmp_path / "out")
+    assert not report.ok and "differ" in (report.failures[0].error or "")
+    assert not any((tmp_path / "out").rglob("*.dcm"))
+
+
+def test_cli_part10(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """mkdicomwebpart10 STUDY writes the files; export - streams a zip; errors exit 1/2."""
+    root, _ = store
+    result = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path / "o"), uid(7)])
+    assert result.exit_code == 0, result.output
+    assert "1 instances exported" in result.stdout
+    assert (tmp_path / "o" / uid(7) / uid(8) / f"{uid(9)}.dcm").is_file()
+    streamed = runner.invoke(app, ["export", "-o", str(root), "--out", "-", "--patient-id", "P2"])
+    assert streamed.exit_code == 0
+    assert len(zipfile.ZipFile(io.BytesIO(streamed.stdout_bytes)).namelist()) == 2
+    missing = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path), uid(55)])
+    assert missing.exit_code == 1 and "not in the store" in missing.stderr
+    bad = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path), "--query", "X=1"])
+    assert bad.exit_code == 2
+    nothing = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path)])
+    assert nothing.exit_code == 2
