@@ -157,7 +157,7 @@ def test_cli_part10(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
     root, _ = store
     result = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path / "o"), uid(7)])
     assert result.exit_code == 0, result.output
-    assert "1 instances exported" in result.stdout
+    assert "1 instances exported byte-identical" in result.stdout
     assert (tmp_path / "o" / uid(7) / uid(8) / f"{uid(9)}.dcm").is_file()
     streamed = runner.invoke(app, ["export", "-o", str(root), "--out", "-", "--patient-id", "P2"])
     assert streamed.exit_code == 0
@@ -168,3 +168,79 @@ def test_cli_part10(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
     assert bad.exit_code == 2
     nothing = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path)])
     assert nothing.exit_code == 2
+
+
+def test_export_memory_is_bounded_by_a_frame(tmp_path: Path) -> None:
+    """Exporting a 48-frame instance peaks at a few frames of memory, not the file size."""
+    import tracemalloc
+
+    path = write_ct(
+        tmp_path / "big.dcm",
+        study=uid(1),
+        series=uid(2),
+        sop=uid(3),
+        frames=48,
+        rows=512,
+        columns=512,
+    )
+    store = tmp_path / "store"
+    ingest([path], store)
+    frame = 512 * 512 * 2
+    export(store, Selection(study=uid(1)), out=tmp_path / "warm")  # imports, caches
+    tracemalloc.start()
+    report = export(store, Selection(study=uid(1)), out=tmp_path / "out")
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert report.ok and path.stat().st_size > 40 * frame
+    assert peak < 4 * frame, peak
+
+
+#: compressed or big endian file -> the native file with the same pixels
+TRANSCODE_CASES = {
+    "MR_small_jpeg_ls_lossless.dcm": "MR_small.dcm",
+    "MR_small_jp2klossless.dcm": "MR_small.dcm",
+    "MR_small_RLE.dcm": "MR_small.dcm",
+    "MR_small_bigendian.dcm": "MR_small.dcm",
+    "SC_rgb_small_odd_big_endian.dcm": "SC_rgb_small_odd.dcm",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSCODE_CASES))
+def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path) -> None:
+    """--transfer-syntax 1.2.840.10008.1.2.1 decodes frames to the native file's pixels."""
+    import numpy as np
+
+    source = Path(str(pydicom.data.get_testdata_file(name, download=False)))
+    native_name = TRANSCODE_CASES[name]
+    native = pydicom.data.get_testdata_file(native_name, download=False)
+    if native is None:
+        pytest.skip(f"{native_name} is not in this pydicom's corpus")
+    store = tmp_path / "store"
+    key = ingest([source], store).results[0].key
+    assert key is not None
+    report = export(
+        store,
+        Selection(study=key.study),
+        out=tmp_path / "out",
+        transfer_syntax="1.2.840.10008.1.2.1",
+    )
+    assert report.ok and report.items[0].transcoded
+    written = tmp_path / "out" / member_name(key)
+    ds = pydicom.dcmread(written)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(str(native)).pixel_array)
+    if DCMDUMP is not None:
+        assert _dcmdump_ok(written)
+
+
+def test_transcode_refuses_compressed_targets(
+    store: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """A compressed target is a usage error until recompression exists."""
+    from dicomweb_archive.errors import UsageError
+
+    root, _ = store
+    with pytest.raises(UsageError, match="recompression"):
+        export(
+            root, Selection(study=uid(7)), out=tmp_path, transfer_syntax="1.2.840.10008.1.2.4.80"
+        )

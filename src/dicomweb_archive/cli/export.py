@@ -87,6 +87,15 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             "stored as received until recompression lands, so this is what export does.",
         ),
     ] = False,
+    transfer_syntax: Annotated[
+        str | None,
+        typer.Option(
+            "--transfer-syntax",
+            help="Transcode to this native transfer syntax (1.2.840.10008.1.2.1 or "
+            "1.2.840.10008.1.2): frames are decoded; instances already in it stay "
+            "byte-exact.",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
     version: VersionOption = False,
 ) -> None:
@@ -103,20 +112,31 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             patient_id=patient_id,
             query=parse_filters(query or []),
         )
-        report = _run_export(store_path(store), selection, out, zip_file, dicomdir)
+        if original_transfer_syntax and transfer_syntax is not None:
+            error_line("--original-transfer-syntax and --transfer-syntax exclude each other")
+            raise typer.Exit(EXIT_USAGE)
+        report = _run_export(store_path(store), selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
+    transcoded = sum(1 for item in report.items if item.transcoded and item.error is None)
+    exact = len(report.items) - len(report.failures) - transcoded
     summary = (
-        f"{len(report.items) - len(report.failures)} instances exported "
-        f"({report.bytes / 1e6:.1f} MB, byte-identical to the ingested files), "
-        f"{len(report.failures)} failed, {report.seconds:.2f} s"
+        f"{exact} instances exported byte-identical to the ingested files"
+        + (f", {transcoded} transcoded" if transcoded else "")
+        + f" ({report.bytes / 1e6:.1f} MB), {len(report.failures)} failed, "
+        f"{report.seconds:.2f} s"
     )
     (stderr if out == "-" else stdout).print(summary, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
 
-def _run_export(
-    root: Path, selection: Selection, out: str | None, zip_file: Path | None, dicomdir: bool
+def _run_export(  # noqa: PLR0917 - one call site, mirrors the command's options
+    root: Path,
+    selection: Selection,
+    out: str | None,
+    zip_file: Path | None,
+    dicomdir: bool,
+    transfer_syntax: str | None,
 ) -> ExportReport:
     with _progress("exporting") as progress:
         task = progress.add_task("exporting", total=None)
@@ -125,13 +145,20 @@ def _run_export(
             progress.advance(task)
 
         if out == "-":
-            return export(root, selection, zip_file=sys.stdout.buffer, progress=hook)
+            return export(
+                root,
+                selection,
+                zip_file=sys.stdout.buffer,
+                transfer_syntax=transfer_syntax,
+                progress=hook,
+            )
         return export(
             root,
             selection,
             out=Path(out) if out is not None else None,
             zip_file=zip_file,
             dicomdir=dicomdir,
+            transfer_syntax=transfer_syntax,
             progress=hook,
         )
 

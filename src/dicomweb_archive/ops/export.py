@@ -37,6 +37,7 @@ from dicomweb_archive.index.queries import (
 )
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_p10
+from dicomweb_archive.ops.transcode import check_target, transcode
 from dicomweb_archive.store.files import write_bytes
 from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
@@ -63,6 +64,7 @@ class Exported:
     size: int = 0
     sha256: str = ""
     error: str | None = None
+    transcoded: bool = False
 
 
 @dataclass(slots=True)
@@ -145,9 +147,15 @@ def export(
     out: Path | None = None,
     zip_file: Path | BinaryIO | None = None,
     dicomdir: bool = False,
+    transfer_syntax: str | None = None,
     progress: ProgressHook | None = None,
 ) -> ExportReport:
-    """Export the selected instances to a directory, a zip (path or stream), or DICOMDIR media."""
+    """Export the selected instances to a directory, a zip (path or stream), or DICOMDIR media.
+
+    With ``transfer_syntax``, instances stored in another transfer syntax are decoded and
+    written in that one (``ops/transcode.py``); the others are still byte-exact.
+    """
+    target = check_target(transfer_syntax) if transfer_syntax is not None else None
     started = time.perf_counter()
     layout = StoreLayout(Path(store))
     targets = sum(x is not None for x in (out, zip_file))
@@ -158,49 +166,62 @@ def export(
     chosen = select(layout, selection)
     report = ExportReport()
     if out is not None and dicomdir:
-        _export_media(layout, chosen, out, report, progress)
+        _export_media(layout, chosen, out, report, progress=progress, target=target)
     elif out is not None:
         for key, sha in chosen:
-            item = _to_file(layout, key, sha, out / member_name(key))
+            item = _to_file(layout, key, sha, out / member_name(key), target)
             report.items.append(item)
             if progress is not None:
                 progress(item)
     else:
         assert zip_file is not None
-        _export_zip(layout, chosen, zip_file, report, progress)
+        _export_zip(layout, chosen, zip_file, report, progress=progress, target=target)
     report.seconds = time.perf_counter() - started
     return report
 
 
 class _Checked:
-    """Streams an instance's bytes while hashing them."""
+    """Streams an instance's bytes while hashing them; with a target transfer syntax, rebuilds
+    the instance whole, checks it, and yields the transcoded file instead."""
 
-    def __init__(self, layout: StoreLayout, key: InstanceKey) -> None:
-        self.chunks = generate_p10(layout, key)
+    def __init__(self, layout: StoreLayout, key: InstanceKey, target: str | None) -> None:
+        self.layout, self.key, self.target = layout, key, target
         self.sha = hashlib.sha256()
         self.size = 0
+        self.output_sha: str | None = None
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
-        for chunk in self.chunks:
-            self.sha.update(chunk)
-            self.size += len(chunk)
-            yield chunk
+        if self.target is None:
+            for chunk in generate_p10(self.layout, self.key):
+                self.sha.update(chunk)
+                self.size += len(chunk)
+                yield chunk
+            return
+        original = b"".join(generate_p10(self.layout, self.key))
+        self.sha.update(original)
+        output = transcode(original, self.target)
+        self.size = len(output)
+        self.output_sha = hashlib.sha256(output).hexdigest()
+        yield output
 
 
 def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.size = checked.size
-    item.sha256 = checked.sha.hexdigest()
-    if item.sha256 != expected:
+    item.sha256 = checked.output_sha or checked.sha.hexdigest()
+    item.transcoded = checked.output_sha is not None and checked.output_sha != expected
+    if checked.sha.hexdigest() != expected:
         item.error = (
             f"SOPInstanceUID {item.key.sop}: rebuilt bytes differ from the ingested file "
             f"(SHA-256 {item.sha256[:12]}... instead of {expected[:12]}...); run verify"
         )
 
 
-def _to_file(layout: StoreLayout, key: InstanceKey, expected: str, path: Path) -> Exported:
+def _to_file(
+    layout: StoreLayout, key: InstanceKey, expected: str, path: Path, target: str | None
+) -> Exported:
     item = Exported(key, str(path))
     try:
-        checked = _Checked(layout, key)
+        checked = _Checked(layout, key, target)
         write_bytes(path, checked)
         _verdict(item, checked, expected)
         if item.error is not None:
@@ -213,28 +234,33 @@ def _to_file(layout: StoreLayout, key: InstanceKey, expected: str, path: Path) -
 def _export_zip(
     layout: StoreLayout,
     chosen: list[tuple[InstanceKey, str]],
-    target: Path | BinaryIO,
+    archive_to: Path | BinaryIO,
     report: ExportReport,
+    *,
     progress: ProgressHook | None,
+    target: str | None,
 ) -> None:
     with contextlib.ExitStack() as stack:
-        if isinstance(target, Path):
-            target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(archive_to, Path):
+            archive_to.parent.mkdir(parents=True, exist_ok=True)
             handle = stack.enter_context(
                 tempfile.NamedTemporaryFile(
-                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+                    dir=archive_to.parent,
+                    prefix=f".{archive_to.name}.",
+                    suffix=".tmp",
+                    delete=False,
                 )
             )
             temp = Path(handle.name)
             stack.callback(lambda: temp.unlink(missing_ok=True))
             sink = cast(BinaryIO, handle)
         else:
-            sink = target
+            sink = archive_to
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
             for key, sha in chosen:
                 item = Exported(key, member_name(key))
                 try:
-                    checked = _Checked(layout, key)
+                    checked = _Checked(layout, key, target)
                     info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
                     with archive.open(info, "w", force_zip64=True) as member:
                         for chunk in checked:
@@ -245,9 +271,9 @@ def _export_zip(
                 report.items.append(item)
                 if progress is not None:
                     progress(item)
-        if isinstance(target, Path):
+        if isinstance(archive_to, Path):
             handle.close()
-            temp.replace(target)
+            temp.replace(archive_to)
 
 
 def _export_media(
@@ -255,7 +281,9 @@ def _export_media(
     chosen: list[tuple[InstanceKey, str]],
     out: Path,
     report: ExportReport,
+    *,
     progress: ProgressHook | None,
+    target: str | None,
 ) -> None:
     """Rebuild into a staging directory, then let pydicom's FileSet lay out media and DICOMDIR
     (PS3.10 8, PS3.3 F); file names are then the File-set's, not ours."""
@@ -265,7 +293,7 @@ def _export_media(
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
-            item = _to_file(layout, key, sha, path)
+            item = _to_file(layout, key, sha, path, target)
             if item.error is None:
                 try:
                     fileset.add(str(path))
