@@ -84,7 +84,11 @@ def main() -> None:
         lines.append("")
     lines.append("#: PS3.15 Table E.1-1: tag -> (Basic Profile action, {option column: action}).")
     lines.append("CONFIDENTIALITY_PROFILE: dict[str, tuple[str, dict[str, str]]] = {")
+    written: set[str] = set()
     for row in sorted(profile, key=lambda r: r["id"]):
+        if row["id"] in written:
+            continue  # the table lists a few tags twice (for two names); the first row wins
+        written.add(row["id"])
         options = {k: row[k] for k in PROFILE_OPTIONS if row.get(k)}
         lines.append(f'    "{row["id"]}": ({row["basicProfile"]!r}, {options!r}),')
     lines.append("}")

@@ -487,7 +487,6 @@ CONFIDENTIALITY_PROFILE: dict[str, tuple[str, dict[str, str]]] = {
     "30080054": ("X/D", {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}),
     "30080056": ("X/D", {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}),
     "30080105": ("X/Z", {"rtnDevIdOpt": "K"}),
-    "30080105": ("X", {"rtnDevIdOpt": "K"}),
     "30080250": ("X/D", {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}),
     "30080251": ("X/D", {"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"}),
     "300a0002": ("D", {"cleanDescOpt": "C"}),

@@ -1,0 +1,195 @@
+"""Re-encode the data elements of a file's head with some attributes changed (PS3.5 7).
+
+The head is a file's bytes before its Pixel Data value (the part an update can change).
+Every element an edit does not touch keeps its bytes exactly; an edited element is encoded
+in the data set's own encoding (explicit or implicit VR, byte order, Specific Character Set)
+and the lengths that enclose it (defined-length sequences and items, group lengths) are
+recomputed. Elements are added in tag order.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pydicom.charset import encode_string
+from pydicom.valuerep import PersonName
+
+from dicomweb_archive.dicom.parse import (
+    LONG_HEADER_VRS,
+    UNDEFINED,
+    Element,
+    Item,
+    ParsedFile,
+    parse_p10,
+)
+from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_DTYPES, encodings_of
+
+PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
+_STRUCT = {
+    "US": "H",
+    "SS": "h",
+    "UL": "I",
+    "SL": "i",
+    "FL": "f",
+    "FD": "d",
+    "SV": "q",
+    "UV": "Q",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Set (``value`` a DICOM string, backslash-separated for several values; ``""`` empties)
+    or remove (``value`` None) the element at ``path`` with VR ``vr``."""
+
+    path: tuple[PathStep, ...]
+    vr: str
+    value: str | None
+
+
+def edit_head(head: bytes, edits: list[Edit], *, name: str) -> bytes:
+    """The head with ``edits`` applied; bytes after the last parsed element are kept as is."""
+    parsed = parse_p10(head, name=name)
+    if parsed.inflated is not None:
+        raise UsageError(f"{name}: deflated data sets cannot be edited in place")
+    encodings = encodings_of(head, next((e for e in parsed.dataset if e.tag == 0x00080005), None))
+    context = _Context(head, parsed, encodings)
+    start = parsed.dataset_offset
+    body = context.elements(parsed.dataset, edits, depth=0)
+    return head[:start] + body + head[parsed.dataset_end :]
+
+
+class _Context:
+    def __init__(self, buffer: bytes, parsed: ParsedFile, encodings: list[str]) -> None:
+        self.buffer = buffer
+        self.implicit = parsed.implicit
+        self.little = parsed.little
+        self.encodings = encodings
+        self.prefix = "<" if parsed.little else ">"
+
+    def raw(self, element: Element) -> bytes:
+        return self.buffer[element.offset : element.end]
+
+    def elements(self, elements: list[Element], edits: list[Edit], *, depth: int) -> bytes:
+        """Re-encode a run of elements (a data set or an item) with the edits for it."""
+        here = {edit.path[depth][0]: edit for edit in edits if len(edit.path) == depth + 1}
+        deeper: dict[int, list[Edit]] = {}
+        for edit in edits:
+            if len(edit.path) > depth + 1:
+                deeper.setdefault(edit.path[depth][0], []).append(edit)
+        out: list[tuple[int, bytes]] = []
+        present = set()
+        changed = {tag >> 16 for tag in here} | {tag >> 16 for tag in deeper}
+        for element in elements:
+            present.add(element.tag)
+            if element.tag in here:
+                edit = here[element.tag]
+                if edit.value is not None:
+                    out.append((element.tag, self.encode(element.tag, edit.vr, edit.value)))
+            elif element.tag in deeper:
+                out.append((element.tag, self.sequence(element, deeper[element.tag], depth)))
+            else:
+                out.append((element.tag, self.raw(element)))
+        for tag, edit in here.items():
+            if tag not in present and edit.value is not None:
+                out.append((tag, self.encode(tag, edit.vr, edit.value)))
+        for tag in deeper:
+            if tag not in present:
+                raise UsageError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is not in the data set")
+        out.sort(key=lambda pair: pair[0])
+        return self.group_lengths(out, changed)
+
+    def group_lengths(self, encoded: list[tuple[int, bytes]], changed: set[int]) -> bytes:
+        """Recompute the group length elements (gggg,0000, PS3.5 7.2) of changed groups."""
+        sizes: dict[int, int] = {}
+        for tag, data in encoded:
+            if tag & 0xFFFF:
+                sizes[tag >> 16] = sizes.get(tag >> 16, 0) + len(data)
+        pieces = []
+        for tag, data in encoded:
+            if tag & 0xFFFF == 0 and tag >> 16 in changed and len(data) >= 4:
+                value = struct.pack(self.prefix + "I", sizes.get(tag >> 16, 0))
+                pieces.append(data[:-4] + value)
+            else:
+                pieces.append(data)
+        return b"".join(pieces)
+
+    def sequence(self, element: Element, edits: list[Edit], depth: int) -> bytes:
+        """A sequence with edits inside some of its items; lengths recomputed where defined."""
+        if element.items is None:
+            raise UsageError(
+                f"({element.tag >> 16:04X},{element.tag & 0xFFFF:04X}) is not a sequence"
+            )
+        by_item: dict[int, list[Edit]] = {}
+        for edit in edits:
+            index = edit.path[depth][1]
+            if index is None or index >= len(element.items):
+                raise UsageError(f"item {index} of the sequence does not exist")
+            by_item.setdefault(index, []).append(edit)
+        items = b"".join(
+            self.item(item, by_item[index], depth + 1) if index in by_item else self.raw_item(item)
+            for index, item in enumerate(element.items)
+        )
+        header_end = element.value_offset
+        header = self.buffer[element.offset : header_end]
+        if element.undefined_length:
+            delimiter = self.buffer[element.value_offset + element.length : element.end]
+            return header + items + delimiter
+        return self.with_length(header, len(items)) + items
+
+    def raw_item(self, item: Item) -> bytes:
+        return self.buffer[item.offset : item.end]
+
+    def item(self, item: Item, edits: list[Edit], depth: int) -> bytes:
+        body = self.elements(item.elements, edits, depth=depth)
+        header = self.buffer[item.offset : item.offset + 8]
+        if item.length == UNDEFINED:
+            return header + body + self.buffer[item.end - 8 : item.end]
+        return header[:4] + struct.pack(self.prefix + "I", len(body)) + body
+
+    def with_length(self, header: bytes, length: int) -> bytes:
+        """An element header with its length field replaced."""
+        if self.implicit or header[4:6].decode("latin-1") in LONG_HEADER_VRS:
+            return header[:-4] + struct.pack(self.prefix + "I", length)
+        return header[:-2] + struct.pack(self.prefix + "H", length)
+
+    def encode(self, tag: int, vr: str, value: str) -> bytes:
+        """Header and value of an element in this data set's encoding."""
+        data = self.value(vr, value)
+        packed_tag = struct.pack(self.prefix + "HH", tag >> 16, tag & 0xFFFF)
+        if self.implicit:
+            return packed_tag + struct.pack(self.prefix + "I", len(data)) + data
+        if vr in LONG_HEADER_VRS:
+            length = struct.pack(self.prefix + "I", len(data))
+            return packed_tag + vr.encode() + b"\0\0" + length + data
+        if len(data) > 0xFFFF:
+            raise UsageError(f"a {vr} value cannot be longer than 65534 bytes")
+        return packed_tag + vr.encode() + struct.pack(self.prefix + "H", len(data)) + data
+
+    def value(self, vr: str, value: str) -> bytes:
+        if value == "":
+            return b""
+        if vr == "SQ":
+            raise UsageError("a sequence can be emptied or removed, not set to a value")
+        if vr in _STRUCT:
+            fmt = self.prefix + _STRUCT[vr]
+            numbers = [float(v) if vr in ("FL", "FD") else int(v) for v in value.split("\\")]
+            return b"".join(struct.pack(fmt, n) for n in numbers)
+        if vr == "AT":
+            words = []
+            for item in value.split("\\"):
+                words += [int(item[:4], 16), int(item[4:], 16)]
+            return struct.pack(self.prefix + f"{len(words)}H", *words)
+        if vr in NUMBER_DTYPES or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+            raise UsageError(f"values of VR {vr} cannot be edited")
+        if vr == "PN":
+            data = PersonName(value).encode(self.encodings)
+        elif vr in CHARSET_VRS:
+            data = encode_string(value, self.encodings)
+        else:
+            data = value.encode("ascii")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+        return data
