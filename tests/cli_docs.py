@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, SUBCOMMANDS, app
+from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, SUBCOMMANDS, UPDATE_APP, app
 
 DOC = Path(__file__).parent.parent / "docs" / "cli.md"
 ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
@@ -18,10 +18,15 @@ COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     *((f"dicomweb-archive {name}", app, [name, "--help"]) for name in SUBCOMMANDS),
     ("dicomweb-archive export", app, ["export", "--help"]),
     ("dicomweb-archive verify", app, ["verify", "--help"]),
+    ("dicomweb-archive update", app, ["update", "--help"]),
+    ("dicomweb-archive history", app, ["history", "--help"]),
+    ("dicomweb-archive revert", app, ["revert", "--help"]),
+    ("dicomweb-archive audit", app, ["audit", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive reindex", app, ["reindex", "--help"]),
     *((name, seed, ["--help"]) for name, seed in SEED_APPS.items()),
     ("mkdicomwebpart10", PART10_APP, ["--help"]),
+    ("mkdicomwebupdate", UPDATE_APP, ["--help"]),
 ]
 
 HEADER = """# Command-line reference

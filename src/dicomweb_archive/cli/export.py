@@ -119,9 +119,13 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
     for item in report.failures:
         error_line(item.error or "")
     transcoded = sum(1 for item in report.items if item.transcoded and item.error is None)
-    exact = len(report.items) - len(report.failures) - transcoded
+    edited = sum(
+        1 for item in report.items if item.edited and not item.transcoded and item.error is None
+    )
+    exact = len(report.items) - len(report.failures) - transcoded - edited
     summary = (
         f"{exact} instances exported byte-identical to the ingested files"
+        + (f", {edited} edited" if edited else "")
         + (f", {transcoded} transcoded" if transcoded else "")
         + f" ({report.bytes / 1e6:.1f} MB), {len(report.failures)} failed, "
         f"{report.seconds:.2f} s"

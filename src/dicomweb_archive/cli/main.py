@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from dicomweb_archive.cli.common import VersionOption, run_app
 from dicomweb_archive.cli.export import part10, verify_command
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.store import reindex_command, studies
+from dicomweb_archive.cli.update import (
+    audit_command,
+    history_command,
+    normalise_argv,
+    revert_command,
+    update,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -38,6 +47,10 @@ for _name, _seed in SUBCOMMANDS.items():
     app.command(_name, help=f"{COMMANDS[_seed]} (= {_seed})")(make_command(_seed))
 app.command("export", help="Rebuild P10 files from the store (= mkdicomwebpart10).")(part10)
 app.command("verify")(verify_command)
+app.command("update", help="Edit metadata or delete (= mkdicomwebupdate).")(update)
+app.command("history")(history_command)
+app.command("revert")(revert_command)
+app.command("audit")(audit_command)
 app.command("studies")(studies)
 app.command("reindex")(reindex_command)
 
@@ -58,9 +71,17 @@ PART10_APP = typer.Typer(
     pretty_exceptions_enable=False,
 )
 PART10_APP.command()(part10)
+UPDATE_APP = typer.Typer(
+    name="mkdicomwebupdate",
+    context_settings=CONTEXT,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+UPDATE_APP.command()(update)
 
 
 def main() -> None:
+    sys.argv[1:] = normalise_argv(sys.argv[1:])
     run_app(app)
 
 
@@ -86,3 +107,8 @@ def mkdicomwebstudy() -> None:
 
 def mkdicomwebpart10() -> None:
     run_app(PART10_APP)
+
+
+def mkdicomwebupdate() -> None:
+    sys.argv[1:] = normalise_argv(sys.argv[1:])
+    run_app(UPDATE_APP)

@@ -265,3 +265,25 @@ def _fill_uris(node: object, frames: str, bulk: Callable[[str], str]) -> None:
 def _uid(metadata: JsonObject, key: str) -> str | None:
     values = metadata.get(key, {}).get("Value")
     return values[0] if values and isinstance(values[0], str) else None
+
+
+def decompose_head(
+    head: bytes, *, limits: InlineLimits, name: str
+) -> tuple[JsonObject, list[Segment], list[BulkPart]]:
+    """Metadata of the elements before Pixel Data, the head's skeleton segments, and its bulk
+    data, exactly as :func:`generate_parts` derives them (bulk-data URIs as placeholders)."""
+    parsed = parse_p10(head, name=name)
+    pixel = _pixel_element(parsed, head)
+    end = pixel.offset if pixel is not None else len(head)
+    elements = [e for e in parsed.dataset if e.offset < end]
+    top = {e.tag: e for e in elements}
+    state = State(limits)
+    state.pixel_representation = us_value(head, top.get(PIXEL_REPRESENTATION)) or 0
+    encodings = encodings_of(head, top.get(SPECIFIC_CHARACTER_SET))
+    metadata, segments = _region(head, elements, state, encodings)
+    return metadata, segments, list(state.pending_bulk)
+
+
+def fill_uris(metadata: JsonObject, *, frames_uri: UriHook, bulk_uri: BulkUriHook) -> None:
+    """Replace the bulk-data URI placeholders of ``metadata`` (in place)."""
+    _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))

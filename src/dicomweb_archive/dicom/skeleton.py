@@ -123,3 +123,14 @@ def generate_bytes(
 def _unswap(data: bytes | memoryview, segment: Segment) -> bytes | memoryview:
     width = int(segment.get("swap", 1))
     return swap_bytes(data, width) if width > 1 else data
+
+
+def referenced_bulk(segments: list[Segment]) -> set[str]:
+    """Bulk-data hashes a skeleton refers to (also inside deflate segments)."""
+    found: set[str] = set()
+    for segment in segments:
+        if "bulk" in segment:
+            found.add(str(segment["bulk"]))
+        elif "segments" in segment:
+            found |= referenced_bulk(segment["segments"])
+    return found

@@ -6,13 +6,14 @@ files (``docs/spec/info-record.md``). Memory is bounded by one frame.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dicomweb_archive.dicom.skeleton import generate_bytes
-from dicomweb_archive.errors import NoSuchInstanceError
+from dicomweb_archive.errors import CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.layout import StoreLayout
@@ -29,14 +30,39 @@ def find_instance_key(layout: StoreLayout, sop_instance_uid: str) -> InstanceKey
     )
 
 
-def generate_p10(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes | memoryview]:
-    """Yield the P10 bytes of one instance, segment by segment."""
-    info = read_info(layout, key)
-    return generate_bytes(
-        info["skeleton"],
-        read_frame=lambda number: read_frame(layout, key, number),
-        read_bulk=lambda sha: read_bulk(layout, key.study, sha),
-    )
+def generate_p10(
+    layout: StoreLayout,
+    key: InstanceKey,
+    *,
+    info: dict[str, Any] | None = None,
+    check_parts: bool = False,
+) -> Iterator[bytes | memoryview]:
+    """Yield the P10 bytes of one instance, segment by segment.
+
+    With ``check_parts`` every frame and bulk-data file is checked against the SHA-256 its
+    info record gives (the proof for an edited instance, whose file hash is new).
+    """
+    info = info if info is not None else read_info(layout, key)
+    frame_hashes = [item["sha256"] for item in info["frames"]]
+    last: tuple[int, memoryview] | None = None
+
+    def frame(number: int) -> memoryview:
+        nonlocal last
+        if last is not None and last[0] == number:
+            return last[1]
+        data = read_frame(layout, key, number)
+        if check_parts and hashlib.sha256(data).hexdigest() != frame_hashes[number - 1]:
+            raise CorruptStoreError(f"frame {number} of {key.sop} differs from its SHA-256")
+        last = (number, data)
+        return data
+
+    def bulk(sha: str) -> bytes:
+        data = read_bulk(layout, key.study, sha)
+        if check_parts and hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptStoreError(f"bulk data {sha[:12]}... of {key.sop} is damaged")
+        return data
+
+    return generate_bytes(info["skeleton"], read_frame=frame, read_bulk=bulk)
 
 
 def reconstruct_p10(store: str | os.PathLike[str], sop_instance_uid: str) -> bytes:

@@ -68,6 +68,9 @@ def group_locked(
     todo = _studies(layout, studies, notify.GROUP)
     for study in todo:
         records = read_study_records(layout, study)
+        for sop, record in list(records.records.items()):
+            if not layout.instance(study, record["series_instance_uid"], sop).is_dir():
+                del records.records[sop]  # deleted, or moved by a replace: not in the study
         if read is not None:
             read[study] = records
         write_group(layout, study, records)

@@ -241,10 +241,12 @@ def _verify_instance(
     checked = _Hashing(
         generate_bytes(info["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk)
     )
+    edited = int(info.get("revision", 0)) > 0
     try:
-        derived = _derive(checked) if deep else None
+        derived = _derive(checked) if deep or edited else None
         for _ in checked:
             pass
+        original_sha = _original_sha(layout, key, frames) if edited else checked.sha.hexdigest()
     except ArchiveError as exc:
         fail("missing", str(exc))
         return None
@@ -253,8 +255,9 @@ def _verify_instance(
         return None
     frames.check_extra()
     report.bytes_read += checked.size
-    if checked.sha.hexdigest() != info["original"]["sha256"]:
-        fail("rebuild", "rebuilt P10 bytes differ from the ingested file (SHA-256)")
+    if original_sha != info["original"]["sha256"]:
+        what = "the original file rebuilt from history" if edited else "rebuilt P10 bytes"
+        fail("rebuild", f"{what} differ(s) from the ingested file (SHA-256)")
         return None
     if derived is not None and derived != metadata:
         fail("metadata", "metadata.gz differs from the metadata of the rebuilt file")
@@ -264,8 +267,42 @@ def _verify_instance(
             Verdict(key.study, key.series, key.sop, "failed", "frame or bulk data damaged")
         )
         return None
-    report.instances.append(Verdict(key.study, key.series, key.sop, "bytes"))
+    if edited and checked.sha.hexdigest() == info["original"]["sha256"]:
+        edited = False  # reverted to the original: the bytes are the ingested file's again
+    if edited:
+        changed = sorted(
+            {c["attribute"] for entry in _history(layout, key.sop) for c in entry["changes"]}
+        )
+        report.instances.append(
+            Verdict(key.study, key.series, key.sop, "edited", ", ".join(changed))
+        )
+    else:
+        report.instances.append(Verdict(key.study, key.series, key.sop, "bytes"))
     return metadata, info
+
+
+def _history(layout: StoreLayout, sop: str) -> list[JsonObject]:
+    directory = layout.private / "history" / sop
+    paths = sorted(directory.glob("*.json.gz"), key=lambda p: int(p.name.split(".")[0]))
+    return [read_json_gz(path) for path in paths]
+
+
+def _original_sha(layout: StoreLayout, key: InstanceKey, frames: _FrameChecker) -> str:
+    """SHA-256 of the original file rebuilt from the first history entry's skeleton and the
+    stored frames and bulk data: an edited instance still holds its original."""
+    path = layout.private / "history" / key.sop / "0.json.gz"
+    try:
+        first = read_json_gz(path)
+    except FileNotFoundError as exc:
+        raise ArchiveError(
+            f"{layout.relative(path)}: history of an edited instance is missing"
+        ) from exc
+    sha = hashlib.sha256()
+    for chunk in generate_bytes(
+        first["info"]["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk
+    ):
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 class _Hashing:

@@ -24,15 +24,23 @@ CRASH_AFTER_ENV = "DICOMWEB_ARCHIVE_CRASH_AFTER_WRITES"
 _writes = itertools.count(1)
 
 
-def _count_write() -> None:
+def count_write() -> None:
     """Support the crash-safety tests: stop dead after the N-th write when asked to."""
     limit = os.environ.get(CRASH_AFTER_ENV)
     if limit is not None and next(_writes) >= int(limit):
         os._exit(137)
 
 
-def write_bytes(path: Path, chunks: bytes | memoryview | Iterable[bytes | memoryview]) -> int:
-    """Write ``chunks`` to ``path`` atomically; returns the number of bytes written."""
+def write_bytes(
+    path: Path,
+    chunks: bytes | memoryview | Iterable[bytes | memoryview],
+    *,
+    fsync: bool = False,
+) -> int:
+    """Write ``chunks`` to ``path`` atomically; returns the number of bytes written.
+
+    With ``fsync`` the data reaches the disk before the rename (a commit point).
+    """
     if not path.parent.is_dir():
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -43,13 +51,16 @@ def write_bytes(path: Path, chunks: bytes | memoryview | Iterable[bytes | memory
                 chunks = (chunks,)
             for chunk in chunks:
                 size += handle.write(chunk)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    _count_write()
+    count_write()
     return size
 
 
@@ -80,7 +91,7 @@ def remove_tree(path: Path) -> None:
 def remove_file(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    _count_write()
+    count_write()
 
 
 def replace_dir(staging: Path, target: Path) -> None:
@@ -98,4 +109,4 @@ def replace_dir(staging: Path, target: Path) -> None:
         remove_tree(aside)
     else:
         os.replace(staging, target)
-    _count_write()
+    count_write()

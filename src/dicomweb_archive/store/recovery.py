@@ -13,13 +13,17 @@ from pathlib import Path
 
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.files import remove_tree
+from dicomweb_archive.store.journal import replay
 from dicomweb_archive.store.layout import StoreLayout
 
 
 def recover(layout: StoreLayout) -> None:
+    """Replay an interrupted update's journal, then sweep leftovers of interrupted writers."""
+    replay(layout)
     studies = {study for stage in notify.STAGES for study in notify.pending(layout, stage)}
     _sweep(layout.studies, recursive=False)
     _sweep(layout.private, recursive=False)
+    _sweep(layout.private / "history", recursive=True)
     for stage in notify.STAGES:
         _sweep(layout.notifications / stage, recursive=False)
     for study in sorted(studies):

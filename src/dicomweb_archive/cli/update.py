@@ -1,0 +1,192 @@
+"""``mkdicomwebupdate`` / ``dicomweb-archive update``, and ``history``, ``revert``, ``audit``.
+
+The seed's single-dash forms (``-patient``, ``-study``, ``-series``, ``-instance``,
+``-delete``) are accepted beside the double-dash ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    EXIT_OK,
+    EXIT_USAGE,
+    StoreOption,
+    VerboseOption,
+    error_line,
+    handle_errors,
+    stdout,
+    store_path,
+)
+from dicomweb_archive.ops.delete import apply_delete, apply_revert, plan_delete, plan_revert
+from dicomweb_archive.ops.update import (
+    UpdatePlan,
+    apply_update,
+    audit_log,
+    guess_level,
+    history,
+    plan_update,
+)
+
+SINGLE_DASH = {f"-{name}": f"--{name}" for name in ("patient", "study", "series", "instance")}
+SINGLE_DASH["-delete"] = "--delete"
+
+Target = Annotated[str | None, typer.Option(show_default=False)]
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """The seed's single-dash long options as typer's double-dash ones."""
+    return [SINGLE_DASH.get(arg, arg) for arg in argv]
+
+
+def update(  # noqa: PLR0917 - typer passes every option positionally
+    edits: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[TAG=VALUE | TAG= | -TAG]...",
+            help="Edits: keyword, (gggg,eeee) or ggggeeee; Seq[0].Keyword for nested; "
+            "'TAG=' empties, '-TAG' removes.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Every study of this PatientID.")
+    ] = None,
+    study: Annotated[str | None, typer.Option("--study", help="A StudyInstanceUID.")] = None,
+    series: Annotated[str | None, typer.Option("--series", help="A SeriesInstanceUID.")] = None,
+    instance: Annotated[str | None, typer.Option("--instance", help="A SOPInstanceUID.")] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete the target instead of editing it.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (old -> new values); change nothing.")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why: recorded in the history and the audit log.")
+    ] = "",
+    verbose: VerboseOption = False,
+) -> None:
+    """Edit metadata at patient, study, series or instance level, or delete (frames untouched)."""
+    targets = {
+        level: value
+        for level, value in (
+            ("patient", patient),
+            ("study", study),
+            ("series", series),
+            ("instance", instance),
+        )
+        if value is not None
+    }
+    edits = edits or []
+    if delete and not targets and len(edits) == 1:
+        targets = {guess_level(store_path(store), edits[0]): edits[0]}
+        edits = []
+    if len(targets) != 1:
+        error_line("name one target: -patient ID, -study UID, -series UID or -instance UID")
+        raise typer.Exit(EXIT_USAGE)
+    ((level, identifier),) = targets.items()
+    if delete and edits:
+        error_line("-delete takes no edits")
+        raise typer.Exit(EXIT_USAGE)
+    if not delete and not edits:
+        error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
+        raise typer.Exit(EXIT_USAGE)
+    root = store_path(store)
+    with handle_errors(verbose=verbose):
+        if delete:
+            plan = plan_delete(root, level, identifier)
+        else:
+            plan = plan_update(root, level, identifier, edits)
+        if dry_run:
+            _print_plan(plan)
+            raise typer.Exit(EXIT_OK)
+        report = (
+            apply_delete(root, plan, reason=reason)
+            if delete
+            else apply_update(root, plan, reason=reason)
+        )
+    verb = "deleted" if delete else "updated"
+    stdout.print(
+        f"{len(plan.instances)} instances {verb} in {len(plan.studies)} studies "
+        f"(change {report.change_id}, {report.seconds:.2f} s)",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _print_plan(plan: UpdatePlan) -> None:
+    stdout.print(
+        f"plan: {plan.operation} {plan.level} {plan.target}: {len(plan.instances)} instances "
+        f"in {len(plan.studies)} studies; nothing written (--dry-run)",
+        markup=False,
+        soft_wrap=True,
+    )
+    for change in plan.instances:
+        where = f"{change.key.study}/{change.key.series}/{change.key.sop}"
+        if plan.operation == "delete":
+            stdout.print(f"  remove {where}", markup=False, soft_wrap=True)
+            continue
+        stdout.print(f"  {where} -> revision {change.revision}", markup=False, soft_wrap=True)
+        for attribute, old, new in change.changes:
+            stdout.print(
+                f"    {attribute}: {_show(old)} -> {_show(new)}", markup=False, soft_wrap=True
+            )
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(absent)"
+    values = value.get("Value")
+    if values is None:
+        return "(empty)"
+    return "\\".join(v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values)
+
+
+def history_command(
+    sop: Annotated[str, typer.Argument(help="A SOPInstanceUID.", show_default=False)],
+    store: StoreOption = DEFAULT_STORE,
+    verbose: VerboseOption = False,
+) -> None:
+    """List an instance's earlier revisions: when, who, what changed."""
+    with handle_errors(verbose=verbose):
+        entries = history(store_path(store), sop)
+    if not entries:
+        stdout.print(f"{sop}: no earlier revision", markup=False)
+    for entry in entries:
+        changed = ", ".join(c["attribute"] for c in entry["changes"])
+        stdout.print(
+            f"revision {entry['revision']}: {entry['time']} {entry['user']} "
+            f"{entry['operation']} -> {changed}"
+            + (f" ({entry['reason']})" if entry["reason"] else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def revert_command(
+    sop: Annotated[str, typer.Argument(help="A SOPInstanceUID.", show_default=False)],
+    to: Annotated[int, typer.Option("--to", help="The revision to restore.", min=0)],
+    store: StoreOption = DEFAULT_STORE,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Restore an instance's metadata as it was at an earlier revision (a new revision)."""
+    with handle_errors(verbose=verbose):
+        plan = plan_revert(store_path(store), sop, to)
+        if dry_run:
+            _print_plan(plan)
+            raise typer.Exit(EXIT_OK)
+        report = apply_revert(store_path(store), plan)
+    stdout.print(f"{sop} reverted to revision {to} (change {report.change_id})", markup=False)
+
+
+def audit_command(store: StoreOption = DEFAULT_STORE) -> None:
+    """Print the append-only audit log as JSON lines."""
+    for row in audit_log(store_path(store)):
+        sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")

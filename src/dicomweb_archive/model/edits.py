@@ -1,0 +1,179 @@
+"""Edit specifications: ``tag=value`` as users write them, checked against the Standard.
+
+Forms (``docs/spec/update.md``):
+
+- ``PatientName=DOE^JOHN``, ``(0010,0010)=DOE^JOHN``, ``00100010=DOE^JOHN``;
+- nested: ``ReferringPhysicianIdentificationSequence[0].PersonIdentificationCodeSequence[0].
+  CodeValue=X`` (item indexes from 0);
+- ``PatientComments=`` empties the value; ``-PatientComments`` removes the element.
+
+Checks: the attribute's level (PS3.3 C.7: Patient, General Study / Patient Study, General
+Series; everything else, and every private attribute, is instance level), its VR and VM
+(PS3.5 6.2, 6.4) and the value's syntax for that VR (pydicom's validators). UIDs that place an
+instance (Study, Series, SOP Instance UID) are never edited: corrections keep UIDs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom import config
+from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.valuerep import validate_value
+
+from dicomweb_archive.dicom.edit import Edit
+from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.standard_tables import PATIENT_LEVEL, SERIES_LEVEL, STUDY_LEVEL
+
+LEVELS = ("patient", "study", "series", "instance")
+PLACING_UIDS = {0x0020000D, 0x0020000E, 0x00080018, 0x00020003}
+_STEP = re.compile(r"^(?P<name>[A-Za-z0-9(),]+)(\[(?P<index>\d+)\])?$")
+
+
+class EditRefusedError(UsageError):
+    """An edit cannot be made as asked (unknown tag, wrong level, invalid value)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EditSpec:
+    """A checked edit: the path, the VR, the new value (None: remove) and its level."""
+
+    text: str
+    edit: Edit
+    level: str
+
+    @property
+    def tag(self) -> int:
+        return self.edit.path[0][0]
+
+    @property
+    def label(self) -> str:
+        return describe(self.tag)
+
+
+def describe(tag: int) -> str:
+    """``(0010,0010) PatientName``."""
+    keyword = "private" if tag >> 16 & 1 else keyword_for_tag(tag) or "unknown"
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
+
+
+def level_of(tag: int) -> str:
+    """The level an attribute is edited at (PS3.3 C.7)."""
+    key = f"{tag:08X}"
+    if tag >> 16 & 1:
+        return "instance"
+    if key in PATIENT_LEVEL:
+        return "patient"
+    if key in STUDY_LEVEL:
+        return "study"
+    if key in SERIES_LEVEL:
+        return "series"
+    return "instance"
+
+
+def _tag(name: str) -> int:
+    cleaned = name.replace("(", "").replace(")", "").replace(",", "")
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", cleaned):
+        return int(cleaned, 16)
+    tag = tag_for_keyword(name)
+    if tag is None:
+        raise EditRefusedError(f"{name}: unknown attribute (use a keyword or (gggg,eeee))")
+    return int(tag)
+
+
+def parse_edit(text: str, *, level: str) -> EditSpec:
+    """Parse and check one edit written as ``path=value`` or ``-path``."""
+    remove = text.startswith("-") and "=" not in text
+    path_text, sep, value = (text[1:], "", "") if remove else text.partition("=")
+    if not remove and not sep:
+        raise EditRefusedError(f"{text!r}: write tag=value, tag= to empty, or -tag to remove")
+    steps = path_text.split(".")
+    path: list[tuple[int, int | None]] = []
+    for position, step in enumerate(steps):
+        match = _STEP.match(step)
+        if match is None:
+            raise EditRefusedError(f"{text!r}: {step!r} is not an attribute")
+        index = match.group("index")
+        last = position == len(steps) - 1
+        if (index is None) != last:
+            raise EditRefusedError(f"{text!r}: sequence steps need an item index, like Seq[0]")
+        path.append((_tag(match.group("name")), int(index) if index is not None else None))
+    tag = path[-1][0]
+    top = path[0][0]
+    vr = _vr(tag, remove=remove)
+    if top in PLACING_UIDS or tag in PLACING_UIDS:
+        raise EditRefusedError(
+            f"{describe(tag)}: UIDs that place an instance are kept on correction "
+            "(see docs/spec/update.md)"
+        )
+    if top >> 16 == 0x0002:
+        raise EditRefusedError(f"{describe(top)}: File Meta Information is not edited")
+    if top >= 0x7FE00000:
+        raise EditRefusedError(f"{describe(top)}: pixel data and later elements are not edited")
+    owner = level_of(top)
+    if owner != level:
+        raise EditRefusedError(
+            f"{describe(top)} is a {owner}-level attribute: edit it with -{owner}, not -{level}"
+        )
+    checked = None if remove else _check_value(tag, vr, value, text)
+    return EditSpec(text, Edit(tuple(path), vr, checked), owner)
+
+
+def _vr(tag: int, *, remove: bool) -> str:
+    if tag >> 16 & 1:
+        if remove:
+            return "UN"
+        raise EditRefusedError(
+            f"{describe(tag)}: private attributes have no dictionary VR; they can be removed "
+            "(-tag), not set"
+        )
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError as exc:
+        raise EditRefusedError(f"{describe(tag)}: not in the data dictionary") from exc
+    if " or " in vr:
+        raise EditRefusedError(f"{describe(tag)}: its VR ({vr}) depends on the data set")
+    return vr
+
+
+def _check_value(tag: int, vr: str, value: str, text: str) -> str:
+    if value == "":
+        return value
+    if vr == "SQ":
+        raise EditRefusedError(f"{describe(tag)}: a sequence can be emptied (tag=) or removed")
+    values = [value] if vr in ("LT", "ST", "UT", "UR") else value.split("\\")
+    _check_vm(tag, len(values), text)
+    for item in values:
+        if item == "":
+            continue
+        try:
+            if vr in ("US", "SS", "UL", "SL", "SV", "UV"):
+                int(item)
+            elif vr in ("FL", "FD"):
+                float(item)
+            elif vr == "AT":
+                if not re.fullmatch(r"[0-9A-Fa-f]{8}", item):
+                    raise ValueError(f"{item!r} is not GGGGEEEE")
+            else:
+                validate_value(vr, item, config.RAISE)
+        except ValueError as exc:
+            raise EditRefusedError(f"{describe(tag)} ({vr}): {exc}") from exc
+    return value
+
+
+def _check_vm(tag: int, count: int, text: str) -> None:
+    vm = str(dictionary_VM(tag))
+    low_text, _, high_text = vm.partition("-")
+    low = int(low_text) if low_text.isdigit() else 1
+    if high_text == "":
+        high: float = low
+    elif high_text.isdigit():
+        high = int(high_text)
+    else:
+        high = float("inf")
+    step = int(low_text) if "n" in high_text and high_text != "n" and low_text.isdigit() else 1
+    if not low <= count <= high or count % step:
+        raise EditRefusedError(f"{describe(tag)}: {count} values, VM is {vm} ({text!r})")

@@ -1,0 +1,317 @@
+"""Metadata-only updates (the seed's ``mkdicomwebupdate``): edit, revert, delete.
+
+Policy (``docs/spec/update.md``): corrections keep every UID and record history; frames and
+bulk data are never rewritten. An update:
+
+1. finds the instances of the target (a PatientID, or a Study, Series or SOP Instance UID)
+   through the index, and checks every edit (level, VR, VM, value) before anything is written;
+2. plans, per instance, the new info record and metadata (the file's head re-encoded,
+   :mod:`dicomweb_archive.dicom.rewrite`), and for ``dry_run`` stops there;
+3. notifies the group and study stages, stages every new file (instance metadata and info
+   record, deduplicated record, history entry) under a temporary name, and commits them in one
+   journal (:mod:`dicomweb_archive.store.journal`) with the audit records;
+4. runs the group and study stages on the studies changed (query files, series metadata,
+   index rows).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dicomweb_archive.dicom.parts import InlineLimits
+from dicomweb_archive.dicom.rewrite import rewrite
+from dicomweb_archive.errors import NoSuchInstanceError, NoSuchStudyError
+from dicomweb_archive.index.database import Index
+from dicomweb_archive.index.queries import find_instances, studies_of_patient
+from dicomweb_archive.model.dedup import canonical_json, combine, content_hash, split
+from dicomweb_archive.model.edits import LEVELS, EditSpec, parse_edit
+from dicomweb_archive.model.uid import check_uid
+from dicomweb_archive.ops.stages import build_locked, group_locked
+from dicomweb_archive.store import notify
+from dicomweb_archive.store.files import gzip_bytes, read_json_gz, to_json_bytes
+from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
+from dicomweb_archive.store.journal import commit, read_audit, stage
+from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
+from dicomweb_archive.store.lock import write_lock
+from dicomweb_archive.store.recovery import recover
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(slots=True)
+class InstanceChange:
+    """The planned change of one instance."""
+
+    key: InstanceKey
+    revision: int
+    changes: list[tuple[str, Any, Any]]  # (attribute, old JSON, new JSON)
+    before: tuple[JsonObject, JsonObject]  # (metadata, info) now
+    after: tuple[JsonObject, JsonObject]  # (metadata, info) after
+    bulk: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UpdatePlan:
+    operation: str
+    level: str
+    target: str
+    edits: list[str]
+    instances: list[InstanceChange] = field(default_factory=list)
+
+    @property
+    def studies(self) -> list[str]:
+        return sorted({change.key.study for change in self.instances})
+
+
+@dataclass(slots=True)
+class UpdateReport:
+    plan: UpdatePlan
+    change_id: str = ""
+    applied: bool = False
+    seconds: float = 0.0
+
+
+def target_instances(layout: StoreLayout, level: str, identifier: str) -> list[InstanceKey]:
+    """The instances a level and identifier (PatientID or UID) name, through the index."""
+    with Index(layout.index_path) as index:
+        if level == "patient":
+            studies = studies_of_patient(index, identifier)
+            if not studies:
+                raise NoSuchStudyError(f"no study of PatientID {identifier!r} is in the store")
+            rows = [row for study in studies for row in find_instances(index, study)]
+        else:
+            uid = check_uid(identifier, f"{level} UID", source="argument")
+            rows = _rows_for(index, level, uid)
+    return [
+        InstanceKey(row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"])
+        for row in rows
+    ]
+
+
+def guess_level(store: str | os.PathLike[str], uid: str) -> str:
+    """The level (study, series or instance) of a UID in the store; "study" when unknown."""
+    layout = StoreLayout(Path(store))
+    for level in ("study", "series", "instance"):
+        try:
+            target_instances(layout, level, uid)
+        except (NoSuchStudyError, NoSuchInstanceError):
+            continue
+        return level
+    return "study"
+
+
+def _rows_for(index: Index, level: str, uid: str) -> list[dict[str, Any]]:
+    column = {
+        "study": "study_instance_uid",
+        "series": "series_instance_uid",
+        "instance": "sop_instance_uid",
+    }[level]
+    found = list(
+        index.db.query(
+            f"SELECT study_instance_uid, series_instance_uid FROM instances WHERE {column} = ?"  # noqa: S608 - fixed column names
+            " LIMIT 1",
+            [uid],
+        )
+    )
+    if not found:
+        kind = {"study": NoSuchStudyError}.get(level, NoSuchInstanceError)
+        raise kind(f"{level} {uid} is not in the store")
+    study, series = found[0]["study_instance_uid"], found[0]["series_instance_uid"]
+    if level == "study":
+        return find_instances(index, study)
+    if level == "series":
+        return find_instances(index, study, series)
+    return find_instances(index, study, series, [uid])
+
+
+def plan_update(
+    store: str | os.PathLike[str],
+    level: str,
+    identifier: str,
+    edits: list[str],
+    *,
+    limits: InlineLimits | None = None,
+) -> UpdatePlan:
+    """Check the edits and compute every instance's new metadata; writes nothing."""
+    if level not in LEVELS:
+        raise ValueError(level)
+    specs = [parse_edit(text, level=level) for text in edits]
+    layout = StoreLayout(Path(store))
+    plan = UpdatePlan("update", level, identifier, edits)
+    for key in target_instances(layout, level, identifier):
+        plan.instances.append(_plan_instance(layout, key, specs, limits or InlineLimits()))
+    return plan
+
+
+def _plan_instance(
+    layout: StoreLayout, key: InstanceKey, specs: list[EditSpec], limits: InlineLimits
+) -> InstanceChange:
+    info = read_info(layout, key)
+    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
+    result = rewrite(
+        info,
+        metadata,
+        [spec.edit for spec in specs],
+        read_bulk=lambda sha: read_bulk(layout, key.study, sha),
+        limits=limits,
+        frames_uri=lambda _meta: frames_uri(key.sop),
+        bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+        name=layout.relative(layout.instance(key.study, key.series, key.sop)),
+    )
+    revision = int(info.get("revision", 0)) + 1
+    result.info["revision"] = revision
+    changes = [
+        (spec.label, metadata.get(f"{spec.tag:08X}"), result.metadata.get(f"{spec.tag:08X}"))
+        for spec in specs
+    ]
+    return InstanceChange(
+        key,
+        revision,
+        changes,
+        (metadata, info),
+        (result.metadata, result.info),
+        [(part.sha256, part.data) for part in result.bulk],
+    )
+
+
+def apply_update(
+    store: str | os.PathLike[str], plan: UpdatePlan, *, reason: str = ""
+) -> UpdateReport:
+    """Commit a plan in one journal, then rebuild the changed studies' derived files."""
+    started = time.perf_counter()
+    layout = StoreLayout(Path(store))
+    report = UpdateReport(plan)
+    with write_lock(layout.lock_path):
+        recover(layout)
+        for study in plan.studies:
+            notify.notify(layout, notify.GROUP, study)
+            notify.notify(layout, notify.STUDY, study)
+        report.change_id = _commit(layout, plan, reason)
+        group_locked(layout, plan.studies, remove_instance_files=False)
+        build_locked(layout, plan.studies)
+    report.applied = True
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit(layout: StoreLayout, plan: UpdatePlan, reason: str) -> str:
+    change_id = uuid.uuid4().hex
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    user = user_name()
+    renames: list[tuple[Path, Path]] = []
+    audit: list[dict[str, Any]] = []
+
+    def put(final: Path, data: bytes) -> None:
+        renames.append((stage(final, data, change_id), final))
+
+    for change in plan.instances:
+        key = change.key
+        metadata, info = change.after
+        for sha, data in change.bulk:
+            path = layout.bulkdata(key.study, sha)
+            if not path.exists():
+                put(path, data)
+        put(layout.info(key.study, key.series, key.sop), gzip_bytes(to_json_bytes(info)))
+        put(
+            layout.instance_metadata(key.study, key.series, key.sop),
+            gzip_bytes(to_json_bytes([metadata])),
+        )
+        _stage_record(layout, key, metadata, info, put)
+        history = {
+            "revision": change.revision - 1,
+            "time": when,
+            "user": user,
+            "operation": plan.operation,
+            "reason": reason,
+            "changes": [{"attribute": a, "old": o, "new": n} for a, o, n in change.changes],
+            "metadata": change.before[0],
+            "info": change.before[1],
+        }
+        put(_history_path(layout, key.sop, change.revision - 1), gzip_bytes(to_json_bytes(history)))
+        audit.append(
+            {
+                "time": when,
+                "user": user,
+                "operation": plan.operation,
+                "level": plan.level,
+                "target": plan.target,
+                "reason": reason,
+                "study": key.study,
+                "series": key.series,
+                "sop": key.sop,
+                "revision": change.revision,
+                "changes": [a for a, _, _ in change.changes],
+                "before_sha256": metadata_hash(change.before[0]),
+                "after_sha256": metadata_hash(metadata),
+            }
+        )
+    commit(layout, change_id, renames, [], audit)
+    return change_id
+
+
+def _stage_record(
+    layout: StoreLayout,
+    key: InstanceKey,
+    metadata: JsonObject,
+    info: JsonObject,
+    put: Any,
+) -> None:
+    """The instance's deduplicated record (and any new extract), staged like the rest."""
+    extracts, remainder = split(metadata)
+    refs = {}
+    for level, extract in extracts.items():
+        sha = content_hash(extract)
+        refs[level] = sha
+        path = layout.extract(key.study, sha)
+        if not path.exists():
+            put(path, gzip_bytes(to_json_bytes(extract)))
+    record = {
+        "kind": "instance",
+        "version": 1,
+        "study_instance_uid": key.study,
+        "series_instance_uid": key.series,
+        "sop_instance_uid": key.sop,
+        "refs": refs,
+        "attributes": remainder,
+        "info": info,
+    }
+    assert combine(list(extracts.values()), remainder) == metadata
+    put(layout.instance_record(key.study, key.sop), gzip_bytes(to_json_bytes(record)))
+
+
+def _history_path(layout: StoreLayout, sop: str, revision: int) -> Path:
+    return layout.private / "history" / sop / f"{revision}.json.gz"
+
+
+def history(store: str | os.PathLike[str], sop: str) -> list[JsonObject]:
+    """Every earlier revision of an instance, oldest first (without the stored records)."""
+    layout = StoreLayout(Path(store))
+    directory = layout.private / "history" / check_uid(sop, "SOPInstanceUID", source="argument")
+    entries = []
+    for path in sorted(directory.glob("*.json.gz"), key=lambda p: int(p.name.split(".")[0])):
+        entry = read_json_gz(path)
+        entries.append({k: v for k, v in entry.items() if k not in ("metadata", "info")})
+    return entries
+
+
+def audit_log(store: str | os.PathLike[str]) -> list[JsonObject]:
+    return read_audit(StoreLayout(Path(store)))
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return "unknown"
+
+
+def metadata_hash(metadata: JsonObject) -> str:
+    return hashlib.sha256(canonical_json(metadata)).hexdigest()
