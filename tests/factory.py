@@ -100,6 +100,7 @@ def write_series(
     rows: int = 64,
     columns: int = 64,
     patient_id: str = "PAT001",
+    patient_name: str = "DOE^JOHN",
     prefix: str = "IM",
 ) -> list[Path]:
     """A series of ``count`` CT slices; UIDs derived deterministically unless given."""
@@ -118,6 +119,7 @@ def write_series(
                 rows=rows,
                 columns=columns,
                 patient_id=patient_id,
+                patient_name=patient_name,
                 seed=number,
             )
         )

@@ -204,7 +204,10 @@ def _check_names(
     layout: StoreLayout, directory: Path, allowed: set[str], report: VerifyReport
 ) -> None:
     for entry in directory.iterdir():
-        if entry.name not in allowed:
+        name = entry.name
+        if name.startswith(".staging-") or (name[:1] == "." and name.endswith((".tmp", ".old"))):
+            report.add("interrupted", layout.relative(entry), "left by an interrupted writer")
+        elif entry.name not in allowed:
             report.add("orphan", layout.relative(entry), "not part of the store layout")
 
 
