@@ -231,3 +231,35 @@ def _names(store: Path) -> set[str]:
         if meta["00100020"]["Value"][0] == "P1":
             names.add(meta["00100010"]["Value"][0]["Alphabetic"])
     return names
+
+
+CONCURRENT = """
+import sys, time
+from dicomweb_archive.ops.update import update
+store, edit, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+update(store, "study", sys.argv[4], [edit])
+"""
+
+
+def test_two_processes_never_lose_a_change(archive: tuple[Path, dict[str, Path]]) -> None:
+    """Two updates of the same study at the same moment: both changes are there."""
+    import time
+
+    store, _ = archive
+    start = time.time() + 1.5
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(store), edit, str(start), uid(5)])
+        for edit in ("StudyDescription=FIRST", "AccessionNumber=SECOND")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    meta = next(store.glob("studies/*/series/*/instances/*/metadata.gz"))
+    metas = [
+        read_json_gz(p)[0] for p in store.glob(f"studies/{uid(5)}/series/*/instances/*/metadata.gz")
+    ]
+    assert metas and meta.exists()
+    for value in metas:
+        assert value["00081030"]["Value"] == ["FIRST"]
+        assert value["00080050"]["Value"] == ["SECOND"]
+    assert [e["revision"] for e in history(store, uid(7))] == [0, 1]
+    assert verify(store).ok

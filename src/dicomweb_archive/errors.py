@@ -70,3 +70,7 @@ class NoSuchStudyError(StoreError):
 
 class ExportError(ArchiveError):
     """An instance could not be exported."""
+
+
+class StaleVersionError(StoreError):
+    """An instance changed between planning an update and applying it."""

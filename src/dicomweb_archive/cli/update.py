@@ -23,6 +23,7 @@ from dicomweb_archive.cli.common import (
     stdout,
     store_path,
 )
+from dicomweb_archive.errors import StaleVersionError
 from dicomweb_archive.ops.delete import apply_delete, apply_revert, plan_delete, plan_revert
 from dicomweb_archive.ops.update import (
     UpdatePlan,
@@ -32,6 +33,7 @@ from dicomweb_archive.ops.update import (
     history,
     plan_update,
 )
+from dicomweb_archive.ops.update import update as update_op
 
 SINGLE_DASH = {f"-{name}": f"--{name}" for name in ("patient", "study", "series", "instance")}
 SINGLE_DASH["-delete"] = "--delete"
@@ -106,11 +108,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         if dry_run:
             _print_plan(plan)
             raise typer.Exit(EXIT_OK)
-        report = (
-            apply_delete(root, plan, reason=reason)
-            if delete
-            else apply_update(root, plan, reason=reason)
-        )
+        if delete:
+            report = apply_delete(root, plan, reason=reason)
+        else:
+            try:
+                report = apply_update(root, plan, reason=reason)
+            except StaleVersionError:  # another update came first: plan again on its result
+                report = update_op(root, level, identifier, edits, reason=reason)
+        plan = report.plan
     verb = "deleted" if delete else "updated"
     stdout.print(
         f"{len(plan.instances)} instances {verb} in {len(plan.studies)} studies "

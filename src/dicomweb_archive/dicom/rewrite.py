@@ -19,6 +19,8 @@ from dicomweb_archive.dicom.skeleton import Segment, referenced_bulk
 from dicomweb_archive.errors import UsageError
 
 JsonObject = dict[str, Any]
+PIXEL_DATA_FIRST = "7FE00008"  # (7FE0,0008) FloatPixelData, the first pixel data tag
+AVAILABLE_TRANSFER_SYNTAX_UID = "00083002"
 
 
 @dataclass(slots=True)
@@ -58,10 +60,14 @@ def rewrite(
 ) -> Rewritten:
     """The instance's new info record and metadata (and any new bulk data) after ``edits``."""
     head, rest = split_head(info["skeleton"], read_bulk)
-    old_json, _, _ = decompose_head(head, limits=limits, name=name)
     new_head = edit_head(head, edits, name=name)
     new_json, head_segments, bulk = decompose_head(new_head, limits=limits, name=name)
-    merged = {key: value for key, value in metadata.items() if key not in old_json}
+    # what the head did not give: Pixel Data and later elements, AvailableTransferSyntaxUID
+    merged = {
+        key: value
+        for key, value in metadata.items()
+        if key >= PIXEL_DATA_FIRST or key == AVAILABLE_TRANSFER_SYNTAX_UID
+    }
     merged.update(new_json)
     merged = dict(sorted(merged.items()))
     fill_uris(merged, frames_uri=frames_uri, bulk_uri=bulk_uri)

@@ -27,6 +27,7 @@ from dicomweb_archive.ops.update import (
     UpdatePlan,
     UpdateReport,
     apply_update,
+    history_entries,
     metadata_hash,
     target_instances,
     user_name,
@@ -124,13 +125,13 @@ def plan_revert(store: str | os.PathLike[str], sop: str, revision: int) -> Updat
     info = read_info(layout, key)
     metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
     current = int(info.get("revision", 0))
-    path = layout.private / "history" / sop / f"{revision}.json.gz"
-    if revision >= current or not path.exists():
+    found = [e for e in history_entries(layout, sop) if int(e["revision"]) == revision]
+    if revision >= current or not found:
         raise NoSuchInstanceError(
             f"SOPInstanceUID {sop} has no revision {revision} to revert to "
             f"(current revision {current}; see dicomweb-archive history)"
         )
-    entry = read_json_gz(path)
+    entry = found[0]
     old_metadata, old_info = entry["metadata"], dict(entry["info"])
     old_info["revision"] = current + 1
     changed = sorted(

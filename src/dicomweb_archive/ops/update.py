@@ -28,14 +28,25 @@ from typing import Any
 
 from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.dicom.rewrite import rewrite
-from dicomweb_archive.errors import NoSuchInstanceError, NoSuchStudyError
+from dicomweb_archive.errors import (
+    CorruptStoreError,
+    NoSuchInstanceError,
+    NoSuchStudyError,
+    StaleVersionError,
+)
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import find_instances, studies_of_patient
-from dicomweb_archive.model.dedup import canonical_json, combine, content_hash, split
+from dicomweb_archive.model.dedup import canonical_json
 from dicomweb_archive.model.edits import LEVELS, EditSpec, parse_edit
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.stages import build_locked, group_locked
+from dicomweb_archive.ops.stages import build_locked
 from dicomweb_archive.store import notify
+from dicomweb_archive.store.dedup import (
+    current_groups,
+    group_content,
+    make_record,
+    read_study_records,
+)
 from dicomweb_archive.store.files import gzip_bytes, read_json_gz, to_json_bytes
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
 from dicomweb_archive.store.journal import commit, read_audit, stage
@@ -191,27 +202,74 @@ def apply_update(
     report = UpdateReport(plan)
     with write_lock(layout.lock_path):
         recover(layout)
+        _check_fresh(layout, plan)
         for study in plan.studies:
-            notify.notify(layout, notify.GROUP, study)
             notify.notify(layout, notify.STUDY, study)
         report.change_id = _commit(layout, plan, reason)
-        group_locked(layout, plan.studies, remove_instance_files=False)
         build_locked(layout, plan.studies)
     report.applied = True
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _check_fresh(layout: StoreLayout, plan: UpdatePlan) -> None:
+    """Optimistic concurrency: every instance is still at the revision the plan started from."""
+    for change in plan.instances:
+        try:
+            current = int(read_info(layout, change.key).get("revision", 0))
+        except CorruptStoreError as exc:
+            raise StaleVersionError(
+                f"SOPInstanceUID {change.key.sop} changed since the update was planned "
+                "(deleted?); run it again"
+            ) from exc
+        if current != int(change.before[1].get("revision", 0)):
+            raise StaleVersionError(
+                f"SOPInstanceUID {change.key.sop} was changed by another update (revision "
+                f"{current}) since this one was planned; run it again"
+            )
+
+
+def update(
+    store: str | os.PathLike[str],
+    level: str,
+    identifier: str,
+    edits: list[str],
+    *,
+    reason: str = "",
+    attempts: int = 3,
+) -> UpdateReport:
+    """Plan and apply an update; replans when another update got there first."""
+    for attempt in range(attempts):
+        plan = plan_update(store, level, identifier, edits)
+        try:
+            return apply_update(store, plan, reason=reason)
+        except StaleVersionError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _commit(layout: StoreLayout, plan: UpdatePlan, reason: str) -> str:
+    """Stage every file of the change and commit them in one journal.
+
+    Per instance: its info record and metadata. Per study: a new group file holding the
+    changed records (per-instance records of changed instances are removed, so the group is
+    their truth). Per change: one history file with every instance's previous state.
+    """
     change_id = uuid.uuid4().hex
     when = datetime.now(UTC).isoformat(timespec="seconds")
     user = user_name()
     renames: list[tuple[Path, Path]] = []
+    removals: list[Path] = []
     audit: list[dict[str, Any]] = []
+    staged: set[Path] = set()
 
     def put(final: Path, data: bytes) -> None:
-        renames.append((stage(final, data, change_id), final))
+        if final not in staged:
+            staged.add(final)
+            renames.append((stage(final, data, change_id), final))
 
+    previous: dict[str, JsonObject] = {}
     for change in plan.instances:
         key = change.key
         metadata, info = change.after
@@ -224,18 +282,12 @@ def _commit(layout: StoreLayout, plan: UpdatePlan, reason: str) -> str:
             layout.instance_metadata(key.study, key.series, key.sop),
             gzip_bytes(to_json_bytes([metadata])),
         )
-        _stage_record(layout, key, metadata, info, put)
-        history = {
+        previous[key.sop] = {
             "revision": change.revision - 1,
-            "time": when,
-            "user": user,
-            "operation": plan.operation,
-            "reason": reason,
             "changes": [{"attribute": a, "old": o, "new": n} for a, o, n in change.changes],
             "metadata": change.before[0],
             "info": change.before[1],
         }
-        put(_history_path(layout, key.sop, change.revision - 1), gzip_bytes(to_json_bytes(history)))
         audit.append(
             {
                 "time": when,
@@ -253,53 +305,80 @@ def _commit(layout: StoreLayout, plan: UpdatePlan, reason: str) -> str:
                 "after_sha256": metadata_hash(metadata),
             }
         )
-    commit(layout, change_id, renames, [], audit)
+    for study in plan.studies:
+        _stage_group(layout, study, plan, put, removals)
+    entry = {
+        "change_id": change_id,
+        "time": when,
+        "user": user,
+        "operation": plan.operation,
+        "reason": reason,
+        "instances": previous,
+    }
+    put(history_path(layout, change_id), gzip_bytes(to_json_bytes(entry)))
+    commit(layout, change_id, renames, removals, audit)
     return change_id
 
 
-def _stage_record(
-    layout: StoreLayout,
-    key: InstanceKey,
-    metadata: JsonObject,
-    info: JsonObject,
-    put: Any,
+def _stage_group(
+    layout: StoreLayout, study: str, plan: UpdatePlan, put: Any, removals: list[Path]
 ) -> None:
-    """The instance's deduplicated record (and any new extract), staged like the rest."""
-    extracts, remainder = split(metadata)
-    refs = {}
-    for level, extract in extracts.items():
-        sha = content_hash(extract)
-        refs[level] = sha
-        path = layout.extract(key.study, sha)
+    """The study's group file with the changed instances' new records."""
+    records = read_study_records(layout, study)
+    for change in plan.instances:
+        if change.key.study != study:
+            continue
+        record, extracts = make_record(*change.after)
+        records.records[change.key.sop] = record
+        records.extracts.update(extracts)
+        per_instance = layout.instance_record(study, change.key.sop)
+        if per_instance.exists():
+            removals.append(per_instance)
+    sha, group = group_content(study, records)
+    old = current_groups(layout, study)
+    if old != [sha]:
+        put(layout.group(study, sha), gzip_bytes(to_json_bytes(group)))
+        put(layout.group_index(study), gzip_bytes(to_json_bytes({"groups": [sha]})))
+        removals.extend(layout.group(study, previous) for previous in old if previous != sha)
+
+
+def history_path(layout: StoreLayout, change_id: str) -> Path:
+    return layout.private / "history" / f"{change_id}.json.gz"
+
+
+def history_entries(layout: StoreLayout, sop: str) -> list[JsonObject]:
+    """An instance's earlier states, oldest first: for each change that touched it, the
+    revision it had before, with the change's time, user, operation, reason and changes."""
+    entries = []
+    seen: set[str] = set()
+    for row in read_audit(layout):
+        if row["sop"] != sop or row["change_id"] in seen:
+            continue
+        seen.add(row["change_id"])
+        path = history_path(layout, row["change_id"])
         if not path.exists():
-            put(path, gzip_bytes(to_json_bytes(extract)))
-    record = {
-        "kind": "instance",
-        "version": 1,
-        "study_instance_uid": key.study,
-        "series_instance_uid": key.series,
-        "sop_instance_uid": key.sop,
-        "refs": refs,
-        "attributes": remainder,
-        "info": info,
-    }
-    assert combine(list(extracts.values()), remainder) == metadata
-    put(layout.instance_record(key.study, key.sop), gzip_bytes(to_json_bytes(record)))
-
-
-def _history_path(layout: StoreLayout, sop: str, revision: int) -> Path:
-    return layout.private / "history" / sop / f"{revision}.json.gz"
+            continue  # a delete keeps no metadata history (the audit log records it)
+        change = read_json_gz(path)
+        state = change["instances"].get(sop)
+        if state is not None:
+            entries.append(
+                {
+                    **{k: change[k] for k in ("time", "user", "operation", "reason")},
+                    "change_id": change["change_id"],
+                    **state,
+                }
+            )
+    return sorted(entries, key=lambda entry: int(entry["revision"]))
 
 
 def history(store: str | os.PathLike[str], sop: str) -> list[JsonObject]:
     """Every earlier revision of an instance, oldest first (without the stored records)."""
     layout = StoreLayout(Path(store))
-    directory = layout.private / "history" / check_uid(sop, "SOPInstanceUID", source="argument")
-    entries = []
-    for path in sorted(directory.glob("*.json.gz"), key=lambda p: int(p.name.split(".")[0])):
-        entry = read_json_gz(path)
-        entries.append({k: v for k, v in entry.items() if k not in ("metadata", "info")})
-    return entries
+    check_uid(sop, "SOPInstanceUID", source="argument")
+    return [
+        {k: v for k, v in entry.items() if k not in ("metadata", "info")}
+        for entry in history_entries(layout, sop)
+    ]
 
 
 def audit_log(store: str | os.PathLike[str]) -> list[JsonObject]:

@@ -35,6 +35,7 @@ from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
 from dicomweb_archive.ops.study import group_by_series, study_rows
+from dicomweb_archive.ops.update import history_entries
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.dedup import read_study_records
 from dicomweb_archive.store.files import read_json_gz
@@ -274,7 +275,7 @@ def _verify_instance(
         edited = False  # reverted to the original: the bytes are the ingested file's again
     if edited:
         changed = sorted(
-            {c["attribute"] for entry in _history(layout, key.sop) for c in entry["changes"]}
+            {c["attribute"] for entry in history_entries(layout, key.sop) for c in entry["changes"]}
         )
         report.instances.append(
             Verdict(key.study, key.series, key.sop, "edited", ", ".join(changed))
@@ -284,22 +285,13 @@ def _verify_instance(
     return metadata, info
 
 
-def _history(layout: StoreLayout, sop: str) -> list[JsonObject]:
-    directory = layout.private / "history" / sop
-    paths = sorted(directory.glob("*.json.gz"), key=lambda p: int(p.name.split(".")[0]))
-    return [read_json_gz(path) for path in paths]
-
-
 def _original_sha(layout: StoreLayout, key: InstanceKey, frames: _FrameChecker) -> str:
     """SHA-256 of the original file rebuilt from the first history entry's skeleton and the
     stored frames and bulk data: an edited instance still holds its original."""
-    path = layout.private / "history" / key.sop / "0.json.gz"
-    try:
-        first = read_json_gz(path)
-    except FileNotFoundError as exc:
-        raise ArchiveError(
-            f"{layout.relative(path)}: history of an edited instance is missing"
-        ) from exc
+    entries = history_entries(layout, key.sop)
+    if not entries or int(entries[0]["revision"]) != 0:
+        raise ArchiveError(f"{key.sop}: the history of this edited instance is missing")
+    first = entries[0]
     sha = hashlib.sha256()
     for chunk in generate_bytes(
         first["info"]["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk

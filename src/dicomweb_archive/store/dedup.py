@@ -50,24 +50,11 @@ class StudyRecords:
 
 def write_record(layout: StoreLayout, study: str, metadata: JsonObject, info: JsonObject) -> None:
     """Write an instance's record and any extract not yet stored."""
-    extracts, remainder = split(metadata)
-    refs: dict[str, str] = {}
-    for level, extract in extracts.items():
-        sha = content_hash(extract)
-        refs[level] = sha
+    record, extracts = make_record(metadata, info)
+    for sha, extract in extracts.items():
         path = layout.extract(study, sha)
         if not path.exists():
             write_json_gz(path, extract)
-    record = {
-        "kind": "instance",
-        "version": RECORD_VERSION,
-        "study_instance_uid": info["study_instance_uid"],
-        "series_instance_uid": info["series_instance_uid"],
-        "sop_instance_uid": info["sop_instance_uid"],
-        "refs": refs,
-        "attributes": remainder,
-        "info": info,
-    }
     write_json_gz(layout.instance_record(study, info["sop_instance_uid"]), record)
 
 
@@ -101,12 +88,25 @@ def current_groups(layout: StoreLayout, study: str) -> list[str]:
     return groups
 
 
-def write_group(layout: StoreLayout, study: str, records: StudyRecords) -> str | None:
-    """Write the study's group file from ``records``; returns its hash (None when empty)."""
-    old = current_groups(layout, study)
-    if not records.records:
-        remove_tree(layout.groups(study))
-        return None
+def make_record(metadata: JsonObject, info: JsonObject) -> tuple[JsonObject, dict[str, JsonObject]]:
+    """An instance record and its extracts (by SHA-256) from metadata and info record."""
+    extracts, remainder = split(metadata)
+    by_hash = {content_hash(extract): extract for extract in extracts.values()}
+    record = {
+        "kind": "instance",
+        "version": RECORD_VERSION,
+        "study_instance_uid": info["study_instance_uid"],
+        "series_instance_uid": info["series_instance_uid"],
+        "sop_instance_uid": info["sop_instance_uid"],
+        "refs": {level: content_hash(extract) for level, extract in extracts.items()},
+        "attributes": remainder,
+        "info": info,
+    }
+    return record, by_hash
+
+
+def group_content(study: str, records: StudyRecords) -> tuple[str, JsonObject]:
+    """A study's group file content and its name (SHA-256)."""
     used = {sha for record in records.records.values() for sha in record["refs"].values()}
     group = {
         "kind": "group",
@@ -115,7 +115,16 @@ def write_group(layout: StoreLayout, study: str, records: StudyRecords) -> str |
         "extracts": {sha: records.extracts[sha] for sha in sorted(used)},
         "instances": [records.records[sop] for sop in sorted(records.records)],
     }
-    sha = content_hash(group)
+    return content_hash(group), group
+
+
+def write_group(layout: StoreLayout, study: str, records: StudyRecords) -> str | None:
+    """Write the study's group file from ``records``; returns its hash (None when empty)."""
+    old = current_groups(layout, study)
+    if not records.records:
+        remove_tree(layout.groups(study))
+        return None
+    sha, group = group_content(study, records)
     if old != [sha]:
         write_json_gz(layout.group(study, sha), group)
         write_json_gz(layout.group_index(study), {"groups": [sha]})

@@ -23,7 +23,7 @@ def recover(layout: StoreLayout) -> None:
     studies = {study for stage in notify.STAGES for study in notify.pending(layout, stage)}
     _sweep(layout.studies, recursive=False)
     _sweep(layout.private, recursive=False)
-    _sweep(layout.private / "history", recursive=True)
+    _sweep(layout.private / "history", recursive=False)
     for stage in notify.STAGES:
         _sweep(layout.notifications / stage, recursive=False)
     for study in sorted(studies):
