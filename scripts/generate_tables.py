@@ -86,6 +86,7 @@ def main() -> None:
     lines.append("CONFIDENTIALITY_PROFILE: dict[str, tuple[str, dict[str, str]]] = {")
     written: set[str] = set()
     for row in sorted(profile, key=lambda r: r["id"]):
+        row["id"] = row["id"].upper()
         if row["id"] in written:
             continue  # the table lists a few tags twice (for two names); the first row wins
         written.add(row["id"])

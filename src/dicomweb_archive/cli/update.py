@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,10 +21,14 @@ from dicomweb_archive.cli.common import (
     VerboseOption,
     error_line,
     handle_errors,
+    stderr,
     stdout,
     store_path,
 )
 from dicomweb_archive.errors import StaleVersionError
+from dicomweb_archive.model.deid import OPTIONS
+from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
+from dicomweb_archive.ops.anonymize import anonymize_selection
 from dicomweb_archive.ops.delete import apply_delete, apply_revert, plan_delete, plan_revert
 from dicomweb_archive.ops.update import (
     UpdatePlan,
@@ -37,6 +42,7 @@ from dicomweb_archive.ops.update import update as update_op
 
 SINGLE_DASH = {f"-{name}": f"--{name}" for name in ("patient", "study", "series", "instance")}
 SINGLE_DASH["-delete"] = "--delete"
+SINGLE_DASH["-anonymize"] = "--anonymize"
 
 Target = Annotated[str | None, typer.Option(show_default=False)]
 
@@ -66,6 +72,35 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete the target instead of editing it.")
     ] = False,
+    anonymize: Annotated[
+        bool,
+        typer.Option(
+            "--anonymize",
+            help="De-identify (PS3.15 E.1) the target (a StudyInstanceUID, a PatientID, or "
+            "--all) into the new store --out.",
+        ),
+    ] = False,
+    all_studies: Annotated[
+        bool, typer.Option("--all", help="With --anonymize: every study of the store.")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("--out", help="With --anonymize: the new store's directory.")
+    ] = None,
+    retain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--retain",
+            help="With --anonymize, profile options (repeatable): " + ", ".join(OPTIONS) + ".",
+        ),
+    ] = None,
+    key_file: Annotated[
+        str | None,
+        typer.Option(
+            "--key-file",
+            help="With --anonymize: the secret that keys UID replacement and date shifts "
+            "(default: one kept in the source store).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (old -> new values); change nothing.")
     ] = False,
@@ -86,6 +121,9 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         if value is not None
     }
     edits = edits or []
+    if anonymize:
+        _anonymize(store, targets, edits, all_studies, out, retain or [], key_file, verbose)
+        return
     if delete and not targets and len(edits) == 1:
         targets = {guess_level(store_path(store), edits[0]): edits[0]}
         edits = []
@@ -123,6 +161,46 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         markup=False,
         soft_wrap=True,
     )
+
+
+def _anonymize(  # noqa: PLR0917 - the command's anonymize options
+    store: Path,
+    targets: dict[str, str],
+    arguments: list[str],
+    all_studies: bool,
+    out: str | None,
+    retain: list[str],
+    key_file: str | None,
+    verbose: bool,
+) -> None:
+    if out is None:
+        error_line("-anonymize writes a new store: give --out DIR")
+        raise typer.Exit(EXIT_USAGE)
+    root = store_path(store)
+    with handle_errors(verbose=verbose):
+        selection = anonymize_selection(root, targets, arguments, all_studies=all_studies)
+        key = Path(key_file).read_bytes().strip() if key_file else None
+        report = anonymize_op(
+            root, selection, Path(out).expanduser(), options=frozenset(retain), key=key
+        )
+    for result in report.results:
+        if result.status == "failed":
+            error_line(result.error or "failed")
+    for sop in report.burned_in:
+        stderr.print(
+            f"warning: {sop}: Burned In Annotation is not NO: check the pixels",
+            markup=False,
+            soft_wrap=True,
+        )
+    stdout.print(
+        f"{sum(r.status != 'failed' for r in report.results)} instances de-identified into "
+        f"{out}, {len(report.burned_in)} to review for burned-in annotation, "
+        f"{report.seconds:.2f} s",
+        markup=False,
+        soft_wrap=True,
+    )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _print_plan(plan: UpdatePlan) -> None:

@@ -49,8 +49,19 @@ class Edit:
     value: str | None
 
 
-def edit_head(head: bytes, edits: list[Edit], *, name: str) -> bytes:
-    """The head with ``edits`` applied; bytes after the last parsed element are kept as is."""
+def edit_head(
+    head: bytes,
+    edits: list[Edit],
+    *,
+    name: str,
+    meta_edits: list[Edit] | None = None,
+    clear_preamble: bool = False,
+) -> bytes:
+    """The head with ``edits`` applied; bytes after the last parsed element are kept as is.
+
+    ``meta_edits`` change the File Meta Information (explicit VR little endian, PS3.10 7.1;
+    its group length is recomputed); ``clear_preamble`` zeroes the 128-byte preamble.
+    """
     parsed = parse_p10(head, name=name)
     if parsed.inflated is not None:
         raise UsageError(f"{name}: deflated data sets cannot be edited in place")
@@ -58,16 +69,31 @@ def edit_head(head: bytes, edits: list[Edit], *, name: str) -> bytes:
     context = _Context(head, parsed, encodings)
     start = parsed.dataset_offset
     body = context.elements(parsed.dataset, edits, depth=0)
-    return head[:start] + body + head[parsed.dataset_end :]
+    prefix = head[:start]
+    if parsed.has_preamble and clear_preamble:
+        prefix = b"\0" * 128 + prefix[128:]
+    if meta_edits and parsed.meta:
+        meta_start = parsed.meta[0].offset
+        meta = _Context(head, parsed, ["iso8859"], implicit=False, little=True)
+        prefix = prefix[:meta_start] + meta.elements(parsed.meta, meta_edits, depth=0)
+    return prefix + body + head[parsed.dataset_end :]
 
 
 class _Context:
-    def __init__(self, buffer: bytes, parsed: ParsedFile, encodings: list[str]) -> None:
+    def __init__(
+        self,
+        buffer: bytes,
+        parsed: ParsedFile,
+        encodings: list[str],
+        *,
+        implicit: bool | None = None,
+        little: bool | None = None,
+    ) -> None:
         self.buffer = buffer
-        self.implicit = parsed.implicit
-        self.little = parsed.little
+        self.implicit = parsed.implicit if implicit is None else implicit
+        self.little = parsed.little if little is None else little
         self.encodings = encodings
-        self.prefix = "<" if parsed.little else ">"
+        self.prefix = "<" if self.little else ">"
 
     def raw(self, element: Element) -> bytes:
         return self.buffer[element.offset : element.end]

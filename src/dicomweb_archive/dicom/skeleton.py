@@ -20,6 +20,7 @@ Frames and bulk data are never copied into the skeleton, except where they canno
 from __future__ import annotations
 
 import base64
+import io
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -134,3 +135,25 @@ def referenced_bulk(segments: list[Segment]) -> set[str]:
         elif "segments" in segment:
             found |= referenced_bulk(segment["segments"])
     return found
+
+
+class ChunkStream(io.RawIOBase):
+    """A readable, non-seekable stream over a chunk iterator (a rebuilt file as a stream)."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self.chunks = chunks
+        self.buffer: bytes | memoryview = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self.buffer:
+            try:
+                self.buffer = next(self.chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self.buffer))
+        target[:size] = self.buffer[:size]
+        self.buffer = self.buffer[size:]
+        return size

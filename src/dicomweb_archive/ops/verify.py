@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomweb_archive.dicom.parts import InstanceEnd, InstanceHeader, generate_parts
-from dicomweb_archive.dicom.skeleton import generate_bytes
+from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import all_instances
@@ -315,31 +315,9 @@ class _Hashing:
             yield chunk
 
 
-class _ChunkStream(io.RawIOBase):
-    """A readable, non-seekable stream over a chunk iterator (for re-deriving metadata)."""
-
-    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
-        self.chunks = chunks
-        self.buffer: bytes | memoryview = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self.buffer:
-            try:
-                self.buffer = next(self.chunks)
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self.buffer))
-        target[:size] = self.buffer[:size]
-        self.buffer = self.buffer[size:]
-        return size
-
-
 def _derive(checked: _Hashing) -> JsonObject | None:
     """The metadata of the rebuilt file, derived as ingest derives it."""
-    stream = io.BufferedReader(_ChunkStream(iter(checked)), buffer_size=1 << 20)
+    stream = io.BufferedReader(ChunkStream(iter(checked)), buffer_size=1 << 20)
     for part in generate_parts(
         stream,
         frames_uri=lambda meta: frames_uri(_first(meta, "00080018")),
