@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive update", app, ["update", "--help"]),
     ("dicomweb-archive history", app, ["history", "--help"]),
     ("dicomweb-archive revert", app, ["revert", "--help"]),
+    ("dicomweb-archive restore", app, ["restore", "--help"]),
     ("dicomweb-archive audit", app, ["audit", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive reindex", app, ["reindex", "--help"]),

@@ -22,6 +22,7 @@ from dicomweb_archive.ops.export import Selection, export
 from dicomweb_archive.ops.update import apply_update, history, plan_update
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.files import CRASH_AFTER_ENV, read_json_gz
+from dicomweb_archive.store.layout import PRIVATE_DIR
 from tests.factory import uid, write_ct, write_series
 
 runner = CliRunner()
@@ -262,4 +263,56 @@ def test_two_processes_never_lose_a_change(archive: tuple[Path, dict[str, Path]]
         assert value["00081030"]["Value"] == ["FIRST"]
         assert value["00080050"]["Value"] == ["SECOND"]
     assert [e["revision"] for e in history(store, uid(7))] == [0, 1]
+    assert verify(store).ok
+
+
+def test_reject_and_restore(archive: tuple[Path, dict[str, Path]]) -> None:
+    """-delete --reject hides a series (counts drop, verify clean); restore brings it back."""
+    from dicomweb_archive.index.database import Index
+
+    store, _ = archive
+
+    def served() -> dict[str, str]:
+        return {k: v for k, v in _tree(store).items() if k.startswith("studies/")}
+
+    def rows() -> dict[str, list[dict[str, object]]]:
+        with Index(store / PRIVATE_DIR / "index.sqlite") as index:
+            return index.dump()
+
+    before_files, before_rows = served(), rows()
+    result = runner.invoke(
+        UPDATE_APP,
+        normalise_argv(
+            [
+                "-o",
+                str(store),
+                "-delete",
+                "-series",
+                uid(6),
+                "--reject",
+                "113001",
+                "--reason",
+                "blur",
+            ]
+        ),
+    )
+    assert result.exit_code == 0, result.output
+    assert "rejected" in result.stdout
+    assert not (store / "studies" / uid(5)).exists()
+    assert verify(store).ok
+    bad = runner.invoke(
+        UPDATE_APP,
+        normalise_argv(["-o", str(store), "-delete", "-instance", uid(7), "--reject", "999"]),
+    )
+    assert bad.exit_code != 0
+    change = next(
+        line
+        for line in runner.invoke(app, ["audit", "-o", str(store)]).stdout.splitlines()
+        if '"reject"' in line
+    )
+    change_id = change.split('"change_id": "')[1].split('"')[0]
+    restored = runner.invoke(app, ["restore", "-o", str(store), change_id])
+    assert restored.exit_code == 0, restored.output
+    assert served() == before_files
+    assert rows() == before_rows
     assert verify(store).ok

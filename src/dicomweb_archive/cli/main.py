@@ -14,6 +14,7 @@ from dicomweb_archive.cli.update import (
     audit_command,
     history_command,
     normalise_argv,
+    restore_command,
     revert_command,
     update,
 )
@@ -50,6 +51,7 @@ app.command("verify")(verify_command)
 app.command("update", help="Edit metadata or delete (= mkdicomwebupdate).")(update)
 app.command("history")(history_command)
 app.command("revert")(revert_command)
+app.command("restore")(restore_command)
 app.command("audit")(audit_command)
 app.command("studies")(studies)
 app.command("reindex")(reindex_command)

@@ -29,7 +29,13 @@ from dicomweb_archive.errors import StaleVersionError
 from dicomweb_archive.model.deid import OPTIONS
 from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
 from dicomweb_archive.ops.anonymize import anonymize_selection
-from dicomweb_archive.ops.delete import apply_delete, apply_revert, plan_delete, plan_revert
+from dicomweb_archive.ops.delete import (
+    apply_delete,
+    apply_revert,
+    plan_delete,
+    plan_revert,
+    restore,
+)
 from dicomweb_archive.ops.update import (
     UpdatePlan,
     apply_update,
@@ -72,6 +78,15 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete the target instead of editing it.")
     ] = False,
+    reject: Annotated[
+        str | None,
+        typer.Option(
+            "--reject",
+            help="With -delete: move aside instead, restorable, with an IOCM reason code: "
+            "113001 quality, 113037 patient safety, 113038 incorrect worklist entry, 113039 "
+            "retention expired.",
+        ),
+    ] = None,
     anonymize: Annotated[
         bool,
         typer.Option(
@@ -134,6 +149,9 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     if delete and edits:
         error_line("-delete takes no edits")
         raise typer.Exit(EXIT_USAGE)
+    if reject is not None and not delete:
+        error_line("--reject goes with -delete")
+        raise typer.Exit(EXIT_USAGE)
     if not delete and not edits:
         error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
         raise typer.Exit(EXIT_USAGE)
@@ -147,14 +165,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             _print_plan(plan)
             raise typer.Exit(EXIT_OK)
         if delete:
-            report = apply_delete(root, plan, reason=reason)
+            report = apply_delete(root, plan, reason=reason, reject=reject)
         else:
             try:
                 report = apply_update(root, plan, reason=reason)
             except StaleVersionError:  # another update came first: plan again on its result
                 report = update_op(root, level, identifier, edits, reason=reason)
         plan = report.plan
-    verb = "deleted" if delete else "updated"
+    verb = ("rejected" if reject else "deleted") if delete else "updated"
     stdout.print(
         f"{len(plan.instances)} instances {verb} in {len(plan.studies)} studies "
         f"(change {report.change_id}, {report.seconds:.2f} s)",
@@ -267,6 +285,22 @@ def revert_command(
             raise typer.Exit(EXIT_OK)
         report = apply_revert(store_path(store), plan)
     stdout.print(f"{sop} reverted to revision {to} (change {report.change_id})", markup=False)
+
+
+def restore_command(
+    change: Annotated[
+        str, typer.Argument(help="The change id of a rejection (see audit).", show_default=False)
+    ],
+    store: StoreOption = DEFAULT_STORE,
+    verbose: VerboseOption = False,
+) -> None:
+    """Bring back the instances a rejection (-delete --reject) moved aside."""
+    with handle_errors(verbose=verbose):
+        report = restore(store_path(store), change)
+    stdout.print(
+        f"{len(report.plan.instances)} instances restored (change {report.change_id})",
+        markup=False,
+    )
 
 
 def audit_command(store: StoreOption = DEFAULT_STORE) -> None:

@@ -34,6 +34,7 @@ from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
+from dicomweb_archive.ops.delete import rejected_bulk
 from dicomweb_archive.ops.study import group_by_series, study_rows
 from dicomweb_archive.ops.update import history_entries
 from dicomweb_archive.store import notify
@@ -400,6 +401,7 @@ def _check_bulkdata(layout: StoreLayout, study: str, used: set[str], report: Ver
     root = layout.bulkdata_dir(study)
     if not root.is_dir():
         return
+    used = used | rejected_bulk(layout, study)
     for path in root.rglob("*"):
         if path.is_file():
             sha = "".join(path.relative_to(root).parts)

@@ -24,6 +24,7 @@ def recover(layout: StoreLayout) -> None:
     _sweep(layout.studies, recursive=False)
     _sweep(layout.private, recursive=False)
     _sweep(layout.private / "history", recursive=False)
+    _sweep(layout.private / "rejected", recursive=True)
     for stage in notify.STAGES:
         _sweep(layout.notifications / stage, recursive=False)
     for study in sorted(studies):
