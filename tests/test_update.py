@@ -316,3 +316,36 @@ def test_reject_and_restore(archive: tuple[Path, dict[str, Path]]) -> None:
     assert served() == before_files
     assert rows() == before_rows
     assert verify(store).ok
+
+
+def test_batch_one_change_or_per_line(
+    archive: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """A batch is all-or-nothing; --continue-on-error applies the good lines."""
+    store, _ = archive
+    before = _tree(store)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "level,target,edit,reason\n"
+        "patient,P2,PatientName=NEW^ONE,fix\n"
+        "study,P2,PatientName=WRONG^LEVEL,oops\n"
+    )
+    result = runner.invoke(UPDATE_APP, ["-o", str(store), "--file", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.csv:3" in result.stderr and "not applied" in result.stderr
+    assert _tree(store) == before
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"level": "patient", "target": "P2", "edits": ["PatientName=NEW^ONE"]}\n'
+        f'{{"level": "study", "target": "{uid(5)}", "edits": ["StudyDescription=A"]}}\n'
+        f'{{"level": "instance", "target": "{uid(7)}", "edits": ["InstanceNumber=9"]}}\n'
+    )
+    result = runner.invoke(UPDATE_APP, ["-o", str(store), "--file", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "3 lines applied" in result.stdout
+    assert [e["revision"] for e in history(store, uid(7))] == [0]  # one revision for both
+    result = runner.invoke(
+        UPDATE_APP, ["-o", str(store), "--file", str(bad), "--continue-on-error"]
+    )
+    assert result.exit_code == 1 and "1 lines applied, 1 failed" in result.stdout
+    assert verify(store).ok

@@ -29,6 +29,7 @@ from dicomweb_archive.errors import StaleVersionError
 from dicomweb_archive.model.deid import OPTIONS
 from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
 from dicomweb_archive.ops.anonymize import anonymize_selection
+from dicomweb_archive.ops.batch import read_batch, run_batch
 from dicomweb_archive.ops.delete import (
     apply_delete,
     apply_revert,
@@ -77,6 +78,18 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     instance: Annotated[str | None, typer.Option("--instance", help="A SOPInstanceUID.")] = None,
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete the target instead of editing it.")
+    ] = False,
+    batch_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Apply the edits of a .csv (level,target,edit[,reason]) or .jsonl file; the "
+            "whole batch is one change unless --continue-on-error.",
+        ),
+    ] = None,
+    continue_on_error: Annotated[
+        bool,
+        typer.Option("--continue-on-error", help="With --file: each line is its own change."),
     ] = False,
     reject: Annotated[
         str | None,
@@ -136,6 +149,9 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         if value is not None
     }
     edits = edits or []
+    if batch_file is not None:
+        _batch(store, batch_file, continue_on_error=continue_on_error, verbose=verbose)
+        return
     if anonymize:
         _anonymize(store, targets, edits, all_studies, out, retain or [], key_file, verbose)
         return
@@ -179,6 +195,24 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         markup=False,
         soft_wrap=True,
     )
+
+
+def _batch(store: Path, path: Path, *, continue_on_error: bool, verbose: bool) -> None:
+    with handle_errors(verbose=verbose):
+        lines = read_batch(path)
+        results = run_batch(
+            store_path(store), lines, continue_on_error=continue_on_error, name=path.name
+        )
+    for result in results:
+        where = f"{path.name}:{result.line.number}"
+        if result.error is None:
+            stdout.print(f"{where}: ok, {result.instances} instances", markup=False)
+        else:
+            error_line(f"{where}: {result.error}")
+    failed = sum(result.error is not None for result in results)
+    stdout.print(f"{len(results) - failed} lines applied, {failed} failed", markup=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _anonymize(  # noqa: PLR0917 - the command's anonymize options

@@ -150,46 +150,70 @@ def plan_update(
     edits: list[str],
     *,
     limits: InlineLimits | None = None,
+    base: dict[str, InstanceChange] | None = None,
 ) -> UpdatePlan:
-    """Check the edits and compute every instance's new metadata; writes nothing."""
+    """Check the edits and compute every instance's new metadata; writes nothing.
+
+    ``base`` holds changes planned earlier in the same batch: an instance in it is planned
+    from its planned state, and the result combines both (one revision, all changes).
+    """
     if level not in LEVELS:
         raise ValueError(level)
     specs = [parse_edit(text, level=level) for text in edits]
     layout = StoreLayout(Path(store))
     plan = UpdatePlan("update", level, identifier, edits)
     for key in target_instances(layout, level, identifier):
-        plan.instances.append(_plan_instance(layout, key, specs, limits or InlineLimits()))
+        earlier = (base or {}).get(key.sop)
+        plan.instances.append(_plan_instance(layout, key, specs, limits or InlineLimits(), earlier))
     return plan
 
 
 def _plan_instance(
-    layout: StoreLayout, key: InstanceKey, specs: list[EditSpec], limits: InlineLimits
+    layout: StoreLayout,
+    key: InstanceKey,
+    specs: list[EditSpec],
+    limits: InlineLimits,
+    earlier: InstanceChange | None = None,
 ) -> InstanceChange:
-    info = read_info(layout, key)
-    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
+    if earlier is not None:
+        metadata, info = earlier.after
+        pending = dict(earlier.bulk)
+    else:
+        info = read_info(layout, key)
+        metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
+        pending = {}
+
+    def bulk(sha: str) -> bytes | memoryview:
+        return pending[sha] if sha in pending else read_bulk(layout, key.study, sha)
+
     result = rewrite(
         info,
         metadata,
         [spec.edit for spec in specs],
-        read_bulk=lambda sha: read_bulk(layout, key.study, sha),
+        read_bulk=bulk,
         limits=limits,
         frames_uri=lambda _meta: frames_uri(key.sop),
         bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
         name=layout.relative(layout.instance(key.study, key.series, key.sop)),
     )
-    revision = int(info.get("revision", 0)) + 1
+    revision = int(info.get("revision", 0)) + (0 if earlier is not None else 1)
     result.info["revision"] = revision
     changes = [
         (spec.label, metadata.get(f"{spec.tag:08X}"), result.metadata.get(f"{spec.tag:08X}"))
         for spec in specs
     ]
+    new_bulk = [(part.sha256, part.data) for part in result.bulk]
+    if earlier is not None:
+        return InstanceChange(
+            key,
+            revision,
+            [*earlier.changes, *changes],
+            earlier.before,
+            (result.metadata, result.info),
+            [*earlier.bulk, *new_bulk],
+        )
     return InstanceChange(
-        key,
-        revision,
-        changes,
-        (metadata, info),
-        (result.metadata, result.info),
-        [(part.sha256, part.data) for part in result.bulk],
+        key, revision, changes, (metadata, info), (result.metadata, result.info), new_bulk
     )
 
 

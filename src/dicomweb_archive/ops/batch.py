@@ -1,0 +1,139 @@
+"""Batch updates (``mkdicomwebupdate --file edits.csv|edits.jsonl``).
+
+Lines:
+
+- JSON lines: ``{"level": "patient", "target": "PAT001", "edits": ["PatientName=DOE^JANE"],
+  "reason": "..."}`` (``reason`` optional);
+- CSV with a header row ``level,target,edit[,reason]``: one edit per row.
+
+By default the whole batch is one change: every line is planned (each on top of the lines
+before it) and checked, and only if all succeed is everything committed, in one journal; an
+instance touched by several lines gets one new revision with all their changes. With
+``continue_on_error`` each line is its own change and a failing line does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.ops.update import (
+    InstanceChange,
+    UpdatePlan,
+    apply_update,
+    plan_update,
+    update,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    number: int
+    level: str
+    target: str
+    edits: tuple[str, ...]
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class LineResult:
+    line: BatchLine
+    instances: int = 0
+    error: str | None = None
+
+
+def read_batch(path: Path) -> list[BatchLine]:
+    """The lines of a CSV or JSON-lines batch file (by its extension)."""
+    text = path.read_text(encoding="utf-8")
+    lines: list[BatchLine] = []
+    if path.suffix.lower() == ".csv":
+        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+            try:
+                lines.append(
+                    BatchLine(
+                        number,
+                        row["level"].strip(),
+                        row["target"].strip(),
+                        (row["edit"],),
+                        (row.get("reason") or "").strip(),
+                    )
+                )
+            except (KeyError, AttributeError) as exc:
+                raise UsageError(
+                    f"{path}:{number}: columns are level,target,edit[,reason]"
+                ) from exc
+        return lines
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+            lines.append(
+                BatchLine(
+                    number,
+                    str(item["level"]),
+                    str(item["target"]),
+                    tuple(str(e) for e in item["edits"]),
+                    str(item.get("reason", "")),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f'{path}:{number}: expected {{"level", "target", "edits": [...]}}'
+            ) from exc
+    return lines
+
+
+def run_batch(
+    store: str | os.PathLike[str],
+    lines: list[BatchLine],
+    *,
+    continue_on_error: bool = False,
+    name: str = "batch",
+) -> list[LineResult]:
+    """Apply a batch; returns one result per line (nothing applied if one fails, by default)."""
+    results = [LineResult(line) for line in lines]
+    if continue_on_error:
+        for result in results:
+            try:
+                report = update(
+                    store,
+                    result.line.level,
+                    result.line.target,
+                    list(result.line.edits),
+                    reason=result.line.reason,
+                )
+                result.instances = len(report.plan.instances)
+            except ArchiveError as exc:
+                result.error = str(exc)
+        return results
+    planned: dict[str, InstanceChange] = {}
+    for result in results:
+        try:
+            plan = plan_update(
+                store,
+                result.line.level,
+                result.line.target,
+                list(result.line.edits),
+                base=planned,
+            )
+        except ArchiveError as exc:
+            result.error = str(exc)
+            for other in results:
+                if other is not result and other.error is None:
+                    other.error = "not applied: another line of the batch failed"
+            return results
+        result.instances = len(plan.instances)
+        for change in plan.instances:
+            planned[change.key.sop] = change
+    combined = UpdatePlan(
+        "batch", "batch", name, [e for line in lines for e in line.edits], list(planned.values())
+    )
+    reasons = "; ".join(sorted({line.reason for line in lines if line.reason}))
+    apply_update(store, combined, reason=reasons)
+    return results
