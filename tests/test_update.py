@@ -349,3 +349,26 @@ def test_batch_one_change_or_per_line(
     )
     assert result.exit_code == 1 and "1 lines applied, 1 failed" in result.stdout
     assert verify(store).ok
+
+
+def test_original_attributes_sequence(
+    archive: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """--original-attributes keeps the old value in (0400,0561) with reason CORRECT."""
+    store, originals = archive
+    result = runner.invoke(
+        UPDATE_APP,
+        normalise_argv(
+            ["-o", str(store), "-instance", uid(7), "InstanceNumber=5", "--original-attributes"]
+        ),
+    )
+    assert result.exit_code == 0, result.output
+    out = export(store, Selection(study=uid(5)), out=tmp_path / "o")
+    ds = pydicom.dcmread(out.items[0].name)
+    item = ds.OriginalAttributesSequence[0]
+    assert item.ReasonForTheAttributeModification == "CORRECT"
+    assert item.ModifyingSystem.startswith("dicomweb-archive")
+    old = pydicom.dcmread(originals[uid(7)]).InstanceNumber
+    assert item.ModifiedAttributesSequence[0].InstanceNumber == old
+    assert ds.InstanceNumber == 5
+    assert verify(store).ok

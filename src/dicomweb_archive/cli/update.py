@@ -91,6 +91,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         bool,
         typer.Option("--continue-on-error", help="With --file: each line is its own change."),
     ] = False,
+    original_attributes: Annotated[
+        bool,
+        typer.Option(
+            "--original-attributes",
+            help="Also keep the previous values inside each instance, in an Original "
+            "Attributes Sequence (0400,0561) item (reason CORRECT).",
+        ),
+    ] = False,
     reject: Annotated[
         str | None,
         typer.Option(
@@ -176,7 +184,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         if delete:
             plan = plan_delete(root, level, identifier)
         else:
-            plan = plan_update(root, level, identifier, edits)
+            plan = plan_update(root, level, identifier, edits, record_original=original_attributes)
         if dry_run:
             _print_plan(plan)
             raise typer.Exit(EXIT_OK)
@@ -186,7 +194,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             try:
                 report = apply_update(root, plan, reason=reason)
             except StaleVersionError:  # another update came first: plan again on its result
-                report = update_op(root, level, identifier, edits, reason=reason)
+                report = update_op(
+                    root,
+                    level,
+                    identifier,
+                    edits,
+                    reason=reason,
+                    record_original=original_attributes,
+                )
         plan = report.plan
     verb = ("rejected" if reject else "deleted") if delete else "updated"
     stdout.print(

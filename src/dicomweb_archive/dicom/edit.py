@@ -40,6 +40,19 @@ _STRUCT = {
 
 
 @dataclass(frozen=True, slots=True)
+class OriginalAttributes:
+    """What an Original Attributes Sequence item records besides the old values."""
+
+    modifying_system: str
+    reason: str  # ReasonForTheAttributeModification: CORRECT or COERCE (PS3.3 C.12.1.1.9)
+    when: str  # AttributeModificationDateTime (DT)
+
+
+ORIGINAL_ATTRIBUTES_SEQUENCE = 0x04000561
+MODIFIED_ATTRIBUTES_SEQUENCE = 0x04000550
+
+
+@dataclass(frozen=True, slots=True)
 class Edit:
     """Set (``value`` a DICOM string, backslash-separated for several values; ``""`` empties)
     or remove (``value`` None) the element at ``path`` with VR ``vr``."""
@@ -47,6 +60,9 @@ class Edit:
     path: tuple[PathStep, ...]
     vr: str
     value: str | None
+    #: an encoded data set to append as a new item of the sequence at ``path`` (created when
+    #: absent); ``value`` is then ignored
+    item: bytes | None = None
 
 
 def edit_head(
@@ -56,11 +72,14 @@ def edit_head(
     name: str,
     meta_edits: list[Edit] | None = None,
     clear_preamble: bool = False,
+    original_attributes: OriginalAttributes | None = None,
 ) -> bytes:
     """The head with ``edits`` applied; bytes after the last parsed element are kept as is.
 
     ``meta_edits`` change the File Meta Information (explicit VR little endian, PS3.10 7.1;
-    its group length is recomputed); ``clear_preamble`` zeroes the 128-byte preamble.
+    its group length is recomputed); ``clear_preamble`` zeroes the 128-byte preamble;
+    ``original_attributes`` appends an item recording the previous values to the Original
+    Attributes Sequence (0400,0561), PS3.3 C.12.1.
     """
     parsed = parse_p10(head, name=name)
     if parsed.inflated is not None:
@@ -68,6 +87,9 @@ def edit_head(
     encodings = encodings_of(head, next((e for e in parsed.dataset if e.tag == 0x00080005), None))
     context = _Context(head, parsed, encodings)
     start = parsed.dataset_offset
+    if original_attributes is not None:
+        record = context.original_attributes_edit(parsed.dataset, edits, original_attributes)
+        edits = [*edits, record]
     body = context.elements(parsed.dataset, edits, depth=0)
     prefix = head[:start]
     if parsed.has_preamble and clear_preamble:
@@ -110,7 +132,9 @@ class _Context:
         changed = {tag >> 16 for tag in here} | {tag >> 16 for tag in deeper}
         for element in elements:
             present.add(element.tag)
-            if element.tag in here:
+            if element.tag in here and here[element.tag].item is not None:
+                out.append((element.tag, self.append_item(element, here[element.tag].item or b"")))
+            elif element.tag in here:
                 edit = here[element.tag]
                 if edit.value is not None:
                     out.append((element.tag, self.encode(element.tag, edit.vr, edit.value)))
@@ -119,7 +143,9 @@ class _Context:
             else:
                 out.append((element.tag, self.raw(element)))
         for tag, edit in here.items():
-            if tag not in present and edit.value is not None:
+            if tag not in present and edit.item is not None:
+                out.append((tag, self.new_sequence(tag, edit.item)))
+            elif tag not in present and edit.value is not None:
                 out.append((tag, self.encode(tag, edit.vr, edit.value)))
         for tag in deeper:
             if tag not in present:
@@ -164,6 +190,50 @@ class _Context:
             delimiter = self.buffer[element.value_offset + element.length : element.end]
             return header + items + delimiter
         return self.with_length(header, len(items)) + items
+
+    def _item_bytes(self, body: bytes) -> bytes:
+        """An item of undefined length (PS3.5 7.5.2)."""
+        item = struct.pack(self.prefix + "HHI", 0xFFFE, 0xE000, UNDEFINED)
+        return item + body + struct.pack(self.prefix + "HHI", 0xFFFE, 0xE00D, 0)
+
+    def new_sequence(self, tag: int, body: bytes) -> bytes:
+        """A sequence of undefined length holding one item."""
+        packed_tag = struct.pack(self.prefix + "HH", tag >> 16, tag & 0xFFFF)
+        if self.implicit:
+            header = packed_tag + struct.pack(self.prefix + "I", UNDEFINED)
+        else:
+            header = packed_tag + b"SQ\0\0" + struct.pack(self.prefix + "I", UNDEFINED)
+        delimiter = struct.pack(self.prefix + "HHI", 0xFFFE, 0xE0DD, 0)
+        return header + self._item_bytes(body) + delimiter
+
+    def append_item(self, element: Element, body: bytes) -> bytes:
+        """An existing sequence with one more item at its end."""
+        if element.items is None:
+            raise UsageError("the Original Attributes Sequence is not a sequence here")
+        items = b"".join(self.raw_item(item) for item in element.items)
+        items += self._item_bytes(body)
+        header = self.buffer[element.offset : element.value_offset]
+        if element.undefined_length:
+            delimiter = self.buffer[element.value_offset + element.length : element.end]
+            return header + items + delimiter
+        return self.with_length(header, len(items)) + items
+
+    def original_attributes_edit(
+        self, elements: list[Element], edits: list[Edit], record: OriginalAttributes
+    ) -> Edit:
+        """The Original Attributes Sequence item for ``edits`` (PS3.3 C.12.1): the previous
+        top-level elements the edits change, as they were encoded, and who/when/why."""
+        touched = {edit.path[0][0] for edit in edits}
+        old = b"".join(self.raw(e) for e in elements if e.tag in touched)
+        modified = self.new_sequence(MODIFIED_ATTRIBUTES_SEQUENCE, old)
+        body = (
+            modified
+            + self.encode(0x04000562, "DT", record.when)
+            + self.encode(0x04000563, "LO", record.modifying_system)
+            + self.encode(0x04000564, "LO", "")
+            + self.encode(0x04000565, "CS", record.reason)
+        )
+        return Edit(((ORIGINAL_ATTRIBUTES_SEQUENCE, None),), "SQ", None, body)
 
     def raw_item(self, item: Item) -> bytes:
         return self.buffer[item.offset : item.end]

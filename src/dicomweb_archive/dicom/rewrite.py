@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dicomweb_archive.dicom.edit import Edit, edit_head
+from dicomweb_archive.dicom.edit import Edit, OriginalAttributes, edit_head
 from dicomweb_archive.dicom.parts import BulkPart, InlineLimits, decompose_head, fill_uris
 from dicomweb_archive.dicom.skeleton import Segment, referenced_bulk
 from dicomweb_archive.errors import UsageError
@@ -57,10 +57,11 @@ def rewrite(
     frames_uri: Callable[[JsonObject], str],
     bulk_uri: Callable[[JsonObject, str], str],
     name: str,
+    original_attributes: OriginalAttributes | None = None,
 ) -> Rewritten:
     """The instance's new info record and metadata (and any new bulk data) after ``edits``."""
     head, rest = split_head(info["skeleton"], read_bulk)
-    new_head = edit_head(head, edits, name=name)
+    new_head = edit_head(head, edits, name=name, original_attributes=original_attributes)
     new_json, head_segments, bulk = decompose_head(new_head, limits=limits, name=name)
     # what the head did not give: Pixel Data and later elements, AvailableTransferSyntaxUID
     merged = {

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dicomweb_archive import __version__
+from dicomweb_archive.dicom.edit import OriginalAttributes
 from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.dicom.rewrite import rewrite
 from dicomweb_archive.errors import (
@@ -151,12 +153,24 @@ def plan_update(
     *,
     limits: InlineLimits | None = None,
     base: dict[str, InstanceChange] | None = None,
+    record_original: bool = False,
 ) -> UpdatePlan:
     """Check the edits and compute every instance's new metadata; writes nothing.
 
     ``base`` holds changes planned earlier in the same batch: an instance in it is planned
     from its planned state, and the result combines both (one revision, all changes).
+    ``record_original`` also records the previous values in the instance itself, in an
+    Original Attributes Sequence (0400,0561) item with reason CORRECT (PS3.3 C.12.1).
     """
+    record = (
+        OriginalAttributes(
+            f"dicomweb-archive {__version__}",
+            "CORRECT",
+            datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+        )
+        if record_original
+        else None
+    )
     if level not in LEVELS:
         raise ValueError(level)
     specs = [parse_edit(text, level=level) for text in edits]
@@ -164,7 +178,16 @@ def plan_update(
     plan = UpdatePlan("update", level, identifier, edits)
     for key in target_instances(layout, level, identifier):
         earlier = (base or {}).get(key.sop)
-        plan.instances.append(_plan_instance(layout, key, specs, limits or InlineLimits(), earlier))
+        plan.instances.append(
+            _plan_instance(
+                layout,
+                key,
+                specs,
+                limits=limits or InlineLimits(),
+                earlier=earlier,
+                record=record,
+            )
+        )
     return plan
 
 
@@ -172,8 +195,10 @@ def _plan_instance(
     layout: StoreLayout,
     key: InstanceKey,
     specs: list[EditSpec],
+    *,
     limits: InlineLimits,
     earlier: InstanceChange | None = None,
+    record: OriginalAttributes | None = None,
 ) -> InstanceChange:
     if earlier is not None:
         metadata, info = earlier.after
@@ -191,6 +216,7 @@ def _plan_instance(
         metadata,
         [spec.edit for spec in specs],
         read_bulk=bulk,
+        original_attributes=record,
         limits=limits,
         frames_uri=lambda _meta: frames_uri(key.sop),
         bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
@@ -261,10 +287,11 @@ def update(
     *,
     reason: str = "",
     attempts: int = 3,
+    record_original: bool = False,
 ) -> UpdateReport:
     """Plan and apply an update; replans when another update got there first."""
     for attempt in range(attempts):
-        plan = plan_update(store, level, identifier, edits)
+        plan = plan_update(store, level, identifier, edits, record_original=record_original)
         try:
             return apply_update(store, plan, reason=reason)
         except StaleVersionError:
