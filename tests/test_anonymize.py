@@ -103,6 +103,8 @@ def test_each_table_attribute_handled(source: tuple[Path, list[Path]], tmp_path:
             assert got["Value"] == [profile.uid(str(element.value))], key
     assert handled >= 15
     assert out_meta["00120062"]["Value"] == ["YES"]
+    codes = [item["00080100"]["Value"][0] for item in out_meta["00120064"]["Value"]]
+    assert codes == ["113100"]
 
 
 def _texts(root: Path) -> list[bytes]:
@@ -199,6 +201,8 @@ def test_options_retain_and_shift(source: tuple[Path, list[Path]], tmp_path: Pat
     days = Profile(KEY).date_offset("SECRET-ID-77")
     assert meta["00080020"]["Value"] == [Profile(KEY).shift("DA", "20240101", days)]
     assert meta["00080020"]["Value"] != ["20240101"]
+    codes = {item["00080100"]["Value"][0] for item in meta["00120064"]["Value"]}
+    assert codes == {"113100", "113107", "113108"}
 
 
 def test_cli_anonymize_all(source: tuple[Path, list[Path]], tmp_path: Path) -> None:

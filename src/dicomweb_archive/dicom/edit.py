@@ -63,6 +63,9 @@ class Edit:
     #: an encoded data set to append as a new item of the sequence at ``path`` (created when
     #: absent); ``value`` is then ignored
     item: bytes | None = None
+    #: code items (Code Value, Coding Scheme Designator, Code Meaning; PS3.3 8.8) to append
+    #: to the sequence at ``path`` (created when absent)
+    codes: tuple[tuple[str, str, str], ...] = ()
 
 
 def edit_head(
@@ -132,8 +135,10 @@ class _Context:
         changed = {tag >> 16 for tag in here} | {tag >> 16 for tag in deeper}
         for element in elements:
             present.add(element.tag)
-            if element.tag in here and here[element.tag].item is not None:
-                out.append((element.tag, self.append_item(element, here[element.tag].item or b"")))
+            if element.tag in here and self.bodies(here[element.tag]):
+                out.append(
+                    (element.tag, self.append_items(element, self.bodies(here[element.tag])))
+                )
             elif element.tag in here:
                 edit = here[element.tag]
                 if edit.value is not None:
@@ -143,8 +148,8 @@ class _Context:
             else:
                 out.append((element.tag, self.raw(element)))
         for tag, edit in here.items():
-            if tag not in present and edit.item is not None:
-                out.append((tag, self.new_sequence(tag, edit.item)))
+            if tag not in present and self.bodies(edit):
+                out.append((tag, self.new_sequence(tag, self.bodies(edit))))
             elif tag not in present and edit.value is not None:
                 out.append((tag, self.encode(tag, edit.vr, edit.value)))
         for tag in deeper:
@@ -196,22 +201,34 @@ class _Context:
         item = struct.pack(self.prefix + "HHI", 0xFFFE, 0xE000, UNDEFINED)
         return item + body + struct.pack(self.prefix + "HHI", 0xFFFE, 0xE00D, 0)
 
-    def new_sequence(self, tag: int, body: bytes) -> bytes:
-        """A sequence of undefined length holding one item."""
+    def bodies(self, edit: Edit) -> list[bytes]:
+        """The items an edit appends: its raw item, or its codes encoded here."""
+        if edit.item is not None:
+            return [edit.item]
+        return [
+            self.encode(0x00080100, "SH", value)  # CodeValue
+            + self.encode(0x00080102, "SH", scheme)  # CodingSchemeDesignator
+            + self.encode(0x00080104, "LO", meaning)  # CodeMeaning
+            for value, scheme, meaning in edit.codes
+        ]
+
+    def new_sequence(self, tag: int, bodies: list[bytes]) -> bytes:
+        """A sequence of undefined length holding these items."""
         packed_tag = struct.pack(self.prefix + "HH", tag >> 16, tag & 0xFFFF)
         if self.implicit:
             header = packed_tag + struct.pack(self.prefix + "I", UNDEFINED)
         else:
             header = packed_tag + b"SQ\0\0" + struct.pack(self.prefix + "I", UNDEFINED)
         delimiter = struct.pack(self.prefix + "HHI", 0xFFFE, 0xE0DD, 0)
-        return header + self._item_bytes(body) + delimiter
+        return header + b"".join(self._item_bytes(b) for b in bodies) + delimiter
 
-    def append_item(self, element: Element, body: bytes) -> bytes:
-        """An existing sequence with one more item at its end."""
+    def append_items(self, element: Element, bodies: list[bytes]) -> bytes:
+        """An existing sequence with more items at its end."""
         if element.items is None:
-            raise UsageError("the Original Attributes Sequence is not a sequence here")
+            tag = element.tag
+            raise UsageError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is not a sequence here")
         items = b"".join(self.raw_item(item) for item in element.items)
-        items += self._item_bytes(body)
+        items += b"".join(self._item_bytes(body) for body in bodies)
         header = self.buffer[element.offset : element.value_offset]
         if element.undefined_length:
             delimiter = self.buffer[element.value_offset + element.length : element.end]
@@ -225,7 +242,7 @@ class _Context:
         top-level elements the edits change, as they were encoded, and who/when/why."""
         touched = {edit.path[0][0] for edit in edits}
         old = b"".join(self.raw(e) for e in elements if e.tag in touched)
-        modified = self.new_sequence(MODIFIED_ATTRIBUTES_SEQUENCE, old)
+        modified = self.new_sequence(MODIFIED_ATTRIBUTES_SEQUENCE, [old])
         body = (
             modified
             + self.encode(0x04000562, "DT", record.when)

@@ -58,6 +58,25 @@ DUMMY = {
     "US": "0",
 }
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Application Level Confidentiality Profile"
+#: PS3.16 CID 7050 De-identification Method: the profile and each option applied
+BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+OPTION_CODES = {
+    "retain-uids": ("113110", "DCM", "Retain UIDs Option"),
+    "retain-device-identity": ("113109", "DCM", "Retain Device Identity Option"),
+    "retain-institution-identity": ("113112", "DCM", "Retain Institution Identity Option"),
+    "retain-patient-characteristics": ("113108", "DCM", "Retain Patient Characteristics Option"),
+    "retain-full-dates": (
+        "113106",
+        "DCM",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    "retain-modified-dates": (
+        "113107",
+        "DCM",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    "clean-descriptors": ("113105", "DCM", "Clean Descriptors Option"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +85,10 @@ class Profile:
 
     key: bytes
     options: frozenset[str] = frozenset()
+
+    def method_codes(self) -> tuple[tuple[str, str, str], ...]:
+        """De-identification Method Code Sequence items (0012,0064) for this profile."""
+        return (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in sorted(self.options)))
 
     def action(self, tag: int) -> str | None:
         """The action for an attribute: X, Z, D, U, K, C, or None (not in the table: keep)."""

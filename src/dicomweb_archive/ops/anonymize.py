@@ -39,6 +39,8 @@ JsonObject = dict[str, Any]
 Path_ = tuple[tuple[int, int | None], ...]
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD_TAG = 0x00120063
+DEIDENTIFICATION_METHOD_CODES = 0x00120064
+OURS = (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG, DEIDENTIFICATION_METHOD_CODES)
 BURNED_IN_ANNOTATION = "00280301"
 KEY_FILE = "deidentification.key"
 
@@ -135,6 +137,9 @@ def _deidentified_stream(
     edits = list(_edits(metadata, profile, profile.date_offset(str(patient)), ()))
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
+    edits.append(
+        Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
+    )
     meta_edits = [
         Edit(((0x00020003, None),), "UI", profile.uid(key.sop)),
         Edit(((0x00020016, None),), "AE", None),
@@ -155,7 +160,12 @@ def _edits(dataset: JsonObject, profile: Profile, days: int, prefix: Path_) -> l
     out: list[Edit] = []
     for key, element in dataset.items():
         tag = int(key, 16)
-        if tag >= 0x7FE00008 or tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG):
+        ours = (
+            PATIENT_IDENTITY_REMOVED,
+            DEIDENTIFICATION_METHOD_TAG,
+            DEIDENTIFICATION_METHOD_CODES,
+        )
+        if tag >= 0x7FE00008 or tag in ours:
             continue
         if key == "00083002" and not prefix:
             continue  # AvailableTransferSyntaxUID: ours, not in the file
