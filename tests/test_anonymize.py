@@ -214,3 +214,28 @@ def test_cli_anonymize_all(source: tuple[Path, list[Path]], tmp_path: Path) -> N
     assert "2 instances de-identified" in result.stdout
     missing = runner.invoke(UPDATE_APP, normalise_argv(["-o", str(store), "-anonymize", "--all"]))
     assert missing.exit_code == 2
+
+
+def test_frames_shared_by_hard_link(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """Unchanged frames of the output store are hard links to the source's frame files."""
+    store, _ = source
+    report = anonymize(store, Selection(study=uid("77.1")), tmp_path / "out", key=KEY)
+    assert report.linked == 2
+    frame = next((tmp_path / "out").rglob("1.mht"))
+    assert frame.stat().st_nlink == 2
+
+
+def test_dry_run_and_in_place(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """--dry-run writes nothing; --all --in-place leaves only the de-identified store."""
+    store, _ = source
+    args = ["-o", str(store), "-anonymize", "--all", "--in-place"]
+    dry = runner.invoke(UPDATE_APP, normalise_argv([*args, "--dry-run"]))
+    assert dry.exit_code == 0 and "2 instances would be de-identified" in dry.stdout
+    assert not list(tmp_path.glob(".store.*"))
+    done = runner.invoke(UPDATE_APP, normalise_argv(args))
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "store"]
+    haystack = _texts(store)
+    assert not any(b"SMITHERSON" in text for text in haystack)
+    assert (store / ".dicomweb-archive" / "deidentification.key").exists()
+    assert verify(store).ok

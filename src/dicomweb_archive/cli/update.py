@@ -28,7 +28,7 @@ from dicomweb_archive.cli.common import (
 from dicomweb_archive.errors import StaleVersionError
 from dicomweb_archive.model.deid import OPTIONS
 from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
-from dicomweb_archive.ops.anonymize import anonymize_selection
+from dicomweb_archive.ops.anonymize import anonymize_in_place, anonymize_selection
 from dicomweb_archive.ops.batch import read_batch, run_batch
 from dicomweb_archive.ops.delete import (
     apply_delete,
@@ -122,6 +122,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     out: Annotated[
         str | None, typer.Option("--out", help="With --anonymize: the new store's directory.")
     ] = None,
+    in_place: Annotated[
+        bool,
+        typer.Option(
+            "--in-place",
+            help="With --anonymize --all: replace the store by its de-identified copy "
+            "(history and audit log go too).",
+        ),
+    ] = False,
     retain: Annotated[
         list[str] | None,
         typer.Option(
@@ -161,7 +169,18 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
         _batch(store, batch_file, continue_on_error=continue_on_error, verbose=verbose)
         return
     if anonymize:
-        _anonymize(store, targets, edits, all_studies, out, retain or [], key_file, verbose)
+        _anonymize(
+            store,
+            targets,
+            edits,
+            all_studies=all_studies,
+            out=out,
+            in_place=in_place,
+            retain=retain or [],
+            key_file=key_file,
+            dry_run=dry_run,
+            verbose=verbose,
+        )
         return
     if delete and not targets and len(edits) == 1:
         targets = {guess_level(store_path(store), edits[0]): edits[0]}
@@ -230,26 +249,42 @@ def _batch(store: Path, path: Path, *, continue_on_error: bool, verbose: bool) -
         raise typer.Exit(1)
 
 
-def _anonymize(  # noqa: PLR0917 - the command's anonymize options
+def _anonymize(
     store: Path,
     targets: dict[str, str],
     arguments: list[str],
+    *,
     all_studies: bool,
     out: str | None,
+    in_place: bool,
     retain: list[str],
     key_file: str | None,
+    dry_run: bool,
     verbose: bool,
 ) -> None:
-    if out is None:
-        error_line("-anonymize writes a new store: give --out DIR")
+    if (out is None) == (not in_place) or (in_place and not all_studies):
+        error_line("-anonymize needs --out DIR (a new store), or --all --in-place")
         raise typer.Exit(EXIT_USAGE)
     root = store_path(store)
     with handle_errors(verbose=verbose):
         selection = anonymize_selection(root, targets, arguments, all_studies=all_studies)
         key = Path(key_file).read_bytes().strip() if key_file else None
-        report = anonymize_op(
-            root, selection, Path(out).expanduser(), options=frozenset(retain), key=key
+        if in_place and not dry_run:
+            report = anonymize_in_place(root, options=frozenset(retain), key=key)
+        else:
+            target = Path(out).expanduser() if out else root.with_name(f".{root.name}.dry")
+            report = anonymize_op(
+                root, selection, target, options=frozenset(retain), key=key, dry_run=dry_run
+            )
+    if dry_run:
+        stdout.print(
+            f"plan: {len(report.planned)} instances would be de-identified, "
+            f"{len(report.burned_in)} to review for burned-in annotation; nothing written",
+            markup=False,
         )
+        for sop in report.burned_in:
+            stdout.print(f"  review: {sop}", markup=False)
+        return
     for result in report.results:
         if result.status == "failed":
             error_line(result.error or "failed")
@@ -261,8 +296,8 @@ def _anonymize(  # noqa: PLR0917 - the command's anonymize options
         )
     stdout.print(
         f"{sum(r.status != 'failed' for r in report.results)} instances de-identified into "
-        f"{out}, {len(report.burned_in)} to review for burned-in annotation, "
-        f"{report.seconds:.2f} s",
+        f"{out or store}, {report.linked} frame files shared by hard link, "
+        f"{len(report.burned_in)} to review for burned-in annotation, {report.seconds:.2f} s",
         markup=False,
         soft_wrap=True,
     )

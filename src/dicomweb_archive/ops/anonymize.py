@@ -18,7 +18,9 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -30,7 +32,7 @@ from dicomweb_archive.errors import UsageError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
 from dicomweb_archive.ops.export import Selection, select
-from dicomweb_archive.ops.ingest import FileResult, PipelineOptions, write_stream
+from dicomweb_archive.ops.ingest import FileResult, PipelineOptions, write_streams
 from dicomweb_archive.store.files import read_json_gz, write_bytes
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.layout import StoreLayout
@@ -49,6 +51,8 @@ KEY_FILE = "deidentification.key"
 class AnonymizeReport:
     results: list[FileResult] = field(default_factory=list)
     burned_in: list[str] = field(default_factory=list)  # source SOP UIDs to review
+    planned: list[str] = field(default_factory=list)  # with dry_run: source SOP UIDs
+    linked: int = 0  # frame files shared with the source store by hard link
     seconds: float = 0.0
 
     @property
@@ -74,8 +78,13 @@ def anonymize(
     *,
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
+    dry_run: bool = False,
 ) -> AnonymizeReport:
-    """De-identify the selected instances of ``store`` into the store at ``out``."""
+    """De-identify the selected instances of ``store`` into the store at ``out``.
+
+    With ``dry_run`` only the instances that would be de-identified (and those to review for
+    burned-in annotation) are reported.
+    """
     started = time.perf_counter()
     unknown = options - set(OPTIONS)
     if unknown:
@@ -85,17 +94,87 @@ def anonymize(
         raise UsageError("de-identify into a new store (--out DIR), not into the source store")
     profile = Profile(profile_key(layout, key), options)
     report = AnonymizeReport()
-    for instance, _sha in select(layout, selection):
+    chosen = [instance for instance, _sha in select(layout, selection)]
+    for instance in chosen:
         metadata = read_json_gz(layout.instance_metadata(*_parts(instance)))[0]
         burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
         if burned != "NO":
             report.burned_in.append(instance.sop)
-        stream = io.BufferedReader(_deidentified_stream(layout, instance, metadata, profile))
-        result = write_stream(
-            cast(BinaryIO, stream), out, options=PipelineOptions(), name=instance.sop
-        )
-        report.results.append(result)
+    if dry_run:
+        report.planned = [instance.sop for instance in chosen]
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def streams() -> Iterator[tuple[str, BinaryIO]]:
+        for instance in chosen:
+            metadata = read_json_gz(layout.instance_metadata(*_parts(instance)))[0]
+            stream = _deidentified_stream(layout, instance, metadata, profile)
+            yield instance.sop, cast(BinaryIO, io.BufferedReader(stream))
+
+    report.results = write_streams(streams(), out, options=PipelineOptions())
+    out_layout = StoreLayout(Path(out))
+    for instance, result in zip(chosen, report.results, strict=True):
+        if result.key is not None and result.status != "failed":
+            report.linked += _share_frames(layout, instance, out_layout, result.key)
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _share_frames(
+    source: StoreLayout, key: InstanceKey, target: StoreLayout, new_key: InstanceKey
+) -> int:
+    """Replace the output's frame files by hard links to the identical source files, where
+    the file system allows (a frame file is named and bounded by its SHA-256, so identical
+    frames are identical files); returns how many were linked."""
+    before, after = read_info(source, key)["frames"], read_info(target, new_key)["frames"]
+    linked = 0
+    for number, (old, new) in enumerate(zip(before, after, strict=False), start=1):
+        if old["sha256"] != new["sha256"]:
+            continue
+        original = source.frame(key.study, key.series, key.sop, number)
+        copy = target.frame(new_key.study, new_key.series, new_key.sop, number)
+        temp = copy.with_name(f".{copy.name}.link.tmp")
+        try:
+            temp.unlink(missing_ok=True)
+            os.link(original, temp)
+            temp.replace(copy)
+            linked += 1
+        except OSError:
+            temp.unlink(missing_ok=True)  # another file system: keep the copy
+    return linked
+
+
+def anonymize_in_place(
+    store: str | os.PathLike[str],
+    *,
+    options: frozenset[str] = frozenset(),
+    key: bytes | None = None,
+) -> AnonymizeReport:
+    """De-identify a whole store in place: build the de-identified store beside it, then swap.
+
+    Nothing of the original survives: its history and audit log (which hold original values)
+    go with it; the de-identification key is kept, so later runs map UIDs and dates the same
+    way. Until the swap the original store is untouched; the swap is two renames.
+    """
+    root = Path(store).resolve()
+    layout = StoreLayout(root)
+    token = secrets.token_hex(4)
+    beside = root.with_name(f".{root.name}.deid-{token}")
+    report = anonymize(
+        root,
+        Selection(query={"StudyInstanceUID": "*"}),
+        beside,
+        options=options,
+        key=profile_key(layout, key),
+    )
+    if not report.ok:
+        shutil.rmtree(beside, ignore_errors=True)
+        return report
+    write_bytes(StoreLayout(beside).private / KEY_FILE, profile_key(layout, key))
+    old = root.with_name(f".{root.name}.original-{token}")
+    root.replace(old)
+    beside.replace(root)
+    shutil.rmtree(old)
     return report
 
 

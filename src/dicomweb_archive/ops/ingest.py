@@ -216,6 +216,33 @@ def write_stream(
     return result
 
 
+def write_streams(
+    streams: Iterable[tuple[str, BinaryIO]],
+    store: str | os.PathLike[str],
+    *,
+    options: PipelineOptions | None = None,
+) -> list[FileResult]:
+    """Stage 1 on several named P10 streams, then the later stages once (like a file batch)."""
+    options = options or PipelineOptions()
+    layout = options.layout(store)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    results: list[FileResult] = []
+    with write_lock(layout.lock_path):
+        recover(layout)
+        batch = _Batch(layout, options, IngestReport())
+        try:
+            for name, stream in streams:
+                result = FileResult(Path(name), "failed")
+                results.append(result)
+                finish = batch.begin(stream, result, file_sha256=None)
+                if finish is not None:
+                    finish()
+        finally:
+            batch.close()
+        _later_stages(layout, options)
+    return results
+
+
 def _later_stages(layout: StoreLayout, options: PipelineOptions) -> None:
     """Group and study stages on every notified study: those this run touched, and any an
     interrupted run left."""
