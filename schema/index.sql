@@ -59,3 +59,23 @@ CREATE TABLE instances (
 );
 CREATE INDEX instances_series ON instances(series_instance_uid);
 CREATE INDEX instances_study ON instances(study_instance_uid);
+
+-- migration 2 (PRAGMA user_version = 2)
+CREATE TABLE audit (
+    change_id TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    time TEXT NOT NULL,
+    user TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    level TEXT,
+    target TEXT,
+    reason TEXT,
+    study_instance_uid TEXT,
+    series_instance_uid TEXT,
+    revision INTEGER,
+    changes TEXT,
+    before_sha256 TEXT,
+    after_sha256 TEXT,
+    PRIMARY KEY (change_id, sop_instance_uid)
+);
+CREATE INDEX audit_sop ON audit(sop_instance_uid);

@@ -51,11 +51,11 @@ def archive(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _tree(store: Path) -> dict[str, str]:
-    """Hash of every file except the SQLite index (its pages move without changes)."""
+    """Hash of every file of the store, the SQLite index included."""
     return {
         p.relative_to(store).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(store.rglob("*"))
-        if p.is_file() and not p.name.startswith("index.sqlite")
+        if p.is_file()
     }
 
 
@@ -371,4 +371,26 @@ def test_original_attributes_sequence(
     old = pydicom.dcmread(originals[uid(7)]).InstanceNumber
     assert item.ModifiedAttributesSequence[0].InstanceNumber == old
     assert ds.InstanceNumber == 5
+    assert verify(store).ok
+
+
+def test_batch_dry_run_and_patient_id_move(
+    archive: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """A batch --dry-run writes nothing; changing PatientID moves studies to the new patient."""
+    from dicomweb_archive.index.database import Index
+
+    store, _ = archive
+    before = _tree(store)
+    lines = tmp_path / "move.jsonl"
+    lines.write_text('{"level": "patient", "target": "P2", "edits": ["PatientID=P1"]}\n')
+    dry = runner.invoke(UPDATE_APP, ["-o", str(store), "--file", str(lines), "--dry-run"])
+    assert dry.exit_code == 0 and "1 lines checked" in dry.stdout
+    assert _tree(store) == before
+    done = runner.invoke(UPDATE_APP, ["-o", str(store), "--file", str(lines)])
+    assert done.exit_code == 0, done.output
+    with Index(store / PRIVATE_DIR / "index.sqlite") as index:
+        patients = {row["patient_id"]: row["number_of_studies"] for row in index.dump()["patients"]}
+        assert patients == {"P1": 3}
+        assert {row["operation"] for row in index.audit()} == {"batch"}
     assert verify(store).ok

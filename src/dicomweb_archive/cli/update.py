@@ -166,7 +166,13 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     }
     edits = edits or []
     if batch_file is not None:
-        _batch(store, batch_file, continue_on_error=continue_on_error, verbose=verbose)
+        _batch(
+            store,
+            batch_file,
+            continue_on_error=continue_on_error,
+            dry_run=dry_run,
+            verbose=verbose,
+        )
         return
     if anonymize:
         _anonymize(
@@ -231,11 +237,17 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     )
 
 
-def _batch(store: Path, path: Path, *, continue_on_error: bool, verbose: bool) -> None:
+def _batch(
+    store: Path, path: Path, *, continue_on_error: bool, dry_run: bool, verbose: bool
+) -> None:
     with handle_errors(verbose=verbose):
         lines = read_batch(path)
         results = run_batch(
-            store_path(store), lines, continue_on_error=continue_on_error, name=path.name
+            store_path(store),
+            lines,
+            continue_on_error=continue_on_error,
+            dry_run=dry_run,
+            name=path.name,
         )
     for result in results:
         where = f"{path.name}:{result.line.number}"
@@ -244,7 +256,8 @@ def _batch(store: Path, path: Path, *, continue_on_error: bool, verbose: bool) -
         else:
             error_line(f"{where}: {result.error}")
     failed = sum(result.error is not None for result in results)
-    stdout.print(f"{len(results) - failed} lines applied, {failed} failed", markup=False)
+    verb = "checked (--dry-run: nothing written)" if dry_run else "applied"
+    stdout.print(f"{len(results) - failed} lines {verb}, {failed} failed", markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -387,7 +400,12 @@ def restore_command(
     )
 
 
-def audit_command(store: StoreOption = DEFAULT_STORE) -> None:
-    """Print the append-only audit log as JSON lines."""
-    for row in audit_log(store_path(store)):
+def audit_command(
+    store: StoreOption = DEFAULT_STORE,
+    sop: Annotated[
+        str | None, typer.Option("--sop", help="Only the records of this SOPInstanceUID.")
+    ] = None,
+) -> None:
+    """Print the append-only audit log (every change, with before/after hashes) as JSON lines."""
+    for row in audit_log(store_path(store), sop):
         sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")

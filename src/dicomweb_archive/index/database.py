@@ -82,6 +82,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX instances_series ON instances(series_instance_uid);
     CREATE INDEX instances_study ON instances(study_instance_uid);
     """,
+    """
+    CREATE TABLE audit (
+        change_id TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        time TEXT NOT NULL,
+        user TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        level TEXT,
+        target TEXT,
+        reason TEXT,
+        study_instance_uid TEXT,
+        series_instance_uid TEXT,
+        revision INTEGER,
+        changes TEXT,
+        before_sha256 TEXT,
+        after_sha256 TEXT,
+        PRIMARY KEY (change_id, sop_instance_uid)
+    );
+    CREATE INDEX audit_sop ON audit(sop_instance_uid);
+    """,
 )
 
 TABLE_KEYS = {
@@ -211,6 +231,47 @@ class Index:
                 " number_of_instances FROM studies ORDER BY study_date, study_instance_uid"
             )
         )
+
+    def add_audit(self, rows: Iterable[Row]) -> int:
+        """Append audit records (from the append-only audit.jsonl); existing ones are kept."""
+        conn: sqlite3.Connection = self.db.conn
+        with conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO audit (change_id, sop_instance_uid, time, user, operation,"
+                " level, target, reason, study_instance_uid, series_instance_uid, revision,"
+                " changes, before_sha256, after_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        row["change_id"],
+                        row["sop"],
+                        row["time"],
+                        row["user"],
+                        row["operation"],
+                        row.get("level"),
+                        row.get("target"),
+                        row.get("reason"),
+                        row.get("study"),
+                        row.get("series"),
+                        row.get("revision"),
+                        json.dumps(row.get("changes", [])),
+                        row.get("before_sha256"),
+                        row.get("after_sha256"),
+                    ]
+                    for row in rows
+                ],
+            )
+            return conn.total_changes - before
+
+    def audit(self, sop_instance_uid: str | None = None) -> list[Row]:
+        """Audit records, oldest first (all, or of one instance)."""
+        sql = "SELECT * FROM audit"
+        args: list[Any] = []
+        if sop_instance_uid is not None:
+            sql += " WHERE sop_instance_uid = ?"
+            args.append(sop_instance_uid)
+        return list(self.db.query(sql + " ORDER BY time, change_id, sop_instance_uid", args))
 
     def counts(self) -> dict[str, int]:
         return {

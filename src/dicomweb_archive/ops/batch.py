@@ -94,11 +94,15 @@ def run_batch(
     lines: list[BatchLine],
     *,
     continue_on_error: bool = False,
+    dry_run: bool = False,
     name: str = "batch",
 ) -> list[LineResult]:
-    """Apply a batch; returns one result per line (nothing applied if one fails, by default)."""
+    """Apply a batch; returns one result per line (nothing applied if one fails, by default).
+
+    With ``dry_run`` every line is planned and checked as in one change, and nothing written.
+    """
     results = [LineResult(line) for line in lines]
-    if continue_on_error:
+    if continue_on_error and not dry_run:
         for result in results:
             try:
                 report = update(
@@ -131,6 +135,8 @@ def run_batch(
         result.instances = len(plan.instances)
         for change in plan.instances:
             planned[change.key.sop] = change
+    if dry_run:
+        return results
     combined = UpdatePlan(
         "batch", "batch", name, [e for line in lines for e in line.edits], list(planned.values())
     )

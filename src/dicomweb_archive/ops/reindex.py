@@ -9,6 +9,7 @@ from pathlib import Path
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.ops.study import study_rows
 from dicomweb_archive.store.instance import study_uids
+from dicomweb_archive.store.journal import read_audit
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.lock import write_lock
 
@@ -30,6 +31,7 @@ def reindex(store: str | os.PathLike[str]) -> ReindexReport:
             ((r.study_instance_uid, r.study, r.series, r.instances) for r in present),
             clear_first=True,
         )
+        index.add_audit(read_audit(layout))
         return ReindexReport(
             studies=len(present),
             series=sum(len(r.series) for r in present),

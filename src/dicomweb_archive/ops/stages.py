@@ -30,6 +30,7 @@ from dicomweb_archive.store.dedup import (
 )
 from dicomweb_archive.store.files import gzip_bytes, to_json_bytes, write_bytes, write_json_gz
 from dicomweb_archive.store.instance import instance_keys, read_info, read_instance_metadata
+from dicomweb_archive.store.journal import read_audit
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.lock import write_lock
 from dicomweb_archive.store.recovery import recover
@@ -108,6 +109,7 @@ def build_locked(
             grouped = group_by_series(_materialize(layout, study, records))
             rows.append(study_rows(layout, study, write=True, grouped=grouped))
         index.replace_studies((r.study_instance_uid, r.study, r.series, r.instances) for r in rows)
+        index.add_audit(read_audit(layout))  # the SQLite copy of the append-only audit log
         if todo or not layout.studies_index.exists():
             write_json_gz(layout.studies_index, index.study_query_objects())
     for study in todo:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -432,8 +433,15 @@ def history(store: str | os.PathLike[str], sop: str) -> list[JsonObject]:
     ]
 
 
-def audit_log(store: str | os.PathLike[str]) -> list[JsonObject]:
-    return read_audit(StoreLayout(Path(store)))
+def audit_log(store: str | os.PathLike[str], sop: str | None = None) -> list[JsonObject]:
+    """The audit log from the index's audit table (a copy of ``audit.jsonl``), oldest first."""
+    layout = StoreLayout(Path(store))
+    with Index(layout.index_path) as index:
+        index.add_audit(read_audit(layout))
+        rows = index.audit(sop)
+    for row in rows:
+        row["changes"] = json.loads(row["changes"] or "[]")
+    return rows
 
 
 def user_name() -> str:
