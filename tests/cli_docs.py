@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive revert", app, ["revert", "--help"]),
     ("dicomweb-archive restore", app, ["restore", "--help"]),
     ("dicomweb-archive audit", app, ["audit", "--help"]),
+    ("dicomweb-archive serve", app, ["serve", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive reindex", app, ["reindex", "--help"]),
     *((name, seed, ["--help"]) for name, seed in SEED_APPS.items()),

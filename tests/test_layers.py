@@ -16,6 +16,8 @@ OWNERS = {
     "click": set(),
     "sqlite3": {"index"},
     "sqlite_utils": {"index"},
+    "starlette": {"web"},
+    "uvicorn": {"cli"},
 }
 #: subpackage -> subpackages it must not import (lower layers never import higher ones)
 FORBIDDEN = {
@@ -23,7 +25,8 @@ FORBIDDEN = {
     "model": {"cli", "ops", "store", "index"},
     "store": {"cli", "ops", "index"},
     "index": {"cli", "ops", "store", "dicom"},
-    "ops": {"cli"},
+    "ops": {"cli", "web"},
+    "web": {"cli"},
 }
 
 

@@ -9,6 +9,7 @@ import typer
 from dicomweb_archive.cli.common import VersionOption, run_app
 from dicomweb_archive.cli.export import part10, verify_command
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
+from dicomweb_archive.cli.serve import serve
 from dicomweb_archive.cli.store import reindex_command, studies
 from dicomweb_archive.cli.update import (
     audit_command,
@@ -53,6 +54,7 @@ app.command("history")(history_command)
 app.command("revert")(revert_command)
 app.command("restore")(restore_command)
 app.command("audit")(audit_command)
+app.command("serve")(serve)
 app.command("studies")(studies)
 app.command("reindex")(reindex_command)
 

@@ -12,6 +12,7 @@ ModalitiesInStudy.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -170,3 +171,94 @@ def studies_of_patient(index: Index, patient_id: str) -> list[str]:
             [patient_id],
         )
     ]
+
+
+#: QIDO-RS matching keys of series and instances (PS3.18 10.6.1.2), keyword -> column.
+SERIES_KEYS = {
+    "Modality": _Key("modality", "text"),
+    "SeriesInstanceUID": _Key("series_instance_uid", "uid"),
+    "SeriesNumber": _Key("series_number", "text"),
+    "SeriesDescription": _Key("series_description", "text"),
+    "SeriesDate": _Key("series_date", "date"),
+}
+INSTANCE_KEYS = {
+    "SOPInstanceUID": _Key("sop_instance_uid", "uid"),
+    "SOPClassUID": _Key("sop_class_uid", "uid"),
+    "InstanceNumber": _Key("instance_number", "text"),
+}
+SERIES_TAGS = {
+    "00080060": "Modality",
+    "0020000E": "SeriesInstanceUID",
+    "00200011": "SeriesNumber",
+    "0008103E": "SeriesDescription",
+    "00080021": "SeriesDate",
+}
+INSTANCE_TAGS = {
+    "00080018": "SOPInstanceUID",
+    "00080016": "SOPClassUID",
+    "00200013": "InstanceNumber",
+}
+LEVEL_TABLES = {"study": "studies", "series": "series", "instance": "instances"}
+
+
+def keyword_of(key: str) -> str:
+    """A query key given as keyword or tag (GGGGEEEE), as keyword."""
+    upper = key.upper()
+    return TAGS.get(upper) or SERIES_TAGS.get(upper) or INSTANCE_TAGS.get(upper) or key
+
+
+def search(
+    index: Index,
+    level: str,
+    filters: dict[str, str],
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Any]:
+    """QIDO-RS: the query objects of ``level`` matching every filter, in a stable order.
+
+    Filters on the levels above (study attributes for series and instances, series attributes
+    for instances) are matched through joins, as PS3.18 10.6.1.3 allows.
+    """
+    keys: dict[str, tuple[str, _Key]] = {k: ("st", v) for k, v in STUDY_KEYS.items()}
+    if level in ("series", "instance"):
+        keys |= {k: ("se", v) for k, v in SERIES_KEYS.items()}
+    if level == "instance":
+        keys |= {k: ("i", v) for k, v in INSTANCE_KEYS.items()}
+    clauses, args = [], []
+    for keyword, value in filters.items():
+        if keyword not in keys:
+            raise BadQueryError(f"{keyword} is not a matching key at the {level} level")
+        if value in {"", "*"}:
+            continue
+        alias, key = keys[keyword]
+        clause, values = _condition(_Key(f"{alias}.{key.column}", key.kind), value)
+        clauses.append(f"({clause})")
+        args.extend(values)
+    if study is not None:
+        clauses.append("st.study_instance_uid = ?")
+        args.append(study)
+    if series is not None:
+        clauses.append("se.series_instance_uid = ?")
+        args.append(series)
+    joins = {
+        "study": "studies st",
+        "series": "series se JOIN studies st ON st.study_instance_uid = se.study_instance_uid",
+        "instance": "instances i JOIN series se ON se.series_instance_uid ="
+        " i.series_instance_uid JOIN studies st ON st.study_instance_uid = i.study_instance_uid",
+    }[level]
+    alias = {"study": "st", "series": "se", "instance": "i"}[level]
+    order = {
+        "study": "st.study_date, st.study_instance_uid",
+        "series": "st.study_instance_uid, se.series_number IS NULL, se.series_number,"
+        " se.series_instance_uid",
+        "instance": "st.study_instance_uid, se.series_number IS NULL, se.series_number,"
+        " se.series_instance_uid, i.instance_number IS NULL, i.instance_number,"
+        " i.sop_instance_uid",
+    }[level]
+    sql = f"SELECT {alias}.query_json AS q FROM {joins} WHERE {' AND '.join(clauses) or '1'}"  # noqa: S608 - names are ours, values bound
+    sql += f" ORDER BY {order} LIMIT ? OFFSET ?"
+    args += [limit if limit is not None else -1, offset]
+    return [json.loads(row["q"]) for row in index.db.query(sql, args)]

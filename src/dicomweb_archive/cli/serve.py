@@ -1,0 +1,34 @@
+"""``dicomweb-archive serve``: the store over HTTP as DICOMweb (read-only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from dicomweb_archive.cli.common import DEFAULT_STORE, StoreOption, stderr, store_path
+from dicomweb_archive.web.app import create_app
+
+
+def serve(
+    store: StoreOption = DEFAULT_STORE,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 8080,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Path of the DICOMweb root.")
+    ] = "/dicomweb",
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="Public URL of the DICOMweb root, for RetrieveURL and BulkDataURI (default: "
+            "from each request).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files."""
+    root = store_path(store)
+    stderr.print(f"serving {root} at http://{host}:{port}{prefix}", markup=False)
+    app = create_app(root, prefix=prefix, base_url=base_url)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,93 @@
+"""Content negotiation for WADO-RS (PS3.18 8.7): which part type and transfer syntax to send.
+
+An ``Accept`` header lists media ranges; for multipart responses the part type is the
+``type`` parameter and the transfer syntax the ``transfer-syntax`` parameter
+(``*`` accepts whatever is stored). ``application/octet-stream`` without a transfer syntax
+means Explicit VR Little Endian (PS3.18 Table 8.7.3-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """One acceptable part: its media type and transfer syntax (``*`` for any)."""
+
+    media_type: str
+    transfer_syntax: str | None
+
+
+def parse_accept(header: str | None) -> list[Wanted]:
+    """The acceptable parts of a multipart response, in the order given (q-values ignored)."""
+    if not header:
+        return [Wanted("*/*", "*")]
+    wanted = []
+    for media_range in _split(header):
+        parts = [p.strip() for p in media_range.split(";")]
+        main = parts[0].lower()
+        params = {}
+        for parameter in parts[1:]:
+            name, _, value = parameter.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        if main == "multipart/related":
+            wanted.append(Wanted(params.get("type", "*/*").lower(), params.get("transfer-syntax")))
+        elif main in ("*/*", "*"):
+            wanted.append(Wanted("*/*", "*"))
+        else:
+            wanted.append(Wanted(main, params.get("transfer-syntax")))
+    return wanted
+
+
+def _split(header: str) -> list[str]:
+    """Split on commas outside quotes."""
+    out: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    out.append("".join(current))
+    return [item for item in (o.strip() for o in out) if item]
+
+
+def choose_frame_type(
+    wanted: list[Wanted], stored_media_type: str, stored_syntax: str
+) -> tuple[str, str] | None:
+    """The (media type, transfer syntax) to send frames in, or None (406).
+
+    Stored bytes are sent when acceptable; else native Explicit VR Little Endian when
+    ``application/octet-stream`` is acceptable (the frames are then decoded).
+    """
+    for item in wanted:
+        if item.media_type in ("*/*", stored_media_type) and item.transfer_syntax in (
+            None,
+            "*",
+            stored_syntax,
+        ):
+            if item.media_type == "*/*" or item.transfer_syntax is not None:
+                return stored_media_type, stored_syntax
+            if stored_media_type != "application/octet-stream":
+                return stored_media_type, stored_syntax
+        if item.media_type in ("application/octet-stream", "*/*"):
+            if item.transfer_syntax in ("*",) or (
+                item.transfer_syntax in (None, stored_syntax)
+                and stored_media_type == "application/octet-stream"
+            ):
+                return stored_media_type, stored_syntax
+            if item.transfer_syntax in (None, EXPLICIT_VR_LITTLE_ENDIAN):
+                return "application/octet-stream", EXPLICIT_VR_LITTLE_ENDIAN
+    return None
+
+
+def accepts(wanted: list[Wanted], media_type: str) -> bool:
+    """Whether a multipart response of ``media_type`` parts is acceptable."""
+    return any(item.media_type in ("*/*", media_type) for item in wanted)

@@ -1,0 +1,259 @@
+"""serve: a real DICOMweb client against the server; static serving; safety and errors."""
+
+from __future__ import annotations
+
+import gzip
+import http.client as httplib
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import uvicorn
+from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
+
+from dicomweb_archive import ingest
+from dicomweb_archive.dicom.parts import InlineLimits
+from dicomweb_archive.store.multipart import read_part
+from dicomweb_archive.web.app import create_app
+from tests.factory import uid, write_series
+
+
+def _testdata(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    assert isinstance(path, str)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    files = write_series(root / "in" / "ct", count=3, patient_id="PAT-1", patient_name="DOE^JANE")
+    for name in ("MR_small_jp2klossless.dcm", "CT_small.dcm"):
+        source = get_testdata_file(name, download=False)
+        assert isinstance(source, str)
+        files.append(Path(shutil.copy(source, root / "in" / name)))
+    report = ingest(files, root / "store", limits=InlineLimits(public=1024, private=64))
+    assert report.ok
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def base_url(store: Path) -> Iterator[str]:
+    port = _free_port()
+    config = uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/dicomweb"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _ct_study(client: DICOMwebClient) -> dict[str, Any]:
+    (study,) = client.search_for_studies(search_filters={"PatientID": "PAT-1"})
+    result: dict[str, Any] = study
+    return result
+
+
+def test_qido_searches(base_url: str) -> None:
+    """Studies, series and instances, with filters, wildcards, ranges and paging."""
+    client = DICOMwebClient(base_url)
+    studies = client.search_for_studies()
+    assert len(studies) == 3
+    assert [
+        s["00100010"]["Value"][0]["Alphabetic"]
+        for s in client.search_for_studies(search_filters={"PatientName": "doe*"})
+    ] == ["DOE^JANE"]
+    dated = client.search_for_studies(search_filters={"StudyDate": "20240101-20241231"})
+    assert len(dated) == 1 and dated[0]["00201208"]["Value"] == [3]
+    assert dated[0]["00081190"]["Value"][0].startswith(base_url + "/studies/")
+    paged = client.search_for_studies(limit=1, get_remaining=True)
+    assert len(paged) == 3
+    study = dated[0]["0020000D"]["Value"][0]
+    series = client.search_for_series(study)
+    assert len(series) == 1 and series[0]["00201209"]["Value"] == [3]
+    all_series = client.search_for_series(search_filters={"Modality": "CT"})
+    assert len(all_series) == 2
+    series_uid = series[0]["0020000E"]["Value"][0]
+    instances = client.search_for_instances(
+        study, series_uid, search_filters={"InstanceNumber": "2"}
+    )
+    assert len(instances) == 1 and instances[0]["00200013"]["Value"] == [2]
+    assert len(client.search_for_instances()) == 5
+
+
+def test_wado_metadata(base_url: str) -> None:
+    """Study, series and instance metadata, with absolute BulkDataURIs."""
+    client = DICOMwebClient(base_url)
+    study = _ct_study(client)["0020000D"]["Value"][0]
+    metadata = client.retrieve_study_metadata(study)
+    assert len(metadata) == 3
+    series = metadata[0]["0020000E"]["Value"][0]
+    assert len(client.retrieve_series_metadata(study, series)) == 3
+    sop = metadata[0]["00080018"]["Value"][0]
+    instance = client.retrieve_instance_metadata(study, series, sop)
+    assert instance["00080018"]["Value"] == [sop]
+    assert instance["7FE00010"]["BulkDataURI"].startswith(base_url)
+
+
+def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
+    """Native frames as stored; JPEG 2000 frames decoded for octet-stream, or sent as stored."""
+    client = DICOMwebClient(base_url)
+    study = _ct_study(client)["0020000D"]["Value"][0]
+    (first,) = client.search_for_instances(study, search_filters={"InstanceNumber": "1"})
+    series, sop = first["0020000E"]["Value"][0], first["00080018"]["Value"][0]
+    (frame,) = client.retrieve_instance_frames(study, series, sop, [1])
+    stored_file = next(store.glob(f"studies/{study}/series/{series}/instances/{sop}/frames/1.mht"))
+    assert frame == bytes(read_part(stored_file)[1])
+    mr = pydicom.dcmread(_testdata("MR_small_jp2klossless.dcm"))
+    ids = (str(mr.StudyInstanceUID), str(mr.SeriesInstanceUID), str(mr.SOPInstanceUID))
+    # dicomweb-client's default asks for octet-stream with transfer-syntax=*: stored bytes
+    (stored,) = client.retrieve_instance_frames(*ids, [1])
+    assert stored.startswith(b"\xff\x4f\xff\x51")
+    (native,) = client.retrieve_instance_frames(
+        *ids, [1], media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),)
+    )
+    pixels = np.frombuffer(native, dtype="<i2").reshape(64, 64)
+    np.testing.assert_array_equal(pixels, pydicom.dcmread(_testdata("MR_small.dcm")).pixel_array)
+    (jp2,) = client.retrieve_instance_frames(
+        *ids, [1], media_types=(("image/jp2", "1.2.840.10008.1.2.4.90"),)
+    )
+    assert jp2.startswith(b"\xff\x4f\xff\x51")
+
+
+def test_retrieve_instance_and_bulkdata(base_url: str) -> None:
+    """A whole instance is the ingested P10 file; bulk data is the stored value."""
+    client = DICOMwebClient(base_url)
+    source = Path(_testdata("CT_small.dcm"))
+    ds = pydicom.dcmread(source)
+    ids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    retrieved = client.retrieve_instance(*ids)
+    buffer = io.BytesIO()
+    retrieved.save_as(buffer, enforce_file_format=True)
+    assert retrieved == pydicom.dcmread(source)
+    meta = client.retrieve_instance_metadata(*ids)
+    uris = [v["BulkDataURI"] for k, v in meta.items() if "BulkDataURI" in v and k != "7FE00010"]
+    assert uris
+    data = client.retrieve_bulkdata(uris[0])
+    assert isinstance(data, list) and len(data[0]) > 64
+
+
+class Http:
+    """Raw HTTP/1.1 requests to the test server (paths sent exactly as written)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.host, port = base_url.split("//")[1].split("/", maxsplit=1)[0].split(":")
+        self.port = int(port)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
+        connection = httplib.HTTPConnection(self.host, self.port, timeout=30)
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        reply = Reply(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
+        connection.close()
+        return reply
+
+
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+@pytest.fixture
+def raw(base_url: str) -> Http:
+    return Http(base_url)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dicomweb/studies/../../etc/passwd",
+        "/dicomweb/studies/%2e%2e/metadata",
+        "/dicomweb/studies/..%2F..%2Fetc/metadata",
+        "/dicomweb/studies//etc/passwd/metadata",
+        "/dicomweb/studies/1.2/bulkdata/../../../etc/passwd",
+    ],
+)
+def test_no_path_escapes(raw: Http, path: str) -> None:
+    """Traversal attempts are 404, never a file outside the store."""
+    response = raw.get(path)
+    assert response.status_code in (404, 400)
+    assert b"root:" not in response.content
+
+
+def test_symlink_out_of_store_is_not_served(store: Path, raw: Http) -> None:
+    """A symlink inside the store that points outside is not followed."""
+    study = next(p for p in (store / "studies").iterdir() if p.is_dir())
+    series = next(p for p in (study / "series").iterdir() if p.is_dir())
+    metadata = series / "metadata.gz"
+    saved = metadata.read_bytes()
+    metadata.unlink()
+    metadata.symlink_to("/etc/hostname")
+    try:
+        response = raw.get(f"/dicomweb/studies/{study.name}/series/{series.name}/metadata")
+        assert response.status_code == 404
+    finally:
+        metadata.unlink()
+        metadata.write_bytes(saved)
+
+
+def test_status_codes_and_headers(raw: Http, store: Path) -> None:
+    """400 for bad parameters, 404 for unknown UIDs, 406 for unsatisfiable Accept; ETag, CORS."""
+    assert raw.get("/dicomweb/studies?limit=abc").status_code == 400
+    assert raw.get("/dicomweb/studies?Colour=blue").status_code == 400
+    assert raw.get(f"/dicomweb/studies/{uid(999)}/metadata").status_code == 404
+    study = raw.get("/dicomweb/studies?PatientID=PAT-1").json()[0]["0020000D"]["Value"][0]
+    meta = raw.get(f"/dicomweb/studies/{study}/metadata")
+    assert meta.status_code == 200
+    assert (
+        raw.get(
+            f"/dicomweb/studies/{study}/metadata", headers={"If-None-Match": meta.headers["etag"]}
+        ).status_code
+        == 304
+    )
+    first = meta.json()[0]
+    frames = (
+        f"/dicomweb/studies/{study}/series/{first['0020000E']['Value'][0]}/instances/"
+        f"{first['00080018']['Value'][0]}/frames"
+    )
+    assert raw.get(frames + "/9").status_code == 404
+    assert raw.get(frames + "/x").status_code == 400
+    assert (
+        raw.get(
+            frames + "/1", headers={"Accept": 'multipart/related; type="image/png"'}
+        ).status_code
+        == 406
+    )
+    cors = raw.get("/dicomweb/studies", headers={"Origin": "http://viewer.example"})
+    assert cors.headers["access-control-allow-origin"] == "*"
+    gz = raw.get(f"/dicomweb/studies/{study}/metadata", headers={"Accept-Encoding": "gzip"})
+    assert gz.headers.get("content-encoding") == "gzip"
+    assert json.loads(gzip.decompress(gz.content)) == meta.json()
