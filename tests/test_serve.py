@@ -257,3 +257,43 @@ def test_status_codes_and_headers(raw: Http, store: Path) -> None:
     gz = raw.get(f"/dicomweb/studies/{study}/metadata", headers={"Accept-Encoding": "gzip"})
     assert gz.headers.get("content-encoding") == "gzip"
     assert json.loads(gzip.decompress(gz.content)) == meta.json()
+
+
+def test_plain_static_server(store: Path) -> None:
+    """Python's http.server serves the layout's files; DICOMweb URLs need rewrites or serve."""
+    import gzip as gz
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=store,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/studies/index.json.gz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        with urllib.request.urlopen(url + "/studies/index.json.gz") as response:
+            studies = json.loads(gz.decompress(response.read()))
+        assert len(studies) == 3
+        study = studies[0]["0020000D"]["Value"][0]
+        series_list = f"{url}/studies/{study}/series/index.json.gz"
+        with urllib.request.urlopen(series_list) as response:
+            series = json.loads(gz.decompress(response.read()))[0]["0020000E"]["Value"][0]
+        metadata = f"{url}/studies/{study}/series/{series}/metadata.gz"
+        with urllib.request.urlopen(metadata) as response:
+            assert json.loads(gz.decompress(response.read()))[0]["0020000D"]["Value"] == [study]
+        with pytest.raises(urllib.error.HTTPError):  # a DICOMweb URL: needs rewrites or serve
+            urllib.request.urlopen(f"{url}/studies/{study}/series/{series}/metadata")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -116,3 +116,7 @@ def mkdicomwebpart10() -> None:
 def mkdicomwebupdate() -> None:
     sys.argv[1:] = normalise_argv(sys.argv[1:])
     run_app(UPDATE_APP)
+
+
+if __name__ == "__main__":
+    main()

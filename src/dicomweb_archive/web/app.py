@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -30,14 +31,16 @@ from dicomweb_archive.index.queries import find_instances, keyword_of, search
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.reconstruct import generate_p10
 from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.instance import InstanceKey, read_frame
+from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.multipart import parse_part
 from dicomweb_archive.web.negotiate import accepts, choose_frame_type, parse_accept
 
 JsonObject = dict[str, Any]
 DICOM_JSON = "application/dicom+json"
 CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 RETRIEVE_URL = "00081190"
+CACHE_SIZE = 256  # metadata files kept rendered (series metadata is read again and again)
 
 
 class NotFoundError(Exception):
@@ -55,6 +58,8 @@ class Server:
         self.layout = StoreLayout(store)
         self.root = store.resolve()
         self.base_url = base_url.rstrip("/") if base_url else None
+        self.cache: dict[Any, tuple[bytes, str]] = {}
+        self.infos: dict[tuple[str, int, int], JsonObject] = {}
 
     # -- helpers -----------------------------------------------------------------------
     def base(self, request: Request) -> str:
@@ -83,8 +88,10 @@ class Server:
         return resolved
 
     def json(self, request: Request, value: Any) -> Response:
-        body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return self.respond(request, *_json_body(value))
+
+    @staticmethod
+    def respond(request: Request, body: bytes, etag: str) -> Response:
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type=DICOM_JSON, headers={"ETag": etag})
@@ -125,7 +132,6 @@ class Server:
     ) -> Response:
         study = self.uid(study)
         base = self.base(request)
-        out: list[JsonObject] = []
         if series is None:
             series_dir = self.layout.series_dir(study)
             if not series_dir.is_dir():
@@ -133,18 +139,31 @@ class Server:
             names = sorted(p.name for p in series_dir.iterdir() if is_safe_uid(p.name))
         else:
             names = [self.uid(series)]
+        files = []
         for name in names:
             if sop is None:
                 path = self.layout.series_metadata(study, name)
             else:
                 path = self.layout.instance_metadata(study, name, self.uid(sop))
-            url = f"{base}/studies/{study}/series/{name}/"
-            out.extend(_absolute(item, url) for item in read_json_gz(self.file(path)))
-        return self.json(request, out)
+            resolved = self.file(path)
+            stat = resolved.stat()
+            files.append((name, resolved, stat.st_mtime_ns, stat.st_size))
+        key = (base, study, tuple((str(f[1]), f[2], f[3]) for f in files))
+        cached = self.cache.get(key)
+        if cached is None:
+            out: list[JsonObject] = []
+            for name, resolved, _, _ in files:
+                url = f"{base}/studies/{study}/series/{name}/"
+                out.extend(_absolute(item, url) for item in read_json_gz(resolved))
+            cached = _json_body(out)
+            if len(self.cache) >= CACHE_SIZE:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = cached
+        return self.respond(request, *cached)
 
     # -- WADO-RS frames, bulk data, instances ------------------------------------------
     def frames(self, request: Request, key: InstanceKey, numbers: str | None) -> Response:
-        info = read_json_gz(self.file(self.layout.info(key.study, key.series, key.sop)))
+        info = self._info(key)
         count = len(info["frames"])
         wanted_numbers = _frame_numbers(numbers, count)
         stored_type = info["stored"]["media_type"].split(";")[0].strip()
@@ -160,8 +179,8 @@ class Server:
 
         def parts() -> Iterator[bytes]:
             for number in wanted_numbers:
-                self.file(self.layout.frame(key.study, key.series, key.sop, number))
-                data = read_frame(self.layout, key, number)
+                path = self.file(self.layout.frame(key.study, key.series, key.sop, number))
+                data = parse_part(path.read_bytes(), source=path.name)[1]
                 if pixel is not None:
                     array, _ = decode_frame(bytes(data), stored_syntax, pixel)
                     yield array.astype(array.dtype.newbyteorder("<")).tobytes()
@@ -180,6 +199,19 @@ class Server:
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return _multipart(parts(), f"{media_type}; transfer-syntax={syntax}", media_type, etag)
+
+    def _info(self, key: InstanceKey) -> JsonObject:
+        """An instance's info record, cached by file identity (frames are asked one by one)."""
+        path = self.file(self.layout.info(key.study, key.series, key.sop))
+        stat = path.stat()
+        cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
+        info = self.infos.get(cache_key)
+        if info is None:
+            info = read_json_gz(path)
+            if len(self.infos) >= CACHE_SIZE:
+                self.infos.pop(next(iter(self.infos)))
+            self.infos[cache_key] = info
+        return info
 
     def _pixel(self, key: InstanceKey) -> PixelDescription:
         meta = read_json_gz(
@@ -239,6 +271,12 @@ class Server:
         return _multipart(parts(), "application/dicom", "application/dicom", None)
 
 
+def _json_body(value: Any) -> tuple[bytes, str]:
+    """JSON bytes and their ETag."""
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 def _retrieve_path(level: str, item: JsonObject) -> str:
     def first(tag: str) -> str:
         return str(item.get(tag, {}).get("Value", [""])[0])
@@ -293,7 +331,7 @@ def _multipart(
 ) -> StreamingResponse:
     boundary = uuid.uuid4().hex
 
-    async def body() -> AsyncIterator[bytes]:
+    def body() -> Iterator[bytes]:  # a plain iterator: Starlette runs it in its thread pool
         for data in parts:
             yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
             yield data
@@ -312,7 +350,10 @@ def create_app(store: Path, *, prefix: str = "/dicomweb", base_url: str | None =
     def wrap(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
-                response: Response = handler(request, **request.path_params)
+                # file and index reads block: keep them off the event loop
+                response: Response = await run_in_threadpool(
+                    handler, request, **request.path_params
+                )
                 return response
             except (NotFoundError, FileNotFoundError, KeyError):
                 return Response("not found\n", status_code=404, media_type="text/plain")
