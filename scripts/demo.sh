@@ -18,4 +18,4 @@ series=$(dirname "$(dirname "$instance")")
 head -c 160 "$frame" | head -n 2 | sed 's/^/  frame 1 begins: /'
 echo
 echo
-echo "Serve it to a DICOMweb viewer: (cd demo-store && python3 -m http.server 5000)"
+echo "Serve it to a DICOMweb viewer: .venv/bin/dicomweb-archive serve -o demo-store --port 8080"
