@@ -153,10 +153,11 @@ def test_retrieve_instance_and_bulkdata(base_url: str) -> None:
     retrieved.save_as(buffer, enforce_file_format=True)
     assert retrieved == pydicom.dcmread(source)
     meta = client.retrieve_instance_metadata(*ids)
-    uris = [v["BulkDataURI"] for k, v in meta.items() if "BulkDataURI" in v and k != "7FE00010"]
-    assert uris
-    data = client.retrieve_bulkdata(uris[0])
-    assert isinstance(data, list) and len(data[0]) > 64
+    bulk = {k: v["BulkDataURI"] for k, v in meta.items() if "BulkDataURI" in v and k != "7FE00010"}
+    assert bulk
+    for key, uri in bulk.items():
+        (data,) = client.retrieve_bulkdata(uri)
+        assert data == ds[int(key, 16)].value  # the value as in the original file
 
 
 class Http:
