@@ -86,7 +86,8 @@ def main() -> None:
     lines.append("CONFIDENTIALITY_PROFILE: dict[str, tuple[str, dict[str, str]]] = {")
     written: set[str] = set()
     for row in sorted(profile, key=lambda r: r["id"]):
-        row["id"] = row["id"].upper()
+        # tags in upper-case hex; the Standard's repeating-group placeholders in lower-case x
+        row["id"] = row["id"].upper().replace("X", "x")
         if row["id"] in written:
             continue  # the table lists a few tags twice (for two names); the first row wins
         written.add(row["id"])

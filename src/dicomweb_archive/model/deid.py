@@ -130,7 +130,7 @@ def _lookup(tag: int) -> tuple[str, dict[str, str]] | None:
     if entry is not None:
         return entry
     if 0x5000 <= tag >> 16 <= 0x50FF and tag >> 16 & 1 == 0:
-        return CONFIDENTIALITY_PROFILE.get("50XXXXXX")
+        return CONFIDENTIALITY_PROFILE.get("50xxxxxx")
     if 0x6000 <= tag >> 16 <= 0x60FF and tag >> 16 & 1 == 0:
-        return CONFIDENTIALITY_PROFILE.get(f"60XX{tag & 0xFFFF:04X}")
+        return CONFIDENTIALITY_PROFILE.get(f"60xx{tag & 0xFFFF:04X}")
     return None

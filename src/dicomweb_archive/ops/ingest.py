@@ -199,21 +199,7 @@ def write_stream(
     name: str = "<stream>",
 ) -> FileResult:
     """Stage 1 on one P10 byte stream (a pipe will do), then the later stages per options."""
-    options = options or PipelineOptions()
-    layout = options.layout(store)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    result = FileResult(Path(name), "failed")
-    with write_lock(layout.lock_path):
-        recover(layout)
-        batch = _Batch(layout, options, IngestReport())
-        try:
-            finish = batch.begin(stream, result, file_sha256=None)
-            if finish is not None:
-                finish()
-        finally:
-            batch.close()
-        _later_stages(layout, options)
-    return result
+    return write_streams([(name, stream)], store, options=options)[0]
 
 
 def write_streams(

@@ -1,6 +1,6 @@
 """Clean up after an interrupted writer, before any stage runs.
 
-An interrupted run can leave temporary files (``.name.XXXX.tmp``), staging directories
+An interrupted run can leave temporary files (``.<name>.<random>.tmp``), staging directories
 (``.staging-<SOP>-<pid>``) and a directory set aside by a replace (``.<SOP>.old``). They can only
 be in studies that have a notification (every stage notifies before it writes), in the top of
 ``studies/`` and in the private directory. They are removed, and a set-aside directory whose
