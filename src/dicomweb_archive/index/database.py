@@ -279,6 +279,19 @@ class Index:
             for table in TABLE_KEYS
         }
 
+    def study_dump(self, study_instance_uid: str) -> dict[str, list[Row]]:
+        """Every row of one study's studies, series and instances tables."""
+        return {
+            table: list(
+                self.db.query(
+                    f"SELECT * FROM {table} WHERE study_instance_uid = ?"  # noqa: S608 - ours
+                    f" ORDER BY {TABLE_KEYS[table]}",
+                    [study_instance_uid],
+                )
+            )
+            for table in ("studies", "series", "instances")
+        }
+
     def dump(self) -> dict[str, list[Row]]:
         """Every row of every table, in key order (for comparisons)."""
         return {

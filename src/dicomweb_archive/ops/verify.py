@@ -429,14 +429,14 @@ def _check_derived(
             continue
         if actual != value:
             report.add("query", layout.relative(path), "does not agree with the instances")
-    dump = index.dump()
+    stored_rows = index.study_dump(study)
     rows = {
         "studies": [expected.study] if expected.study else [],
         "series": expected.series,
         "instances": expected.instances,
     }
     for table, computed in rows.items():
-        stored = [row for row in dump[table] if row["study_instance_uid"] == study]
+        stored = stored_rows[table]
         normalised = [_normalise(row) for row in computed]
         if sorted(map(repr, stored)) != sorted(map(repr, normalised)):
             report.add("index", study, f"the index's {table} rows do not match the files")
