@@ -8,7 +8,10 @@ python3 -m venv .venv
 rm -rf demo-data demo-store
 .venv/bin/python scripts/sample_data.py demo-data
 .venv/bin/mkdicomweb -o demo-store demo-data
-.venv/bin/dicomweb-archive studies -o demo-store
+COLUMNS=160 .venv/bin/dicomweb-archive studies -o demo-store
+echo
+echo "Proof that the store still holds every file byte for byte (rebuilt and hashed):"
+.venv/bin/dicomweb-archive verify -o demo-store | tail -n 1
 echo
 echo "One instance with frames, as files (the static DICOMweb layout):"
 frame=$(find demo-store/studies -name 1.mht | sort | head -n 1)
