@@ -244,3 +244,52 @@ def test_transcode_refuses_compressed_targets(
         export(
             root, Selection(study=uid(7)), out=tmp_path, transfer_syntax="1.2.840.10008.1.2.4.80"
         )
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.5",
+    ],
+    ids=["jpeg-ls", "jpeg2000", "htj2k", "rle"],
+)
+@pytest.mark.parametrize("name", ["MR_small.dcm", "SC_rgb_rle_2frame.dcm", "CT_small.dcm"])
+def test_transcode_to_lossless_compressed(name: str, syntax: str, tmp_path: Path) -> None:
+    """Compressed lossless targets: every frame decodes to the original pixels."""
+    import numpy as np
+
+    from dicomweb_archive.dicom.codecs import PixelDescription, decode_frame
+
+    source = Path(str(pydicom.data.get_testdata_file(name, download=False)))
+    store = tmp_path / "store"
+    key = ingest([source], store).results[0].key
+    assert key is not None
+    report = export(store, Selection(study=key.study), out=tmp_path / "out", transfer_syntax=syntax)
+    assert report.ok, report.failures
+    written = pydicom.dcmread(tmp_path / "out" / member_name(key))
+    assert written.file_meta.TransferSyntaxUID == syntax
+    original = pydicom.dcmread(source)
+    expected = original.pixel_array.reshape(
+        int(original.get("NumberOfFrames") or 1),
+        *original.pixel_array.shape[-3 if original.SamplesPerPixel > 1 else -2 :],
+    )
+    pixel = PixelDescription(
+        int(written.Rows),
+        int(written.Columns),
+        int(written.SamplesPerPixel),
+        int(written.BitsAllocated),
+        int(written.BitsStored),
+        int(written.PixelRepresentation),
+        str(written.PhotometricInterpretation),
+    )
+    frames = pydicom.encaps.generate_frames(written.PixelData, number_of_frames=len(expected))
+    for frame, want in zip(frames, expected, strict=True):
+        got, _ = decode_frame(bytes(frame), syntax, pixel)
+        if got.dtype.kind == "u" and want.dtype.kind == "i":
+            got = got.view(want.dtype)
+        np.testing.assert_array_equal(got.reshape(want.shape), want)
+    if DCMDUMP is not None:
+        assert _dcmdump_ok(tmp_path / "out" / member_name(key))

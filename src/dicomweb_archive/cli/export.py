@@ -91,9 +91,10 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         str | None,
         typer.Option(
             "--transfer-syntax",
-            help="Transcode to this native transfer syntax (1.2.840.10008.1.2.1 or "
-            "1.2.840.10008.1.2): frames are decoded; instances already in it stay "
-            "byte-exact.",
+            help="Transcode to this transfer syntax: 1.2.840.10008.1.2.1 or 1.2.840.10008.1.2 "
+            "(native), or lossless 1.2.840.10008.1.2.4.80 (JPEG-LS), .4.90 (JPEG 2000), "
+            ".4.201 (HTJ2K), 1.2.840.10008.1.2.5 (RLE); frames are decoded and re-encoded, "
+            "each checked; instances already in it stay byte-exact.",
         ),
     ] = None,
     verbose: VerboseOption = False,
