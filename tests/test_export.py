@@ -233,17 +233,15 @@ def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path) -> None:
         assert _dcmdump_ok(written)
 
 
-def test_transcode_refuses_compressed_targets(
-    store: tuple[Path, list[Path]], tmp_path: Path
-) -> None:
-    """A compressed target is a usage error until recompression exists."""
+def test_transcode_refuses_lossy_targets(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """A lossy target (JPEG Baseline) is a usage error: export never loses pixels."""
     from dicomweb_archive.errors import UsageError
 
     root, _ = store
-    with pytest.raises(UsageError, match="recompression"):
-        export(
-            root, Selection(study=uid(7)), out=tmp_path, transfer_syntax="1.2.840.10008.1.2.4.80"
-        )
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match="can transcode to"):
+        export(root, Selection(study=uid(7)), out=out, transfer_syntax="1.2.840.10008.1.2.4.50")
+    assert not out.exists() or not list(out.iterdir())
 
 
 @pytest.mark.parametrize(
