@@ -1,0 +1,45 @@
+"""The benchmarks in bench/ still run, on tiny inputs, and print their tables.
+
+Nothing here is timed: the figures printed are not checked, only that each benchmark completes
+and reports the columns docs/benchmarks.md quotes (the brief: speed is measured by benchmarks
+anyone can run, never by timed unit tests).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CASES = {
+    "ingest": (["--count", "4", "--frames", "2", "--size", "16"], "ingest / cp"),
+    "dedup": (["--count", "4"], "group / per-instance"),
+    "export": (["--count", "4", "--size", "16"], "vs cat"),
+    "update": (["--studies", "2", "--instances", "2", "--sizes", "16"], "dcmodify / update"),
+    "serve": (["--clients", "2", "--seconds", "0.5", "--count", "3"], "requests/s"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_benchmark_runs(name: str, tmp_path: Path) -> None:
+    if name == "update" and shutil.which("dcmodify") is None:
+        pytest.skip("the update benchmark compares with DCMTK's dcmodify (.ci/run installs it)")
+    arguments, column = CASES[name]
+    if name in {"ingest", "export"}:
+        arguments = [*arguments, "--workdir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert column in result.stdout
+    assert "| ---" in result.stdout
