@@ -61,6 +61,11 @@ def _flip_byte(layout: StoreLayout) -> str:
     return "1.mht"
 
 
+def _garble_frame_file(layout: StoreLayout) -> str:
+    layout.frame(STUDY, SERIES, SOP, 3).write_bytes(b"not a multipart part")
+    return "3.mht"
+
+
 def _change_metadata(layout: StoreLayout) -> str:
     path = layout.instance_metadata(STUDY, SERIES, SOP)
     metadata = read_json_gz(path)
@@ -79,23 +84,27 @@ def _orphan_directory(layout: StoreLayout) -> str:
     return "stray"
 
 
-FAULTS: dict[str, Callable[[StoreLayout], str]] = {
-    "deleted frame file": _delete_frame,
-    "flipped byte in a frame": _flip_byte,
-    "metadata changed behind the index's back": _change_metadata,
-    "missing info record": _remove_info,
-    "orphan directory": _orphan_directory,
+#: fault -> (how to inject it, the finding kinds it must produce)
+FAULTS: dict[str, tuple[Callable[[StoreLayout], str], set[str]]] = {
+    "deleted frame file": (_delete_frame, {"missing"}),
+    "flipped byte in a frame": (_flip_byte, {"hash"}),
+    "garbled frame file": (_garble_frame_file, {"corrupt"}),
+    "metadata changed behind the index's back": (_change_metadata, {"index"}),
+    "missing info record": (_remove_info, {"missing"}),
+    "orphan directory": (_orphan_directory, {"orphan"}),
 }
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_fault_is_reported(fault: str, store: Path) -> None:
-    """The fault gives a line naming where it is, and exit code 3."""
-    where = FAULTS[fault](StoreLayout(store))
+    """The fault gives a line naming where it is, of the right kind, and exit code 3."""
+    inject, kinds = FAULTS[fault]
+    where = inject(StoreLayout(store))
     code, _out, err = _cli(store)
     assert code == 3, err
     assert where in err
     assert all(":" in line for line in err.strip().splitlines())
+    assert kinds <= {finding.kind for finding in verify(store).findings}
 
 
 def test_deep_rederives_metadata(store: Path) -> None:

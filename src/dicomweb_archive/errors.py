@@ -54,6 +54,10 @@ class CorruptStoreError(StoreError):
     """A store file is missing, unreadable or does not match its recorded hash."""
 
 
+class MissingStoreFileError(CorruptStoreError):
+    """A file the store's records refer to (frame, bulk data, history) is not there."""
+
+
 class UsageError(ArchiveError):
     """The command was asked for something that cannot be done as asked."""
 

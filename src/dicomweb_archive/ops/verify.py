@@ -30,7 +30,7 @@ from typing import Any
 
 from dicomweb_archive.dicom.parts import InstanceEnd, InstanceHeader, generate_parts
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
-from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.errors import ArchiveError, MissingStoreFileError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
@@ -40,9 +40,8 @@ from dicomweb_archive.ops.update import history_entries
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.dedup import read_study_records
 from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.instance import InstanceKey, study_uids
+from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, study_uids
 from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
-from dicomweb_archive.store.multipart import parse_part
 
 JsonObject = dict[str, Any]
 INSTANCE_FILES = {"info.json.gz", "metadata.gz", "frames"}
@@ -252,10 +251,10 @@ def _verify_instance(
         for _ in checked:
             pass
         original_sha = _original_sha(layout, key, frames) if edited else checked.sha.hexdigest()
-    except ArchiveError as exc:
+    except MissingStoreFileError as exc:
         fail("missing", str(exc))
         return None
-    except (OSError, ValueError) as exc:
+    except (ArchiveError, OSError, ValueError) as exc:
         fail("corrupt", f"cannot be rebuilt: {exc}")
         return None
     frames.check_extra()
@@ -291,7 +290,7 @@ def _original_sha(layout: StoreLayout, key: InstanceKey, frames: _FrameChecker) 
     stored frames and bulk data: an edited instance still holds its original."""
     entries = history_entries(layout, key.sop)
     if not entries or int(entries[0]["revision"]) != 0:
-        raise ArchiveError(f"{key.sop}: the history of this edited instance is missing")
+        raise MissingStoreFileError(f"{key.sop}: the history of this edited instance is missing")
     first = entries[0]
     sha = hashlib.sha256()
     for chunk in generate_bytes(
@@ -358,26 +357,20 @@ class _FrameChecker:
     def read(self, number: int) -> memoryview:
         if self.cache is not None and self.cache[0] == number:
             return self.cache[1]
-        path = self.layout.frame(self.key.study, self.key.series, self.key.sop, number)
-        try:
-            data = parse_part(path.read_bytes(), source=self.layout.relative(path))[1]
-        except FileNotFoundError as exc:
-            raise _missing(self.layout, path, "frame file") from exc
+        data = read_frame(self.layout, self.key, number)
         expected = self.info["frames"][number - 1]["sha256"]
         if hashlib.sha256(data).hexdigest() != expected:
             self.bad = True
+            path = self.layout.frame(self.key.study, self.key.series, self.key.sop, number)
             self.report.add("hash", self.layout.relative(path), "frame differs from its SHA-256")
         self.cache = (number, data)
         return data
 
     def read_bulk(self, sha: str) -> bytes:
-        path = self.layout.bulkdata(self.key.study, sha)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise _missing(self.layout, path, "bulk data file") from exc
+        data = read_bulk(self.layout, self.key.study, sha)
         if hashlib.sha256(data).hexdigest() != sha:
             self.bad = True
+            path = self.layout.bulkdata(self.key.study, sha)
             self.report.add("hash", self.layout.relative(path), "bulk data differs from its name")
         return data
 
@@ -391,10 +384,6 @@ class _FrameChecker:
             if not (directory / name).exists():  # frames no skeleton segment refers to
                 self.bad = True
                 self.report.add("missing", self.layout.relative(directory / name), "missing")
-
-
-def _missing(layout: StoreLayout, path: Path, what: str) -> ArchiveError:
-    return ArchiveError(f"{layout.relative(path)}: {what} is missing")
 
 
 def _check_bulkdata(layout: StoreLayout, study: str, used: set[str], report: VerifyReport) -> None:

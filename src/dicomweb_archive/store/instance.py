@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomweb_archive.dicom.parts import BulkPart, FramePart, InstanceEnd
-from dicomweb_archive.errors import CorruptStoreError
+from dicomweb_archive.errors import CorruptStoreError, MissingStoreFileError
 from dicomweb_archive.store.files import (
     gzip_bytes,
     read_json_gz,
@@ -115,7 +115,7 @@ def read_frame(layout: StoreLayout, key: InstanceKey, number: int) -> memoryview
         data = path.read_bytes()
         return parse_part(data, source=layout.relative(path))[1]
     except FileNotFoundError as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: frame file is missing") from exc
+        raise MissingStoreFileError(f"{layout.relative(path)}: frame file is missing") from exc
     except ValueError as exc:
         raise CorruptStoreError(str(exc)) from exc
 
@@ -125,7 +125,7 @@ def read_bulk(layout: StoreLayout, study: str, sha256: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: bulk data file is missing") from exc
+        raise MissingStoreFileError(f"{layout.relative(path)}: bulk data file is missing") from exc
 
 
 def instance_keys(layout: StoreLayout, study: str) -> list[InstanceKey]:
