@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
+
+import numpy as np
+import pydicom
 
 from dicomweb_archive.dicom.parts import (
     BulkPart,
@@ -38,3 +42,21 @@ def rebuild(data: bytes, limits: InlineLimits) -> tuple[bytes, InstanceEnd]:
         generate_bytes(skeleton, read_frame=frames.__getitem__, read_bulk=bulk.__getitem__)
     )
     return rebuilt, end
+
+
+def assert_same_instance(rebuilt: bytes, original: bytes) -> None:
+    """Pixel-identical and attribute-identical, apart from what transcoding changes: the
+    transfer syntax, Pixel Data's encoding, and the group lengths that follow from them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = pydicom.dcmread(io.BytesIO(rebuilt))
+        theirs = pydicom.dcmread(io.BytesIO(original), force=True)
+        np.testing.assert_array_equal(ours.pixel_array, theirs.pixel_array)
+    skip = {0x7FE00010, 0x00280006}  # Pixel Data; Planar Configuration (0 once re-encoded)
+    for element in theirs:
+        if element.tag in skip or element.tag.element == 0:
+            continue
+        assert element.tag in ours, f"{element.tag} is missing"
+        assert ours[element.tag].value == element.value, f"{element.tag} differs"
+    extra = {e.tag for e in ours if e.tag not in skip and e.tag.element} - set(theirs.keys())
+    assert not extra, f"{sorted(extra)} added"

@@ -12,6 +12,17 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomweb_archive import ingest
+from dicomweb_archive.dicom.codecs import HTJ2K_LOSSLESS, JPEG_LS_LOSSLESS
+from dicomweb_archive.dicom.frames import media_type
+from dicomweb_archive.dicom.recompress import (
+    SOURCE_TYPES,
+    Recompression,
+    frame_media_type,
+    frame_syntax,
+    is_recompressed,
+    stored_syntaxes,
+)
+from dicomweb_archive.ops.ingest import PipelineOptions
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.multipart import read_part
@@ -52,15 +63,31 @@ def _frame_array(original: pydicom.Dataset, payload: bytes, content_type: str) -
     return ds.pixel_array
 
 
+#: -t/-T targets tested on every decodable file, every source type recompressed.
+TARGETS = {"jls": JPEG_LS_LOSSLESS, "htj2k": HTJ2K_LOSSLESS, "none": None}
+EVERY_SOURCE = frozenset(s for syntaxes in SOURCE_TYPES.values() for s in syntaxes)
+
+
+def _policy(target: str) -> Recompression | None:
+    syntax = TARGETS[target]
+    return None if syntax is None else Recompression(EVERY_SOURCE, syntax, syntax)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("target", sorted(TARGETS))
 @pytest.mark.parametrize("path", DECODABLE, ids=corpus_id)
-def test_stored_frames_decode_like_original(path: Path, tmp_path: Path) -> None:
-    """Frame n of the store decodes to pixel_array[n] of the original."""
-    report = ingest([path], tmp_path)
+def test_stored_frames_decode_like_original(path: Path, target: str, tmp_path: Path) -> None:
+    """Frame n of the store, decoded by pydicom (pylibjpeg's decoders, not the encoders'
+    libraries for JPEG-LS), equals pixel_array[n] of the original, whatever the target; each
+    frame's content type names its transfer syntax, 0008,3002 lists them, and a frame of a
+    recompressed source type that was kept as received is reported in the info record."""
+    options = PipelineOptions(recompression=_policy(target))
+    report = ingest([path], tmp_path, options=options)
     key = report.results[0].key
     assert key is not None
     layout = StoreLayout(tmp_path)
     info = read_json_gz(layout.info(key.study, key.series, key.sop))
+    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         original = pydicom.dcmread(path)
@@ -69,12 +96,65 @@ def test_stored_frames_decode_like_original(path: Path, tmp_path: Path) -> None:
     if frames == 1:
         expected = expected[np.newaxis]
     assert len(info["frames"]) == frames
+    assert metadata["00083002"] == {"vr": "UI", "Value": stored_syntaxes(info)}
+    received = info["original"]["transfer_syntax_uid"]
+    kept = 0
     for number in range(1, frames + 1):
         content_type, payload = read_part(layout.frame(key.study, key.series, key.sop, number))
+        syntax = frame_syntax(info, number)
+        assert content_type == frame_media_type(info, number)
+        assert content_type == media_type(syntax)
+        kept += not is_recompressed(info["frames"][number - 1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             decoded = _frame_array(original, bytes(payload), content_type)
         np.testing.assert_array_equal(decoded, expected[number - 1])
+    if target != "none" and received in EVERY_SOURCE and kept:
+        assert any("kept as received" in w for w in info["warnings"]), info["warnings"]
+    if target == "none":
+        assert kept == frames and stored_syntaxes(info) == [info["stored"]["transfer_syntax_uid"]]
+
+
+#: Files every lossless target recompresses, one per kind of source.
+RECOMPRESSED = {
+    "CT_small.dcm": "native, signed 16-bit",
+    "MR_small_bigendian.dcm": "big endian",
+    "MR_small_RLE.dcm": "RLE",
+    "SC_rgb_rle_2frame.dcm": "RLE colour, two frames",
+    "SC_rgb_rle_16bit.dcm": "RLE colour, 16-bit",
+    "examples_rgb_color.dcm": "native colour",
+    "SC_rgb_small_odd.dcm": "native colour, odd size",
+    "SC_rgb_jpeg_dcmd.dcm": "implicit VR colour",
+    "MR_small_jp2klossless.dcm": "JPEG 2000 lossless",
+    "SC_rgb_jpeg_gdcm.dcm": "JPEG lossless colour",
+    "examples_palette.dcm": "PALETTE COLOR",
+}
+#: Files of a source type that is recompressed, kept as received, and the reason reported.
+KEPT = {
+    "SC_ybr_full_422_uncompressed.dcm": "YBR_FULL_422",
+    "ExplVR_BigEnd.dcm": "Planar Configuration 1",
+    "examples_jpeg2k.dcm": "YBR_RCT",
+}
+
+
+@pytest.mark.parametrize("target", ["jls", "htj2k"])
+def test_recompression_is_not_vacuous(target: str, tmp_path: Path) -> None:
+    """The kinds of source the parametrized test covers are really recompressed."""
+    names = {p.name: p for p in DECODABLE}
+    for name in RECOMPRESSED:
+        store = tmp_path / f"{name}-{target}"
+        ingest([names[name]], store, options=PipelineOptions(recompression=_policy(target)))
+        (info_path,) = store.rglob("info.json.gz")
+        info = read_json_gz(info_path)
+        assert all(is_recompressed(f) for f in info["frames"]), (name, info["warnings"])
+        assert stored_syntaxes(info) == [TARGETS[target]]
+    for name, reason in KEPT.items():
+        store = tmp_path / f"kept-{name}-{target}"
+        ingest([names[name]], store, options=PipelineOptions(recompression=_policy(target)))
+        (info_path,) = store.rglob("info.json.gz")
+        info = read_json_gz(info_path)
+        assert not any(is_recompressed(f) for f in info["frames"]), name
+        assert any(reason in w and "kept as received" in w for w in info["warnings"]), name
 
 
 def test_corpus_has_many_decodable_files() -> None:

@@ -118,7 +118,8 @@ def test_wado_metadata(base_url: str) -> None:
 
 
 def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
-    """Native frames as stored; JPEG 2000 frames decoded for octet-stream, or sent as stored."""
+    """Frames as stored (JPEG-LS after the default recompression of native and JPEG 2000
+    files); decoded for octet-stream; 406 for a compressed syntax they are not in."""
     client = DICOMwebClient(base_url)
     study = _ct_study(client)["0020000D"]["Value"][0]
     (first,) = client.search_for_instances(study, search_filters={"InstanceNumber": "1"})
@@ -130,16 +131,20 @@ def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
     ids = (str(mr.StudyInstanceUID), str(mr.SeriesInstanceUID), str(mr.SOPInstanceUID))
     # dicomweb-client's default asks for octet-stream with transfer-syntax=*: stored bytes
     (stored,) = client.retrieve_instance_frames(*ids, [1])
-    assert stored.startswith(b"\xff\x4f\xff\x51")
+    assert stored.startswith(b"\xff\xd8\xff\xf7")  # JPEG-LS: SOI, SOF55, no SPIFF header
     (native,) = client.retrieve_instance_frames(
         *ids, [1], media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),)
     )
     pixels = np.frombuffer(native, dtype="<i2").reshape(64, 64)
     np.testing.assert_array_equal(pixels, pydicom.dcmread(_testdata("MR_small.dcm")).pixel_array)
-    (jp2,) = client.retrieve_instance_frames(
-        *ids, [1], media_types=(("image/jp2", "1.2.840.10008.1.2.4.90"),)
+    (jls,) = client.retrieve_instance_frames(
+        *ids, [1], media_types=(("image/jls", "1.2.840.10008.1.2.4.80"),)
     )
-    assert jp2.startswith(b"\xff\x4f\xff\x51")
+    assert jls == stored
+    path = "/".join(("", *base_url.split("//")[1].split("/")[1:], "studies", ids[0], "series"))
+    url = f"{path}/{ids[1]}/instances/{ids[2]}/frames/1"
+    refused = Http(base_url).get(url, {"Accept": 'multipart/related; type="image/jp2"'})
+    assert refused.status_code == 406
 
 
 def test_retrieve_instance_and_bulkdata(base_url: str) -> None:

@@ -76,5 +76,9 @@ class ExportError(ArchiveError):
     """An instance could not be exported."""
 
 
+class CodecError(ArchiveError):
+    """A frame could not be decoded or encoded (or did not survive lossless encoding)."""
+
+
 class StaleVersionError(StoreError):
     """An instance changed between planning an update and applying it."""

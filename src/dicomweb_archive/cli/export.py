@@ -119,15 +119,16 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         report = _run_export(store_path(store), selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
-    transcoded = sum(1 for item in report.items if item.transcoded and item.error is None)
-    edited = sum(
-        1 for item in report.items if item.edited and not item.transcoded and item.error is None
-    )
-    exact = len(report.items) - len(report.failures) - transcoded - edited
+    ok = [item for item in report.items if item.error is None]
+    pixels = sum(1 for item in ok if item.recompressed)
+    transcoded = sum(1 for item in ok if item.transcoded and not item.recompressed)
+    edited = sum(1 for item in ok if item.edited and not item.transcoded and not item.recompressed)
+    exact = len(ok) - pixels - transcoded - edited
     summary = (
         f"{exact} instances exported byte-identical to the ingested files"
         + (f", {edited} edited" if edited else "")
         + (f", {transcoded} transcoded" if transcoded else "")
+        + (f", {pixels} pixel-identical (recompressed at ingest)" if pixels else "")
         + f" ({report.bytes / 1e6:.1f} MB), {len(report.failures)} failed, "
         f"{report.seconds:.2f} s"
     )

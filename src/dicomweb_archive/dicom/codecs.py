@@ -1,38 +1,55 @@
-"""Decoding stored frames to pixels (PS3.5 8 and Annex A), for transcoding on export.
+"""Decoding and encoding frames (PS3.5 8 and Annex A), for recompression, transcoding and serving.
 
 JPEG (baseline, extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K codestreams are decoded with
-imagecodecs; native and RLE frames with pydicom's own decoders. A decoded frame is an array of
-shape (rows, columns[, samples]) in the stored bit depth; JPEG colour frames are decoded to RGB
-(the codec applies the YCbCr transform), which the caller records as the new Photometric
-Interpretation.
+imagecodecs; RLE frames with pydicom's decoder (without colour conversion); native frames are
+read directly. A decoded frame is an array of shape (rows, columns[, samples]) in the container
+type of the stored data (Bits Allocated, Pixel Representation), little endian, with signed values
+sign-extended from Bits Stored (PS3.5 8.1.1) as pydicom gives them. JPEG colour frames are
+decoded to RGB (the codec applies the YCbCr transform), which the caller records as the new
+Photometric Interpretation.
+
+Encoding is lossless only (JPEG-LS 1.2.840.10008.1.2.4.80, JPEG 2000 .4.90, HTJ2K .4.201) and
+every encoded frame is decoded again and compared with the pixels it was made from; the one
+lossy encoder (JPEG baseline .4.50, for 8-bit RGB) is used only where a caller asks for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import UID
 
-from dicomweb_archive.errors import ExportError
+from dicomweb_archive.errors import CodecError
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 JPEG_FAMILY = {
-    "1.2.840.10008.1.2.4.50": "jpeg8",
+    JPEG_BASELINE: "jpeg8",
     "1.2.840.10008.1.2.4.51": "jpeg8",
     "1.2.840.10008.1.2.4.57": "ljpeg",
     "1.2.840.10008.1.2.4.70": "ljpeg",
-    "1.2.840.10008.1.2.4.80": "jpegls",
+    JPEG_LS_LOSSLESS: "jpegls",
     "1.2.840.10008.1.2.4.81": "jpegls",
-    "1.2.840.10008.1.2.4.90": "jpeg2k",
+    JPEG_2000_LOSSLESS: "jpeg2k",
     "1.2.840.10008.1.2.4.91": "jpeg2k",
-    "1.2.840.10008.1.2.4.201": "jpeg2k",
+    HTJ2K_LOSSLESS: "jpeg2k",
     "1.2.840.10008.1.2.4.202": "jpeg2k",
     "1.2.840.10008.1.2.4.203": "jpeg2k",
 }
-PYDICOM_DECODED = {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1"}
+#: Lossless compressed targets -> imagecodecs encoder.
+ENCODERS = {JPEG_LS_LOSSLESS: "jpegls", JPEG_2000_LOSSLESS: "jpeg2k", HTJ2K_LOSSLESS: "htj2k"}
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,26 @@ class PixelDescription:
     photometric_interpretation: str
     planar_configuration: int = 0
 
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The little endian container type of one sample."""
+        kind = "i" if self.pixel_representation else "u"
+        return np.dtype(f"<{kind}{max(1, self.bits_allocated // 8)}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of a decoded frame (samples last)."""
+        if self.samples_per_pixel > 1:
+            return (self.rows, self.columns, self.samples_per_pixel)
+        return (self.rows, self.columns)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PixelDescription:
+        return cls(**value)
+
 
 def decode_frame(data: bytes, syntax: str, pixel: PixelDescription) -> tuple[np.ndarray, str]:
     """One frame's pixels and the Photometric Interpretation they are now in."""
@@ -57,23 +94,122 @@ def decode_frame(data: bytes, syntax: str, pixel: PixelDescription) -> tuple[np.
         try:
             array = np.asarray(decoder(data))
         except Exception as exc:  # imagecodecs raises its own error types per codec
-            raise ExportError(f"cannot decode a {syntax} frame: {exc}") from exc
+            raise CodecError(f"cannot decode a {syntax} frame: {exc}") from exc
         photometric = pixel.photometric_interpretation
         if codec == "jpeg8" and pixel.samples_per_pixel == 3:
             photometric = "RGB"
-        return _container(array, pixel), photometric
-    if syntax in PYDICOM_DECODED:
+        return container(array, pixel), photometric
+    if syntax in NATIVE_SYNTAXES and pixel.bits_allocated in (8, 16, 32):
+        return native_array(data, pixel), pixel.photometric_interpretation
+    if syntax == RLE_LOSSLESS or syntax in NATIVE_SYNTAXES:
         return _with_pydicom(data, syntax, pixel), pixel.photometric_interpretation
-    raise ExportError(f"frames in transfer syntax {syntax} cannot be decoded here")
+    raise CodecError(f"frames in transfer syntax {syntax} cannot be decoded here")
 
 
-def _container(array: np.ndarray, pixel: PixelDescription) -> np.ndarray:
-    """The decoded values in the stored container type (bits allocated, signedness)."""
-    kind = "i" if pixel.pixel_representation else "u"
-    dtype = np.dtype(f"<{kind}{max(1, pixel.bits_allocated // 8)}")
+def native_array(data: bytes | memoryview, pixel: PixelDescription) -> np.ndarray:
+    """A little endian native frame (PS3.5 8.1.1) as an array, samples last."""
+    dtype = pixel.dtype
+    if pixel.bits_allocated not in (8, 16, 32) or len(data) < np.prod(pixel.shape) * dtype.itemsize:
+        raise CodecError(
+            f"a native frame of {len(data)} bytes is not {pixel.rows} x {pixel.columns} x "
+            f"{pixel.samples_per_pixel} samples of {pixel.bits_allocated} bits"
+        )
+    count = int(np.prod(pixel.shape))
+    flat = np.frombuffer(data, dtype=dtype, count=count)
+    if pixel.samples_per_pixel > 1 and pixel.planar_configuration == 1:
+        planes = flat.reshape(pixel.samples_per_pixel, pixel.rows, pixel.columns)
+        return sign_extend(np.moveaxis(planes, 0, -1), pixel)
+    return sign_extend(flat.reshape(pixel.shape), pixel)
+
+
+def native_bytes(array: np.ndarray, pixel: PixelDescription) -> bytes:
+    """The native little endian bytes of a decoded frame, in its Planar Configuration."""
+    values = np.asarray(array, dtype=pixel.dtype)
+    if pixel.samples_per_pixel > 1 and pixel.planar_configuration == 1:
+        values = np.moveaxis(values, -1, 0)
+    return np.ascontiguousarray(values).tobytes()
+
+
+def container(array: np.ndarray, pixel: PixelDescription) -> np.ndarray:
+    """Decoded values in the stored container type (bits allocated, signedness)."""
+    dtype = pixel.dtype
     if array.dtype.itemsize == dtype.itemsize:
-        return array.view(dtype)
-    return array.astype(dtype)
+        return sign_extend(array.view(dtype), pixel)
+    return sign_extend(array.astype(dtype), pixel)
+
+
+def sign_extend(array: np.ndarray, pixel: PixelDescription) -> np.ndarray:
+    """Signed values whose bits above Bits Stored copy the sign bit (PS3.5 8.1.1)."""
+    bits = pixel.bits_stored
+    if not pixel.pixel_representation or array.dtype.kind != "i" or bits >= array.itemsize * 8:
+        return array
+    shift = array.itemsize * 8 - bits
+    return (array << shift) >> shift  # arithmetic shift right copies the sign bit
+
+
+def unsigned_view(array: np.ndarray) -> np.ndarray:
+    """Signed values as their two's complement bit patterns (JPEG-LS codes unsigned samples).
+
+    imagecodecs declares the container's precision (8 or 16 bits) in the JPEG-LS frame header,
+    so the whole container word is coded, sign bits included: a decoder that reads the samples
+    back as signed container words (as pydicom does) gets the values (PS3.5 A.4.3).
+    """
+    if array.dtype.kind == "i":
+        return array.view(array.dtype.str.replace("i", "u"))
+    return array
+
+
+def encode(array: np.ndarray, syntax: str) -> bytes:
+    """One frame losslessly compressed, unchecked (PS3.5 A.4): JPEG-LS codes the bit patterns
+    of signed values (:func:`unsigned_view`); JPEG 2000 and HTJ2K code them as signed."""
+    codec = ENCODERS[syntax]
+    prepared = np.ascontiguousarray(unsigned_view(array) if codec == "jpegls" else array)
+    try:
+        if codec == "jpeg2k":
+            data = imagecodecs.jpeg2k_encode(prepared, level=0, codecformat="j2k", reversible=True)
+        elif codec == "htj2k":
+            data = imagecodecs.htj2k_encode(prepared, reversible=True)
+        else:
+            data = without_spiff(bytes(imagecodecs.jpegls_encode(prepared)))
+    except Exception as exc:  # imagecodecs raises its own error types per codec
+        raise CodecError(f"cannot encode a frame as {syntax}: {exc}") from exc
+    return bytes(data)
+
+
+def without_spiff(data: bytes) -> bytes:
+    """A JPEG-LS codestream without the SPIFF header CharLS writes (ITU-T T.87 Annex F).
+
+    The header is optional, and DICOM's JPEG-LS frames are plain interchange-format streams
+    (PS3.5 A.4.3): SOI, then frame header. The SPIFF header (an APP8 marker segment) and its
+    end-of-directory entry (an APP8 segment whose last two bytes are the image's SOI) are dropped.
+    """
+    header = b"\xff\xd8\xff\xe8"
+    if not data.startswith(header) or data[6:12] != b"SPIFF\0":
+        return data
+    position = 4 + int.from_bytes(data[4:6], "big")
+    while data[position : position + 2] == b"\xff\xe8":  # directory entries, then end of directory
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    if data[position - 2 : position] != b"\xff\xd8":
+        return data  # not the layout described above: keep the stream as the codec wrote it
+    return b"\xff\xd8" + data[position:]
+
+
+def encode_frame(array: np.ndarray, syntax: str, pixel: PixelDescription) -> bytes:
+    """One frame losslessly compressed and checked: decoded again, it must give ``array``
+    back exactly (raises :class:`CodecError` otherwise, or when the codec refuses it)."""
+    data = encode(array, syntax)
+    decoded, _ = decode_frame(data, syntax, pixel)
+    if decoded.shape != array.shape or not np.array_equal(decoded, array):
+        raise CodecError(f"a frame does not survive {syntax} losslessly")
+    return data
+
+
+def encode_lossy_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
+    """An 8-bit RGB frame as JPEG baseline (1.2.840.10008.1.2.4.50): lossy, on request only."""
+    try:
+        return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(array), level=quality))
+    except Exception as exc:  # imagecodecs raises its own error types per codec
+        raise CodecError(f"cannot encode a frame as JPEG baseline: {exc}") from exc
 
 
 def _with_pydicom(data: bytes, syntax: str, pixel: PixelDescription) -> np.ndarray:
@@ -89,8 +225,13 @@ def _with_pydicom(data: bytes, syntax: str, pixel: PixelDescription) -> np.ndarr
     if pixel.samples_per_pixel > 1:
         ds.PlanarConfiguration = pixel.planar_configuration
     ds.NumberOfFrames = 1
-    ds.PixelData = data if syntax == ExplicitVRLittleEndian else encapsulate([data])
+    if syntax in NATIVE_SYNTAXES:
+        ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)  # stored little endian
+        ds.PixelData = data
+    else:
+        ds.PixelData = encapsulate([data])
     try:
-        return np.asarray(ds.pixel_array)
+        array = pixel_array(ds, as_rgb=False)
     except Exception as exc:  # pydicom raises several error types for bad pixel data
-        raise ExportError(f"cannot decode a {syntax} frame: {exc}") from exc
+        raise CodecError(f"cannot decode a {syntax} frame: {exc}") from exc
+    return container(np.asarray(array), pixel)

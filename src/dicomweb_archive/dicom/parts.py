@@ -48,6 +48,7 @@ from dicomweb_archive.dicom.pixel_stream import (
     read_pixel_data,
     us_value,
 )
+from dicomweb_archive.dicom.recompress import Recompression, stored_syntaxes
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
 from dicomweb_archive.errors import TruncatedError
 from dicomweb_archive.model.dicom_json import (
@@ -89,13 +90,15 @@ def generate_parts(
     bulk_uri: BulkUriHook,
     name: str = "<stream>",
     sha256: str | None = None,
+    recompression: Recompression | None = None,
 ) -> Generator[Part, None, None]:
     """Decompose a P10 stream into DICOMweb parts (see the module docstring).
 
     ``sha256``, when the caller already hashed the whole stream, saves hashing it again.
+    ``recompression`` recompresses frames as they pass (None: frames as received).
     """
     reader = Reader(stream, known_sha256=sha256)
-    state = State(limits or InlineLimits())
+    state = State(limits or InlineLimits(), recompression=recompression)
     parsed, buffer = _read_head(reader, name)
     if parsed.inflated is not None:  # deflated: the data set is in memory already
         reader.pending = b""
@@ -142,7 +145,9 @@ def generate_parts(
         segments = deflate_segments(buffer, parsed.dataset_offset, parsed.inflated, segments)
     if not state.frames:
         stored_ts = parsed.transfer_syntax
-    metadata[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": [stored_ts]}
+    stored = _stored(state, stored_ts, frame_media_type)
+    available = stored_syntaxes({"stored": stored, "frames": state.frames})
+    metadata[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": available}
     metadata = dict(sorted(metadata.items()))
     _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
     if stop_reason:
@@ -159,13 +164,21 @@ def generate_parts(
             "has_preamble": parsed.has_preamble,
             "has_file_meta": bool(parsed.meta),
         },
-        "stored": {"transfer_syntax_uid": stored_ts, "media_type": frame_media_type},
+        "stored": stored,
         "frames": state.frames,
         "bulkdata": [{"sha256": sha, "size": size} for sha, size in sorted(state.bulk.items())],
         "skeleton": segments,
         "warnings": [*parsed.warnings, *state.warnings],
     }
     yield InstanceEnd(metadata, info, stop_reason)
+
+
+def _stored(state: State, syntax: str, frame_media_type: str) -> dict[str, Any]:
+    stored: dict[str, Any] = {"transfer_syntax_uid": syntax, "media_type": frame_media_type}
+    recompressor = state.recompressor
+    if recompressor is not None and recompressor.pixel is not None and state.frames:
+        stored["pixel"] = recompressor.pixel.to_json()
+    return stored
 
 
 def _read_head(reader: Reader, name: str) -> tuple[ParsedFile, bytes]:

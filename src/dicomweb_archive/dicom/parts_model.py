@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from dicomweb_archive.dicom.recompress import FrameRecompressor, Recompression
 from dicomweb_archive.model.dicom_json import JsonObject
 
 
@@ -118,3 +119,7 @@ class State:
     warnings: list[str] = field(default_factory=list)
     pending_bulk: list[BulkPart] = field(default_factory=list)
     media_type: str = ""
+    recompression: Recompression | None = None
+    recompressor: FrameRecompressor | None = None
+    #: why frames were kept as received -> their numbers
+    kept: dict[str, list[int]] = field(default_factory=dict)

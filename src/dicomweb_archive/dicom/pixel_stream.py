@@ -12,6 +12,7 @@ import struct
 from collections.abc import Generator, Iterator
 from typing import Any
 
+from dicomweb_archive.dicom.codecs import PixelDescription
 from dicomweb_archive.dicom.frames import (
     EXTENDED_OFFSET_TABLE,
     media_type,
@@ -27,6 +28,7 @@ from dicomweb_archive.dicom.parse import (
     ParsedFile,
 )
 from dicomweb_archive.dicom.parts_model import BulkPart, FramePart, Part, Reader, State
+from dicomweb_archive.dicom.recompress import FrameRecompressor
 from dicomweb_archive.dicom.skeleton import Segment, literal
 from dicomweb_archive.model.dicom_json import (
     JsonContext,
@@ -44,6 +46,9 @@ _COLUMNS = 0x00280011
 _SAMPLES_PER_PIXEL = 0x00280002
 _BITS_ALLOCATED = 0x00280100
 _PHOTOMETRIC_INTERPRETATION = 0x00280004
+_PLANAR_CONFIGURATION = 0x00280006
+_BITS_STORED = 0x00280101
+PIXEL_DATA = 0x7FE00010
 
 PixelResult = tuple[list[Segment], JsonObject, str | None, str]
 
@@ -57,18 +62,28 @@ def read_pixel_data(
     parsed: ParsedFile,
     state: State,
 ) -> Generator[Part, None, PixelResult]:
-    """Read the Pixel Data value, yielding frames; returns segments, JSON, stop reason, TS."""
+    """Read the Pixel Data value, yielding frames; returns segments, JSON, stop reason, TS.
+
+    With ``state.recompression``, frames are recompressed as they pass
+    (:mod:`dicomweb_archive.dicom.recompress`); frames of a compressed original that were
+    recompressed can no longer fill the skeleton's fragment segments, which are then replaced
+    by one ``stored_frames`` segment (``docs/spec/info-record.md``).
+    """
     frame_count = is_value(head, top.get(NUMBER_OF_FRAMES)) or 1
     vr = resolve_vr(element, state.pixel_representation)
+    native = False
     if element.undefined_length:
         syntax = parsed.transfer_syntax
         state.media_type = media_type(syntax)
+        _start_recompression(state, element, head, top, parsed, native=False)
         segments, stop = yield from _encapsulated(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
     elif parsed.transfer_syntax in NATIVE_TRANSFER_SYNTAXES or not parsed.meta:
         syntax = EXPLICIT_VR_LITTLE_ENDIAN
+        native = True
         state.media_type = media_type(syntax)
+        _start_recompression(state, element, head, top, parsed, native=True)
         segments, stop = yield from _native(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
@@ -77,9 +92,63 @@ def read_pixel_data(
         value = reader.read(element.length)
         segments = [literal(value)]
         stop = None if len(value) == element.length else "file ends inside Pixel Data"
-    if state.frames:
-        return segments, {"vr": vr, "BulkDataURI": FRAMES_PLACEHOLDER}, stop, syntax
-    return _unframed(element, segments, stop, parsed, state)
+    if not state.frames:
+        return _unframed(element, segments, stop, parsed, state)
+    if state.recompressor is not None:
+        syntax = _finish_recompression(state, state.recompressor)
+        if not native and stop is None and any(_gone(f) for f in state.frames):
+            segments = [{"stored_frames": len(state.frames)}, *segments[-1:]]
+    return segments, {"vr": vr, "BulkDataURI": FRAMES_PLACEHOLDER}, stop, syntax
+
+
+def _gone(frame: dict[str, Any]) -> bool:
+    """A frame whose received codestream the store no longer holds."""
+    source = frame.get("source")
+    return source is not None and "bulk" not in source
+
+
+def _start_recompression(
+    state: State,
+    element: Element,
+    head: bytes,
+    top: dict[int, Element],
+    parsed: ParsedFile,
+    *,
+    native: bool,
+) -> None:
+    if state.recompression is None or element.tag != PIXEL_DATA:
+        return
+    bits_allocated = us_value(head, top.get(_BITS_ALLOCATED)) or 0
+    pixel = PixelDescription(
+        rows=us_value(head, top.get(_ROWS)) or 0,
+        columns=us_value(head, top.get(_COLUMNS)) or 0,
+        samples_per_pixel=us_value(head, top.get(_SAMPLES_PER_PIXEL)) or 1,
+        bits_allocated=bits_allocated,
+        bits_stored=us_value(head, top.get(_BITS_STORED)) or bits_allocated,
+        pixel_representation=state.pixel_representation,
+        photometric_interpretation=text_value(head, top.get(_PHOTOMETRIC_INTERPRETATION)),
+        planar_configuration=us_value(head, top.get(_PLANAR_CONFIGURATION)) or 0,
+    )
+    recompressor = FrameRecompressor(
+        state.recompression, parsed.transfer_syntax, pixel, native=native
+    )
+    if recompressor.target is not None:
+        state.recompressor = recompressor
+
+
+def _finish_recompression(state: State, recompressor: FrameRecompressor) -> str:
+    """Say which frames were kept and why; returns the transfer syntax of the first frame."""
+    label = recompressor.label
+    if recompressor.reason is not None:
+        state.warnings.append(
+            f"frames kept as received, not recompressed to {label}: {recompressor.reason}"
+        )
+    for reason, numbers in state.kept.items():
+        which = ", ".join(str(n) for n in numbers[:10]) + (" ..." if len(numbers) > 10 else "")
+        state.warnings.append(
+            f"frame(s) {which} kept as received, not recompressed to {label}: {reason}"
+        )
+    return str(state.frames[0]["transfer_syntax_uid"])
 
 
 def _unframed(
@@ -103,9 +172,29 @@ def _unframed(
 
 
 def _emit_frame(state: State, data: bytes | memoryview) -> FramePart:
+    """The next frame, recompressed when the instance's recompressor can (a lossy frame's
+    original goes to ``state.pending_bulk``: see :func:`_kept_originals`)."""
+    number = len(state.frames) + 1
     sha = hashlib.sha256(data).hexdigest()
-    state.frames.append({"sha256": sha, "size": len(data)})
-    return FramePart(len(state.frames), data, sha, state.media_type)
+    recompressor = state.recompressor
+    if recompressor is None:
+        state.frames.append({"sha256": sha, "size": len(data)})
+        return FramePart(number, data, sha, state.media_type)
+    outcome = recompressor.frame(data, sha)
+    if outcome.note is not None:
+        state.kept.setdefault(outcome.note, []).append(number)
+    if outcome.original is not None and sha not in state.bulk:
+        state.bulk[sha] = len(outcome.original)
+        state.pending_bulk.append(BulkPart(sha, bytes(outcome.original)))
+    stored_sha = sha if outcome.data is data else hashlib.sha256(outcome.data).hexdigest()
+    state.frames.append({"sha256": stored_sha, "size": len(outcome.data), **outcome.record})
+    return FramePart(number, outcome.data, stored_sha, outcome.media_type)
+
+
+def _kept_originals(state: State) -> Iterator[BulkPart]:
+    """The originals of lossy frames, written as bulk data right after their frame."""
+    while state.pending_bulk:
+        yield state.pending_bulk.pop(0)
 
 
 def _native(
@@ -136,6 +225,7 @@ def _native(
         value = reader.read(element.length)
         for frame in layout.frames:
             yield _emit_frame(state, bytes(frame.read(value)))
+            yield from _kept_originals(state)
         stop = None if len(value) == element.length else "file ends inside Pixel Data"
         return [literal(value)], stop
     segments: list[Segment] = []
@@ -150,6 +240,7 @@ def _native(
         stored = swap_bytes(data, frame.swap) if frame.swap > 1 else data
         part = _emit_frame(state, stored)
         yield part
+        yield from _kept_originals(state)
         segment: Segment = {"frame": part.number}
         if frame.swap > 1:
             segment["swap"] = frame.swap
@@ -187,7 +278,7 @@ def _encapsulated(
     frame_starts: set[int] = set()
     position = 0  # offset of the next item from the first item after the offset table
 
-    def flush() -> Iterator[FramePart]:
+    def flush() -> Iterator[Part]:
         if not current:
             return
         part = _emit_frame(state, b"".join(current))
@@ -201,6 +292,7 @@ def _encapsulated(
         current.clear()
         current_segments.clear()
         yield part
+        yield from _kept_originals(state)
 
     first = True
     while True:

@@ -9,6 +9,9 @@ A skeleton is a list of segments whose concatenation is the original file
   ``length`` (one fragment of a multi-fragment frame); ``swap`` w reverses byte order per
   w-byte word (big endian originals, stored little endian);
 - ``{"bulk": "<sha256>"}``: a whole bulk-data file, with optional ``swap``;
+- ``{"stored_frames": n}``: the items of encapsulated Pixel Data holding the n stored frames as
+  they are stored, one fragment each, after an empty Basic Offset Table (PS3.5 A.4): used where
+  frames of a compressed original were recompressed and its codestreams are not kept;
 - ``{"deflate": {...zlib parameters}, "segments": [...]}``: the inner segments rebuild the
   inflated data set, which is compressed again with the recorded zlib parameters
   (PS3.5 A.5, Deflated Explicit VR Little Endian).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from dicomweb_archive.dicom.parse import Buffer
 from dicomweb_archive.model.dicom_json import swap_bytes
 
 Segment = dict[str, Any]
+_ITEM = struct.Struct("<HHI")
 #: Returns (stored bytes) for a frame number or a bulk-data hash.
 FrameReader = Callable[[int], bytes | memoryview]
 BulkReader = Callable[[str], bytes | memoryview]
@@ -90,9 +95,17 @@ def _zlib_candidates() -> Iterator[dict[str, int]]:
 
 
 def generate_bytes(
-    segments: list[Segment], *, read_frame: FrameReader, read_bulk: BulkReader
+    segments: list[Segment],
+    *,
+    read_frame: FrameReader,
+    read_bulk: BulkReader,
+    read_stored: FrameReader | None = None,
 ) -> Iterator[bytes | memoryview]:
-    """Yield the file's bytes segment by segment (memory bounded by one frame)."""
+    """Yield the file's bytes segment by segment (memory bounded by one frame).
+
+    ``read_frame`` gives a frame as received, ``read_stored`` as stored (they differ for
+    recompressed frames; default: ``read_frame``).
+    """
     for segment in segments:
         if "literal" in segment:
             yield base64.b64decode(segment["literal"])
@@ -103,6 +116,8 @@ def generate_bytes(
             yield _unswap(data, segment)
         elif "bulk" in segment:
             yield _unswap(read_bulk(segment["bulk"]), segment)
+        elif "stored_frames" in segment:
+            yield from _items(int(segment["stored_frames"]), read_stored or read_frame)
         elif "deflate" in segment:
             params = segment["deflate"]
             compressor = zlib.compressobj(
@@ -113,12 +128,27 @@ def generate_bytes(
                 params["strategy"],
             )
             for chunk in generate_bytes(
-                segment["segments"], read_frame=read_frame, read_bulk=read_bulk
+                segment["segments"],
+                read_frame=read_frame,
+                read_bulk=read_bulk,
+                read_stored=read_stored,
             ):
                 yield compressor.compress(chunk)
             yield compressor.flush()
         else:
             raise ValueError(f"unknown skeleton segment {sorted(segment)}")
+
+
+def _items(count: int, read_stored: FrameReader) -> Iterator[bytes | memoryview]:
+    """An empty Basic Offset Table item, then one item per stored frame (even length)."""
+    yield _ITEM.pack(0xFFFE, 0xE000, 0)
+    for number in range(1, count + 1):
+        data = read_stored(number)
+        pad = len(data) % 2
+        yield _ITEM.pack(0xFFFE, 0xE000, len(data) + pad)
+        yield data
+        if pad:
+            yield b"\0"
 
 
 def _unswap(data: bytes | memoryview, segment: Segment) -> bytes | memoryview:

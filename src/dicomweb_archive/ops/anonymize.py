@@ -26,15 +26,22 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from dicomweb_archive.dicom.edit import Edit, edit_head
+from dicomweb_archive.dicom.recompress import (
+    Recompression,
+    is_recompressed,
+    rebuilds_original,
+    stored_syntaxes,
+)
 from dicomweb_archive.dicom.rewrite import split_head
-from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
-from dicomweb_archive.errors import UsageError
+from dicomweb_archive.dicom.skeleton import ChunkStream
+from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
 from dicomweb_archive.ops.export import Selection, select
 from dicomweb_archive.ops.ingest import FileResult, PipelineOptions, write_streams
+from dicomweb_archive.ops.reconstruct import FrameReaders
 from dicomweb_archive.store.files import read_json_gz, write_bytes
-from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
+from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
 from dicomweb_archive.store.layout import StoreLayout
 
 JsonObject = dict[str, Any]
@@ -111,7 +118,10 @@ def anonymize(
             stream = _deidentified_stream(layout, instance, metadata, profile)
             yield instance.sop, cast(BinaryIO, io.BufferedReader(stream))
 
-    report.results = write_streams(streams(), out, options=PipelineOptions())
+    policies = {instance.sop: _recompression(read_info(layout, instance)) for instance in chosen}
+    report.results = write_streams(
+        streams(), out, options=PipelineOptions(), recompression_for=policies.get
+    )
     out_layout = StoreLayout(Path(out))
     for instance, result in zip(chosen, report.results, strict=True):
         if result.key is not None and result.status != "failed":
@@ -225,13 +235,27 @@ def _deidentified_stream(
         Edit(((0x00020017, None),), "AE", None),
         Edit(((0x00020018, None),), "AE", None),
     ]
+    if not rebuilds_original(info):  # the stored form: its frames' one transfer syntax
+        syntaxes = stored_syntaxes(info)
+        if len(syntaxes) != 1:
+            raise ArchiveError(
+                f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
+            )
+        meta_edits.append(Edit(((0x00020010, None),), "UI", syntaxes[0]))
     new_head = edit_head(head, edits, name=key.sop, meta_edits=meta_edits, clear_preamble=True)
-    chunks = generate_bytes(
-        rest,
-        read_frame=lambda number: read_frame(layout, key, number),
-        read_bulk=lambda sha: read_bulk(layout, key.study, sha),
-    )
+    chunks = FrameReaders(layout, key, info).generate(rest)
     return ChunkStream(iter([new_head, *chunks]))
+
+
+def _recompression(info: JsonObject) -> Recompression | None:
+    """The recompression that gives a de-identified copy the source instance's stored frames
+    again (so that they can be shared): the one target its frames were recompressed to."""
+    targets = {f["transfer_syntax_uid"] for f in info["frames"] if is_recompressed(f)}
+    if len(targets) != 1:
+        return None
+    target = targets.pop()
+    received = {info["original"]["transfer_syntax_uid"]}
+    return Recompression(frozenset(received), target, target)
 
 
 def _edits(dataset: JsonObject, profile: Profile, days: int, prefix: Path_) -> list[Edit]:

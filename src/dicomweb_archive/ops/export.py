@@ -28,6 +28,7 @@ from typing import BinaryIO, cast
 
 from pydicom.fileset import FileSet
 
+from dicomweb_archive.dicom.recompress import rebuilds_original
 from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import (
@@ -36,7 +37,7 @@ from dicomweb_archive.index.queries import (
     studies_of_patient,
 )
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.reconstruct import generate_p10
+from dicomweb_archive.ops.reconstruct import generate_p10, stored_form_p10
 from dicomweb_archive.ops.transcode import check_target, transcode
 from dicomweb_archive.store.files import write_bytes
 from dicomweb_archive.store.instance import InstanceKey, read_info
@@ -66,6 +67,8 @@ class Exported:
     error: str | None = None
     transcoded: bool = False
     edited: bool = False
+    #: pixel-identical, not byte-identical: the original's codestreams were recompressed
+    recompressed: bool = False
 
 
 @dataclass(slots=True)
@@ -154,7 +157,9 @@ def export(
     """Export the selected instances to a directory, a zip (path or stream), or DICOMDIR media.
 
     With ``transfer_syntax``, instances stored in another transfer syntax are decoded and
-    written in that one (``ops/transcode.py``); the others are still byte-exact.
+    written in that one (``ops/transcode.py``); the others are still byte-exact. Instances
+    whose compressed original was recompressed at ingest are written pixel-identical in
+    ``transfer_syntax`` or their stored one (``Exported.recompressed``).
     """
     target = check_target(transfer_syntax) if transfer_syntax is not None else None
     started = time.perf_counter()
@@ -191,11 +196,20 @@ class _Checked:
         self.size = 0
         self.output_sha: str | None = None
         self.edited = False
+        self.recompressed = False
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.layout, self.key)
         self.edited = int(info.get("revision", 0)) > 0
         chunks = generate_p10(self.layout, self.key, info=info, check_parts=self.edited)
+        if not rebuilds_original(info):
+            self.recompressed = True
+            stored_form = b"".join(chunks)
+            output = stored_form_p10(stored_form, info, self.target)
+            self.size = len(output)
+            self.output_sha = hashlib.sha256(output).hexdigest()
+            yield output
+            return
         if self.target is None:
             for chunk in chunks:
                 self.sha.update(chunk)
@@ -213,6 +227,11 @@ class _Checked:
 def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.size = checked.size
     item.sha256 = checked.output_sha or checked.sha.hexdigest()
+    if checked.recompressed:  # pixels checked frame by frame against the recorded hashes
+        item.recompressed = True
+        item.transcoded = checked.target is not None
+        item.edited = checked.edited
+        return
     item.transcoded = checked.output_sha is not None and checked.output_sha != expected
     item.edited = checked.edited and checked.sha.hexdigest() != expected
     if checked.sha.hexdigest() != expected and not checked.edited:

@@ -31,6 +31,7 @@ from dicomweb_archive.dicom.parts import (
     Part,
     generate_parts,
 )
+from dicomweb_archive.dicom.recompress import Recompression
 from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, TruncatedError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.query import first_value
@@ -70,6 +71,8 @@ class PipelineOptions:
     replace: bool = False  # --replace: a different file may replace a stored SOP Instance UID
     path_instances: str = "instances"
     path_deduplicated: str = "deduplicated"
+    #: -r/-t/-T: frames recompressed at ingest (None: --no-recompress, frames as received)
+    recompression: Recompression | None = field(default_factory=Recompression)
 
     def layout(self, store: str | os.PathLike[str]) -> StoreLayout:
         return StoreLayout(Path(store), self.path_instances, self.path_deduplicated)
@@ -207,8 +210,13 @@ def write_streams(
     store: str | os.PathLike[str],
     *,
     options: PipelineOptions | None = None,
+    recompression_for: Callable[[str], Recompression | None] | None = None,
 ) -> list[FileResult]:
-    """Stage 1 on several named P10 streams, then the later stages once (like a file batch)."""
+    """Stage 1 on several named P10 streams, then the later stages once (like a file batch).
+
+    ``recompression_for`` chooses the recompression of each stream by its name (instead of
+    ``options.recompression``).
+    """
     options = options or PipelineOptions()
     layout = options.layout(store)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -220,6 +228,8 @@ def write_streams(
             for name, stream in streams:
                 result = FileResult(Path(name), "failed")
                 results.append(result)
+                if recompression_for is not None:
+                    batch.options = replace(options, recompression=recompression_for(name))
                 finish = batch.begin(stream, result, file_sha256=None)
                 if finish is not None:
                     finish()
@@ -336,6 +346,7 @@ class _Batch:
             frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
+            recompression=self.options.recompression,
         )
         try:
             header = next(parts)

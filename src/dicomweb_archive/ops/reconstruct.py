@@ -2,6 +2,9 @@
 
 Concatenates the info record's skeleton segments, reading frames and bulk data from their
 files (``docs/spec/info-record.md``). Memory is bounded by one frame.
+:func:`reconstruct_p10` and :func:`write_p10` give the file as received; an instance whose
+compressed original was recompressed at ingest comes out transcoded, pixel for pixel, in its
+stored transfer syntax (``docs/spec/recompression.md``).
 """
 
 from __future__ import annotations
@@ -9,12 +12,22 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dicomweb_archive.dicom.codecs import ENCODERS, EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.dicom.recompress import (
+    frame_syntax,
+    is_recompressed,
+    rebuilds_original,
+    source_frame,
+    stored_pixel,
+)
 from dicomweb_archive.dicom.skeleton import generate_bytes
-from dicomweb_archive.errors import CorruptStoreError, NoSuchInstanceError
+from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.index.database import Index
+from dicomweb_archive.ops.transcode import transcode
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.layout import StoreLayout
 
@@ -30,6 +43,58 @@ def find_instance_key(layout: StoreLayout, sop_instance_uid: str) -> InstanceKey
     )
 
 
+@dataclass(slots=True)
+class FrameReaders:
+    """How a skeleton's segments read an instance's frames and bulk data from the store.
+
+    ``frame`` gives a frame as received: recompressed frames decoded to their native bytes
+    (checked against the SHA-256 of the source pixels) or, for lossy frames, the kept
+    original; ``stored`` gives it as stored. With ``check_parts`` every frame and bulk-data
+    file is checked against the SHA-256 the info record gives.
+    """
+
+    layout: StoreLayout
+    key: InstanceKey
+    info: dict[str, Any]
+    check_parts: bool = False
+    _stored: tuple[int, memoryview] | None = None
+    _source: tuple[int, bytes | memoryview] | None = None
+
+    def stored(self, number: int) -> memoryview:
+        if self._stored is not None and self._stored[0] == number:
+            return self._stored[1]
+        data = read_frame(self.layout, self.key, number)
+        expected = self.info["frames"][number - 1]["sha256"]
+        if self.check_parts and hashlib.sha256(data).hexdigest() != expected:
+            raise CorruptStoreError(f"frame {number} of {self.key.sop} differs from its SHA-256")
+        self._stored = (number, data)
+        return data
+
+    def bulk(self, sha: str) -> bytes:
+        data = read_bulk(self.layout, self.key.study, sha)
+        if self.check_parts and hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptStoreError(f"bulk data {sha[:12]}... of {self.key.sop} is damaged")
+        return data
+
+    def frame(self, number: int) -> bytes | memoryview:
+        record = self.info["frames"][number - 1]
+        if not is_recompressed(record):
+            return self.stored(number)
+        if self._source is not None and self._source[0] == number:
+            return self._source[1]
+        try:
+            data = source_frame(self.stored(number), record, stored_pixel(self.info), self.bulk)
+        except CodecError as exc:
+            raise CorruptStoreError(f"frame {number} of {self.key.sop}: {exc}") from exc
+        self._source = (number, data)
+        return data
+
+    def generate(self, segments: list[dict[str, Any]]) -> Iterator[bytes | memoryview]:
+        return generate_bytes(
+            segments, read_frame=self.frame, read_bulk=self.bulk, read_stored=self.stored
+        )
+
+
 def generate_p10(
     layout: StoreLayout,
     key: InstanceKey,
@@ -37,44 +102,49 @@ def generate_p10(
     info: dict[str, Any] | None = None,
     check_parts: bool = False,
 ) -> Iterator[bytes | memoryview]:
-    """Yield the P10 bytes of one instance, segment by segment.
+    """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`).
 
-    With ``check_parts`` every frame and bulk-data file is checked against the SHA-256 its
-    info record gives (the proof for an edited instance, whose file hash is new).
+    Where the original codestreams of a compressed instance were not kept
+    (:func:`~dicomweb_archive.dicom.recompress.rebuilds_original` is false), the bytes are the
+    instance's stored form, which :func:`stored_form_p10` turns into a valid file.
     """
     info = info if info is not None else read_info(layout, key)
-    frame_hashes = [item["sha256"] for item in info["frames"]]
-    last: tuple[int, memoryview] | None = None
-
-    def frame(number: int) -> memoryview:
-        nonlocal last
-        if last is not None and last[0] == number:
-            return last[1]
-        data = read_frame(layout, key, number)
-        if check_parts and hashlib.sha256(data).hexdigest() != frame_hashes[number - 1]:
-            raise CorruptStoreError(f"frame {number} of {key.sop} differs from its SHA-256")
-        last = (number, data)
-        return data
-
-    def bulk(sha: str) -> bytes:
-        data = read_bulk(layout, key.study, sha)
-        if check_parts and hashlib.sha256(data).hexdigest() != sha:
-            raise CorruptStoreError(f"bulk data {sha[:12]}... of {key.sop} is damaged")
-        return data
-
-    return generate_bytes(info["skeleton"], read_frame=frame, read_bulk=bulk)
+    return FrameReaders(layout, key, info, check_parts).generate(info["skeleton"])
 
 
 def reconstruct_p10(store: str | os.PathLike[str], sop_instance_uid: str) -> bytes:
     """The P10 file of an instance, rebuilt from metadata, frames, bulk data and info record."""
-    layout = StoreLayout(Path(store))
-    return b"".join(generate_p10(layout, find_instance_key(layout, sop_instance_uid)))
+    return b"".join(generate_instance(StoreLayout(Path(store)), sop_instance_uid))
 
 
 def write_p10(store: str | os.PathLike[str], sop_instance_uid: str, output: BinaryIO) -> int:
     """Stream an instance's P10 bytes to ``output``; returns the number of bytes written."""
-    layout = StoreLayout(Path(store))
     written = 0
-    for chunk in generate_p10(layout, find_instance_key(layout, sop_instance_uid)):
+    for chunk in generate_instance(StoreLayout(Path(store)), sop_instance_uid):
         written += output.write(chunk)
     return written
+
+
+def generate_instance(layout: StoreLayout, sop_instance_uid: str) -> Iterator[bytes | memoryview]:
+    """The bytes of an instance as a valid P10 file: as received, or transcoded where its
+    original codestreams were recompressed (then the whole file is built in memory)."""
+    key = find_instance_key(layout, sop_instance_uid)
+    info = read_info(layout, key)
+    chunks = generate_p10(layout, key, info=info)
+    if rebuilds_original(info):
+        return chunks
+    return iter([stored_form_p10(b"".join(chunks), info, None)])
+
+
+def stored_form_p10(stored_form: bytes, info: dict[str, Any], syntax: str | None) -> bytes:
+    """A valid P10 file from an instance's stored form (frames as stored, each in its own
+    transfer syntax): in ``syntax``, else in the frames' one lossless syntax, else Explicit VR
+    Little Endian; every frame is checked against its recorded source pixels."""
+    count = len(info["frames"])
+    syntaxes = [frame_syntax(info, n) for n in range(1, count + 1)]
+    if syntax is None:
+        distinct = set(syntaxes)
+        only = distinct.pop() if len(distinct) == 1 else None
+        syntax = only if only in ENCODERS else EXPLICIT_VR_LITTLE_ENDIAN
+    hashes = [f["source"]["pixels_sha256"] if is_recompressed(f) else None for f in info["frames"]]
+    return transcode(stored_form, syntax, frame_syntaxes=syntaxes, pixel_sha256=hashes)

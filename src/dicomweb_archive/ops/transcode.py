@@ -9,28 +9,34 @@ fails the instance. Unlike a byte-exact export, this rewrites the file with pydi
 Meta Information gets the new Transfer Syntax UID, Pixel Data the new frames, and JPEG colour
 frames become RGB. Lossy originals stay lossy (Lossy Image Compression is kept). The instance is
 held in memory while it is rewritten.
+
+The same function writes instances whose frames were recompressed at ingest from a compressed
+original (the original codestreams are not kept): their stored form carries each stored frame
+in its own transfer syntax, and every decoded frame is checked against the SHA-256 of the
+source pixels recorded at ingest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+from collections.abc import Sequence
 
-import imagecodecs
 import numpy as np
 import pydicom
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from dicomweb_archive.dicom.codecs import PixelDescription, decode_frame
-from dicomweb_archive.errors import ExportError, UsageError
+from dicomweb_archive.dicom.codecs import (
+    ENCODERS,
+    PixelDescription,
+    decode_frame,
+    encode_frame,
+    native_bytes,
+)
+from dicomweb_archive.errors import CodecError, ExportError, UsageError
 
 NATIVE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
-#: lossless compressed targets -> imagecodecs codec
-ENCODERS = {
-    "1.2.840.10008.1.2.4.80": "jpegls",
-    "1.2.840.10008.1.2.4.90": "jpeg2k",
-    "1.2.840.10008.1.2.4.201": "htj2k",
-}
 TARGETS = NATIVE | set(ENCODERS) | {str(RLELossless)}
 
 
@@ -42,80 +48,41 @@ def check_target(syntax: str) -> str:
     return syntax
 
 
-def encode_frame(array: np.ndarray, syntax: str, bits_stored: int) -> bytes:
-    """One frame losslessly compressed, checked by decoding it again (PS3.5 A.4)."""
-    prepared = array
-    if array.dtype.kind == "i":  # signed: the stored bit pattern, as the codecs want it
-        unsigned = array.view(array.dtype.str.replace("i", "u"))
-        prepared = (
-            unsigned & ((1 << bits_stored) - 1) if bits_stored < array.itemsize * 8 else unsigned
-        )
-    prepared = np.ascontiguousarray(prepared)
-    codec = ENCODERS[syntax]
-    try:
-        if codec == "jpeg2k":
-            data = imagecodecs.jpeg2k_encode(prepared, level=0, codecformat="j2k", reversible=True)
-        else:
-            data = getattr(imagecodecs, f"{codec}_encode")(prepared)
-        decoded = np.asarray(getattr(imagecodecs, f"{codec}_decode")(data))
-    except Exception as exc:  # imagecodecs raises its own error types per codec
-        raise ExportError(f"cannot encode a frame as {syntax}: {exc}") from exc
-    if decoded.shape != prepared.shape or not np.array_equal(decoded, prepared):
-        raise ExportError(f"a frame does not survive {syntax} losslessly")
-    return bytes(data)
+def _pixel(ds: pydicom.Dataset) -> PixelDescription:
+    return PixelDescription(
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+        bits_allocated=int(ds.BitsAllocated),
+        bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
+        pixel_representation=int(ds.get("PixelRepresentation", 0)),
+        photometric_interpretation=str(ds.PhotometricInterpretation),
+        planar_configuration=int(ds.get("PlanarConfiguration", 0)),
+    )
 
 
-def transcode(p10: bytes, syntax: str) -> bytes:
-    """The P10 file ``p10`` rewritten in the native transfer syntax ``syntax``."""
+def transcode(
+    p10: bytes,
+    syntax: str,
+    *,
+    frame_syntaxes: Sequence[str] | None = None,
+    pixel_sha256: Sequence[str | None] | None = None,
+) -> bytes:
+    """The P10 file ``p10`` rewritten in the transfer syntax ``syntax``.
+
+    ``frame_syntaxes`` gives the transfer syntax of each encapsulated frame when the file holds
+    stored frames rather than frames in its own transfer syntax; ``pixel_sha256`` the SHA-256
+    each decoded frame's native little endian bytes must have (None: not checked).
+    """
     ds = pydicom.dcmread(io.BytesIO(p10), force=True)
     source = str(ds.file_meta.TransferSyntaxUID)
-    if source == syntax:
+    if source == syntax and frame_syntaxes is None:
         return p10  # already there: keep the bytes as received
-    if "PixelData" in ds and source != syntax:
-        pixel = PixelDescription(
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
-            bits_allocated=int(ds.BitsAllocated),
-            bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
-            pixel_representation=int(ds.get("PixelRepresentation", 0)),
-            photometric_interpretation=str(ds.PhotometricInterpretation),
-            planar_configuration=int(ds.get("PlanarConfiguration", 0)),
-        )
-        count = int(ds.get("NumberOfFrames") or 1)
-        photometric = pixel.photometric_interpretation
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            arrays = []
-            for frame in generate_frames(ds.PixelData, number_of_frames=count):
-                array, photometric = decode_frame(bytes(frame), source, pixel)
-                arrays.append(array)
-        else:  # native, possibly big endian: pydicom reads the values
-            everything = np.asarray(ds.pixel_array)
-            arrays = list(
-                everything.reshape(
-                    count, *everything.shape[-3 if pixel.samples_per_pixel > 1 else -2 :]
-                )
-            )
-        little = arrays[0].dtype.newbyteorder("<")
-        ds.PhotometricInterpretation = photometric
-        if pixel.samples_per_pixel > 1:
-            ds.PlanarConfiguration = 0
-        if syntax in ENCODERS:
-            frames = [encode_frame(a.astype(little), syntax, pixel.bits_stored) for a in arrays]
-            ds.PixelData = encapsulate(frames, has_bot=True)
-            ds["PixelData"].VR = "OB"
-            ds["PixelData"].is_undefined_length = True
-        else:
-            data = np.concatenate([a.reshape(-1) for a in arrays]).astype(little)
-            ds.PixelData = data.tobytes() + (b"\0" if data.nbytes % 2 else b"")
-            ds["PixelData"].VR = "OB" if pixel.bits_allocated <= 8 else "OW"
-            ds["PixelData"].is_undefined_length = False
-            if syntax == RLELossless:
-                ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-                try:
-                    ds.compress(RLELossless, encoding_plugin="pydicom")
-                except (ValueError, RuntimeError) as exc:
-                    raise ExportError(f"cannot encode as RLE Lossless: {exc}") from exc
+    if "PixelData" in ds:
+        try:
+            _pixels(ds, source, syntax, frame_syntaxes, pixel_sha256)
+        except CodecError as exc:
+            raise ExportError(str(exc)) from exc
     ds.file_meta.TransferSyntaxUID = UID(syntax)
     out = io.BytesIO()
     try:
@@ -125,3 +92,69 @@ def transcode(p10: bytes, syntax: str) -> bytes:
     except (ValueError, TypeError) as exc:
         raise ExportError(f"cannot write the transcoded instance: {exc}") from exc
     return out.getvalue()
+
+
+def _pixels(
+    ds: pydicom.Dataset,
+    source: str,
+    syntax: str,
+    frame_syntaxes: Sequence[str] | None,
+    pixel_sha256: Sequence[str | None] | None,
+) -> None:
+    """Replace Pixel Data with the frames in ``syntax`` (and set what describes them)."""
+    pixel = _pixel(ds)
+    count = int(ds.get("NumberOfFrames") or 1)
+    photometric = pixel.photometric_interpretation
+    kept: list[bytes | None] = []
+    arrays: list[np.ndarray | None] = []
+    if frame_syntaxes is not None or ds.file_meta.TransferSyntaxUID.is_compressed:
+        syntaxes = list(frame_syntaxes or [source] * count)
+        for number, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=count)):
+            frame_syntax = syntaxes[number]
+            expected = pixel_sha256[number] if pixel_sha256 else None
+            if frame_syntax == syntax and syntax in ENCODERS and expected is None:
+                kept.append(bytes(frame))  # already in the target syntax: keep the codestream
+                arrays.append(None)
+                continue
+            array, photometric = decode_frame(bytes(frame), frame_syntax, pixel)
+            if expected is not None:
+                if hashlib.sha256(native_bytes(array, pixel)).hexdigest() != expected:
+                    raise CodecError(f"frame {number + 1} does not decode to the source pixels")
+                if frame_syntax == syntax and syntax in ENCODERS:
+                    kept.append(bytes(frame))
+                    arrays.append(None)
+                    continue
+            kept.append(None)
+            arrays.append(array)
+    else:  # native, possibly big endian: pydicom reads the values
+        everything = np.asarray(ds.pixel_array)
+        shape = everything.shape[-3 if pixel.samples_per_pixel > 1 else -2 :]
+        arrays = list(everything.reshape(count, *shape))
+        kept = [None] * count
+    ds.PhotometricInterpretation = photometric
+    if pixel.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    if syntax in ENCODERS:
+        frames = [
+            data if data is not None else encode_frame(_little(array), syntax, pixel)
+            for data, array in zip(kept, arrays, strict=True)
+        ]
+        ds.PixelData = encapsulate(frames, has_bot=True)
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        return
+    data = np.concatenate([_little(a).reshape(-1) for a in arrays if a is not None])
+    ds.PixelData = data.tobytes() + (b"\0" if data.nbytes % 2 else b"")
+    ds["PixelData"].VR = "OB" if pixel.bits_allocated <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    if syntax == RLELossless:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        try:
+            ds.compress(RLELossless, encoding_plugin="pydicom")
+        except (ValueError, RuntimeError) as exc:
+            raise ExportError(f"cannot encode as RLE Lossless: {exc}") from exc
+
+
+def _little(array: np.ndarray | None) -> np.ndarray:
+    assert array is not None
+    return array.astype(array.dtype.newbyteorder("<"))

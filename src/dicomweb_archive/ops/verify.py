@@ -28,9 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomweb_archive.dicom.codecs import PixelDescription
 from dicomweb_archive.dicom.parts import InstanceEnd, InstanceHeader, generate_parts
+from dicomweb_archive.dicom.recompress import (
+    is_recompressed,
+    rebuilds_original,
+    source_frame,
+    source_pixels,
+    stored_pixel,
+    stored_syntaxes,
+)
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
-from dicomweb_archive.errors import ArchiveError, MissingStoreFileError
+from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
@@ -243,16 +252,28 @@ def _verify_instance(
     frames = _FrameChecker(layout, key, info, report, where)
     bulk_used.update(item["sha256"] for item in info["bulkdata"])
     checked = _Hashing(
-        generate_bytes(info["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk)
+        generate_bytes(
+            info["skeleton"],
+            read_frame=frames.read,
+            read_bulk=frames.read_bulk,
+            read_stored=frames.read_stored,
+        )
     )
     edited = int(info.get("revision", 0)) > 0
+    exact = rebuilds_original(info)
     try:
-        derived = _derive(checked) if deep or edited else None
+        derived = _derive(checked, info) if deep or edited else None
         for _ in checked:
             pass
-        original_sha = _original_sha(layout, key, frames) if edited else checked.sha.hexdigest()
+        if edited and exact:
+            original_sha = _original_sha(layout, key, frames)
+        else:
+            original_sha = checked.sha.hexdigest() if exact else info["original"]["sha256"]
     except MissingStoreFileError as exc:
         fail("missing", str(exc))
+        return None
+    except CodecError as exc:
+        fail("pixels", str(exc))
         return None
     except (ArchiveError, OSError, ValueError) as exc:
         fail("corrupt", f"cannot be rebuilt: {exc}")
@@ -279,6 +300,16 @@ def _verify_instance(
         )
         report.instances.append(
             Verdict(key.study, key.series, key.sop, "edited", ", ".join(changed))
+        )
+    elif not exact:
+        report.instances.append(
+            Verdict(
+                key.study,
+                key.series,
+                key.sop,
+                "pixels+attributes",
+                "frames of the compressed original were recompressed losslessly",
+            )
         )
     else:
         report.instances.append(Verdict(key.study, key.series, key.sop, "bytes"))
@@ -315,8 +346,9 @@ class _Hashing:
             yield chunk
 
 
-def _derive(checked: _Hashing) -> JsonObject | None:
-    """The metadata of the rebuilt file, derived as ingest derives it."""
+def _derive(checked: _Hashing, info: JsonObject) -> JsonObject | None:
+    """The metadata of the rebuilt file, derived as ingest derives it; AvailableTransferSyntaxUID
+    (0008,3002) names the stored frames' transfer syntaxes, which recompression chose."""
     stream = io.BufferedReader(ChunkStream(iter(checked)), buffer_size=1 << 20)
     for part in generate_parts(
         stream,
@@ -324,6 +356,8 @@ def _derive(checked: _Hashing) -> JsonObject | None:
         bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
     ):
         if isinstance(part, InstanceEnd):
+            if info["frames"]:
+                part.metadata["00083002"] = {"vr": "UI", "Value": stored_syntaxes(info)}
             return part.metadata
     return None
 
@@ -352,9 +386,23 @@ class _FrameChecker:
             where,
         )
         self.cache: tuple[int, memoryview] | None = None
+        self.source_cache: tuple[int, bytes | memoryview] | None = None
+        self.pixel = stored_pixel(info)
         self.bad = False
 
-    def read(self, number: int) -> memoryview:
+    def read(self, number: int) -> bytes | memoryview:
+        """Frame ``number`` as received (decoded, for a recompressed frame)."""
+        record = self.info["frames"][number - 1]
+        if not is_recompressed(record):
+            return self.read_stored(number)
+        if self.source_cache is None or self.source_cache[0] != number:
+            data = source_frame(self.read_stored(number), record, self.pixel, self.read_bulk)
+            self.source_cache = (number, data)
+        return self.source_cache[1]
+
+    def read_stored(self, number: int) -> memoryview:
+        """Frame ``number`` as stored; a losslessly recompressed frame whose original is not
+        kept must decode to the source pixels recorded at ingest."""
         if self.cache is not None and self.cache[0] == number:
             return self.cache[1]
         data = read_frame(self.layout, self.key, number)
@@ -363,8 +411,16 @@ class _FrameChecker:
             self.bad = True
             path = self.layout.frame(self.key.study, self.key.series, self.key.sop, number)
             self.report.add("hash", self.layout.relative(path), "frame differs from its SHA-256")
+        record = self.info["frames"][number - 1]
+        if is_recompressed(record) and "bulk" not in record["source"]:
+            source_pixels(data, record, self._pixel())  # raises CodecError: the pixels differ
         self.cache = (number, data)
         return data
+
+    def _pixel(self) -> PixelDescription:
+        if self.pixel is None:
+            raise CodecError("the info record lacks the pixel description of recompressed frames")
+        return self.pixel
 
     def read_bulk(self, sha: str) -> bytes:
         data = read_bulk(self.layout, self.key.study, sha)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from dicomweb_archive.dicom.codecs import PixelDescription, decode_frame
+from dicomweb_archive.dicom.codecs import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    PixelDescription,
+    decode_frame,
+    native_bytes,
+)
+from dicomweb_archive.dicom.recompress import frame_media_type, frame_syntax
 from dicomweb_archive.errors import ArchiveError, BadQueryError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import find_instances, keyword_of, search
@@ -166,24 +173,27 @@ class Server:
         info = self._info(key)
         count = len(info["frames"])
         wanted_numbers = _frame_numbers(numbers, count)
-        stored_type = info["stored"]["media_type"].split(";")[0].strip()
-        stored_syntax = info["stored"]["transfer_syntax_uid"]
+        syntaxes = {n: frame_syntax(info, n) for n in wanted_numbers}
+        if len(set(syntaxes.values())) == 1:  # the usual case: one stored transfer syntax
+            stored_syntax = syntaxes[wanted_numbers[0]]
+            stored_type = frame_media_type(info, wanted_numbers[0]).split(";")[0].strip()
+        else:  # frames kept as received beside recompressed ones: offer them decoded
+            stored_syntax, stored_type = EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream"
         choice = choose_frame_type(
             parse_accept(request.headers.get("accept")), stored_type, stored_syntax
         )
         if choice is None:
             raise UnacceptableError(stored_type)
         media_type, syntax = choice
-        decode = syntax != stored_syntax
-        pixel = self._pixel(key) if decode else None
+        pixel = self._pixel(key) if any(s != syntax for s in syntaxes.values()) else None
 
         def parts() -> Iterator[bytes]:
             for number in wanted_numbers:
                 path = self.file(self.layout.frame(key.study, key.series, key.sop, number))
                 data = parse_part(path.read_bytes(), source=path.name)[1]
-                if pixel is not None:
-                    array, _ = decode_frame(bytes(data), stored_syntax, pixel)
-                    yield array.astype(array.dtype.newbyteorder("<")).tobytes()
+                if pixel is not None and syntaxes[number] != syntax:
+                    array, _ = decode_frame(bytes(data), syntaxes[number], pixel)
+                    yield native_bytes(array, replace(pixel, planar_configuration=0))
                 else:
                     yield bytes(data)
 
