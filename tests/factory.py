@@ -32,10 +32,15 @@ def make_ct(
     frames: int = 1,
     seed: int = 0,
     modality: str = "CT",
+    realistic: bool = False,
 ) -> Dataset:
-    """A small but complete CT-like image (uncompressed, explicit VR little endian)."""
+    """A small but complete CT-like image (uncompressed, explicit VR little endian): uniform
+    noise, or with ``realistic`` a :func:`phantom` slice per frame."""
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16)
+    if realistic:
+        pixels = np.stack([phantom(rows, columns, seed + n) for n in range(frames)])
+    else:
+        pixels = rng.integers(0, 4096, size=(frames, rows, columns), dtype=np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = UID(sop)
@@ -102,6 +107,7 @@ def write_series(
     patient_id: str = "PAT001",
     patient_name: str = "DOE^JOHN",
     prefix: str = "IM",
+    realistic: bool = False,
 ) -> list[Path]:
     """A series of ``count`` CT slices; UIDs derived deterministically unless given."""
     study = study or generate_uid(prefix=ROOT, entropy_srcs=[str(directory), "study"])
@@ -121,6 +127,40 @@ def write_series(
                 patient_id=patient_id,
                 patient_name=patient_name,
                 seed=number,
+                realistic=realistic,
             )
         )
     return paths
+
+
+def write_odd_bits(path: Path, *, study: str, series: str, sop: str) -> Path:
+    """A two-frame signed 12-bit CT whose second frame has bits above Bits Stored that are not
+    the sign (as some modalities write overlays): frame 1 can be recompressed losslessly and
+    given back byte for byte, frame 2 cannot."""
+    ds = make_ct(study=study, series=series, sop=sop, frames=2, rows=32, columns=32)
+    ds.PixelRepresentation = 1
+    values = np.arange(-512, 512, dtype=np.int16).reshape(32, 32)
+    second = values.view(np.uint16) & 0x0FFF | 0x4000  # 12 stored bits, bit 14 set
+    ds.PixelData = values.tobytes() + second.astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def phantom(rows: int, columns: int, seed: int) -> np.ndarray:
+    """A CT-like slice (stored values, rescale intercept -1024): air around an elliptic body
+    of soft tissue with two lungs and a vertebra, quantum noise (sigma 8), zero outside the
+    circular field of view. Compresses losslessly about as real CT does (JPEG-LS ~3:1)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:columns]
+    cx, cy = columns / 2, rows / 2
+    image = np.full((rows, columns), 24.0)  # air, -1000 HU
+    image[np.hypot((x - cx) / (0.42 * columns), (y - cy) / (0.33 * rows)) < 1] = 1064  # 40 HU
+    for side in (0.35, 0.65):
+        lung = np.hypot((x - side * columns) / (0.1 * columns), (y - cy) / (0.15 * rows)) < 1
+        image[lung] = 224  # -800 HU
+    image[np.hypot((x - cx) / (0.04 * columns), (y - 0.7 * rows) / (0.04 * rows)) < 1] = 2024
+    image += rng.normal(0, 8, (rows, columns))
+    pixels: np.ndarray = np.clip(image, 0, 4095).astype(np.uint16)
+    pixels[np.hypot(x - cx, y - cy) > min(rows, columns) / 2] = 0
+    return pixels

@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from dicomweb_archive.cli.main import SEED_APPS, app
+from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import StoreLayout
 from tests.factory import uid, write_ct, write_series
 
 runner = CliRunner()
+JLS, HTJ2K = "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201"
+EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 def run(command: str, *args: str) -> tuple[int, str, str]:
@@ -90,22 +94,53 @@ def test_clean_and_remove_deduplicated(tmp_path: Path) -> None:
     assert not layout.instance_records(uid(1)).exists()
 
 
-def test_recompression_options_checked_and_announced(inputs: Path, tmp_path: Path) -> None:
-    """-r/-t/-T are validated; when given they warn that they have no effect yet."""
-    store = str(tmp_path / "s")
-    code, _, err = run(
-        "mkdicomweb", "-r", "uncompressed,jp2", "-t", "jls", "-o", store, str(inputs)
-    )
-    assert code == 0 and "recompression is not available" in err
-    code, _, err = run(
-        "mkdicomweb", "-r", "uncompressed", "--no-recompress", "-o", store, str(inputs)
-    )
-    assert code == 0 and "recompression" not in err
-    code, _, err = run("mkdicomweb", "-r", "gif", "-o", store, str(inputs))
-    assert code == 2 and "'gif'" in err
-    code, _, err = run("mkdicomweb", "-T", "png", "-o", store, str(inputs))
-    assert code == 2 and "-T/--colour-content-type" in err
-    assert run("mkdicomweb", "-T", "1.2.840.10008.1.2.4.80", "-o", store, str(inputs))[0] == 0
+def _stored_syntaxes(store: Path) -> set[str]:
+    return {
+        f.get("transfer_syntax_uid", info["stored"]["transfer_syntax_uid"])
+        for info in (read_json_gz(p) for p in store.rglob("info.json.gz"))
+        for f in info["frames"]
+    }
+
+
+def test_recompression_options(inputs: Path, tmp_path: Path) -> None:
+    """-r/-t/-T/--no-recompress choose what is recompressed to what; bad values exit 2."""
+    cases = {
+        (): {JLS},
+        ("-t", "htj2k"): {HTJ2K},
+        ("-t", "1.2.840.10008.1.2.4.90"): {"1.2.840.10008.1.2.4.90"},
+        ("--no-recompress",): {EXPLICIT},
+        ("-t", "jls", "--no-recompress"): {EXPLICIT},
+        ("-r", "jp2,rle"): {EXPLICIT},
+        ("-r", "jp2", "-r", "uncompressed"): {JLS},
+        ("-t", "none"): {EXPLICIT},
+        ("-T", "htj2k"): {JLS},  # grayscale frames follow -t
+    }
+    for number, (args, expected) in enumerate(cases.items()):
+        store = tmp_path / f"s{number}"
+        code, out, err = run("mkdicomweb", *args, "-o", str(store), str(inputs))
+        assert code == 0, (args, err)
+        assert _stored_syntaxes(store) == expected, args
+        assert ("2 frames recompressed" in out) == (expected != {EXPLICIT}), (args, out)
+    bad = str(tmp_path / "bad")
+    for args, message in (
+        (("-r", "gif"), "'gif'"),
+        (("-T", "png"), "-T/--colour-content-type"),
+        (("-t", "jpeg"), "colour frames only"),
+        (("-t", "1.2.840.10008.1.2.4.50"), "colour frames only"),
+        (("-t", "1.2.840.10008.1.2.4.91"), "cannot be recompressed to"),
+    ):
+        code, _, err = run("mkdicomweb", *args, "-o", bad, str(inputs))
+        assert code == 2 and message in err, (args, err)
+    assert not Path(bad).exists()
+
+
+def test_kept_frames_are_reported(tmp_path: Path) -> None:
+    """A frame that cannot be recompressed is kept; the summary counts it, -v says why."""
+    source = Path(str(get_testdata_file("SC_ybr_full_422_uncompressed.dcm")))
+    code, out, err = run("mkdicomweb", "-v", "-o", str(tmp_path / "s"), str(source))
+    assert code == 0
+    assert "1 kept as received" in out
+    assert "YBR_FULL_422 frames are kept as received" in err
 
 
 def test_help_forms_and_version() -> None:

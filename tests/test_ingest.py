@@ -10,6 +10,7 @@ import pytest
 
 from dicomweb_archive import ingest, reconstruct_p10, reindex
 from dicomweb_archive.index.database import Index
+from dicomweb_archive.ops.ingest import PipelineOptions
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.layout import PRIVATE_DIR, StoreLayout
 from tests.factory import uid, write_ct, write_series
@@ -167,7 +168,7 @@ def test_store_size_close_to_input(tmp_path: Path) -> None:
     """Without recompression the store adds little to the input (no frame copies in info)."""
     files = write_series(tmp_path / "in", count=10, rows=256, columns=256)
     store = tmp_path / "store"
-    ingest(files, store)
+    ingest(files, store, options=PipelineOptions(recompression=None))
     size_in = sum(p.stat().st_size for p in files)
     size_store = sum(
         p.stat().st_size for p in store.rglob("*") if p.is_file() and PRIVATE_DIR not in p.parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client as httplib
 import io
@@ -26,7 +27,7 @@ from dicomweb_archive import ingest
 from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.store.multipart import read_part
 from dicomweb_archive.web.app import create_app
-from tests.factory import uid, write_series
+from tests.factory import uid, write_odd_bits, write_series
 
 
 def _testdata(name: str) -> str:
@@ -54,8 +55,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "store"
 
 
-@pytest.fixture(scope="module")
-def base_url(store: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(store: Path) -> Iterator[str]:
+    """Our server on a free loopback port, in a thread; yields the DICOMweb base URL."""
     port = _free_port()
     config = uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -65,9 +67,17 @@ def base_url(store: Path) -> Iterator[str]:
         if server.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/dicomweb"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/dicomweb"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(store: Path) -> Iterator[str]:
+    with serving(store) as url:
+        yield url
 
 
 def _ct_study(client: DICOMwebClient) -> dict[str, Any]:
@@ -145,6 +155,26 @@ def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
     url = f"{path}/{ids[1]}/instances/{ids[2]}/frames/1"
     refused = Http(base_url).get(url, {"Accept": 'multipart/related; type="image/jp2"'})
     assert refused.status_code == 406
+
+
+def test_frames_of_a_mixed_instance(tmp_path: Path) -> None:
+    """Frames stored in different syntaxes (one kept as received): asked one at a time they
+    come as stored; asked together, decoded to native."""
+    path = write_odd_bits(tmp_path / "odd.dcm", study=uid(61), series=uid(62), sop=uid(63))
+    assert ingest([path], tmp_path / "store").ok
+    with serving(tmp_path / "store") as url:
+        _mixed_frames(DICOMwebClient(url))
+
+
+def _mixed_frames(client: DICOMwebClient) -> None:
+    ids = (uid(61), uid(62), uid(63))
+    (first,) = client.retrieve_instance_frames(*ids, [1])
+    assert first.startswith(b"\xff\xd8\xff\xf7")
+    (second,) = client.retrieve_instance_frames(*ids, [2])
+    both = client.retrieve_instance_frames(*ids, [1, 2])
+    values = np.arange(-512, 512, dtype=np.int16).reshape(32, 32)
+    assert both[0] == values.tobytes()
+    assert both[1] == second and len(second) == values.nbytes
 
 
 def test_retrieve_instance_and_bulkdata(base_url: str) -> None:

@@ -3,7 +3,6 @@ mkdicomwebdeduplicatedgroup, mkdicomwebstudy (and their ``dicomweb-archive`` sub
 
 from __future__ import annotations
 
-import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,8 @@ from dicomweb_archive.cli.common import (
     store_path,
 )
 from dicomweb_archive.dicom.parts import InlineLimits
-from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.ops.ingest import (
     FileResult,
     IngestReport,
@@ -55,7 +55,6 @@ COMMANDS = {
     "mkdicomwebstudy": "Stage 3: write study and series query files, series and instance "
     "metadata and the index, from the deduplicated data.",
 }
-_UID_LIKE = re.compile(r"[0-9.]+")
 
 
 def make_command(command: str) -> Callable[..., None]:
@@ -86,7 +85,7 @@ def make_command(command: str) -> Callable[..., None]:
         if inputs == ["help"]:
             stdout.print(ctx.get_help(), markup=False)
             raise typer.Exit(EXIT_OK)
-        _check_recompression(recompress, content_type, colour_content_type, no_recompress)
+        recompression = _recompression(recompress, content_type, colour_content_type, no_recompress)
         options = PipelineOptions(
             limits=InlineLimits(maximum_inline_public_length, maximum_inline_private_length),
             instances=instances or command == "mkdicomwebinstances",
@@ -98,6 +97,7 @@ def make_command(command: str) -> Callable[..., None]:
             replace=replace,
             path_instances=_relative(path_instances, "--path-instances"),
             path_deduplicated=_relative(path_deduplicated, "--path-deduplicated"),
+            recompression=recompression,
         )
         root = store_path(store)
         if command in ("mkdicomwebdeduplicatedgroup", "mkdicomwebstudy"):
@@ -124,33 +124,15 @@ def _relative(value: str, option: str) -> str:
     return path.as_posix()
 
 
-def _check_recompression(
+def _recompression(
     recompress: list[str] | None, grey: str | None, colour: str | None, disabled: bool
-) -> None:
-    """Validate the recompression options and say, once, that they have no effect yet."""
-    given = False
-    for value in recompress or []:
-        for item in filter(None, re.split(r"[,\s]+", value)):
-            if item not in opt.RECOMPRESS_TYPES:
-                error_line(
-                    f"-r/--recompress: {item!r} is not one of {', '.join(opt.RECOMPRESS_TYPES)}"
-                )
-                raise typer.Exit(EXIT_USAGE)
-            given = True
-    for name, target in (("-t/--content-type", grey), ("-T/--colour-content-type", colour)):
-        if target is None:
-            continue
-        if target not in opt.CONTENT_TYPES and not _UID_LIKE.fullmatch(target):
-            error_line(f"{name}: {target!r} is not one of {', '.join(opt.CONTENT_TYPES)} or a UID")
-            raise typer.Exit(EXIT_USAGE)
-        given = True
-    if given and not disabled:
-        stderr.print(
-            "warning: recompression is not available in this version; frames are stored as "
-            "received (-r/-t/-T have no effect yet)",
-            markup=False,
-            soft_wrap=True,
-        )
+) -> Recompression | None:
+    """The recompression the options ask for (``docs/spec/recompression.md``)."""
+    try:
+        return Recompression.from_options(recompress, grey, colour, disabled=disabled)
+    except UsageError as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE) from exc
 
 
 def _run_stage(
@@ -237,6 +219,8 @@ def _summary(report: IngestReport, *, verbose: bool) -> None:
         f"{unchanged} unchanged" if unchanged else "",
         f"{len(report.studies)} studies updated",
         f"{megabytes:.1f} MB read",
+        f"{report.frames_recompressed} frames recompressed" if report.frames_recompressed else "",
+        f"{report.frames_kept} kept as received (-v says why)" if report.frames_kept else "",
         f"{len(report.failures)} failed",
         f"{report.seconds:.2f} s ({rate:.0f} instances/s)",
     ]

@@ -1,9 +1,8 @@
 """The seed's option list, shared by its five commands (``docs/cli.md``).
 
 Every command accepts every option, as the seed's commands did; each option says which stage
-it acts on. Recompression options are accepted and checked now; recompression itself arrives
-in a later release, and until then frames are stored as received and a warning says so when
-one of these options is given.
+it acts on. The recompression options (``-r``, ``--no-recompress``, ``-t``, ``-T``) act on stage 1
+(``docs/spec/recompression.md``).
 """
 
 from __future__ import annotations
@@ -13,12 +12,7 @@ from typing import Annotated
 
 import typer
 
-RECOMPRESS_TYPES = ("uncompressed", "jp2", "jpeglossless", "rle")
-CONTENT_TYPES = ("jls", "htj2k", "jpeg", "none")
-RECOMPRESS_NOTE = (
-    " Recompression is not available in this version: the option is checked, and frames are"
-    " stored as received (a warning says so)."
-)
+from dicomweb_archive.dicom.recompress import SOURCE_TYPES
 
 Inputs = Annotated[
     list[str] | None,
@@ -87,7 +81,11 @@ MaxPrivate = Annotated[
     ),
 ]
 NoRecompress = Annotated[
-    bool, typer.Option("--no-recompress", help="Force no recompression." + RECOMPRESS_NOTE)
+    bool,
+    typer.Option(
+        "--no-recompress",
+        help="Force no recompression: every frame is stored as received (overrides -r/-t/-T).",
+    ),
 ]
 Store = Annotated[Path, typer.Option("-o", "--dir", help="The store's root directory.")]
 PathDeduplicated = Annotated[
@@ -106,10 +104,10 @@ Recompress = Annotated[
     typer.Option(
         "-r",
         "--recompress",
-        help="Source types to recompress, comma-separated or repeated: "
-        + ", ".join(RECOMPRESS_TYPES)
-        + " [default: uncompressed,jp2]."
-        + RECOMPRESS_NOTE,
+        help="Received types to recompress, comma-separated or repeated: "
+        + ", ".join(SOURCE_TYPES)
+        + " (default: uncompressed jp2). Lossless, checked per frame; a frame that cannot be"
+        " recompressed exactly is kept as received (-v says why).",
         show_default=False,
     ),
 ]
@@ -126,8 +124,9 @@ ContentType = Annotated[
     typer.Option(
         "-t",
         "--content-type",
-        help="Target for grayscale frames: " + ", ".join(CONTENT_TYPES) + " or a transfer "
-        "syntax UID." + RECOMPRESS_NOTE,
+        help="Target for grayscale frames: jls (JPEG-LS lossless, default), htj2k (HTJ2K "
+        "lossless), none, or a transfer syntax UID (1.2.840.10008.1.2.4.80, .4.90, .4.201, "
+        "1.2.840.10008.1.2.1).",
     ),
 ]
 ColourContentType = Annotated[
@@ -135,8 +134,8 @@ ColourContentType = Annotated[
     typer.Option(
         "-T",
         "--colour-content-type",
-        help="Target for colour frames: " + ", ".join(CONTENT_TYPES) + " or a transfer "
-        "syntax UID." + RECOMPRESS_NOTE,
+        help="Target for colour frames: jls (default), htj2k, jpeg (baseline, lossy: the "
+        "original frame is kept as bulk data for export), none, or a transfer syntax UID.",
     ),
 ]
 Replace = Annotated[

@@ -228,7 +228,12 @@ class FrameRecompressor:
             stored = encode(array, target)
             decoded, _ = decode_frame(stored, target, pixel)
             if native_bytes(decoded, pixel) != source:
-                raise CodecError(f"the frame does not survive {self.label} losslessly")
+                raise CodecError(
+                    "decoded, it does not give back the received bytes exactly (bits above "
+                    "Bits Stored that are not sign bits?)"
+                    if self.native
+                    else "decoded, it does not give back the source pixels exactly"
+                )
         return Outcome(stored, media_type(target), record)
 
 

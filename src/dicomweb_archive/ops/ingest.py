@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from dicomweb_archive.dicom.parts import (
     BulkPart,
@@ -31,7 +31,7 @@ from dicomweb_archive.dicom.parts import (
     Part,
     generate_parts,
 )
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompress import Recompression, is_recompressed
 from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, TruncatedError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.query import first_value
@@ -89,6 +89,9 @@ class FileResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     exception: BaseException | None = None
+    frames_recompressed: int = 0
+    #: frames recompression was asked for but that were kept as received (warnings say why)
+    frames_kept: int = 0
 
 
 @dataclass(slots=True)
@@ -114,6 +117,14 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def frames_recompressed(self) -> int:
+        return sum(r.frames_recompressed for r in self.results if r.status != "failed")
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(r.frames_kept for r in self.results if r.status != "failed")
 
 
 ProgressHook = Callable[[FileResult], None]
@@ -395,6 +406,7 @@ class _Batch:
             end = self._write_parts(parts, writer)
             result.warnings = end.info["warnings"]
             result.size = end.info["original"]["size"]
+            result.frames_recompressed, result.frames_kept = _recompression_counts(end.info)
             if end.stop_reason is not None:
                 raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
             new_sha = end.info["original"]["sha256"]
@@ -492,6 +504,14 @@ class _Batch:
                 for sop, record in records.records.items()
             }
         return self.records[study]
+
+
+def _recompression_counts(info: dict[str, Any]) -> tuple[int, int]:
+    """Frames recompressed, and frames kept as received although recompression applied to
+    the instance (its info record then holds the pixel description)."""
+    recompressed = sum(1 for f in info["frames"] if is_recompressed(f))
+    asked = "pixel" in info["stored"]
+    return recompressed, (len(info["frames"]) - recompressed if asked else 0)
 
 
 def _size(stream: BinaryIO) -> int:
