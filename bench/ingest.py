@@ -1,13 +1,16 @@
-"""Ingest benchmark: instances/s and MB/s against `cp -r` of the same files, in the same run.
+"""Ingest benchmark: instances/s, MB/s and store size, against `cp -r` of the same files, in
+the same run, with and without recompression.
 
-Usage: python bench/ingest.py [--count 500] [--frames 200] [--size 512] [--workdir DIR]
+Usage: python bench/ingest.py [--count 1000] [--frames 200] [--size 512] [--workdir DIR]
 
 Generates (once, cached in the work directory) a CT series of COUNT slices of SIZE x SIZE
-16-bit pixels and one multi-frame instance of FRAMES frames, then measures, each in a fresh
-process so that peak memory (max RSS) is the ingest's own:
+16-bit pixels (a CT-like phantom with noise: tests/factory.py's ``phantom``) and one
+multi-frame instance of FRAMES such frames, then measures, each in a fresh process so that
+peak memory (max RSS) is the ingest's own:
 - `cp -r` of the input (the baseline),
-- ingest of the CT series into an empty store, and of half the series (peak memory must not
-  grow with the number of files),
+- ingest of the CT series into an empty store with the default recompression (JPEG-LS
+  lossless), with HTJ2K lossless, and with --no-recompress; and of half the series (peak
+  memory must not grow with the number of files),
 - ingest of the multi-frame instance.
 Prints a Markdown table and the ratios; docs/benchmarks.md records a run.
 """
@@ -35,8 +38,11 @@ from tests.factory import uid, write_ct, write_series  # noqa: E402 - repository
 CHILD = """
 import re, sys, time
 from dicomweb_archive import ingest
+from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.ops.ingest import PipelineOptions
+policy = Recompression.from_options(grey=sys.argv[3], colour=sys.argv[3])
 start = time.perf_counter()
-report = ingest([sys.argv[1]], sys.argv[2])
+report = ingest([sys.argv[1]], sys.argv[2], options=PipelineOptions(recompression=policy))
 seconds = time.perf_counter() - start
 assert report.ok, [r.error for r in report.failures][:3]
 status = open("/proc/self/status").read()
@@ -54,11 +60,11 @@ def tree_size(path: Path, *, skip_private: bool = False) -> int:
 
 
 def generate(workdir: Path, count: int, frames: int, size: int) -> tuple[Path, Path, Path]:
-    ct = workdir / f"ct-{count}x{size}"
-    half = workdir / f"ct-{count // 2}x{size}"
-    multi = workdir / f"multiframe-{frames}x{size}"
+    ct = workdir / f"ct-phantom-{count}x{size}"
+    half = workdir / f"ct-phantom-{count // 2}x{size}"
+    multi = workdir / f"multiframe-phantom-{frames}x{size}"
     if not ct.exists():
-        write_series(ct, count=count, rows=size, columns=size, patient_id="BENCH")
+        write_series(ct, count=count, rows=size, columns=size, patient_id="BENCH", realistic=True)
     if not half.exists():
         shutil.copytree(ct, half)
         for path in sorted(half.iterdir())[count // 2 :]:
@@ -72,6 +78,7 @@ def generate(workdir: Path, count: int, frames: int, size: int) -> tuple[Path, P
             frames=frames,
             rows=size,
             columns=size,
+            realistic=True,
         )
     return ct, half, multi
 
@@ -90,15 +97,16 @@ def time_cp(source: Path, workdir: Path) -> float:
     return statistics.median(times)
 
 
-def time_ingest(source: Path, workdir: Path) -> dict[str, float]:
-    """Median of REPEATS ingests into an empty store, each in a fresh process after a sync."""
+def time_ingest(source: Path, workdir: Path, target: str) -> dict[str, float]:
+    """Median of REPEATS ingests into an empty store, each in a fresh process after a sync;
+    ``target`` is the -t/-T value (``none``: no recompression)."""
     store = workdir / "store"
     runs = []
     for _ in range(REPEATS):
         shutil.rmtree(store, ignore_errors=True)
         subprocess.run(["sync"], check=True)
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(source), str(store)],
+            [sys.executable, "-c", CHILD, str(source), str(store), target],
             check=True,
             capture_output=True,
             text=True,
@@ -120,7 +128,7 @@ def time_ingest(source: Path, workdir: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dwa-bench")
@@ -128,13 +136,18 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     ct, half, multi = generate(args.workdir, args.count, args.frames, args.size)
     rows: list[dict[str, Any]] = []
-    for label, source in (
-        (f"CT {args.count} x {args.size}^2", ct),
-        (f"CT {args.count // 2} x {args.size}^2", half),
-        (f"multi-frame {args.frames} x {args.size}^2", multi),
+    cp_times: dict[Path, float] = {}
+    for label, source, target in (
+        (f"CT {args.count} x {args.size}^2, JPEG-LS (default)", ct, "jls"),
+        (f"CT {args.count} x {args.size}^2, HTJ2K", ct, "htj2k"),
+        (f"CT {args.count} x {args.size}^2, --no-recompress", ct, "none"),
+        (f"CT {args.count // 2} x {args.size}^2, JPEG-LS", half, "jls"),
+        (f"multi-frame {args.frames} x {args.size}^2, JPEG-LS", multi, "jls"),
     ):
-        cp_seconds = time_cp(source, args.workdir)
-        result = time_ingest(source, args.workdir)
+        if source not in cp_times:
+            cp_times[source] = time_cp(source, args.workdir)
+        cp_seconds = cp_times[source]
+        result = time_ingest(source, args.workdir, target)
         megabytes = result["input_bytes"] / 1e6
         rows.append(
             {

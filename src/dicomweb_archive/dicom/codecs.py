@@ -43,9 +43,9 @@ JPEG_FAMILY = {
     "1.2.840.10008.1.2.4.81": "jpegls",
     JPEG_2000_LOSSLESS: "jpeg2k",
     "1.2.840.10008.1.2.4.91": "jpeg2k",
-    HTJ2K_LOSSLESS: "jpeg2k",
-    "1.2.840.10008.1.2.4.202": "jpeg2k",
-    "1.2.840.10008.1.2.4.203": "jpeg2k",
+    HTJ2K_LOSSLESS: "htj2k",  # OpenJPH: HT code blocks only, as .4.201 and .4.202 have
+    "1.2.840.10008.1.2.4.202": "htj2k",
+    "1.2.840.10008.1.2.4.203": "jpeg2k",  # may mix HT and part 1 code blocks: OpenJPEG
 }
 #: Lossless compressed targets -> imagecodecs encoder.
 ENCODERS = {JPEG_LS_LOSSLESS: "jpegls", JPEG_2000_LOSSLESS: "jpeg2k", HTJ2K_LOSSLESS: "htj2k"}
@@ -138,12 +138,16 @@ def container(array: np.ndarray, pixel: PixelDescription) -> np.ndarray:
     return sign_extend(array.astype(dtype), pixel)
 
 
+def sign_extends(pixel: PixelDescription) -> bool:
+    """Whether signed values need their sign copied above Bits Stored."""
+    return bool(pixel.pixel_representation) and pixel.bits_stored < pixel.dtype.itemsize * 8
+
+
 def sign_extend(array: np.ndarray, pixel: PixelDescription) -> np.ndarray:
     """Signed values whose bits above Bits Stored copy the sign bit (PS3.5 8.1.1)."""
-    bits = pixel.bits_stored
-    if not pixel.pixel_representation or array.dtype.kind != "i" or bits >= array.itemsize * 8:
+    if not sign_extends(pixel) or array.dtype.kind != "i":
         return array
-    shift = array.itemsize * 8 - bits
+    shift = array.itemsize * 8 - pixel.bits_stored
     return (array << shift) >> shift  # arithmetic shift right copies the sign bit
 
 

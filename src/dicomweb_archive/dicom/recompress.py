@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from dicomweb_archive.dicom.codecs import (
     ENCODERS,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -41,6 +43,7 @@ from dicomweb_archive.dicom.codecs import (
     encode_lossy_jpeg,
     native_array,
     native_bytes,
+    sign_extends,
 )
 from dicomweb_archive.dicom.frames import media_type
 from dicomweb_archive.errors import CodecError, UsageError
@@ -227,7 +230,7 @@ class FrameRecompressor:
         else:
             stored = encode(array, target)
             decoded, _ = decode_frame(stored, target, pixel)
-            if native_bytes(decoded, pixel) != source:
+            if not _gives_back(decoded, array, source, pixel):
                 raise CodecError(
                     "decoded, it does not give back the received bytes exactly (bits above "
                     "Bits Stored that are not sign bits?)"
@@ -235,6 +238,20 @@ class FrameRecompressor:
                     else "decoded, it does not give back the source pixels exactly"
                 )
         return Outcome(stored, media_type(target), record)
+
+
+def _gives_back(
+    decoded: np.ndarray, array: np.ndarray, source: bytes | memoryview, pixel: PixelDescription
+) -> bool:
+    """Whether the decoded frame is the source exactly: its pixels and, re-encoded natively,
+    its bytes. Fast path: where the source array is a plain view of the source bytes (no sign
+    extension, samples interleaved, no byte left over), equal arrays mean equal bytes."""
+    if decoded.shape != array.shape or decoded.dtype != array.dtype:
+        return False
+    plain = not sign_extends(pixel) and pixel.planar_configuration == 0
+    if plain and len(source) == array.nbytes:
+        return bool(np.array_equal(decoded, array))
+    return native_bytes(decoded, pixel) == bytes(source)
 
 
 def _unsupported(target: str | None, pixel: PixelDescription | None) -> str | None:
@@ -253,8 +270,8 @@ def _unsupported(target: str | None, pixel: PixelDescription | None) -> str | No
         return f"Bits Stored {pixel.bits_stored} does not fit Bits Allocated"
     if samples == 3 and pixel.planar_configuration == 1:
         return "colour-by-plane frames (Planar Configuration 1) are kept as received"
-    if target == JPEG_LS_LOSSLESS and pixel.bits_allocated > 16:
-        return "JPEG-LS codes at most 16 bits per sample"
+    if pixel.bits_allocated > 16 and target != EXPLICIT_VR_LITTLE_ENDIAN:
+        return "frames of more than 16 bits per sample are kept as received (JPEG-LS stops at 16, and common JPEG 2000 decoders do too)"
     if target == JPEG_BASELINE and (
         photometric != "RGB" or pixel.bits_allocated != 8 or pixel.bits_stored != 8
     ):
