@@ -2,10 +2,12 @@
 
 Usage: python bench/export.py [--count 500] [--size 512] [--workdir DIR]
 
-Ingests the generated CT set once (cached like bench/ingest.py's), then measures, each the
-median of three runs after a `sync`:
+Ingests the generated CT set twice (cached like bench/ingest.py's): frames as received
+(--no-recompress) and recompressed to JPEG-LS (the default). Then measures, each the median of
+three runs after a `sync`:
 - `cat` of all original files into one output file (reads and writes the same bytes);
-- `export` of the whole study to a directory (rebuild from the store, hash, atomic writes);
+- `export` of the whole study to a directory (rebuild from the store, decoding recompressed
+  frames back to the original bytes, hash, atomic writes), for each store;
 - `verify` of the whole store (rebuild and hash every instance, check every derived file).
 """
 
@@ -23,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import generate  # noqa: E402
-from dicomweb_archive import ingest  # noqa: E402
+from bench.ingest import RECENTLY_DELETED_SECONDS, fresh, generate  # noqa: E402
+from dicomweb_archive import PipelineOptions, Recompression, ingest  # noqa: E402
 from dicomweb_archive.ops.export import Selection, export  # noqa: E402
 from dicomweb_archive.ops.verify import verify  # noqa: E402
 
@@ -51,38 +53,45 @@ def main() -> None:
     ct, _half, _multi = generate(args.workdir, args.count, 2, args.size)
     files = sorted(ct.iterdir())
     size = sum(p.stat().st_size for p in files)
-    store = args.workdir / "export-store"
-    if not (store / "studies" / "index.json.gz").exists():
-        shutil.rmtree(store, ignore_errors=True)
-        ingest([ct], store)
-    study = next(p.name for p in (store / "studies").iterdir() if p.is_dir())
-    out = args.workdir / "export-out"
+    stores = {}
+    for name, policy in (("as received", None), ("JPEG-LS", Recompression())):
+        store = args.workdir / f"export-store-{'jls' if policy else 'none'}-{args.count}"
+        if not (store / "studies" / "index.json.gz").exists():
+            shutil.rmtree(store, ignore_errors=True)
+            ingest([ct], store, options=PipelineOptions(recompression=policy))
+        stores[name] = store
+    if (args.workdir / "runs").exists():  # left by an interrupted run: let ext4 forget it
+        shutil.rmtree(args.workdir / "runs")
+        time.sleep(RECENTLY_DELETED_SECONDS)
 
     def cat() -> None:
-        with (args.workdir / "cat-out").open("wb") as sink:
+        target = fresh(args.workdir, "cat")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as sink:
             subprocess.run(["cat", *map(str, files)], stdout=sink, check=True)
 
-    def run_export() -> None:
-        shutil.rmtree(out, ignore_errors=True)
-        report = export(store, Selection(study=study), out=out)
+    def run_export(store: Path) -> None:
+        study = next(p.name for p in (store / "studies").iterdir() if p.is_dir())
+        report = export(store, Selection(study=study), out=fresh(args.workdir, "export"))
         assert report.ok
 
-    def run_verify() -> None:
+    def run_verify(store: Path) -> None:
         assert verify(store).ok
 
     cat_s = timed(cat)
-    export_s = timed(run_export)
-    verify_s = timed(run_verify)
+    rows = [("cat", cat_s)]
+    for name, store in stores.items():
+        rows.append((f"export, frames {name}", timed(lambda s=store: run_export(s))))
+        rows.append((f"verify, frames {name}", timed(lambda s=store: run_verify(s))))
     mb = size / 1e6
     print("| operation | seconds | MB/s | instances/s | vs cat |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, seconds in (("cat", cat_s), ("export", export_s), ("verify", verify_s)):
+    for name, seconds in rows:
         print(
             f"| {name} | {seconds:.2f} | {mb / seconds:.0f} | {len(files) / seconds:.0f} | "
             f"{seconds / cat_s:.1f}x |"
         )
-    shutil.rmtree(out, ignore_errors=True)
-    (args.workdir / "cat-out").unlink(missing_ok=True)
+    shutil.rmtree(args.workdir / "runs")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ status = open("/proc/self/status").read()
 print(seconds, report.instances, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
 """
 REPEATS = 3
+#: How long ext4 avoids reusing a freed inode (see :func:`fresh`).
+RECENTLY_DELETED_SECONDS = 30
 
 
 def tree_size(path: Path, *, skip_private: bool = False) -> int:
@@ -83,27 +85,37 @@ def generate(workdir: Path, count: int, frames: int, size: int) -> tuple[Path, P
     return ct, half, multi
 
 
+def fresh(workdir: Path, name: str) -> Path:
+    """A directory name not used before in this run. Nothing is deleted between runs: ext4
+    skips inodes freed in the last 30 s when it allocates new ones, and scanning past the
+    thousands a deleted store leaves made file creation several times slower (measured with
+    perf: ``recently_deleted`` in ``ext4_create``). :func:`main` deletes everything at the end."""
+    for number in range(1, 1000):
+        path = workdir / "runs" / f"{name}-{number}"
+        if not path.exists():
+            return path
+    raise RuntimeError("too many runs in the work directory")
+
+
 def time_cp(source: Path, workdir: Path) -> float:
     """Median of REPEATS runs of `cp -r`, each after a sync (no writeback left over)."""
     times = []
     for _ in range(REPEATS):
-        target = workdir / "cp-target"
-        shutil.rmtree(target, ignore_errors=True)
+        target = fresh(workdir, "cp")
+        target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["sync"], check=True)
         start = time.perf_counter()
         subprocess.run(["cp", "-r", str(source), str(target)], check=True)
         times.append(time.perf_counter() - start)
-        shutil.rmtree(target)
     return statistics.median(times)
 
 
 def time_ingest(source: Path, workdir: Path, target: str) -> dict[str, float]:
     """Median of REPEATS ingests into an empty store, each in a fresh process after a sync;
     ``target`` is the -t/-T value (``none``: no recompression)."""
-    store = workdir / "store"
     runs = []
     for _ in range(REPEATS):
-        shutil.rmtree(store, ignore_errors=True)
+        store = fresh(workdir, "store")
         subprocess.run(["sync"], check=True)
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(source), str(store), target],
@@ -122,7 +134,6 @@ def time_ingest(source: Path, workdir: Path, target: str) -> dict[str, float]:
         "store_bytes": tree_size(store, skip_private=True),
         "peak_rss_mb": max_rss_kb / 1024,
     }
-    shutil.rmtree(store)
     return result
 
 
@@ -136,6 +147,9 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     ct, half, multi = generate(args.workdir, args.count, args.frames, args.size)
     rows: list[dict[str, Any]] = []
+    if (args.workdir / "runs").exists():  # left by an interrupted run: let ext4 forget it
+        shutil.rmtree(args.workdir / "runs")
+        time.sleep(RECENTLY_DELETED_SECONDS)
     cp_times: dict[Path, float] = {}
     for label, source, target in (
         (f"CT {args.count} x {args.size}^2, JPEG-LS (default)", ct, "jls"),
@@ -175,6 +189,7 @@ def main() -> None:
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / "ingest.json").write_text(json.dumps(rows, indent=1))
+    shutil.rmtree(args.workdir / "runs")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        files = write_series(Path(work) / "in", count=args.count, rows=512, columns=512)
+        files = write_series(
+            Path(work) / "in", count=args.count, rows=512, columns=512, realistic=True
+        )
         store = Path(work) / "store"
         ingest(files, store)
         port = free_port()

@@ -30,7 +30,9 @@ def main(target: Path) -> None:
         source = get_testdata_file(name, download=False)
         if isinstance(source, str):
             shutil.copy(source, target / name)
-    write_series(target / "generated-ct", count=20, rows=256, columns=256, patient_id="DEMO")
+    write_series(
+        target / "generated-ct", count=20, rows=256, columns=256, patient_id="DEMO", realistic=True
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from typer.testing import CliRunner
@@ -239,3 +240,23 @@ def test_dry_run_and_in_place(source: tuple[Path, list[Path]], tmp_path: Path) -
     assert not any(b"SMITHERSON" in text for text in haystack)
     assert (store / ".dicomweb-archive" / "deidentification.key").exists()
     assert verify(store).ok
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_recompressed_and_kept_frames_are_shared(name: str, tmp_path: Path) -> None:
+    """De-identifying a JPEG 2000 original stored as JPEG-LS (its codestreams gone) and an RLE
+    one kept as received gives the same stored frames, shared by hard link."""
+    source = get_testdata_file(name, download=False)
+    assert isinstance(source, str)
+    store = tmp_path / "store"
+    (result,) = ingest([source], store).results
+    assert result.key is not None
+    report = anonymize(store, Selection(study=result.key.study), tmp_path / "out", key=KEY)
+    assert report.ok, [r.error for r in report.results]
+    frames = int(pydicom.dcmread(source).get("NumberOfFrames") or 1)
+    assert report.linked == frames
+    before = read_json_gz(next(store.rglob("info.json.gz")))
+    after = read_json_gz(next((tmp_path / "out").rglob("info.json.gz")))
+    assert [f["sha256"] for f in after["frames"]] == [f["sha256"] for f in before["frames"]]
+    checked = verify(tmp_path / "out")
+    assert checked.ok, checked.findings

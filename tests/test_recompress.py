@@ -71,7 +71,7 @@ def test_export_and_verify_after_recompression(path: Path, target: str, tmp_path
     exported = (tmp_path / "o" / member_name(key)).read_bytes()
     info = _info(store, key.sop)
     native = info["original"]["transfer_syntax_uid"] in NATIVE_SYNTAXES
-    checked = verify(store)
+    checked = verify(store, deep=True)
     assert checked.ok, checked.findings
     (verdict,) = checked.instances
     if native or not any(is_recompressed(f) for f in info["frames"]):

@@ -5,6 +5,7 @@ is a thin shell over it.
 """
 
 from dicomweb_archive.dicom.parts import InlineLimits, generate_parts
+from dicomweb_archive.dicom.recompress import Recompression
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.ops.ingest import (
     IngestReport,
@@ -24,6 +25,7 @@ __all__ = [
     "IngestReport",
     "InlineLimits",
     "PipelineOptions",
+    "Recompression",
     "__version__",
     "build_studies",
     "generate_parts",

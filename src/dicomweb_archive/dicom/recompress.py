@@ -13,6 +13,10 @@ included), or the frame is kept as received and the reason recorded. A lossy fra
 ever stored next to its original, which stays in the store as bulk data: an instance can always
 be exported as received (``docs/spec/recompression.md``).
 
+References: encapsulated transfer syntaxes PS3.5 8.2 (JPEG-LS 8.2.3, JPEG 2000 and HTJ2K 8.2.4
+and after) and A.4; their UIDs PS3.6 Table A-1; frame media types PS3.18 Table 8.7.3-2;
+AvailableTransferSyntaxUID (0008,3002, VR UI, VM 1-n) in the DICOM JSON of PS3.18 F.2.
+
 The frame record (``docs/spec/info-record.md``) of a recompressed frame names the stored
 transfer syntax and its ``source``: the original frame's transfer syntax, SHA-256 and size, the
 SHA-256 of its pixels (native little endian bytes, which :func:`source_pixels` recomputes from
@@ -271,7 +275,10 @@ def _unsupported(target: str | None, pixel: PixelDescription | None) -> str | No
     if samples == 3 and pixel.planar_configuration == 1:
         return "colour-by-plane frames (Planar Configuration 1) are kept as received"
     if pixel.bits_allocated > 16 and target != EXPLICIT_VR_LITTLE_ENDIAN:
-        return "frames of more than 16 bits per sample are kept as received (JPEG-LS stops at 16, and common JPEG 2000 decoders do too)"
+        return (
+            "frames of more than 16 bits per sample are kept as received (JPEG-LS stops at 16,"
+            " and common JPEG 2000 decoders do too)"
+        )
     if target == JPEG_BASELINE and (
         photometric != "RGB" or pixel.bits_allocated != 8 or pixel.bits_stored != 8
     ):
