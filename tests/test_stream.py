@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dicomweb_archive import generate_parts, reconstruct_p10, write_stream
 from dicomweb_archive.dicom.parts import FramePart, InstanceEnd, InstanceHeader
+from dicomweb_archive.dicom.recompress import Recompression
 from tests.factory import uid, write_ct
 
 FRAME_BYTES = 512 * 512 * 2
@@ -28,7 +29,7 @@ def _pipe_from(path: Path) -> tuple[int, threading.Thread]:
     return read_fd, thread
 
 
-def _peak_from_pipe(path: Path, frames: int) -> int:
+def _peak_from_pipe(path: Path, frames: int, recompression: Recompression | None = None) -> int:
     """Peak Python memory while decomposing ``path`` read through a pipe."""
     read_fd, thread = _pipe_from(path)
     kinds = []
@@ -36,11 +37,14 @@ def _peak_from_pipe(path: Path, frames: int) -> int:
         assert not pipe.seekable()
         tracemalloc.start()
         for part in generate_parts(
-            pipe, frames_uri=lambda _m: "frames", bulk_uri=lambda _m, sha: sha
+            pipe,
+            frames_uri=lambda _m: "frames",
+            bulk_uri=lambda _m, sha: sha,
+            recompression=recompression,
         ):
             kinds.append(type(part).__name__)
             if isinstance(part, FramePart):
-                assert len(part.data) == FRAME_BYTES
+                assert (len(part.data) == FRAME_BYTES) == (recompression is None)
         _current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     thread.join()
@@ -77,3 +81,22 @@ def test_write_stream_stores_the_instance(tmp_path: Path) -> None:
     thread.join()
     assert result.status == "stored", result.error
     assert reconstruct_p10(tmp_path / "store", uid(3)) == path.read_bytes()
+
+
+def test_recompressing_from_a_pipe_with_bounded_memory(tmp_path: Path) -> None:
+    """Recompression keeps memory to a few frames: the peak does not grow with frame count."""
+    peaks = {}
+    for frames in (8, 32):
+        path = write_ct(
+            tmp_path / f"multi{frames}.dcm",
+            study=uid(1),
+            series=uid(2),
+            sop=uid(3),
+            frames=frames,
+            rows=512,
+            columns=512,
+            realistic=True,
+        )
+        peaks[frames] = _peak_from_pipe(path, frames, Recompression())
+    assert peaks[32] < 6 * FRAME_BYTES, peaks
+    assert abs(peaks[32] - peaks[8]) < FRAME_BYTES // 2, peaks
