@@ -226,3 +226,18 @@ def test_policy_from_options() -> None:
         Recompression.from_options(grey="jpeg")
     with pytest.raises(UsageError, match="'png'"):
         Recompression.from_options(colour="png")
+
+
+def test_a_codec_surprise_keeps_the_frame(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Whatever a codec raises, the frame is kept as received and the instance is stored."""
+
+    def broken(_array: object, _syntax: str) -> bytes:
+        raise RuntimeError("codec crashed")
+
+    monkeypatch.setattr("dicomweb_archive.dicom.recompress.encode", broken)
+    source = next(p for p in DECODABLE if p.name == "CT_small.dcm")
+    (result,) = ingest([source], tmp_path / "store").results
+    assert result.status == "stored" and (result.frames_recompressed, result.frames_kept) == (0, 1)
+    assert any("unexpected RuntimeError" in w for w in result.warnings)
+    assert result.key is not None
+    assert reconstruct_p10(tmp_path / "store", result.key.sop) == source.read_bytes()

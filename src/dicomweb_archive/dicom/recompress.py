@@ -202,7 +202,9 @@ class FrameRecompressor:
             return self._recompress(data, sha256, self.target, self.pixel)
         except CodecError as exc:
             kept.note = str(exc)
-            return kept
+        except Exception as exc:  # a codec's or numpy's surprise must not fail the instance
+            kept.note = f"unexpected {type(exc).__name__} while recompressing: {exc}"
+        return kept
 
     def _recompress(
         self, data: bytes | memoryview, sha256: str, target: str, pixel: PixelDescription
