@@ -28,6 +28,7 @@ from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.store.multipart import read_part
 from dicomweb_archive.web.app import create_app
 from tests.factory import uid, write_odd_bits, write_series
+from tests.parts_helpers import assert_same_instance
 
 
 def _testdata(name: str) -> str:
@@ -193,6 +194,20 @@ def test_retrieve_instance_and_bulkdata(base_url: str) -> None:
     for key, uri in bulk.items():
         (data,) = client.retrieve_bulkdata(uri)
         assert data == ds[int(key, 16)].value  # the value as in the original file
+
+
+def test_retrieve_recompressed_compressed_instance(base_url: str) -> None:
+    """A JPEG 2000 original stored as JPEG-LS comes back as a valid file in JPEG-LS, with the
+    original's pixels and attributes (its codestreams are not kept)."""
+    client = DICOMwebClient(base_url)
+    source = Path(_testdata("MR_small_jp2klossless.dcm"))
+    ds = pydicom.dcmread(source)
+    ids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    retrieved = client.retrieve_instance(*ids)
+    assert retrieved.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80"
+    buffer = io.BytesIO()
+    retrieved.save_as(buffer, enforce_file_format=True)
+    assert_same_instance(buffer.getvalue(), source.read_bytes())
 
 
 class Http:

@@ -114,21 +114,22 @@ def generate_p10(
 
 def reconstruct_p10(store: str | os.PathLike[str], sop_instance_uid: str) -> bytes:
     """The P10 file of an instance, rebuilt from metadata, frames, bulk data and info record."""
-    return b"".join(generate_instance(StoreLayout(Path(store)), sop_instance_uid))
+    layout = StoreLayout(Path(store))
+    return b"".join(generate_instance(layout, find_instance_key(layout, sop_instance_uid)))
 
 
 def write_p10(store: str | os.PathLike[str], sop_instance_uid: str, output: BinaryIO) -> int:
     """Stream an instance's P10 bytes to ``output``; returns the number of bytes written."""
+    layout = StoreLayout(Path(store))
     written = 0
-    for chunk in generate_instance(StoreLayout(Path(store)), sop_instance_uid):
+    for chunk in generate_instance(layout, find_instance_key(layout, sop_instance_uid)):
         written += output.write(chunk)
     return written
 
 
-def generate_instance(layout: StoreLayout, sop_instance_uid: str) -> Iterator[bytes | memoryview]:
-    """The bytes of an instance as a valid P10 file: as received, or transcoded where its
-    original codestreams were recompressed (then the whole file is built in memory)."""
-    key = find_instance_key(layout, sop_instance_uid)
+def generate_instance(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes | memoryview]:
+    """The bytes of an instance as a valid P10 file: as received (streamed), or transcoded
+    where its original codestreams were recompressed (then built whole in memory)."""
     info = read_info(layout, key)
     chunks = generate_p10(layout, key, info=info)
     if rebuilds_original(info):

@@ -36,7 +36,7 @@ from dicomweb_archive.errors import ArchiveError, BadQueryError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import find_instances, keyword_of, search
 from dicomweb_archive.model.uid import is_safe_uid
-from dicomweb_archive.ops.reconstruct import generate_p10
+from dicomweb_archive.ops.reconstruct import generate_instance
 from dicomweb_archive.store.files import read_json_gz
 from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
@@ -276,7 +276,7 @@ class Server:
 
         def parts() -> Iterator[bytes]:
             for key in keys:
-                yield b"".join(generate_p10(self.layout, key))
+                yield b"".join(generate_instance(self.layout, key))
 
         return _multipart(parts(), "application/dicom", "application/dicom", None)
 
