@@ -36,6 +36,7 @@ from dicomweb_archive.ops.ingest import PipelineOptions
 from dicomweb_archive.ops.update import apply_update, plan_update
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.files import gzip_bytes, read_json_gz, to_json_bytes, write_bytes
+from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.multipart import boundary_for, part_header, part_trailer, read_part
 from tests.factory import uid, write_odd_bits, write_series
@@ -101,13 +102,9 @@ def test_recompressed_export_in_a_requested_syntax(tmp_path: Path) -> None:
         assert_same_instance(data, source.read_bytes())
 
 
-def test_verify_finds_a_damaged_recompressed_frame(tmp_path: Path) -> None:
-    """A frame file whose hash was recomputed after damage still fails: it must decode to the
-    source pixels recorded at ingest."""
-    source = next(p for p in DECODABLE if p.name == "MR_small_jp2klossless.dcm")
-    store = tmp_path / "store"
-    key = ingest([source], store).results[0].key
-    assert key is not None
+def _forge_first_frame(store: Path, key: InstanceKey, *, consistent: bool) -> None:
+    """Replace frame 1 by another valid JPEG-LS frame (one pixel changed) and record its file
+    hash; with ``consistent`` also its pixel hash, so that the store agrees with itself."""
     layout = StoreLayout(store)
     frame = layout.frame(key.study, key.series, key.sop, 1)
     content_type, payload = read_part(frame)
@@ -116,19 +113,57 @@ def test_verify_finds_a_damaged_recompressed_frame(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pixels = ours.pixel_array.copy()
-    pixels[10, 10] += 1  # another valid JPEG-LS frame, of other pixels
+    pixels[10, 10] += 1
     new_payload = encode(pixels, JPEG_LS_LOSSLESS)
+    assert payload != new_payload
     info_path = layout.info(key.study, key.series, key.sop)
     info = read_json_gz(info_path)
     info["frames"][0]["sha256"] = _sha(new_payload)
     info["frames"][0]["size"] = len(new_payload)
+    if consistent:
+        info["frames"][0]["source"]["pixels_sha256"] = _sha(pixels.astype("<i2").tobytes())
     boundary = boundary_for(_sha(new_payload))
     write_bytes(frame, part_header(boundary, content_type) + new_payload + part_trailer(boundary))
     write_bytes(info_path, gzip_bytes(to_json_bytes(info)))
-    assert payload != new_payload
+
+
+def _jp2k_store(tmp_path: Path) -> tuple[Path, Path, InstanceKey]:
+    source = next(p for p in DECODABLE if p.name == "MR_small_jp2klossless.dcm")
+    store = tmp_path / "store"
+    key = ingest([source], store).results[0].key
+    assert key is not None
+    return source, store, key
+
+
+def test_verify_finds_a_damaged_recompressed_frame(tmp_path: Path) -> None:
+    """A frame file whose hash was recomputed after damage still fails: it must decode to the
+    source pixels recorded at ingest."""
+    _source, store, key = _jp2k_store(tmp_path)
+    _forge_first_frame(store, key, consistent=False)
     checked = verify(store, studies=[key.study])
     assert any(f.kind == "pixels" for f in checked.findings), checked.findings
     assert checked.instances[0].equivalence == "failed"
+
+
+def test_verify_against_the_originals_closes_the_proof(tmp_path: Path) -> None:
+    """With --against, the original's frames must decode to the recorded pixels: a frame
+    replaced together with its file and pixel hashes passes the frame checks alone, not
+    against the originals."""
+    source, store, key = _jp2k_store(tmp_path)
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    shutil.copy(source, originals / source.name)
+    checked = verify(store, against=originals)
+    assert checked.ok and checked.against["identical"] == 1, checked.findings
+    assert checked.instances[0].equivalence == "pixels+attributes"
+    _forge_first_frame(store, key, consistent=True)  # the deduplicated record still differs
+    alone = verify(store)
+    assert not {f.kind for f in alone.findings} & {"pixels", "hash", "against"}, alone.findings
+    checked = verify(store, against=originals)
+    against = [f.message for f in checked.findings if f.kind == "against"]
+    assert against == ["frame 1 of the original decodes to other pixels than the store's"], (
+        checked.findings
+    )
 
 
 def test_lossy_jpeg_keeps_the_original(tmp_path: Path) -> None:

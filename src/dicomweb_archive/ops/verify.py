@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomweb_archive.dicom.codecs import PixelDescription
-from dicomweb_archive.dicom.parts import InstanceEnd, InstanceHeader, generate_parts
+from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
 from dicomweb_archive.dicom.recompress import (
     is_recompressed,
     rebuilds_original,
@@ -44,8 +44,8 @@ from dicomweb_archive.dicom.recompress import (
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
 from dicomweb_archive.index.database import Index
-from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
+from dicomweb_archive.ops.against import verify_against
 from dicomweb_archive.ops.delete import rejected_bulk
 from dicomweb_archive.ops.study import group_by_series, study_rows
 from dicomweb_archive.ops.update import history_entries
@@ -152,7 +152,7 @@ def verify(
         if not studies:
             _verify_store(layout, index, on_disk, report)
         if against is not None:
-            _verify_against(index, against, report)
+            verify_against(layout, index, against, report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -542,42 +542,3 @@ def _normalise(row: dict[str, Any]) -> dict[str, Any]:
         else value
         for key, value in row.items()
     }
-
-
-def _sop_of(path: Path) -> str:
-    """The SOP Instance UID of a P10 file, from its header only."""
-    with path.open("rb") as handle:
-        parts = generate_parts(handle, frames_uri=lambda _m: "", bulk_uri=lambda _m, _s: "")
-        try:
-            header = next(parts)
-        finally:
-            parts.close()
-    assert isinstance(header, InstanceHeader)
-    sop = _first(header.metadata, "00080018")
-    if not sop:
-        raise ArchiveError(f"{path}: no SOPInstanceUID")
-    return sop
-
-
-def _verify_against(index: Index, directory: Path, report: VerifyReport) -> None:
-    """Every P10 file under ``directory`` must be in the store with the same SHA-256."""
-    stored = {row["sop_instance_uid"]: row["original_sha256"] for row in all_instances(index)}
-    counts = {"files": 0, "identical": 0, "different": 0, "missing": 0, "not_dicom": 0}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        counts["files"] += 1
-        try:
-            sop = _sop_of(path)
-        except (ArchiveError, OSError):
-            counts["not_dicom"] += 1
-            continue
-        with path.open("rb") as handle:
-            sha = hashlib.file_digest(handle, "sha256").hexdigest()
-        if sop not in stored:
-            counts["missing"] += 1
-            report.add("against", str(path), f"SOPInstanceUID {sop} is not in the store")
-        elif stored[sop] != sha:
-            counts["different"] += 1
-            report.add("against", str(path), f"SOPInstanceUID {sop} differs from the store")
-        else:
-            counts["identical"] += 1
-    report.against = counts
