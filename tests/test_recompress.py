@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from typer.testing import CliRunner
 
 from dicomweb_archive import ingest, reconstruct_p10
+from dicomweb_archive.cli.main import SEED_APPS
 from dicomweb_archive.dicom.codecs import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_LOSSLESS,
@@ -303,3 +305,31 @@ def test_other_targets_round_trip(path: Path, targets: str, tmp_path: Path) -> N
         assert_same_instance(rebuilt, path.read_bytes())
     checked = verify(tmp_path)
     assert checked.ok, checked.findings
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_keep_originals(name: str, tmp_path: Path) -> None:
+    """--keep-originals: a compressed original's codestreams stay in the store as bulk data,
+    so it is exported byte for byte (class bytes) while its frames are served as JPEG-LS."""
+    source = next(p for p in DECODABLE if p.name == name)
+    policy = Recompression(EVERY_SOURCE, keep_originals=True)
+    (result,) = ingest([source], tmp_path, options=PipelineOptions(recompression=policy)).results
+    assert result.key is not None
+    info = _info(tmp_path, result.key.sop)
+    assert stored_syntaxes(info) == [JPEG_LS_LOSSLESS]
+    kept = {f["source"]["bulk"] for f in info["frames"]}
+    assert len(kept) == len(info["frames"]) and kept <= {b["sha256"] for b in info["bulkdata"]}
+    assert rebuilds_original(info)
+    assert reconstruct_p10(tmp_path, result.key.sop) == source.read_bytes()
+    checked = verify(tmp_path, deep=True)
+    assert checked.ok and [v.equivalence for v in checked.instances] == ["bytes"]
+
+
+def test_keep_originals_option(tmp_path: Path) -> None:
+    """The command-line switch reaches the policy."""
+    source = next(p for p in DECODABLE if p.name == "MR_small_jp2klossless.dcm")
+    args = ["--keep-originals", "-o", str(tmp_path), str(source)]
+    result = CliRunner().invoke(SEED_APPS["mkdicomweb"], args)
+    assert result.exit_code == 0, result.output
+    (info_path,) = tmp_path.rglob("info.json.gz")
+    assert all("bulk" in f["source"] for f in read_json_gz(info_path)["frames"])

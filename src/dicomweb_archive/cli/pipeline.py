@@ -71,6 +71,7 @@ def make_command(command: str) -> Callable[..., None]:
         maximum_inline_public_length: opt.MaxPublic = 131074,
         maximum_inline_private_length: opt.MaxPrivate = 64,
         no_recompress: opt.NoRecompress = False,
+        keep_originals: opt.KeepOriginals = False,
         store: opt.Store = DEFAULT_STORE,
         path_deduplicated: opt.PathDeduplicated = "deduplicated",
         path_instances: opt.PathInstances = "instances",
@@ -85,7 +86,9 @@ def make_command(command: str) -> Callable[..., None]:
         if inputs == ["help"]:
             stdout.print(ctx.get_help(), markup=False)
             raise typer.Exit(EXIT_OK)
-        recompression = _recompression(recompress, content_type, colour_content_type, no_recompress)
+        recompression = _recompression(
+            recompress, content_type, colour_content_type, no_recompress, keep_originals
+        )
         options = PipelineOptions(
             limits=InlineLimits(maximum_inline_public_length, maximum_inline_private_length),
             instances=instances or command == "mkdicomwebinstances",
@@ -125,11 +128,17 @@ def _relative(value: str, option: str) -> str:
 
 
 def _recompression(
-    recompress: list[str] | None, grey: str | None, colour: str | None, disabled: bool
+    recompress: list[str] | None,
+    grey: str | None,
+    colour: str | None,
+    disabled: bool,
+    keep_originals: bool,
 ) -> Recompression | None:
     """The recompression the options ask for (``docs/spec/recompression.md``)."""
     try:
-        return Recompression.from_options(recompress, grey, colour, disabled=disabled)
+        return Recompression.from_options(
+            recompress, grey, colour, disabled=disabled, keep_originals=keep_originals
+        )
     except UsageError as exc:
         error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from exc

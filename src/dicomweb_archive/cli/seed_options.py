@@ -87,6 +87,15 @@ NoRecompress = Annotated[
         help="Force no recompression: every frame is stored as received (overrides -r/-t/-T).",
     ),
 ]
+KeepOriginals = Annotated[
+    bool,
+    typer.Option(
+        "--keep-originals",
+        help="Also keep the received codestreams of compressed originals whose frames are "
+        "recompressed (as bulk data), so that export gives them back byte for byte; without "
+        "it they come back pixel for pixel.",
+    ),
+]
 Store = Annotated[Path, typer.Option("-o", "--dir", help="The store's root directory.")]
 PathDeduplicated = Annotated[
     str,

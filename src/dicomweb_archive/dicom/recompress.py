@@ -11,7 +11,9 @@ Lossless means lossless: each recompressed frame is decoded again and must give 
 the source pixels, and for native sources exactly the source bytes (bits above Bits Stored
 included), or the frame is kept as received and the reason recorded. A lossy frame is only
 ever stored next to its original, which stays in the store as bulk data: an instance can always
-be exported as received (``docs/spec/recompression.md``).
+be exported as received. The codestreams of a compressed original are kept the same way with
+``keep_originals``; otherwise only their pixels are, and such an instance is exported pixel for
+pixel (``docs/spec/recompression.md``).
 
 References: encapsulated transfer syntaxes PS3.5 8.2 (JPEG-LS 8.2.3, JPEG 2000 and HTJ2K 8.2.4
 and after) and A.4; their UIDs PS3.6 Table A-1; frame media types PS3.18 Table 8.7.3-2;
@@ -92,6 +94,9 @@ class Recompression:
     )
     grey: str | None = JPEG_LS_LOSSLESS
     colour: str | None = JPEG_LS_LOSSLESS
+    #: keep the received codestreams of compressed originals too (``--keep-originals``), so
+    #: that they are exported byte for byte rather than pixel for pixel
+    keep_originals: bool = False
 
     @classmethod
     def from_options(
@@ -101,6 +106,7 @@ class Recompression:
         colour: str | None = None,
         *,
         disabled: bool = False,
+        keep_originals: bool = False,
     ) -> Recompression | None:
         """The policy the seed's options describe; None when nothing is recompressed.
 
@@ -120,7 +126,7 @@ class Recompression:
         sources = frozenset(s for n in names or DEFAULT_TYPES for s in SOURCE_TYPES[n])
         if grey_target is None and colour_target is None:
             return None
-        return cls(sources, grey_target, colour_target)
+        return cls(sources, grey_target, colour_target, keep_originals)
 
     def target(self, syntax: str, pixel: PixelDescription) -> str | None:
         """The target for frames of this kind received in ``syntax`` (None: kept)."""
@@ -176,6 +182,7 @@ class FrameRecompressor:
     ) -> None:
         self.received = received
         self.native = native
+        self.keep_originals = policy.keep_originals
         self.pixel = pixel
         self.frame_syntax = EXPLICIT_VR_LITTLE_ENDIAN if native else received
         self.target = policy.target(received, pixel) if pixel is not None else None
@@ -231,6 +238,10 @@ class FrameRecompressor:
         if target == JPEG_BASELINE:
             record["source"]["bulk"] = sha256
             return Outcome(encode_lossy_jpeg(array), media_type(target), record, original=data)
+        original = None
+        if self.keep_originals and not self.native:  # native frames are given back by decoding
+            record["source"]["bulk"] = sha256
+            original = data
         if target == EXPLICIT_VR_LITTLE_ENDIAN:
             stored = bytes(source)
         else:
@@ -243,7 +254,7 @@ class FrameRecompressor:
                     if self.native
                     else "decoded, it does not give back the source pixels exactly"
                 )
-        return Outcome(stored, media_type(target), record)
+        return Outcome(stored, media_type(target), record, original=original)
 
 
 def _gives_back(
