@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from typer.testing import CliRunner
 
-from dicomweb_archive import ingest
+from dicomweb_archive import PipelineOptions, Recompression, ingest
 from dicomweb_archive.cli.main import UPDATE_APP
 from dicomweb_archive.cli.update import normalise_argv
 from dicomweb_archive.model.deid import DUMMY, Profile
@@ -242,14 +242,23 @@ def test_dry_run_and_in_place(source: tuple[Path, list[Path]], tmp_path: Path) -
     assert verify(store).ok
 
 
-@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm"])
-def test_recompressed_and_kept_frames_are_shared(name: str, tmp_path: Path) -> None:
-    """De-identifying a JPEG 2000 original stored as JPEG-LS (its codestreams gone) and an RLE
-    one kept as received gives the same stored frames, shared by hard link."""
+@pytest.mark.parametrize(
+    ("name", "keep"),
+    [
+        ("MR_small_jp2klossless.dcm", False),
+        ("MR_small_jp2klossless.dcm", True),
+        ("SC_rgb_rle_2frame.dcm", False),
+    ],
+)
+def test_recompressed_and_kept_frames_are_shared(name: str, keep: bool, tmp_path: Path) -> None:
+    """De-identifying a JPEG 2000 original stored as JPEG-LS (its codestreams gone, or kept
+    with --keep-originals) and an RLE one kept as received gives the same stored frames,
+    shared by hard link; the de-identified store keeps the codestreams where the source did."""
     source = get_testdata_file(name, download=False)
     assert isinstance(source, str)
     store = tmp_path / "store"
-    (result,) = ingest([source], store).results
+    options = PipelineOptions(recompression=Recompression(keep_originals=keep))
+    (result,) = ingest([source], store, options=options).results
     assert result.key is not None
     report = anonymize(store, Selection(study=result.key.study), tmp_path / "out", key=KEY)
     assert report.ok, [r.error for r in report.results]
@@ -260,3 +269,5 @@ def test_recompressed_and_kept_frames_are_shared(name: str, tmp_path: Path) -> N
     assert [f["sha256"] for f in after["frames"]] == [f["sha256"] for f in before["frames"]]
     checked = verify(tmp_path / "out")
     assert checked.ok, checked.findings
+    assert [v.equivalence for v in checked.instances] == ["bytes"]  # as it was received
+    assert any("bulk" in f.get("source", {}) for f in after["frames"]) == keep

@@ -250,12 +250,14 @@ def _deidentified_stream(
 def _recompression(info: JsonObject) -> Recompression | None:
     """The recompression that gives a de-identified copy the source instance's stored frames
     again (so that they can be shared): the one target its frames were recompressed to."""
-    targets = {f["transfer_syntax_uid"] for f in info["frames"] if is_recompressed(f)}
+    recompressed = [f for f in info["frames"] if is_recompressed(f)]
+    targets = {f["transfer_syntax_uid"] for f in recompressed}
     if len(targets) != 1:
         return None
     target = targets.pop()
     received = {info["original"]["transfer_syntax_uid"]}
-    return Recompression(frozenset(received), target, target)
+    keep = any("bulk" in f["source"] for f in recompressed)  # --keep-originals (or lossy)
+    return Recompression(frozenset(received), target, target, keep_originals=keep)
 
 
 def _edits(dataset: JsonObject, profile: Profile, days: int, prefix: Path_) -> list[Edit]:
