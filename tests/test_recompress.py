@@ -41,7 +41,7 @@ from dicomweb_archive.store.files import gzip_bytes, read_json_gz, to_json_bytes
 from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.multipart import boundary_for, part_header, part_trailer, read_part
-from tests.factory import uid, write_odd_bits, write_series
+from tests.factory import uid, write_ct, write_odd_bits, write_series
 from tests.parts_helpers import assert_same_instance
 from tests.test_frames import DECODABLE, EVERY_SOURCE
 
@@ -333,3 +333,34 @@ def test_keep_originals_option(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (info_path,) = tmp_path.rglob("info.json.gz")
     assert all("bulk" in f["source"] for f in read_json_gz(info_path)["frames"])
+
+
+def test_multi_frame_recompression_in_parallel_is_deterministic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Frames of one instance recompressed in the frame pool give the store that recompressing
+    them one by one gives: same info record, same frame files."""
+    path = write_ct(
+        tmp_path / "multi.dcm",
+        study=uid(71),
+        series=uid(72),
+        sop=uid(73),
+        frames=12,
+        rows=128,
+        columns=128,
+        realistic=True,
+    )
+    ingest([path], tmp_path / "parallel")
+    monkeypatch.setattr("dicomweb_archive.dicom.pixel_stream.FRAME_THREADS", 1)
+    monkeypatch.setattr("dicomweb_archive.dicom.pixel_stream.FRAME_LOOKAHEAD", 0)
+    monkeypatch.setattr("dicomweb_archive.dicom.pixel_stream._POOL", None)
+    ingest([path], tmp_path / "serial")
+
+    def files(store: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(store)): p.read_bytes()
+            for p in sorted(store.rglob("*.mht")) + sorted(store.rglob("info.json.gz"))
+        }
+
+    assert files(tmp_path / "parallel") == files(tmp_path / "serial")
+    assert reconstruct_p10(tmp_path / "parallel", uid(73)) == path.read_bytes()

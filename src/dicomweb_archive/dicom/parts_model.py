@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -123,3 +125,8 @@ class State:
     recompressor: FrameRecompressor | None = None
     #: why frames were kept as received -> their numbers
     kept: dict[str, list[int]] = field(default_factory=dict)
+    #: frames of this instance are recompressed in the shared frame pool
+    parallel: bool = False
+    #: frames done, and frames being recompressed (number, future), in frame order
+    done: deque[FramePart] = field(default_factory=deque)
+    in_flight: deque[tuple[int, Future[Any]]] = field(default_factory=deque)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import threading
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dicomweb_archive.dicom.codecs import PixelDescription
@@ -28,7 +30,7 @@ from dicomweb_archive.dicom.parse import (
     ParsedFile,
 )
 from dicomweb_archive.dicom.parts_model import BulkPart, FramePart, Part, Reader, State
-from dicomweb_archive.dicom.recompress import FrameRecompressor
+from dicomweb_archive.dicom.recompress import FrameRecompressor, Outcome
 from dicomweb_archive.dicom.skeleton import Segment, literal
 from dicomweb_archive.model.dicom_json import (
     JsonContext,
@@ -51,6 +53,16 @@ _BITS_STORED = 0x00280101
 PIXEL_DATA = 0x7FE00010
 
 PixelResult = tuple[list[Segment], JsonObject, str | None, str]
+#: A recompressed frame: received SHA-256, stored SHA-256, outcome.
+Recompressed = tuple[str, str, Outcome]
+#: Threads recompressing the frames of multi-frame instances, shared by every reader (two
+#: cores, as ingest plans for); a single-frame instance is recompressed by its reader.
+FRAME_THREADS = 2
+#: Frames of one instance being recompressed beyond the one being written, at most: bounds
+#: memory to a few frames while both cores work on one instance.
+FRAME_LOOKAHEAD = 2
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def read_pixel_data(
@@ -76,17 +88,21 @@ def read_pixel_data(
         syntax = parsed.transfer_syntax
         state.media_type = media_type(syntax)
         _start_recompression(state, element, head, top, parsed, native=False)
+        state.parallel = frame_count > 1
         segments, stop = yield from _encapsulated(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
+        yield from _ready(state, everything=True)
     elif parsed.transfer_syntax in NATIVE_TRANSFER_SYNTAXES or not parsed.meta:
         syntax = EXPLICIT_VR_LITTLE_ENDIAN
         native = True
         state.media_type = media_type(syntax)
         _start_recompression(state, element, head, top, parsed, native=True)
+        state.parallel = frame_count > 1
         segments, stop = yield from _native(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
+        yield from _ready(state, everything=True)
     else:  # defined-length pixel data in a compressed transfer syntax: not frames
         syntax = parsed.transfer_syntax
         value = reader.read(element.length)
@@ -171,30 +187,67 @@ def _unframed(
     return segments, json_value, stop, parsed.transfer_syntax
 
 
-def _emit_frame(state: State, data: bytes | memoryview) -> FramePart:
-    """The next frame, recompressed when the instance's recompressor can (a lossy frame's
-    original goes to ``state.pending_bulk``: see :func:`_kept_originals`)."""
+def _emit_frame(state: State, data: bytes | memoryview) -> int:
+    """Take the next frame; returns its number. The part is yielded by :func:`_ready`, in
+    order: at once, or (frames of a multi-frame instance being recompressed) from the shared
+    frame pool, at most :data:`FRAME_LOOKAHEAD` frames ahead."""
     number = len(state.frames) + 1
-    sha = hashlib.sha256(data).hexdigest()
+    state.frames.append({})  # filled in when the frame is done
     recompressor = state.recompressor
     if recompressor is None:
-        state.frames.append({"sha256": sha, "size": len(data)})
-        return FramePart(number, data, sha, state.media_type)
+        sha = hashlib.sha256(data).hexdigest()
+        state.frames[-1] = {"sha256": sha, "size": len(data)}
+        state.done.append(FramePart(number, data, sha, state.media_type))
+    elif state.parallel:
+        state.in_flight.append((number, _frame_pool().submit(_recompress, recompressor, data)))
+    else:
+        state.done.append(_finish_frame(state, number, _recompress(recompressor, data)))
+    return number
+
+
+def _recompress(recompressor: FrameRecompressor, data: bytes | memoryview) -> Recompressed:
+    sha = hashlib.sha256(data).hexdigest()
     outcome = recompressor.frame(data, sha)
+    stored_sha = sha if outcome.data is data else hashlib.sha256(outcome.data).hexdigest()
+    return sha, stored_sha, outcome
+
+
+def _finish_frame(state: State, number: int, result: Recompressed) -> FramePart:
+    """Record a recompressed (or kept) frame; a lossy frame's original goes to bulk data."""
+    sha, stored_sha, outcome = result
     if outcome.note is not None:
         state.kept.setdefault(outcome.note, []).append(number)
     if outcome.original is not None and sha not in state.bulk:
         state.bulk[sha] = len(outcome.original)
         state.pending_bulk.append(BulkPart(sha, bytes(outcome.original)))
-    stored_sha = sha if outcome.data is data else hashlib.sha256(outcome.data).hexdigest()
-    state.frames.append({"sha256": stored_sha, "size": len(outcome.data), **outcome.record})
+    state.frames[number - 1] = {"sha256": stored_sha, "size": len(outcome.data), **outcome.record}
     return FramePart(number, outcome.data, stored_sha, outcome.media_type)
 
 
-def _kept_originals(state: State) -> Iterator[BulkPart]:
-    """The originals of lossy frames, written as bulk data right after their frame."""
-    while state.pending_bulk:
-        yield state.pending_bulk.pop(0)
+def _ready(state: State, *, everything: bool = False) -> Iterator[Part]:
+    """Frames that are done, in order (each followed by its kept original, if any); with
+    ``everything``, wait for all of them."""
+    while state.done or state.in_flight:
+        if not state.done:
+            number, future = state.in_flight[0]
+            if not (everything or len(state.in_flight) > FRAME_LOOKAHEAD or future.done()):
+                return
+            state.in_flight.popleft()
+            part = _finish_frame(state, number, future.result())
+        else:
+            part = state.done.popleft()
+        yield part
+        while state.pending_bulk:
+            yield state.pending_bulk.pop(0)
+
+
+def _frame_pool() -> ThreadPoolExecutor:
+    """The threads that recompress frames of multi-frame instances (shared by all readers)."""
+    global _POOL  # noqa: PLW0603 - one pool per process, made on first use
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=FRAME_THREADS, thread_name_prefix="frames")
+        return _POOL
 
 
 def _native(
@@ -224,8 +277,8 @@ def _native(
     if layout.keep_literal or not layout.frames:
         value = reader.read(element.length)
         for frame in layout.frames:
-            yield _emit_frame(state, bytes(frame.read(value)))
-            yield from _kept_originals(state)
+            _emit_frame(state, bytes(frame.read(value)))
+            yield from _ready(state)
         stop = None if len(value) == element.length else "file ends inside Pixel Data"
         return [literal(value)], stop
     segments: list[Segment] = []
@@ -238,10 +291,9 @@ def _native(
             segments.append(literal(data))
             return segments, "file ends inside Pixel Data"
         stored = swap_bytes(data, frame.swap) if frame.swap > 1 else data
-        part = _emit_frame(state, stored)
-        yield part
-        yield from _kept_originals(state)
-        segment: Segment = {"frame": part.number}
+        number = _emit_frame(state, stored)
+        yield from _ready(state)
+        segment: Segment = {"frame": number}
         if frame.swap > 1:
             segment["swap"] = frame.swap
         segments.append(segment)
@@ -281,18 +333,17 @@ def _encapsulated(
     def flush() -> Iterator[Part]:
         if not current:
             return
-        part = _emit_frame(state, b"".join(current))
+        number = _emit_frame(state, b"".join(current))
         if len(current) == 1:
-            current_segments[-1] = {"frame": part.number}
+            current_segments[-1] = {"frame": number}
         else:
             for segment in current_segments:
                 if "frame" in segment:
-                    segment["frame"] = part.number
+                    segment["frame"] = number
         segments.extend(current_segments)
         current.clear()
         current_segments.clear()
-        yield part
-        yield from _kept_originals(state)
+        yield from _ready(state)
 
     first = True
     while True:
