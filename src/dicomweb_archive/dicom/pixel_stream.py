@@ -88,7 +88,7 @@ def read_pixel_data(
         syntax = parsed.transfer_syntax
         state.media_type = media_type(syntax)
         _start_recompression(state, element, head, top, parsed, native=False)
-        state.parallel = frame_count > 1
+        state.parallel = frame_count > 1 and _recompressing(state)
         segments, stop = yield from _encapsulated(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
@@ -98,7 +98,7 @@ def read_pixel_data(
         native = True
         state.media_type = media_type(syntax)
         _start_recompression(state, element, head, top, parsed, native=True)
-        state.parallel = frame_count > 1
+        state.parallel = frame_count > 1 and _recompressing(state)
         segments, stop = yield from _native(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
@@ -115,6 +115,10 @@ def read_pixel_data(
         if not native and stop is None and any(_gone(f) for f in state.frames):
             segments = [{"stored_frames": len(state.frames)}, *segments[-1:]]
     return segments, {"vr": vr, "BulkDataURI": FRAMES_PLACEHOLDER}, stop, syntax
+
+
+def _recompressing(state: State) -> bool:
+    return state.recompressor is not None and state.recompressor.active
 
 
 def _gone(frame: dict[str, Any]) -> bool:

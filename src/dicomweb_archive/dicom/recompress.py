@@ -164,7 +164,8 @@ class Outcome:
     data: bytes | memoryview
     media_type: str
     record: dict[str, Any] = field(default_factory=dict)
-    original: bytes | memoryview | None = None  # lossy: keep these bytes as bulk data
+    #: the received frame, to keep as bulk data (lossy targets, ``keep_originals``)
+    original: bytes | memoryview | None = None
     note: str | None = None  # why the frame was kept as received
 
 
