@@ -41,7 +41,7 @@ from dicomweb_archive.store.files import gzip_bytes, read_json_gz, to_json_bytes
 from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.layout import StoreLayout
 from dicomweb_archive.store.multipart import boundary_for, part_header, part_trailer, read_part
-from tests.factory import uid, write_ct, write_odd_bits, write_series
+from tests.factory import make_ct, uid, write_ct, write_odd_bits, write_series
 from tests.parts_helpers import assert_same_instance
 from tests.test_frames import DECODABLE, EVERY_SOURCE
 
@@ -364,3 +364,26 @@ def test_multi_frame_recompression_in_parallel_is_deterministic(
 
     assert files(tmp_path / "parallel") == files(tmp_path / "serial")
     assert reconstruct_p10(tmp_path / "parallel", uid(73)) == path.read_bytes()
+
+
+def test_extended_offset_table_of_a_recompressed_original(tmp_path: Path) -> None:
+    """A multi-frame JPEG 2000 original with an Extended Offset Table (PS3.5 A.4) comes back
+    pixel-identical without the table that described its old fragments."""
+    ds = make_ct(study=uid(81), series=uid(82), sop=uid(83), frames=3, rows=32, columns=32)
+    pixels = np.frombuffer(ds.PixelData, dtype="<u2").reshape(3, 32, 32)
+    frames = [encode(frame, JPEG_2000_LOSSLESS) for frame in pixels]
+    ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = (
+        pydicom.encaps.encapsulate_extended(frames)
+    )
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(JPEG_2000_LOSSLESS)
+    path = tmp_path / "eot.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    store = tmp_path / "store"
+    assert ingest([path], store).ok
+    rebuilt = pydicom.dcmread(io.BytesIO(reconstruct_p10(store, uid(83))))
+    assert "ExtendedOffsetTable" not in rebuilt
+    assert rebuilt.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
+    np.testing.assert_array_equal(rebuilt.pixel_array, pixels)
+    assert verify(store).ok

@@ -37,6 +37,8 @@ from dicomweb_archive.dicom.codecs import (
 from dicomweb_archive.errors import CodecError, ExportError, UsageError
 
 NATIVE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+#: Extended Offset Table (7FE0,0001) and Extended Offset Table Lengths (7FE0,0002)
+EXTENDED_OFFSET_TABLE_TAGS = (0x7FE00001, 0x7FE00002)
 TARGETS = NATIVE | set(ENCODERS) | {str(RLELossless)}
 
 
@@ -132,6 +134,9 @@ def _pixels(
         arrays = list(everything.reshape(count, *shape))
         kept = [None] * count
     ds.PhotometricInterpretation = photometric
+    for tag in EXTENDED_OFFSET_TABLE_TAGS:  # they describe the old encapsulation (PS3.5 A.4)
+        if tag in ds:
+            del ds[tag]
     if pixel.samples_per_pixel > 1:
         ds.PlanarConfiguration = 0
     if syntax in ENCODERS:
