@@ -387,3 +387,28 @@ def test_extended_offset_table_of_a_recompressed_original(tmp_path: Path) -> Non
     assert rebuilt.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
     np.testing.assert_array_equal(rebuilt.pixel_array, pixels)
     assert verify(store).ok
+
+
+@pytest.mark.parametrize("keep", ["lossy", "keep-originals"])
+def test_kept_originals_survive_edits_and_deletes(keep: str, tmp_path: Path) -> None:
+    """An edit rewrites the info record: the received frames kept as bulk data stay listed
+    (not orphans, not pruned when another instance of the study is deleted)."""
+    name = "SC_rgb_rle_2frame.dcm" if keep == "lossy" else "MR_small_jp2klossless.dcm"
+    source = next(p for p in DECODABLE if p.name == name)
+    if keep == "lossy":
+        policy = Recompression(EVERY_SOURCE, JPEG_LS_LOSSLESS, JPEG_BASELINE)
+    else:
+        policy = Recompression(EVERY_SOURCE, keep_originals=True)
+    study = str(pydicom.dcmread(source).StudyInstanceUID)
+    other = write_series(tmp_path / "in", count=1, study=study)
+    store = tmp_path / "store"
+    options = PipelineOptions(recompression=policy)
+    assert ingest([source, *other], store, options=options).ok
+    apply_update(store, plan_update(store, "study", study, ["StudyDescription=Edited"]))
+    other_sop = str(pydicom.dcmread(other[0]).SOPInstanceUID)
+    apply_delete(store, plan_delete(store, "instance", other_sop))
+    checked = verify(store)
+    assert checked.ok, checked.findings
+    assert [v.equivalence for v in checked.instances] == ["edited"]
+    report = export(store, Selection(study=study), out=tmp_path / "o")
+    assert report.ok, report.failures

@@ -15,6 +15,7 @@ from typing import Any
 
 from dicomweb_archive.dicom.edit import Edit, OriginalAttributes, edit_head
 from dicomweb_archive.dicom.parts import BulkPart, InlineLimits, decompose_head, fill_uris
+from dicomweb_archive.dicom.recompress import kept_originals
 from dicomweb_archive.dicom.skeleton import Segment, referenced_bulk
 from dicomweb_archive.errors import UsageError
 
@@ -77,7 +78,6 @@ def rewrite(
     sizes.update({part.sha256: len(part.data) for part in bulk})
     new_info = dict(info)
     new_info["skeleton"] = skeleton
-    new_info["bulkdata"] = [
-        {"sha256": sha, "size": sizes[sha]} for sha in sorted(referenced_bulk(skeleton))
-    ]
+    used = referenced_bulk(skeleton) | kept_originals(info)
+    new_info["bulkdata"] = [{"sha256": sha, "size": sizes[sha]} for sha in sorted(used)]
     return Rewritten(new_info, merged, bulk)
