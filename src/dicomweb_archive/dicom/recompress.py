@@ -307,9 +307,7 @@ def is_recompressed(record: dict[str, Any]) -> bool:
 def kept_originals(info: dict[str, Any]) -> set[str]:
     """Bulk-data hashes of received frames kept beside their recompressed frames (lossy
     targets, ``keep_originals``): referenced by the frame records, not by the skeleton."""
-    return {
-        f["source"]["bulk"] for f in info["frames"] if "source" in f and "bulk" in f["source"]
-    }
+    return {f["source"]["bulk"] for f in info["frames"] if "source" in f and "bulk" in f["source"]}
 
 
 def rebuilds_original(info: dict[str, Any]) -> bool:

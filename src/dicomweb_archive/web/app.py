@@ -31,7 +31,7 @@ from dicomweb_archive.dicom.codecs import (
     decode_frame,
     native_bytes,
 )
-from dicomweb_archive.dicom.recompress import frame_media_type, frame_syntax
+from dicomweb_archive.dicom.recompress import frame_media_type, frame_syntax, stored_pixel
 from dicomweb_archive.errors import ArchiveError, BadQueryError
 from dicomweb_archive.index.database import Index
 from dicomweb_archive.index.queries import find_instances, keyword_of, search
@@ -185,7 +185,10 @@ class Server:
         if choice is None:
             raise UnacceptableError(stored_type)
         media_type, syntax = choice
-        pixel = self._pixel(key) if any(s != syntax for s in syntaxes.values()) else None
+        decode = any(s != syntax for s in syntaxes.values())
+        # recompressed frames are decoded with what they were encoded from (an edit of the
+        # metadata's Image Pixel Module does not change the frames)
+        pixel = (stored_pixel(info) or self._pixel(key)) if decode else None
 
         def parts() -> Iterator[bytes]:
             for number in wanted_numbers:
