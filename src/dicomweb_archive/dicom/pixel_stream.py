@@ -138,8 +138,22 @@ def _start_recompression(
 ) -> None:
     if state.recompression is None or element.tag != PIXEL_DATA:
         return
-    bits_allocated = us_value(head, top.get(_BITS_ALLOCATED)) or 0
-    pixel = PixelDescription(
+    pixel = _pixel_description(element, head, top, state)
+    recompressor = FrameRecompressor(
+        state.recompression, parsed.transfer_syntax, pixel, native=native
+    )
+    if recompressor.target is not None:
+        state.recompressor = recompressor
+
+
+def _pixel_description(
+    element: Element, head: bytes, top: dict[int, Element], state: State
+) -> PixelDescription:
+    """The Image Pixel Module values of the head (PS3.3 C.7.6.3); float and double pixel data
+    (7FE0,0008 and 7FE0,0009) have 32 and 64 bits whatever Bits Allocated says."""
+    floats = {0x7FE00008: 32, 0x7FE00009: 64}
+    bits_allocated = floats.get(element.tag) or us_value(head, top.get(_BITS_ALLOCATED)) or 0
+    return PixelDescription(
         rows=us_value(head, top.get(_ROWS)) or 0,
         columns=us_value(head, top.get(_COLUMNS)) or 0,
         samples_per_pixel=us_value(head, top.get(_SAMPLES_PER_PIXEL)) or 1,
@@ -149,11 +163,6 @@ def _start_recompression(
         photometric_interpretation=text_value(head, top.get(_PHOTOMETRIC_INTERPRETATION)),
         planar_configuration=us_value(head, top.get(_PLANAR_CONFIGURATION)) or 0,
     )
-    recompressor = FrameRecompressor(
-        state.recompression, parsed.transfer_syntax, pixel, native=native
-    )
-    if recompressor.target is not None:
-        state.recompressor = recompressor
 
 
 def _finish_recompression(state: State, recompressor: FrameRecompressor) -> str:
@@ -217,7 +226,8 @@ def _recompress(recompressor: FrameRecompressor, data: bytes | memoryview) -> Re
 
 
 def _finish_frame(state: State, number: int, result: Recompressed) -> FramePart:
-    """Record a recompressed (or kept) frame; a lossy frame's original goes to bulk data."""
+    """Record a recompressed (or kept) frame; a received frame to keep (lossy target,
+    ``keep_originals``) goes to bulk data."""
     sha, stored_sha, outcome = result
     if outcome.note is not None:
         state.kept.setdefault(outcome.note, []).append(number)
@@ -264,14 +274,14 @@ def _native(
     state: State,
 ) -> Generator[Part, None, tuple[list[Segment], str | None]]:
     """Native pixel data (PS3.5 8.1.1): one frame read at a time."""
-    bits = 32 if element.tag == 0x7FE00008 else 64 if element.tag == 0x7FE00009 else None
+    pixel = _pixel_description(element, head, top, state)
     geometry: dict[str, Any] = {
-        "rows": us_value(head, top.get(_ROWS)) or 0,
-        "columns": us_value(head, top.get(_COLUMNS)) or 0,
-        "samples_per_pixel": us_value(head, top.get(_SAMPLES_PER_PIXEL)) or 1,
-        "bits_allocated": bits or us_value(head, top.get(_BITS_ALLOCATED)) or 0,
+        "rows": pixel.rows,
+        "columns": pixel.columns,
+        "samples_per_pixel": pixel.samples_per_pixel,
+        "bits_allocated": pixel.bits_allocated,
         "number_of_frames": frame_count,
-        "photometric_interpretation": text_value(head, top.get(_PHOTOMETRIC_INTERPRETATION)),
+        "photometric_interpretation": pixel.photometric_interpretation,
     }
     probe = Element(
         element.tag, element.vr, element.explicit, element.little, 0, 0, element.length, False, 0

@@ -38,7 +38,7 @@ from dicomweb_archive.index.queries import (
     studies_of_patient,
 )
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.reconstruct import generate_p10, stored_form_p10
+from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.ops.transcode import check_target, transcode
 from dicomweb_archive.store.files import write_bytes
 from dicomweb_archive.store.instance import InstanceKey, read_info
@@ -210,15 +210,18 @@ class _Checked:
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.layout, self.key)
         self.edited = int(info.get("revision", 0)) > 0
-        chunks = generate_p10(self.layout, self.key, info=info, check_parts=self.edited)
-        if not rebuilds_original(info):
+        if not rebuilds_original(info):  # pixel-identical, checked frame by frame
             self.recompressed = True
-            stored_form = b"".join(chunks)
-            output = stored_form_p10(stored_form, info, self.target)
+            output = b"".join(
+                generate_instance(
+                    self.layout, self.key, info=info, syntax=self.target, check_parts=self.edited
+                )
+            )
             self.size = len(output)
             self.output_sha = hashlib.sha256(output).hexdigest()
             yield output
             return
+        chunks = generate_p10(self.layout, self.key, info=info, check_parts=self.edited)
         if self.target is None:
             for chunk in chunks:
                 self.sha.update(chunk)

@@ -106,7 +106,7 @@ def generate_p10(
 
     Where the original codestreams of a compressed instance were not kept
     (:func:`~dicomweb_archive.dicom.recompress.rebuilds_original` is false), the bytes are the
-    instance's stored form, which :func:`stored_form_p10` turns into a valid file.
+    instance's stored form, which :func:`generate_instance` turns into a valid file.
     """
     info = info if info is not None else read_info(layout, key)
     return FrameReaders(layout, key, info, check_parts).generate(info["skeleton"])
@@ -127,17 +127,25 @@ def write_p10(store: str | os.PathLike[str], sop_instance_uid: str, output: Bina
     return written
 
 
-def generate_instance(layout: StoreLayout, key: InstanceKey) -> Iterator[bytes | memoryview]:
-    """The bytes of an instance as a valid P10 file: as received (streamed), or transcoded
-    where its original codestreams were recompressed (then built whole in memory)."""
-    info = read_info(layout, key)
-    chunks = generate_p10(layout, key, info=info)
+def generate_instance(
+    layout: StoreLayout,
+    key: InstanceKey,
+    *,
+    info: dict[str, Any] | None = None,
+    syntax: str | None = None,
+    check_parts: bool = False,
+) -> Iterator[bytes | memoryview]:
+    """The bytes of an instance as a valid P10 file: as received (streamed), or where its
+    original codestreams were recompressed, transcoded to ``syntax`` (default: the stored one)
+    and built whole in memory. ``check_parts`` as for :func:`generate_p10`."""
+    info = info if info is not None else read_info(layout, key)
+    chunks = generate_p10(layout, key, info=info, check_parts=check_parts)
     if rebuilds_original(info):
         return chunks
-    return iter([stored_form_p10(b"".join(chunks), info, None)])
+    return iter([_stored_form_p10(b"".join(chunks), info, syntax)])
 
 
-def stored_form_p10(stored_form: bytes, info: dict[str, Any], syntax: str | None) -> bytes:
+def _stored_form_p10(stored_form: bytes, info: dict[str, Any], syntax: str | None) -> bytes:
     """A valid P10 file from an instance's stored form (frames as stored, each in its own
     transfer syntax): in ``syntax``, else in the frames' one lossless syntax, else Explicit VR
     Little Endian; every frame is checked against its recorded source pixels."""
