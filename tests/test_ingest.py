@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from dicomweb_archive import ingest, reconstruct_p10, reindex
-from dicomweb_archive.index.database import Index
-from dicomweb_archive.ops.ingest import PipelineOptions
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.layout import PRIVATE_DIR, StoreLayout
+from dicomweb_archive import Archive, ingest, reconstruct_p10, reindex
+from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.store.keys import STUDIES_INDEX, StoreKeys
 from tests.factory import uid, write_ct, write_series
+from tests.stores import etags, index_dump, keys_under, read_json, size, tree_hashes
 
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """SHA-256 of every store file except the private directory (index, lock)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_file() and not relative.startswith(PRIVATE_DIR):
-            out[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def index_dump(root: Path) -> dict[str, list[dict[str, object]]]:
-    with Index(StoreLayout(root).index_path) as index:
-        return index.dump()
+KEYS = StoreKeys()
 
 
 @pytest.fixture
@@ -47,54 +33,56 @@ def two_studies(tmp_path: Path) -> list[Path]:
     return [*first, *second, multi]
 
 
-def test_store_files_and_counts(two_studies: list[Path], tmp_path: Path) -> None:
+def _ingest(store: str, files: list[Path], **kwargs: object) -> object:
+    with Archive.open_or_create(store) as archive:
+        return ingest(archive, files, **kwargs)  # type: ignore[arg-type]
+
+
+def test_store_files_and_counts(two_studies: list[Path], tmp_path: Path, store: str) -> None:
     """Query files carry the QIDO-RS counts and ModalitiesInStudy."""
-    store = tmp_path / "store"
-    report = ingest([tmp_path / "in"], store)
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [tmp_path / "in"])
     assert report.ok and report.instances == 6 and len(report.studies) == 3
-    studies = read_json_gz(StoreLayout(store).studies_index)
+    studies = read_json(store, STUDIES_INDEX)
     assert len(studies) == 3
     by_uid = {s["0020000D"]["Value"][0]: s for s in studies}
     multi = by_uid[uid("9.1")]
     assert multi["00201206"]["Value"] == [1]
     assert multi["00201208"]["Value"] == [1]
     assert multi["00080061"] == {"vr": "CS", "Value": ["CT"]}
-    layout = StoreLayout(store)
-    frames = sorted(p.name for p in layout.frames_dir(uid("9.1"), uid("9.2"), uid("9.3")).iterdir())
-    assert frames == ["1.mht", "2.mht", "3.mht", "4.mht"]
-    series = read_json_gz(layout.series_index(uid("9.1")))
+    frames = keys_under(store, KEYS.frames_dir(uid("9.1"), uid("9.2"), uid("9.3")))
+    assert [k.rsplit("/", 1)[1] for k in frames] == ["1.mht", "2.mht", "3.mht", "4.mht"]
+    series = read_json(store, KEYS.series_index(uid("9.1")))
     assert series[0]["00201209"]["Value"] == [1]
 
 
-def test_reingest_changes_nothing(two_studies: list[Path], tmp_path: Path) -> None:
+def test_reingest_changes_nothing(two_studies: list[Path], tmp_path: Path, store: str) -> None:
     """Ingesting the same files again leaves every byte and row as it was."""
-    store = tmp_path / "store"
-    ingest([tmp_path / "in"], store)
-    before, rows = tree_hashes(store), index_dump(store)
-    report = ingest([tmp_path / "in"], store)
+    _ingest(store, [tmp_path / "in"])
+    before, rows = tree_hashes(store, private=False), index_dump(store)
+    with Archive.open(store) as archive:
+        report = ingest(archive, [tmp_path / "in"])
     assert {r.status for r in report.results} == {"unchanged"}
     assert tree_hashes(store) == before
     assert index_dump(store) == rows
 
 
-def test_new_instance_updates_only_its_study(tmp_path: Path) -> None:
+def test_new_instance_updates_only_its_study(tmp_path: Path, store: str) -> None:
     """A new instance of a study rewrites that study's files, not the other studies'."""
     a = write_series(tmp_path / "a", count=2, patient_id="P1")
     b = write_series(tmp_path / "b", count=2, patient_id="P2")
-    store = tmp_path / "store"
-    ingest([*a, *b], store)
-    layout = StoreLayout(store)
-    study_b = read_json_gz(layout.study_index(_study_of(b[0])))[0]["0020000D"]["Value"][0]
-    b_files = {p: p.stat().st_mtime_ns for p in layout.study(study_b).rglob("*") if p.is_file()}
+    _ingest(store, [*a, *b])
+    study_b = _study_of(b[0])
+    b_files = etags(store, KEYS.study(study_b))
     extra = write_series(tmp_path / "a", count=3, patient_id="P1", prefix="XX")[2]
-    report = ingest([extra], store)
+    with Archive.open(store) as archive:
+        report = ingest(archive, [extra])
+        assert archive.index.counts()["instances"] == 5
     assert report.instances == 1
     study_a = _study_of(a[0])
-    assert read_json_gz(layout.study_index(study_a))[0]["00201208"]["Value"] == [3]
-    assert len(read_json_gz(layout.series_metadata(study_a, _series_of(a[0])))) == 3
-    assert {p: p.stat().st_mtime_ns for p in b_files} == b_files
-    with Index(layout.index_path) as index:
-        assert index.counts()["instances"] == 5
+    assert read_json(store, KEYS.study_index(study_a))[0]["00201208"]["Value"] == [3]
+    assert len(read_json(store, KEYS.series_metadata(study_a, _series_of(a[0])))) == 3
+    assert etags(store, KEYS.study(study_b)) == b_files
 
 
 def _study_of(path: Path) -> str:
@@ -109,84 +97,88 @@ def _series_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
 
 
-def test_duplicate_sop_is_reported_then_replaced(tmp_path: Path) -> None:
+def test_duplicate_sop_is_reported_then_replaced(tmp_path: Path, store: str) -> None:
     """A different file with a stored SOP Instance UID fails unless --replace is given."""
-    store = tmp_path / "store"
     keys = {"study": uid("1.1"), "series": uid("1.2"), "sop": uid("1.3")}
     first = write_ct(tmp_path / "one.dcm", seed=1, **keys)
     second = write_ct(tmp_path / "two.dcm", seed=2, **keys)
-    ingest([first], store)
-    report = ingest([second], store)
-    (result,) = report.failures
-    assert "already stored" in (result.error or "") and str(second) in (result.error or "")
-    assert reconstruct_p10(store, uid("1.3")) == first.read_bytes()
-    report = ingest([second], store, replace=True)
-    assert report.results[0].status == "replaced"
-    assert reconstruct_p10(store, uid("1.3")) == second.read_bytes()
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, [first])
+        report = ingest(archive, [second])
+        (result,) = report.failures
+        assert "already stored" in (result.error or "") and str(second) in (result.error or "")
+        assert reconstruct_p10(archive, uid("1.3")) == first.read_bytes()
+        report = ingest(archive, [second], replace=True)
+        assert report.results[0].status == "replaced"
+        assert reconstruct_p10(archive, uid("1.3")) == second.read_bytes()
 
 
-def test_replace_moves_instance_between_studies(tmp_path: Path) -> None:
+def test_replace_moves_instance_between_studies(tmp_path: Path, store: str) -> None:
     """Replacing with a file of another study removes the old study when it empties."""
-    store = tmp_path / "store"
     old = write_ct(tmp_path / "old.dcm", study=uid("2.1"), series=uid("2.2"), sop=uid("2.3"))
     new = write_ct(tmp_path / "new.dcm", study=uid("3.1"), series=uid("3.2"), sop=uid("2.3"))
-    ingest([old], store)
-    ingest([new], store, replace=True)
-    layout = StoreLayout(store)
-    assert not layout.study(uid("2.1")).exists()
-    assert [s["0020000D"]["Value"][0] for s in read_json_gz(layout.studies_index)] == [uid("3.1")]
-    with Index(layout.index_path) as index:
-        assert index.counts() == {"patients": 1, "studies": 1, "series": 1, "instances": 1}
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, [old])
+        ingest(archive, [new], replace=True)
+        assert archive.index.counts() == {
+            "patients": 1,
+            "studies": 1,
+            "series": 1,
+            "instances": 1,
+        }
+    assert not keys_under(store, KEYS.study(uid("2.1")))
+    assert [s["0020000D"]["Value"][0] for s in read_json(store, STUDIES_INDEX)] == [uid("3.1")]
 
 
-def test_deterministic_whatever_the_order(two_studies: list[Path], tmp_path: Path) -> None:
+def test_deterministic_whatever_the_order(
+    two_studies: list[Path], new_store: Callable[[str], str]
+) -> None:
     """Two ingests of the same files in different orders and batches give identical stores."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    ingest(two_studies, one)
+    one, two = new_store("one"), new_store("two")
+    _ingest(one, two_studies)
     reversed_files = list(reversed(two_studies))
-    ingest(reversed_files[:2], two)
-    ingest(reversed_files[2:], two)
+    _ingest(two, reversed_files[:2])
+    _ingest(two, reversed_files[2:])
     assert tree_hashes(one) == tree_hashes(two)
     assert index_dump(one) == index_dump(two)
 
 
-def test_reindex_rebuilds_the_same_index(two_studies: list[Path], tmp_path: Path) -> None:
+def test_reindex_rebuilds_the_same_index(
+    two_studies: list[Path], tmp_path: Path, store: str
+) -> None:
     """An index rebuilt from the files alone equals the one ingest wrote."""
-    store = tmp_path / "store"
-    ingest([tmp_path / "in"], store)
+    _ingest(store, [tmp_path / "in"])
     written = index_dump(store)
-    layout = StoreLayout(store)
-    for path in layout.private.iterdir():
-        if path.name.startswith("index.sqlite"):
-            path.unlink()
-    report = reindex(store)
+    with Archive.open(store) as archive:
+        archive.index.replace_studies([], clear_first=True)
+        archive.index.replace_audit([])
+        assert archive.index.counts()["instances"] == 0
+        report = reindex(archive)
     assert (report.studies, report.instances) == (3, 6)
     assert index_dump(store) == written
 
 
-def test_store_size_close_to_input(tmp_path: Path) -> None:
+def test_store_size_close_to_input(tmp_path: Path, store: str) -> None:
     """Without recompression the store adds little to the input (no frame copies in info)."""
     files = write_series(tmp_path / "in", count=10, rows=256, columns=256)
-    store = tmp_path / "store"
-    ingest(files, store, options=PipelineOptions(recompression=None))
+    _ingest(store, files, options=PipelineOptions(recompression=None))
     size_in = sum(p.stat().st_size for p in files)
-    size_store = sum(
-        p.stat().st_size for p in store.rglob("*") if p.is_file() and PRIVATE_DIR not in p.parts
-    )
-    assert size_store <= 1.10 * size_in
+    assert size(store) <= 1.10 * size_in
 
 
+@pytest.mark.local
 def test_input_directory_inside_store_is_skipped(tmp_path: Path) -> None:
     """Ingesting a directory that contains the store never reads the store itself."""
     write_series(tmp_path / "data", count=1)
     store = tmp_path / "data" / "store"
-    ingest([tmp_path / "data"], store)
-    report = ingest([tmp_path / "data"], store)
+    _ingest(str(store), [tmp_path / "data"])
+    with Archive.open(store) as archive:
+        report = ingest(archive, [tmp_path / "data"])
     assert report.ok and [r.status for r in report.results] == ["unchanged"]
     shutil.rmtree(store)
 
 
-def test_write_p10_streams_the_original(tmp_path: Path) -> None:
+def test_write_p10_streams_the_original(tmp_path: Path, store: str) -> None:
     """write_p10 streams the rebuilt file; an unknown SOP Instance UID is a clear error."""
     import io
 
@@ -194,9 +186,10 @@ def test_write_p10_streams_the_original(tmp_path: Path) -> None:
     from dicomweb_archive.errors import NoSuchInstanceError
 
     path = write_ct(tmp_path / "one.dcm", study=uid(1), series=uid(2), sop=uid(3), frames=3)
-    ingest([path], tmp_path / "store")
-    out = io.BytesIO()
-    assert write_p10(tmp_path / "store", uid(3), out) == path.stat().st_size
-    assert out.getvalue() == path.read_bytes()
-    with pytest.raises(NoSuchInstanceError, match=uid(99)):
-        reconstruct_p10(tmp_path / "store", uid(99))
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, [path])
+        out = io.BytesIO()
+        assert write_p10(archive, uid(3), out) == path.stat().st_size
+        assert out.getvalue() == path.read_bytes()
+        with pytest.raises(NoSuchInstanceError, match=uid(99)):
+            reconstruct_p10(archive, uid(99))

@@ -43,7 +43,40 @@ class StoreError(ArchiveError):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the store's write lock."""
+    """Another process holds the store's write lease."""
+
+
+class NotAStoreError(StoreError):
+    """The location named is not a store (no configuration), or one left incomplete."""
+
+    exit_code = 2
+
+
+class StoreConfigError(StoreError):
+    """A command-line setting disagrees with the store's recorded configuration, or the
+    configuration cannot be read."""
+
+    exit_code = 2
+
+
+class StoreFullError(StoreError):
+    """The storage has no space left (or the backend's quota is used up)."""
+
+
+class NoSuchObjectError(StoreError):
+    """A key of the storage holds no object."""
+
+
+class ObjectExistsError(StoreError):
+    """A put "only if absent" found an object under the key."""
+
+
+class PreconditionFailedError(StoreError):
+    """A put "only if unchanged" found the object changed since it was read."""
+
+
+class WriteInProgressError(StoreError):
+    """A reader could not get a consistent view: a change was being applied meanwhile."""
 
 
 class NoSuchInstanceError(StoreError):

@@ -1,7 +1,8 @@
 """What every command shares: consoles, the store option, error-to-exit-code mapping.
 
-Exit codes (``docs/spec/exit-codes.md``): 0 success, 1 error or some input failed, 2 usage,
-3 verification found differences, 130 interrupted.
+Exit codes (``docs/spec/exit-codes.md``): 0 success, 1 error or some input failed, 2 usage
+(or not a store), 3 verification found differences, 4 verification found work pending or in
+progress (nothing differs), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import typer
 from rich.console import Console
 
 from dicomweb_archive import __version__
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DIFFERENCES = 3
+EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
 
 stdout = Console(highlight=False)
@@ -34,7 +37,7 @@ StoreOption = Annotated[
     typer.Option(
         "-o",
         "--dir",
-        help="The store's root directory.",
+        help="The store: a directory, or memory://NAME (a store in this process).",
         show_default=True,
     ),
 ]
@@ -61,8 +64,17 @@ VersionOption = Annotated[
 ]
 
 
-def store_path(path: Path) -> Path:
-    return path.expanduser()
+def store_path(path: Path) -> str:
+    """The store location as given (``memory://`` locations survive typer's Path)."""
+    text = str(path)
+    if text.startswith("memory:/") and not text.startswith("memory://"):
+        text = "memory://" + text[len("memory:/") :]
+    return text
+
+
+def open_store(path: Path) -> Archive:
+    """The existing store at ``path`` (an error, exit code 2, when it is not one)."""
+    return Archive.open(store_path(path))
 
 
 def error_line(message: str) -> None:
@@ -71,8 +83,9 @@ def error_line(message: str) -> None:
 
 
 @contextmanager
-def handle_errors(*, verbose: bool) -> Iterator[None]:
-    """Map library errors to one stderr line and an exit code; tracebacks only with -v."""
+def handle_errors(*, verbose: bool, interrupted: str = "") -> Iterator[None]:
+    """Map library errors to one stderr line and an exit code; tracebacks only with -v.
+    ``interrupted`` says what to do after Ctrl-C."""
     try:
         yield
     except ArchiveError as exc:
@@ -81,7 +94,7 @@ def handle_errors(*, verbose: bool) -> Iterator[None]:
         error_line(str(exc))
         raise typer.Exit(exc.exit_code) from exc
     except KeyboardInterrupt:
-        error_line("interrupted")
+        error_line("interrupted" + (f": {interrupted}" if interrupted else ""))
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -11,10 +11,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
     EXIT_DIFFERENCES,
     EXIT_ERROR,
+    EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_USAGE,
     StoreOption,
@@ -22,9 +24,9 @@ from dicomweb_archive.cli.common import (
     VersionOption,
     error_line,
     handle_errors,
+    open_store,
     stderr,
     stdout,
-    store_path,
 )
 from dicomweb_archive.index.queries import parse_filters
 from dicomweb_archive.ops.export import Exported, ExportReport, Selection, export
@@ -83,8 +85,9 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         bool,
         typer.Option(
             "--original-transfer-syntax",
-            help="Export in the transfer syntax the instance was received in. Frames are "
-            "stored as received until recompression lands, so this is what export does.",
+            help="Export in the transfer syntax the instance was received in (what export "
+            "does by default; instances whose compressed original was recompressed come back "
+            "pixel-identical in their stored syntax unless kept with --keep-originals).",
         ),
     ] = False,
     transfer_syntax: Annotated[
@@ -116,7 +119,8 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         if original_transfer_syntax and transfer_syntax is not None:
             error_line("--original-transfer-syntax and --transfer-syntax exclude each other")
             raise typer.Exit(EXIT_USAGE)
-        report = _run_export(store_path(store), selection, out, zip_file, dicomdir, transfer_syntax)
+        with open_store(store) as archive:
+            report = _run_export(archive, selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
     ok = [item for item in report.items if item.error is None]
@@ -137,7 +141,7 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
 
 
 def _run_export(  # noqa: PLR0917 - one call site, mirrors the command's options
-    root: Path,
+    archive: Archive,
     selection: Selection,
     out: str | None,
     zip_file: Path | None,
@@ -152,14 +156,14 @@ def _run_export(  # noqa: PLR0917 - one call site, mirrors the command's options
 
         if out == "-":
             return export(
-                root,
+                archive,
                 selection,
                 zip_file=sys.stdout.buffer,
                 transfer_syntax=transfer_syntax,
                 progress=hook,
             )
         return export(
-            root,
+            archive,
             selection,
             out=Path(out) if out is not None else None,
             zip_file=zip_file,
@@ -195,12 +199,15 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
         def hook(_verdict: Verdict) -> None:
             progress.advance(task)
 
-        report = verify(store_path(store), studies=study, deep=deep, against=against, progress=hook)
+        with open_store(store) as archive:
+            report = verify(archive, studies=study, deep=deep, against=against, progress=hook)
     if as_json:
         stdout.print_json(json.dumps(report.to_json()))
     else:
         _render(report, verbose=verbose)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_DIFFERENCES)
+    if not report.ok:
+        raise typer.Exit(EXIT_DIFFERENCES)
+    raise typer.Exit(EXIT_OK if report.complete else EXIT_INCOMPLETE)
 
 
 def _render(report: VerifyReport, *, verbose: bool) -> None:
@@ -221,7 +228,15 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         stdout.print(
             ", ".join(f"{key}: {value}" for key, value in report.against.items()), markup=False
         )
-    outcome = "no differences" if report.ok else f"{len(report.findings)} differences"
+    if not report.ok:
+        outcome = f"{len(report.differences)} differences"
+    elif not report.complete:
+        outcome = (
+            f"no differences, but {len(report.incomplete)} pending: work not done yet (run the "
+            "stages, or verify again once the write in progress ends)"
+        )
+    else:
+        outcome = "no differences"
     stdout.print(
         f"{outcome}; {len(report.instances)} instances, {report.bytes_read / 1e6:.1f} MB "
         f"rebuilt and hashed in {report.seconds:.2f} s",

@@ -6,19 +6,17 @@ import sys
 
 import typer
 
+from dicomweb_archive.cli.anonymize import anonymize
 from dicomweb_archive.cli.common import VersionOption, run_app
+from dicomweb_archive.cli.delete import delete
+from dicomweb_archive.cli.edit import edit
 from dicomweb_archive.cli.export import part10, verify_command
+from dicomweb_archive.cli.history import audit_command, history_command
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
+from dicomweb_archive.cli.revert import purge_command, restore_command, revert_command
 from dicomweb_archive.cli.serve import serve
 from dicomweb_archive.cli.store import reindex_command, studies
-from dicomweb_archive.cli.update import (
-    audit_command,
-    history_command,
-    normalise_argv,
-    restore_command,
-    revert_command,
-    update,
-)
+from dicomweb_archive.cli.update import normalise_argv, update
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -49,10 +47,14 @@ for _name, _seed in SUBCOMMANDS.items():
     app.command(_name, help=f"{COMMANDS[_seed]} (= {_seed})")(make_command(_seed))
 app.command("export", help="Rebuild P10 files from the store (= mkdicomwebpart10).")(part10)
 app.command("verify")(verify_command)
-app.command("update", help="Edit metadata or delete (= mkdicomwebupdate).")(update)
+app.command("update", help="Edit, delete or de-identify (= mkdicomwebupdate).")(update)
+app.command("edit")(edit)
+app.command("delete")(delete)
+app.command("anonymize")(anonymize)
 app.command("history")(history_command)
 app.command("revert")(revert_command)
 app.command("restore")(restore_command)
+app.command("purge")(purge_command)
 app.command("audit")(audit_command)
 app.command("serve")(serve)
 app.command("studies")(studies)

@@ -18,6 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.cli import seed_options as opt
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
@@ -32,17 +33,17 @@ from dicomweb_archive.cli.common import (
     stdout,
     store_path,
 )
-from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.dicom.recompress import Recompression
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.ops.ingest import (
+from dicomweb_archive.ops.ingest import write_instances
+from dicomweb_archive.ops.ingest_types import (
+    STORE_DEFAULT,
     FileResult,
     IngestReport,
     PipelineOptions,
     iter_input_files,
-    write_instances,
 )
-from dicomweb_archive.ops.stages import build_studies, group_studies
+from dicomweb_archive.ops.stages import StageReport, build_studies, group_studies
 
 #: command -> (what it does, reads files?)
 COMMANDS = {
@@ -68,13 +69,13 @@ def make_command(command: str) -> Callable[..., None]:
         deduplicate: opt.Deduplicate = False,
         group: opt.Group = True,
         instances: opt.Instances = False,
-        maximum_inline_public_length: opt.MaxPublic = 131074,
-        maximum_inline_private_length: opt.MaxPrivate = 64,
+        maximum_inline_public_length: opt.MaxPublic = None,
+        maximum_inline_private_length: opt.MaxPrivate = None,
         no_recompress: opt.NoRecompress = False,
         keep_originals: opt.KeepOriginals = False,
         store: opt.Store = DEFAULT_STORE,
-        path_deduplicated: opt.PathDeduplicated = "deduplicated",
-        path_instances: opt.PathInstances = "instances",
+        path_deduplicated: opt.PathDeduplicated = None,
+        path_instances: opt.PathInstances = None,
         recompress: opt.Recompress = None,
         study: opt.Study = True,
         content_type: opt.ContentType = None,
@@ -86,11 +87,15 @@ def make_command(command: str) -> Callable[..., None]:
         if inputs == ["help"]:
             stdout.print(ctx.get_help(), markup=False)
             raise typer.Exit(EXIT_OK)
-        recompression = _recompression(
-            recompress, content_type, colour_content_type, no_recompress, keep_originals
+        given = any([recompress, content_type, colour_content_type, no_recompress, keep_originals])
+        recompression = (
+            _recompression(
+                recompress, content_type, colour_content_type, no_recompress, keep_originals
+            )
+            if given
+            else STORE_DEFAULT
         )
         options = PipelineOptions(
-            limits=InlineLimits(maximum_inline_public_length, maximum_inline_private_length),
             instances=instances or command == "mkdicomwebinstances",
             deduplicate=deduplicate or command in ("mkdicomweb", "mkdicomwebdeduplicated"),
             group=group,
@@ -98,20 +103,30 @@ def make_command(command: str) -> Callable[..., None]:
             clean=clean,
             remove_deduplicated_instances=remove_deduplicated_instances,
             replace=replace,
-            path_instances=_relative(path_instances, "--path-instances"),
-            path_deduplicated=_relative(path_deduplicated, "--path-deduplicated"),
             recompression=recompression,
         )
-        root = store_path(store)
-        if command in ("mkdicomwebdeduplicatedgroup", "mkdicomwebstudy"):
-            _run_stage(command, root, inputs, options, verbose=verbose)
-            return
-        if not inputs:
+        settings = {
+            "path_instances": _relative(path_instances, "--path-instances"),
+            "path_deduplicated": _relative(path_deduplicated, "--path-deduplicated"),
+            "inline_public": maximum_inline_public_length,
+            "inline_private": maximum_inline_private_length,
+        }
+        created = {"recompression": _recorded(recompression)} if given else {}
+        stage = command in ("mkdicomwebdeduplicatedgroup", "mkdicomwebstudy")
+        if not stage and not inputs:
             error_line(f"{command} needs at least one input file or directory")
             raise typer.Exit(EXIT_USAGE)
-        with handle_errors(verbose=verbose):
-            report = _run_files(command, [Path(i) for i in inputs], root, options, verbose)
-        _summary(report, verbose=verbose)
+        location = store_path(store)
+        hint = _interrupted_hint(location)
+        with (
+            handle_errors(verbose=verbose, interrupted=hint),
+            Archive.open_or_create(location, defaults=created, **settings) as archive,
+        ):
+            if stage:
+                _run_stage(command, archive, inputs, options, verbose=verbose)
+                return
+            report = _run_files(command, [Path(i) for i in inputs or []], archive, options, verbose)
+        _summary(command, report, location, verbose=verbose)
         raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
     run.__doc__ = COMMANDS[command]
@@ -119,7 +134,9 @@ def make_command(command: str) -> Callable[..., None]:
     return run
 
 
-def _relative(value: str, option: str) -> str:
+def _relative(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
     path = Path(value)
     if path.is_absolute() or ".." in path.parts or not path.parts:
         error_line(f"{option} must be a relative path inside the store, not {value!r}")
@@ -144,22 +161,53 @@ def _recompression(
         raise typer.Exit(EXIT_USAGE) from exc
 
 
+def _recorded(recompression: Recompression | str | None) -> dict[str, object] | None:
+    """The recompression a new store records as its default."""
+    return recompression.to_json() if isinstance(recompression, Recompression) else None
+
+
+def _interrupted_hint(location: str) -> str:
+    return (
+        "what was stored is kept; the studies it touched wait for the group and study stages: "
+        f"run mkdicomwebstudy -o {location} (or any later mkdicomweb run, which completes them)"
+    )
+
+
 def _run_stage(
-    command: str, root: Path, studies: list[str] | None, options: PipelineOptions, *, verbose: bool
+    command: str,
+    archive: Archive,
+    studies: list[str] | None,
+    options: PipelineOptions,
+    *,
+    verbose: bool,
 ) -> None:
-    layout = options.layout(root)
-    with handle_errors(verbose=verbose):
-        if command == "mkdicomwebdeduplicatedgroup":
-            report = group_studies(
-                layout, studies, remove_instance_files=options.remove_deduplicated_instances
-            )
-            stdout.print(f"{len(report.studies)} studies grouped", markup=False)
-        else:
-            report = build_studies(layout, studies)
-            stdout.print(f"{len(report.studies)} studies written", markup=False)
+    if command == "mkdicomwebdeduplicatedgroup":
+        report = group_studies(
+            archive, studies, remove_instance_files=options.remove_deduplicated_instances
+        )
+        verb = "grouped"
+    else:
+        report = build_studies(archive, studies)
+        verb = "written"
+    _stage_failures(report, verbose=verbose)
+    stdout.print(
+        f"{len(report.studies)} studies {verb}"
+        + (f", {len(report.failures)} failed (still pending)" if report.failures else ""),
+        markup=False,
+    )
     if verbose:
         for uid in report.studies:
             stderr.print(f"  {uid}", markup=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _stage_failures(report: StageReport, *, verbose: bool) -> None:
+    for uid, reason in report.failures.items():
+        error_line(f"study {uid}: not built: {reason}")
+        exc = report.exceptions.get(uid)
+        if verbose and exc is not None and _unexpected(exc):
+            stderr.print("".join(traceback.format_exception(exc)), markup=False)
 
 
 def _unexpected(exc: BaseException | None) -> bool:
@@ -174,9 +222,10 @@ def _size(path: Path) -> int:
 
 
 def _run_files(
-    command: str, inputs: list[Path], root: Path, options: PipelineOptions, verbose: bool
+    command: str, inputs: list[Path], archive: Archive, options: PipelineOptions, verbose: bool
 ) -> IngestReport:
-    files = list(iter_input_files(inputs, exclude=root))
+    root = getattr(archive.storage, "root", None)
+    files = list(iter_input_files(inputs, exclude=root if isinstance(root, Path) else None))
     run_stages = command == "mkdicomweb"
 
     def report_file(result: FileResult) -> None:
@@ -192,7 +241,7 @@ def _run_files(
 
     if not stderr.is_terminal:
         return write_instances(
-            files, root, options=options, progress=report_file, run_stages=run_stages
+            archive, files, options=options, progress=report_file, run_stages=run_stages
         )
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -214,19 +263,26 @@ def _run_files(
             report_file(result)
             progress.update(task, advance=_size(result.path), done=done)
 
-        return write_instances(files, root, options=options, progress=hook, run_stages=run_stages)
+        return write_instances(
+            archive, files, options=options, progress=hook, run_stages=run_stages
+        )
 
 
-def _summary(report: IngestReport, *, verbose: bool) -> None:
+def _summary(command: str, report: IngestReport, location: str, *, verbose: bool) -> None:
+    if report.stages is not None:
+        _stage_failures(report.stages, verbose=verbose)
+    if report.not_read:
+        error_line(f"{report.not_read} files not read: the store is full")
     unchanged = sum(1 for r in report.results if r.status == "unchanged")
     replaced = sum(1 for r in report.results if r.status == "replaced")
     megabytes = report.bytes / 1e6
     rate = report.instances / report.seconds if report.seconds else 0.0
+    built = len(report.stages.studies) if report.stages is not None else 0
     parts = [
-        f"{report.instances} instances stored",
+        f"{report.instances} instance{_s(report.instances)} stored",
         f"{replaced} replaced" if replaced else "",
         f"{unchanged} unchanged" if unchanged else "",
-        f"{len(report.studies)} studies updated",
+        f"{built} stud{'y' if built == 1 else 'ies'} built" if report.stages is not None else "",
         f"{megabytes:.1f} MB read",
         f"{report.frames_recompressed} frames recompressed" if report.frames_recompressed else "",
         f"{report.frames_kept} kept as received (-v says why)" if report.frames_kept else "",
@@ -237,3 +293,27 @@ def _summary(report: IngestReport, *, verbose: bool) -> None:
     if report.failures and not verbose:
         line += "; the errors above name each failed file"
     stdout.print(line, markup=False, soft_wrap=True)
+    for change in report.changes:
+        stdout.print(
+            f"change {change}: what it replaced or cleaned is kept; dicomweb-archive revert "
+            f"{change} -o {location} undoes it",
+            markup=False,
+            soft_wrap=True,
+        )
+    if report.pending:
+        count = len(report.pending)
+        stages = (
+            "mkdicomwebdeduplicatedgroup and mkdicomwebstudy"
+            if command in ("mkdicomwebdeduplicated",)
+            else "mkdicomwebstudy"
+        )
+        stdout.print(
+            f"{count} stud{'y waits' if count == 1 else 'ies wait'} for the later stages: "
+            f"run {stages} -o {location}",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

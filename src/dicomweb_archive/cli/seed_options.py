@@ -27,7 +27,10 @@ Inputs = Annotated[
 Clean = Annotated[
     bool,
     typer.Option(
-        "-c", "--clean", help="Remove the outputs of the studies the input touches first."
+        "-c",
+        "--clean",
+        help="Set aside the studies the input touches first (a 'clean' change, revertible), so "
+        "that they are rebuilt from this input alone.",
     ),
 ]
 RemoveDeduplicatedInstances = Annotated[
@@ -63,21 +66,25 @@ Instances = Annotated[
     ),
 ]
 MaxPublic = Annotated[
-    int,
+    int | None,
     typer.Option(
         "-m",
         "--maximum-inline-public-length",
         min=0,
-        help="Public binary values longer than this many bytes go to bulk data.",
+        help="Public binary values longer than this many bytes go to bulk data (recorded "
+        "when the store is created; default 131074).",
+        show_default=False,
     ),
 ]
 MaxPrivate = Annotated[
-    int,
+    int | None,
     typer.Option(
         "-M",
         "--maximum-inline-private-length",
         min=0,
-        help="Private binary values longer than this many bytes go to bulk data.",
+        help="Private binary values longer than this many bytes go to bulk data (recorded "
+        "when the store is created; default 64).",
+        show_default=False,
     ),
 ]
 NoRecompress = Annotated[
@@ -96,16 +103,28 @@ KeepOriginals = Annotated[
         "it they come back pixel for pixel.",
     ),
 ]
-Store = Annotated[Path, typer.Option("-o", "--dir", help="The store's root directory.")]
+Store = Annotated[
+    Path,
+    typer.Option(
+        "-o", "--dir", help="The store: a directory, or memory://NAME (a store in this process)."
+    ),
+]
 PathDeduplicated = Annotated[
-    str,
-    typer.Option("--path-deduplicated", help="The group files' directory, relative to the store."),
+    str | None,
+    typer.Option(
+        "--path-deduplicated",
+        help="The group files' folder, relative to the store (recorded when the store is "
+        "created; default deduplicated).",
+        show_default=False,
+    ),
 ]
 PathInstances = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--path-instances",
-        help="The per-instance deduplicated files' directory, relative to the store.",
+        help="The per-instance deduplicated files' folder, relative to the store (recorded "
+        "when the store is created; default instances).",
+        show_default=False,
     ),
 ]
 Recompress = Annotated[
@@ -115,8 +134,9 @@ Recompress = Annotated[
         "--recompress",
         help="Received types to recompress, comma-separated or repeated: "
         + ", ".join(SOURCE_TYPES)
-        + " (default: uncompressed jp2). Lossless, checked per frame; a frame that cannot be"
-        " recompressed exactly is kept as received (-v says why).",
+        + " (default: the store's, recorded when it is created: uncompressed jp2). Lossless, "
+        "checked per frame; a frame that cannot be recompressed exactly is kept as received "
+        "(-v says why).",
         show_default=False,
     ),
 ]

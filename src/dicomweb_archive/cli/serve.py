@@ -7,11 +7,18 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from dicomweb_archive.cli.common import DEFAULT_STORE, StoreOption, stderr, store_path
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    StoreOption,
+    VerboseOption,
+    handle_errors,
+    open_store,
+    stderr,
+)
 from dicomweb_archive.web.app import create_app
 
 
-def serve(
+def serve(  # noqa: PLR0917 - typer passes every option positionally
     store: StoreOption = DEFAULT_STORE,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 8080,
@@ -26,9 +33,10 @@ def serve(
             "from each request).",
         ),
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files."""
-    root = store_path(store)
-    stderr.print(f"serving {root} at http://{host}:{port}{prefix}", markup=False)
-    app = create_app(root, prefix=prefix, base_url=base_url)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        stderr.print(f"serving {archive.location} at http://{host}:{port}{prefix}", markup=False)
+        app = create_app(archive, prefix=prefix, base_url=base_url)
+        uvicorn.run(app, host=host, port=port, log_level="warning")

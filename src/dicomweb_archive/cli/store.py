@@ -12,12 +12,10 @@ from dicomweb_archive.cli.common import (
     StoreOption,
     VerboseOption,
     handle_errors,
+    open_store,
     stdout,
-    store_path,
 )
-from dicomweb_archive.index.database import Index
 from dicomweb_archive.ops.reindex import reindex
-from dicomweb_archive.store.layout import StoreLayout
 
 
 def studies(
@@ -25,12 +23,13 @@ def studies(
     show_phi: Annotated[
         bool, typer.Option("--show-phi", help="Also show patient names and IDs.")
     ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """List the studies in the store (from its index)."""
-    layout = StoreLayout(store_path(store))
-    with Index(layout.index_path) as index:
-        rows = index.studies()
-    table = Table(title=f"{len(rows)} studies in {layout.root}")
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        rows = archive.index.studies()
+        location = archive.location
+    table = Table(title=f"{len(rows)} studies in {location}")
     table.add_column("StudyInstanceUID", overflow="fold")
     table.add_column("Date")
     table.add_column("Description", overflow="fold")
@@ -57,8 +56,8 @@ def studies(
 
 def reindex_command(store: StoreOption = DEFAULT_STORE, verbose: VerboseOption = False) -> None:
     """Rebuild the SQLite index from the store's files alone."""
-    with handle_errors(verbose=verbose):
-        report = reindex(store_path(store))
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        report = reindex(archive)
     stdout.print(
         f"index rebuilt: {report.studies} studies, {report.series} series, "
         f"{report.instances} instances"

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -28,6 +26,7 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
 from dicomweb_archive.errors import CodecError
+from dicomweb_archive.model.pixel import PixelDescription
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -58,40 +57,6 @@ NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.1000
 #: lossless check then kept the frame as received, so nothing was wrong in the store; the lock
 #: removes the suspected cause at little cost (an HTJ2K frame codes in about 2.7 ms).
 _OPENJPH = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class PixelDescription:
-    """The Image Pixel Module attributes a decoder needs (PS3.3 C.7.6.3)."""
-
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric_interpretation: str
-    planar_configuration: int = 0
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        """The little endian container type of one sample."""
-        kind = "i" if self.pixel_representation else "u"
-        return np.dtype(f"<{kind}{max(1, self.bits_allocated // 8)}")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of a decoded frame (samples last)."""
-        if self.samples_per_pixel > 1:
-            return (self.rows, self.columns, self.samples_per_pixel)
-        return (self.rows, self.columns)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> PixelDescription:
-        return cls(**value)
 
 
 def decode_frame(data: bytes, syntax: str, pixel: PixelDescription) -> tuple[np.ndarray, str]:

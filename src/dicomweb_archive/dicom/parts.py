@@ -48,7 +48,7 @@ from dicomweb_archive.dicom.pixel_stream import (
     read_pixel_data,
     us_value,
 )
-from dicomweb_archive.dicom.recompress import Recompression, stored_syntaxes
+from dicomweb_archive.dicom.recompress import Recompression
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
 from dicomweb_archive.errors import TruncatedError
 from dicomweb_archive.model.dicom_json import (
@@ -60,6 +60,7 @@ from dicomweb_archive.model.dicom_json import (
     swap_bytes,
     to_json_dataset,
 )
+from dicomweb_archive.model.info import INFO_VERSION, InfoRecord
 
 __all__ = [
     "BulkPart",
@@ -71,7 +72,6 @@ __all__ = [
     "generate_parts",
 ]
 
-INFO_VERSION = 1
 AVAILABLE_TRANSFER_SYNTAX_UID = "00083002"  # (0008,3002) AvailableTransferSyntaxUID
 SPECIFIC_CHARACTER_SET = 0x00080005
 PIXEL_REPRESENTATION = 0x00280103
@@ -145,31 +145,31 @@ def generate_parts(
         segments = deflate_segments(buffer, parsed.dataset_offset, parsed.inflated, segments)
     if not state.frames:
         stored_ts = parsed.transfer_syntax
-    stored = _stored(state, stored_ts, frame_media_type)
-    available = stored_syntaxes({"stored": stored, "frames": state.frames})
-    metadata[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": available}
-    metadata = dict(sorted(metadata.items()))
-    _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
     if stop_reason:
         state.warnings.append(stop_reason)
-    info = {
-        "version": INFO_VERSION,
-        "study_instance_uid": _uid(metadata, "0020000D"),
-        "series_instance_uid": _uid(metadata, "0020000E"),
-        "sop_instance_uid": _uid(metadata, "00080018"),
-        "original": {
-            "sha256": reader.hexdigest(),
-            "size": reader.size,
-            "transfer_syntax_uid": parsed.transfer_syntax,
-            "has_preamble": parsed.has_preamble,
-            "has_file_meta": bool(parsed.meta),
-        },
-        "stored": stored,
-        "frames": state.frames,
-        "bulkdata": [{"sha256": sha, "size": size} for sha, size in sorted(state.bulk.items())],
-        "skeleton": segments,
-        "warnings": [*parsed.warnings, *state.warnings],
-    }
+    info = InfoRecord.from_json(
+        {
+            "version": INFO_VERSION,
+            "study_instance_uid": _uid(metadata, "0020000D") or "",
+            "series_instance_uid": _uid(metadata, "0020000E") or "",
+            "sop_instance_uid": _uid(metadata, "00080018") or "",
+            "original": {
+                "sha256": reader.hexdigest(),
+                "size": reader.size,
+                "transfer_syntax_uid": parsed.transfer_syntax,
+                "has_preamble": parsed.has_preamble,
+                "has_file_meta": bool(parsed.meta),
+            },
+            "stored": _stored(state, stored_ts, frame_media_type),
+            "frames": state.frames,
+            "bulkdata": [{"sha256": sha, "size": size} for sha, size in sorted(state.bulk.items())],
+            "skeleton": segments,
+            "warnings": [*parsed.warnings, *state.warnings],
+        }
+    )
+    metadata[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": info.stored_syntaxes()}
+    metadata = dict(sorted(metadata.items()))
+    _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
     yield InstanceEnd(metadata, info, stop_reason)
 
 

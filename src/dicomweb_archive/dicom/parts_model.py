@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 from dicomweb_archive.dicom.recompress import FrameRecompressor, Recompression
 from dicomweb_archive.model.dicom_json import JsonObject
+from dicomweb_archive.model.info import InfoRecord
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,7 +54,7 @@ class InstanceEnd:
     """The complete metadata and info record; ``stop_reason`` says why reading stopped early."""
 
     metadata: JsonObject
-    info: dict[str, Any]
+    info: InfoRecord
     stop_reason: str | None = None
 
 

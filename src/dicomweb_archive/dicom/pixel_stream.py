@@ -14,7 +14,6 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dicomweb_archive.dicom.codecs import PixelDescription
 from dicomweb_archive.dicom.frames import (
     EXTENDED_OFFSET_TABLE,
     media_type,
@@ -39,6 +38,7 @@ from dicomweb_archive.model.dicom_json import (
     swap_bytes,
     to_json_element,
 )
+from dicomweb_archive.model.pixel import PixelDescription
 
 FRAMES_PLACEHOLDER = "\0frames"
 BULK_PLACEHOLDER = "\0bulk:"

@@ -43,7 +43,6 @@ from dicomweb_archive.dicom.codecs import (
     JPEG_BASELINE,
     JPEG_LS_LOSSLESS,
     NATIVE_SYNTAXES,
-    PixelDescription,
     decode_frame,
     encode,
     encode_lossy_jpeg,
@@ -53,6 +52,8 @@ from dicomweb_archive.dicom.codecs import (
 )
 from dicomweb_archive.dicom.frames import media_type
 from dicomweb_archive.errors import CodecError, UsageError
+from dicomweb_archive.model.info import FrameRecord
+from dicomweb_archive.model.pixel import PixelDescription
 
 #: The seed's recompression aliases -> source transfer syntaxes (its README's table).
 SOURCE_TYPES: dict[str, tuple[str, ...]] = {
@@ -127,6 +128,24 @@ class Recompression:
         if grey_target is None and colour_target is None:
             return None
         return cls(sources, grey_target, colour_target, keep_originals)
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as recorded in a store's configuration."""
+        return {
+            "sources": sorted(self.sources),
+            "grey": self.grey,
+            "colour": self.colour,
+            "keep_originals": self.keep_originals,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Recompression:
+        return cls(
+            frozenset(value["sources"]),
+            value["grey"],
+            value["colour"],
+            bool(value.get("keep_originals", False)),
+        )
 
     def target(self, syntax: str, pixel: PixelDescription) -> str | None:
         """The target for frames of this kind received in ``syntax`` (None: kept)."""
@@ -300,81 +319,33 @@ def _unsupported(target: str | None, pixel: PixelDescription | None) -> str | No
     return None
 
 
-def is_recompressed(record: dict[str, Any]) -> bool:
-    return "source" in record
-
-
-def kept_originals(info: dict[str, Any]) -> set[str]:
-    """Bulk-data hashes of received frames kept beside their recompressed frames (lossy
-    targets, ``keep_originals``): referenced by the frame records, not by the skeleton."""
-    return {f["source"]["bulk"] for f in info["frames"] if "source" in f and "bulk" in f["source"]}
-
-
-def rebuilds_original(info: dict[str, Any]) -> bool:
-    """Whether the info record's skeleton rebuilds the received file byte for byte: always,
-    unless frames of a compressed original were recompressed losslessly (their codestreams
-    are not kept)."""
-    return not any(
-        "bulk" not in f["source"] and f["source"]["transfer_syntax_uid"] not in NATIVE_SYNTAXES
-        for f in info["frames"]
-        if "source" in f
-    )
-
-
-def frame_syntax(info: dict[str, Any], number: int) -> str:
-    """The transfer syntax of stored frame ``number`` (1-based)."""
-    record = info["frames"][number - 1]
-    return str(record.get("transfer_syntax_uid", info["stored"]["transfer_syntax_uid"]))
-
-
-def stored_syntaxes(info: dict[str, Any]) -> list[str]:
-    """AvailableTransferSyntaxUID (0008,3002) of an instance: its stored frames' syntaxes."""
-    first = str(info["stored"]["transfer_syntax_uid"])
-    found = dict.fromkeys(
-        [first, *(frame_syntax(info, n) for n in range(1, len(info["frames"]) + 1))]
-    )
-    return list(found)
-
-
-def frame_media_type(info: dict[str, Any], number: int) -> str:
-    record = info["frames"][number - 1]
-    if "transfer_syntax_uid" in record:
-        return media_type(record["transfer_syntax_uid"])
-    return str(info["stored"]["media_type"])
-
-
-def stored_pixel(info: dict[str, Any]) -> PixelDescription | None:
-    """The pixel description recorded with recompressed frames."""
-    value = info["stored"].get("pixel")
-    return PixelDescription.from_json(value) if value else None
-
-
 def source_pixels(
-    stored: bytes | memoryview, record: dict[str, Any], pixel: PixelDescription
+    stored: bytes | memoryview, record: FrameRecord, pixel: PixelDescription
 ) -> bytes:
     """The native little endian pixels a recompressed frame decodes to, checked against the
     SHA-256 recorded at ingest (raises :class:`CodecError` when they differ)."""
-    array, _ = decode_frame(bytes(stored), record["transfer_syntax_uid"], pixel)
+    assert record.source is not None and record.transfer_syntax_uid is not None
+    array, _ = decode_frame(bytes(stored), record.transfer_syntax_uid, pixel)
     pixels = native_bytes(array, pixel)
-    if hashlib.sha256(pixels).hexdigest() != record["source"]["pixels_sha256"]:
+    if hashlib.sha256(pixels).hexdigest() != record.source.pixels_sha256:
         raise CodecError("it decodes to pixels that differ from the source's (SHA-256)")
     return pixels
 
 
 def source_frame(
     stored: bytes | memoryview,
-    record: dict[str, Any],
+    record: FrameRecord,
     pixel: PixelDescription | None,
     read_bulk: BulkReader,
 ) -> bytes | memoryview:
     """The frame as received (what the skeleton's frame segments refer to) from the stored
     frame: itself, the kept original of a lossy frame, or the native pixels decoded from a
     losslessly recompressed native frame."""
-    source = record.get("source")
+    source = record.source
     if source is None:
         return stored
-    if "bulk" in source:
-        return read_bulk(source["bulk"])
+    if source.bulk is not None:
+        return read_bulk(source.bulk)
     if pixel is None:
         raise CodecError("the info record lacks the pixel description of recompressed frames")
     return source_pixels(stored, record, pixel)

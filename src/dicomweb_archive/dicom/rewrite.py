@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dicomweb_archive.dicom.edit import Edit, OriginalAttributes, edit_head
 from dicomweb_archive.dicom.parts import BulkPart, InlineLimits, decompose_head, fill_uris
-from dicomweb_archive.dicom.recompress import kept_originals
 from dicomweb_archive.dicom.skeleton import Segment, referenced_bulk
 from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.info import BulkRecord, InfoRecord
 
 JsonObject = dict[str, Any]
 PIXEL_DATA_FIRST = "7FE00008"  # (7FE0,0008) FloatPixelData, the first pixel data tag
@@ -26,7 +26,7 @@ AVAILABLE_TRANSFER_SYNTAX_UID = "00083002"
 
 @dataclass(slots=True)
 class Rewritten:
-    info: JsonObject
+    info: InfoRecord
     metadata: JsonObject
     bulk: list[BulkPart]
 
@@ -49,7 +49,7 @@ def split_head(
 
 
 def rewrite(
-    info: JsonObject,
+    info: InfoRecord,
     metadata: JsonObject,
     edits: list[Edit],
     *,
@@ -61,7 +61,7 @@ def rewrite(
     original_attributes: OriginalAttributes | None = None,
 ) -> Rewritten:
     """The instance's new info record and metadata (and any new bulk data) after ``edits``."""
-    head, rest = split_head(info["skeleton"], read_bulk)
+    head, rest = split_head(info.skeleton, read_bulk)
     new_head = edit_head(head, edits, name=name, original_attributes=original_attributes)
     new_json, head_segments, bulk = decompose_head(new_head, limits=limits, name=name)
     # what the head did not give: Pixel Data and later elements, AvailableTransferSyntaxUID
@@ -74,10 +74,12 @@ def rewrite(
     merged = dict(sorted(merged.items()))
     fill_uris(merged, frames_uri=frames_uri, bulk_uri=bulk_uri)
     skeleton = [*head_segments, *rest]
-    sizes = {item["sha256"]: item["size"] for item in info["bulkdata"]}
+    sizes = {item.sha256: item.size for item in info.bulkdata}
     sizes.update({part.sha256: len(part.data) for part in bulk})
-    new_info = dict(info)
-    new_info["skeleton"] = skeleton
-    used = referenced_bulk(skeleton) | kept_originals(info)
-    new_info["bulkdata"] = [{"sha256": sha, "size": sizes[sha]} for sha in sorted(used)]
+    used = referenced_bulk(skeleton) | info.kept_originals()
+    new_info = replace(
+        info,
+        skeleton=skeleton,
+        bulkdata=[BulkRecord(sha, sizes[sha]) for sha in sorted(used)],
+    )
     return Rewritten(new_info, merged, bulk)

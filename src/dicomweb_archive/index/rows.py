@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicomweb_archive.model.query import first_value
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.query import as_text, first_value
 
 JsonObject = dict[str, Any]
 Row = dict[str, Any]
@@ -16,16 +17,12 @@ Row = dict[str, Any]
 
 def _text(obj: JsonObject, key: str) -> str | None:
     value = first_value(obj, key)
-    if value is None:
-        return None
-    if isinstance(value, dict):  # PN: index the Alphabetic group (PS3.18 F.2.4)
-        return str(value.get("Alphabetic", ""))
-    return str(value)
+    return None if value is None else as_text(value)  # PN: the Alphabetic group (PS3.18 F.2.4)
 
 
 def _all_text(obj: JsonObject, key: str) -> str | None:
     values = obj.get(key, {}).get("Value")
-    return "\\".join(str(v) for v in values if v is not None) if values else None
+    return "\\".join(as_text(v) for v in values if v is not None) if values else None
 
 
 def _int(obj: JsonObject, key: str) -> int | None:
@@ -68,21 +65,21 @@ def series_row(query: JsonObject, path: str) -> Row:
     }
 
 
-def instance_row(query: JsonObject, info: JsonObject, path: str) -> Row:
-    original = info["original"]
+def instance_row(query: JsonObject, info: InfoRecord, path: str) -> Row:
+    original = info.original
     return {
-        "sop_instance_uid": info["sop_instance_uid"],
-        "series_instance_uid": info["series_instance_uid"],
-        "study_instance_uid": info["study_instance_uid"],
+        "sop_instance_uid": info.sop_instance_uid,
+        "series_instance_uid": info.series_instance_uid,
+        "study_instance_uid": info.study_instance_uid,
         "sop_class_uid": _text(query, "00080016"),
         "instance_number": _int(query, "00200013"),
         "rows": _int(query, "00280010"),
         "columns": _int(query, "00280011"),
-        "number_of_frames": len(info["frames"]),
-        "original_transfer_syntax_uid": original["transfer_syntax_uid"],
-        "stored_transfer_syntax_uid": info["stored"]["transfer_syntax_uid"],
-        "original_sha256": original["sha256"],
-        "original_size": original["size"],
+        "number_of_frames": len(info.frames),
+        "original_transfer_syntax_uid": original.transfer_syntax_uid,
+        "stored_transfer_syntax_uid": info.stored.transfer_syntax_uid,
+        "original_sha256": original.sha256,
+        "original_size": original.size,
         "path": path,
         "query_json": query,
     }

@@ -79,6 +79,14 @@ def first_value(obj: JsonObject, key: str) -> Any:
     return values[0] if values else None
 
 
+def as_text(value: Any) -> str:
+    """A JSON value as text, whatever VR it came with: a PN object (a value encoded with VR PN
+    where the dictionary says CS, say) gives its Alphabetic group (PS3.18 F.2.2)."""
+    if isinstance(value, dict):
+        return str(value.get("Alphabetic", ""))
+    return "" if value is None else str(value)
+
+
 def instance_sort_key(obj: JsonObject) -> tuple[int, int, str]:
     """Instances in InstanceNumber order, then by SOP Instance UID (deterministic)."""
     number = first_value(obj, INSTANCE_NUMBER)
@@ -117,7 +125,7 @@ def series_query(instances: list[JsonObject]) -> JsonObject:
 def study_query(series: list[list[JsonObject]]) -> JsonObject:
     """Study query object from the study's series (each a sorted, non-empty instance list)."""
     out = _pick(series[0][0], STUDY_ATTRIBUTES)
-    modalities = sorted({m for s in series if (m := first_value(s[0], MODALITY))})
+    modalities = sorted({m for s in series if (m := as_text(first_value(s[0], MODALITY)))})
     out[INSTANCE_AVAILABILITY] = _online()
     if modalities:
         out[MODALITIES_IN_STUDY] = {"vr": "CS", "Value": modalities}

@@ -14,16 +14,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.codecs import decode_frame, native_bytes
 from dicomweb_archive.dicom.parts import FramePart, InstanceHeader, generate_parts
-from dicomweb_archive.dicom.recompress import is_recompressed, rebuilds_original, stored_pixel
 from dicomweb_archive.errors import ArchiveError, CodecError
-from dicomweb_archive.index.database import Index
-from dicomweb_archive.index.queries import all_instances
 from dicomweb_archive.model.query import first_value
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.instance import InstanceKey
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.instance import InstanceKey, read_info
 
 if TYPE_CHECKING:
     from dicomweb_archive.ops.verify import VerifyReport
@@ -44,14 +40,12 @@ def _sop_of(path: Path) -> str:
     return sop
 
 
-def verify_against(
-    layout: StoreLayout, index: Index, directory: Path, report: VerifyReport
-) -> None:
+def verify_against(archive: Archive, directory: Path, report: VerifyReport) -> None:
     """Every P10 file under ``directory`` must be in the store with the same SHA-256; for an
     instance whose compressed original was recompressed (``pixels+attributes``), every frame of
     the file must also decode to the pixels the store's frames decode to (their recorded
     hash), which closes the proof that the store holds what was received."""
-    stored = {row["sop_instance_uid"]: row for row in all_instances(index)}
+    stored = {row["sop_instance_uid"]: row for row in archive.index.all_instances()}
     counts = {"files": 0, "identical": 0, "different": 0, "missing": 0, "not_dicom": 0}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         counts["files"] += 1
@@ -72,38 +66,37 @@ def verify_against(
         else:
             counts["identical"] += 1
             key = InstanceKey(row["study_instance_uid"], row["series_instance_uid"], sop)
-            message = _original_pixels_differ(layout, key, path)
+            message = _original_pixels_differ(archive, key, path)
             if message is not None:
                 report.add("against", str(path), message)
     report.against = counts
 
 
-def _original_pixels_differ(layout: StoreLayout, key: InstanceKey, path: Path) -> str | None:
+def _original_pixels_differ(archive: Archive, key: InstanceKey, path: Path) -> str | None:
     """For an instance whose original codestreams are not kept: why the file's frames do not
     decode to the recorded source pixels (None: they do, or there is nothing to check)."""
     try:
-        info = read_json_gz(layout.info(key.study, key.series, key.sop))
-    except (OSError, ValueError):
+        info = read_info(archive.storage, archive.keys, key)
+    except ArchiveError:
         return None  # the store check reports the instance itself
-    pixel = stored_pixel(info)
-    if rebuilds_original(info) or pixel is None:
+    pixel = info.stored.pixel
+    if info.rebuilds_original() or pixel is None:
         return None
     with path.open("rb") as handle:
         for part in generate_parts(
             handle, frames_uri=lambda _m: "", bulk_uri=lambda _m, _s: "", name=str(path)
         ):
-            if not isinstance(part, FramePart) or part.number > len(info["frames"]):
+            if not isinstance(part, FramePart) or part.number > len(info.frames):
                 continue
-            record = info["frames"][part.number - 1]
-            if not is_recompressed(record):
+            source = info.frames[part.number - 1].source
+            if source is None:
                 continue
-            source = record["source"]
             try:
-                array, _ = decode_frame(bytes(part.data), source["transfer_syntax_uid"], pixel)
+                array, _ = decode_frame(bytes(part.data), source.transfer_syntax_uid, pixel)
             except CodecError as exc:
                 return f"frame {part.number} of the original cannot be decoded: {exc}"
             digest = hashlib.sha256(native_bytes(array, pixel)).hexdigest()
-            if digest != source["pixels_sha256"]:
+            if digest != source.pixels_sha256:
                 return (
                     f"frame {part.number} of the original decodes to other pixels than the store's"
                 )

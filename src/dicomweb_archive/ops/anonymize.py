@@ -1,4 +1,4 @@
-"""De-identification into a new store (``mkdicomwebupdate -anonymize ... --out DIR``).
+"""De-identification (``mkdicomwebupdate -anonymize``): into a new store, or in place.
 
 Each selected instance is rebuilt from the source store with its head re-encoded by the
 profile (:mod:`dicomweb_archive.model.deid`): attributes removed (X), emptied (Z), given dummy
@@ -6,8 +6,16 @@ values (D), UIDs replaced consistently (U), dates shifted per patient when asked
 attributes removed; in the File Meta Information the Media Storage SOP Instance UID replaced
 and the AE titles removed; the preamble zeroed. Patient Identity Removed (0012,0062) = YES and
 De-identification Method (0012,0063) are set. The de-identified stream then goes through the
-ordinary ingest pipeline of the output store, so the new store holds no original value in any
-file name, metadata, info record, bulk data or index row (a test searches every file).
+ordinary ingest pipeline, so the output holds no original value in any object name, metadata,
+info record, bulk data or index row (a test searches every object). An instance that cannot
+be de-identified is reported and left out; the others go on.
+
+Into a new store (``--out``): the store is made incomplete, filled, and only then marked
+complete, so that it appears whole or not at all (an interrupted run leaves a store that
+nothing opens, which the next run into the same place replaces). In place (``--all
+--in-place``): one ``anonymize`` change sets every original instance aside and adds the
+de-identified ones, in one journal; it can be reverted, and ``purge`` of the change removes the
+originals, their history and audit for good.
 
 Pixel data is kept as is: instances whose Burned In Annotation (0028,0301) is not ``NO`` are
 reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
@@ -17,32 +25,35 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.edit import Edit, edit_head
-from dicomweb_archive.dicom.recompress import (
-    Recompression,
-    is_recompressed,
-    rebuilds_original,
-    stored_syntaxes,
-)
+from dicomweb_archive.dicom.recompress import Recompression
 from dicomweb_archive.dicom.rewrite import split_head
 from dicomweb_archive.dicom.skeleton import ChunkStream
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.index.database import Index
 from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.ops.changes import (
+    finish_studies,
+    instance_state,
+    removed,
+    set_aside_instance,
+    set_aside_unused_bulk,
+)
 from dicomweb_archive.ops.export import Selection, select
-from dicomweb_archive.ops.ingest import FileResult, PipelineOptions, write_streams
+from dicomweb_archive.ops.ingest import write_streams
+from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
 from dicomweb_archive.ops.reconstruct import FrameReaders
-from dicomweb_archive.store.files import read_json_gz, write_bytes
+from dicomweb_archive.store.changes import change_ids
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.secrets import store_key
+from dicomweb_archive.store.share import share_object
 
 JsonObject = dict[str, Any]
 Path_ = tuple[tuple[int, int | None], ...]
@@ -51,7 +62,6 @@ DEIDENTIFICATION_METHOD_TAG = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
 OURS = (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG, DEIDENTIFICATION_METHOD_CODES)
 BURNED_IN_ANNOTATION = "00280301"
-KEY_FILE = "deidentification.key"
 
 
 @dataclass(slots=True)
@@ -60,6 +70,7 @@ class AnonymizeReport:
     burned_in: list[str] = field(default_factory=list)  # source SOP UIDs to review
     planned: list[str] = field(default_factory=list)  # with dry_run: source SOP UIDs
     linked: int = 0  # frame files shared with the source store by hard link
+    change_id: str = ""  # in place: the anonymize change
     seconds: float = 0.0
 
     @property
@@ -67,19 +78,46 @@ class AnonymizeReport:
         return all(result.status != "failed" for result in self.results)
 
 
-def profile_key(layout: StoreLayout, key: bytes | None) -> bytes:
+def profile_key(archive: Archive, key: bytes | None) -> bytes:
     """The given key, or the source store's own (created once, kept private)."""
     if key is not None:
         return key
-    path = layout.private / KEY_FILE
-    if not path.exists():
-        write_bytes(path, secrets.token_hex(32).encode())
-        path.chmod(0o600)
-    return path.read_bytes().strip()
+    with archive.writing("de-identification key"):
+        return store_key(archive.storage)
+
+
+def _review(archive: Archive, chosen: list[InstanceKey], report: AnonymizeReport) -> None:
+    for instance in chosen:
+        metadata, _info = instance_state(archive.storage, archive, instance)
+        burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
+        if burned != "NO":
+            report.burned_in.append(instance.sop)
+
+
+def _streams(
+    archive: Archive,
+    chosen: list[InstanceKey],
+    profile: Profile,
+    failures: dict[str, FileResult],
+) -> Iterator[tuple[str, BinaryIO]]:
+    """The de-identified streams; an instance whose stream cannot be made is a failure."""
+    for instance in chosen:
+        try:
+            metadata, _info = instance_state(archive.storage, archive, instance)
+            stream = _deidentified_stream(archive, instance, metadata, profile)
+        except (ArchiveError, ValueError, UnicodeError) as exc:
+            failures[instance.sop] = FileResult(
+                Path(instance.sop),
+                "failed",
+                error=f"SOPInstanceUID {instance.sop}: cannot be de-identified: {exc}",
+                exception=exc,
+            )
+            continue
+        yield instance.sop, cast(BinaryIO, io.BufferedReader(stream))
 
 
 def anonymize(
-    store: str | os.PathLike[str],
+    archive: Archive,
     selection: Selection,
     out: str | os.PathLike[str],
     *,
@@ -87,109 +125,126 @@ def anonymize(
     key: bytes | None = None,
     dry_run: bool = False,
 ) -> AnonymizeReport:
-    """De-identify the selected instances of ``store`` into the store at ``out``.
+    """De-identify the selected instances of ``archive`` into the store at ``out`` (made when
+    there is none; see the module docstring).
 
     With ``dry_run`` only the instances that would be de-identified (and those to review for
     burned-in annotation) are reported.
     """
     started = time.perf_counter()
-    unknown = options - set(OPTIONS)
-    if unknown:
-        raise UsageError(f"unknown de-identification option(s): {', '.join(sorted(unknown))}")
-    layout = StoreLayout(Path(store))
-    if Path(out).resolve() == layout.root.resolve():
+    _check_options(options)
+    if Path(os.fspath(out)).expanduser().resolve() == Path(archive.location).resolve():
         raise UsageError("de-identify into a new store (--out DIR), not into the source store")
-    profile = Profile(profile_key(layout, key), options)
     report = AnonymizeReport()
-    chosen = [instance for instance, _sha in select(layout, selection)]
-    for instance in chosen:
-        metadata = read_json_gz(layout.instance_metadata(*_parts(instance)))[0]
-        burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
-        if burned != "NO":
-            report.burned_in.append(instance.sop)
+    chosen = [instance for instance, _sha in select(archive, selection)]
+    _review(archive, chosen, report)
     if dry_run:
         report.planned = [instance.sop for instance in chosen]
         report.seconds = time.perf_counter() - started
         return report
-
-    def streams() -> Iterator[tuple[str, BinaryIO]]:
-        for instance in chosen:
-            metadata = read_json_gz(layout.instance_metadata(*_parts(instance)))[0]
-            stream = _deidentified_stream(layout, instance, metadata, profile)
-            yield instance.sop, cast(BinaryIO, io.BufferedReader(stream))
-
-    policies = {instance.sop: _recompression(read_info(layout, instance)) for instance in chosen}
-    report.results = write_streams(
-        streams(), out, options=PipelineOptions(), recompression_for=policies.get
-    )
-    out_layout = StoreLayout(Path(out))
-    for instance, result in zip(chosen, report.results, strict=True):
-        if result.key is not None and result.status != "failed":
-            report.linked += _share_frames(layout, instance, out_layout, result.key)
+    profile = Profile(profile_key(archive, key), options)
+    target = Archive.create_or_replace_incomplete(out, replace(archive.config, complete=False))
+    with target:
+        failures: dict[str, FileResult] = {}
+        policies = {
+            i.sop: _recompression(read_info(archive.storage, archive.keys, i)) for i in chosen
+        }
+        ingested = write_streams(
+            target,
+            _streams(archive, chosen, profile, failures),
+            options=PipelineOptions(),
+            recompression_for=policies.get,
+        )
+        results = iter(ingested.results)
+        report.results = [failures.get(i.sop) or next(results) for i in chosen]
+        for instance, result in zip(chosen, report.results, strict=True):
+            if result.key is not None and result.status != "failed":
+                report.linked += _share_frames(archive, instance, target, result.key)
+        target.mark_complete()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _share_frames(
-    source: StoreLayout, key: InstanceKey, target: StoreLayout, new_key: InstanceKey
-) -> int:
-    """Replace the output's frame files by hard links to the identical source files, where
-    the file system allows (a frame file is named and bounded by its SHA-256, so identical
-    frames are identical files); returns how many were linked."""
-    before, after = read_info(source, key)["frames"], read_info(target, new_key)["frames"]
+def _share_frames(source: Archive, key: InstanceKey, target: Archive, new_key: InstanceKey) -> int:
+    """Make the output's frames that are identical to the source's share their storage (hard
+    links, where both stores are on one file system); returns how many do."""
+    before = read_info(source.storage, source.keys, key).frames
+    after = read_info(target.storage, target.keys, new_key).frames
     linked = 0
     for number, (old, new) in enumerate(zip(before, after, strict=False), start=1):
-        if old["sha256"] != new["sha256"]:
-            continue
-        original = source.frame(key.study, key.series, key.sop, number)
-        copy = target.frame(new_key.study, new_key.series, new_key.sop, number)
-        temp = copy.with_name(f".{copy.name}.link.tmp")
-        try:
-            temp.unlink(missing_ok=True)
-            os.link(original, temp)
-            temp.replace(copy)
+        if old.sha256 == new.sha256 and share_object(
+            source.storage,
+            source.keys.frame(key.study, key.series, key.sop, number),
+            target.storage,
+            target.keys.frame(new_key.study, new_key.series, new_key.sop, number),
+        ):
             linked += 1
-        except OSError:
-            temp.unlink(missing_ok=True)  # another file system: keep the copy
     return linked
 
 
 def anonymize_in_place(
-    store: str | os.PathLike[str],
+    archive: Archive,
     *,
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
+    reason: str = "",
 ) -> AnonymizeReport:
-    """De-identify a whole store in place: build the de-identified store beside it, then swap.
-
-    Nothing of the original survives: its history and audit log (which hold original values)
-    go with it; the de-identification key is kept, so later runs map UIDs and dates the same
-    way. Until the swap the original store is untouched; the swap is two renames.
-    """
-    root = Path(store).resolve()
-    layout = StoreLayout(root)
-    token = secrets.token_hex(4)
-    beside = root.with_name(f".{root.name}.deid-{token}")
-    report = anonymize(
-        root,
-        Selection(query={"StudyInstanceUID": "*"}),
-        beside,
-        options=options,
-        key=profile_key(layout, key),
-    )
-    if not report.ok:
-        shutil.rmtree(beside, ignore_errors=True)
-        return report
-    write_bytes(StoreLayout(beside).private / KEY_FILE, profile_key(layout, key))
-    old = root.with_name(f".{root.name}.original-{token}")
-    root.replace(old)
-    beside.replace(root)
-    shutil.rmtree(old)
+    """De-identify a whole store in place, as one revertible ``anonymize`` change (see the
+    module docstring). If any instance cannot be de-identified, nothing changes."""
+    started = time.perf_counter()
+    _check_options(options)
+    profile = Profile(profile_key(archive, key), options)
+    report = AnonymizeReport()
+    with archive.writing("anonymize"):
+        chosen = [
+            instance
+            for instance, _sha in select(archive, Selection(query={"StudyInstanceUID": "*"}))
+        ]
+        _review(archive, chosen, report)
+        earlier = sorted(change_ids(archive.storage))
+        change = archive.change(
+            "anonymize",
+            level="store",
+            target="all",
+            reason=reason,
+            details={"options": sorted(options), "earlier_changes": earlier},
+        )
+        try:
+            for instance in chosen:  # first: a retained UID gives the new instance its key
+                metadata, info = instance_state(change.txn, archive, instance)
+                change.touch(removed(instance, metadata, info))
+                set_aside_instance(change, instance)
+            failures: dict[str, FileResult] = {}
+            policies = {
+                i.sop: _recompression(read_info(archive.storage, archive.keys, i)) for i in chosen
+            }
+            ingested = write_streams(
+                archive,
+                _streams(archive, chosen, profile, failures),
+                options=PipelineOptions(),
+                recompression_for=policies.get,
+                change=change,
+            )
+            results = iter(ingested.results)
+            report.results = [failures.get(i.sop) or next(results) for i in chosen]
+            if not report.ok:
+                change.abort()
+                return report
+            studies = {i.study for i in chosen} | ingested.studies
+            for study in {i.study for i in chosen}:
+                set_aside_unused_bulk(change, study)
+            finish_studies(archive, change, studies)
+            archive.commit(change)
+        except BaseException:
+            change.abort()
+            raise
+        report.change_id = change.id
+    report.seconds = time.perf_counter() - started
     return report
 
 
 def anonymize_selection(
-    store: str | os.PathLike[str],
+    archive: Archive,
     targets: dict[str, str],
     arguments: list[str],
     *,
@@ -205,23 +260,24 @@ def anonymize_selection(
         return Selection(patient_id=targets["patient"])
     if len(arguments) != 1 or targets:
         raise UsageError("-anonymize takes one StudyInstanceUID or PatientID, or --all")
-    layout = StoreLayout(Path(store))
-    with Index(layout.index_path) as index:
-        known = {row["study_instance_uid"] for row in index.studies()}
+    known = {row["study_instance_uid"] for row in archive.index.studies()}
     if arguments[0] in known:
         return Selection(study=arguments[0])
     return Selection(patient_id=arguments[0])
 
 
-def _parts(key: InstanceKey) -> tuple[str, str, str]:
-    return key.study, key.series, key.sop
+def _check_options(options: frozenset[str]) -> None:
+    unknown = options - set(OPTIONS)
+    if unknown:
+        raise UsageError(f"unknown de-identification option(s): {', '.join(sorted(unknown))}")
 
 
 def _deidentified_stream(
-    layout: StoreLayout, key: InstanceKey, metadata: JsonObject, profile: Profile
+    archive: Archive, key: InstanceKey, metadata: JsonObject, profile: Profile
 ) -> ChunkStream:
-    info = read_info(layout, key)
-    head, rest = split_head(info["skeleton"], lambda sha: read_bulk(layout, key.study, sha))
+    storage, keys = archive.storage, archive.keys
+    info = read_info(storage, keys, key)
+    head, rest = split_head(info.skeleton, lambda sha: read_bulk(storage, keys, key.study, sha))
     patient = metadata.get("00100020", {}).get("Value", [""])[0] or ""
     edits = list(_edits(metadata, profile, profile.date_offset(str(patient)), ()))
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
@@ -235,28 +291,30 @@ def _deidentified_stream(
         Edit(((0x00020017, None),), "AE", None),
         Edit(((0x00020018, None),), "AE", None),
     ]
-    if not rebuilds_original(info):  # the stored form: its frames' one transfer syntax
-        syntaxes = stored_syntaxes(info)
+    if not info.rebuilds_original():  # the stored form: its frames' one transfer syntax
+        syntaxes = info.stored_syntaxes()
         if len(syntaxes) != 1:
             raise ArchiveError(
                 f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
             )
         meta_edits.append(Edit(((0x00020010, None),), "UI", syntaxes[0]))
     new_head = edit_head(head, edits, name=key.sop, meta_edits=meta_edits, clear_preamble=True)
-    chunks = FrameReaders(layout, key, info).generate(rest)
+    chunks = FrameReaders(storage, keys, key, info).generate(rest)
     return ChunkStream(iter([new_head, *chunks]))
 
 
-def _recompression(info: JsonObject) -> Recompression | None:
+def _recompression(info: InfoRecord) -> Recompression | None:
     """The recompression that gives a de-identified copy the source instance's stored frames
     again (so that they can be shared): the one target its frames were recompressed to."""
-    recompressed = [f for f in info["frames"] if is_recompressed(f)]
-    targets = {f["transfer_syntax_uid"] for f in recompressed}
+    recompressed = [f for f in info.frames if f.source is not None]
+    targets = {f.transfer_syntax_uid for f in recompressed}
     if len(targets) != 1:
         return None
     target = targets.pop()
-    received = {info["original"]["transfer_syntax_uid"]}
-    keep = any("bulk" in f["source"] for f in recompressed)  # --keep-originals (or lossy)
+    if target is None:
+        return None
+    received = {info.original.transfer_syntax_uid}
+    keep = any(f.source is not None and f.source.bulk is not None for f in recompressed)
     return Recompression(frozenset(received), target, target, keep_originals=keep)
 
 

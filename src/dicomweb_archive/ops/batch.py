@@ -17,10 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.ops.update import (
     InstanceChange,
@@ -90,7 +90,7 @@ def read_batch(path: Path) -> list[BatchLine]:
 
 
 def run_batch(
-    store: str | os.PathLike[str],
+    archive: Archive,
     lines: list[BatchLine],
     *,
     continue_on_error: bool = False,
@@ -106,13 +106,13 @@ def run_batch(
         for result in results:
             try:
                 report = update(
-                    store,
+                    archive,
                     result.line.level,
                     result.line.target,
                     list(result.line.edits),
                     reason=result.line.reason,
                 )
-                result.instances = len(report.plan.instances)
+                result.instances = report.plan.size
             except ArchiveError as exc:
                 result.error = str(exc)
         return results
@@ -120,7 +120,7 @@ def run_batch(
     for result in results:
         try:
             plan = plan_update(
-                store,
+                archive,
                 result.line.level,
                 result.line.target,
                 list(result.line.edits),
@@ -132,14 +132,14 @@ def run_batch(
                 if other is not result and other.error is None:
                     other.error = "not applied: another line of the batch failed"
             return results
-        result.instances = len(plan.instances)
+        result.instances = plan.size
         for change in plan.instances:
             planned[change.key.sop] = change
     if dry_run:
         return results
     combined = UpdatePlan(
-        "batch", "batch", name, [e for line in lines for e in line.edits], list(planned.values())
+        "edit", "batch", name, [e for line in lines for e in line.edits], list(planned.values())
     )
     reasons = "; ".join(sorted({line.reason for line in lines if line.reason}))
-    apply_update(store, combined, reason=reasons)
+    apply_update(archive, combined, reason=reasons)
     return results

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,20 +29,13 @@ from typing import BinaryIO, cast
 
 from pydicom.fileset import FileSet
 
-from dicomweb_archive.dicom.recompress import rebuilds_original
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
-from dicomweb_archive.index.database import Index
-from dicomweb_archive.index.queries import (
-    find_instances,
-    find_studies,
-    studies_of_patient,
-)
+from dicomweb_archive.index.queries import study_condition
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.ops.transcode import check_target, transcode
-from dicomweb_archive.store.files import write_bytes
 from dicomweb_archive.store.instance import InstanceKey, read_info
-from dicomweb_archive.store.layout import StoreLayout
 
 #: Instances rebuilt at once by a directory export (two cores, as ingest plans for).
 EXPORT_THREADS = 2
@@ -101,42 +94,42 @@ def member_name(key: InstanceKey) -> str:
     return f"{key.study}/{key.series}/{key.sop}.dcm"
 
 
-def select(layout: StoreLayout, selection: Selection) -> list[tuple[InstanceKey, str]]:
+def select(archive: Archive, selection: Selection) -> list[tuple[InstanceKey, str]]:
     """The instances selected, with their original SHA-256, in a stable order."""
-    with Index(layout.index_path) as index:
-        studies: list[str] = []
-        if selection.study is not None:
-            studies.append(check_uid(selection.study, "StudyInstanceUID", source="argument"))
-        if selection.patient_id is not None:
-            studies += studies_of_patient(index, selection.patient_id)
-        if selection.query:
-            studies += find_studies(index, selection.query)
-        if not studies and selection.study is None:
-            what = "patient" if selection.patient_id is not None else "query"
-            raise NoSuchStudyError(f"no study of the store matches the {what}")
-        rows = []
-        seen: set[str] = set()
-        for study in dict.fromkeys(studies):
-            narrow = study == selection.study
-            series = selection.series if narrow else None
-            if series is not None:
-                check_uid(series, "SeriesInstanceUID", source="argument")
-            sops = [check_uid(s, "SOPInstanceUID", source="argument") for s in selection.sops]
-            found = find_instances(index, study, series, sops if narrow else None)
-            if not found:
-                raise NoSuchStudyError(_missing(study, series, sops if narrow else []))
-            if narrow and sops and len(found) != len(set(sops)):
-                missing = sorted(set(sops) - {row["sop_instance_uid"] for row in found})
-                raise NoSuchStudyError(f"SOPInstanceUID {missing[0]} is not in that series")
-            for row in found:
-                if row["sop_instance_uid"] not in seen:
-                    seen.add(row["sop_instance_uid"])
-                    key = InstanceKey(
-                        row["study_instance_uid"],
-                        row["series_instance_uid"],
-                        row["sop_instance_uid"],
-                    )
-                    rows.append((key, row["original_sha256"]))
+    index = archive.index
+    studies: list[str] = []
+    if selection.study is not None:
+        studies.append(check_uid(selection.study, "StudyInstanceUID", source="argument"))
+    if selection.patient_id is not None:
+        studies += index.studies_of_patient(selection.patient_id)
+    if selection.query:
+        studies += index.find_studies(study_condition(selection.query))
+    if not studies and selection.study is None:
+        what = "patient" if selection.patient_id is not None else "query"
+        raise NoSuchStudyError(f"no study of the store matches the {what}")
+    rows = []
+    seen: set[str] = set()
+    for study in dict.fromkeys(studies):
+        narrow = study == selection.study
+        series = selection.series if narrow else None
+        if series is not None:
+            check_uid(series, "SeriesInstanceUID", source="argument")
+        sops = [check_uid(s, "SOPInstanceUID", source="argument") for s in selection.sops]
+        found = index.find_instances(study, series, sops if narrow else None)
+        if not found:
+            raise NoSuchStudyError(_missing(study, series, sops if narrow else []))
+        if narrow and sops and len(found) != len(set(sops)):
+            missing = sorted(set(sops) - {row["sop_instance_uid"] for row in found})
+            raise NoSuchStudyError(f"SOPInstanceUID {missing[0]} is not in that series")
+        for row in found:
+            if row["sop_instance_uid"] not in seen:
+                seen.add(row["sop_instance_uid"])
+                key = InstanceKey(
+                    row["study_instance_uid"],
+                    row["series_instance_uid"],
+                    row["sop_instance_uid"],
+                )
+                rows.append((key, row["original_sha256"]))
     return rows
 
 
@@ -149,7 +142,7 @@ def _missing(study: str, series: str | None, sops: list[str]) -> str:
 
 
 def export(
-    store: str | os.PathLike[str],
+    archive: Archive,
     selection: Selection,
     *,
     out: Path | None = None,
@@ -167,22 +160,23 @@ def export(
     """
     target = check_target(transfer_syntax) if transfer_syntax is not None else None
     started = time.perf_counter()
-    layout = StoreLayout(Path(store))
     targets = sum(x is not None for x in (out, zip_file))
     if targets != 1:
         raise UsageError("give exactly one output: a directory or a zip file/stream")
     if dicomdir and out is None:
         raise UsageError("--dicomdir writes media to a directory: give --out DIR")
-    chosen = select(layout, selection)
+    chosen = select(archive, selection)
     report = ExportReport()
     if out is not None and dicomdir:
-        _export_media(layout, chosen, out, report, progress=progress, target=target)
+        _export_media(archive, chosen, out, report, progress=progress, target=target)
     elif out is not None:
         # Instances are rebuilt in parallel (decoding recompressed frames, hashing and file
         # I/O release the GIL); results are reported in the selection's order.
         with ThreadPoolExecutor(max_workers=EXPORT_THREADS) as pool:
             for item in pool.map(
-                lambda pair: _to_file(layout, pair[0], pair[1], out / member_name(pair[0]), target),
+                lambda pair: _to_file(
+                    archive, pair[0], pair[1], out / member_name(pair[0]), target
+                ),
                 chosen,
             ):
                 report.items.append(item)
@@ -190,7 +184,7 @@ def export(
                     progress(item)
     else:
         assert zip_file is not None
-        _export_zip(layout, chosen, zip_file, report, progress=progress, target=target)
+        _export_zip(archive, chosen, zip_file, report, progress=progress, target=target)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -199,8 +193,8 @@ class _Checked:
     """Streams an instance's bytes while hashing them; with a target transfer syntax, rebuilds
     the instance whole, checks it, and yields the transcoded file instead."""
 
-    def __init__(self, layout: StoreLayout, key: InstanceKey, target: str | None) -> None:
-        self.layout, self.key, self.target = layout, key, target
+    def __init__(self, archive: Archive, key: InstanceKey, target: str | None) -> None:
+        self.archive, self.key, self.target = archive, key, target
         self.sha = hashlib.sha256()
         self.size = 0
         self.output_sha: str | None = None
@@ -208,20 +202,20 @@ class _Checked:
         self.recompressed = False
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
-        info = read_info(self.layout, self.key)
-        self.edited = int(info.get("revision", 0)) > 0
-        if not rebuilds_original(info):  # pixel-identical, checked frame by frame
+        info = read_info(self.archive.storage, self.archive.keys, self.key)
+        self.edited = info.edited
+        if not info.rebuilds_original():  # pixel-identical, checked frame by frame
             self.recompressed = True
             output = b"".join(
                 generate_instance(
-                    self.layout, self.key, info=info, syntax=self.target, check_parts=self.edited
+                    self.archive, self.key, info=info, syntax=self.target, check_parts=self.edited
                 )
             )
             self.size = len(output)
             self.output_sha = hashlib.sha256(output).hexdigest()
             yield output
             return
-        chunks = generate_p10(self.layout, self.key, info=info, check_parts=self.edited)
+        chunks = generate_p10(self.archive, self.key, info=info, check_parts=self.edited)
         if self.target is None:
             for chunk in chunks:
                 self.sha.update(chunk)
@@ -254,12 +248,12 @@ def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
 
 
 def _to_file(
-    layout: StoreLayout, key: InstanceKey, expected: str, path: Path, target: str | None
+    archive: Archive, key: InstanceKey, expected: str, path: Path, target: str | None
 ) -> Exported:
     item = Exported(key, str(path))
     try:
-        checked = _Checked(layout, key, target)
-        write_bytes(path, checked)
+        checked = _Checked(archive, key, target)
+        write_file(path, checked)
         _verdict(item, checked, expected)
         if item.error is not None:
             path.unlink()
@@ -269,7 +263,7 @@ def _to_file(
 
 
 def _export_zip(
-    layout: StoreLayout,
+    archive: Archive,
     chosen: list[tuple[InstanceKey, str]],
     archive_to: Path | BinaryIO,
     report: ExportReport,
@@ -293,13 +287,13 @@ def _export_zip(
             sink = cast(BinaryIO, handle)
         else:
             sink = archive_to
-        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zipped:
             for key, sha in chosen:
                 item = Exported(key, member_name(key))
                 try:
-                    checked = _Checked(layout, key, target)
+                    checked = _Checked(archive, key, target)
                     info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
-                    with archive.open(info, "w", force_zip64=True) as member:
+                    with zipped.open(info, "w", force_zip64=True) as member:
                         for chunk in checked:
                             member.write(chunk)
                     _verdict(item, checked, sha)
@@ -310,11 +304,12 @@ def _export_zip(
                     progress(item)
         if isinstance(archive_to, Path):
             handle.close()
+            os.chmod(temp, 0o666 & ~_umask())
             temp.replace(archive_to)
 
 
 def _export_media(
-    layout: StoreLayout,
+    archive: Archive,
     chosen: list[tuple[InstanceKey, str]],
     out: Path,
     report: ExportReport,
@@ -330,7 +325,7 @@ def _export_media(
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
-            item = _to_file(layout, key, sha, path, target)
+            item = _to_file(archive, key, sha, path, target)
             if item.error is None:
                 try:
                     fileset.add(str(path))
@@ -342,3 +337,28 @@ def _export_media(
         fileset.write(str(out))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_file(path: Path, chunks: Iterable[bytes | memoryview]) -> int:
+    """Write an output file atomically (temporary name in its folder, then renamed), with the
+    mode the umask gives; returns its size. Outputs are not store data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                size += handle.write(chunk)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return size
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -2,12 +2,16 @@
 
 Stage 1 (``mkdicomwebinstances``, ``mkdicomwebdeduplicated``) reads P10 files through
 :func:`dicomweb_archive.dicom.parts.generate_parts` and writes, per instance: frames and bulk
-data (their final place), the instance's ``metadata.gz`` and ``info.json.gz`` with ``-i``, and
-the deduplicated per-instance record with ``-d``; it notifies the group and study stages
-before writing anything. :func:`ingest` runs stage 1 and then, per options, the group and
-study stages on the studies it touched (``docs/spec/pipeline.md``).
+data, the deduplicated per-instance record (``-d``), the instance's ``metadata.gz`` (``-i``),
+and its ``info.json.gz`` last, which commits it (``store/instance.py``); it notifies the group
+and study stages before writing anything of a study. A different file with a stored SOP
+Instance UID is refused, or with ``--replace`` replaces it in a ``replace`` change (the old
+instance set aside, revertible); ``-c`` first sets aside the studies the input touches in a
+``clean`` change. :func:`ingest` runs stage 1 and then, per options, the group and study
+stages on every notified study (``docs/spec/pipeline.md``).
 
-Bad input never raises: each file gets a :class:`FileResult`, the batch goes on.
+Bad input never raises: each file gets a :class:`FileResult`, the batch goes on. A full store
+stops the batch (every later file would fail too): the rest is reported as not read.
 """
 
 from __future__ import annotations
@@ -18,39 +22,53 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts import (
     BulkPart,
     FramePart,
-    InlineLimits,
     InstanceEnd,
     InstanceHeader,
     Part,
     generate_parts,
 )
-from dicomweb_archive.dicom.recompress import Recompression, is_recompressed
-from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError, TruncatedError
-from dicomweb_archive.index.database import Index
+from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.errors import (
+    ArchiveError,
+    DuplicateInstanceError,
+    StoreFullError,
+    TruncatedError,
+)
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.stages import build_locked, group_locked
-from dicomweb_archive.store import notify
-from dicomweb_archive.store.dedup import (
-    StudyRecords,
-    drop_instance,
-    read_study_records,
-    write_record,
+from dicomweb_archive.ops import stages
+from dicomweb_archive.ops.changes import (
+    clean_study,
+    finish_studies,
+    instance_state,
+    metadata_hash,
+    removed,
+    set_aside_instance,
 )
-from dicomweb_archive.store.files import read_json_gz, remove_tree
-from dicomweb_archive.store.instance import InstanceKey, InstanceWriter
-from dicomweb_archive.store.layout import StoreLayout, bulkdata_uri, frames_uri
-from dicomweb_archive.store.lock import write_lock
-from dicomweb_archive.store.recovery import recover
+from dicomweb_archive.ops.ingest_types import (
+    FileResult,
+    IngestReport,
+    PipelineOptions,
+    ProgressHook,
+    inline_limits,
+    iter_input_files,
+)
+from dicomweb_archive.ops.stages import StageReport
+from dicomweb_archive.store import notify
+from dicomweb_archive.store.changes import ChangeSet, Touched
+from dicomweb_archive.store.dedup import read_study_records, write_record
+from dicomweb_archive.store.instance import InstanceKey, InstanceWriter, read_info
+from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
 
-Status = Literal["stored", "unchanged", "replaced", "failed"]
 #: Threads reading, recompressing and writing frames (codecs, hashing, zlib and file I/O
 #: release the GIL). One more than the two cores we plan for: while one thread holds the GIL
 #: for Python work, two can be in a codec (measured: 3 % faster recompressing ingest).
@@ -59,123 +77,35 @@ WRITER_THREADS = 3
 MAX_IN_FLIGHT = 6
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineOptions:
-    """The seed's options (``docs/cli.md``)."""
-
-    limits: InlineLimits = field(default_factory=InlineLimits)
-    instances: bool = False  # -i: write instance metadata.gz/info.json.gz in stage 1
-    deduplicate: bool = True  # -d: write the deduplicated per-instance record in stage 1
-    group: bool = True  # -g: run the group stage after stage 1 (mkdicomweb)
-    study: bool = True  # -s: run the study stage after stage 1 (mkdicomweb)
-    clean: bool = False  # -c: remove the touched studies' outputs first
-    remove_deduplicated_instances: bool = False  # -C: drop per-instance records once grouped
-    replace: bool = False  # --replace: a different file may replace a stored SOP Instance UID
-    path_instances: str = "instances"
-    path_deduplicated: str = "deduplicated"
-    #: -r/-t/-T: frames recompressed at ingest (None: --no-recompress, frames as received)
-    recompression: Recompression | None = field(default_factory=Recompression)
-
-    def layout(self, store: str | os.PathLike[str]) -> StoreLayout:
-        return StoreLayout(Path(store), self.path_instances, self.path_deduplicated)
-
-
-@dataclass(slots=True)
-class FileResult:
-    """What happened to one input file."""
-
-    path: Path
-    status: Status
-    size: int = 0
-    key: InstanceKey | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    exception: BaseException | None = None
-    frames_recompressed: int = 0
-    #: frames recompression was asked for but that were kept as received (warnings say why)
-    frames_kept: int = 0
-
-
-@dataclass(slots=True)
-class IngestReport:
-    """The outcome of an ingest run."""
-
-    results: list[FileResult] = field(default_factory=list)
-    studies: set[str] = field(default_factory=set)
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[FileResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    @property
-    def instances(self) -> int:
-        return sum(1 for r in self.results if r.status in ("stored", "replaced"))
-
-    @property
-    def bytes(self) -> int:
-        return sum(r.size for r in self.results if r.status != "failed")
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def frames_recompressed(self) -> int:
-        return sum(r.frames_recompressed for r in self.results if r.status != "failed")
-
-    @property
-    def frames_kept(self) -> int:
-        return sum(r.frames_kept for r in self.results if r.status != "failed")
-
-
-ProgressHook = Callable[[FileResult], None]
-
-
-def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> Iterator[Path]:
-    """Files named and files under directories named, recursively, in sorted order."""
-    excluded = exclude.resolve() if exclude else None
-    for item in inputs:
-        if item.is_dir():
-            for dirpath, dirnames, filenames in os.walk(item):
-                here = Path(dirpath)
-                if excluded is not None and here.resolve() == excluded:
-                    dirnames[:] = []
-                    continue
-                dirnames.sort()
-                for name in sorted(filenames):
-                    yield here / name
-        else:
-            yield item
-
-
 def ingest(
+    archive: Archive,
     inputs: Iterable[str | os.PathLike[str]],
-    store: str | os.PathLike[str],
     *,
     options: PipelineOptions | None = None,
-    limits: InlineLimits | None = None,
     replace: bool | None = None,
     progress: ProgressHook | None = None,
 ) -> IngestReport:
     """Run the pipeline (``mkdicomweb``): stage 1, then group and study stages per options.
 
-    ``limits`` and ``replace`` override the fields of ``options``.
+    ``replace`` overrides the field of ``options``.
     """
     options = options or PipelineOptions()
-    if limits is not None:
-        options = replace_options(options, limits=limits)
     if replace is not None:
         options = replace_options(options, replace=replace)
-    return write_instances(inputs, store, options=options, progress=progress, run_stages=True)
+    return write_instances(archive, inputs, options=options, progress=progress, run_stages=True)
 
 
 replace_options = replace
 
 
+def _excluded(archive: Archive) -> Path | None:
+    root = getattr(archive.storage, "root", None)
+    return root if isinstance(root, Path) else None
+
+
 def write_instances(
+    archive: Archive,
     inputs: Iterable[str | os.PathLike[str]],
-    store: str | os.PathLike[str],
     *,
     options: PipelineOptions,
     progress: ProgressHook | None = None,
@@ -183,101 +113,122 @@ def write_instances(
 ) -> IngestReport:
     """Stage 1 on files and directories; with ``run_stages`` also the later stages."""
     started = time.perf_counter()
-    layout = options.layout(store)
     report = IngestReport()
-    layout.root.mkdir(parents=True, exist_ok=True)
     if run_stages and options.study:
-        # The study stage would write each instance's metadata.gz and info.json.gz anyway:
-        # writing them inside the staging directory now saves an atomic write each, and the
-        # study stage then finds them up to date.
-        options = replace(options, instances=True)
-    with write_lock(layout.lock_path):
-        recover(layout)
-        batch = _Batch(layout, options, report, progress)
+        # the study stage would write each instance's metadata.gz anyway: writing it now
+        # saves a write, and the study stage then finds it up to date
+        options = replace_options(options, instances=True)
+    with archive.writing("ingest"):
+        batch = _Batch(archive, options, report, progress)
+        paths = iter_input_files((Path(i) for i in inputs), exclude=_excluded(archive))
         try:
-            for path in iter_input_files((Path(i) for i in inputs), exclude=layout.root):
+            for path in paths:
+                if batch.full is not None:
+                    report.not_read += 1
+                    continue
                 batch.add(path)
                 batch.drain(MAX_IN_FLIGHT)
         finally:
             batch.close()
         report.studies = batch.touched
-        if run_stages:
-            _later_stages(layout, options)
+        _later_stages(archive, options, report, run_stages=run_stages)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def write_stream(
+    archive: Archive,
     stream: BinaryIO,
-    store: str | os.PathLike[str],
     *,
     options: PipelineOptions | None = None,
     name: str = "<stream>",
 ) -> FileResult:
     """Stage 1 on one P10 byte stream (a pipe will do), then the later stages per options."""
-    return write_streams([(name, stream)], store, options=options)[0]
+    return write_streams(archive, [(name, stream)], options=options).results[0]
 
 
 def write_streams(
+    archive: Archive,
     streams: Iterable[tuple[str, BinaryIO]],
-    store: str | os.PathLike[str],
     *,
     options: PipelineOptions | None = None,
     recompression_for: Callable[[str], Recompression | None] | None = None,
-) -> list[FileResult]:
+    change: ChangeSet | None = None,
+) -> IngestReport:
     """Stage 1 on several named P10 streams, then the later stages once (like a file batch).
 
     ``recompression_for`` chooses the recompression of each stream by its name (instead of
-    ``options.recompression``).
+    ``options.recompression``). A stream whose reading raises is reported and skipped. With
+    ``change``, every instance is written into that change (it appears when the change is
+    committed, by its caller, who also runs the stages in it).
     """
     options = options or PipelineOptions()
-    layout = options.layout(store)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    results: list[FileResult] = []
-    with write_lock(layout.lock_path):
-        recover(layout)
-        batch = _Batch(layout, options, IngestReport())
+    report = IngestReport()
+    started = time.perf_counter()
+    with archive.writing("ingest"):
+        batch = _Batch(archive, options, report, change=change)
         try:
             for name, stream in streams:
                 result = FileResult(Path(name), "failed")
-                results.append(result)
+                report.results.append(result)
+                if batch.full is not None:
+                    result.error = f"{name}: not read: {batch.full}"
+                    continue
                 if recompression_for is not None:
-                    batch.options = replace(options, recompression=recompression_for(name))
+                    batch.recompression = recompression_for(name)
                 finish = batch.begin(stream, result, file_sha256=None)
                 if finish is not None:
                     finish()
         finally:
             batch.close()
-        _later_stages(layout, options)
-    return results
+        report.studies = batch.touched
+        _later_stages(archive, options, report, run_stages=change is None)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
-def _later_stages(layout: StoreLayout, options: PipelineOptions) -> None:
+def _later_stages(
+    archive: Archive, options: PipelineOptions, report: IngestReport, *, run_stages: bool
+) -> None:
     """Group and study stages on every notified study: those this run touched, and any an
-    interrupted run left."""
-    read: dict[str, StudyRecords] = {}
-    if options.deduplicate and options.group:
-        group_locked(
-            layout, None, remove_instance_files=options.remove_deduplicated_instances, read=read
-        )
-    if options.study:
-        build_locked(layout, None, known=read)
+    interrupted run left; then what is still pending."""
+    if run_stages and (options.group or options.study):
+        try:
+            report.stages = stages.run_stages(
+                archive,
+                None,
+                group=options.deduplicate and options.group,
+                study=options.study,
+                remove_instance_files=options.remove_deduplicated_instances,
+            )
+        except StoreFullError as exc:
+            report.stages = StageReport(failures={"(stages)": str(exc)})
+    storage = archive.storage
+    report.pending = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
 
 
 class _Batch:
-    """One stage-1 run: duplicate bookkeeping, cleaning, notifications."""
+    """One stage-1 run: duplicate bookkeeping, the clean and replace changes, notifications."""
 
     def __init__(
         self,
-        layout: StoreLayout,
+        archive: Archive,
         options: PipelineOptions,
         report: IngestReport,
         progress: ProgressHook | None = None,
+        *,
+        change: ChangeSet | None = None,
     ) -> None:
-        self.layout = layout
+        self.archive = archive
+        #: the change every instance of this run goes into (None: each is committed alone)
+        self.change = change
+        self.storage = archive.storage
+        self.keys = archive.keys
         self.options = options
         self.report = report
         self.progress = progress
+        self.recompression = options.recompression_for(archive)
+        self.limits = inline_limits(archive)
         self.queue: deque[tuple[FileResult, Future[None] | None]] = deque()
         self.in_flight: dict[str, Future[None]] = {}
         self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
@@ -285,7 +236,11 @@ class _Batch:
         self.cleaned: set[str] = set()
         self.seen: dict[str, tuple[str, InstanceKey]] = {}
         self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
-        self.index = Index(layout.index_path)
+        #: the one change that collects every replacement of this run
+        self.replacing: ChangeSet | None = None
+        self.replaced_studies: set[str] = set()
+        #: why the store cannot take more (the batch stops)
+        self.full: str | None = None
 
     def add(self, path: Path) -> None:
         """Start one file; its writing may go on in a writer thread."""
@@ -327,15 +282,31 @@ class _Batch:
                 future.result()
                 if result.key is not None and self.in_flight.get(result.key.sop) is future:
                     del self.in_flight[result.key.sop]
+            self._check_full(result)
             if self.progress is not None:
                 self.progress(result)
 
     def close(self) -> None:
+        """Finish the files in flight, then commit the replacements (with the stages of the
+        studies they touched, so that served files and index change with them)."""
         try:
             self.drain(0)
         finally:
             self.executor.shutdown(wait=True)
-            self.index.close()
+        if self.replacing is not None:
+            change, self.replacing = self.replacing, None
+            try:
+                if self.options.study:
+                    finish_studies(self.archive, change, self.replaced_studies)
+                self.archive.commit(change)
+            except BaseException:
+                change.abort()
+                raise
+            self.report.changes.append(change.id)
+
+    def _check_full(self, result: FileResult) -> None:
+        if isinstance(result.exception, StoreFullError) and self.full is None:
+            self.full = str(result.exception)
 
     def begin(
         self,
@@ -348,18 +319,19 @@ class _Batch:
 
         Parses the header, checks the UIDs and what the store holds, notifies the next stages,
         and returns the function that reads the frames and writes the instance (None when the
-        file is unchanged or refused). ``file_sha256`` hashes the whole input on demand (files
-        can be read twice; pipes cannot): when the SOP Instance UID is already stored it tells,
-        before any frame is read, whether the input is the same file.
+        file is unchanged, refused, or replaces a stored instance: that is done here).
+        ``file_sha256`` hashes the whole input on demand (files can be read twice; pipes
+        cannot): when the SOP Instance UID is already stored it tells, before any frame is
+        read, whether the input is the same file.
         """
         name = str(result.path)
         parts = generate_parts(
             stream,
-            limits=self.options.limits,
+            limits=self.limits,
             frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
-            recompression=self.options.recompression,
+            recompression=self.recompression,
         )
         try:
             header = next(parts)
@@ -382,14 +354,16 @@ class _Batch:
             self._prepare_study(key.study)
         except Exception as exc:  # one bad file must not stop the batch
             _record_error(result, exc)
+            self._check_full(result)
             parts.close()
             return None
 
         def finish() -> None:
             self._finish(parts, result, key, previous)
 
-        if previous is not None and previous[1] != key:
-            finish()  # moving an instance between studies touches shared state: do it here
+        if previous is not None:
+            finish()  # a replacement goes into this run's replace change: do it here
+            self._check_full(result)
             return None
         return finish
 
@@ -402,35 +376,82 @@ class _Batch:
     ) -> None:
         """Read the frames, write the instance, its record and bookkeeping."""
         name = str(result.path)
-        writer: InstanceWriter | None = None
+        change = self._replacement(previous[1]) if previous is not None else self.change
+        sink = change.txn if change is not None else self.storage
+        writer = InstanceWriter(self.storage, self.keys, key, sink)
+        point = change.txn.savepoint() if previous is not None and change is not None else None
         try:
-            writer = InstanceWriter(self.layout, key)
             end = self._write_parts(parts, writer)
-            result.warnings = end.info["warnings"]
-            result.size = end.info["original"]["size"]
+            result.warnings = end.info.warnings
+            result.size = end.info.original.size
             result.frames_recompressed, result.frames_kept = _recompression_counts(end.info)
             if end.stop_reason is not None:
                 raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
-            new_sha = end.info["original"]["sha256"]
+            new_sha = end.info.original.sha256
             if previous is not None and previous == (new_sha, key):
                 result.status = "unchanged"
+                writer.abort()
+                if change is not None and point is not None:
+                    self._undo_replacement(change, point, previous[1])
                 return
             if previous is not None and not self.options.replace:
                 raise _duplicate(name, key)
-            if previous is not None and previous[1] != key:
-                self._move_away(previous[1])
-            writer.commit(end, instance_files=self.options.instances)
-            writer = None
             if self.options.deduplicate:
-                write_record(self.layout, key.study, end.metadata, end.info)
+                txn = change.txn if change is not None else None
+                write_record(self.storage, self.keys, key.study, end.metadata, end.info, txn=txn)
+            writer.commit(end, metadata=self.options.instances)
+            if change is not None and previous is not None:
+                self._record_replacement(change, previous[1], key, end)
+            elif change is not None:
+                after = metadata_hash(end.metadata)
+                change.touch(Touched(key.study, key.series, key.sop, None, 0, after_sha256=after))
             self.seen[key.sop] = (new_sha, key)
             result.status = "replaced" if previous is not None else "stored"
         except Exception as exc:  # one bad file must not stop the batch
+            writer.abort()
+            if change is not None and point is not None and previous is not None:
+                self._undo_replacement(change, point, previous[1])
             _record_error(result, exc)
         finally:
             parts.close()
-            if writer is not None:
-                writer.abort()
+
+    def _replacement(self, old: InstanceKey) -> ChangeSet:
+        """This run's replace change, with ``old`` set aside in it (before the new objects,
+        which may have the same keys, are staged)."""
+        if self.replacing is None:
+            self.replacing = self.archive.change(
+                "replace", level="instance", target="input files", reason=self.options.reason
+            )
+        change = self.replacing
+        self._prepare_study(old.study)
+        metadata, info = instance_state(change.txn, self.archive, old)
+        self._pending_before = removed(old, metadata, info)
+        set_aside_instance(change, old)
+        return change
+
+    def _undo_replacement(self, change: ChangeSet, point: Any, old: InstanceKey) -> None:
+        """The new file was not stored: the old instance stays (nothing set aside)."""
+        change.txn.rollback(point)
+        for name in [k for k in change.aside if k.startswith(self.keys.instance(*_parts(old)))]:
+            change.restore_aside(name)
+        record = self.keys.instance_record(old.study, old.sop)
+        if record in change.aside:
+            change.restore_aside(record)
+
+    def _record_replacement(
+        self, change: ChangeSet, old: InstanceKey, new: InstanceKey, end: InstanceEnd
+    ) -> None:
+        before: Touched = self._pending_before
+        after_sha = metadata_hash(end.metadata)
+        if old == new:
+            before.revision_after = 0
+            before.after_sha256 = after_sha
+            change.touch(before)
+        else:
+            change.touch(before)
+            change.touch(Touched(new.study, new.series, new.sop, None, 0, after_sha256=after_sha))
+            self.records.get(old.study, {}).pop(old.sop, None)
+        self.replaced_studies |= {old.study, new.study}
 
     @staticmethod
     def _write_parts(parts: Iterator[Part], writer: InstanceWriter) -> InstanceEnd:
@@ -447,57 +468,53 @@ class _Batch:
         """Clean the study on first sight with -c; notify the next stages before writing."""
         if self.options.clean and study not in self.cleaned:
             self.cleaned.add(study)
-            remove_tree(self.layout.study(study))
-            remove_tree(self.layout.instance_records(study))
-            remove_tree(self.layout.groups(study))
+            change_id = clean_study(self.archive, study, reason=self.options.reason)
+            if change_id is not None:
+                self.report.changes.append(change_id)
             self.seen = {sop: v for sop, v in self.seen.items() if v[1].study != study}
             self.records[study] = {}
         if study not in self.touched:
-            if self.options.deduplicate:
-                notify.notify(self.layout, notify.GROUP, study)
-            notify.notify(self.layout, notify.STUDY, study)
+            if self.change is not None:
+                notify.notify_in(self.change.txn, notify.GROUP, study)
+                notify.notify_in(self.change.txn, notify.STUDY, study)
+            else:
+                if self.options.deduplicate:
+                    notify.notify(self.storage, notify.GROUP, study)
+                notify.notify(self.storage, notify.STUDY, study)
             self.touched.add(study)
-
-    def _move_away(self, old: InstanceKey) -> None:
-        """A replacement lives in another study or series: remove the old instance."""
-        self._prepare_study(old.study)
-        remove_tree(self.layout.instance(old.study, old.series, old.sop))
-        drop_instance(self.layout, old.study, old.sop)
-        self.records.get(old.study, {}).pop(old.sop, None)
 
     def _previous(self, key: InstanceKey) -> tuple[str, InstanceKey] | None:
         """What the store holds for this SOP Instance UID: (original SHA-256, where).
 
-        Stage 1 is complete for an instance when its output exists: the deduplicated record
-        (with ``-d``) or the instance's info record (instances stage alone). An instance
-        stored in another study or series is found through the index.
+        Stage 1 is complete for an instance when its info record exists; the deduplicated
+        records of the study say so for every instance at once (read once per study). An
+        instance stored in another study or series is found through the index.
         """
         if key.sop in self.seen:
             return self.seen[key.sop]
         if self.options.clean and key.study not in self.cleaned:
             return None
-        if self.options.deduplicate:
-            known = self._known(key.study).get(key.sop)
-            if known is not None:
-                return known
-        else:
-            info_path = self.layout.info(key.study, key.series, key.sop)
-            if info_path.exists():
-                return read_json_gz(info_path)["original"]["sha256"], key
-        row = self.index.find_instance(key.sop)
+        reader = self.change.txn if self.change is not None else self.storage
+        known = self._known(key.study).get(key.sop)
+        if known is not None and reader.head(self.keys.info(*_parts(known[1]))) is not None:
+            return known
+        if reader.head(self.keys.info(*_parts(key))) is not None:
+            return read_info(reader, self.keys, key).original.sha256, key
+        row = self.archive.index.find_instance(key.sop)
         if row is None:
             return None
         where = InstanceKey(
             row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
         )
-        if where.study == key.study and self.options.deduplicate:
-            return None  # indexed, but its record is gone: write it again
-        return row["original_sha256"], where
+        if reader.head(self.keys.info(*_parts(where))) is None:
+            return None  # indexed, but no longer in the store
+        return read_info(reader, self.keys, where).original.sha256, where
 
     def _known(self, study: str) -> dict[str, tuple[str, InstanceKey]]:
         """The study's deduplicated records as SOP -> (SHA-256, where), read once per run."""
         if study not in self.records:
-            records = read_study_records(self.layout, study)
+            reader = self.change.txn if self.change is not None else self.storage
+            records = read_study_records(reader, self.keys, study)
             self.records[study] = {
                 sop: (
                     record["info"]["original"]["sha256"],
@@ -508,12 +525,16 @@ class _Batch:
         return self.records[study]
 
 
-def _recompression_counts(info: dict[str, Any]) -> tuple[int, int]:
+def _parts(key: InstanceKey) -> tuple[str, str, str]:
+    return key.study, key.series, key.sop
+
+
+def _recompression_counts(info: InfoRecord) -> tuple[int, int]:
     """Frames recompressed, and frames kept as received although recompression applied to
     the instance (its info record then holds the pixel description)."""
-    recompressed = sum(1 for f in info["frames"] if is_recompressed(f))
-    asked = "pixel" in info["stored"]
-    return recompressed, (len(info["frames"]) - recompressed if asked else 0)
+    recompressed = sum(1 for f in info.frames if f.recompressed)
+    asked = info.stored.pixel is not None
+    return recompressed, (len(info.frames) - recompressed if asked else 0)
 
 
 def _size(stream: BinaryIO) -> int:
@@ -548,7 +569,7 @@ def _record_error(result: FileResult, exc: Exception) -> None:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
         result.error = f"{name}: {exc.strerror or exc}{where}"
     else:
-        result.error = f"{name}: unexpected {type(exc).__name__} (run with --verbose for details)"
+        result.error = f"{name}: an unexpected error stopped it (run with --verbose for details)"
 
 
 def _uid(metadata: dict[str, object], key: str) -> str | None:

@@ -10,32 +10,25 @@ stored transfer syntax (``docs/spec/recompression.md``).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
+from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.codecs import ENCODERS, EXPLICIT_VR_LITTLE_ENDIAN
-from dicomweb_archive.dicom.recompress import (
-    frame_syntax,
-    is_recompressed,
-    rebuilds_original,
-    source_frame,
-    stored_pixel,
-)
+from dicomweb_archive.dicom.recompress import source_frame
 from dicomweb_archive.dicom.skeleton import generate_bytes
 from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
-from dicomweb_archive.index.database import Index
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.transcode import transcode
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.storage import Reader
 
 
-def find_instance_key(layout: StoreLayout, sop_instance_uid: str) -> InstanceKey:
+def find_instance_key(archive: Archive, sop_instance_uid: str) -> InstanceKey:
     """Locate an instance through the index."""
-    with Index(layout.index_path) as index:
-        row = index.find_instance(sop_instance_uid)
+    row = archive.index.find_instance(sop_instance_uid)
     if row is None:
         raise NoSuchInstanceError(f"SOPInstanceUID {sop_instance_uid} is not in the store")
     return InstanceKey(
@@ -50,12 +43,13 @@ class FrameReaders:
     ``frame`` gives a frame as received: recompressed frames decoded to their native bytes
     (checked against the SHA-256 of the source pixels) or, for lossy frames, the kept
     original; ``stored`` gives it as stored. With ``check_parts`` every frame and bulk-data
-    file is checked against the SHA-256 the info record gives.
+    object is checked against the SHA-256 the info record gives.
     """
 
-    layout: StoreLayout
+    reader: Reader
+    keys: StoreKeys
     key: InstanceKey
-    info: dict[str, Any]
+    info: InfoRecord
     check_parts: bool = False
     _stored: tuple[int, memoryview] | None = None
     _source: tuple[int, bytes | memoryview] | None = None
@@ -63,27 +57,27 @@ class FrameReaders:
     def stored(self, number: int) -> memoryview:
         if self._stored is not None and self._stored[0] == number:
             return self._stored[1]
-        data = read_frame(self.layout, self.key, number)
-        expected = self.info["frames"][number - 1]["sha256"]
+        data = read_frame(self.reader, self.keys, self.key, number)
+        expected = self.info.frames[number - 1].sha256
         if self.check_parts and hashlib.sha256(data).hexdigest() != expected:
             raise CorruptStoreError(f"frame {number} of {self.key.sop} differs from its SHA-256")
         self._stored = (number, data)
         return data
 
     def bulk(self, sha: str) -> bytes:
-        data = read_bulk(self.layout, self.key.study, sha)
+        data = read_bulk(self.reader, self.keys, self.key.study, sha)
         if self.check_parts and hashlib.sha256(data).hexdigest() != sha:
             raise CorruptStoreError(f"bulk data {sha[:12]}... of {self.key.sop} is damaged")
         return data
 
     def frame(self, number: int) -> bytes | memoryview:
-        record = self.info["frames"][number - 1]
-        if not is_recompressed(record):
+        record = self.info.frames[number - 1]
+        if not record.recompressed:
             return self.stored(number)
         if self._source is not None and self._source[0] == number:
             return self._source[1]
         try:
-            data = source_frame(self.stored(number), record, stored_pixel(self.info), self.bulk)
+            data = source_frame(self.stored(number), record, self.info.stored.pixel, self.bulk)
         except CodecError as exc:
             raise CorruptStoreError(f"frame {number} of {self.key.sop}: {exc}") from exc
         self._source = (number, data)
@@ -96,64 +90,66 @@ class FrameReaders:
 
 
 def generate_p10(
-    layout: StoreLayout,
+    archive: Archive,
     key: InstanceKey,
     *,
-    info: dict[str, Any] | None = None,
+    info: InfoRecord | None = None,
     check_parts: bool = False,
 ) -> Iterator[bytes | memoryview]:
     """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`).
 
     Where the original codestreams of a compressed instance were not kept
-    (:func:`~dicomweb_archive.dicom.recompress.rebuilds_original` is false), the bytes are the
-    instance's stored form, which :func:`generate_instance` turns into a valid file.
+    (:meth:`~dicomweb_archive.model.info.InfoRecord.rebuilds_original` is false), the bytes are
+    the instance's stored form, which :func:`generate_instance` turns into a valid file.
     """
-    info = info if info is not None else read_info(layout, key)
-    return FrameReaders(layout, key, info, check_parts).generate(info["skeleton"])
+    storage, keys = archive.storage, archive.keys
+    info = info if info is not None else read_info(storage, keys, key)
+    return FrameReaders(storage, keys, key, info, check_parts).generate(info.skeleton)
 
 
-def reconstruct_p10(store: str | os.PathLike[str], sop_instance_uid: str) -> bytes:
+def reconstruct_p10(archive: Archive, sop_instance_uid: str) -> bytes:
     """The P10 file of an instance, rebuilt from metadata, frames, bulk data and info record."""
-    layout = StoreLayout(Path(store))
-    return b"".join(generate_instance(layout, find_instance_key(layout, sop_instance_uid)))
+    return archive.read(
+        lambda: b"".join(generate_instance(archive, find_instance_key(archive, sop_instance_uid)))
+    )
 
 
-def write_p10(store: str | os.PathLike[str], sop_instance_uid: str, output: BinaryIO) -> int:
+def write_p10(archive: Archive, sop_instance_uid: str, output: BinaryIO) -> int:
     """Stream an instance's P10 bytes to ``output``; returns the number of bytes written."""
-    layout = StoreLayout(Path(store))
     written = 0
-    for chunk in generate_instance(layout, find_instance_key(layout, sop_instance_uid)):
+    key = find_instance_key(archive, sop_instance_uid)
+    for chunk in generate_instance(archive, key, check_parts=True):
         written += output.write(chunk)
     return written
 
 
 def generate_instance(
-    layout: StoreLayout,
+    archive: Archive,
     key: InstanceKey,
     *,
-    info: dict[str, Any] | None = None,
+    info: InfoRecord | None = None,
     syntax: str | None = None,
     check_parts: bool = False,
 ) -> Iterator[bytes | memoryview]:
     """The bytes of an instance as a valid P10 file: as received (streamed), or where its
     original codestreams were recompressed, transcoded to ``syntax`` (default: the stored one)
     and built whole in memory. ``check_parts`` as for :func:`generate_p10`."""
-    info = info if info is not None else read_info(layout, key)
-    chunks = generate_p10(layout, key, info=info, check_parts=check_parts)
-    if rebuilds_original(info):
+    info = info if info is not None else read_info(archive.storage, archive.keys, key)
+    chunks = generate_p10(archive, key, info=info, check_parts=check_parts)
+    if info.rebuilds_original():
         return chunks
     return iter([_stored_form_p10(b"".join(chunks), info, syntax)])
 
 
-def _stored_form_p10(stored_form: bytes, info: dict[str, Any], syntax: str | None) -> bytes:
+def _stored_form_p10(stored_form: bytes, info: InfoRecord, syntax: str | None) -> bytes:
     """A valid P10 file from an instance's stored form (frames as stored, each in its own
     transfer syntax): in ``syntax``, else in the frames' one lossless syntax, else Explicit VR
     Little Endian; every frame is checked against its recorded source pixels."""
-    count = len(info["frames"])
-    syntaxes = [frame_syntax(info, n) for n in range(1, count + 1)]
+    count = len(info.frames)
+    syntaxes = [info.frame_syntax(n) for n in range(1, count + 1)]
     if syntax is None:
         distinct = set(syntaxes)
         only = distinct.pop() if len(distinct) == 1 else None
         syntax = only if only in ENCODERS else EXPLICIT_VR_LITTLE_ENDIAN
-    hashes = [f["source"]["pixels_sha256"] if is_recompressed(f) else None for f in info["frames"]]
+    hashes = [f.source.pixels_sha256 if f.source is not None else None for f in info.frames]
     return transcode(stored_form, syntax, frame_syntaxes=syntaxes, pixel_sha256=hashes)

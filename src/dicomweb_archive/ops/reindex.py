@@ -1,17 +1,19 @@
-"""Rebuild the SQLite index from the store's files alone (the files are the truth)."""
+"""Rebuild the index from the store's objects alone (the files are the truth).
+
+Every committed instance (its metadata and info record) gives the study, series and instance
+rows, and every change record the audit rows. A study waiting for the study stage whose
+instances are not all materialized yet is left to that stage.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from dicomweb_archive.index.database import Index
-from dicomweb_archive.ops.study import study_rows
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.ops.study import read_study, study_rows
+from dicomweb_archive.store import notify
 from dicomweb_archive.store.instance import study_uids
-from dicomweb_archive.store.journal import read_audit
-from dicomweb_archive.store.layout import StoreLayout
-from dicomweb_archive.store.lock import write_lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,17 +23,23 @@ class ReindexReport:
     instances: int
 
 
-def reindex(store: str | os.PathLike[str]) -> ReindexReport:
-    """Replace every index row with rows read from the study and instance files."""
-    layout = StoreLayout(Path(store))
-    with write_lock(layout.lock_path), Index(layout.index_path) as index:
-        rows = [study_rows(layout, study, write=False) for study in study_uids(layout)]
+def reindex(archive: Archive) -> ReindexReport:
+    """Replace every index row with rows read from the store."""
+    with archive.writing("reindex"):
+        storage, keys = archive.storage, archive.keys
+        pending = {s for stage in notify.STAGES for s in notify.pending(storage, stage)}
+        rows = []
+        for study in study_uids(storage):
+            try:
+                rows.append(study_rows(keys, study, read_study(storage, keys, study)))
+            except ArchiveError:
+                if study not in pending:
+                    raise
+                # instances not yet materialized by the study stage: it indexes them
         present = [r for r in rows if r.study is not None]
-        index.replace_studies(
-            ((r.study_instance_uid, r.study, r.series, r.instances) for r in present),
-            clear_first=True,
-        )
-        index.add_audit(read_audit(layout))
+        index = archive.index
+        index.replace_studies((r.update() for r in present), clear_first=True)
+        index.replace_audit(archive.audit_rows())
         return ReindexReport(
             studies=len(present),
             series=sum(len(r.series) for r in present),

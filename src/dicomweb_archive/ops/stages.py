@@ -3,164 +3,227 @@
 - group stage (``mkdicomwebdeduplicatedgroup``): combine a study's per-instance records into
   one group file, then notify the study stage;
 - study stage (``mkdicomwebstudy``): from the study's records (group file, newer per-instance
-  records, and instance directories written with ``-i`` only), write each instance's
-  ``metadata.gz`` and ``info.json.gz``, the series metadata and query files, and the study's
-  index rows; then rewrite ``studies/index.json.gz``.
+  records) and its committed instances, write each instance's ``metadata.gz`` and
+  ``info.json.gz`` where they change, the series metadata and query files, the study's index
+  rows and ``studies/index.json.gz``.
 
-Without explicit studies, each stage processes the studies named in its notifications.
+Without explicit studies, each stage processes the studies named in its notifications. The
+study stage also groups a study whose group notification is pending (both are needed for the
+study to be complete). Studies are processed in chunks, each chunk one transaction
+(``store/journal.py``): the served files, the index and the notifications change together.
+A study that cannot be built is left out of its chunk, reported and left pending; the other
+studies go on.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from dicomweb_archive.index.database import Index
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.study import group_by_series, study_rows
-from dicomweb_archive.store import notify
-from dicomweb_archive.store.dedup import (
-    StudyRecords,
-    read_study_records,
-    remove_instance_records,
-    write_group,
+from dicomweb_archive.ops.study import (
+    Pair,
+    group_by_series,
+    put_if_changed,
+    stage_study,
+    study_rows,
 )
-from dicomweb_archive.store.files import gzip_bytes, to_json_bytes, write_bytes, write_json_gz
-from dicomweb_archive.store.instance import instance_keys, read_info, read_instance_metadata
-from dicomweb_archive.store.journal import read_audit
-from dicomweb_archive.store.layout import StoreLayout
-from dicomweb_archive.store.lock import write_lock
-from dicomweb_archive.store.recovery import recover
+from dicomweb_archive.store import notify
+from dicomweb_archive.store.dedup import StudyRecords, read_study_records, stage_group
+from dicomweb_archive.store.instance import (
+    InstanceKey,
+    instance_keys,
+    read_info,
+    read_instance_metadata,
+)
+from dicomweb_archive.store.journal import Transaction
+from dicomweb_archive.store.keys import STUDIES_INDEX
+from dicomweb_archive.store.storage import json_gz
 
 JsonObject = dict[str, Any]
+#: Studies per transaction: bounds a journal's size (and the index rows it carries).
+CHUNK = 100
 
 
 @dataclass(slots=True)
 class StageReport:
-    """The studies a stage processed."""
+    """The studies a stage processed, and those it could not (study -> why)."""
 
     studies: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    exceptions: dict[str, BaseException] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def merge(self, other: StageReport) -> None:
+        self.studies += [s for s in other.studies if s not in self.studies]
+        self.failures.update(other.failures)
+        self.exceptions.update(other.exceptions)
 
 
 def group_studies(
-    store: str | os.PathLike[str] | StoreLayout,
+    archive: Archive,
     studies: Iterable[str] | None = None,
     *,
     remove_instance_files: bool = False,
 ) -> StageReport:
     """Run the group stage on ``studies`` (default: those notified)."""
-    layout = _layout(store)
-    with write_lock(layout.lock_path):
-        recover(layout)
-        return group_locked(layout, studies, remove_instance_files=remove_instance_files)
+    with archive.writing("group stage"):
+        return run_stages(
+            archive, studies, group=True, study=False, remove_instance_files=remove_instance_files
+        )
 
 
-def group_locked(
-    layout: StoreLayout,
-    studies: Iterable[str] | None,
-    *,
-    remove_instance_files: bool,
-    read: dict[str, StudyRecords] | None = None,
-) -> StageReport:
-    """The group stage under the store lock; records read are left in ``read`` for reuse."""
-    todo = _studies(layout, studies, notify.GROUP)
-    for study in todo:
-        records = read_study_records(layout, study)
-        for sop, record in list(records.records.items()):
-            if not layout.instance(study, record["series_instance_uid"], sop).is_dir():
-                del records.records[sop]  # deleted, or moved by a replace: not in the study
-        if read is not None:
-            read[study] = records
-        write_group(layout, study, records)
-        if remove_instance_files:
-            remove_instance_records(layout, study)
-        notify.notify(layout, notify.STUDY, study)
-        notify.done(layout, notify.GROUP, study)
-    return StageReport(todo)
-
-
-def build_studies(
-    store: str | os.PathLike[str] | StoreLayout, studies: Iterable[str] | None = None
-) -> StageReport:
+def build_studies(archive: Archive, studies: Iterable[str] | None = None) -> StageReport:
     """Run the study stage on ``studies`` (default: those notified)."""
-    layout = _layout(store)
-    with write_lock(layout.lock_path):
-        recover(layout)
-        return build_locked(layout, studies)
+    with archive.writing("study stage"):
+        return run_stages(archive, studies, group=False, study=True)
 
 
-def build_locked(
-    layout: StoreLayout,
+def run_stages(
+    archive: Archive,
     studies: Iterable[str] | None,
     *,
-    known: dict[str, StudyRecords] | None = None,
+    group: bool,
+    study: bool,
+    remove_instance_files: bool = False,
 ) -> StageReport:
-    """The study stage under the store lock; ``known`` holds records the group stage just
-    read (they are the same as on disk)."""
-    todo = _studies(layout, studies, notify.STUDY)
-    known = known or {}
-    with Index(layout.index_path) as index:
-        rows = []
-        for study in todo:
-            records = known.get(study) or read_study_records(layout, study)
-            grouped = group_by_series(_materialize(layout, study, records))
-            rows.append(study_rows(layout, study, write=True, grouped=grouped))
-        index.replace_studies((r.study_instance_uid, r.study, r.series, r.instances) for r in rows)
-        index.add_audit(read_audit(layout))  # the SQLite copy of the append-only audit log
-        if todo or not layout.studies_index.exists():
-            write_json_gz(layout.studies_index, index.study_query_objects())
-    for study in todo:
-        notify.done(layout, notify.STUDY, study)
-    return StageReport(todo)
+    """The group and/or study stages under the lease, chunk by chunk (see the docstring)."""
+    if studies is None:
+        stages = ([notify.GROUP] if group else []) + ([notify.STUDY] if study else [])
+        todo = sorted({s for stage in stages for s in notify.pending(archive.storage, stage)})
+    else:
+        todo = sorted({check_uid(s, "StudyInstanceUID", source="argument") for s in studies})
+    report = StageReport()
+    for start in range(0, len(todo), CHUNK):
+        txn = archive.transaction()
+        report.merge(
+            _stage_chunk(
+                archive, txn, todo[start : start + CHUNK], group, study, remove_instance_files
+            )
+        )
+        archive.commit(txn)
+    return report
+
+
+def run_stages_in(archive: Archive, txn: Transaction, studies: list[str]) -> StageReport:
+    """Both stages on ``studies`` inside a change's transaction; a study that cannot be built
+    raises (the change fails whole)."""
+    report = _stage_chunk(archive, txn, studies, True, True, False, strict=True)
+    return report
+
+
+def _stage_chunk(  # noqa: PLR0917 - one internal call shape
+    archive: Archive,
+    txn: Transaction,
+    chunk: list[str],
+    group: bool,
+    study: bool,
+    remove: bool,
+    *,
+    strict: bool = False,
+) -> StageReport:
+    report = StageReport()
+    built: dict[str, JsonObject | None] = {}
+    for uid in chunk:
+        point = txn.savepoint()
+        try:
+            query = _one_study(archive, txn, uid, group=group, study=study, remove=remove)
+        except Exception as exc:  # one study must not stop the others
+            if strict:
+                raise
+            txn.rollback(point)
+            report.failures[uid] = _reason(exc)
+            report.exceptions[uid] = exc
+            continue
+        report.studies.append(uid)
+        if study:
+            built[uid] = query
+    if built:
+        _stage_study_list(archive, txn, built)
+    return report
+
+
+def _one_study(
+    archive: Archive, txn: Transaction, uid: str, *, group: bool, study: bool, remove: bool
+) -> JsonObject | None:
+    """Stage one study's group and/or study stage; returns its study query object (None: the
+    study is empty)."""
+    keys = archive.keys
+    grouping = group or uid in notify.pending(txn, notify.GROUP)
+    records = read_study_records(txn, keys, uid)
+    committed = {(k.series, k.sop) for k in instance_keys(txn, keys, uid)}
+    for sop, record in list(records.records.items()):
+        if (record["series_instance_uid"], sop) not in committed:
+            del records.records[sop]  # deleted, moved by a replace, or never committed
+    if grouping:
+        stage_group(txn, keys, uid, records)
+        if remove:
+            for name in txn.children(keys.instance_records(uid)):
+                txn.delete(keys.instance_records(uid) + name)
+        if txn.head(keys.notification(notify.GROUP, uid)) is not None:
+            notify.done(txn, notify.GROUP, uid)
+        if not study:
+            notify.notify_in(txn, notify.STUDY, uid)
+    if not study:
+        return None
+    pairs = _materialize(archive, txn, uid, records, committed)
+    rows = study_rows(keys, uid, group_by_series(pairs))
+    stage_study(txn, keys, uid, rows)
+    if txn.head(keys.notification(notify.STUDY, uid)) is not None:
+        notify.done(txn, notify.STUDY, uid)
+    return rows.study["query_json"] if rows.study is not None else None
 
 
 def _materialize(
-    layout: StoreLayout, study: str, records: StudyRecords
-) -> list[tuple[JsonObject, JsonObject]]:
-    """Every instance of the study as (metadata, info), written to its instance directory.
-
-    The deduplicated records are the truth where they exist; instance directories written by
-    the instances stage alone fill in the rest. Files whose bytes would not change are left
-    untouched.
-    """
-    pairs: dict[str, tuple[JsonObject, JsonObject]] = {}
-    for key in instance_keys(layout, study):
-        if key.sop not in records.records:
-            pairs[key.sop] = (read_instance_metadata(layout, key), read_info(layout, key))
-    for sop in records.records:
-        metadata, info = records.instance(sop)
-        pairs[sop] = (metadata, info)
-        directory = layout.instance(study, info["series_instance_uid"], sop)
-        if not directory.is_dir():
-            continue  # frames not written yet (an interrupted instances stage): skip
-        _write_if_changed(directory / "metadata.gz", gzip_bytes(to_json_bytes([metadata])))
-        _write_if_changed(directory / "info.json.gz", gzip_bytes(to_json_bytes(info)))
-    return [
-        pair
-        for pair in pairs.values()
-        if layout.instance(study, pair[1]["series_instance_uid"], pair[1]["sop_instance_uid"])
-        .joinpath("info.json.gz")
-        .exists()
-    ]
+    archive: Archive,
+    txn: Transaction,
+    study: str,
+    records: StudyRecords,
+    committed: set[tuple[str, str]],
+) -> list[Pair]:
+    """Every committed instance of the study as (metadata, info); where a deduplicated record
+    exists it is the truth, and the instance's metadata.gz and info.json.gz are written from
+    it where their bytes would change."""
+    keys = archive.keys
+    pairs: list[Pair] = []
+    for series, sop in sorted(committed):
+        if sop in records.records:
+            metadata, info = records.instance(sop)
+            put_if_changed(txn, keys.instance_metadata(study, series, sop), json_gz([metadata]))
+            put_if_changed(txn, keys.info(study, series, sop), json_gz(info.to_json()), json=False)
+            pairs.append((metadata, info))
+        else:
+            key = InstanceKey(study, series, sop)
+            pairs.append((read_instance_metadata(txn, keys, key), read_info(txn, keys, key)))
+    return pairs
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    try:
-        if path.read_bytes() == data:
-            return
-    except FileNotFoundError:
-        pass
-    write_bytes(path, data)
+def _stage_study_list(
+    archive: Archive, txn: Transaction, built: dict[str, JsonObject | None]
+) -> None:
+    """``studies/index.json.gz``: the index's study objects with this chunk's applied."""
+    objects = {_study_uid(obj): obj for obj in archive.index.study_query_objects()}
+    for uid, obj in built.items():
+        if obj is None:
+            objects.pop(uid, None)
+        else:
+            objects[uid] = obj
+    listing = [objects[uid] for uid in sorted(objects)]
+    if listing or txn.head(STUDIES_INDEX) is not None:
+        put_if_changed(txn, STUDIES_INDEX, json_gz(listing))
 
 
-def _studies(layout: StoreLayout, studies: Iterable[str] | None, stage: str) -> list[str]:
-    if studies is None:
-        return notify.pending(layout, stage)
-    return sorted({check_uid(s, "StudyInstanceUID", source="argument") for s in studies})
+def _study_uid(obj: JsonObject) -> str:
+    return str(obj["0020000D"]["Value"][0])
 
 
-def _layout(store: str | os.PathLike[str] | StoreLayout) -> StoreLayout:
-    return store if isinstance(store, StoreLayout) else StoreLayout(Path(store))
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ArchiveError):
+        return str(exc)
+    return "an unexpected error stopped it (run with --verbose for the details)"

@@ -29,12 +29,12 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLE
 
 from dicomweb_archive.dicom.codecs import (
     ENCODERS,
-    PixelDescription,
     decode_frame,
     encode_frame,
     native_bytes,
 )
 from dicomweb_archive.errors import CodecError, ExportError, UsageError
+from dicomweb_archive.model.pixel import PixelDescription
 
 NATIVE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 #: Extended Offset Table (7FE0,0001) and Extended Offset Table Lengths (7FE0,0002)

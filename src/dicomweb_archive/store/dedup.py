@@ -14,18 +14,16 @@ Layout (``docs/spec/pipeline.md``):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from dicomweb_archive.errors import CorruptStoreError
+from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError, ObjectExistsError
 from dicomweb_archive.model.dedup import combine, content_hash, split
-from dicomweb_archive.store.files import (
-    read_json_gz,
-    remove_file,
-    remove_tree,
-    write_json_gz,
-)
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.store.journal import Transaction
+from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.storage import Reader, Storage, from_json_gz, json_gz
 
 JsonObject = dict[str, Any]
 RECORD_VERSION = 1
@@ -38,69 +36,83 @@ class StudyRecords:
     records: dict[str, JsonObject]  # SOP Instance UID -> record
     extracts: dict[str, JsonObject]  # sha256 -> extract
 
-    def instance(self, sop: str) -> tuple[JsonObject, JsonObject]:
+    def instance(self, sop: str) -> tuple[JsonObject, InfoRecord]:
         """(metadata, info) of one instance, recombined."""
         record = self.records[sop]
         try:
             extracts = [self.extracts[sha] for sha in record["refs"].values()]
         except KeyError as exc:
             raise CorruptStoreError(f"extract {exc} of instance {sop} is missing") from exc
-        return combine(extracts, record["attributes"]), record["info"]
+        return combine(extracts, record["attributes"]), InfoRecord.from_json(record["info"])
 
 
-def write_record(layout: StoreLayout, study: str, metadata: JsonObject, info: JsonObject) -> None:
-    """Write an instance's record and any extract not yet stored."""
+def write_record(
+    storage: Storage,
+    keys: StoreKeys,
+    study: str,
+    metadata: JsonObject,
+    info: InfoRecord,
+    *,
+    txn: Transaction | None = None,
+) -> None:
+    """Write an instance's record and any extract not yet stored. Extracts are new objects
+    named by their content (written at once); the record goes into ``txn`` when given (it
+    replaces a stored one)."""
     record, extracts = make_record(metadata, info)
     for sha, extract in extracts.items():
-        path = layout.extract(study, sha)
-        if not path.exists():
-            write_json_gz(path, extract)
-    write_json_gz(layout.instance_record(study, info["sop_instance_uid"]), record)
+        key = keys.extract(study, sha)
+        if (txn or storage).head(key) is None:
+            with contextlib.suppress(ObjectExistsError):
+                storage.put(key, json_gz(extract), if_absent=True)
+    data = json_gz(record)
+    if txn is not None:
+        txn.put(keys.instance_record(study, info.sop_instance_uid), data)
+    else:
+        storage.put(keys.instance_record(study, info.sop_instance_uid), data)
 
 
-def read_study_records(layout: StoreLayout, study: str) -> StudyRecords:
+def read_study_records(reader: Reader, keys: StoreKeys, study: str) -> StudyRecords:
     """The study's group file, overlaid with newer per-instance records."""
     result = StudyRecords({}, {})
-    for sha in current_groups(layout, study):
-        group = _read(layout, layout.group(study, sha))
+    for sha in current_groups(reader, keys, study):
+        group = _read(reader, keys.group(study, sha))
         result.extracts.update(group["extracts"])
         for record in group["instances"]:
             result.records[record["sop_instance_uid"]] = record
-    directory = layout.instance_records(study)
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.gz")):
-            if _is_sha256(path.name[:-3]):
-                continue  # an extract: read when a record refers to it
-            value = _read(layout, path)
-            if value.get("kind") == "instance":
-                result.records[value["sop_instance_uid"]] = value
-                for sha in value["refs"].values():
-                    if sha not in result.extracts:
-                        result.extracts[sha] = _read(layout, layout.extract(study, sha))
+    prefix = keys.instance_records(study)
+    for name in reader.children(prefix):
+        if name.endswith("/") or not name.endswith(".gz") or _is_sha256(name[:-3]):
+            continue  # an extract: read when a record refers to it
+        value = _read(reader, prefix + name)
+        if value.get("kind") == "instance":
+            result.records[value["sop_instance_uid"]] = value
+            for sha in value["refs"].values():
+                if sha not in result.extracts:
+                    result.extracts[sha] = _read(reader, keys.extract(study, sha))
     return result
 
 
-def current_groups(layout: StoreLayout, study: str) -> list[str]:
-    path = layout.group_index(study)
-    if not path.exists():
+def current_groups(reader: Reader, keys: StoreKeys, study: str) -> list[str]:
+    key = keys.group_index(study)
+    if reader.head(key) is None:
         return []
-    groups: list[str] = _read(layout, path)["groups"]
+    groups: list[str] = _read(reader, key)["groups"]
     return groups
 
 
-def make_record(metadata: JsonObject, info: JsonObject) -> tuple[JsonObject, dict[str, JsonObject]]:
+def make_record(metadata: JsonObject, info: InfoRecord) -> tuple[JsonObject, dict[str, JsonObject]]:
     """An instance record and its extracts (by SHA-256) from metadata and info record."""
     extracts, remainder = split(metadata)
     by_hash = {content_hash(extract): extract for extract in extracts.values()}
     record = {
         "kind": "instance",
         "version": RECORD_VERSION,
-        "study_instance_uid": info["study_instance_uid"],
-        "series_instance_uid": info["series_instance_uid"],
-        "sop_instance_uid": info["sop_instance_uid"],
+        "study_instance_uid": info.study_instance_uid,
+        "series_instance_uid": info.series_instance_uid,
+        "sop_instance_uid": info.sop_instance_uid,
         "refs": {level: content_hash(extract) for level, extract in extracts.items()},
         "attributes": remainder,
-        "info": info,
+        "info": info.to_json(),
     }
     return record, by_hash
 
@@ -118,45 +130,31 @@ def group_content(study: str, records: StudyRecords) -> tuple[str, JsonObject]:
     return content_hash(group), group
 
 
-def write_group(layout: StoreLayout, study: str, records: StudyRecords) -> str | None:
-    """Write the study's group file from ``records``; returns its hash (None when empty)."""
-    old = current_groups(layout, study)
+def stage_group(txn: Transaction, keys: StoreKeys, study: str, records: StudyRecords) -> None:
+    """Make ``records`` the study's group file in ``txn`` (none when empty): the new group file,
+    its index, the old group file removed; a group file that would not change is left."""
+    old = current_groups(txn, keys, study)
     if not records.records:
-        remove_tree(layout.groups(study))
-        return None
-    sha, group = group_content(study, records)
-    if old != [sha]:
-        write_json_gz(layout.group(study, sha), group)
-        write_json_gz(layout.group_index(study), {"groups": [sha]})
-        for previous in old:
-            if previous != sha:
-                remove_file(layout.group(study, previous))
-    return sha
-
-
-def remove_instance_records(layout: StoreLayout, study: str) -> None:
-    """Remove the per-instance records and extracts of a study (``-C`` after grouping)."""
-    remove_tree(layout.instance_records(study))
-
-
-def drop_instance(layout: StoreLayout, study: str, sop: str) -> None:
-    """Remove one instance from a study's deduplicated data (its record and group entry)."""
-    remove_file(layout.instance_record(study, sop))
-    if not current_groups(layout, study):
+        txn.delete_prefix(keys.groups(study))
         return
-    records = read_study_records(layout, study)
-    records.records.pop(sop, None)
-    write_group(layout, study, records)
+    sha, group = group_content(study, records)
+    if old == [sha]:
+        return
+    txn.put(keys.group(study, sha), json_gz(group))
+    txn.put(keys.group_index(study), json_gz({"groups": [sha]}))
+    for previous in old:
+        if previous != sha:
+            txn.delete(keys.group(study, previous))
 
 
 def _is_sha256(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
-def _read(layout: StoreLayout, path: Any) -> Any:
+def _read(reader: Reader, key: str) -> Any:
     try:
-        return read_json_gz(path)
-    except FileNotFoundError as exc:
-        raise CorruptStoreError(f"{layout.relative(path)} is missing") from exc
+        return from_json_gz(reader.get(key))
+    except NoSuchObjectError as exc:
+        raise CorruptStoreError(f"{key} is missing") from exc
     except (OSError, ValueError) as exc:
-        raise CorruptStoreError(f"{layout.relative(path)} is unreadable") from exc
+        raise CorruptStoreError(f"{key} is unreadable") from exc

@@ -1,32 +1,42 @@
-"""Writing and reading one instance's files: frames, bulk data, metadata and info record.
+"""Writing and reading one instance's objects: frames, bulk data, metadata and info record.
 
-An instance directory is built complete under a staging name and moved into place with one
-rename, so readers and interrupted runs never see half an instance. Bulk data is
-content-addressed per study and written once.
+An instance is committed by its info record: frames and bulk data are written first, under
+their final keys, and ``info.json.gz`` last, so that an instance without an info record is one
+being written (or left by an interrupted writer, which recovery removes). A readers' listing
+of instances only counts those with an info record. Where an instance replaces a stored one,
+its objects are written into a transaction instead (``store/journal.py``) and appear with
+it. Bulk data is content-addressed per study and written once.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dicomweb_archive.dicom.parts import BulkPart, FramePart, InstanceEnd
-from dicomweb_archive.errors import CorruptStoreError, MissingStoreFileError
-from dicomweb_archive.store.files import (
-    gzip_bytes,
-    read_json_gz,
-    remove_tree,
-    replace_dir,
-    to_json_bytes,
-    write_bytes,
+from dicomweb_archive.errors import (
+    CorruptStoreError,
+    MissingStoreFileError,
+    NoSuchObjectError,
+    ObjectExistsError,
 )
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.store.journal import Transaction
+from dicomweb_archive.store.keys import STUDIES, StoreKeys
 from dicomweb_archive.store.multipart import boundary_for, parse_part, part_header, part_trailer
+from dicomweb_archive.store.storage import (
+    JSON_GZ_HEADERS,
+    Data,
+    Reader,
+    Storage,
+    from_json_gz,
+    json_gz,
+)
+
+JsonObject = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class InstanceKey:
     """The three UIDs that place an instance in the store."""
 
@@ -35,122 +45,187 @@ class InstanceKey:
     sop: str
 
 
+class Sink(Protocol):
+    """Where new objects go: the storage itself, or a transaction."""
+
+    def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+    ) -> Any: ...
+
+    def delete(self, key: str) -> None: ...
+
+
 class InstanceWriter:
-    """Writes one instance's files as its parts arrive, into a staging directory.
+    """Writes one instance's objects as its parts arrive; :meth:`commit` writes the metadata
+    and the info record last, :meth:`abort` removes what was written."""
 
-    Frames go to ``frames/<n>.mht`` in the staging directory, bulk data to the study's
-    content-addressed bulk-data directory (atomically, once); :meth:`commit` adds the metadata
-    and info record and moves the directory into place in one rename; :meth:`abort` removes it.
-    """
-
-    def __init__(self, layout: StoreLayout, key: InstanceKey) -> None:
-        self.layout = layout
+    def __init__(self, storage: Storage, keys: StoreKeys, key: InstanceKey, sink: Sink) -> None:
+        self.storage = storage
+        self.keys = keys
         self.key = key
-        self.target = layout.instance(key.study, key.series, key.sop)
-        self.staging = self.target.with_name(f".staging-{key.sop}-{os.getpid()}")
-        if self.staging.exists():
-            remove_tree(self.staging)
-        self.staging.parent.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir()
-        self.frames_dir = self.staging / "frames"
+        self.sink = sink
+        self.written: list[str] = []
+        self.new_bulk: list[str] = []
 
     def frame(self, part: FramePart) -> None:
-        if part.number == 1:
-            self.frames_dir.mkdir()
         boundary = boundary_for(part.sha256)
-        with (self.frames_dir / f"{part.number}.mht").open("wb") as handle:
-            handle.write(part_header(boundary, part.media_type))
-            handle.write(part.data)
-            handle.write(part_trailer(boundary))
+        key = self.keys.frame(self.key.study, self.key.series, self.key.sop, part.number)
+        self.sink.put(
+            key,
+            [part_header(boundary, part.media_type), part.data, part_trailer(boundary)],
+            content_type=f'multipart/related; type="{part.media_type}"; boundary={boundary}',
+        )
+        self.written.append(key)
 
     def bulk(self, part: BulkPart) -> None:
-        path = self.layout.bulkdata(self.key.study, part.sha256)
-        if not path.exists():
-            write_bytes(path, part.data)
+        key = self.keys.bulkdata(self.key.study, part.sha256)
+        if isinstance(self.sink, Transaction):  # it appears with the instance
+            if self.sink.head(key) is None:
+                self.sink.put(key, part.data)
+                self.written.append(key)
+            return
+        if self.storage.head(key) is None:
+            try:
+                self.storage.put(key, part.data, if_absent=True)
+                self.new_bulk.append(key)
+            except ObjectExistsError:
+                pass
 
-    def commit(self, end: InstanceEnd, *, instance_files: bool) -> None:
-        """Move the instance into place; with ``instance_files`` include its metadata and info
-        record (otherwise the study stage writes them from the deduplicated record)."""
-        if instance_files:
-            (self.staging / "info.json.gz").write_bytes(gzip_bytes(to_json_bytes(end.info)))
-            metadata = gzip_bytes(to_json_bytes([end.metadata]))
-            (self.staging / "metadata.gz").write_bytes(metadata)
-        replace_dir(self.staging, self.target)
+    def commit(self, end: InstanceEnd, *, metadata: bool) -> None:
+        """Write the info record (and with ``metadata`` the instance's metadata.gz) last."""
+        study, series, sop = self.key.study, self.key.series, self.key.sop
+        if metadata:
+            self.sink.put(
+                self.keys.instance_metadata(study, series, sop),
+                json_gz([end.metadata]),
+                **JSON_GZ_HEADERS,
+            )
+        self.sink.put(self.keys.info(study, series, sop), json_gz(end.info.to_json()))
+        self.written = []
+        self.new_bulk = []
 
     def abort(self) -> None:
-        remove_tree(self.staging)
+        """Remove what this writer wrote (frames, bulk data no one else had)."""
+        for key in self.written:
+            if isinstance(self.sink, Transaction):
+                self.sink.unstage(key)
+            else:
+                self.sink.delete(key)
+        for key in self.new_bulk:
+            self.storage.delete(key)
+        self.written = []
+        self.new_bulk = []
 
 
-def read_info(layout: StoreLayout, key: InstanceKey) -> dict[str, Any]:
-    path = layout.info(key.study, key.series, key.sop)
+def read_info(reader: Reader, keys: StoreKeys, key: InstanceKey) -> InfoRecord:
+    name = keys.info(key.study, key.series, key.sop)
     try:
-        info: dict[str, Any] = read_json_gz(path)
-    except FileNotFoundError as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: info record is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: info record is unreadable") from exc
-    return info
+        return InfoRecord.from_json(from_json_gz(reader.get(name)))
+    except NoSuchObjectError as exc:
+        raise CorruptStoreError(f"{name}: info record is missing") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptStoreError(f"{name}: info record is unreadable") from exc
 
 
-def read_instance_metadata(layout: StoreLayout, key: InstanceKey) -> dict[str, Any]:
-    path = layout.instance_metadata(key.study, key.series, key.sop)
+def read_instance_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) -> JsonObject:
+    name = keys.instance_metadata(key.study, key.series, key.sop)
     try:
-        value = read_json_gz(path)
-    except FileNotFoundError as exc:
-        raise CorruptStoreError(f"{layout.relative(path)}: instance metadata is missing") from exc
+        value = from_json_gz(reader.get(name))
+    except NoSuchObjectError as exc:
+        raise CorruptStoreError(f"{name}: instance metadata is missing") from exc
     except (OSError, ValueError) as exc:
-        raise CorruptStoreError(
-            f"{layout.relative(path)}: instance metadata is unreadable"
-        ) from exc
+        raise CorruptStoreError(f"{name}: instance metadata is unreadable") from exc
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
-        raise CorruptStoreError(f"{layout.relative(path)}: not a one-instance metadata array")
-    result: dict[str, Any] = value[0]
+        raise CorruptStoreError(f"{name}: not a one-instance metadata array")
+    result: JsonObject = value[0]
     return result
 
 
-def read_frame(layout: StoreLayout, key: InstanceKey, number: int) -> memoryview:
+def read_frame(reader: Reader, keys: StoreKeys, key: InstanceKey, number: int) -> memoryview:
     """The payload of stored frame ``number`` (1-based)."""
-    path = layout.frame(key.study, key.series, key.sop, number)
+    name = keys.frame(key.study, key.series, key.sop, number)
     try:
-        data = path.read_bytes()
-        return parse_part(data, source=layout.relative(path))[1]
-    except FileNotFoundError as exc:
-        raise MissingStoreFileError(f"{layout.relative(path)}: frame file is missing") from exc
+        data = reader.get(name)
+    except NoSuchObjectError as exc:
+        raise MissingStoreFileError(f"{name}: frame file is missing") from exc
+    try:
+        return parse_part(data, source=name)[1]
     except ValueError as exc:
         raise CorruptStoreError(str(exc)) from exc
 
 
-def read_bulk(layout: StoreLayout, study: str, sha256: str) -> bytes:
-    path = layout.bulkdata(study, sha256)
+def read_frame_part(reader: Reader, keys: StoreKeys, key: InstanceKey, number: int) -> bytes:
+    """Stored frame ``number`` as its file holds it: one multipart body part."""
+    name = keys.frame(key.study, key.series, key.sop, number)
     try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise MissingStoreFileError(f"{layout.relative(path)}: bulk data file is missing") from exc
+        return reader.get(name)
+    except NoSuchObjectError as exc:
+        raise MissingStoreFileError(f"{name}: frame file is missing") from exc
 
 
-def instance_keys(layout: StoreLayout, study: str) -> list[InstanceKey]:
-    """Every instance directory of a study on disk, sorted (the files are the truth)."""
-    keys: list[InstanceKey] = []
-    series_dir = layout.series_dir(study)
-    if not series_dir.is_dir():
-        return keys
-    for series in sorted(p.name for p in series_dir.iterdir() if _visible_dir(p)):
-        instances = layout.instances_dir(study, series)
-        if not instances.is_dir():
-            continue
-        keys.extend(
-            InstanceKey(study, series, sop.name)
-            for sop in sorted(instances.iterdir())
-            if _visible_dir(sop) and (sop / "info.json.gz").exists()
-        )
-    return keys
+def read_bulk(reader: Reader, keys: StoreKeys, study: str, sha256: str) -> bytes:
+    name = keys.bulkdata(study, sha256)
+    try:
+        return reader.get(name)
+    except NoSuchObjectError as exc:
+        raise MissingStoreFileError(f"{name}: bulk data file is missing") from exc
 
 
-def study_uids(layout: StoreLayout) -> list[str]:
-    if not layout.studies.is_dir():
-        return []
-    return sorted(p.name for p in layout.studies.iterdir() if _visible_dir(p))
+def series_uids(reader: Reader, study: str) -> list[str]:
+    return [n[:-1] for n in reader.children(StoreKeys.series_dir(study)) if n.endswith("/")]
 
 
-def _visible_dir(path: Path) -> bool:
-    return not path.name.startswith(".") and path.is_dir()
+def instance_keys(reader: Reader, keys: StoreKeys, study: str) -> list[InstanceKey]:
+    """Every committed instance of a study (with an info record), sorted (the files are the
+    truth)."""
+    found: list[InstanceKey] = []
+    for series in series_uids(reader, study):
+        for name in reader.children(keys.instances_dir(study, series)):
+            if not name.endswith("/"):
+                continue
+            key = InstanceKey(study, series, name[:-1])
+            if reader.head(keys.info(study, series, key.sop)) is not None:
+                found.append(key)
+    return found
+
+
+def uncommitted_instances(reader: Reader, keys: StoreKeys, study: str) -> list[InstanceKey]:
+    """Instance folders of a study without an info record: being written, or left by an
+    interrupted writer."""
+    found: list[InstanceKey] = []
+    for series in series_uids(reader, study):
+        for name in reader.children(keys.instances_dir(study, series)):
+            if name.endswith("/"):
+                key = InstanceKey(study, series, name[:-1])
+                if reader.head(keys.info(study, series, key.sop)) is None:
+                    found.append(key)
+    return found
+
+
+def study_uids(reader: Reader) -> list[str]:
+    return [n[:-1] for n in reader.children(STUDIES) if n.endswith("/")]
+
+
+def instance_objects(reader: Reader, keys: StoreKeys, key: InstanceKey) -> list[str]:
+    """Every object of an instance's folder (frames, metadata, info record)."""
+    return [i.key for i in reader.list_prefix(keys.instance(key.study, key.series, key.sop))]
+
+
+def bulk_in_use(reader: Reader, keys: StoreKeys, study: str) -> set[str]:
+    """SHA-256 of every bulk-data object the study's committed instances refer to."""
+    used: set[str] = set()
+    for key in instance_keys(reader, keys, study):
+        info = read_info(reader, keys, key)
+        used |= info.bulk_hashes() | info.kept_originals()
+    return used
+
+
+def bulk_objects(reader: Reader, keys: StoreKeys, study: str) -> dict[str, str]:
+    """The study's bulk-data objects: SHA-256 -> key."""
+    prefix = keys.bulkdata_dir(study)
+    return {i.key[len(prefix) :].replace("/", ""): i.key for i in reader.list_prefix(prefix)}

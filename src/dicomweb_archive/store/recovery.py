@@ -1,50 +1,50 @@
-"""Clean up after an interrupted writer, before any stage runs.
+"""Clean up after an interrupted writer, before anything else is written.
 
-An interrupted run can leave temporary files (``.<name>.<random>.tmp``), staging directories
-(``.staging-<SOP>-<pid>``) and a directory set aside by a replace (``.<SOP>.old``). They can only
-be in studies that have a notification (every stage notifies before it writes), in the top of
-``studies/`` and in the private directory. They are removed, and a set-aside directory whose
-replacement never arrived is put back.
+Run by every writer once it holds the lease: a journal left by an interrupted change is
+applied (``store/journal.py``; staging objects of changes that never committed are removed),
+and in every study with a pending notification (stage 1 notifies before it writes), instance
+folders without an info record are removed: their frames were written by a stage-1 run that
+was interrupted before the instance was committed (``store/instance.py``), with the bulk data
+no committed instance of the study refers to, and their per-instance deduplicated records
+(stage 1 writes an instance's record before its info record).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dicomweb_archive.store import notify
-from dicomweb_archive.store.files import remove_tree
-from dicomweb_archive.store.journal import replay
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.instance import (
+    bulk_in_use,
+    bulk_objects,
+    instance_keys,
+    instance_objects,
+    uncommitted_instances,
+)
+from dicomweb_archive.store.journal import IndexApplier, replay
+from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.storage import Storage
 
 
-def recover(layout: StoreLayout) -> None:
-    """Replay an interrupted update's journal, then sweep leftovers of interrupted writers."""
-    replay(layout)
-    studies = {study for stage in notify.STAGES for study in notify.pending(layout, stage)}
-    _sweep(layout.studies, recursive=False)
-    _sweep(layout.private, recursive=False)
-    _sweep(layout.private / "history", recursive=False)
-    _sweep(layout.private / "rejected", recursive=True)
-    for stage in notify.STAGES:
-        _sweep(layout.notifications / stage, recursive=False)
-    for study in sorted(studies):
-        _sweep(layout.study(study), recursive=True)
-        _sweep(layout.instance_records(study), recursive=False)
-        _sweep(layout.groups(study), recursive=False)
-
-
-def _sweep(directory: Path, *, recursive: bool) -> None:
-    if not directory.is_dir():
-        return
-    for path in list(directory.rglob(".*") if recursive else directory.glob(".*")):
-        name = path.name
-        if name.endswith(".old") and path.is_dir():
-            original = path.with_name(name[1:-4])
-            if not original.exists():
-                path.replace(original)
-            else:
-                remove_tree(path)
-        elif name.startswith(".staging-") and path.is_dir():
-            remove_tree(path)
-        elif name.endswith(".tmp") and path.is_file():
-            path.unlink()
+def recover(storage: Storage, keys: StoreKeys, apply_index: IndexApplier | None) -> list[str]:
+    """Replay, then sweep; returns the keys of the uncommitted objects removed."""
+    replay(storage, apply_index)
+    studies = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
+    removed: list[str] = []
+    for study in studies:
+        left = uncommitted_instances(storage, keys, study)
+        for key in left:
+            for name in instance_objects(storage, keys, key):
+                storage.delete(name)
+                removed.append(name)
+        if left:
+            committed = {key.sop for key in instance_keys(storage, keys, study)}
+            for key in left:
+                record = keys.instance_record(study, key.sop)
+                if key.sop not in committed and storage.head(record) is not None:
+                    storage.delete(record)
+                    removed.append(record)
+            used = bulk_in_use(storage, keys, study)
+            for sha, name in bulk_objects(storage, keys, study).items():
+                if sha not in used:
+                    storage.delete(name)
+                    removed.append(name)
+    return removed

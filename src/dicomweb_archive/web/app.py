@@ -1,9 +1,10 @@
 """``dicomweb-archive serve``: the store over DICOMweb (PS3.18), read-only.
 
-QIDO-RS searches are answered from the SQLite index; WADO-RS metadata from the stored
-``metadata.gz`` files with absolute BulkDataURIs; frames, bulk data and whole instances from
-the frame, bulk-data and info record files (``docs/serving.md``). Every path is built from
-checked UIDs and hashes, and every file read is checked to resolve inside the store.
+QIDO-RS searches are answered from the index; WADO-RS metadata from the stored ``metadata.gz``
+objects with absolute BulkDataURIs; frames, bulk data and whole instances from the frame,
+bulk-data and info record objects (``docs/serving.md``). Every key is built from checked UIDs
+and hashes; every read goes through the store's storage (which never follows a link out of a
+store on disk), and each answer is read from a state no change was being applied to.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,22 +25,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from dicomweb_archive.dicom.codecs import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    PixelDescription,
-    decode_frame,
-    native_bytes,
-)
-from dicomweb_archive.dicom.recompress import frame_media_type, frame_syntax, stored_pixel
-from dicomweb_archive.errors import ArchiveError, BadQueryError
-from dicomweb_archive.index.database import Index
-from dicomweb_archive.index.queries import find_instances, keyword_of, search
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.codecs import EXPLICIT_VR_LITTLE_ENDIAN, decode_frame, native_bytes
+from dicomweb_archive.dicom.frames import media_type
+from dicomweb_archive.errors import ArchiveError, BadQueryError, NoSuchObjectError
+from dicomweb_archive.index.queries import keyword_of, qido_condition
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.reconstruct import generate_instance
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.instance import InstanceKey
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.instance import InstanceKey, read_info, series_uids
 from dicomweb_archive.store.multipart import parse_part
+from dicomweb_archive.store.storage import from_json_gz
 from dicomweb_archive.web.negotiate import accepts, choose_frame_type, parse_accept
 
 JsonObject = dict[str, Any]
@@ -61,12 +57,13 @@ class UnacceptableError(Exception):
 class Server:
     """The routes of one store."""
 
-    def __init__(self, store: Path, *, base_url: str | None) -> None:
-        self.layout = StoreLayout(store)
-        self.root = store.resolve()
+    def __init__(self, archive: Archive, *, base_url: str | None) -> None:
+        self.archive = archive
+        self.storage = archive.storage
+        self.keys = archive.keys
         self.base_url = base_url.rstrip("/") if base_url else None
         self.cache: dict[Any, tuple[bytes, str]] = {}
-        self.infos: dict[tuple[str, int, int], JsonObject] = {}
+        self.infos: dict[tuple[str, str], InfoRecord] = {}
 
     # -- helpers -----------------------------------------------------------------------
     def base(self, request: Request) -> str:
@@ -87,12 +84,12 @@ class Server:
         prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
         return f"{scheme}://{host}{prefix}{request.scope.get('root_path', '')}"
 
-    def file(self, path: Path) -> Path:
-        """``path`` if it resolves inside the store (no symlink escapes), else 404."""
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root) or not resolved.is_file():
-            raise NotFoundError(path.name)
-        return resolved
+    def get(self, key: str) -> bytes:
+        """An object of the store, or 404."""
+        try:
+            return self.storage.get(key)
+        except NoSuchObjectError as exc:
+            raise NotFoundError(key) from exc
 
     def json(self, request: Request, value: Any) -> Response:
         return self.respond(request, *_json_body(value))
@@ -124,10 +121,8 @@ class Server:
             raise BadQueryError("limit and offset must not be negative")
         study = self.uid(path["study"]) if "study" in path else None
         series = self.uid(path["series"]) if "series" in path else None
-        with Index(self.layout.index_path) as index:
-            found = search(
-                index, level, filters, study=study, series=series, limit=limit, offset=offset
-            )
+        condition = qido_condition(level, filters, study=study, series=series)
+        found = self.archive.index.search(level, condition, limit=limit, offset=offset)
         base = self.base(request)
         for item in found:
             item[RETRIEVE_URL] = {"vr": "UR", "Value": [base + _retrieve_path(level, item)]}
@@ -139,44 +134,48 @@ class Server:
     ) -> Response:
         study = self.uid(study)
         base = self.base(request)
+        return self.archive.read(lambda: self._metadata(base, request, study, series, sop))
+
+    def _metadata(
+        self, base: str, request: Request, study: str, series: str | None, sop: str | None
+    ) -> Response:
         if series is None:
-            series_dir = self.layout.series_dir(study)
-            if not series_dir.is_dir():
+            names = [s for s in series_uids(self.storage, study) if is_safe_uid(s)]
+            if not names:
                 raise NotFoundError(study)
-            names = sorted(p.name for p in series_dir.iterdir() if is_safe_uid(p.name))
         else:
             names = [self.uid(series)]
-        files = []
+        objects = []
         for name in names:
             if sop is None:
-                path = self.layout.series_metadata(study, name)
+                key = self.keys.series_metadata(study, name)
             else:
-                path = self.layout.instance_metadata(study, name, self.uid(sop))
-            resolved = self.file(path)
-            stat = resolved.stat()
-            files.append((name, resolved, stat.st_mtime_ns, stat.st_size))
-        key = (base, study, tuple((str(f[1]), f[2], f[3]) for f in files))
-        cached = self.cache.get(key)
+                key = self.keys.instance_metadata(study, name, self.uid(sop))
+            head = self.storage.head(key)
+            if head is None:
+                raise NotFoundError(key)
+            objects.append((name, key, head.etag))
+        cache_key = (base, tuple(objects))
+        cached = self.cache.get(cache_key)
         if cached is None:
             out: list[JsonObject] = []
-            for name, resolved, _, _ in files:
+            for name, key, _ in objects:
                 url = f"{base}/studies/{study}/series/{name}/"
-                out.extend(_absolute(item, url) for item in read_json_gz(resolved))
+                out.extend(_absolute(item, url) for item in from_json_gz(self.get(key)))
             cached = _json_body(out)
             if len(self.cache) >= CACHE_SIZE:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[key] = cached
+            self.cache[cache_key] = cached
         return self.respond(request, *cached)
 
     # -- WADO-RS frames, bulk data, instances ------------------------------------------
     def frames(self, request: Request, key: InstanceKey, numbers: str | None) -> Response:
-        info = self._info(key)
-        count = len(info["frames"])
-        wanted_numbers = _frame_numbers(numbers, count)
-        syntaxes = {n: frame_syntax(info, n) for n in wanted_numbers}
+        info, payloads = self.archive.read(lambda: self._frames(key, numbers))
+        wanted_numbers = [number for number, _ in payloads]
+        syntaxes = {n: info.frame_syntax(n) for n in wanted_numbers}
         if len(set(syntaxes.values())) == 1:  # the usual case: one stored transfer syntax
             stored_syntax = syntaxes[wanted_numbers[0]]
-            stored_type = frame_media_type(info, wanted_numbers[0]).split(";")[0].strip()
+            stored_type = _frame_media_type(info, wanted_numbers[0]).split(";")[0].strip()
         else:  # frames kept as received beside recompressed ones: offer them decoded
             stored_syntax, stored_type = EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream"
         choice = choose_frame_type(
@@ -184,67 +183,61 @@ class Server:
         )
         if choice is None:
             raise UnacceptableError(stored_type)
-        media_type, syntax = choice
+        media_type_, syntax = choice
         decode = any(s != syntax for s in syntaxes.values())
         # recompressed frames are decoded with what they were encoded from (an edit of the
         # metadata's Image Pixel Module does not change the frames)
-        pixel = (stored_pixel(info) or self._pixel(key)) if decode else None
+        description = (info.stored.pixel or self._pixel(key)) if decode else None
 
         def parts() -> Iterator[bytes]:
-            for number in wanted_numbers:
-                path = self.file(self.layout.frame(key.study, key.series, key.sop, number))
-                data = parse_part(path.read_bytes(), source=path.name)[1]
-                if pixel is not None and syntaxes[number] != syntax:
-                    array, _ = decode_frame(bytes(data), syntaxes[number], pixel)
-                    yield native_bytes(array, replace(pixel, planar_configuration=0))
+            for number, data in payloads:
+                if description is not None and syntaxes[number] != syntax:
+                    array, _ = decode_frame(bytes(data), syntaxes[number], description)
+                    yield native_bytes(array, replace(description, planar_configuration=0))
                 else:
                     yield bytes(data)
 
         etag = (
             '"'
             + hashlib.sha256(
-                (
-                    syntax + ",".join(info["frames"][n - 1]["sha256"] for n in wanted_numbers)
-                ).encode()
+                (syntax + ",".join(info.frames[n - 1].sha256 for n in wanted_numbers)).encode()
             ).hexdigest()[:32]
             + '"'
         )
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
-        return _multipart(parts(), f"{media_type}; transfer-syntax={syntax}", media_type, etag)
+        return _multipart(parts(), f"{media_type_}; transfer-syntax={syntax}", media_type_, etag)
 
-    def _info(self, key: InstanceKey) -> JsonObject:
-        """An instance's info record, cached by file identity (frames are asked one by one)."""
-        path = self.file(self.layout.info(key.study, key.series, key.sop))
-        stat = path.stat()
-        cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
-        info = self.infos.get(cache_key)
-        if info is None:
-            info = read_json_gz(path)
-            if len(self.infos) >= CACHE_SIZE:
-                self.infos.pop(next(iter(self.infos)))
-            self.infos[cache_key] = info
-        return info
+    def _frames(
+        self, key: InstanceKey, numbers: str | None
+    ) -> tuple[InfoRecord, list[tuple[int, memoryview]]]:
+        """The info record and the wanted frames, read together (one state)."""
+        info = self._info(key)
+        wanted = _frame_numbers(numbers, len(info.frames))
+        payloads = []
+        for number in wanted:
+            name = self.keys.frame(key.study, key.series, key.sop, number)
+            payloads.append((number, parse_part(self.get(name), source=name)[1]))
+        return info, payloads
 
     def _pixel(self, key: InstanceKey) -> PixelDescription:
-        meta = read_json_gz(
-            self.file(self.layout.instance_metadata(key.study, key.series, key.sop))
-        )[0]
+        """The Image Pixel Module of the instance's metadata (frames stored as received)."""
+        name = self.keys.instance_metadata(key.study, key.series, key.sop)
+        return PixelDescription.from_metadata(from_json_gz(self.get(name))[0])
 
-        def first(tag: str, default: Any) -> Any:
-            values = meta.get(tag, {}).get("Value")
-            return values[0] if values else default
-
-        return PixelDescription(
-            rows=int(first("00280010", 0)),
-            columns=int(first("00280011", 0)),
-            samples_per_pixel=int(first("00280002", 1)),
-            bits_allocated=int(first("00280100", 8)),
-            bits_stored=int(first("00280101", first("00280100", 8))),
-            pixel_representation=int(first("00280103", 0)),
-            photometric_interpretation=str(first("00280004", "MONOCHROME2")),
-            planar_configuration=int(first("00280006", 0)),
-        )
+    def _info(self, key: InstanceKey) -> InfoRecord:
+        """An instance's info record, cached by etag (frames are asked one by one)."""
+        name = self.keys.info(key.study, key.series, key.sop)
+        head = self.storage.head(name)
+        if head is None:
+            raise NotFoundError(name)
+        info = self.infos.get((name, head.etag))
+        if info is None:
+            info = read_info(self.storage, self.keys, key)
+            if len(self.infos) >= CACHE_SIZE:
+                self.infos.pop(next(iter(self.infos)))
+            self.infos[(name, head.etag)] = info
+        return info
 
     def bulk(self, request: Request, study: str, name: str) -> Response:
         study = self.uid(study)
@@ -252,7 +245,7 @@ class Server:
             raise NotFoundError(name)
         if not accepts(parse_accept(request.headers.get("accept")), "application/octet-stream"):
             raise UnacceptableError("application/octet-stream")
-        data = self.file(self.layout.bulkdata(study, name)).read_bytes()
+        data = self.get(self.keys.bulkdata(study, name))
         return _multipart(
             iter([data]), "application/octet-stream", "application/octet-stream", None
         )
@@ -263,13 +256,11 @@ class Server:
         if not accepts(parse_accept(request.headers.get("accept")), "application/dicom"):
             raise UnacceptableError("application/dicom")
         study = self.uid(study)
-        with Index(self.layout.index_path) as index:
-            rows = find_instances(
-                index,
-                study,
-                self.uid(series) if series else None,
-                [self.uid(sop)] if sop else None,
-            )
+        rows = self.archive.index.find_instances(
+            study,
+            self.uid(series) if series else None,
+            [self.uid(sop)] if sop else None,
+        )
         if not rows:
             raise NotFoundError(sop or series or study)
         keys = [
@@ -277,11 +268,19 @@ class Server:
             for r in rows
         ]
 
+        def one(key: InstanceKey) -> bytes:
+            return self.archive.read(lambda: b"".join(generate_instance(self.archive, key)))
+
         def parts() -> Iterator[bytes]:
             for key in keys:
-                yield b"".join(generate_instance(self.layout, key))
+                yield one(key)
 
         return _multipart(parts(), "application/dicom", "application/dicom", None)
+
+
+def _frame_media_type(info: InfoRecord, number: int) -> str:
+    syntax = info.frames[number - 1].transfer_syntax_uid
+    return media_type(syntax) if syntax is not None else info.stored.media_type
 
 
 def _json_body(value: Any) -> tuple[bytes, str]:
@@ -356,9 +355,11 @@ def _multipart(
     return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
-def create_app(store: Path, *, prefix: str = "/dicomweb", base_url: str | None = None) -> Starlette:
-    """The ASGI application serving ``store`` under ``prefix``."""
-    server = Server(store, base_url=base_url)
+def create_app(
+    archive: Archive, *, prefix: str = "/dicomweb", base_url: str | None = None
+) -> Starlette:
+    """The ASGI application serving ``archive`` under ``prefix``."""
+    server = Server(archive, base_url=base_url)
 
     def wrap(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:

@@ -1,0 +1,309 @@
+"""The :class:`Archive`: one store, opened once and passed to every operation.
+
+An archive holds the store's recorded configuration (``store/config.py``), its storage
+(``store/storage.py``: a local directory or memory), its index (``index/``), and the write
+lease with recovery: the first time a writer takes the lease, a change left half-applied by an
+interrupted run is completed and its leftovers removed (``store/recovery.py``). Every change
+goes through :meth:`Archive.commit` (``store/journal.py``, ``store/changes.py``); readers use
+:meth:`Archive.read` to see a state before or after a change, never a mix.
+
+Locations: a directory path, or ``memory://<name>`` (a store in this process's memory).
+Only :meth:`Archive.create` and :meth:`Archive.open_or_create` make a store; :meth:`open`
+refuses a location that is not one (:class:`~dicomweb_archive.errors.NotAStoreError`).
+A store written before the configuration existed (format 1) is upgraded in place when opened
+(``store/upgrade.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dicomweb_archive import __version__
+from dicomweb_archive.errors import NoSuchObjectError, NotAStoreError, StoreConfigError
+from dicomweb_archive.index.protocol import Index
+from dicomweb_archive.index.sqlite import SQLiteIndex
+from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
+from dicomweb_archive.store.config import StoreConfig
+from dicomweb_archive.store.journal import Transaction, read_consistently
+from dicomweb_archive.store.keys import CONFIG, StoreKeys
+from dicomweb_archive.store.local import LOCAL, LocalStorage
+from dicomweb_archive.store.memory import SCHEME as MEMORY_SCHEME
+from dicomweb_archive.store.memory import MemoryStorage, memory_storage
+from dicomweb_archive.store.recovery import recover
+from dicomweb_archive.store.storage import Storage
+from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
+
+T = TypeVar("T")
+
+
+class Archive:
+    """One store: configuration, storage, index and lease (see the module docstring)."""
+
+    def __init__(self, location: str, storage: Storage, config: StoreConfig) -> None:
+        self.location = location
+        self.storage = storage
+        self.config = config
+        self.keys = StoreKeys(config.path_instances, config.path_deduplicated)
+        self._local = threading.local()
+        self._indexes: list[SQLiteIndex] = []
+        self._indexes_lock = threading.Lock()
+        self._lease_depth = 0
+        self._lease_lock = threading.RLock()
+        self.closed = False
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, location: str | os.PathLike[str]) -> Archive:
+        """The store at ``location``; raises NotAStoreError when there is none."""
+        name = _location(location)
+        storage = _storage(name, create=False)
+        if storage is None:
+            raise NotAStoreError(f"{name}: no such store (create one with mkdicomweb)")
+        config = _read_config(storage)
+        if config is None:
+            if not is_format_1(storage):
+                raise NotAStoreError(
+                    f"{name} is not a dicomweb-archive store (no .dicomweb-archive/config.json); "
+                    "create one with mkdicomweb, or check the -o/--dir path"
+                )
+            with storage.lease(_holder("upgrade")):
+                config = _read_config(storage) or upgrade_format_1(storage, _default_config())
+        if not config.complete:
+            raise NotAStoreError(
+                f"{name} was left incomplete by an interrupted run (a de-identification into a "
+                "new store); remove it and run again"
+            )
+        archive = cls(name, storage, config)
+        archive._check_index()
+        return archive
+
+    @classmethod
+    def create(cls, location: str | os.PathLike[str], config: StoreConfig | None = None) -> Archive:
+        """A new store at ``location`` (refused where one is)."""
+        name = _location(location)
+        storage = _storage(name, create=True)
+        assert storage is not None
+        if _read_config(storage) is not None or is_format_1(storage):
+            raise StoreConfigError(f"{name} is a store already")
+        config = config or _default_config()
+        config = replace(config, created_by=f"dicomweb-archive {__version__}")
+        with storage.lease(_holder("create")):
+            storage.put(CONFIG, config.to_json(), if_absent=True)
+        return cls(name, storage, config)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        location: str | os.PathLike[str],
+        *,
+        defaults: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> Archive:
+        """The store at ``location``, made with ``settings`` (and ``defaults``, which only a new
+        store records) when there is none. Settings that disagree with an existing store's are
+        refused (``StoreConfig.agreeing``); None means "not given"."""
+        name = _location(location)
+        storage = _storage(name, create=False)
+        exists = storage is not None and (_read_config(storage) is not None or is_format_1(storage))
+        if not exists:
+            given = {k: v for k, v in settings.items() if v is not None} | (defaults or {})
+            try:
+                return cls.create(name, replace(_default_config(), **given))
+            except StoreConfigError:
+                pass  # made meanwhile by another process: open it
+        archive = cls.open(name)
+        agreed = archive.config.agreeing(**settings)
+        if agreed != archive.config:
+            with archive.writing("configure"):
+                archive.storage.put(CONFIG, agreed.to_json())
+            archive.config = agreed
+        return archive
+
+    @classmethod
+    def create_or_replace_incomplete(
+        cls, location: str | os.PathLike[str], config: StoreConfig
+    ) -> Archive:
+        """A new store at ``location`` made to appear whole later (:meth:`mark_complete`);
+        a store left incomplete there by an interrupted run is removed first. An existing,
+        complete store is opened (its own configuration applies)."""
+        name = _location(location)
+        storage = _storage(name, create=False)
+        if storage is not None:
+            existing = _read_config(storage)
+            if existing is not None and not existing.complete:
+                with storage.lease(_holder("remove incomplete store")):
+                    for info in list(storage.list_prefix("")):
+                        storage.delete(info.key)
+            elif existing is not None or is_format_1(storage):
+                return cls.open(name)
+        archive = cls.create(name, replace(config, complete=False))
+        archive.index.replace_studies([], clear_first=True)  # the one of a removed store
+        archive.index.replace_audit([])
+        return archive
+
+    def mark_complete(self) -> None:
+        """Record that a store made by :meth:`create_or_replace_incomplete` is whole."""
+        if not self.config.complete:
+            with self.writing("complete"):
+                self.config = replace(self.config, complete=True)
+                self.storage.put(CONFIG, self.config.to_json())
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._indexes_lock:
+            for index in self._indexes:
+                index.close()
+            self._indexes.clear()
+        self._local = threading.local()
+        self.closed = True
+
+    # -- the index -----------------------------------------------------------------------
+    @property
+    def index(self) -> Index:
+        """This thread's connection to the store's index."""
+        index: SQLiteIndex | None = getattr(self._local, "index", None)
+        if index is None:
+            index = self._open_index()
+            self._local.index = index
+            with self._indexes_lock:
+                self._indexes.append(index)
+        return index
+
+    def _open_index(self) -> SQLiteIndex:
+        url = self.config.index
+        if url.startswith("sqlite:///"):
+            return SQLiteIndex(Path(url[len("sqlite:///") - 1 :]))
+        if url != "sqlite":
+            raise StoreConfigError(f"{self.location}: unknown index {url!r}")
+        if isinstance(self.storage, LocalStorage):
+            return SQLiteIndex(self.storage.root / LOCAL / "index.sqlite")
+        if isinstance(self.storage, MemoryStorage):
+            return SQLiteIndex(memory_name=f"dicomweb-archive-{self.storage.name}")
+        raise StoreConfigError(f"{self.location}: give this store an index URL")
+
+    def _check_index(self) -> None:
+        """Rebuild the index from the store where a migration emptied it, or it is gone."""
+        index = self.index
+        if isinstance(index, SQLiteIndex) and index.needs_rebuild:
+            from dicomweb_archive.ops.reindex import reindex  # noqa: PLC0415 - ops use Archive
+
+            reindex(self)
+
+    def apply_index(self, ops: list[dict[str, Any]]) -> None:
+        """Make the index updates a committed change carries (``store/journal.py``)."""
+        index = self.index
+        for op in ops:
+            if op["op"] == "studies":
+                index.replace_studies(
+                    ((u[0], u[1], u[2], u[3]) for u in op["updates"]),
+                    clear_first=bool(op.get("clear")),
+                )
+            elif op["op"] == "audit":
+                index.add_audit(op["rows"])
+            elif op["op"] == "audit_change":
+                index.replace_change_audit(op["change"], op["rows"])
+            else:
+                raise ValueError(f"unknown index update {op['op']!r}")
+
+    def audit_rows(self) -> Iterator[dict[str, Any]]:
+        """Every audit row, from the change records (the truth the index copies)."""
+        for change_id in change_ids(self.storage):
+            yield from audit_rows(read_change(self.storage, self.keys, change_id))
+
+    # -- writing -------------------------------------------------------------------------
+    @contextmanager
+    def writing(self, holder: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold the write lease (re-entrant within this archive); the first entry recovers
+        from an interrupted writer."""
+        with self._lease_lock:
+            if self._lease_depth:
+                self._lease_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lease_depth -= 1
+                return
+            with self.storage.lease(_holder(holder), wait=wait):
+                self._lease_depth = 1
+                try:
+                    recover(self.storage, self.keys, self.apply_index)
+                    yield
+                finally:
+                    self._lease_depth = 0
+
+    @property
+    def holding_lease(self) -> bool:
+        return self._lease_depth > 0
+
+    def transaction(self) -> Transaction:
+        return Transaction(self.storage)
+
+    def change(self, kind: str, **fields: Any) -> ChangeSet:
+        """A change of ``kind`` (``store/changes.py``) to fill and :meth:`commit`."""
+        return ChangeSet(self.storage, self.keys, kind, **fields)
+
+    def commit(self, change: Transaction | ChangeSet) -> None:
+        """Commit a transaction or change set (under the lease)."""
+        if not self.holding_lease:
+            raise RuntimeError("commit outside Archive.writing()")
+        txn = change.finish() if isinstance(change, ChangeSet) else change
+        try:
+            txn.commit(self.apply_index)
+        except BaseException:
+            if not txn.committed:
+                change.abort()
+            raise
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, read: Callable[[], T]) -> T:
+        """``read()`` on a state no change was being applied to (``store/journal.py``)."""
+        if self.holding_lease:
+            return read()  # the writer itself: nothing is half-applied between its commits
+        return read_consistently(self.storage, read)
+
+
+def _location(location: str | os.PathLike[str]) -> str:
+    text = os.fspath(location)
+    if text.startswith(MEMORY_SCHEME):
+        return text
+    return str(Path(text).expanduser())
+
+
+def _storage(location: str, *, create: bool) -> Storage | None:
+    if location.startswith(MEMORY_SCHEME):
+        return memory_storage(location, create=create)
+    root = Path(location)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    elif not root.is_dir():
+        return None
+    return LocalStorage(root)
+
+
+def _read_config(storage: Storage) -> StoreConfig | None:
+    try:
+        data = storage.get(CONFIG)
+    except NoSuchObjectError:
+        return None
+    return StoreConfig.from_json(data, location=storage.location)
+
+
+def _default_config() -> StoreConfig:
+    from dicomweb_archive.dicom.recompress import Recompression  # noqa: PLC0415 - numpy
+
+    return StoreConfig(recompression=Recompression().to_json())
+
+
+def _holder(what: str) -> str:
+    return f"{what} (pid {os.getpid()})"

@@ -1,0 +1,169 @@
+"""``dicomweb-archive anonymize``: PS3.15 E.1 de-identification into a new store, or in place
+(also reached through ``mkdicomwebupdate -anonymize``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    EXIT_USAGE,
+    StoreOption,
+    VerboseOption,
+    error_line,
+    handle_errors,
+    open_store,
+    stderr,
+    stdout,
+    store_path,
+)
+from dicomweb_archive.cli.targets import DryRun, Patient, Reason, Study, targets_of
+from dicomweb_archive.model.deid import OPTIONS
+from dicomweb_archive.ops.anonymize import (
+    AnonymizeReport,
+    anonymize_in_place,
+    anonymize_selection,
+)
+from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
+
+AllStudies = Annotated[bool, typer.Option("--all", help="Every study of the store.")]
+Out = Annotated[
+    str | None,
+    typer.Option("--out", help="The new store to write the de-identified copies into."),
+]
+InPlace = Annotated[
+    bool,
+    typer.Option(
+        "--in-place",
+        help="With --all: replace every instance by its de-identified copy, in one change "
+        "(revertible; purge the change to remove the originals for good).",
+    ),
+]
+Retain = Annotated[
+    list[str] | None,
+    typer.Option("--retain", help="Profile options (repeatable): " + ", ".join(OPTIONS) + "."),
+]
+KeyFile = Annotated[
+    str | None,
+    typer.Option(
+        "--key-file",
+        help="The secret that keys UID replacement and date shifts (default: one kept in "
+        "the source store).",
+    ),
+]
+Target = Annotated[
+    str | None,
+    typer.Argument(help="A StudyInstanceUID or a PatientID.", show_default=False),
+]
+
+
+def anonymize(  # noqa: PLR0917 - typer passes every option positionally
+    target: Target = None,
+    store: StoreOption = DEFAULT_STORE,
+    patient: Patient = None,
+    study: Study = None,
+    all_studies: AllStudies = False,
+    out: Out = None,
+    in_place: InPlace = False,
+    retain: Retain = None,
+    key_file: KeyFile = None,
+    dry_run: DryRun = False,
+    reason: Reason = "",
+    verbose: VerboseOption = False,
+) -> None:
+    """De-identify (PS3.15 E.1) a study, a patient, or every study, into a new store or in
+    place."""
+    run_anonymize(
+        store,
+        targets_of(patient, study, None, None),
+        [target] if target else [],
+        all_studies=all_studies,
+        out=out,
+        in_place=in_place,
+        retain=retain or [],
+        key_file=key_file,
+        dry_run=dry_run,
+        reason=reason,
+        verbose=verbose,
+    )
+
+
+def run_anonymize(
+    store: Path,
+    targets: dict[str, str],
+    arguments: list[str],
+    *,
+    all_studies: bool,
+    out: str | None,
+    in_place: bool,
+    retain: list[str],
+    key_file: str | None,
+    dry_run: bool,
+    reason: str,
+    verbose: bool,
+) -> None:
+    if (out is None) == (not in_place) or (in_place and not all_studies):
+        error_line("-anonymize needs --out DIR (a new store), or --all --in-place")
+        raise typer.Exit(EXIT_USAGE)
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        selection = anonymize_selection(archive, targets, arguments, all_studies=all_studies)
+        key = Path(key_file).read_bytes().strip() if key_file else None
+        if in_place and not dry_run:
+            report = anonymize_in_place(archive, options=frozenset(retain), key=key, reason=reason)
+        else:
+            report = anonymize_op(
+                archive,
+                selection,
+                out or f"{store_path(store)}.dry-run",
+                options=frozenset(retain),
+                key=key,
+                dry_run=dry_run,
+            )
+    _render(report, out or store_path(store), dry_run=dry_run, in_place=in_place)
+
+
+def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
+    if dry_run:
+        stdout.print(
+            f"plan: {len(report.planned)} instances would be de-identified, "
+            f"{len(report.burned_in)} to review for burned-in annotation; nothing written",
+            markup=False,
+        )
+        for sop in report.burned_in:
+            stdout.print(f"  review: {sop}", markup=False)
+        return
+    for result in report.results:
+        if result.status == "failed":
+            error_line(result.error or "failed")
+    for sop in report.burned_in:
+        stderr.print(
+            f"warning: {sop}: Burned In Annotation is not NO: check the pixels",
+            markup=False,
+            soft_wrap=True,
+        )
+    done = sum(r.status != "failed" for r in report.results)
+    if in_place and not report.ok:
+        stdout.print(
+            f"nothing changed: {len(report.results) - done} instances cannot be de-identified",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    stdout.print(
+        f"{done} instances de-identified into {target}, {report.linked} frame files shared "
+        f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
+        f"{report.seconds:.2f} s",
+        markup=False,
+        soft_wrap=True,
+    )
+    if in_place:
+        stdout.print(
+            f"change {report.change_id}: the originals are kept aside (revert undoes it); "
+            f"dicomweb-archive purge {report.change_id} removes them for good",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,57 @@
+"""``dicomweb-archive history`` and ``audit``: what changed, when, by whom."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from dicomweb_archive.cli.common import (
+    DEFAULT_STORE,
+    StoreOption,
+    VerboseOption,
+    handle_errors,
+    open_store,
+    stdout,
+)
+from dicomweb_archive.ops.history import audit_log, history
+
+
+def history_command(
+    sop: Annotated[str, typer.Argument(help="A SOPInstanceUID.", show_default=False)],
+    store: StoreOption = DEFAULT_STORE,
+    verbose: VerboseOption = False,
+) -> None:
+    """List an instance's revisions, each with the change that produced it."""
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        entries = history(archive, sop)
+    if not entries:
+        stdout.print(f"{sop}: as ingested, never changed", markup=False)
+    for entry in entries:
+        changed = ", ".join(c["attribute"] for c in entry["changes"])
+        revision = entry["revision"]
+        state = f"revision {revision}" if revision is not None else "removed"
+        stdout.print(
+            f"{state}: {entry['time']} {entry['user']} {entry['operation']} "
+            f"(change {entry['change_id']})"
+            + (f": {changed}" if changed else "")
+            + (f" ({entry['reason']})" if entry["reason"] else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def audit_command(
+    store: StoreOption = DEFAULT_STORE,
+    sop: Annotated[
+        str | None, typer.Option("--sop", help="Only the records of this SOPInstanceUID.")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Print the audit log (every change, with before/after hashes) as JSON lines."""
+    with handle_errors(verbose=verbose), open_store(store) as archive:
+        rows = audit_log(archive, sop)
+    for row in rows:
+        sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")

@@ -1,0 +1,87 @@
+"""What the update commands share: the target options, plans and reports as text."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dicomweb_archive.cli.common import EXIT_USAGE, error_line, stdout
+from dicomweb_archive.ops.update import UpdatePlan, UpdateReport
+
+Patient = Annotated[str | None, typer.Option("--patient", help="Every study of this PatientID.")]
+Study = Annotated[str | None, typer.Option("--study", help="A StudyInstanceUID.")]
+Series = Annotated[str | None, typer.Option("--series", help="A SeriesInstanceUID.")]
+Instance = Annotated[str | None, typer.Option("--instance", help="A SOPInstanceUID.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+ShowPhi = Annotated[
+    bool,
+    typer.Option("--show-phi", help="With --dry-run: show the old and new values (patient data)."),
+]
+Reason = Annotated[
+    str, typer.Option("--reason", help="Why: recorded in the history and the audit log.")
+]
+
+
+def targets_of(
+    patient: str | None, study: str | None, series: str | None, instance: str | None
+) -> dict[str, str]:
+    return {
+        level: value
+        for level, value in (
+            ("patient", patient),
+            ("study", study),
+            ("series", series),
+            ("instance", instance),
+        )
+        if value is not None
+    }
+
+
+def one_target(targets: dict[str, str]) -> tuple[str, str]:
+    if len(targets) != 1:
+        error_line("name one target: -patient ID, -study UID, -series UID or -instance UID")
+        raise typer.Exit(EXIT_USAGE)
+    ((level, identifier),) = targets.items()
+    return level, identifier
+
+
+def print_plan(plan: UpdatePlan, *, show_phi: bool) -> None:
+    stdout.print(
+        f"plan: {plan.operation} {plan.level} {plan.target}: {plan.size} instances "
+        f"in {len(plan.studies)} studies; nothing written (--dry-run)",
+        markup=False,
+        soft_wrap=True,
+    )
+    for change in plan.instances:
+        where = f"{change.key.study}/{change.key.series}/{change.key.sop}"
+        if plan.operation == "delete":
+            stdout.print(f"  remove {where}", markup=False, soft_wrap=True)
+            continue
+        stdout.print(f"  {where} -> revision {change.revision}", markup=False, soft_wrap=True)
+        for attribute, old, new in change.changes:
+            values = f"{_show(old)} -> {_show(new)}" if show_phi else "changed"
+            stdout.print(f"    {attribute}: {values}", markup=False, soft_wrap=True)
+    if not show_phi and any(change.changes for change in plan.instances):
+        stdout.print("  (values are not shown: --show-phi shows them)", markup=False)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(absent)"
+    values = value.get("Value")
+    if values is None:
+        return "(empty)"
+    return "\\".join(v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values)
+
+
+def print_done(report: UpdateReport, verb: str) -> None:
+    plan = report.plan
+    count = plan.size
+    stdout.print(
+        f"{count} instance{'' if count == 1 else 's'} {verb} in {len(plan.studies)} "
+        f"stud{'y' if len(plan.studies) == 1 else 'ies'} (change {report.change_id}, "
+        f"{report.seconds:.2f} s)",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,218 @@
+"""The info record (``docs/spec/info-record.md``, ``schema/info-record.schema.json``), typed.
+
+The info record holds what the DICOM JSON of an instance loses: the file as a *skeleton* of
+literal bytes and references to the stored frames and bulk data, the received file's hash,
+and how each frame is stored. :meth:`InfoRecord.from_json` and :meth:`InfoRecord.to_json`
+convert it exactly (a test validates ``to_json`` against the schema and round-trips every
+record of the corpus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomweb_archive.model.pixel import PixelDescription
+
+JsonObject = dict[str, Any]
+Segment = dict[str, Any]
+INFO_VERSION = 1
+#: Native transfer syntaxes (PS3.5 A.1-A.3): their frames are the pixel values themselves.
+NATIVE_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+)
+
+
+@dataclass(slots=True)
+class Original:
+    """The received file: its SHA-256 and size, transfer syntax, preamble and File Meta."""
+
+    sha256: str
+    size: int
+    transfer_syntax_uid: str
+    has_preamble: bool
+    has_file_meta: bool
+
+
+@dataclass(slots=True)
+class FrameSource:
+    """A recompressed frame as received (``docs/spec/recompression.md``)."""
+
+    transfer_syntax_uid: str
+    sha256: str
+    size: int
+    pixels_sha256: str
+    #: lossy frames, and --keep-originals: the received frame kept as this bulk-data file
+    bulk: str | None = None
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {
+            "transfer_syntax_uid": self.transfer_syntax_uid,
+            "sha256": self.sha256,
+            "size": self.size,
+            "pixels_sha256": self.pixels_sha256,
+        }
+        if self.bulk is not None:
+            value["bulk"] = self.bulk
+        return value
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    """One stored frame: SHA-256 and size of its payload, its transfer syntax where frames
+    differ, and for a recompressed frame its source."""
+
+    sha256: str
+    size: int
+    transfer_syntax_uid: str | None = None
+    source: FrameSource | None = None
+
+    @property
+    def recompressed(self) -> bool:
+        return self.source is not None
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {"sha256": self.sha256, "size": self.size}
+        if self.transfer_syntax_uid is not None:
+            value["transfer_syntax_uid"] = self.transfer_syntax_uid
+        if self.source is not None:
+            value["source"] = self.source.to_json()
+        return value
+
+    @classmethod
+    def from_json(cls, value: JsonObject) -> FrameRecord:
+        source = value.get("source")
+        return cls(
+            value["sha256"],
+            value["size"],
+            value.get("transfer_syntax_uid"),
+            FrameSource(**source) if source is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class Stored:
+    """How the frames are stored: transfer syntax and Content-Type of frame 1, and with
+    recompression the pixel description the frames decode with."""
+
+    transfer_syntax_uid: str
+    media_type: str
+    pixel: PixelDescription | None = None
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {
+            "transfer_syntax_uid": self.transfer_syntax_uid,
+            "media_type": self.media_type,
+        }
+        if self.pixel is not None:
+            value["pixel"] = self.pixel.to_json()
+        return value
+
+
+@dataclass(slots=True)
+class BulkRecord:
+    sha256: str
+    size: int
+
+
+@dataclass(slots=True)
+class InfoRecord:
+    """One instance's info record."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    original: Original
+    stored: Stored
+    frames: list[FrameRecord] = field(default_factory=list)
+    bulkdata: list[BulkRecord] = field(default_factory=list)
+    skeleton: list[Segment] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: how many times the metadata was changed (0: as ingested)
+    revision: int = 0
+    version: int = INFO_VERSION
+
+    # -- conversion ------------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, value: JsonObject) -> InfoRecord:
+        stored = value["stored"]
+        pixel = stored.get("pixel")
+        return cls(
+            value["study_instance_uid"],
+            value["series_instance_uid"],
+            value["sop_instance_uid"],
+            Original(**value["original"]),
+            Stored(
+                stored["transfer_syntax_uid"],
+                stored["media_type"],
+                PixelDescription.from_json(pixel) if pixel else None,
+            ),
+            [FrameRecord.from_json(f) for f in value["frames"]],
+            [BulkRecord(b["sha256"], b["size"]) for b in value["bulkdata"]],
+            value["skeleton"],
+            list(value["warnings"]),
+            int(value.get("revision", 0)),
+            int(value["version"]),
+        )
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {
+            "version": self.version,
+            "study_instance_uid": self.study_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "original": {
+                "sha256": self.original.sha256,
+                "size": self.original.size,
+                "transfer_syntax_uid": self.original.transfer_syntax_uid,
+                "has_preamble": self.original.has_preamble,
+                "has_file_meta": self.original.has_file_meta,
+            },
+            "stored": self.stored.to_json(),
+            "frames": [f.to_json() for f in self.frames],
+            "bulkdata": [{"sha256": b.sha256, "size": b.size} for b in self.bulkdata],
+            "skeleton": self.skeleton,
+            "warnings": self.warnings,
+        }
+        if self.revision:
+            value["revision"] = self.revision
+        return value
+
+    # -- what the record says --------------------------------------------------------------
+    @property
+    def edited(self) -> bool:
+        return self.revision > 0
+
+    def frame_syntax(self, number: int) -> str:
+        """The transfer syntax of stored frame ``number`` (1-based)."""
+        syntax = self.frames[number - 1].transfer_syntax_uid
+        return syntax if syntax is not None else self.stored.transfer_syntax_uid
+
+    def stored_syntaxes(self) -> list[str]:
+        """AvailableTransferSyntaxUID (0008,3002): the stored frames' transfer syntaxes."""
+        found = dict.fromkeys(
+            [
+                self.stored.transfer_syntax_uid,
+                *(self.frame_syntax(n) for n in range(1, len(self.frames) + 1)),
+            ]
+        )
+        return list(found)
+
+    def kept_originals(self) -> set[str]:
+        """Bulk-data hashes of received frames kept beside their recompressed frames (lossy
+        targets, ``--keep-originals``): referenced by the frame records, not the skeleton."""
+        return {f.source.bulk for f in self.frames if f.source is not None and f.source.bulk}
+
+    def rebuilds_original(self) -> bool:
+        """Whether the skeleton rebuilds the received file byte for byte: always, unless
+        frames of a compressed original were recompressed losslessly (their codestreams are
+        not kept)."""
+        return not any(
+            f.source is not None
+            and f.source.bulk is None
+            and f.source.transfer_syntax_uid not in NATIVE_SYNTAXES
+            for f in self.frames
+        )
+
+    def bulk_hashes(self) -> set[str]:
+        return {b.sha256 for b in self.bulkdata}

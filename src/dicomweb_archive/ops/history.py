@@ -1,0 +1,106 @@
+"""History and audit: what the change records say about an instance, or the whole store.
+
+Every change (``store/changes.py``) records each instance it touched with its revision before
+and after and the attributes it changed; the index keeps the audit rows. ``history UID``
+lists, oldest first, each revision of an instance with the change that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.errors import NoSuchInstanceError
+from dicomweb_archive.model.uid import check_uid
+from dicomweb_archive.store.changes import Touched, read_change
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """One change that touched an instance."""
+
+    change_id: str
+    kind: str
+    time: str
+    user: str
+    reason: str
+    touched: Touched
+    reverts: str | None = None
+
+    def to_json(self) -> JsonObject:
+        return {
+            "change_id": self.change_id,
+            "operation": self.kind,
+            "time": self.time,
+            "user": self.user,
+            "reason": self.reason,
+            "reverts": self.reverts,
+            "revision_before": self.touched.revision_before,
+            "revision": self.touched.revision_after,
+            "changes": self.touched.changes,
+            "study": self.touched.study,
+            "series": self.touched.series,
+        }
+
+
+def instance_history(archive: Archive, sop: str) -> list[HistoryEntry]:
+    """Every change that touched the instance, oldest first; an unknown UID is an error."""
+    check_uid(sop, "SOPInstanceUID", source="argument")
+    rows = archive.index.audit(sop)
+    if not rows and archive.index.find_instance(sop) is None:
+        raise NoSuchInstanceError(f"SOPInstanceUID {sop} is not in the store and has no history")
+    entries: list[HistoryEntry] = []
+    seen: set[str] = set()
+    for row in rows:
+        change_id = row["change_id"]
+        if change_id in seen:
+            continue
+        seen.add(change_id)
+        record = read_change(archive.storage, archive.keys, change_id)
+        entries.extend(
+            HistoryEntry(
+                change_id,
+                record["kind"],
+                record["time"],
+                record["user"],
+                record["reason"],
+                Touched.from_json(item),
+                record.get("reverts"),
+            )
+            for item in record["instances"]
+            if item["sop"] == sop
+        )
+    return entries
+
+
+def history(archive: Archive, sop: str) -> list[JsonObject]:
+    """The revisions of an instance, oldest first: each with the change that produced it."""
+    return [entry.to_json() for entry in instance_history(archive, sop)]
+
+
+def original_info(archive: Archive, sop: str) -> JsonObject | None:
+    """The info record the instance had as ingested (revision 0), from the first change that
+    edited it; None when no change kept it."""
+    for entry in instance_history(archive, sop):
+        touched = entry.touched
+        if touched.revision_before == 0 and touched.before is not None:
+            info: JsonObject = touched.before["info"]
+            return info
+    return None
+
+
+def audit_log(archive: Archive, sop: str | None = None) -> list[JsonObject]:
+    """The audit rows (one per instance and change), oldest first; an unknown UID is an
+    error."""
+    if sop is not None:
+        check_uid(sop, "SOPInstanceUID", source="argument")
+    rows = archive.index.audit(sop)
+    if sop is not None and not rows and archive.index.find_instance(sop) is None:
+        raise NoSuchInstanceError(f"SOPInstanceUID {sop} is not in the store and has no history")
+    for row in rows:
+        row["changes"] = json.loads(row["changes"] or "[]")
+    return rows

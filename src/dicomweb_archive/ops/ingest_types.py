@@ -1,0 +1,135 @@
+"""What an ingest run is asked (:class:`PipelineOptions`) and what it reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.parts import InlineLimits
+from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.ops.stages import StageReport
+from dicomweb_archive.store.instance import InstanceKey
+
+Status = Literal["stored", "unchanged", "replaced", "failed"]
+#: ``PipelineOptions.recompression``: the store's recorded default
+STORE_DEFAULT = "store"
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """The seed's options for one run (``docs/cli.md``); the layout settings (``--path-*``,
+    ``-m``, ``-M``) are the store's (``store/config.py``)."""
+
+    instances: bool = False  # -i: write instance metadata.gz in stage 1
+    deduplicate: bool = True  # -d: write the deduplicated per-instance record in stage 1
+    group: bool = True  # -g: run the group stage after stage 1 (mkdicomweb)
+    study: bool = True  # -s: run the study stage after stage 1 (mkdicomweb)
+    clean: bool = False  # -c: set the touched studies aside first (a revertible change)
+    remove_deduplicated_instances: bool = False  # -C: drop per-instance records once grouped
+    replace: bool = False  # --replace: a different file may replace a stored SOP Instance UID
+    #: -r/-t/-T: frames recompressed at ingest (None: --no-recompress, frames as received;
+    #: STORE_DEFAULT: the store's recorded default)
+    recompression: Recompression | str | None = STORE_DEFAULT
+    #: why this run writes (the clean and replace changes record it)
+    reason: str = ""
+
+    def recompression_for(self, archive: Archive) -> Recompression | None:
+        if self.recompression == STORE_DEFAULT:
+            value = archive.config.recompression
+            return Recompression.from_json(value) if value is not None else None
+        assert not isinstance(self.recompression, str)
+        return self.recompression
+
+
+def inline_limits(archive: Archive) -> InlineLimits:
+    """The store's inline limits of binary values (``-m``, ``-M``)."""
+    default = InlineLimits()
+    config = archive.config
+    return InlineLimits(
+        config.inline_public if config.inline_public is not None else default.public,
+        config.inline_private if config.inline_private is not None else default.private,
+    )
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What happened to one input file."""
+
+    path: Path
+    status: Status
+    size: int = 0
+    key: InstanceKey | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    exception: BaseException | None = None
+    frames_recompressed: int = 0
+    #: frames recompression was asked for but that were kept as received (warnings say why)
+    frames_kept: int = 0
+    #: the change that set aside what this file replaced
+    change_id: str | None = None
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """The outcome of an ingest run."""
+
+    results: list[FileResult] = field(default_factory=list)
+    #: studies this run wrote instances of
+    studies: set[str] = field(default_factory=set)
+    #: what the later stages did (None: not run)
+    stages: StageReport | None = None
+    #: studies still waiting for the group or study stage after this run
+    pending: list[str] = field(default_factory=list)
+    #: changes this run made (clean, replace)
+    changes: list[str] = field(default_factory=list)
+    #: files not read because the store was full
+    not_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def instances(self) -> int:
+        return sum(1 for r in self.results if r.status in ("stored", "replaced"))
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.size for r in self.results if r.status != "failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.not_read and (self.stages is None or self.stages.ok)
+
+    @property
+    def frames_recompressed(self) -> int:
+        return sum(r.frames_recompressed for r in self.results if r.status != "failed")
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(r.frames_kept for r in self.results if r.status != "failed")
+
+
+ProgressHook = Callable[[FileResult], None]
+
+
+def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> Iterator[Path]:
+    """Files named and files under directories named, recursively, in sorted order."""
+    excluded = exclude.resolve() if exclude else None
+    for item in inputs:
+        if item.is_dir():
+            for dirpath, dirnames, filenames in os.walk(item):
+                here = Path(dirpath)
+                if excluded is not None and here.resolve() == excluded:
+                    dirnames[:] = []
+                    continue
+                dirnames.sort()
+                for name in sorted(filenames):
+                    yield here / name
+        else:
+            yield item

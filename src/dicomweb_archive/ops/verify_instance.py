@@ -1,0 +1,310 @@
+"""``verify``, one instance: its objects, its byte-exact rebuild, its frames and metadata.
+
+The checks are specified in ``docs/spec/export-verify.md``; :mod:`dicomweb_archive.ops.verify`
+runs them over a store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.codecs import decode_frame
+from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
+from dicomweb_archive.dicom.recompress import source_frame, source_pixels
+from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
+from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
+from dicomweb_archive.model.info import NATIVE_SYNTAXES, InfoRecord
+from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.uid import is_safe_uid
+from dicomweb_archive.ops.history import original_info
+from dicomweb_archive.store.instance import (
+    InstanceKey,
+    read_bulk,
+    read_frame,
+    read_info,
+    read_instance_metadata,
+)
+from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
+from dicomweb_archive.store.storage import Reader
+
+JsonObject = dict[str, Any]
+INSTANCE_FILES = {"info.json.gz", "metadata.gz", "frames/"}
+NUMBER_OF_FRAMES = "00280008"
+
+
+@dataclass(slots=True, frozen=True)
+class Finding:
+    """One difference (or, for the kinds of :data:`INCOMPLETE`, work not yet done): what kind,
+    where (a store key or UID), and a sentence."""
+
+    kind: str
+    where: str
+    message: str
+
+
+#: Finding kinds that say work is pending or in progress, not that anything differs.
+INCOMPLETE = frozenset({"pending", "interrupted", "busy"})
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The equivalence class of one instance (``bytes``, ``pixels+attributes``, ``edited`` or
+    ``failed``) and why."""
+
+    study: str
+    series: str
+    sop: str
+    equivalence: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class InstanceResult:
+    findings: list[Finding] = field(default_factory=list)
+    verdict: Verdict | None = None
+    bytes_read: int = 0
+    bulk: set[str] = field(default_factory=set)
+    pair: tuple[JsonObject, InfoRecord] | None = None
+
+
+def verify_instance(
+    archive: Archive, key: InstanceKey, *, deep: bool, pending: bool = False
+) -> InstanceResult:
+    """Every check of one committed instance; in a ``pending`` study its metadata.gz may not
+    be written yet (the study stage writes it)."""
+    keys = archive.keys
+    storage = archive.storage
+    out = InstanceResult()
+    where = keys.instance(key.study, key.series, key.sop).rstrip("/")
+
+    def fail(kind: str, message: str) -> InstanceResult:
+        out.findings.append(Finding(kind, where, message))
+        out.verdict = Verdict(key.study, key.series, key.sop, "failed", message)
+        return out
+
+    if not is_safe_uid(key.sop):
+        out.findings.append(Finding("orphan", where, "not an instance folder"))
+        return out
+    for name in storage.children(keys.instance(key.study, key.series, key.sop)):
+        if name not in INSTANCE_FILES:
+            out.findings.append(Finding("orphan", f"{where}/{name}", "not part of the layout"))
+    if pending and storage.head(keys.instance_metadata(key.study, key.series, key.sop)) is None:
+        out.findings.append(Finding("pending", where, "metadata.gz not written yet"))
+        return out
+    try:
+        info = read_info(storage, keys, key)
+        metadata = read_instance_metadata(storage, keys, key)
+    except ArchiveError as exc:
+        kind = "missing" if "missing" in str(exc) else "corrupt"
+        return fail(kind, str(exc))
+    frames = FrameChecker(storage, archive, key, info)
+    out.bulk = info.bulk_hashes() | info.kept_originals()
+    checked = _Hashing(
+        generate_bytes(
+            info.skeleton,
+            read_frame=frames.read,
+            read_bulk=frames.read_bulk,
+            read_stored=frames.read_stored,
+        )
+    )
+    edited = info.edited
+    exact = info.rebuilds_original()
+    try:
+        derived = _derive(checked, info) if deep or edited else None
+        for _ in checked:
+            pass
+        if edited and exact:
+            original_sha = _original_sha(archive, key, frames)
+        else:
+            original_sha = checked.sha.hexdigest() if exact else info.original.sha256
+    except MissingStoreFileError as exc:
+        return fail("missing", str(exc))
+    except CodecError as exc:
+        return fail("pixels", str(exc))
+    except (ArchiveError, OSError, ValueError) as exc:
+        return fail("corrupt", f"cannot be rebuilt: {exc}")
+    frames.check_extra()
+    out.findings += frames.findings
+    out.bytes_read += checked.size
+    if original_sha != info.original.sha256:
+        what = "the original file rebuilt from history" if edited else "rebuilt P10 bytes"
+        return fail("rebuild", f"{what} differ(s) from the ingested file (SHA-256)")
+    if derived is not None and derived != metadata:
+        return fail("metadata", "metadata.gz differs from the metadata of the rebuilt file")
+    if deep:
+        disagreement = frames_disagree(metadata, info, frames)
+        if disagreement is not None:
+            return fail("frames", disagreement)
+    if frames.bad:
+        out.verdict = Verdict(
+            key.study, key.series, key.sop, "failed", "frame or bulk data damaged"
+        )
+        return out
+    if edited and checked.sha.hexdigest() == info.original.sha256:
+        edited = False  # reverted to the original: the bytes are the ingested file's again
+    if edited:
+        out.verdict = Verdict(key.study, key.series, key.sop, "edited", "edited since ingest")
+    elif not exact:
+        out.verdict = Verdict(
+            key.study,
+            key.series,
+            key.sop,
+            "pixels+attributes",
+            "frames of the compressed original were recompressed losslessly",
+        )
+    else:
+        out.verdict = Verdict(key.study, key.series, key.sop, "bytes")
+    out.pair = (metadata, info)
+    return out
+
+
+def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker) -> str | None:
+    """Why the stored frames do not fit the Image Pixel Module of the metadata (None: they do):
+    the Number of Frames (PS3.3 C.7.6.6), native frames' size (PS3.5 8.1.1), and the first
+    compressed frame's dimensions once decoded."""
+    if not info.frames or "7FE00010" not in metadata:
+        return None
+    values = metadata.get(NUMBER_OF_FRAMES, {}).get("Value") or [1]
+    try:
+        expected = int(values[0])
+    except (TypeError, ValueError):
+        return f"Number of Frames {values[0]!r} is not a number"
+    if expected != len(info.frames):
+        return f"Number of Frames is {expected}, {len(info.frames)} frames are stored"
+    try:
+        pixel = PixelDescription.from_metadata(metadata)
+    except (TypeError, ValueError):
+        return "the Image Pixel Module attributes are not numbers"
+    syntax = info.frame_syntax(1)
+    if syntax in NATIVE_SYNTAXES:
+        size = info.frames[0].size
+        if size != pixel.frame_size:
+            return (
+                f"a native frame has {size} bytes; Rows, Columns, Samples per Pixel and Bits "
+                f"Allocated give {pixel.frame_size}"
+            )
+        return None
+    try:
+        array, _ = decode_frame(bytes(frames.read_stored(1)), syntax, info.stored.pixel or pixel)
+    except CodecError as exc:
+        return f"frame 1 cannot be decoded: {exc}"
+    if array.shape[:2] != (pixel.rows, pixel.columns):
+        shown = f"{array.shape[1]}x{array.shape[0]}"
+        return f"frame 1 decodes to {shown}, the metadata says {pixel.columns}x{pixel.rows}"
+    return None
+
+
+def _original_sha(archive: Archive, key: InstanceKey, frames: FrameChecker) -> str:
+    """SHA-256 of the original file rebuilt from its info record as ingested (kept by the
+    first change that edited it) and the stored frames and bulk data."""
+    first = original_info(archive, key.sop)
+    if first is None:
+        raise MissingStoreFileError(f"{key.sop}: the history of this edited instance is missing")
+    sha = hashlib.sha256()
+    for chunk in generate_bytes(
+        first["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk
+    ):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
+class _Hashing:
+    """Wraps a chunk iterator, hashing and counting; can be iterated once, by one reader."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self.chunks = chunks
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        for chunk in self.chunks:
+            self.sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+
+def _derive(checked: _Hashing, info: InfoRecord) -> JsonObject | None:
+    """The metadata of the rebuilt file, derived as ingest derives it; AvailableTransferSyntaxUID
+    (0008,3002) names the stored frames' transfer syntaxes, which recompression chose."""
+    stream = io.BufferedReader(ChunkStream(iter(checked)), buffer_size=1 << 20)
+    for part in generate_parts(
+        stream,
+        frames_uri=lambda meta: frames_uri(_first(meta, "00080018")),
+        bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+    ):
+        if isinstance(part, InstanceEnd):
+            if info.frames:
+                part.metadata["00083002"] = {"vr": "UI", "Value": info.stored_syntaxes()}
+            return part.metadata
+    return None
+
+
+def _first(metadata: JsonObject, key: str) -> str:
+    values = metadata.get(key, {}).get("Value") or [""]
+    return str(values[0])
+
+
+class FrameChecker:
+    """Reads stored frames for a rebuild, checking each against the info record once."""
+
+    def __init__(
+        self, reader: Reader, archive: Archive, key: InstanceKey, info: InfoRecord
+    ) -> None:
+        self.reader, self.keys, self.key, self.info = reader, archive.keys, key, info
+        self.cache: tuple[int, memoryview] | None = None
+        self.source_cache: tuple[int, bytes | memoryview] | None = None
+        self.findings: list[Finding] = []
+        self.bad = False
+
+    def read(self, number: int) -> bytes | memoryview:
+        """Frame ``number`` as received (decoded, for a recompressed frame)."""
+        record = self.info.frames[number - 1]
+        if not record.recompressed:
+            return self.read_stored(number)
+        if self.source_cache is None or self.source_cache[0] != number:
+            data = source_frame(
+                self.read_stored(number), record, self.info.stored.pixel, self.read_bulk
+            )
+            self.source_cache = (number, data)
+        return self.source_cache[1]
+
+    def read_stored(self, number: int) -> memoryview:
+        """Frame ``number`` as stored; a losslessly recompressed frame whose original is not
+        kept must decode to the source pixels recorded at ingest."""
+        if self.cache is not None and self.cache[0] == number:
+            return self.cache[1]
+        data = read_frame(self.reader, self.keys, self.key, number)
+        record = self.info.frames[number - 1]
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            self.bad = True
+            name = self.keys.frame(self.key.study, self.key.series, self.key.sop, number)
+            self.findings.append(Finding("hash", name, "frame differs from its SHA-256"))
+        if record.source is not None and record.source.bulk is None:
+            if self.info.stored.pixel is None:
+                raise CodecError("the info record lacks the pixel description of its frames")
+            source_pixels(data, record, self.info.stored.pixel)  # CodecError: pixels differ
+        self.cache = (number, data)
+        return data
+
+    def read_bulk(self, sha: str) -> bytes:
+        data = read_bulk(self.reader, self.keys, self.key.study, sha)
+        if hashlib.sha256(data).hexdigest() != sha:
+            self.bad = True
+            name = self.keys.bulkdata(self.key.study, sha)
+            self.findings.append(Finding("hash", name, "bulk data differs from its name"))
+        return data
+
+    def check_extra(self) -> None:
+        prefix = self.keys.frames_dir(self.key.study, self.key.series, self.key.sop)
+        expected = {f"{n}.mht" for n in range(1, len(self.info.frames) + 1)}
+        present = set(self.reader.children(prefix))
+        for name in sorted(present - expected):
+            self.findings.append(Finding("orphan", prefix + name, "frame file not recorded"))
+        for name in sorted(expected - present):  # frames no skeleton segment refers to
+            self.bad = True
+            self.findings.append(Finding("missing", prefix + name, "missing"))

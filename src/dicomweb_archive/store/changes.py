@@ -1,0 +1,242 @@
+"""The one change machinery: every mutation of a store is a :class:`ChangeSet`.
+
+Edit, delete, reject, restore, replace, clean (``-c``), de-identification in place, revert and
+purge all go the same way (``docs/spec/update.md``):
+
+1. a :class:`~dicomweb_archive.store.journal.Transaction` collects the new objects and
+   removals; every object the change removes is first copied aside, under
+   ``.dicomweb-archive/aside/<change id>/<its key>`` (a hard link on a local disk), so that
+   nothing is lost;
+2. each instance the change touches is recorded with its state before and after (revision,
+   metadata and info record before, the attributes changed, hashes of the metadata);
+3. the change record ``.dicomweb-archive/changes/<change id>.json.gz`` (history and audit in
+   one object) is staged with the rest, and the audit rows go to the index, all in the same
+   journal: a change is committed, recorded and indexed at once, or not at all.
+
+:func:`read_change` gives a change record back; reverting a change restores each touched
+instance's state before it (``ops/revert.py``). ``purge`` is the one change that deletes for
+good: it removes what an earlier change set aside (and, after a de-identification, the
+original values its record kept), and is itself recorded.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError
+from dicomweb_archive.store.journal import Transaction, generation
+from dicomweb_archive.store.keys import CHANGES, StoreKeys
+from dicomweb_archive.store.storage import Storage, from_json_gz, json_gz
+
+JsonObject = dict[str, Any]
+#: The kinds of change, as history and audit name them.
+KINDS = (
+    "edit",
+    "delete",
+    "reject",
+    "restore",
+    "replace",
+    "clean",
+    "anonymize",
+    "revert",
+    "purge",
+)
+RECORD_VERSION = 1
+
+
+@dataclass(slots=True)
+class Touched:
+    """One instance a change touched: where, its revision before and after (None: absent),
+    the attributes changed ``{"attribute", "old", "new"}``, the SHA-256 of its canonical
+    metadata before and after, and its state before (metadata and info record) for revert."""
+
+    study: str
+    series: str
+    sop: str
+    revision_before: int | None
+    revision_after: int | None
+    changes: list[JsonObject] = field(default_factory=list)
+    before_sha256: str = ""
+    after_sha256: str = ""
+    before: JsonObject | None = None  # {"metadata": ..., "info": ...}
+
+    def to_json(self) -> JsonObject:
+        return {
+            "study": self.study,
+            "series": self.series,
+            "sop": self.sop,
+            "revision_before": self.revision_before,
+            "revision_after": self.revision_after,
+            "changes": self.changes,
+            "before_sha256": self.before_sha256,
+            "after_sha256": self.after_sha256,
+            "before": self.before,
+        }
+
+    @classmethod
+    def from_json(cls, value: JsonObject) -> Touched:
+        return cls(**value)
+
+
+class ChangeSet:
+    """A change being made: a transaction plus what it records (see the module docstring)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        keys: StoreKeys,
+        kind: str,
+        *,
+        level: str = "",
+        target: str = "",
+        reason: str = "",
+        edits: list[str] | None = None,
+        reverts: str | None = None,
+        details: JsonObject | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(kind)
+        self.storage = storage
+        self.keys = keys
+        self.txn = Transaction(storage)
+        self.kind = kind
+        self.level = level
+        self.target = target
+        self.reason = reason
+        self.edits = edits or []
+        self.reverts = reverts
+        self.details = details or {}
+        self.time = datetime.now(UTC).isoformat(timespec="seconds")
+        self.user = user_name()
+        self.touched: list[Touched] = []
+        self.aside: list[str] = []
+
+    @property
+    def id(self) -> str:
+        return self.txn.id
+
+    def set_aside(self, key: str) -> None:
+        """Remove ``key`` in this change, keeping a copy for revert."""
+        self.storage.copy(self.txn.staged.get(key, key), self.keys.aside(self.id, key))
+        self.txn.delete(key)
+        self.aside.append(key)
+
+    def restore_aside(self, key: str) -> None:
+        """Undo :meth:`set_aside` of ``key`` (the change will not remove it after all)."""
+        self.aside.remove(key)
+        self.txn.removed.discard(key)
+        self.storage.delete(self.keys.aside(self.id, key))
+
+    def abort(self) -> None:
+        """Forget the change: nothing staged, nothing kept aside."""
+        self.txn.abort()
+        for key in self.aside:
+            self.storage.delete(self.keys.aside(self.id, key))
+        self.aside.clear()
+
+    def set_aside_prefix(self, prefix: str) -> list[str]:
+        keys = [info.key for info in self.txn.list_prefix(prefix)]
+        for key in keys:
+            self.set_aside(key)
+        return keys
+
+    def touch(self, touched: Touched) -> None:
+        self.touched.append(touched)
+
+    def record(self) -> JsonObject:
+        return {
+            "version": RECORD_VERSION,
+            "change_id": self.id,
+            "sequence": 0,
+            "kind": self.kind,
+            "time": self.time,
+            "user": self.user,
+            "level": self.level,
+            "target": self.target,
+            "reason": self.reason,
+            "edits": self.edits,
+            "reverts": self.reverts,
+            "details": self.details,
+            "aside": sorted(self.aside),
+            "instances": [t.to_json() for t in self.touched],
+        }
+
+    def finish(self) -> Transaction:
+        """Stage the change record and its audit rows; the transaction is then ready to
+        commit (under the lease: its sequence is the generation its commit makes)."""
+        record = self.record()
+        record["sequence"] = generation(self.storage) + 1
+        self.txn.put(self.keys.change(self.id), json_gz(record))
+        self.txn.index({"op": "audit", "rows": audit_rows(record)})
+        return self.txn
+
+
+def audit_rows(record: JsonObject) -> list[JsonObject]:
+    """One audit row per instance a change touched (the index's ``audit`` table); a change
+    that touched none (a purge) has one row without instance."""
+    rows = []
+    instances = record["instances"] or [
+        {
+            "study": "",
+            "series": "",
+            "sop": "",
+            "revision_before": None,
+            "revision_after": None,
+            "changes": [],
+            "before_sha256": "",
+            "after_sha256": "",
+        }
+    ]
+    for item in instances:
+        revision = item["revision_after"]
+        if revision is None:
+            revision = item["revision_before"]
+        rows.append(
+            {
+                "change_id": record["change_id"],
+                "sequence": record.get("sequence", 0),
+                "sop": item["sop"],
+                "time": record["time"],
+                "user": record["user"],
+                "operation": record["kind"],
+                "level": record["level"],
+                "target": record["target"],
+                "reason": record["reason"],
+                "study": item["study"],
+                "series": item["series"],
+                "revision": revision,
+                "changes": [c["attribute"] for c in item["changes"]],
+                "before_sha256": item["before_sha256"],
+                "after_sha256": item["after_sha256"],
+            }
+        )
+    return rows
+
+
+def read_change(storage: Storage, keys: StoreKeys, change_id: str) -> JsonObject:
+    try:
+        record: JsonObject = from_json_gz(storage.get(keys.change(change_id)))
+    except NoSuchObjectError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise CorruptStoreError(f"the record of change {change_id} is unreadable") from exc
+    return record
+
+
+def change_ids(storage: Storage) -> Iterator[str]:
+    """Every recorded change's id (in key order, not time order)."""
+    for info in storage.list_prefix(CHANGES):
+        name = info.key[len(CHANGES) :]
+        if name.endswith(".json.gz") and "/" not in name:
+            yield name[: -len(".json.gz")]
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"

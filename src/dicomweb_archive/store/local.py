@@ -1,0 +1,303 @@
+"""The storage protocol on a local directory (``docs/spec/store-layout.md``).
+
+Each object is a file named by its key. A put writes a temporary file under
+``.dicomweb-archive/local/tmp/`` and moves it into place with ``os.replace`` (atomic on POSIX), so a
+reader sees the old file or the new one; "only if absent" links the temporary file into place
+(``link`` fails when the name exists). Copies are hard links where the file system allows:
+frames set aside or restored cost no space. The lease is ``flock`` on
+``.dicomweb-archive/local/lock``; "only if unchanged" puts rely on it (a directory has no atomic
+compare-and-swap), which every writer holds. Out-of-space errors become
+:class:`~dicomweb_archive.errors.StoreFullError`, with the temporary file removed. Reads never
+follow a link out of the store: an object whose path resolves elsewhere is not there.
+
+``.dicomweb-archive/local/`` belongs to this backend (temporary files, the lock, and the
+default place of the SQLite index); it is not part of the store's objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from dicomweb_archive.errors import (
+    NoSuchObjectError,
+    ObjectExistsError,
+    PreconditionFailedError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+)
+from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
+
+#: Environment hook for crash tests: after this many completed writes, the process kills itself.
+CRASH_AFTER_ENV = "DICOMWEB_ARCHIVE_CRASH_AFTER_WRITES"
+_writes = itertools.count(1)
+#: this backend's own files, outside the object namespace
+LOCAL = PRIVATE + "local"
+TMP = LOCAL + "/tmp"  # noqa: S108 - the store's own folder, not the system's /tmp
+LOCK = LOCAL + "/lock"
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def count_write() -> None:
+    """Support the crash-safety tests: stop dead after the N-th write when asked to."""
+    limit = os.environ.get(CRASH_AFTER_ENV)
+    if limit is not None and next(_writes) >= int(limit):
+        os._exit(137)
+
+
+class LocalStorage:
+    """A store in the directory ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / TMP
+        self._resolved = root.resolve()
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def inside(self, key: str) -> Path:
+        """The path of ``key``, refused when it resolves outside the store (a link)."""
+        path = self.path(key)
+        if path.is_symlink() or not path.resolve().is_relative_to(self._resolved):
+            raise NoSuchObjectError(f"{self.location}: {key} resolves outside the store")
+        return path
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        try:
+            return self.inside(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchObjectError(f"{self.location}: {key} is missing") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.inside(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchObjectError(f"{self.location}: {key} is missing") from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            stat = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not _is_file(stat.st_mode):
+            return None
+        return ObjectInfo(key, stat.st_size, _etag(stat))
+
+    def list_prefix(self, prefix: str) -> Iterator[ObjectInfo]:
+        directory, _, start = prefix.rpartition("/")
+        base = self.root / directory if directory else self.root
+        if not base.is_dir():
+            return
+        lead = f"{directory}/" if directory else ""
+        for name in sorted(p.name for p in base.iterdir()):
+            if not name.startswith(start):
+                continue
+            key = lead + name
+            if key == LOCAL:
+                continue
+            path = base / name
+            if path.is_dir() and not path.is_symlink():
+                yield from self.list_prefix(key + "/")
+            else:
+                info = self.head(key)
+                if info is not None:
+                    yield info
+
+    def children(self, prefix: str) -> list[str]:
+        base = self.root / prefix.rstrip("/") if prefix else self.root
+        try:
+            entries = sorted(os.scandir(base), key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for entry in entries:
+            if prefix + entry.name == LOCAL:
+                continue
+            out.append(entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name)
+        return out
+
+    # -- writes ----------------------------------------------------------------------------
+    def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+    ) -> ObjectInfo:
+        del content_type, content_encoding  # a directory keeps no headers
+        final = self.path(key)
+        if if_match is not None:
+            current = self.head(key)
+            if current is None or current.etag != if_match:
+                raise PreconditionFailedError(f"{self.location}: {key} changed meanwhile")
+        temp = self._write_temp(data)
+        try:
+            self._place(temp, final, if_absent=if_absent, key=key)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        count_write()
+        info = self.head(key)
+        assert info is not None
+        return info
+
+    def copy(self, source: str, target: str) -> None:
+        origin = self.path(source)
+        final = self.path(target)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        temp = self._tmp / f"{uuid.uuid4().hex}.tmp"
+        try:
+            try:
+                os.link(origin, temp)
+            except FileNotFoundError as exc:
+                raise NoSuchObjectError(f"{self.location}: {source} is missing") from exc
+            except OSError:  # another file system, or links not allowed: copy the bytes
+                with self.open(source) as handle:
+                    temp = self._write_temp(iter(lambda: handle.read(1 << 20), b""))
+            self._place(temp, final, if_absent=False, key=target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        count_write()
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except IsADirectoryError as exc:
+            raise StoreError(f"{self.location}: {key} is a directory, not an object") from exc
+        self._prune(path.parent)
+        count_write()
+
+    def barrier(self) -> None:
+        os.sync()
+
+    # -- the lease -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self, holder: str, *, wait: bool = True) -> Iterator[None]:
+        path = self.root / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+            try:
+                fcntl.flock(fd, flags)
+            except BlockingIOError as exc:
+                raise StoreLockedError(
+                    f"{self.location}: another process is writing ({_read_holder(fd)})"
+                ) from exc
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode("utf-8", "replace"), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def lease_holder(self) -> str | None:
+        path = self.root / LOCK
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(fd) or "another process"
+            return None
+        finally:
+            os.close(fd)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _write_temp(self, data: Data) -> Path:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if isinstance(data, bytes | memoryview):
+                    handle.write(data)
+                else:
+                    for chunk in data:
+                        handle.write(chunk)
+            os.chmod(name, 0o644)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            _raise_full(exc, self.location)
+            raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            raise
+        return Path(name)
+
+    def _place(self, temp: Path, final: Path, *, if_absent: bool, key: str) -> None:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if if_absent:
+                try:
+                    os.link(temp, final)
+                except FileExistsError as exc:
+                    raise ObjectExistsError(f"{self.location}: {key} exists") from exc
+            else:
+                os.replace(temp, final)
+        except ObjectExistsError:
+            raise
+        except OSError as exc:
+            _raise_full(exc, self.location)
+            raise
+
+    def _prune(self, directory: Path) -> None:
+        """Remove directories left empty by a delete, up to the store's root."""
+        while directory != self.root and directory.is_relative_to(self.root):
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def sweep(self) -> None:
+        """Remove temporary files left by a killed writer (only ever under the lease)."""
+        if self._tmp.is_dir():
+            for entry in os.scandir(self._tmp):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(entry.path)
+
+
+def _raise_full(exc: OSError, location: str) -> None:
+    if exc.errno in _FULL:
+        raise StoreFullError(f"{location}: no space left on the device") from exc
+
+
+def _etag(stat: os.stat_result) -> str:
+    return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def _is_file(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 400, 0).decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,85 @@
+"""Stores for tests on either storage (``--storage``), and what tests read of them.
+
+Tests never touch a store's files directly: they read its objects through its storage, so
+that every test runs on both backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dicomweb_archive import Archive
+from dicomweb_archive.store.memory import forget as forget_memory
+from dicomweb_archive.store.storage import PRIVATE, from_json_gz
+
+BACKEND = "local"
+
+
+def location(tmp_path: Path, name: str = "store") -> str:
+    if BACKEND == "memory":
+        return f"memory://{name}-{uuid.uuid4().hex[:12]}"
+    return str(tmp_path / name)
+
+
+def forget(where: str) -> None:
+    if where.startswith("memory://"):
+        forget_memory(where)
+
+
+def open_store(where: str | Path) -> Archive:
+    return Archive.open(where)
+
+
+def objects(where: str | Path, *, private: bool = False) -> dict[str, bytes]:
+    """Every object of the store (without the private prefix unless ``private``)."""
+    with Archive.open(where) as archive:
+        storage = archive.storage
+        return {
+            info.key: storage.get(info.key)
+            for info in storage.list_prefix("")
+            if private or not info.key.startswith(PRIVATE)
+        }
+
+
+def tree_hashes(where: str | Path, *, private: bool = False) -> dict[str, str]:
+    """SHA-256 of every object (the served tree and deduplicated data; all with ``private``)."""
+    return {k: hashlib.sha256(v).hexdigest() for k, v in objects(where, private=private).items()}
+
+
+def etags(where: str | Path, prefix: str = "") -> dict[str, str]:
+    """The etag of every object under ``prefix``: unchanged objects keep theirs."""
+    with Archive.open(where) as archive:
+        return {i.key: i.etag for i in archive.storage.list_prefix(prefix)}
+
+
+def read_json(where: str | Path, key: str) -> Any:
+    with Archive.open(where) as archive:
+        return from_json_gz(archive.storage.get(key))
+
+
+def read(where: str | Path, key: str) -> bytes:
+    with Archive.open(where) as archive:
+        return archive.storage.get(key)
+
+
+def exists(where: str | Path, key: str) -> bool:
+    with Archive.open(where) as archive:
+        return archive.storage.head(key) is not None
+
+
+def keys_under(where: str | Path, prefix: str) -> list[str]:
+    with Archive.open(where) as archive:
+        return [info.key for info in archive.storage.list_prefix(prefix)]
+
+
+def index_dump(where: str | Path) -> dict[str, list[dict[str, object]]]:
+    with Archive.open(where) as archive:
+        return archive.index.dump()
+
+
+def size(where: str | Path) -> int:
+    """Bytes of every object but the private ones."""
+    return sum(len(v) for v in objects(where).values())
