@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factory import write_series  # noqa: E402
 
-from dicomweb_archive import PipelineOptions, group_studies, write_instances  # noqa: E402
-from dicomweb_archive.store.files import read_json_gz  # noqa: E402
+from dicomweb_archive import Archive, PipelineOptions, group_studies, write_instances  # noqa: E402
+from dicomweb_archive.store.storage import from_json_gz  # noqa: E402
 
 
 def main() -> None:
@@ -30,19 +30,28 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         files = write_series(Path(work) / "in", count=args.count, rows=16, columns=16)
-        store = Path(work) / "store"
-        write_instances(files, store, options=PipelineOptions())
-        per_instance = list((store / "instances").rglob("*.gz"))
-        per_instance_bytes = sum(p.stat().st_size for p in per_instance)
-        start = time.perf_counter()
-        for path in per_instance:
-            read_json_gz(path)
-        read_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        group_studies(store)
-        group_seconds = time.perf_counter() - start
-        groups = [p for p in (store / "deduplicated").rglob("*.gz") if p.name != "index.json.gz"]
-        group_bytes = sum(p.stat().st_size for p in groups)
+        with Archive.open_or_create(Path(work) / "store") as archive:
+            storage = archive.storage
+            write_instances(archive, files, options=PipelineOptions())
+            per_instance = [
+                info
+                for info in storage.list_prefix(f"{archive.keys.path_instances}/")
+                if info.key.endswith(".gz")
+            ]
+            per_instance_bytes = sum(info.size for info in per_instance)
+            start = time.perf_counter()
+            for info in per_instance:
+                from_json_gz(storage.get(info.key))
+            read_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            group_studies(archive)
+            group_seconds = time.perf_counter() - start
+            groups = [
+                info
+                for info in storage.list_prefix(f"{archive.keys.path_deduplicated}/")
+                if info.key.endswith(".gz") and not info.key.endswith("/index.json.gz")
+            ]
+            group_bytes = sum(info.size for info in groups)
     print("| instances | per-instance files | bytes | group files | bytes | group / per-instance |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     print(

@@ -2,6 +2,7 @@
 the same run, with and without recompression.
 
 Usage: python bench/ingest.py [--count 1000] [--frames 200] [--size 512] [--workdir DIR]
+       [--results bench/results/ingest.json]
 
 Generates (once, cached in the work directory) a CT series of COUNT slices of SIZE x SIZE
 16-bit pixels (a CT-like phantom with noise: tests/factory.py's ``phantom``) and one
@@ -12,7 +13,8 @@ peak memory (max RSS) is the ingest's own:
   lossless), with HTJ2K lossless, and with --no-recompress; and of half the series (peak
   memory must not grow with the number of files),
 - ingest of the multi-frame instance.
-Prints a Markdown table and the ratios; docs/benchmarks.md records a run.
+Prints a Markdown table and the ratios (also written as JSON to --results);
+docs/benchmarks.md records a run.
 """
 
 from __future__ import annotations
@@ -33,16 +35,20 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factory import uid, write_ct, write_series  # noqa: E402 - repository root on path
 
+from dicomweb_archive import Archive  # noqa: E402
+from dicomweb_archive.store.storage import PRIVATE  # noqa: E402
+
 #: Runs one ingest in a fresh process; VmHWM is that process's own peak resident memory
 #: (ru_maxrss would include the parent's peak, inherited across fork and exec on Linux).
 CHILD = """
 import re, sys, time
-from dicomweb_archive import ingest
+from dicomweb_archive import Archive, ingest
 from dicomweb_archive.dicom.recompress import Recompression
-from dicomweb_archive.ops.ingest import PipelineOptions
+from dicomweb_archive.ops.ingest_types import PipelineOptions
 policy = Recompression.from_options(grey=sys.argv[3], colour=sys.argv[3])
 start = time.perf_counter()
-report = ingest([sys.argv[1]], sys.argv[2], options=PipelineOptions(recompression=policy))
+with Archive.open_or_create(sys.argv[2]) as archive:
+    report = ingest(archive, [sys.argv[1]], options=PipelineOptions(recompression=policy))
 seconds = time.perf_counter() - start
 assert report.ok, [r.error for r in report.failures][:3]
 status = open("/proc/self/status").read()
@@ -53,12 +59,19 @@ REPEATS = 3
 RECENTLY_DELETED_SECONDS = 30
 
 
-def tree_size(path: Path, *, skip_private: bool = False) -> int:
-    return sum(
-        p.stat().st_size
-        for p in path.rglob("*")
-        if p.is_file() and not (skip_private and ".dicomweb-archive" in p.parts)
-    )
+def tree_size(path: Path) -> int:
+    """Bytes of every file under ``path`` (the input)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def store_size(location: str | Path) -> int:
+    """Bytes of every object of the store but the private ones (configuration, index)."""
+    with Archive.open(location) as archive:
+        return sum(
+            info.size
+            for info in archive.storage.list_prefix("")
+            if not info.key.startswith(PRIVATE)
+        )
 
 
 def generate(workdir: Path, count: int, frames: int, size: int) -> tuple[Path, Path, Path]:
@@ -131,7 +144,7 @@ def time_ingest(source: Path, workdir: Path, target: str) -> dict[str, float]:
         "seconds": seconds,
         "instances": instances,
         "input_bytes": tree_size(source),
-        "store_bytes": tree_size(store, skip_private=True),
+        "store_bytes": store_size(store),
         "peak_rss_mb": max_rss_kb / 1024,
     }
     return result
@@ -143,6 +156,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dwa-bench")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     ct, half, multi = generate(args.workdir, args.count, args.frames, args.size)
@@ -186,9 +200,8 @@ def main() -> None:
             f"{r['seconds']:.2f} | {r['cp_seconds']:.2f} | {r['ratio_to_cp']:.1f}x | "
             f"{r['store_to_input'] * 100:.1f} % | {r['peak_rss_mb']:.0f} |"
         )
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "ingest.json").write_text(json.dumps(rows, indent=1))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(rows, indent=1))
     shutil.rmtree(args.workdir / "runs")
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factory import write_series  # noqa: E402
 
-from dicomweb_archive import ingest  # noqa: E402
+from dicomweb_archive import Archive, ingest  # noqa: E402
 
 
 def free_port() -> int:
@@ -48,7 +48,8 @@ def main() -> None:
             Path(work) / "in", count=args.count, rows=512, columns=512, realistic=True
         )
         store = Path(work) / "store"
-        ingest(files, store)
+        with Archive.open_or_create(store) as archive:
+            assert ingest(archive, files).ok
         port = free_port()
         server = subprocess.Popen(
             [

@@ -4,7 +4,7 @@ Usage: python bench/update.py [--studies 1,10] [--instances 100] [--sizes 64,512
 
 For each number of studies and pixel size, generates N studies of one patient (each of
 INSTANCES slices), ingests them, then times, in the same run:
-- `update(store, "patient", ...)`: the metadata-only rename (journal, history, stages);
+- `update(archive, "patient", ...)`: the metadata-only rename (journal, history, stages);
 - `dcmodify -nb -m (0010,0010)=...` over a copy of the original P10 files (the baseline:
   DCMTK rewrites every file, pixels included).
 The update time must not grow with the pixel size; dcmodify's does.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.factory import uid, write_series  # noqa: E402
 
-from dicomweb_archive import ingest  # noqa: E402
+from dicomweb_archive import Archive, ingest  # noqa: E402
 from dicomweb_archive.ops.update import update  # noqa: E402
 
 
@@ -42,10 +42,12 @@ def run(work: Path, studies: int, instances: int, size: int) -> tuple[float, flo
             patient_id="BENCH",
         )
     store = work / f"store-{studies}-{size}"
-    assert ingest([inputs], store).ok
+    with Archive.open_or_create(store) as archive:
+        assert ingest(archive, [inputs]).ok
     subprocess.run(["sync"], check=True)
     start = time.perf_counter()
-    update(store, "patient", "BENCH", ["PatientName=RENAMED^PATIENT"])
+    with Archive.open(store) as archive:  # opened in the timed run, as the command does
+        update(archive, "patient", "BENCH", ["PatientName=RENAMED^PATIENT"])
     ours = time.perf_counter() - start
     copy = work / f"copy-{studies}-{size}"
     shutil.copytree(inputs, copy)

@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dicomweb_archive import Archive
+from dicomweb_archive import Archive, IngestReport, ingest
+from dicomweb_archive.ops.ingest_types import PipelineOptions
 from dicomweb_archive.store.memory import forget as forget_memory
 from dicomweb_archive.store.storage import PRIVATE, from_json_gz
 
@@ -83,3 +84,15 @@ def index_dump(where: str | Path) -> dict[str, list[dict[str, object]]]:
 def size(where: str | Path) -> int:
     """Bytes of every object but the private ones."""
     return sum(len(v) for v in objects(where).values())
+
+
+def ingested(
+    where: str | Path,
+    files: list[Path] | list[str] | list[Path | str],
+    *,
+    options: PipelineOptions | None = None,
+    replace: bool | None = None,
+) -> IngestReport:
+    """Ingest ``files`` into the store at ``where`` (made when there is none)."""
+    with Archive.open_or_create(where) as archive:
+        return ingest(archive, files, options=options, replace=replace)

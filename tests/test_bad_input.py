@@ -8,7 +8,6 @@ import pytest
 from pydicom import config
 from pydicom.uid import UID
 
-from dicomweb_archive import ingest
 from dicomweb_archive.errors import (
     MissingUidError,
     NotDicomError,
@@ -17,6 +16,7 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.model.uid import is_safe_uid
 from tests.factory import make_ct, uid, write_ct
+from tests.stores import ingested
 
 
 def _write_raw_ct(path: Path, **uids: str) -> Path:
@@ -35,8 +35,10 @@ def _write_raw_ct(path: Path, **uids: str) -> Path:
     return path
 
 
-def _files_outside(root: Path, store: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if store not in p.parents and p != store}
+def _files_outside(root: Path, store: str) -> set[Path]:
+    """Files under ``root`` but outside the store (every file, for a store in memory)."""
+    where = Path(store)
+    return {p for p in root.rglob("*") if where not in p.parents and p != where}
 
 
 HOSTILE = {
@@ -50,15 +52,14 @@ HOSTILE = {
 
 @pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_uid_is_refused(keyword: str, case: str, tmp_path: Path) -> None:
+def test_hostile_uid_is_refused(keyword: str, case: str, tmp_path: Path, store: str) -> None:
     """A UID that could escape the store or is not a UID is refused, naming file and attribute."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     bad = _write_raw_ct(inputs / "bad.dcm", **{keyword: HOSTILE[case]})
     good = write_ct(inputs / "good.dcm", study=uid(10), series=uid(11), sop=uid(12))
-    store = tmp_path / "store"
     before = _files_outside(tmp_path, store)
-    report = ingest([inputs], store)
+    report = ingested(store, [inputs])
     assert [r.status for r in report.results] == ["failed", "stored"]
     failure = report.results[0]
     assert isinstance(failure.exception, UnsafeUidError)
@@ -69,18 +70,18 @@ def test_hostile_uid_is_refused(keyword: str, case: str, tmp_path: Path) -> None
     assert good.exists()
 
 
-def test_missing_study_uid(tmp_path: Path) -> None:
+def test_missing_study_uid(tmp_path: Path, store: str) -> None:
     """A file without StudyInstanceUID is refused by name."""
     ds = make_ct(study=uid(1), series=uid(2), sop=uid(3))
     del ds.StudyInstanceUID
     path = tmp_path / "nostudy.dcm"
     ds.save_as(path, enforce_file_format=True)
-    (result,) = ingest([path], tmp_path / "store").results
+    (result,) = ingested(store, [path]).results
     assert isinstance(result.exception, MissingUidError)
     assert "StudyInstanceUID" in (result.error or "")
 
 
-def test_not_dicom_and_truncated(tmp_path: Path) -> None:
+def test_not_dicom_and_truncated(tmp_path: Path, store: str) -> None:
     """Text files and files cut short are reported; the good file between them is stored."""
     text = tmp_path / "a_notes.txt"
     text.write_text("not an image\n" * 20)
@@ -91,8 +92,8 @@ def test_not_dicom_and_truncated(tmp_path: Path) -> None:
     whole.unlink()
     empty = tmp_path / "d_empty.dcm"
     empty.write_bytes(b"")
-    report = ingest(
-        [tmp_path / name for name in sorted(p.name for p in tmp_path.iterdir())], tmp_path / "store"
+    report = ingested(
+        store, [tmp_path / name for name in sorted(p.name for p in tmp_path.iterdir())]
     )
     statuses = {r.path.name: (r.status, type(r.exception)) for r in report.results}
     assert statuses["a_notes.txt"] == ("failed", NotDicomError)
@@ -102,9 +103,9 @@ def test_not_dicom_and_truncated(tmp_path: Path) -> None:
     assert not report.ok
 
 
-def test_unreadable_path_is_reported(tmp_path: Path) -> None:
+def test_unreadable_path_is_reported(tmp_path: Path, store: str) -> None:
     """A path that does not exist is one failure, not a crash."""
-    (result,) = ingest([tmp_path / "missing.dcm"], tmp_path / "store").results
+    (result,) = ingested(store, [tmp_path / "missing.dcm"]).results
     assert result.status == "failed"
     assert "missing.dcm" in (result.error or "")
 

@@ -7,6 +7,7 @@ anyone can run, never by timed unit tests).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,13 +26,17 @@ CASES = {
 }
 
 
+@pytest.mark.local  # each benchmark makes its stores on disk, the ingest one in a subprocess
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benchmark_runs(name: str, tmp_path: Path) -> None:
+    """The benchmark completes on tiny inputs and prints its Markdown table."""
     if name == "update" and shutil.which("dcmodify") is None:
         pytest.skip("the update benchmark compares with DCMTK's dcmodify (.ci/run installs it)")
     arguments, column = CASES[name]
     if name in {"ingest", "export"}:
         arguments = [*arguments, "--workdir", str(tmp_path)]
+    if name == "ingest":  # not over the results of a real run
+        arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{name}.py"), *arguments],
         capture_output=True,
@@ -43,3 +48,5 @@ def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert column in result.stdout
     assert "| ---" in result.stdout
+    if name == "ingest":
+        assert len(json.loads((tmp_path / "ingest.json").read_text())) == 5

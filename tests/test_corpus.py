@@ -9,12 +9,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomweb_archive import ingest, reconstruct_p10
+from dicomweb_archive import Archive, ingest, reconstruct_p10
 from dicomweb_archive.dicom.parts import InlineLimits
-from dicomweb_archive.dicom.recompress import SOURCE_TYPES, rebuilds_original
+from dicomweb_archive.dicom.recompress import SOURCE_TYPES
 from dicomweb_archive.errors import MissingUidError, NotDicomError, TruncatedError
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.instance import read_info, read_instance_metadata, study_uids
+from dicomweb_archive.store.keys import STUDIES_INDEX
+from dicomweb_archive.store.storage import from_json_gz
 from tests.conftest import corpus_files, corpus_id
 from tests.parts_helpers import assert_same_instance, rebuild
 
@@ -75,53 +76,54 @@ def _sha(data: bytes) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CORPUS, ids=corpus_id)
-def test_corpus_file_round_trips(path: Path, tmp_path: Path) -> None:
+def test_corpus_file_round_trips(path: Path, store: str) -> None:
     """Each readable file is stored with its frames and rebuilt byte for byte."""
-    store = tmp_path / "store"
-    report = ingest([path], store)
-    (result,) = report.results
-    name = corpus_id(path)
-    if name in NOT_INGESTED:
-        expected, _reason = NOT_INGESTED[name]
-        assert result.status == "failed"
-        assert isinstance(result.exception, expected), result.error
-        assert result.error is not None and str(path) in result.error
-        studies = store / "studies"
-        assert not studies.exists() or not any(p.is_dir() for p in studies.iterdir())
-        return
-    assert result.status == "stored", result.error
-    assert result.key is not None
-    layout = StoreLayout(store)
-    key = result.key
-    info = read_json_gz(layout.info(key.study, key.series, key.sop))
-    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))
-    assert read_json_gz(layout.series_metadata(key.study, key.series)) == metadata
-    for path_ in (
-        layout.studies_index,
-        layout.study_index(key.study),
-        layout.series_index(key.study),
-        layout.series_singleton(key.study, key.series),
-        layout.instances_index(key.study, key.series),
-    ):
-        assert path_.is_file(), path_
-    ds = pydicom.dcmread(path, force=True, stop_before_pixels=False)
-    if "PixelData" in ds:
-        if name in FRAME_COUNT_EXCEPTIONS:
-            expected_frames = FRAME_COUNT_EXCEPTIONS[name][0]
-        else:
-            expected_frames = int(ds.get("NumberOfFrames") or 1)
-        assert len(info["frames"]) == expected_frames
-        for number in range(1, expected_frames + 1):
-            assert layout.frame(key.study, key.series, key.sop, number).is_file()
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [path])
+        (result,) = report.results
+        name = corpus_id(path)
+        storage, keys = archive.storage, archive.keys
+        if name in NOT_INGESTED:
+            expected, _reason = NOT_INGESTED[name]
+            assert result.status == "failed"
+            assert isinstance(result.exception, expected), result.error
+            assert result.error is not None and str(path) in result.error
+            assert not study_uids(storage)
+            return
+        assert result.status == "stored", result.error
+        assert result.key is not None
+        key = result.key
+        info = read_info(storage, keys, key)
+        metadata = [read_instance_metadata(storage, keys, key)]
+        series_metadata = keys.series_metadata(key.study, key.series)
+        assert from_json_gz(storage.get(series_metadata)) == metadata
+        for object_key in (
+            STUDIES_INDEX,
+            keys.study_index(key.study),
+            keys.series_index(key.study),
+            keys.series_singleton(key.study, key.series),
+            keys.instances_index(key.study, key.series),
+        ):
+            assert storage.head(object_key) is not None, object_key
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=False)
+        if "PixelData" in ds:
+            if name in FRAME_COUNT_EXCEPTIONS:
+                expected_frames = FRAME_COUNT_EXCEPTIONS[name][0]
+            else:
+                expected_frames = int(ds.get("NumberOfFrames") or 1)
+            assert len(info.frames) == expected_frames
+            for number in range(1, expected_frames + 1):
+                frame = keys.frame(key.study, key.series, key.sop, number)
+                assert storage.head(frame) is not None, frame
+        rebuilt = reconstruct_p10(archive, key.sop)
     original = path.read_bytes()
-    rebuilt = reconstruct_p10(store, key.sop)
-    if rebuilds_original(info):  # frames as received, or native frames recompressed
+    if info.rebuilds_original():  # frames as received, or native frames recompressed
         assert _sha(rebuilt) == _sha(original)
     else:  # JPEG 2000 recompressed to JPEG-LS by default: pixel and attribute identical
-        assert info["original"]["transfer_syntax_uid"] in SOURCE_TYPES["jp2"]
+        assert info.original.transfer_syntax_uid in SOURCE_TYPES["jp2"]
         assert_same_instance(rebuilt, original)
-    assert info["original"]["sha256"] == _sha(original)
-    assert info["original"]["size"] == len(original)
+    assert info.original.sha256 == _sha(original)
+    assert info.original.size == len(original)
 
 
 @pytest.mark.slow

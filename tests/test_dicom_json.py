@@ -11,9 +11,8 @@ import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
 
-from dicomweb_archive import ingest
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive import Archive, ingest
+from dicomweb_archive.store.instance import read_instance_metadata
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -35,19 +34,18 @@ def _path(name: str) -> Path:
     return Path(str(get_testdata_file(name)))
 
 
-def _metadata(path: Path, store: Path) -> dict[str, Any]:
-    report = ingest([path], store)
-    key = report.results[0].key
-    assert key is not None, report.results[0].error
-    value = read_json_gz(StoreLayout(store).instance_metadata(key.study, key.series, key.sop))
-    result: dict[str, Any] = value[0]
-    return result
+def _metadata(path: Path, store: str) -> dict[str, Any]:
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [path])
+        key = report.results[0].key
+        assert key is not None, report.results[0].error
+        return read_instance_metadata(archive.storage, archive.keys, key)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
-def test_json_matches_golden(name: str, tmp_path: Path, update_golden: bool) -> None:
+def test_json_matches_golden(name: str, store: str, update_golden: bool) -> None:
     """The instance JSON equals the reviewed golden file."""
-    ours = _metadata(_path(name), tmp_path)
+    ours = _metadata(_path(name), store)
     golden = GOLDEN / f"{name}.json"
     text = json.dumps(ours, indent=1, ensure_ascii=False) + "\n"
     if update_golden:
@@ -82,10 +80,10 @@ def _normalise(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
-def test_json_agrees_with_pydicom(name: str, tmp_path: Path) -> None:
+def test_json_agrees_with_pydicom(name: str, store: str) -> None:
     """Apart from the explained differences, our JSON is pydicom's to_json_dict."""
     path = _path(name)
-    ours = _metadata(path, tmp_path)
+    ours = _metadata(path, store)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = pydicom.dcmread(path).to_json_dict()
@@ -93,17 +91,17 @@ def test_json_agrees_with_pydicom(name: str, tmp_path: Path) -> None:
     assert ours == theirs
 
 
-def test_person_name_groups(tmp_path: Path) -> None:
+def test_person_name_groups(store: str) -> None:
     """PN values are objects with the component groups present in the file (PS3.18 F.2.4)."""
-    ours = _metadata(_path("chrH31.dcm"), tmp_path)
+    ours = _metadata(_path("chrH31.dcm"), store)
     name = ours["00100010"]["Value"][0]
     assert set(name) == {"Alphabetic", "Ideographic", "Phonetic"}
     assert name["Alphabetic"] == "Yamada^Tarou"
 
 
-def test_ds_is_are_numbers(tmp_path: Path) -> None:
+def test_ds_is_are_numbers(store: str) -> None:
     """DS and IS are JSON numbers (PS3.18 F.2.3.1); group 0002 is not in the metadata."""
-    ours = _metadata(_path("CT_small.dcm"), tmp_path)
+    ours = _metadata(_path("CT_small.dcm"), store)
     assert ours["00180050"] == {"vr": "DS", "Value": [5.0]}  # SliceThickness "5.000000"
     assert ours["00200013"] == {"vr": "IS", "Value": [1]}
     assert not any(key.startswith("0002") for key in ours)

@@ -8,10 +8,9 @@ import pytest
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.uid import UID, JPEGBaseline8Bit, RLELossless
 
-from dicomweb_archive import ingest, reconstruct_p10
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.layout import StoreLayout
-from dicomweb_archive.store.multipart import read_part
+from dicomweb_archive import Archive, ingest, reconstruct_p10
+from dicomweb_archive.store.instance import InstanceKey, read_info, read_instance_metadata
+from dicomweb_archive.store.multipart import parse_part
 from tests.factory import make_ct, uid
 
 #: Opaque "codestreams": frame splitting never decodes, so any bytes do; JPEG-like ones start
@@ -59,21 +58,24 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("syntax", [JPEGBaseline8Bit, RLELossless], ids=["jpeg", "rle"])
-def test_frames_and_round_trip(case: str, syntax: UID, tmp_path: Path) -> None:
+def test_frames_and_round_trip(case: str, syntax: UID, tmp_path: Path, store: str) -> None:
     """Each frame file holds exactly one frame; the file is rebuilt byte for byte."""
     pixel_data, extra = CASES[case]()
     path = _write(tmp_path / "enc.dcm", pixel_data, syntax, **extra)
-    report = ingest([path], tmp_path / "store")
-    assert report.ok, report.results[0].error
-    layout = StoreLayout(tmp_path / "store")
-    info = read_json_gz(layout.info(uid(1), uid(2), uid(3)))
-    assert len(info["frames"]) == len(FRAMES)
-    for number, frame in enumerate(FRAMES, start=1):
-        content_type, payload = read_part(layout.frame(uid(1), uid(2), uid(3), number))
-        # A stored frame is its fragments as received, with the even-length padding byte
-        # encapsulation adds (PS3.5 A.4); decoders ignore bytes after the end of image.
-        assert payload == frame + b"\0" * (len(frame) % 2)
-        assert content_type.endswith(f"transfer-syntax={syntax}")
-    assert reconstruct_p10(tmp_path / "store", uid(3)) == path.read_bytes()
-    meta = read_json_gz(layout.instance_metadata(uid(1), uid(2), uid(3)))[0]
+    key = InstanceKey(uid(1), uid(2), uid(3))
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [path])
+        assert report.ok, report.results[0].error
+        storage, keys = archive.storage, archive.keys
+        info = read_info(storage, keys, key)
+        assert len(info.frames) == len(FRAMES)
+        for number, frame in enumerate(FRAMES, start=1):
+            name = keys.frame(key.study, key.series, key.sop, number)
+            content_type, payload = parse_part(storage.get(name), source=name)
+            # A stored frame is its fragments as received, with the even-length padding byte
+            # encapsulation adds (PS3.5 A.4); decoders ignore bytes after the end of image.
+            assert payload == frame + b"\0" * (len(frame) % 2)
+            assert content_type.endswith(f"transfer-syntax={syntax}")
+        assert reconstruct_p10(archive, uid(3)) == path.read_bytes()
+        meta = read_instance_metadata(storage, keys, key)
     assert meta["00083002"] == {"vr": "UI", "Value": [str(syntax)]}

@@ -15,17 +15,20 @@ import pytest
 from pydicom.fileset import FileSet
 from typer.testing import CliRunner
 
-from dicomweb_archive import ingest
+from dicomweb_archive import Archive, ingest
 from dicomweb_archive.cli.main import PART10_APP, app
 from dicomweb_archive.errors import BadQueryError, NoSuchStudyError
 from dicomweb_archive.index.queries import parse_filters
 from dicomweb_archive.ops.export import Selection, export, member_name
+from dicomweb_archive.store.keys import StoreKeys
 from tests.conftest import corpus_files, corpus_id
 from tests.factory import uid, write_ct, write_series
 from tests.parts_helpers import assert_same_instance
+from tests.stores import ingested
 from tests.test_corpus import NOT_INGESTED
 
 DCMDUMP = shutil.which("dcmdump")
+KEYS = StoreKeys()
 runner = CliRunner()
 
 
@@ -43,15 +46,14 @@ def _dcmdump_ok(path: Path) -> bool:
 @pytest.mark.parametrize(
     "path", [p for p in corpus_files() if corpus_id(p) not in NOT_INGESTED], ids=corpus_id
 )
-def test_corpus_exports_byte_identical(path: Path, tmp_path: Path) -> None:
+def test_corpus_exports_byte_identical(path: Path, tmp_path: Path, store: str) -> None:
     """Every ingestible corpus file comes back with the same SHA-256, or pixel-identical where
     its compressed original was recompressed (and dcmdump agrees)."""
-    store = tmp_path / "store"
-    key = ingest([path], store).results[0].key
-    assert key is not None
-    report = export(
-        store, Selection(study=key.study, series=key.series, sops=(key.sop,)), out=tmp_path / "out"
-    )
+    with Archive.open_or_create(store) as archive:
+        key = ingest(archive, [path]).results[0].key
+        assert key is not None
+        selection = Selection(study=key.study, series=key.series, sops=(key.sop,))
+        report = export(archive, selection, out=tmp_path / "out")
     assert report.ok, report.failures
     exported = tmp_path / "out" / member_name(key)
     if report.items[0].recompressed:  # a JPEG 2000 original, stored as JPEG-LS by default
@@ -72,7 +74,8 @@ def test_dcmdump_is_installed_in_ci() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, list[Path]]:
+def filled(tmp_path: Path, store: str) -> tuple[str, list[Path]]:
+    """A store of three studies (two of patient P1), and the files ingested."""
     files = [
         *write_series(tmp_path / "in" / "a", count=3, patient_id="P1"),
         *write_series(tmp_path / "in" / "b", count=2, patient_id="P2"),
@@ -86,9 +89,8 @@ def store(tmp_path: Path) -> tuple[Path, list[Path]]:
             patient_name="ROE^ANN",
         ),
     ]
-    root = tmp_path / "store"
-    assert ingest(files, root).ok
-    return root, files
+    assert ingested(store, files).ok
+    return store, files
 
 
 def _by_sop(files: list[Path]) -> dict[str, bytes]:
@@ -98,25 +100,27 @@ def _by_sop(files: list[Path]) -> dict[str, bytes]:
     }
 
 
-def test_zip_stream_and_file(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_zip_stream_and_file(filled: tuple[str, list[Path]], tmp_path: Path) -> None:
     """A zip (file or non-seekable stream) holds each instance byte for byte; pydicom reads it."""
-    root, files = store
+    root, files = filled
     originals = _by_sop(files)
-    report = export(root, Selection(patient_id="P1"), zip_file=tmp_path / "p1.zip")
-    assert report.ok and len(report.items) == 4
     buffer = io.BytesIO()
-    export(root, Selection(patient_id="P1"), zip_file=buffer)
-    for archive in (zipfile.ZipFile(tmp_path / "p1.zip"), zipfile.ZipFile(buffer)):
-        for name in archive.namelist():
-            data = archive.read(name)
+    with Archive.open(root) as archive:
+        report = export(archive, Selection(patient_id="P1"), zip_file=tmp_path / "p1.zip")
+        assert report.ok and len(report.items) == 4
+        export(archive, Selection(patient_id="P1"), zip_file=buffer)
+    for zipped in (zipfile.ZipFile(tmp_path / "p1.zip"), zipfile.ZipFile(buffer)):
+        for name in zipped.namelist():
+            data = zipped.read(name)
             ds = pydicom.dcmread(io.BytesIO(data))
             assert data == originals[str(ds.SOPInstanceUID)]
 
 
-def test_dicomdir_media(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_dicomdir_media(filled: tuple[str, list[Path]], tmp_path: Path) -> None:
     """--dicomdir writes media that pydicom's FileSet opens, with every instance."""
-    root, _files = store
-    report = export(root, Selection(patient_id="P1"), out=tmp_path / "cd", dicomdir=True)
+    root, _files = filled
+    with Archive.open(root) as archive:
+        report = export(archive, Selection(patient_id="P1"), out=tmp_path / "cd", dicomdir=True)
     assert report.ok
     fileset = FileSet(tmp_path / "cd" / "DICOMDIR")
     assert len(fileset) == 4
@@ -125,57 +129,70 @@ def test_dicomdir_media(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
 
 
 def test_selection_by_series_instances_and_query(
-    store: tuple[Path, list[Path]], tmp_path: Path
+    filled: tuple[str, list[Path]], tmp_path: Path
 ) -> None:
     """Study, series, instances, patient and query select what they say."""
-    root, _ = store
-    one = export(root, Selection(study=uid(7), series=uid(8), sops=(uid(9),)), out=tmp_path / "1")
-    assert [i.key.sop for i in one.items] == [uid(9)]
-    roe = export(root, Selection(query=parse_filters(["PatientName=roe*"])), out=tmp_path / "2")
-    assert [i.key.study for i in roe.items] == [uid(7)]
-    dated = export(
-        root, Selection(query=parse_filters(["StudyDate=20230101-20241231"])), out=tmp_path / "3"
-    )
-    assert len(dated.items) == 6
-    with pytest.raises(NoSuchStudyError):
-        export(root, Selection(study=uid(7), series=uid(99)), out=tmp_path / "4")
-    with pytest.raises(NoSuchStudyError):
-        export(root, Selection(query=parse_filters(["PatientID=NOBODY"])), out=tmp_path / "5")
+    root, _ = filled
+    with Archive.open(root) as archive:
+        one = export(
+            archive, Selection(study=uid(7), series=uid(8), sops=(uid(9),)), out=tmp_path / "1"
+        )
+        assert [i.key.sop for i in one.items] == [uid(9)]
+        roe = export(
+            archive, Selection(query=parse_filters(["PatientName=roe*"])), out=tmp_path / "2"
+        )
+        assert [i.key.study for i in roe.items] == [uid(7)]
+        dated = export(
+            archive,
+            Selection(query=parse_filters(["StudyDate=20230101-20241231"])),
+            out=tmp_path / "3",
+        )
+        assert len(dated.items) == 6
+        with pytest.raises(NoSuchStudyError):
+            export(archive, Selection(study=uid(7), series=uid(99)), out=tmp_path / "4")
+        with pytest.raises(NoSuchStudyError):
+            export(
+                archive, Selection(query=parse_filters(["PatientID=NOBODY"])), out=tmp_path / "5"
+            )
     with pytest.raises(BadQueryError):
         parse_filters(["Colour=blue"])
 
 
-def test_damaged_instance_is_not_exported(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_damaged_instance_is_not_exported(filled: tuple[str, list[Path]], tmp_path: Path) -> None:
     """A flipped frame byte makes that instance fail; nothing wrong is written."""
-    root, _ = store
-    frame = next((root / "studies" / uid(7)).rglob("2.mht"))
-    data = bytearray(frame.read_bytes())
-    data[-100] ^= 0xFF
-    frame.write_bytes(bytes(data))
-    report = export(root, Selection(study=uid(7)), out=tmp_path / "out")
+    root, _ = filled
+    with Archive.open(root) as archive:
+        storage = archive.storage
+        frame = next(
+            i.key for i in storage.list_prefix(KEYS.study(uid(7))) if i.key.endswith("/2.mht")
+        )
+        data = bytearray(storage.get(frame))
+        data[-100] ^= 0xFF
+        storage.put(frame, bytes(data))
+        report = export(archive, Selection(study=uid(7)), out=tmp_path / "out")
     assert not report.ok and "frame 2" in (report.failures[0].error or "")
     assert not any((tmp_path / "out").rglob("*.dcm"))
 
 
-def test_cli_part10(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_cli_part10(filled: tuple[str, list[Path]], tmp_path: Path) -> None:
     """mkdicomwebpart10 STUDY writes the files; export - streams a zip; errors exit 1/2."""
-    root, _ = store
-    result = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path / "o"), uid(7)])
+    root, _ = filled
+    result = runner.invoke(PART10_APP, ["-o", root, "--out", str(tmp_path / "o"), uid(7)])
     assert result.exit_code == 0, result.output
     assert "1 instances exported byte-identical" in result.stdout
     assert (tmp_path / "o" / uid(7) / uid(8) / f"{uid(9)}.dcm").is_file()
-    streamed = runner.invoke(app, ["export", "-o", str(root), "--out", "-", "--patient-id", "P2"])
+    streamed = runner.invoke(app, ["export", "-o", root, "--out", "-", "--patient-id", "P2"])
     assert streamed.exit_code == 0
     assert len(zipfile.ZipFile(io.BytesIO(streamed.stdout_bytes)).namelist()) == 2
-    missing = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path), uid(55)])
+    missing = runner.invoke(PART10_APP, ["-o", root, "--out", str(tmp_path), uid(55)])
     assert missing.exit_code == 1 and "not in the store" in missing.stderr
-    bad = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path), "--query", "X=1"])
+    bad = runner.invoke(PART10_APP, ["-o", root, "--out", str(tmp_path), "--query", "X=1"])
     assert bad.exit_code == 2
-    nothing = runner.invoke(PART10_APP, ["-o", str(root), "--out", str(tmp_path)])
+    nothing = runner.invoke(PART10_APP, ["-o", root, "--out", str(tmp_path)])
     assert nothing.exit_code == 2
 
 
-def test_export_memory_is_bounded_by_a_frame(tmp_path: Path) -> None:
+def test_export_memory_is_bounded_by_a_frame(tmp_path: Path, store: str) -> None:
     """Exporting a 48-frame instance peaks at a few frames of memory, not the file size."""
     import tracemalloc
 
@@ -188,14 +205,14 @@ def test_export_memory_is_bounded_by_a_frame(tmp_path: Path) -> None:
         rows=512,
         columns=512,
     )
-    store = tmp_path / "store"
-    ingest([path], store)
     frame = 512 * 512 * 2
-    export(store, Selection(study=uid(1)), out=tmp_path / "warm")  # imports, caches
-    tracemalloc.start()
-    report = export(store, Selection(study=uid(1)), out=tmp_path / "out")
-    _current, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, [path])
+        export(archive, Selection(study=uid(1)), out=tmp_path / "warm")  # imports, caches
+        tracemalloc.start()
+        report = export(archive, Selection(study=uid(1)), out=tmp_path / "out")
+        _current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     assert report.ok and path.stat().st_size > 40 * frame
     assert peak < 4 * frame, peak
 
@@ -211,7 +228,7 @@ TRANSCODE_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(TRANSCODE_CASES))
-def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path) -> None:
+def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path, store: str) -> None:
     """--transfer-syntax 1.2.840.10008.1.2.1 decodes frames to the native file's pixels."""
     import numpy as np
 
@@ -220,15 +237,15 @@ def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path) -> None:
     native = pydicom.data.get_testdata_file(native_name, download=False)
     if native is None:
         pytest.skip(f"{native_name} is not in this pydicom's corpus")
-    store = tmp_path / "store"
-    key = ingest([source], store).results[0].key
-    assert key is not None
-    report = export(
-        store,
-        Selection(study=key.study),
-        out=tmp_path / "out",
-        transfer_syntax="1.2.840.10008.1.2.1",
-    )
+    with Archive.open_or_create(store) as archive:
+        key = ingest(archive, [source]).results[0].key
+        assert key is not None
+        report = export(
+            archive,
+            Selection(study=key.study),
+            out=tmp_path / "out",
+            transfer_syntax="1.2.840.10008.1.2.1",
+        )
     assert report.ok and report.items[0].transcoded
     written = tmp_path / "out" / member_name(key)
     ds = pydicom.dcmread(written)
@@ -238,14 +255,14 @@ def test_transcode_to_explicit_little_endian(name: str, tmp_path: Path) -> None:
         assert _dcmdump_ok(written)
 
 
-def test_transcode_refuses_lossy_targets(store: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_transcode_refuses_lossy_targets(filled: tuple[str, list[Path]], tmp_path: Path) -> None:
     """A lossy target (JPEG Baseline) is a usage error: export never loses pixels."""
     from dicomweb_archive.errors import UsageError
 
-    root, _ = store
+    root, _ = filled
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match="can transcode to"):
-        export(root, Selection(study=uid(7)), out=out, transfer_syntax="1.2.840.10008.1.2.4.50")
+    with Archive.open(root) as archive, pytest.raises(UsageError, match="can transcode to"):
+        export(archive, Selection(study=uid(7)), out=out, transfer_syntax="1.2.840.10008.1.2.4.50")
     assert not out.exists() or not list(out.iterdir())
 
 
@@ -260,17 +277,22 @@ def test_transcode_refuses_lossy_targets(store: tuple[Path, list[Path]], tmp_pat
     ids=["jpeg-ls", "jpeg2000", "htj2k", "rle"],
 )
 @pytest.mark.parametrize("name", ["MR_small.dcm", "SC_rgb_rle_2frame.dcm", "CT_small.dcm"])
-def test_transcode_to_lossless_compressed(name: str, syntax: str, tmp_path: Path) -> None:
+def test_transcode_to_lossless_compressed(
+    name: str, syntax: str, tmp_path: Path, store: str
+) -> None:
     """Compressed lossless targets: every frame decodes to the original pixels."""
     import numpy as np
 
-    from dicomweb_archive.dicom.codecs import PixelDescription, decode_frame
+    from dicomweb_archive.dicom.codecs import decode_frame
+    from dicomweb_archive.model.pixel import PixelDescription
 
     source = Path(str(pydicom.data.get_testdata_file(name, download=False)))
-    store = tmp_path / "store"
-    key = ingest([source], store).results[0].key
-    assert key is not None
-    report = export(store, Selection(study=key.study), out=tmp_path / "out", transfer_syntax=syntax)
+    with Archive.open_or_create(store) as archive:
+        key = ingest(archive, [source]).results[0].key
+        assert key is not None
+        report = export(
+            archive, Selection(study=key.study), out=tmp_path / "out", transfer_syntax=syntax
+        )
     assert report.ok, report.failures
     written = pydicom.dcmread(tmp_path / "out" / member_name(key))
     assert written.file_meta.TransferSyntaxUID == syntax

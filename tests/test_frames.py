@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,15 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicomweb_archive import ingest
+from dicomweb_archive import Archive, ingest
 from dicomweb_archive.dicom.codecs import HTJ2K_LOSSLESS, JPEG_LS_LOSSLESS
 from dicomweb_archive.dicom.frames import media_type
-from dicomweb_archive.dicom.recompress import (
-    SOURCE_TYPES,
-    Recompression,
-    frame_media_type,
-    frame_syntax,
-    is_recompressed,
-    stored_syntaxes,
-)
-from dicomweb_archive.ops.ingest import PipelineOptions
-from dicomweb_archive.store.files import read_json_gz
-from dicomweb_archive.store.layout import StoreLayout
-from dicomweb_archive.store.multipart import read_part
+from dicomweb_archive.dicom.recompress import SOURCE_TYPES, Recompression
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.store.instance import read_info, read_instance_metadata
+from dicomweb_archive.store.multipart import parse_part
+from dicomweb_archive.store.storage import from_json_gz
 from tests.conftest import corpus_files, corpus_id
 
 
@@ -73,21 +68,41 @@ def _policy(target: str) -> Recompression | None:
     return None if syntax is None else Recompression(EVERY_SOURCE, syntax, syntax)
 
 
+def _recorded_media_type(info: InfoRecord, number: int) -> str:
+    """The Content-Type the info record gives stored frame ``number``: its own transfer
+    syntax's where frames differ, else the instance's."""
+    syntax = info.frames[number - 1].transfer_syntax_uid
+    return media_type(syntax) if syntax is not None else info.stored.media_type
+
+
+def _only_info(archive: Archive) -> InfoRecord:
+    """The info record of a store holding one instance."""
+    (name,) = [
+        i.key for i in archive.storage.list_prefix("studies/") if i.key.endswith("/info.json.gz")
+    ]
+    return InfoRecord.from_json(from_json_gz(archive.storage.get(name)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", sorted(TARGETS))
 @pytest.mark.parametrize("path", DECODABLE, ids=corpus_id)
-def test_stored_frames_decode_like_original(path: Path, target: str, tmp_path: Path) -> None:
+def test_stored_frames_decode_like_original(path: Path, target: str, store: str) -> None:
     """Frame n of the store, decoded by pydicom (pylibjpeg's decoders, not the encoders'
     libraries for JPEG-LS), equals pixel_array[n] of the original, whatever the target; each
     frame's content type names its transfer syntax, 0008,3002 lists them, and a frame of a
     recompressed source type that was kept as received is reported in the info record."""
     options = PipelineOptions(recompression=_policy(target))
-    report = ingest([path], tmp_path, options=options)
-    key = report.results[0].key
-    assert key is not None
-    layout = StoreLayout(tmp_path)
-    info = read_json_gz(layout.info(key.study, key.series, key.sop))
-    metadata = read_json_gz(layout.instance_metadata(key.study, key.series, key.sop))[0]
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [path], options=options)
+        key = report.results[0].key
+        assert key is not None
+        storage, keys = archive.storage, archive.keys
+        info = read_info(storage, keys, key)
+        metadata = read_instance_metadata(storage, keys, key)
+        stored: dict[int, tuple[str, memoryview]] = {}
+        for number in range(1, len(info.frames) + 1):
+            name = keys.frame(key.study, key.series, key.sop, number)
+            stored[number] = parse_part(storage.get(name), source=name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         original = pydicom.dcmread(path)
@@ -95,24 +110,24 @@ def test_stored_frames_decode_like_original(path: Path, target: str, tmp_path: P
         frames = int(original.get("NumberOfFrames") or 1)
     if frames == 1:
         expected = expected[np.newaxis]
-    assert len(info["frames"]) == frames
-    assert metadata["00083002"] == {"vr": "UI", "Value": stored_syntaxes(info)}
-    received = info["original"]["transfer_syntax_uid"]
+    assert len(info.frames) == frames
+    assert metadata["00083002"] == {"vr": "UI", "Value": info.stored_syntaxes()}
+    received = info.original.transfer_syntax_uid
     kept = 0
     for number in range(1, frames + 1):
-        content_type, payload = read_part(layout.frame(key.study, key.series, key.sop, number))
-        syntax = frame_syntax(info, number)
-        assert content_type == frame_media_type(info, number)
+        content_type, payload = stored[number]
+        syntax = info.frame_syntax(number)
+        assert content_type == _recorded_media_type(info, number)
         assert content_type == media_type(syntax)
-        kept += not is_recompressed(info["frames"][number - 1])
+        kept += not info.frames[number - 1].recompressed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             decoded = _frame_array(original, bytes(payload), content_type)
         np.testing.assert_array_equal(decoded, expected[number - 1])
     if target != "none" and received in EVERY_SOURCE and kept:
-        assert any("kept as received" in w for w in info["warnings"]), info["warnings"]
+        assert any("kept as received" in w for w in info.warnings), info.warnings
     if target == "none":
-        assert kept == frames and stored_syntaxes(info) == [info["stored"]["transfer_syntax_uid"]]
+        assert kept == frames and info.stored_syntaxes() == [info.stored.transfer_syntax_uid]
 
 
 #: Files every lossless target recompresses, one per kind of source.
@@ -138,23 +153,22 @@ KEPT = {
 
 
 @pytest.mark.parametrize("target", ["jls", "htj2k"])
-def test_recompression_is_not_vacuous(target: str, tmp_path: Path) -> None:
+def test_recompression_is_not_vacuous(target: str, new_store: Callable[[str], str]) -> None:
     """The kinds of source the parametrized test covers are really recompressed."""
     names = {p.name: p for p in DECODABLE}
+    options = PipelineOptions(recompression=_policy(target))
     for name in RECOMPRESSED:
-        store = tmp_path / f"{name}-{target}"
-        ingest([names[name]], store, options=PipelineOptions(recompression=_policy(target)))
-        (info_path,) = store.rglob("info.json.gz")
-        info = read_json_gz(info_path)
-        assert all(is_recompressed(f) for f in info["frames"]), (name, info["warnings"])
-        assert stored_syntaxes(info) == [TARGETS[target]]
+        with Archive.open_or_create(new_store(f"{name}-{target}")) as archive:
+            ingest(archive, [names[name]], options=options)
+            info = _only_info(archive)
+        assert all(f.recompressed for f in info.frames), (name, info.warnings)
+        assert info.stored_syntaxes() == [TARGETS[target]]
     for name, reason in KEPT.items():
-        store = tmp_path / f"kept-{name}-{target}"
-        ingest([names[name]], store, options=PipelineOptions(recompression=_policy(target)))
-        (info_path,) = store.rglob("info.json.gz")
-        info = read_json_gz(info_path)
-        assert not any(is_recompressed(f) for f in info["frames"]), name
-        assert any(reason in w and "kept as received" in w for w in info["warnings"]), name
+        with Archive.open_or_create(new_store(f"kept-{name}-{target}")) as archive:
+            ingest(archive, [names[name]], options=options)
+            info = _only_info(archive)
+        assert not any(f.recompressed for f in info.frames), name
+        assert any(reason in w and "kept as received" in w for w in info.warnings), name
 
 
 def test_corpus_has_many_decodable_files() -> None:

@@ -12,7 +12,15 @@ from dicomweb_archive import Archive, ingest, reconstruct_p10, reindex
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 from dicomweb_archive.store.keys import STUDIES_INDEX, StoreKeys
 from tests.factory import uid, write_ct, write_series
-from tests.stores import etags, index_dump, keys_under, read_json, size, tree_hashes
+from tests.stores import (
+    etags,
+    index_dump,
+    ingested,
+    keys_under,
+    read_json,
+    size,
+    tree_hashes,
+)
 
 KEYS = StoreKeys()
 
@@ -31,11 +39,6 @@ def two_studies(tmp_path: Path) -> list[Path]:
         columns=9,
     )
     return [*first, *second, multi]
-
-
-def _ingest(store: str, files: list[Path], **kwargs: object) -> object:
-    with Archive.open_or_create(store) as archive:
-        return ingest(archive, files, **kwargs)  # type: ignore[arg-type]
 
 
 def test_store_files_and_counts(two_studies: list[Path], tmp_path: Path, store: str) -> None:
@@ -58,7 +61,7 @@ def test_store_files_and_counts(two_studies: list[Path], tmp_path: Path, store: 
 
 def test_reingest_changes_nothing(two_studies: list[Path], tmp_path: Path, store: str) -> None:
     """Ingesting the same files again leaves every byte and row as it was."""
-    _ingest(store, [tmp_path / "in"])
+    ingested(store, [tmp_path / "in"])
     before, rows = tree_hashes(store, private=False), index_dump(store)
     with Archive.open(store) as archive:
         report = ingest(archive, [tmp_path / "in"])
@@ -71,7 +74,7 @@ def test_new_instance_updates_only_its_study(tmp_path: Path, store: str) -> None
     """A new instance of a study rewrites that study's files, not the other studies'."""
     a = write_series(tmp_path / "a", count=2, patient_id="P1")
     b = write_series(tmp_path / "b", count=2, patient_id="P2")
-    _ingest(store, [*a, *b])
+    ingested(store, [*a, *b])
     study_b = _study_of(b[0])
     b_files = etags(store, KEYS.study(study_b))
     extra = write_series(tmp_path / "a", count=3, patient_id="P1", prefix="XX")[2]
@@ -135,10 +138,10 @@ def test_deterministic_whatever_the_order(
 ) -> None:
     """Two ingests of the same files in different orders and batches give identical stores."""
     one, two = new_store("one"), new_store("two")
-    _ingest(one, two_studies)
+    ingested(one, two_studies)
     reversed_files = list(reversed(two_studies))
-    _ingest(two, reversed_files[:2])
-    _ingest(two, reversed_files[2:])
+    ingested(two, reversed_files[:2])
+    ingested(two, reversed_files[2:])
     assert tree_hashes(one) == tree_hashes(two)
     assert index_dump(one) == index_dump(two)
 
@@ -147,7 +150,7 @@ def test_reindex_rebuilds_the_same_index(
     two_studies: list[Path], tmp_path: Path, store: str
 ) -> None:
     """An index rebuilt from the files alone equals the one ingest wrote."""
-    _ingest(store, [tmp_path / "in"])
+    ingested(store, [tmp_path / "in"])
     written = index_dump(store)
     with Archive.open(store) as archive:
         archive.index.replace_studies([], clear_first=True)
@@ -161,7 +164,7 @@ def test_reindex_rebuilds_the_same_index(
 def test_store_size_close_to_input(tmp_path: Path, store: str) -> None:
     """Without recompression the store adds little to the input (no frame copies in info)."""
     files = write_series(tmp_path / "in", count=10, rows=256, columns=256)
-    _ingest(store, files, options=PipelineOptions(recompression=None))
+    ingested(store, files, options=PipelineOptions(recompression=None))
     size_in = sum(p.stat().st_size for p in files)
     assert size(store) <= 1.10 * size_in
 
@@ -171,7 +174,7 @@ def test_input_directory_inside_store_is_skipped(tmp_path: Path) -> None:
     """Ingesting a directory that contains the store never reads the store itself."""
     write_series(tmp_path / "data", count=1)
     store = tmp_path / "data" / "store"
-    _ingest(str(store), [tmp_path / "data"])
+    ingested(str(store), [tmp_path / "data"])
     with Archive.open(store) as archive:
         report = ingest(archive, [tmp_path / "data"])
     assert report.ok and [r.status for r in report.results] == ["unchanged"]

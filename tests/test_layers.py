@@ -1,4 +1,5 @@
-"""The layering of GUIDE.md holds: each library is imported only by the layer that owns it."""
+"""The layering of GUIDE.md holds: each library is imported only by the layer that owns it, and
+nothing outside ``store/`` reads or writes a store's files."""
 
 from __future__ import annotations
 
@@ -19,14 +20,63 @@ OWNERS = {
     "starlette": {"web"},
     "uvicorn": {"cli"},
 }
-#: subpackage -> subpackages it must not import (lower layers never import higher ones)
+#: subpackage (or top-level module) -> subpackages it must not import (lower layers never
+#: import higher ones; ``archive`` is the Archive object, between ops and store/index)
 FORBIDDEN = {
-    "dicom": {"cli", "ops", "store", "index"},
-    "model": {"cli", "ops", "store", "index"},
-    "store": {"cli", "ops", "index"},
-    "index": {"cli", "ops", "store", "dicom"},
+    "dicom": {"cli", "ops", "store", "index", "web", "archive"},
+    "model": {"cli", "ops", "store", "index", "web", "archive"},
+    "store": {"cli", "ops", "index", "web", "archive"},
+    "index": {"cli", "ops", "store", "dicom", "web", "archive"},
+    "archive": {"cli", "ops", "web"},
     "ops": {"cli", "web"},
     "web": {"cli"},
+}
+#: Path methods and os/shutil functions that touch a file system
+PATH_CALLS = {
+    "read_bytes",
+    "write_bytes",
+    "read_text",
+    "write_text",
+    "unlink",
+    "iterdir",
+    "rglob",
+    "glob",
+    "rmdir",
+    "mkdir",
+    "touch",
+    "rename",
+    "symlink_to",
+    "hardlink_to",
+    "chmod",
+}
+OS_CALLS = {
+    "replace",
+    "rename",
+    "remove",
+    "unlink",
+    "link",
+    "listdir",
+    "scandir",
+    "walk",
+    "makedirs",
+    "mkdir",
+    "rmdir",
+    "chmod",
+    "sync",
+    "open",
+    "stat",
+}
+#: receivers whose ``open`` is the store's, not a file's
+STORE_OPENERS = {"Archive", "cls", "storage", "self.storage", "archive.storage", "zipped"}
+#: modules outside store/ that use the file system, and why it is never a store's files
+FILE_USERS = {
+    "ops/ingest.py": "reads the input files",
+    "ops/ingest_types.py": "walks the input directories",
+    "ops/against.py": "reads the original files verify compares with",
+    "ops/export.py": "writes the exported files",
+    "ops/batch.py": "reads the batch file",
+    "index/sqlite.py": "makes the folder of its own database file",
+    "cli/anonymize.py": "reads the key file",
 }
 
 
@@ -41,6 +91,12 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _layer(relative: Path) -> str:
+    if len(relative.parts) > 1:
+        return relative.parts[0]
+    return relative.stem if relative.stem == "archive" else ""
+
+
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
@@ -48,7 +104,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 def test_module_respects_layers(path: Path) -> None:
     """No module imports a library or layer it must not."""
     relative = path.relative_to(PACKAGE)
-    layer = relative.parts[0] if len(relative.parts) > 1 else ""
+    layer = _layer(relative)
     for name in _imports(path):
         top = name.split(".")[0]
         if top in OWNERS:
@@ -56,6 +112,53 @@ def test_module_respects_layers(path: Path) -> None:
         if name.startswith("dicomweb_archive."):
             target = name.split(".")[1]
             assert target not in FORBIDDEN.get(layer, set()), f"{relative} imports {name}"
+
+
+def _file_calls(path: Path) -> list[str]:
+    """File-system calls in a module: Path methods, os and shutil functions, open()."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            found.append(f"open() line {node.lineno}")
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else ""
+            receiver = ast.unparse(func.value)
+            if owner == "shutil" or (owner == "os" and func.attr in OS_CALLS):
+                found.append(f"{owner}.{func.attr} line {node.lineno}")
+            elif func.attr in PATH_CALLS or (
+                func.attr == "open" and receiver not in STORE_OPENERS and owner != "os"
+            ):
+                found.append(f"{receiver}.{func.attr}() line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_only_store_touches_store_files(path: Path) -> None:
+    """Every read and write of a store goes through store/'s storage protocol: no module
+    outside store/ makes a file-system call, but those that read inputs or write outputs."""
+    relative = path.relative_to(PACKAGE).as_posix()
+    if relative.startswith("store/") or relative in FILE_USERS:
+        return
+    assert _file_calls(path) == [], relative
+
+
+def test_file_users_still_need_it() -> None:
+    """Every module allowed file access uses it (the list stays exact)."""
+    for relative in FILE_USERS:
+        assert _file_calls(PACKAGE / relative), relative
+
+
+def test_the_checks_catch_file_calls(tmp_path: Path) -> None:
+    """The file-call finder finds each kind of call (so the test above can fail)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os, shutil\nopen('x')\nos.replace('a', 'b')\nshutil.rmtree('c')\n"
+        "p.read_bytes()\npath.open('rb')\nArchive.open(location)\n"
+    )
+    assert len(_file_calls(sample)) == 5
 
 
 def test_modules_stay_small() -> None:

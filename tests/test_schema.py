@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from dicomweb_archive import PipelineOptions, ingest, write_instances
-from dicomweb_archive.index.database import MIGRATIONS
-from dicomweb_archive.store.files import read_json_gz
+from dicomweb_archive import Archive, PipelineOptions, write_instances
+from dicomweb_archive.index.schema import MIGRATIONS
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.store.keys import NOTIFICATIONS, STUDIES
+from dicomweb_archive.store.storage import from_json_gz
+from tests import stores
 from tests.conftest import corpus_files
 
 SCHEMA = Path(__file__).parent.parent / "schema"
@@ -34,67 +38,100 @@ def _validator(name: str) -> Draft202012Validator:
 
 
 @pytest.fixture(scope="module")
-def corpus_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("corpus") / "store"
-    for path in corpus_files():  # one by one: several files share a SOP Instance UID
-        ingest([path], store / path.name)
-    return store
+def corpus_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """One store per corpus file (several files share a SOP Instance UID)."""
+    root = tmp_path_factory.mktemp("corpus")
+    made: list[str] = []
+    for path in corpus_files():
+        where = stores.location(root, path.name)
+        made.append(where)
+        stores.ingested(where, [path])
+    yield made
+    for where in made:
+        stores.forget(where)
 
 
-def test_info_records_validate(corpus_store: Path) -> None:
-    """Every info record matches schema/info-record.schema.json."""
+def _values(
+    locations: list[str], prefix: Callable[[Archive], str], wanted: Callable[[str], bool]
+) -> Iterator[tuple[str, Any]]:
+    """(store location and key, value) of every gzipped JSON object under ``prefix`` of each
+    store whose key is ``wanted``."""
+    for where in locations:
+        with Archive.open(where) as archive:
+            for info in archive.storage.list_prefix(prefix(archive)):
+                if wanted(info.key):
+                    yield f"{where}:{info.key}", from_json_gz(archive.storage.get(info.key))
+
+
+def _served(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] in ("metadata.gz", "index.json.gz", "series-singleton.json.gz")
+
+
+def test_info_records_validate(corpus_stores: list[str]) -> None:
+    """Every info record matches schema/info-record.schema.json, and reads back as an
+    InfoRecord that gives the same JSON."""
     validator = _validator("info-record.schema.json")
-    records = list(corpus_store.rglob("info.json.gz"))
+    records = list(
+        _values(corpus_stores, lambda _a: STUDIES, lambda k: k.endswith("/info.json.gz"))
+    )
     assert len(records) > 100
-    for path in records:
-        errors = [e.message for e in validator.iter_errors(read_json_gz(path))]
-        assert not errors, (path, errors[:3])
+    for where, value in records:
+        info = InfoRecord.from_json(value)
+        errors = [e.message for e in validator.iter_errors(info.to_json())]
+        assert not errors, (where, errors[:3])
+        assert info.to_json() == value, where
 
 
-def test_metadata_and_query_files_validate(corpus_store: Path) -> None:
+def test_metadata_and_query_files_validate(corpus_stores: list[str]) -> None:
     """metadata.gz and every index/singleton file is DICOM JSON (schema/dicom-json.schema.json)."""
     validator = _validator("dicom-json.schema.json")
-    served = list(corpus_store.glob("*/studies"))
-    paths = [
-        path
-        for root in served
-        for pattern in ("metadata.gz", "index.json.gz", "series-singleton.json.gz")
-        for path in root.rglob(pattern)
-    ]
-    assert len(paths) > 500
-    for path in paths:
-        errors = [e.message for e in validator.iter_errors(read_json_gz(path))]
-        assert not errors, (path, errors[:3])
+    values = list(_values(corpus_stores, lambda _a: STUDIES, _served))
+    assert len(values) > 500
+    for where, value in values:
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert not errors, (where, errors[:3])
 
 
-def test_deduplicated_files_validate(corpus_store: Path) -> None:
+def _deduplicated(archive: Archive) -> Iterator[tuple[str, Any]]:
+    for folder in (archive.keys.path_instances, archive.keys.path_deduplicated):
+        for info in archive.storage.list_prefix(f"{folder}/"):
+            if info.key.endswith(".gz") and info.key.count("/") == 2:  # folder/<study>/<x>.gz
+                yield info.key, from_json_gz(archive.storage.get(info.key))
+
+
+def test_deduplicated_files_validate(corpus_stores: list[str]) -> None:
     """Extracts, instance records, group files and group indexes match their schema."""
     validator = _validator("deduplicated.schema.json")
-    paths = [
-        *corpus_store.glob("*/instances/*/*.gz"),
-        *corpus_store.glob("*/deduplicated/*/*.gz"),
-    ]
-    assert len(paths) > 300
-    for path in paths:
-        errors = [e.message for e in validator.iter_errors(read_json_gz(path))]
-        assert not errors, (path, errors[:3])
+    values = []
+    for where in corpus_stores:
+        with Archive.open(where) as archive:
+            values += [(f"{where}:{key}", value) for key, value in _deduplicated(archive)]
+    assert len(values) > 300
+    for where, value in values:
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert not errors, (where, errors[:3])
 
 
-def test_notifications_validate(tmp_path: Path) -> None:
+def test_notifications_validate(store: str) -> None:
     """Notification files left for the next stages match their schema."""
     source = corpus_files()[0].parent / "CT_small.dcm"
-    write_instances([source], tmp_path, options=PipelineOptions())
+    with Archive.open_or_create(store) as archive:
+        write_instances(archive, [source], options=PipelineOptions())
+        notes = {
+            info.key: archive.storage.get(info.key)
+            for info in archive.storage.list_prefix(NOTIFICATIONS)
+        }
     validator = _validator("notification.schema.json")
-    notes = [p for p in (tmp_path / "notifications").rglob("*") if p.is_file()]
-    assert {p.parent.name for p in notes} == {"group", "study"}
-    for path in notes:
-        assert not list(validator.iter_errors(json.loads(path.read_text())))
+    assert {key.split("/")[1] for key in notes} == {"group", "study"}
+    for data in notes.values():
+        assert not list(validator.iter_errors(json.loads(data)))
 
 
-def test_no_private_bookkeeping_in_served_json(corpus_store: Path) -> None:
+def test_no_private_bookkeeping_in_served_json(corpus_stores: list[str]) -> None:
     """No (0009,xx10..12)-style private tags of ours, no FFFCFFFC key, 0008,3002 is UI."""
-    for path in corpus_store.rglob("metadata.gz"):
-        for instance in read_json_gz(path):
+    metadata = _values(corpus_stores, lambda _a: STUDIES, lambda k: k.endswith("/metadata.gz"))
+    for _where, value in metadata:
+        for instance in value:
             assert "FFFCFFFC" not in instance
             assert instance["00083002"]["vr"] == "UI"
 

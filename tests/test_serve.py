@@ -11,7 +11,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,16 @@ import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 
-from dicomweb_archive import ingest
-from dicomweb_archive.dicom.parts import InlineLimits
-from dicomweb_archive.store.multipart import read_part
+from dicomweb_archive import Archive, ingest
+from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.multipart import parse_part
 from dicomweb_archive.web.app import create_app
+from tests import stores
 from tests.factory import uid, write_odd_bits, write_series
 from tests.parts_helpers import assert_same_instance
+from tests.stores import ingested
+
+KEYS = StoreKeys()
 
 
 def _testdata(name: str) -> str:
@@ -44,39 +48,45 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The served store of this module (on the chosen storage), made once."""
     root = tmp_path_factory.mktemp("serve")
     files = write_series(root / "in" / "ct", count=3, patient_id="PAT-1", patient_name="DOE^JANE")
     for name in ("MR_small_jp2klossless.dcm", "CT_small.dcm"):
         source = get_testdata_file(name, download=False)
         assert isinstance(source, str)
         files.append(Path(shutil.copy(source, root / "in" / name)))
-    report = ingest(files, root / "store", limits=InlineLimits(public=1024, private=64))
+    location = stores.location(root, "store")
+    with Archive.open_or_create(location, inline_public=1024, inline_private=64) as archive:
+        report = ingest(archive, files)
     assert report.ok
-    return root / "store"
+    yield location
+    stores.forget(location)
 
 
 @contextlib.contextmanager
-def serving(store: Path) -> Iterator[str]:
+def serving(store: str, *, prefix: str = "/dicomweb", base_url: str | None = None) -> Iterator[str]:
     """Our server on a free loopback port, in a thread; yields the DICOMweb base URL."""
     port = _free_port()
-    config = uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/dicomweb"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with Archive.open(store) as archive:
+        app = create_app(archive, prefix=prefix, base_url=base_url)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}{prefix}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def base_url(store: Path) -> Iterator[str]:
+def base_url(store: str) -> Iterator[str]:
     with serving(store) as url:
         yield url
 
@@ -128,7 +138,7 @@ def test_wado_metadata(base_url: str) -> None:
     assert instance["7FE00010"]["BulkDataURI"].startswith(base_url)
 
 
-def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
+def test_frames_compressed_and_uncompressed(base_url: str, store: str) -> None:
     """Frames as stored (JPEG-LS after the default recompression of native and JPEG 2000
     files); decoded for octet-stream; 406 for a compressed syntax they are not in."""
     client = DICOMwebClient(base_url)
@@ -136,8 +146,8 @@ def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
     (first,) = client.search_for_instances(study, search_filters={"InstanceNumber": "1"})
     series, sop = first["0020000E"]["Value"][0], first["00080018"]["Value"][0]
     (frame,) = client.retrieve_instance_frames(study, series, sop, [1])
-    stored_file = next(store.glob(f"studies/{study}/series/{series}/instances/{sop}/frames/1.mht"))
-    assert frame == bytes(read_part(stored_file)[1])
+    frame_key = KEYS.frame(study, series, sop, 1)
+    assert frame == bytes(parse_part(stores.read(store, frame_key), source=frame_key)[1])
     mr = pydicom.dcmread(_testdata("MR_small_jp2klossless.dcm"))
     ids = (str(mr.StudyInstanceUID), str(mr.SeriesInstanceUID), str(mr.SOPInstanceUID))
     # dicomweb-client's default asks for octet-stream with transfer-syntax=*: stored bytes
@@ -158,12 +168,13 @@ def test_frames_compressed_and_uncompressed(base_url: str, store: Path) -> None:
     assert refused.status_code == 406
 
 
-def test_frames_of_a_mixed_instance(tmp_path: Path) -> None:
+def test_frames_of_a_mixed_instance(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """Frames stored in different syntaxes (one kept as received): asked one at a time they
     come as stored; asked together, decoded to native."""
     path = write_odd_bits(tmp_path / "odd.dcm", study=uid(61), series=uid(62), sop=uid(63))
-    assert ingest([path], tmp_path / "store").ok
-    with serving(tmp_path / "store") as url:
+    mixed = new_store("mixed")
+    assert ingested(mixed, [path]).ok
+    with serving(mixed) as url:
         _mixed_frames(DICOMwebClient(url))
 
 
@@ -208,6 +219,54 @@ def test_retrieve_recompressed_compressed_instance(base_url: str) -> None:
     buffer = io.BytesIO()
     retrieved.save_as(buffer, enforce_file_format=True)
     assert_same_instance(buffer.getvalue(), source.read_bytes())
+
+
+def test_prefix_and_base_url(store: str) -> None:
+    """create_app's prefix is the DICOMweb root's path; its base_url is the public URL that
+    RetrieveURL and BulkDataURI name (instead of the request's)."""
+    public = "https://pacs.example/archive/dicomweb"
+    with serving(store, prefix="/archive/dicomweb", base_url=public + "/") as url:
+        raw = Http(url)
+        assert raw.get("/dicomweb/studies").status_code == 404
+        (study,) = raw.get("/archive/dicomweb/studies?PatientID=PAT-1").json()
+        study_uid = study["0020000D"]["Value"][0]
+        assert study["00081190"]["Value"] == [f"{public}/studies/{study_uid}"]
+        metadata = raw.get(f"/archive/dicomweb/studies/{study_uid}/metadata").json()
+        series_uid = metadata[0]["0020000E"]["Value"][0]
+        sop_uid = metadata[0]["00080018"]["Value"][0]
+        assert metadata[0]["7FE00010"]["BulkDataURI"] == (
+            f"{public}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames"
+        )
+
+
+@pytest.mark.local
+def test_serve_command(store: str) -> None:
+    """`dicomweb-archive serve` in its own process opens the store and serves it."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    command = [sys.executable, "-m", "dicomweb_archive.cli.main", "serve", "-o", store]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--prefix", "/web"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        raw = Http(f"http://127.0.0.1:{port}/web")
+        studies: Reply | None = None
+        for _ in range(200):
+            try:
+                studies = raw.get("/web/studies")
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert studies is not None and studies.status_code == 200
+        assert len(studies.json()) == 3
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert f"serving {store} at http://127.0.0.1:{port}/web" in err.decode()
 
 
 class Http:
@@ -260,9 +319,10 @@ def test_no_path_escapes(raw: Http, path: str) -> None:
     assert b"root:" not in response.content
 
 
-def test_symlink_out_of_store_is_not_served(store: Path, raw: Http) -> None:
+@pytest.mark.local
+def test_symlink_out_of_store_is_not_served(store: str, raw: Http) -> None:
     """A symlink inside the store that points outside is not followed."""
-    study = next(p for p in (store / "studies").iterdir() if p.is_dir())
+    study = next(p for p in (Path(store) / "studies").iterdir() if p.is_dir())
     series = next(p for p in (study / "series").iterdir() if p.is_dir())
     metadata = series / "metadata.gz"
     saved = metadata.read_bytes()
@@ -276,7 +336,7 @@ def test_symlink_out_of_store_is_not_served(store: Path, raw: Http) -> None:
         metadata.write_bytes(saved)
 
 
-def test_status_codes_and_headers(raw: Http, store: Path) -> None:
+def test_status_codes_and_headers(raw: Http, store: str) -> None:
     """400 for bad parameters, 404 for unknown UIDs, 406 for unsatisfiable Accept; ETag, CORS."""
     assert raw.get("/dicomweb/studies?limit=abc").status_code == 400
     assert raw.get("/dicomweb/studies?Colour=blue").status_code == 400
@@ -310,7 +370,8 @@ def test_status_codes_and_headers(raw: Http, store: Path) -> None:
     assert json.loads(gzip.decompress(gz.content)) == meta.json()
 
 
-def test_plain_static_server(store: Path) -> None:
+@pytest.mark.local
+def test_plain_static_server(store: str) -> None:
     """Python's http.server serves the layout's files; DICOMweb URLs need rewrites or serve."""
     import gzip as gz
     import subprocess

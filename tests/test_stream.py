@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomweb_archive import generate_parts, reconstruct_p10, write_stream
+from dicomweb_archive import Archive, generate_parts, reconstruct_p10, write_stream
 from dicomweb_archive.dicom.parts import FramePart, InstanceEnd, InstanceHeader
 from dicomweb_archive.dicom.recompress import Recompression
 from tests.factory import uid, write_ct
@@ -82,12 +82,13 @@ def test_parts_from_a_pipe_with_bounded_memory(recompress: bool, tmp_path: Path)
     assert abs(peaks[32] - peaks[8]) < allowance, peaks
 
 
-def test_write_stream_stores_the_instance(tmp_path: Path) -> None:
+def test_write_stream_stores_the_instance(tmp_path: Path, store: str) -> None:
     """write_stream ingests from a pipe; the instance rebuilds byte for byte."""
     path = write_ct(tmp_path / "one.dcm", study=uid(1), series=uid(2), sop=uid(3), frames=3)
     read_fd, thread = _pipe_from(path)
-    with os.fdopen(read_fd, "rb") as pipe:
-        result = write_stream(pipe, tmp_path / "store", name="pipe")
-    thread.join()
-    assert result.status == "stored", result.error
-    assert reconstruct_p10(tmp_path / "store", uid(3)) == path.read_bytes()
+    with Archive.open_or_create(store) as archive:
+        with os.fdopen(read_fd, "rb") as pipe:
+            result = write_stream(archive, pipe, name="pipe")
+        thread.join()
+        assert result.status == "stored", result.error
+        assert reconstruct_p10(archive, uid(3)) == path.read_bytes()

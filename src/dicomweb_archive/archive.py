@@ -31,10 +31,10 @@ from dicomweb_archive.index.sqlite import SQLiteIndex
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.journal import Transaction, read_consistently
-from dicomweb_archive.store.keys import CONFIG, StoreKeys
+from dicomweb_archive.store.keys import CONFIG, REINDEX, STUDIES_INDEX, StoreKeys
 from dicomweb_archive.store.local import LOCAL, LocalStorage
-from dicomweb_archive.store.memory import SCHEME as MEMORY_SCHEME
-from dicomweb_archive.store.memory import MemoryStorage, memory_storage
+from dicomweb_archive.store.locations import normal_location, storage_at
+from dicomweb_archive.store.memory import MemoryStorage
 from dicomweb_archive.store.recovery import recover
 from dicomweb_archive.store.storage import Storage
 from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
@@ -61,8 +61,8 @@ class Archive:
     @classmethod
     def open(cls, location: str | os.PathLike[str]) -> Archive:
         """The store at ``location``; raises NotAStoreError when there is none."""
-        name = _location(location)
-        storage = _storage(name, create=False)
+        name = normal_location(location)
+        storage = storage_at(name, create=False)
         if storage is None:
             raise NotAStoreError(f"{name}: no such store (create one with mkdicomweb)")
         config = _read_config(storage)
@@ -79,15 +79,13 @@ class Archive:
                 f"{name} was left incomplete by an interrupted run (a de-identification into a "
                 "new store); remove it and run again"
             )
-        archive = cls(name, storage, config)
-        archive._check_index()
-        return archive
+        return cls(name, storage, config)
 
     @classmethod
     def create(cls, location: str | os.PathLike[str], config: StoreConfig | None = None) -> Archive:
         """A new store at ``location`` (refused where one is)."""
-        name = _location(location)
-        storage = _storage(name, create=True)
+        name = normal_location(location)
+        storage = storage_at(name, create=True)
         assert storage is not None
         if _read_config(storage) is not None or is_format_1(storage):
             raise StoreConfigError(f"{name} is a store already")
@@ -108,8 +106,8 @@ class Archive:
         """The store at ``location``, made with ``settings`` (and ``defaults``, which only a new
         store records) when there is none. Settings that disagree with an existing store's are
         refused (``StoreConfig.agreeing``); None means "not given"."""
-        name = _location(location)
-        storage = _storage(name, create=False)
+        name = normal_location(location)
+        storage = storage_at(name, create=False)
         exists = storage is not None and (_read_config(storage) is not None or is_format_1(storage))
         if not exists:
             given = {k: v for k, v in settings.items() if v is not None} | (defaults or {})
@@ -132,8 +130,8 @@ class Archive:
         """A new store at ``location`` made to appear whole later (:meth:`mark_complete`);
         a store left incomplete there by an interrupted run is removed first. An existing,
         complete store is opened (its own configuration applies)."""
-        name = _location(location)
-        storage = _storage(name, create=False)
+        name = normal_location(location)
+        storage = storage_at(name, create=False)
         if storage is not None:
             existing = _read_config(storage)
             if existing is not None and not existing.complete:
@@ -192,16 +190,36 @@ class Archive:
             return SQLiteIndex(memory_name=f"dicomweb-archive-{self.storage.name}")
         raise StoreConfigError(f"{self.location}: give this store an index URL")
 
-    def _check_index(self) -> None:
-        """Rebuild the index from the store where a migration emptied it, or it is gone."""
+    @property
+    def index_needs_rebuild(self) -> bool:
+        """Whether the index lost its rows (a schema migration, or a new index file for a
+        store that has studies): ``ops/reindex.py``'s ``ensure_index`` rebuilds it."""
         index = self.index
         if isinstance(index, SQLiteIndex) and index.needs_rebuild:
-            from dicomweb_archive.ops.reindex import reindex  # noqa: PLC0415 - ops use Archive
+            return True
+        if self.storage.head(REINDEX) is not None:
+            return True
+        return index.counts()["studies"] == 0 and self.storage.head(STUDIES_INDEX) is not None
 
-            reindex(self)
+    def index_rebuilt(self) -> None:
+        """Called by ``reindex``: the index holds the store's rows again."""
+        index = self.index
+        if isinstance(index, SQLiteIndex):
+            index.needs_rebuild = False
+        if self.storage.head(REINDEX) is not None:
+            self.storage.delete(REINDEX)
 
     def apply_index(self, ops: list[dict[str, Any]]) -> None:
-        """Make the index updates a committed change carries (``store/journal.py``)."""
+        """Make the index updates a committed change carries (``store/journal.py``). The
+        objects are the truth and are committed already: should the index refuse the rows,
+        it is marked for a rebuild from the objects (``ensure_index``), never left to block
+        the journal."""
+        try:
+            self._apply_index(ops)
+        except Exception as exc:  # any index failure: rebuild it from the store
+            self.storage.put(REINDEX, f"{type(exc).__name__}: {exc}\n".encode())
+
+    def _apply_index(self, ops: list[dict[str, Any]]) -> None:
         index = self.index
         for op in ops:
             if op["op"] == "studies":
@@ -271,24 +289,6 @@ class Archive:
         if self.holding_lease:
             return read()  # the writer itself: nothing is half-applied between its commits
         return read_consistently(self.storage, read)
-
-
-def _location(location: str | os.PathLike[str]) -> str:
-    text = os.fspath(location)
-    if text.startswith(MEMORY_SCHEME):
-        return text
-    return str(Path(text).expanduser())
-
-
-def _storage(location: str, *, create: bool) -> Storage | None:
-    if location.startswith(MEMORY_SCHEME):
-        return memory_storage(location, create=create)
-    root = Path(location)
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
-    elif not root.is_dir():
-        return None
-    return LocalStorage(root)
 
 
 def _read_config(storage: Storage) -> StoreConfig | None:

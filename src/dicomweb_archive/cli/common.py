@@ -19,6 +19,7 @@ from rich.console import Console
 from dicomweb_archive import __version__
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.ops.reindex import ensure_index
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -73,8 +74,11 @@ def store_path(path: Path) -> str:
 
 
 def open_store(path: Path) -> Archive:
-    """The existing store at ``path`` (an error, exit code 2, when it is not one)."""
-    return Archive.open(store_path(path))
+    """The existing store at ``path`` (an error, exit code 2, when it is not one), its index
+    rebuilt first when it lost its rows (an upgraded store)."""
+    archive = Archive.open(store_path(path))
+    ensure_index(archive)
+    return archive
 
 
 def error_line(message: str) -> None:

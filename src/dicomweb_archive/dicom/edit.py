@@ -5,11 +5,18 @@ Every element an edit does not touch keeps its bytes exactly; an edited element 
 in the data set's own encoding (explicit or implicit VR, byte order, Specific Character Set)
 and the lengths that enclose it (defined-length sequences and items, group lengths) are
 recomputed. Elements are added in tag order.
+
+Character sets (PS3.5 6.1): a text value must be encodable in the data set's Specific
+Character Set (0008,0005), whose absence means the default repertoire (ASCII). A value that is
+not is encoded in UTF-8 with (0008,0005) set to ``ISO_IR 192`` when every text value the data
+set holds is ASCII (their bytes, and meaning, are then the same in UTF-8); otherwise the edit
+is refused with what to do.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 from dataclasses import dataclass
 
 from pydicom.charset import encode_string
@@ -48,6 +55,7 @@ class OriginalAttributes:
     when: str  # AttributeModificationDateTime (DT)
 
 
+SPECIFIC_CHARACTER_SET = 0x00080005
 ORIGINAL_ATTRIBUTES_SEQUENCE = 0x04000561
 MODIFIED_ATTRIBUTES_SEQUENCE = 0x04000550
 
@@ -87,7 +95,11 @@ def edit_head(
     parsed = parse_p10(head, name=name)
     if parsed.inflated is not None:
         raise UsageError(f"{name}: deflated data sets cannot be edited in place")
-    encodings = encodings_of(head, next((e for e in parsed.dataset if e.tag == 0x00080005), None))
+    charset = next((e for e in parsed.dataset if e.tag == SPECIFIC_CHARACTER_SET), None)
+    encodings = encodings_of(head, charset)
+    if _needs_utf8(head, parsed, charset=charset, encodings=encodings, edits=edits, name=name):
+        encodings = ["utf_8"]
+        edits = [*edits, Edit(((SPECIFIC_CHARACTER_SET, None),), "CS", "ISO_IR 192")]
     context = _Context(head, parsed, encodings)
     start = parsed.dataset_offset
     if original_attributes is not None:
@@ -102,6 +114,71 @@ def edit_head(
         meta = _Context(head, parsed, ["iso8859"], implicit=False, little=True)
         prefix = prefix[:meta_start] + meta.elements(parsed.meta, meta_edits, depth=0)
     return prefix + body + head[parsed.dataset_end :]
+
+
+def _needs_utf8(
+    head: bytes,
+    parsed: ParsedFile,
+    *,
+    charset: Element | None,
+    encodings: list[str],
+    edits: list[Edit],
+    name: str,
+) -> bool:
+    """Whether a text value of ``edits`` needs (0008,0005) set to ISO_IR 192 (see the module
+    docstring); raises when it cannot be set."""
+    if any(edit.path == ((SPECIFIC_CHARACTER_SET, None),) for edit in edits):
+        return False  # the character set is being set explicitly
+    unfit = [
+        e for e in edits if e.value and e.vr in CHARSET_VRS and not _fits(e, charset, encodings)
+    ]
+    if not unfit:
+        return False
+    if _all_text_ascii(head, parsed.dataset):
+        return True
+    tag = unfit[0].path[-1][0]
+    declared = (
+        head[charset.value_offset : charset.value_offset + charset.length]
+        .decode("ascii", "replace")
+        .strip()
+        if charset is not None
+        else "the default repertoire (ASCII)"
+    )
+    raise UsageError(
+        f"{name}: the value of ({tag >> 16:04X},{tag & 0xFFFF:04X}) cannot be encoded in the "
+        f"instance's character set, {declared}, and the instance holds text in that character "
+        "set already: write the value in that character set, or set SpecificCharacterSet first"
+    )
+
+
+def _fits(edit: Edit, charset: Element | None, encodings: list[str]) -> bool:
+    value = edit.value or ""
+    if charset is None:
+        return value.isascii()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            if edit.vr == "PN":
+                PersonName(value).encode(encodings)
+            else:
+                encode_string(value, encodings)
+        except (UserWarning, UnicodeError, LookupError, ValueError):
+            return False
+    return True
+
+
+def _all_text_ascii(head: bytes, elements: list[Element]) -> bool:
+    """No text value (a character-set VR, PS3.5 6.1.2.3) holds a byte outside ASCII or an
+    escape sequence (ISO 2022)."""
+    for element in elements:
+        if element.items is not None:
+            if not all(_all_text_ascii(head, item.elements) for item in element.items):
+                return False
+        elif element.vr in CHARSET_VRS:
+            raw = head[element.value_offset : element.value_offset + element.length]
+            if not raw.isascii() or 0x1B in raw:
+                return False
+    return True
 
 
 class _Context:

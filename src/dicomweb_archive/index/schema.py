@@ -144,7 +144,7 @@ MIGRATIONS: tuple[str, ...] = (
         changes TEXT,
         before_sha256 TEXT,
         after_sha256 TEXT,
-        PRIMARY KEY (change_id, sop_instance_uid)
+        PRIMARY KEY (change_id, study_instance_uid, series_instance_uid, sop_instance_uid)
     );
     CREATE INDEX audit_sop ON audit(sop_instance_uid);
     CREATE INDEX audit_change ON audit(change_id);

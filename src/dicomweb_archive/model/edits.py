@@ -28,6 +28,25 @@ from dicomweb_archive.model.standard_tables import PATIENT_LEVEL, SERIES_LEVEL, 
 
 LEVELS = ("patient", "study", "series", "instance")
 PLACING_UIDS = {0x0020000D, 0x0020000E, 0x00080018, 0x00020003}
+#: Attributes that say how the stored pixel data is encoded (PS3.3 C.7.6.3 Image Pixel Module,
+#: C.7.6.6 Multi-frame Module, C.7.6.24 and C.7.6.25 for Float and Double Float Pixel Data):
+#: changing them would make the frames unreadable, so they are never edited.
+PIXEL_DESCRIPTION = {
+    0x00280002,  # SamplesPerPixel
+    0x00280004,  # PhotometricInterpretation
+    0x00280006,  # PlanarConfiguration
+    0x00280008,  # NumberOfFrames
+    0x00280010,  # Rows
+    0x00280011,  # Columns
+    0x00280100,  # BitsAllocated
+    0x00280101,  # BitsStored
+    0x00280102,  # HighBit
+    0x00280103,  # PixelRepresentation
+    0x00280122,  # FloatPixelPaddingValue
+    0x00280123,  # DoubleFloatPixelPaddingValue
+    0x00280124,  # FloatPixelPaddingRangeLimit
+    0x00280125,  # DoubleFloatPixelPaddingRangeLimit
+}
 _STEP = re.compile(r"^(?P<name>[A-Za-z0-9(),]+)(\[(?P<index>\d+)\])?$")
 
 
@@ -110,7 +129,15 @@ def parse_edit(text: str, *, level: str) -> EditSpec:
             "(see docs/spec/update.md)"
         )
     if top >> 16 == 0x0002:
-        raise EditRefusedError(f"{describe(top)}: File Meta Information is not edited")
+        raise EditRefusedError(
+            f"{describe(top)}: File Meta Information (the Transfer Syntax among it) is not edited"
+        )
+    if top in PIXEL_DESCRIPTION:
+        raise EditRefusedError(
+            f"{describe(top)} describes how the stored pixel data is encoded: changing it would "
+            "make the frames unreadable, so it is not edited (ingest a corrected file with "
+            "--replace instead)"
+        )
     if top >= 0x7FE00000:
         raise EditRefusedError(f"{describe(top)}: pixel data and later elements are not edited")
     owner = level_of(top)

@@ -50,8 +50,10 @@ from dicomweb_archive.ops.export import Selection, select
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
 from dicomweb_archive.ops.reconstruct import FrameReaders
+from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.store.changes import change_ids
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
+from dicomweb_archive.store.locations import normal_location, same_location
 from dicomweb_archive.store.secrets import store_key
 from dicomweb_archive.store.share import share_object
 
@@ -133,9 +135,10 @@ def anonymize(
     """
     started = time.perf_counter()
     _check_options(options)
-    if Path(os.fspath(out)).expanduser().resolve() == Path(archive.location).resolve():
+    if same_location(normal_location(out), archive.location):
         raise UsageError("de-identify into a new store (--out DIR), not into the source store")
     report = AnonymizeReport()
+    complete_pending(archive)
     chosen = [instance for instance, _sha in select(archive, selection)]
     _review(archive, chosen, report)
     if dry_run:
@@ -195,6 +198,7 @@ def anonymize_in_place(
     _check_options(options)
     profile = Profile(profile_key(archive, key), options)
     report = AnonymizeReport()
+    complete_pending(archive)
     with archive.writing("anonymize"):
         chosen = [
             instance
@@ -212,7 +216,7 @@ def anonymize_in_place(
         try:
             for instance in chosen:  # first: a retained UID gives the new instance its key
                 metadata, info = instance_state(change.txn, archive, instance)
-                change.touch(removed(instance, metadata, info))
+                change.include(removed(instance, metadata, info))
                 set_aside_instance(change, instance)
             failures: dict[str, FileResult] = {}
             policies = {

@@ -28,7 +28,7 @@ from dicomweb_archive.store.instance import (
     read_info,
     read_instance_metadata,
 )
-from dicomweb_archive.store.storage import Reader
+from dicomweb_archive.store.storage import Reader, from_json_gz
 
 JsonObject = dict[str, Any]
 
@@ -45,13 +45,16 @@ def instance_state(
 
 
 def set_aside_instance(change: ChangeSet, key: InstanceKey) -> None:
-    """Remove an instance in ``change``, keeping its objects aside."""
+    """Remove an instance in ``change``, keeping its objects aside (its deduplicated record
+    too, when it is this instance's: a record is named by study and SOP Instance UID)."""
     keys = change.keys
     for name in instance_objects(change.txn, keys, key):
         change.set_aside(name)
     record = keys.instance_record(key.study, key.sop)
     if change.txn.head(record) is not None:
-        change.set_aside(record)
+        value = from_json_gz(change.txn.get(record))
+        if value.get("series_instance_uid") == key.series:
+            change.set_aside(record)
 
 
 def removed(key: InstanceKey, metadata: JsonObject, info: InfoRecord) -> Touched:
@@ -96,7 +99,7 @@ def clean_study(archive: Archive, study: str, *, reason: str = "") -> str | None
     change = archive.change("clean", level="study", target=study, reason=reason)
     for key in instance_keys(change.txn, keys, study):
         metadata, info = instance_state(change.txn, archive, key)
-        change.touch(removed(key, metadata, info))
+        change.include(removed(key, metadata, info))
     for prefix in (keys.study(study), keys.instance_records(study), keys.groups(study)):
         change.set_aside_prefix(prefix)
     if not change.aside:

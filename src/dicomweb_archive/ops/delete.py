@@ -24,6 +24,7 @@ from dicomweb_archive.ops.changes import (
     set_aside_instance,
     set_aside_unused_bulk,
 )
+from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.ops.update import InstanceChange, UpdatePlan, UpdateReport, target_instances
 
 #: IOCM rejection reasons (PS3.16 CID 7011): code -> meaning
@@ -36,7 +37,8 @@ REJECTION_CODES = {
 
 
 def plan_delete(archive: Archive, level: str, identifier: str) -> UpdatePlan:
-    """The instances a delete would remove (nothing is written)."""
+    """The instances a delete would remove (nothing is written but pending stages)."""
+    complete_pending(archive)
 
     def plan() -> UpdatePlan:
         result = UpdatePlan("delete", level, identifier, [])
@@ -73,7 +75,7 @@ def apply_delete(
         try:
             for item in plan.instances:
                 metadata, info = instance_state(change.txn, archive, item.key)
-                change.touch(removed(item.key, metadata, info))
+                change.include(removed(item.key, metadata, info))
                 set_aside_instance(change, item.key)
             for study in plan.studies:
                 set_aside_unused_bulk(change, study)

@@ -404,7 +404,7 @@ class _Batch:
                 self._record_replacement(change, previous[1], key, end)
             elif change is not None:
                 after = metadata_hash(end.metadata)
-                change.touch(Touched(key.study, key.series, key.sop, None, 0, after_sha256=after))
+                change.include(Touched(key.study, key.series, key.sop, None, 0, after_sha256=after))
             self.seen[key.sop] = (new_sha, key)
             result.status = "replaced" if previous is not None else "stored"
         except Exception as exc:  # one bad file must not stop the batch
@@ -446,10 +446,10 @@ class _Batch:
         if old == new:
             before.revision_after = 0
             before.after_sha256 = after_sha
-            change.touch(before)
+            change.include(before)
         else:
-            change.touch(before)
-            change.touch(Touched(new.study, new.series, new.sop, None, 0, after_sha256=after_sha))
+            change.include(before)
+            change.include(Touched(new.study, new.series, new.sop, None, 0, after_sha256=after_sha))
             self.records.get(old.study, {}).pop(old.sop, None)
         self.replaced_studies |= {old.study, new.study}
 

@@ -23,6 +23,13 @@ class ReindexReport:
     instances: int
 
 
+def ensure_index(archive: Archive) -> ReindexReport | None:
+    """Rebuild the index when it lost its rows (an upgraded store, a deleted index file)."""
+    if not archive.index_needs_rebuild:
+        return None
+    return reindex(archive)
+
+
 def reindex(archive: Archive) -> ReindexReport:
     """Replace every index row with rows read from the store."""
     with archive.writing("reindex"):
@@ -40,6 +47,7 @@ def reindex(archive: Archive) -> ReindexReport:
         index = archive.index
         index.replace_studies((r.update() for r in present), clear_first=True)
         index.replace_audit(archive.audit_rows())
+        archive.index_rebuilt()
         return ReindexReport(
             studies=len(present),
             series=sum(len(r.series) for r in present),

@@ -10,8 +10,9 @@ rejection) that is itself recorded and revertible:
 - an instance C edited gets its metadata and info record before C back, as a new revision;
 - an instance C added (the replacement, a de-identified copy) is set aside.
 
-An instance changed again after C (another revision, or removed) is not reverted over: the
-revert is refused, naming it, so that the later change is reverted first. A change whose
+An instance changed again after C (its metadata is not what C made it, or it was removed) is
+not reverted over: the revert is refused, naming it, so that the later change is reverted
+first. A change whose
 set-aside objects were purged cannot be reverted.
 
 ``revert UID --to N`` restores one instance's metadata and info record as they were at
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
+from dataclasses import astuple, replace
 from typing import Any
 
 from dicomweb_archive.archive import Archive
@@ -30,11 +31,13 @@ from dicomweb_archive.errors import NoSuchInstanceError, StoreError, UsageError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.changes import (
     finish_studies,
+    metadata_hash,
     instance_state,
     removed,
     set_aside_instance,
 )
 from dicomweb_archive.ops.history import instance_history
+from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.ops.update import (
     InstanceChange,
     UpdatePlan,
@@ -56,6 +59,7 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
     if not re.fullmatch(r"[0-9a-f]{32}", change_id):
         raise UsageError(f"{change_id!r} is not a change id (see dicomweb-archive audit)")
     started = time.perf_counter()
+    complete_pending(archive)
     with archive.writing("revert"):
         try:
             record = read_change(archive.storage, archive.keys, change_id)
@@ -92,12 +96,15 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
     txn = change.txn
     aside = set(record["aside"])
     studies: set[str] = set()
-    for item in (Touched.from_json(t) for t in record["instances"]):
+    touched = [Touched.from_json(t) for t in record["instances"]]
+    # instances the change added go first: one it removed may come back under the same keys
+    touched.sort(key=lambda t: t.revision_before is not None)
+    for item in touched:
         key = InstanceKey(item.study, item.series, item.sop)
         studies.add(key.study)
         current = _current(archive, change, key)
         if item.revision_after is not None and (
-            current is None or current[1].revision != item.revision_after
+            current is None or metadata_hash(current[0]) != item.after_sha256
         ):
             now = "removed" if current is None else f"at revision {current[1].revision}"
             raise UsageError(
@@ -111,8 +118,13 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
                 set_aside_instance(change, key)
             if item.revision_before is None:
                 if current is not None:
-                    change.touch(removed(key, *current))
+                    change.include(removed(key, *current))
                 continue
+            other = _elsewhere(archive, change, key)
+            if other is not None:  # the same SOP Instance UID stored elsewhere since
+                change.include(removed(other, *instance_state(change.txn, archive, other)))
+                set_aside_instance(change, other)
+                studies.add(other.study)
             for name in kept:
                 txn.copy(keys.aside(record["change_id"], name), name)
             _restore_record(archive, change, key, item)
@@ -123,7 +135,7 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
             )
             back.revision_after = item.revision_before
             back.after_sha256 = item.before_sha256
-            change.touch(back)
+            change.include(back)
         else:  # edited in place: the state before, as a new revision
             assert current is not None and item.before is not None
             info = replace(
@@ -150,6 +162,18 @@ def _current(
     if change.txn.head(archive.keys.info(key.study, key.series, key.sop)) is None:
         return None
     return instance_state(change.txn, archive, key)
+
+
+def _elsewhere(archive: Archive, change: ChangeSet, key: InstanceKey) -> InstanceKey | None:
+    """The instance with ``key``'s SOP Instance UID stored at another place now (it took the
+    place of the one being restored), if any."""
+    row = archive.index.find_instance(key.sop)
+    if row is None:
+        return None
+    where = InstanceKey(row["study_instance_uid"], row["series_instance_uid"], key.sop)
+    if where == key or change.txn.head(archive.keys.info(*astuple(where))) is None:
+        return None
+    return where
 
 
 def _restore_record(archive: Archive, change: ChangeSet, key: InstanceKey, item: Touched) -> None:

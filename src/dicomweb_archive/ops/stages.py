@@ -24,6 +24,7 @@ from typing import Any
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.uid import check_uid
+from dicomweb_archive.ops.reindex import ensure_index
 from dicomweb_archive.ops.study import (
     Pair,
     group_by_series,
@@ -83,6 +84,17 @@ def build_studies(archive: Archive, studies: Iterable[str] | None = None) -> Sta
     """Run the study stage on ``studies`` (default: those notified)."""
     with archive.writing("study stage"):
         return run_stages(archive, studies, group=False, study=True)
+
+
+def complete_pending(archive: Archive) -> StageReport | None:
+    """Finish the group and study stages an interrupted or split run left pending (every
+    command that changes instances does this first, so that it sees every instance)."""
+    ensure_index(archive)
+    storage = archive.storage
+    if not any(notify.pending(storage, stage) for stage in notify.STAGES):
+        return None
+    with archive.writing("pending stages"):
+        return run_stages(archive, None, group=True, study=True)
 
 
 def run_stages(

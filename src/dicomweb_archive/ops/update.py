@@ -35,6 +35,7 @@ from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.changes import finish_studies, metadata_hash
 from dicomweb_archive.ops.ingest_types import inline_limits
+from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.store.changes import ChangeSet, Touched
 from dicomweb_archive.store.dedup import make_record, read_study_records, stage_group
 from dicomweb_archive.store.instance import (
@@ -151,6 +152,7 @@ def plan_update(
     if level not in LEVELS:
         raise ValueError(level)
     specs = [parse_edit(text, level=level) for text in edits]
+    complete_pending(archive)
 
     def plan() -> UpdatePlan:
         result = UpdatePlan("edit", level, identifier, edits)
@@ -256,7 +258,7 @@ def stage_instances(archive: Archive, change: ChangeSet, planned: list[InstanceC
             **JSON_GZ_HEADERS,
         )
         before_metadata, before_info = item.before
-        change.touch(
+        change.include(
             Touched(
                 key.study,
                 key.series,

@@ -144,7 +144,8 @@ class ChangeSet:
             self.set_aside(key)
         return keys
 
-    def touch(self, touched: Touched) -> None:
+    def include(self, touched: Touched) -> None:
+        """Record an instance this change touches."""
         self.touched.append(touched)
 
     def record(self) -> JsonObject:

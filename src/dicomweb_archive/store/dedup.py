@@ -15,7 +15,7 @@ Layout (``docs/spec/pipeline.md``):
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError, ObjectExistsError
@@ -35,6 +35,8 @@ class StudyRecords:
 
     records: dict[str, JsonObject]  # SOP Instance UID -> record
     extracts: dict[str, JsonObject]  # sha256 -> extract
+    #: the instances whose record is a per-instance file (not only in the group file)
+    per_instance: set[str] = field(default_factory=set)
 
     def instance(self, sop: str) -> tuple[JsonObject, InfoRecord]:
         """(metadata, info) of one instance, recombined."""
@@ -86,6 +88,7 @@ def read_study_records(reader: Reader, keys: StoreKeys, study: str) -> StudyReco
         value = _read(reader, prefix + name)
         if value.get("kind") == "instance":
             result.records[value["sop_instance_uid"]] = value
+            result.per_instance.add(value["sop_instance_uid"])
             for sha in value["refs"].values():
                 if sha not in result.extracts:
                     result.extracts[sha] = _read(reader, keys.extract(study, sha))
@@ -132,7 +135,18 @@ def group_content(study: str, records: StudyRecords) -> tuple[str, JsonObject]:
 
 def stage_group(txn: Transaction, keys: StoreKeys, study: str, records: StudyRecords) -> None:
     """Make ``records`` the study's group file in ``txn`` (none when empty): the new group file,
-    its index, the old group file removed; a group file that would not change is left."""
+    its index, the old group file removed; a group file that would not change is left.
+    Extracts no per-instance record refers to any more are removed."""
+    used = {
+        sha
+        for sop in records.per_instance
+        if sop in records.records
+        for sha in records.records[sop]["refs"].values()
+    }
+    prefix = keys.instance_records(study)
+    for name in txn.children(prefix):
+        if name.endswith(".gz") and _is_sha256(name[:-3]) and name[:-3] not in used:
+            txn.delete(prefix + name)
     old = current_groups(txn, keys, study)
     if not records.records:
         txn.delete_prefix(keys.groups(study))

@@ -17,6 +17,8 @@ from dicomweb_archive.store.storage import PRIVATE
 CONFIG = PRIVATE + "config.json"
 JOURNAL = PRIVATE + "journal.json"
 GENERATION = PRIVATE + "generation"
+#: present when the index could not take a committed change's rows: it is rebuilt
+REINDEX = PRIVATE + "reindex"
 STAGING = PRIVATE + "staging/"
 CHANGES = PRIVATE + "changes/"
 ASIDE = PRIVATE + "aside/"
