@@ -14,6 +14,7 @@ three runs after a `sync`:
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import statistics
 import subprocess
@@ -97,8 +98,8 @@ def main() -> None:
     cat_s = timed(cat)
     rows = [("cat", cat_s)]
     for name, store in stores.items():
-        rows.append((f"export, frames {name}", timed(lambda s=store: run_export(s))))
-        rows.append((f"verify, frames {name}", timed(lambda s=store: run_verify(s))))
+        rows.append((f"export, frames {name}", timed(functools.partial(run_export, store))))
+        rows.append((f"verify, frames {name}", timed(functools.partial(run_verify, store))))
     mb = size / 1e6
     print("| operation | seconds | MB/s | instances/s | vs cat |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -107,7 +107,7 @@ def test_clean_is_a_recorded_revertible_change(tmp_path: Path, store: str) -> No
     assert "revert" in result.output  # the summary names the change and how to undo it
     rows = _audit(store)
     clean = [r for r in rows if r["operation"] == "clean"]
-    assert sorted(r["sop_instance_uid"] for r in clean) == sorted(map(_sop, files))
+    assert sorted(str(r["sop_instance_uid"]) for r in clean) == sorted(map(_sop, files))
     with Archive.open(store) as archive:
         assert [e["operation"] for e in history(archive, _sop(files[0]))] == ["edit", "clean"]
         assert archive.index.counts()["instances"] == 2
@@ -239,7 +239,7 @@ def test_a_later_change_blocks_the_revert_of_an_earlier_one(
 ) -> None:
     """Reverting a change under a later one is refused, naming the instance; reverting the
     later one first works."""
-    store, files = edited_store
+    store, _files = edited_store
     with Archive.open(store) as archive:
         first = update(archive, "patient", "P1", ["PatientName=A^B"])
         second = update(archive, "patient", "P1", ["PatientName=C^D"])
@@ -255,7 +255,7 @@ def test_a_later_change_blocks_the_revert_of_an_earlier_one(
 def test_purge_frees_what_a_delete_kept(edited_store: tuple[str, list[Path]]) -> None:
     """A delete keeps its instances aside until purge; after purge they are gone and the
     delete can no longer be reverted."""
-    store, files = edited_store
+    store, _files = edited_store
     with Archive.open(store) as archive:
         plan = plan_delete(archive, "study", uid(5))
         change = apply_delete(archive, plan).change_id

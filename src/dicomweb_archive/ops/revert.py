@@ -31,8 +31,8 @@ from dicomweb_archive.errors import NoSuchInstanceError, StoreError, UsageError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.changes import (
     finish_studies,
-    metadata_hash,
     instance_state,
+    metadata_hash,
     removed,
     set_aside_instance,
 )

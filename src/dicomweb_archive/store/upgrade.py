@@ -6,15 +6,20 @@ Format 1 stores were directories (there was no other backend). Opening one, unde
    interrupted format-1 writer (``.<name>.<id>.tmp`` files, ``.staging-*`` folders, ``.<SOP>.old``
    folders set aside by a replace, put back where their replacement never arrived) are
    cleaned, as format 1 did;
-2. instance folders that only have frames (stage 1 without ``-i``, the study stage not run yet)
-   get their info record from the instance's deduplicated record, since format 2 counts an
-   instance as committed by its info record;
-3. the history (``history/<change>.json.gz``), audit log (``audit.jsonl``) and rejections
+2. the folders of the deduplicated data are found (``--path-instances``,
+   ``--path-deduplicated``); where format 1's update wrote a second tree under the default
+   name beside the one the store was made with (a format-1 defect), that stray tree is kept
+   under ``.dicomweb-archive/format-1-leftovers/``, never served or read again;
+3. instance folders that only have frames (stage 1 without ``-i``, the study stage not run
+   yet) get their info record from the instance's deduplicated record, since format 2 counts
+   an instance as committed by its info record;
+4. the deduplicated records are written again from the instance files (what readers were
+   served), one per instance, so that they agree whatever format 1 left;
+5. the history (``history/<change>.json.gz``), audit log (``audit.jsonl``) and rejections
    (``rejected/<change>/``) become change records (``changes/<change>.json.gz``), the rejected
    instances' objects and the bulk data they refer to are kept aside for ``restore``;
-4. the folders of the deduplicated data are found (``--path-instances``,
-   ``--path-deduplicated``), and ``config.json`` is written last: until then the store is
-   still format 1 and the upgrade runs again. The index is rebuilt from the store afterwards.
+6. ``config.json`` is written last: until then the store is still format 1 and the upgrade
+   runs again. The index is rebuilt from the store afterwards (``ensure_index``).
 
 The inline limits (``-m``/``-M``) a format-1 store was made with are not known: the first
 command that names them records them; until then the defaults apply.
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomweb_archive.model.dedup import combine
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.store.changes import RECORD_VERSION
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.keys import CONFIG, GENERATION, StoreKeys
@@ -70,7 +76,9 @@ def upgrade_format_1(storage: Storage, defaults: StoreConfig) -> StoreConfig:
     path_instances, path_deduplicated = _data_folders(root)
     keys = StoreKeys(path_instances, path_deduplicated)
     _commit_instances(root, keys)
+    _rewrite_records(root, keys)
     _convert_changes(root, keys)
+    _prune_bulk(root, keys)
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "lock", "audit.jsonl"):
         with contextlib.suppress(FileNotFoundError):
             (private / name).unlink()
@@ -148,17 +156,23 @@ def _sweep(root: Path, studies: set[str]) -> None:
 
 def _data_folders(root: Path) -> tuple[str, str]:
     """The --path-instances and --path-deduplicated a format-1 store was written with: the
-    folders whose study folders hold instance records, and group indexes."""
-    instances, deduplicated = "instances", "deduplicated"
+    folders whose study folders hold instance records, and group indexes. A tree under the
+    default name beside another one was written by format 1's update, which ignored the
+    store's folders: it is moved to the leftovers."""
+    found: dict[str, list[str]] = {"group": [], "instance": []}
     for top in sorted(p for p in root.iterdir() if p.is_dir()):
         if top.name in ("studies", "notifications", ".dicomweb-archive"):
             continue
         for kind in _kinds(top):
-            if kind == "group":
-                deduplicated = top.name
-            elif kind == "instance":
-                instances = top.name
-    return instances, deduplicated
+            found[kind].append(top.name)
+    chosen = {}
+    for kind, default in (("instance", "instances"), ("group", "deduplicated")):
+        names = found[kind]
+        own = [n for n in names if n != default]
+        chosen[kind] = own[0] if own else default
+        if own and default in names:
+            _move(root / default, root / PRIVATE / "format-1-leftovers" / default)
+    return chosen["instance"], chosen["group"]
 
 
 def _kinds(top: Path) -> set[str]:
@@ -199,6 +213,49 @@ def _commit_instances(root: Path, keys: StoreKeys) -> None:
             if path.name in records.records:
                 _metadata, info = records.instance(path.name)
                 (path / "info.json.gz").write_bytes(json_gz(info.to_json()))
+
+
+def _rewrite_records(root: Path, keys: StoreKeys) -> None:
+    """Every study's deduplicated data written again, one record per committed instance, from
+    its instance files (metadata and info record)."""
+    from dicomweb_archive.store.dedup import read_study_records, write_record  # noqa: PLC0415
+    from dicomweb_archive.store.instance import instance_keys  # noqa: PLC0415
+
+    storage = LocalStorage(root)
+    studies = root / "studies"
+    for study in (
+        sorted(p.name for p in studies.iterdir() if p.is_dir()) if studies.is_dir() else []
+    ):
+        old = read_study_records(storage, keys, study)
+        pairs = []
+        for key in instance_keys(storage, keys, study):
+            folder = root / keys.instance(key.study, key.series, key.sop)
+            info = _read_gz(folder / "info.json.gz")
+            metadata = _read_gz(folder / "metadata.gz")
+            if metadata is not None:
+                pairs.append((metadata[0], info))
+            elif key.sop in old.records:
+                pairs.append((old.instance(key.sop)[0], info))
+        shutil.rmtree(root / keys.instance_records(study), ignore_errors=True)
+        shutil.rmtree(root / keys.groups(study), ignore_errors=True)
+        for metadata, info in pairs:
+            write_record(storage, keys, study, metadata, InfoRecord.from_json(info))
+
+
+def _prune_bulk(root: Path, keys: StoreKeys) -> None:
+    """Bulk data only rejected instances referred to is kept aside now: remove the copy left
+    in the study (format 1 kept it there)."""
+    from dicomweb_archive.store.instance import bulk_in_use, bulk_objects  # noqa: PLC0415
+
+    storage = LocalStorage(root)
+    studies = root / "studies"
+    for study in (
+        sorted(p.name for p in studies.iterdir() if p.is_dir()) if studies.is_dir() else []
+    ):
+        used = bulk_in_use(storage, keys, study)
+        for sha, name in bulk_objects(storage, keys, study).items():
+            if sha not in used:
+                storage.delete(name)
 
 
 def _convert_changes(root: Path, keys: StoreKeys) -> None:
