@@ -15,11 +15,12 @@ echo "'pixels+attributes' is a JPEG 2000 original whose frames were recompressed
 COLUMNS=160 .venv/bin/dicomweb-archive verify -o demo-store
 echo
 echo "One instance with frames, as files (the static DICOMweb layout):"
-frame=$(find demo-store/studies -name 1.mht | sort | head -n 1)
+# (sed, not head: head exits early and, with pipefail, the writer's SIGPIPE would end the demo)
+frame=$(find demo-store/studies -name 1.mht | sort | sed -n 1p)
 instance=$(dirname "$(dirname "$frame")")
 series=$(dirname "$(dirname "$instance")")
 (cd "$series" && find . -maxdepth 1 -type f && find "instances/$(basename "$instance")" | sort) | sed 's/^/  /'
-head -c 160 "$frame" | head -n 2 | sed 's/^/  frame 1 begins: /'
+head -c 160 "$frame" | sed -n '1,2s/^/  frame 1 begins: /p'
 echo
 echo
 echo "Serve it to a DICOMweb viewer: .venv/bin/dicomweb-archive serve -o demo-store --port 8080"

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs a store on disk (another process opens it)")
     for item in items:
-        if "local" in item.keywords:
+        if item.get_closest_marker("local") is not None:
             item.add_marker(skip)
 
 

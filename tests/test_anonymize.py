@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -15,19 +16,27 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from typer.testing import CliRunner
 
-from dicomweb_archive import PipelineOptions, Recompression, ingest
+from dicomweb_archive import Archive, PipelineOptions, Recompression
 from dicomweb_archive.cli.main import UPDATE_APP
 from dicomweb_archive.cli.update import normalise_argv
+from dicomweb_archive.errors import NotAStoreError
 from dicomweb_archive.model.deid import DUMMY, Profile
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.standard_tables import CONFIDENTIALITY_PROFILE
 from dicomweb_archive.ops.anonymize import anonymize
 from dicomweb_archive.ops.export import Selection
-from dicomweb_archive.ops.verify import verify
-from dicomweb_archive.store.files import read_json_gz
+from dicomweb_archive.ops.history import audit_log
+from dicomweb_archive.ops.purge import purge
+from dicomweb_archive.ops.verify import VerifyReport, verify
+from dicomweb_archive.store.keys import STUDIES, STUDIES_INDEX
+from dicomweb_archive.store.secrets import KEY as STORE_KEY
+from tests import stores
 from tests.factory import make_ct, uid
+from tests.stores import exists, index_dump, ingested, keys_under, objects, read_json, tree_hashes
 
 KEY = b"test-key"
 runner = CliRunner()
+Source = tuple[str, list[Path]]
 
 
 def _identifying(path: Path, *, sop: str, referenced: str | None = None) -> Path:
@@ -61,28 +70,59 @@ def _identifying(path: Path, *, sop: str, referenced: str | None = None) -> Path
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> tuple[Path, list[Path]]:
+def source(tmp_path: Path, store: str) -> Source:
     (tmp_path / "in").mkdir()
     files = [
         _identifying(tmp_path / "in" / "a.dcm", sop=uid("77.3")),
         _identifying(tmp_path / "in" / "b.dcm", sop=uid("77.4"), referenced=uid("77.3")),
     ]
-    store = tmp_path / "store"
-    assert ingest(files, store).ok
+    assert ingested(store, files).ok
     return store, files
 
 
-def test_each_table_attribute_handled(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def _anonymize(store: str, selection: Selection, out: str, **kwargs: Any) -> Any:
+    with Archive.open(store) as archive:
+        return anonymize(archive, selection, out, **kwargs)
+
+
+def _verify(store: str) -> VerifyReport:
+    with Archive.open(store) as archive:
+        return verify(archive)
+
+
+def _instance_metadata(store: str, sop: str = "") -> dict[str, Any]:
+    """The served metadata of instance ``sop`` (of the first instance when not given)."""
+    (key,) = [k for k in keys_under(store, STUDIES) if _is_instance_metadata(k, sop)][:1]
+    metadata: dict[str, Any] = read_json(store, key)[0]
+    return metadata
+
+
+def _is_instance_metadata(key: str, sop: str = "") -> bool:
+    """``studies/<study>/series/<series>/instances/<sop>/metadata.gz``."""
+    parts = key.split("/")
+    return (
+        len(parts) == 7
+        and parts[4] == "instances"
+        and parts[6] == "metadata.gz"
+        and (not sop or parts[5] == sop)
+    )
+
+
+def _first_info(store: str) -> InfoRecord:
+    key = next(k for k in keys_under(store, STUDIES) if k.endswith("/info.json.gz"))
+    return InfoRecord.from_json(read_json(store, key))
+
+
+def test_each_table_attribute_handled(source: Source, new_store: Callable[[str], str]) -> None:
     """Every Table E.1-1 attribute present is removed, emptied, dummied or remapped."""
     store, files = source
-    report = anonymize(store, Selection(study=uid("77.1")), tmp_path / "out", key=KEY)
+    out = new_store("out")
+    report = _anonymize(store, Selection(study=uid("77.1")), out, key=KEY)
     assert report.ok and len(report.results) == 2
     profile = Profile(KEY)
     original = pydicom.dcmread(files[1])
     new_sop = profile.uid(uid("77.4"))
-    out_meta = read_json_gz(
-        next((tmp_path / "out").glob(f"studies/*/series/*/instances/{new_sop}/metadata.gz"))
-    )[0]
+    out_meta = _instance_metadata(out, new_sop)
     handled = 0
     for element in original:
         key = f"{element.tag:08X}"
@@ -101,29 +141,27 @@ def test_each_table_attribute_handled(source: tuple[Path, list[Path]], tmp_path:
         elif action == "U" and element.VR == "SQ":
             assert got is not None  # its UIDs are remapped (test_uids_consistent_...)
         elif action == "U":
-            assert got["Value"] == [profile.uid(str(element.value))], key
+            assert got is not None and got["Value"] == [profile.uid(str(element.value))], key
     assert handled >= 15
     assert out_meta["00120062"]["Value"] == ["YES"]
     codes = [item["00080100"]["Value"][0] for item in out_meta["00120064"]["Value"]]
     assert codes == ["113100"]
 
 
-def _texts(root: Path) -> list[bytes]:
-    """Every byte of the store as it can be read: files (gz opened, info literals decoded),
-    file names, and the index rows."""
+def _texts(store: str) -> list[bytes]:
+    """Every byte of the store as it can be read: every object, private ones included (gz
+    opened, info literals decoded), object keys, and the index rows (audit included)."""
     out: list[bytes] = []
-    for path in root.rglob("*"):
-        out.append(str(path.relative_to(root)).encode())
-        if not path.is_file() or path.name.startswith("index.sqlite"):
-            continue
-        data = path.read_bytes()
+    for key, stored in objects(store, private=True).items():
+        out.append(key.encode())
+        data = stored
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
             out.extend(_literals(json.loads(data)))
         out.append(data)
-    with sqlite3.connect(root / ".dicomweb-archive" / "index.sqlite") as db:
-        for table in ("patients", "studies", "series", "instances"):
-            out.extend(repr(row).encode() for row in db.execute(f"SELECT * FROM {table}"))
+    with Archive.open(store) as archive:
+        rows = [*(r for t in archive.index.dump().values() for r in t), *archive.index.audit()]
+    out.extend(repr(row).encode() for row in rows)
     return out
 
 
@@ -136,68 +174,75 @@ def _literals(value: object) -> list[bytes]:
     return []
 
 
-def test_no_original_value_remains(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+SECRETS = [
+    "SMITHERSON",
+    "ALICIA",
+    "SECRET-ID-77",
+    "Saint Example Hospital",
+    "SCANNER-ROOM-9",
+    "TECHNICIAN",
+    "SN-99-887766",
+    "19610307",
+    "OTHER-ID-4455",
+    "ACC-31337",
+    "STUDY-4242",
+    "PRIVATE-SECRET-VALUE",
+    uid("77.1"),
+    uid("77.2"),
+    uid("77.3"),
+    uid("77.4"),
+    uid("77.99"),
+]
+
+
+def _found(haystack: list[bytes]) -> list[str]:
+    """The secrets (UTF-8 or UTF-16) found anywhere in ``haystack``."""
+    return [
+        secret
+        for secret in SECRETS
+        if any(
+            encoded in text
+            for encoded in {secret.encode(), secret.encode("utf-16-le")}
+            for text in haystack
+        )
+    ]
+
+
+def test_no_original_value_remains(source: Source, new_store: Callable[[str], str]) -> None:
     """Search the whole output store for each removed or replaced original value."""
     store, _files = source
-    anonymize(store, Selection(patient_id="SECRET-ID-77"), tmp_path / "out", key=KEY)
-    secrets = [
-        "SMITHERSON",
-        "ALICIA",
-        "SECRET-ID-77",
-        "Saint Example Hospital",
-        "SCANNER-ROOM-9",
-        "TECHNICIAN",
-        "SN-99-887766",
-        "19610307",
-        "OTHER-ID-4455",
-        "ACC-31337",
-        "STUDY-4242",
-        "PRIVATE-SECRET-VALUE",
-        uid("77.1"),
-        uid("77.2"),
-        uid("77.3"),
-        uid("77.4"),
-        uid("77.99"),
-    ]
-    haystack = _texts(tmp_path / "out")
-    for secret in secrets:
-        for encoded in {secret.encode(), secret.encode("utf-16-le")}:
-            assert not any(encoded in text for text in haystack), secret
-    assert verify(tmp_path / "out").ok
+    out = new_store("out")
+    _anonymize(store, Selection(patient_id="SECRET-ID-77"), out, key=KEY)
+    assert _found(_texts(out)) == []
+    assert _verify(out).ok
 
 
 def test_uids_consistent_and_references_resolve(
-    source: tuple[Path, list[Path]], tmp_path: Path
+    source: Source, new_store: Callable[[str], str]
 ) -> None:
     """The same key maps the same UIDs in two runs; a reference points at the new instance."""
     store, _ = source
-    for name in ("one", "two"):
-        anonymize(store, Selection(study=uid("77.1")), tmp_path / name, key=KEY)
-    index = read_json_gz(tmp_path / "one" / "studies" / "index.json.gz")
-    assert index == read_json_gz(tmp_path / "two" / "studies" / "index.json.gz")
-    anonymize(store, Selection(study=uid("77.1")), tmp_path / "other", key=b"another key")
-    assert read_json_gz(tmp_path / "other" / "studies" / "index.json.gz") != index
+    one, two, other = new_store("one"), new_store("two"), new_store("other")
+    for out in (one, two):
+        _anonymize(store, Selection(study=uid("77.1")), out, key=KEY)
+    index = read_json(one, STUDIES_INDEX)
+    assert index == read_json(two, STUDIES_INDEX)
+    _anonymize(store, Selection(study=uid("77.1")), other, key=b"another key")
+    assert read_json(other, STUDIES_INDEX) != index
     profile = Profile(KEY)
-    meta = read_json_gz(
-        next(
-            (tmp_path / "one").glob(
-                f"studies/*/series/*/instances/{profile.uid(uid('77.4'))}/metadata.gz"
-            )
-        )
-    )[0]
+    meta = _instance_metadata(one, profile.uid(uid("77.4")))
     referenced = meta["00081140"]["Value"][0]["00081155"]["Value"][0]
     assert referenced == profile.uid(uid("77.3"))
-    assert list((tmp_path / "one").glob(f"studies/*/series/*/instances/{referenced}"))
+    assert [k for k in keys_under(one, STUDIES) if _is_instance_metadata(k, referenced)]
 
 
-def test_options_retain_and_shift(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_options_retain_and_shift(source: Source, new_store: Callable[[str], str]) -> None:
     """Retain Patient Characteristics keeps PatientAge; Modified Dates shifts StudyDate."""
     store, _ = source
+    out = new_store("out")
     options = frozenset({"retain-patient-characteristics", "retain-modified-dates"})
-    anonymize(store, Selection(study=uid("77.1")), tmp_path / "out", key=KEY, options=options)
-    meta = read_json_gz(
-        next((tmp_path / "out").glob("studies/*/series/*/instances/*/metadata.gz"))
-    )[0]
+    _anonymize(store, Selection(study=uid("77.1")), out, key=KEY, options=options)
+    meta = _instance_metadata(out)
     assert meta["00101010"]["Value"] == ["063Y"]
     days = Profile(KEY).date_offset("SECRET-ID-77")
     assert meta["00080020"]["Value"] == [Profile(KEY).shift("DA", "20240101", days)]
@@ -206,40 +251,54 @@ def test_options_retain_and_shift(source: tuple[Path, list[Path]], tmp_path: Pat
     assert codes == {"113100", "113107", "113108"}
 
 
-def test_cli_anonymize_all(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_cli_anonymize_all(source: Source, new_store: Callable[[str], str]) -> None:
     """mkdicomwebupdate -anonymize --all --out DIR; --out is required."""
     store, _ = source
-    args = ["-o", str(store), "-anonymize", "--all", "--out", str(tmp_path / "deid")]
+    args = ["-o", store, "-anonymize", "--all", "--out", new_store("deid")]
     result = runner.invoke(UPDATE_APP, normalise_argv(args))
     assert result.exit_code == 0, result.output
     assert "2 instances de-identified" in result.stdout
-    missing = runner.invoke(UPDATE_APP, normalise_argv(["-o", str(store), "-anonymize", "--all"]))
+    missing = runner.invoke(UPDATE_APP, normalise_argv(["-o", store, "-anonymize", "--all"]))
     assert missing.exit_code == 2
 
 
-def test_frames_shared_by_hard_link(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
+@pytest.mark.local
+def test_frames_shared_by_hard_link(source: Source, new_store: Callable[[str], str]) -> None:
     """Unchanged frames of the output store are hard links to the source's frame files."""
     store, _ = source
-    report = anonymize(store, Selection(study=uid("77.1")), tmp_path / "out", key=KEY)
+    out = new_store("out")
+    report = _anonymize(store, Selection(study=uid("77.1")), out, key=KEY)
     assert report.linked == 2
-    frame = next((tmp_path / "out").rglob("1.mht"))
-    assert frame.stat().st_nlink == 2
+    frame = next(k for k in keys_under(out, STUDIES) if k.endswith("/1.mht"))
+    assert (Path(out) / frame).stat().st_nlink == 2
 
 
-def test_dry_run_and_in_place(source: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    """--dry-run writes nothing; --all --in-place leaves only the de-identified store."""
+def test_dry_run_and_in_place(source: Source) -> None:
+    """--dry-run writes nothing; --all --in-place leaves only the de-identified instances (the
+    originals are kept aside, revertible, until the change is purged: then nothing of them is
+    left in the store)."""
     store, _ = source
-    args = ["-o", str(store), "-anonymize", "--all", "--in-place"]
+    before = tree_hashes(store, private=True), index_dump(store)
+    args = ["-o", store, "-anonymize", "--all", "--in-place"]
     dry = runner.invoke(UPDATE_APP, normalise_argv([*args, "--dry-run"]))
     assert dry.exit_code == 0 and "2 instances would be de-identified" in dry.stdout
-    assert not list(tmp_path.glob(".store.*"))
+    assert (tree_hashes(store, private=True), index_dump(store)) == before
+    with pytest.raises(NotAStoreError):
+        Archive.open(f"{store}.dry-run")
     done = runner.invoke(UPDATE_APP, normalise_argv(args))
     assert done.exit_code == 0, done.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "store"]
-    haystack = _texts(store)
-    assert not any(b"SMITHERSON" in text for text in haystack)
-    assert (store / ".dicomweb-archive" / "deidentification.key").exists()
-    assert verify(store).ok
+    if stores.BACKEND == "local":  # no copy of the store beside it
+        assert sorted(p.name for p in Path(store).parent.iterdir()) == ["in", "store"]
+    assert _found([k.encode() + v for k, v in objects(store).items()]) == []  # served
+    assert _verify(store).ok
+    with Archive.open(store) as archive:
+        (change_id,) = {r["change_id"] for r in audit_log(archive) if r["operation"] == "anonymize"}
+        assert f"change {change_id}" in done.stdout
+        assert "SMITHERSON" in _found(_texts(store))  # kept aside for revert until purged
+        purge(archive, change_id)
+    assert _found(_texts(store)) == []
+    assert exists(store, STORE_KEY)
+    assert _verify(store).ok
 
 
 @pytest.mark.parametrize(
@@ -250,24 +309,28 @@ def test_dry_run_and_in_place(source: tuple[Path, list[Path]], tmp_path: Path) -
         ("SC_rgb_rle_2frame.dcm", False),
     ],
 )
-def test_recompressed_and_kept_frames_are_shared(name: str, keep: bool, tmp_path: Path) -> None:
+def test_recompressed_and_kept_frames_are_shared(
+    name: str, keep: bool, new_store: Callable[[str], str]
+) -> None:
     """De-identifying a JPEG 2000 original stored as JPEG-LS (its codestreams gone, or kept
     with --keep-originals) and an RLE one kept as received gives the same stored frames,
-    shared by hard link; the de-identified store keeps the codestreams where the source did."""
+    shared by hard link (on a local disk); the de-identified store keeps the codestreams where
+    the source did."""
     source = get_testdata_file(name, download=False)
     assert isinstance(source, str)
-    store = tmp_path / "store"
+    store, out = new_store("store"), new_store("out")
     options = PipelineOptions(recompression=Recompression(keep_originals=keep))
-    (result,) = ingest([source], store, options=options).results
+    (result,) = ingested(store, [source], options=options).results
     assert result.key is not None
-    report = anonymize(store, Selection(study=result.key.study), tmp_path / "out", key=KEY)
+    report = _anonymize(store, Selection(study=result.key.study), out, key=KEY)
     assert report.ok, [r.error for r in report.results]
     frames = int(pydicom.dcmread(source).get("NumberOfFrames") or 1)
-    assert report.linked == frames
-    before = read_json_gz(next(store.rglob("info.json.gz")))
-    after = read_json_gz(next((tmp_path / "out").rglob("info.json.gz")))
-    assert [f["sha256"] for f in after["frames"]] == [f["sha256"] for f in before["frames"]]
-    checked = verify(tmp_path / "out")
+    # frames are shared where both stores are directories on one file system
+    assert report.linked == (frames if stores.BACKEND == "local" else 0)
+    before, after = _first_info(store), _first_info(out)
+    assert [f.sha256 for f in after.frames] == [f.sha256 for f in before.frames]
+    checked = _verify(out)
     assert checked.ok, checked.findings
     assert [v.equivalence for v in checked.instances] == ["bytes"]  # as it was received
-    assert any("bulk" in f.get("source", {}) for f in after["frames"]) == keep
+    kept = any(f.source is not None and f.source.bulk is not None for f in after.frames)
+    assert kept == keep

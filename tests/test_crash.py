@@ -37,9 +37,7 @@ def _visible_files_complete(store: str) -> None:
 
 
 @pytest.mark.local
-def test_killed_at_every_write_then_rerun(
-    tmp_path: Path, new_store: Callable[[str], str]
-) -> None:
+def test_killed_at_every_write_then_rerun(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """After a kill at write k, a re-run gives the same store as an uninterrupted run."""
     inputs = tmp_path / "in"
     write_series(inputs / "a", count=2, patient_id="P1")

@@ -6,29 +6,35 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
 from dicomweb_archive import (
+    Archive,
     PipelineOptions,
     build_studies,
     group_studies,
-    ingest,
     reconstruct_p10,
     write_instances,
 )
 from dicomweb_archive.model.dedup import combine, split
 from dicomweb_archive.store.dedup import read_study_records
-from dicomweb_archive.store.files import CRASH_AFTER_ENV, read_json_gz
-from dicomweb_archive.store.layout import StoreLayout
+from dicomweb_archive.store.instance import InstanceKey, read_info, study_uids
+from dicomweb_archive.store.keys import NOTIFICATIONS, StoreKeys
+from dicomweb_archive.store.local import CRASH_AFTER_ENV
+from dicomweb_archive.store.storage import from_json_gz
+from tests import stores
 from tests.factory import uid, write_ct, write_series
-from tests.test_ingest import index_dump, tree_hashes
+from tests.stores import index_dump, ingested, keys_under, read_json, tree_hashes
 
 STAGE1 = PipelineOptions()  # mkdicomwebdeduplicated: stage 1 only when run_stages is False
+KEYS = StoreKeys()
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +54,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(corpus: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("reference") / "store"
-    assert ingest(corpus, store).ok
-    return store
+def reference(corpus: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = stores.location(tmp_path_factory.mktemp("reference"))
+    assert ingested(store, corpus).ok
+    yield store
+    stores.forget(store)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -59,120 +66,147 @@ def reference(corpus: list[Path], tmp_path_factory: pytest.TempPathFactory) -> P
 def test_stages_in_any_split_equal_one_run(
     data: st.DataObject,
     corpus: list[Path],
-    reference: Path,
+    reference: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Stage 1 in random batches, group and study stages at random moments: same store."""
     order = data.draw(st.permutations(corpus))
     cuts = sorted(data.draw(st.sets(st.integers(1, len(order) - 1), max_size=3)))
     batches = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
-    store = tmp_path_factory.mktemp("split") / "store"
-    for batch in batches:
-        assert write_instances(batch, store, options=STAGE1).ok
-        if data.draw(st.booleans()):
-            group_studies(store)
-        if data.draw(st.booleans()):
-            build_studies(store)
-    group_studies(store)
-    build_studies(store)
-    assert tree_hashes(store) == tree_hashes(reference)
-    assert index_dump(store) == index_dump(reference)
-    assert not any((store / "notifications").rglob("*.*"))
+    store = stores.location(tmp_path_factory.mktemp("split"))
+    try:
+        with Archive.open_or_create(store) as archive:
+            for batch in batches:
+                assert write_instances(archive, batch, options=STAGE1).ok
+                if data.draw(st.booleans()):
+                    group_studies(archive)
+                if data.draw(st.booleans()):
+                    build_studies(archive)
+            group_studies(archive)
+            build_studies(archive)
+        assert tree_hashes(store) == tree_hashes(reference)
+        assert index_dump(store) == index_dump(reference)
+        assert not keys_under(store, NOTIFICATIONS)
+    finally:
+        stores.forget(store)
 
 
-def test_dedup_is_lossless(corpus: list[Path], reference: Path) -> None:
+def test_dedup_is_lossless(corpus: list[Path], reference: str) -> None:
     """Recombining extracts and remainder gives each instance's metadata and info exactly."""
-    layout = StoreLayout(reference)
-    for study_dir in (reference / "instances").iterdir():
-        records = read_study_records(layout, study_dir.name)
-        for sop in records.records:
-            metadata, info = records.instance(sop)
-            key = info["series_instance_uid"]
-            stored = read_json_gz(layout.instance_metadata(study_dir.name, key, sop))[0]
-            assert metadata == stored
-            assert info == read_json_gz(layout.info(study_dir.name, key, sop))
-            extracts, remainder = split(metadata)
-            assert combine(list(extracts.values()), remainder) == metadata
+    checked = 0
+    with Archive.open(reference) as archive:
+        storage, keys = archive.storage, archive.keys
+        for study in study_uids(storage):
+            records = read_study_records(storage, keys, study)
+            for sop in records.records:
+                metadata, info = records.instance(sop)
+                key = InstanceKey(study, info.series_instance_uid, sop)
+                stored = from_json_gz(
+                    storage.get(keys.instance_metadata(key.study, key.series, sop))
+                )[0]
+                assert metadata == stored
+                assert info == read_info(storage, keys, key)
+                extracts, remainder = split(metadata)
+                assert combine(list(extracts.values()), remainder) == metadata
+                checked += 1
+    assert checked == len(corpus)
 
 
-def test_clean_touches_only_named_studies(tmp_path: Path) -> None:
+def test_clean_touches_only_named_studies(tmp_path: Path, store: str) -> None:
     """-c rebuilds the studies the input touches from that input alone; others stay as were."""
     a = write_series(tmp_path / "a", count=3, patient_id="P1")
     b = write_series(tmp_path / "b", count=2, patient_id="P2")
-    store = tmp_path / "store"
-    ingest([*a, *b], store)
+    ingested(store, [*a, *b])
     before = tree_hashes(store)
-    report = ingest([a[0]], store, options=PipelineOptions(clean=True))
+    report = ingested(store, [a[0]], options=PipelineOptions(clean=True))
     assert report.ok and report.instances == 1
     after = tree_hashes(store)
     study_a = report.results[0].key.study if report.results[0].key else ""
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert changed and all(study_a in p or p.startswith("studies/index") for p in changed)
-    assert read_json_gz(StoreLayout(store).study_index(study_a))[0]["00201208"]["Value"] == [1]
+    assert read_json(store, KEYS.study_index(study_a))[0]["00201208"]["Value"] == [1]
+    # a clean keeps what it removes aside: a revertible change of kind "clean"
+    with Archive.open(store) as archive:
+        assert {row["operation"] for row in archive.index.audit()} == {"clean"}
 
 
-def test_remove_deduplicated_instances_keeps_everything(tmp_path: Path) -> None:
+def test_remove_deduplicated_instances_keeps_everything(tmp_path: Path, store: str) -> None:
     """-C removes per-instance files after grouping; every instance still rebuilds exactly."""
     files = write_series(tmp_path / "in", count=4)
-    store = tmp_path / "store"
     options = PipelineOptions(remove_deduplicated_instances=True)
-    assert ingest(files, store, options=options).ok
-    assert not (store / "instances").exists() or not any((store / "instances").iterdir())
+    assert ingested(store, files, options=options).ok
+    assert not keys_under(store, KEYS.path_instances + "/")
     more = write_series(tmp_path / "in", count=6, prefix="ZZ")[4:]
-    assert ingest(more, store, options=options).ok
-    for path in [*files, *more]:
-        import pydicom
-
-        sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-        assert reconstruct_p10(store, sop) == path.read_bytes()
-    study = next(iter((store / "deduplicated").iterdir()))
-    group = read_json_gz(StoreLayout(store).group_index(study.name))
+    assert ingested(store, more, options=options).ok
+    with Archive.open(store) as archive:
+        for path in [*files, *more]:
+            sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+            assert reconstruct_p10(archive, sop) == path.read_bytes()
+        study = archive.storage.children(KEYS.path_deduplicated + "/")[0].rstrip("/")
+    group = read_json(store, KEYS.group_index(study))
     assert len(group["groups"]) == 1
 
 
-def test_group_file_smaller_than_instance_files(tmp_path: Path) -> None:
+def test_group_file_smaller_than_instance_files(tmp_path: Path, store: str) -> None:
     """A 200-instance series: the group file is much smaller than its per-instance files."""
     files = write_series(tmp_path / "in", count=200, rows=8, columns=8)
-    store = tmp_path / "store"
-    ingest(files, store)
-    per_instance = sum(p.stat().st_size for p in (store / "instances").rglob("*.gz"))
-    groups = [p for p in (store / "deduplicated").rglob("*.gz") if p.name != "index.json.gz"]
+    ingested(store, files)
+    with Archive.open(store) as archive:
+        storage = archive.storage
+        per_instance = sum(
+            info.size
+            for info in storage.list_prefix(KEYS.path_instances + "/")
+            if info.key.endswith(".gz")
+        )
+        groups = [
+            info
+            for info in storage.list_prefix(KEYS.path_deduplicated + "/")
+            if info.key.endswith(".gz") and not info.key.endswith("/index.json.gz")
+        ]
     assert len(groups) == 1
-    assert groups[0].stat().st_size < 0.5 * per_instance
+    assert groups[0].size < 0.5 * per_instance
 
 
 SCRIPT = """
 import sys
-from dicomweb_archive import PipelineOptions, build_studies, group_studies, write_instances
+from dicomweb_archive import (
+    Archive, PipelineOptions, build_studies, group_studies, write_instances
+)
 stage, inputs, store = sys.argv[1:4]
 if stage == "instances":
-    write_instances([inputs], store, options=PipelineOptions())
+    with Archive.open_or_create(store) as archive:
+        write_instances(archive, [inputs], options=PipelineOptions())
 elif stage == "group":
-    group_studies(store)
+    with Archive.open(store) as archive:
+        group_studies(archive)
 else:
-    build_studies(store)
+    with Archive.open(store) as archive:
+        build_studies(archive)
 """
 
 
-def _stage(stage: str, inputs: Path, store: Path, crash_after: int | None) -> int:
+def _stage(stage: str, inputs: Path, store: str, crash_after: int | None) -> int:
     env = dict(os.environ)
     if crash_after is not None:
         env[CRASH_AFTER_ENV] = str(crash_after)
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, stage, str(inputs), str(store)], env=env, check=False
+        [sys.executable, "-c", SCRIPT, stage, str(inputs), store], env=env, check=False
     ).returncode
 
 
+@pytest.mark.local
 @pytest.mark.parametrize("stage", ["instances", "group", "study"])
-def test_stage_killed_then_rerun(stage: str, tmp_path: Path) -> None:
+def test_stage_killed_then_rerun(
+    stage: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
     """A stage killed after its k-th write, then re-run, completes the store (several k)."""
     inputs = tmp_path / "in"
     write_series(inputs / "a", count=2, patient_id="P1")
     write_ct(inputs / "b.dcm", study=uid(5), series=uid(6), sop=uid(7), frames=2)
-    reference = tmp_path / "reference"
-    assert ingest([inputs], reference).ok
+    reference = new_store("reference")
+    assert ingested(reference, [inputs]).ok
     for k in (1, 2, 3, 5, 8):
-        store = tmp_path / f"store{k}"
+        store = new_store(f"store{k}")
         for earlier in ("instances", "group", "study"):
             if earlier == stage:
                 break

@@ -242,9 +242,7 @@ with Archive.open(sys.argv[1]) as archive:
 
 
 @pytest.mark.local
-def test_killed_update_is_all_or_nothing(
-    tmp_path: Path, new_store: Callable[[str], str]
-) -> None:
+def test_killed_update_is_all_or_nothing(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """Killed after its k-th write, a patient edit is all old or all new once the next command
     has recovered (replayed the journal or swept the staged files); a re-run completes it."""
     files = _inputs(tmp_path)

@@ -27,19 +27,21 @@ from typing import Any, TypeVar
 from dicomweb_archive import __version__
 from dicomweb_archive.errors import NoSuchObjectError, NotAStoreError, StoreConfigError
 from dicomweb_archive.index.protocol import Index
-from dicomweb_archive.index.sqlite import SQLiteIndex
+from dicomweb_archive.index.sqlite import SQLiteIndex, drop_memory_database
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.journal import Transaction, read_consistently
 from dicomweb_archive.store.keys import CONFIG, REINDEX, STUDIES_INDEX, StoreKeys
 from dicomweb_archive.store.local import LOCAL, LocalStorage
 from dicomweb_archive.store.locations import normal_location, storage_at
-from dicomweb_archive.store.memory import MemoryStorage
+from dicomweb_archive.store.memory import FORGET_HOOKS, MemoryStorage
 from dicomweb_archive.store.recovery import recover
 from dicomweb_archive.store.storage import Storage
 from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
 
 T = TypeVar("T")
+MEMORY_INDEX = "dicomweb-archive-{}"
+FORGET_HOOKS.append(lambda name: drop_memory_database(MEMORY_INDEX.format(name)))
 
 
 class Archive:
@@ -187,7 +189,7 @@ class Archive:
         if isinstance(self.storage, LocalStorage):
             return SQLiteIndex(self.storage.root / LOCAL / "index.sqlite")
         if isinstance(self.storage, MemoryStorage):
-            return SQLiteIndex(memory_name=f"dicomweb-archive-{self.storage.name}")
+            return SQLiteIndex(memory_name=MEMORY_INDEX.format(self.storage.name))
         raise StoreConfigError(f"{self.location}: give this store an index URL")
 
     @property

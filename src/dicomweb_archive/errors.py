@@ -97,6 +97,13 @@ class UsageError(ArchiveError):
     exit_code = 2
 
 
+class EditRefusedError(UsageError):
+    """An edit cannot be made as asked (unknown tag, wrong level, invalid value, a value the
+    instance's character set cannot hold)."""
+
+    exit_code = 1
+
+
 class BadQueryError(UsageError):
     """A query key or value cannot be used for matching."""
 

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from dicomweb_archive import __version__
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.errors import ArchiveError, StoreError
 from dicomweb_archive.ops.reindex import ensure_index
 
 EXIT_OK = 0
@@ -77,7 +77,10 @@ def open_store(path: Path) -> Archive:
     """The existing store at ``path`` (an error, exit code 2, when it is not one), its index
     rebuilt first when it lost its rows (an upgraded store)."""
     archive = Archive.open(store_path(path))
-    ensure_index(archive)
+    try:
+        ensure_index(archive)
+    except StoreError as exc:  # a reader still reads; the index says what it says
+        stderr.print(f"warning: the index was not rebuilt: {exc}", markup=False, soft_wrap=True)
     return archive
 
 

@@ -30,7 +30,7 @@ from dicomweb_archive.dicom.parse import (
     ParsedFile,
     parse_p10,
 )
-from dicomweb_archive.errors import UsageError
+from dicomweb_archive.errors import EditRefusedError, UsageError
 from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_DTYPES, encodings_of
 
 PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
@@ -144,7 +144,7 @@ def _needs_utf8(
         if charset is not None
         else "the default repertoire (ASCII)"
     )
-    raise UsageError(
+    raise EditRefusedError(
         f"{name}: the value of ({tag >> 16:04X},{tag & 0xFFFF:04X}) cannot be encoded in the "
         f"instance's character set, {declared}, and the instance holds text in that character "
         "set already: write the value in that character set, or set SpecificCharacterSet first"

@@ -34,6 +34,14 @@ _MEMORY: dict[str, sqlite3.Connection] = {}  # keeps named in-memory databases a
 _MEMORY_LOCK = threading.Lock()
 
 
+def drop_memory_database(name: str) -> None:
+    """Let a named in-memory database go (when the last connection to it closes)."""
+    with _MEMORY_LOCK:
+        keeper = _MEMORY.pop(name, None)
+    if keeper is not None:
+        keeper.close()
+
+
 class SQLiteIndex:
     """The SQLite index of one store: a file, or (``memory_name``) a named in-memory database."""
 

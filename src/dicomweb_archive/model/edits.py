@@ -23,7 +23,7 @@ from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_
 from pydicom.valuerep import validate_value
 
 from dicomweb_archive.dicom.edit import Edit
-from dicomweb_archive.errors import UsageError
+from dicomweb_archive.errors import EditRefusedError
 from dicomweb_archive.model.standard_tables import PATIENT_LEVEL, SERIES_LEVEL, STUDY_LEVEL
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -48,12 +48,6 @@ PIXEL_DESCRIPTION = {
     0x00280125,  # DoubleFloatPixelPaddingRangeLimit
 }
 _STEP = re.compile(r"^(?P<name>[A-Za-z0-9(),]+)(\[(?P<index>\d+)\])?$")
-
-
-class EditRefusedError(UsageError):
-    """An edit cannot be made as asked (unknown tag, wrong level, invalid value)."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -564,7 +564,8 @@ def _record_error(result: FileResult, exc: Exception) -> None:
     result.status = "failed"
     result.exception = exc
     if isinstance(exc, ArchiveError):
-        result.error = str(exc)
+        message = str(exc)
+        result.error = message if name in message else f"{name}: {message}"
     elif isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
         result.error = f"{name}: {exc.strerror or exc}{where}"

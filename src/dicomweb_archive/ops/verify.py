@@ -52,7 +52,7 @@ from dicomweb_archive.store.instance import (
     uncommitted_instances,
 )
 from dicomweb_archive.store.journal import change_in_progress, generation_marker
-from dicomweb_archive.store.keys import STUDIES, STUDIES_INDEX
+from dicomweb_archive.store.keys import JOURNAL, STUDIES, STUDIES_INDEX
 from dicomweb_archive.store.storage import from_json_gz
 
 JsonObject = dict[str, Any]
@@ -177,6 +177,13 @@ def _verify_store(archive: Archive, on_disk: list[str], report: VerifyReport) ->
     """Store-wide: the study list, index studies without files, stray objects, pending work,
     and the objects change records keep for revert."""
     storage, index = archive.storage, archive.index
+    holder = storage.lease_holder()
+    change = change_in_progress(storage)
+    if change is not None:  # the study list and the index are compared once it is applied
+        what = f"being applied by {holder}" if holder else "waiting: the next command that writes"
+        report.add("pending", JOURNAL, f"committed change {change} is not applied yet ({what})")
+        _verify_changes(archive, report)
+        return
     indexed = {row["study_instance_uid"] for row in index.studies()}
     for study in sorted(indexed - set(on_disk)):
         report.add("index", study, f"study {study} is in the index but not in the store")
@@ -188,7 +195,6 @@ def _verify_store(archive: Archive, on_disk: list[str], report: VerifyReport) ->
     for name in storage.children(STUDIES):
         if name != "index.json.gz" and not (name.endswith("/") and is_safe_uid(name[:-1])):
             report.add("orphan", STUDIES + name, "not part of the store layout")
-    holder = storage.lease_holder()
     for stage in notify.STAGES:
         for study in notify.pending(storage, stage):
             what = f"; a write is in progress: {holder}" if holder else ""

@@ -79,6 +79,8 @@ class Transaction:
         mine = {k: s for k, s in self.staged.items() if k.startswith(prefix)}
         merged: dict[str, ObjectInfo] = {}
         for info in self.storage.list_prefix(prefix):
+            if info.key.startswith(STAGING):
+                continue  # this or another transaction's staging, not the store's objects
             if info.key not in self.removed and info.key not in mine:
                 merged[info.key] = info
         for key in mine:
@@ -209,8 +211,7 @@ def replay(storage: Storage, apply_index: IndexApplier | None) -> str | None:
     if record is not None:
         _apply(storage, record, apply_index)
         replayed = str(record["id"])
-    for info in list(storage.list_prefix(STAGING)):
-        storage.delete(info.key)
+    storage.delete_prefix(STAGING)
     return replayed
 
 
@@ -228,8 +229,7 @@ def _apply(storage: Storage, record: dict[str, Any], apply_index: IndexApplier |
 
 
 def _remove_staging(storage: Storage, txn_id: str) -> None:
-    for info in list(storage.list_prefix(f"{STAGING}{txn_id}/")):
-        storage.delete(info.key)
+    storage.delete_prefix(f"{STAGING}{txn_id}/")
 
 
 def generation(storage: Storage) -> int:

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import itertools
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -188,6 +189,15 @@ class LocalStorage:
             raise StoreError(f"{self.location}: {key} is a directory, not an object") from exc
         self._prune(path.parent)
         count_write()
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise StoreError(f"not a prefix: {prefix!r}")
+        directory = self.path(prefix.rstrip("/"))
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory)
+            self._prune(directory.parent)
+            count_write()
 
     def barrier(self) -> None:
         os.sync()

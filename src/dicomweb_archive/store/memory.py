@@ -11,7 +11,7 @@ import hashlib
 import io
 import threading
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -112,6 +112,10 @@ class MemoryStorage:
             if self._objects.pop(check_key(key), None) is not None:
                 del self._keys[bisect_left(self._keys, key)]
 
+    def delete_prefix(self, prefix: str) -> None:
+        for info in list(self.list_prefix(prefix)):
+            self.delete(info.key)
+
     def list_prefix(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._mutex:
             start = bisect_left(self._keys, prefix)
@@ -176,7 +180,14 @@ def memory_storage(location: str, *, create: bool) -> MemoryStorage | None:
         return storage
 
 
+#: called with a store's name when it is forgotten (the index of a memory store goes too)
+FORGET_HOOKS: list[Callable[[str], None]] = []
+
+
 def forget(location: str) -> None:
-    """Drop a memory store (its objects are gone)."""
+    """Drop a memory store (its objects, and its in-memory index, are gone)."""
+    name = location[len(SCHEME) :]
     with _REGISTRY_LOCK:
-        _REGISTRY.pop(location[len(SCHEME) :], None)
+        _REGISTRY.pop(name, None)
+    for hook in FORGET_HOOKS:
+        hook(name)

@@ -98,6 +98,10 @@ class Storage(Protocol):
         """Every object whose key starts with ``prefix``, in key order."""
         ...
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix`` (which ends with ``/``) at once."""
+        ...
+
     def children(self, prefix: str) -> list[str]:
         """The names one level below ``prefix`` (which ends with ``/``, or is empty), sorted:
         objects as their name, deeper levels as their name and ``/``."""
