@@ -1,0 +1,85 @@
+"""De-identification into a new store appears whole or not at all; an instance that cannot
+be de-identified is reported and left out (issue 11, defect 13)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+from typer.testing import CliRunner
+
+from dicomweb_archive import Archive
+from dicomweb_archive.cli.main import app
+from dicomweb_archive.cli.update import normalise_argv
+from dicomweb_archive.errors import NotAStoreError
+from dicomweb_archive.ops import anonymize as anonymize_module
+from dicomweb_archive.ops.ingest import write_streams as original
+from dicomweb_archive.ops.verify import verify
+from tests.factory import make_ct, uid, write_series
+from tests.stores import ingested
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, normalise_argv(list(args)))
+    return result.exit_code, result.output
+
+
+def _deflated(path: Path) -> Path:
+    ds = make_ct(study=uid(51), series=uid(52), sop=uid(53), patient_id="P5")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_an_instance_that_cannot_be_deidentified_is_left_out(
+    tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """Defect 13: a deflated instance is reported (one line, exit 1) and left out; every other
+    instance is de-identified into a complete store that verifies clean."""
+    source, out = new_store("source"), new_store("out")
+    files = write_series(tmp_path / "in", count=3, patient_id="P1")
+    files.append(_deflated(tmp_path / "deflated.dcm"))
+    assert ingested(source, files).ok
+    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    assert code == 1, output
+    assert output.count("error:") == 1 and uid(53) in output and "cannot be de-identified" in output
+    assert "3 instances de-identified" in output
+    with Archive.open(out) as archive:
+        assert archive.config.complete
+        assert archive.index.counts()["instances"] == 3
+        report = verify(archive)
+    assert report.ok and report.complete, report.findings
+
+
+def test_an_interrupted_deidentification_leaves_no_store(
+    tmp_path: Path, new_store: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 13: a run stopped half-way leaves a store that nothing opens (not a half-built
+    store that looks complete); the next run into the same place replaces it."""
+    source, out = new_store("source"), new_store("out")
+    files = write_series(tmp_path / "in", count=3, patient_id="P1")
+    assert ingested(source, files).ok
+
+    def stops(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        raise KeyboardInterrupt  # after the instances are in, before the store is whole
+
+    monkeypatch.setattr(anonymize_module, "write_streams", stops)
+    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    assert code == 130, output
+    with pytest.raises(NotAStoreError, match="left incomplete"):
+        Archive.open(out)
+    code, output = _cli("studies", "-o", out)
+    assert code == 2 and "left incomplete" in output
+    monkeypatch.setattr(anonymize_module, "write_streams", original)
+    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    assert code == 0, output
+    with Archive.open(out) as archive:
+        assert archive.index.counts()["instances"] == 3
+        report = verify(archive)
+    assert report.ok and report.complete, report.findings
