@@ -239,15 +239,15 @@ def _verify_study(archive: Archive, study: str, report: VerifyReport, *, deep: b
                 report.add("orphan", prefix + name, "not part of the store layout")
     for key in uncommitted_instances(storage, keys, study):
         where = keys.instance(key.study, key.series, key.sop).rstrip("/")
-        if pending or storage.lease_holder():
-            report.add("interrupted", where, "being written (no info record yet)")
-        else:
+        if pending:  # stage 1 notifies a study before it writes anything of it
+            what = "being written" if storage.lease_holder() else "left by an interrupted writer"
             report.add(
                 "interrupted",
                 where,
-                "left by an interrupted writer (no info record): the next command that writes "
-                "removes it",
+                f"{what} (no info record yet); the next command that writes removes it",
             )
+        else:  # no write can be under way here: the commit marker was lost
+            report.add("missing", where + "/info.json.gz", "the info record is missing")
     keys_now = instance_keys(storage, keys, study)
     # Instances are checked in parallel (decoding recompressed frames and hashing release the
     # GIL), each into its own result; the results are merged in order.

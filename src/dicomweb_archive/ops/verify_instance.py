@@ -82,7 +82,11 @@ def verify_instance(
     out = InstanceResult()
     where = keys.instance(key.study, key.series, key.sop).rstrip("/")
 
+    frames: FrameChecker | None = None
+
     def fail(kind: str, message: str) -> InstanceResult:
+        if frames is not None:  # what the frames showed before the failure
+            out.findings.extend(f for f in frames.findings if f not in out.findings)
         out.findings.append(Finding(kind, where, message))
         out.verdict = Verdict(key.study, key.series, key.sop, "failed", message)
         return out

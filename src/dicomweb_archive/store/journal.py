@@ -59,7 +59,8 @@ class Transaction:
         still need the content staged before)."""
         with self._lock:
             self._puts += 1
-            return f"{STAGING}{self.id}/{self._puts}/{key}"
+            name = key.rsplit("/", 1)[-1]
+            return f"{STAGING}{self.id}/{self._puts:07d}-{name}"
 
     # -- reads through the transaction -----------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -97,7 +98,12 @@ class Transaction:
                 head, slash, _ = key[len(prefix) :].partition("/")
                 names[head + slash] = None
         if self.removed:  # a level whose every object is removed is gone
+            touched = {
+                k[len(prefix) :].partition("/")[0] for k in self.removed if k.startswith(prefix)
+            }
             for name in list(names):
+                if name.rstrip("/") not in touched:
+                    continue
                 if name.endswith("/"):
                     gone = next(iter(self.list_prefix(prefix + name)), None) is None
                 else:

@@ -36,6 +36,7 @@ from dicomweb_archive.errors import (
     StoreFullError,
     StoreLockedError,
 )
+from dicomweb_archive.store.keys import STAGING
 from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
 
 #: Environment hook for crash tests: after this many completed writes, the process kills itself.
@@ -62,6 +63,7 @@ class LocalStorage:
         self.root = root
         self._tmp = root / TMP
         self._resolved = root.resolve()
+        self._folders: dict[str, bool] = {}  # folder -> resolves inside the store
 
     @property
     def location(self) -> str:
@@ -71,11 +73,22 @@ class LocalStorage:
         return self.root / check_key(key)
 
     def inside(self, key: str) -> Path:
-        """The path of ``key``, refused when it resolves outside the store (a link)."""
+        """The path of ``key``, refused when it resolves outside the store: the object itself is
+        not a link, and its folder resolves inside the store (folders checked once each)."""
         path = self.path(key)
-        if path.is_symlink() or not path.resolve().is_relative_to(self._resolved):
+        folder = str(path.parent)
+        if path.is_symlink() or not self._inside_folder(folder):
             raise NoSuchObjectError(f"{self.location}: {key} resolves outside the store")
         return path
+
+    def _inside_folder(self, folder: str) -> bool:
+        known = self._folders.get(folder)
+        if known is None:
+            known = Path(os.path.realpath(folder)).is_relative_to(self._resolved)
+            if len(self._folders) > 4096:
+                self._folders.clear()
+            self._folders[folder] = known
+        return known
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -149,20 +162,39 @@ class LocalStorage:
             current = self.head(key)
             if current is None or current.etag != if_match:
                 raise PreconditionFailedError(f"{self.location}: {key} changed meanwhile")
-        temp = self._write_temp(data)
-        try:
-            self._place(temp, final, if_absent=if_absent, key=key)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        if key.startswith(STAGING):  # read by nothing until its journal exists: no rename
+            self._write(final, data, exclusive=True)
+        else:
+            temp = self._write_temp(data)
+            try:
+                self._place(temp, final, if_absent=if_absent, key=key)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+                raise
+            if if_absent:
+                os.unlink(temp)  # linked into place
         count_write()
         info = self.head(key)
         assert info is not None
         return info
 
     def copy(self, source: str, target: str) -> None:
+        """A hard link where the file system allows. A staging object is moved instead: its
+        journal is its only user, and applies each once (``store/journal.py``)."""
         origin = self.path(source)
         final = self.path(target)
+        if source.startswith(STAGING) and not target.startswith(STAGING):
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(origin, final)
+            except FileNotFoundError as exc:
+                raise NoSuchObjectError(f"{self.location}: {source} is missing") from exc
+            except OSError as exc:
+                _raise_full(exc, self.location)
+                raise
+            count_write()
+            return
         self._tmp.mkdir(parents=True, exist_ok=True)
         temp = self._tmp / f"{uuid.uuid4().hex}.tmp"
         try:
@@ -238,6 +270,23 @@ class LocalStorage:
             os.close(fd)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _write(self, path: Path, data: Data, *, exclusive: bool) -> None:
+        """Write ``path`` in place (no rename): only for objects nothing reads yet."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+            with os.fdopen(os.open(path, flags, 0o644), "wb") as handle:
+                if isinstance(data, bytes | memoryview):
+                    handle.write(data)
+                else:
+                    for chunk in data:
+                        handle.write(chunk)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            _raise_full(exc, self.location)
+            raise
+
     def _write_temp(self, data: Data) -> Path:
         self._tmp.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".tmp")
