@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: install with the test and dev extras, lint, type-check, test.
+# The whole test suite, from a fresh clone: install with the test and dev extras, lint, type-check,
+# test on both storages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -8,4 +9,7 @@ python3 -m venv .venv
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+# the whole suite on a local directory store, then again on the memory storage (tests that need
+# a store on disk are marked `local` and run in the first pass only)
+.venv/bin/python -m pytest --storage local "$@"
+.venv/bin/python -m pytest --storage memory -q "$@"
