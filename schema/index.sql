@@ -1,5 +1,6 @@
--- SQLite schema of the dicomweb-archive index (.dicomweb-archive/index.sqlite).
--- Generated from dicomweb_archive.index.database.MIGRATIONS; tests/test_schema.py keeps them equal.
+-- SQLite schema of the dicomweb-archive index (.dicomweb-archive/local/index.sqlite).
+-- Generated from dicomweb_archive.index.schema.MIGRATIONS; tests/test_schema.py keeps them equal.
+-- Migration 3 recreates the series, instances and audit tables: the rows are rebuilt from the store.
 
 -- migration 1 (PRAGMA user_version = 1)
 CREATE TABLE patients (
@@ -79,3 +80,63 @@ CREATE TABLE audit (
     PRIMARY KEY (change_id, sop_instance_uid)
 );
 CREATE INDEX audit_sop ON audit(sop_instance_uid);
+
+-- migration 3 (PRAGMA user_version = 3)
+DROP TABLE instances;
+DROP TABLE series;
+CREATE TABLE series (
+    study_instance_uid TEXT NOT NULL REFERENCES studies(study_instance_uid),
+    series_instance_uid TEXT NOT NULL,
+    modality TEXT,
+    series_number INTEGER,
+    series_description TEXT,
+    series_date TEXT,
+    number_of_instances INTEGER,
+    path TEXT NOT NULL,
+    query_json TEXT NOT NULL,
+    PRIMARY KEY (study_instance_uid, series_instance_uid)
+);
+CREATE INDEX series_uid ON series(series_instance_uid);
+CREATE TABLE instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL REFERENCES studies(study_instance_uid),
+    sop_class_uid TEXT,
+    instance_number INTEGER,
+    rows INTEGER,
+    columns INTEGER,
+    number_of_frames INTEGER NOT NULL,
+    original_transfer_syntax_uid TEXT NOT NULL,
+    stored_transfer_syntax_uid TEXT NOT NULL,
+    original_sha256 TEXT NOT NULL,
+    original_size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    query_json TEXT NOT NULL,
+    FOREIGN KEY (study_instance_uid, series_instance_uid)
+        REFERENCES series(study_instance_uid, series_instance_uid)
+);
+CREATE INDEX instances_series ON instances(study_instance_uid, series_instance_uid);
+DELETE FROM studies;
+DELETE FROM patients;
+DROP TABLE audit;
+CREATE TABLE audit (
+    change_id TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    user TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    level TEXT,
+    target TEXT,
+    reason TEXT,
+    study_instance_uid TEXT,
+    series_instance_uid TEXT,
+    revision INTEGER,
+    changes TEXT,
+    before_sha256 TEXT,
+    after_sha256 TEXT,
+    PRIMARY KEY (change_id, study_instance_uid, series_instance_uid, sop_instance_uid)
+);
+CREATE INDEX audit_sop ON audit(sop_instance_uid);
+CREATE INDEX audit_change ON audit(change_id);
+CREATE INDEX audit_sequence ON audit(sequence);

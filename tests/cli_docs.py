@@ -19,9 +19,13 @@ COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive export", app, ["export", "--help"]),
     ("dicomweb-archive verify", app, ["verify", "--help"]),
     ("dicomweb-archive update", app, ["update", "--help"]),
+    ("dicomweb-archive edit", app, ["edit", "--help"]),
+    ("dicomweb-archive delete", app, ["delete", "--help"]),
+    ("dicomweb-archive anonymize", app, ["anonymize", "--help"]),
     ("dicomweb-archive history", app, ["history", "--help"]),
     ("dicomweb-archive revert", app, ["revert", "--help"]),
     ("dicomweb-archive restore", app, ["restore", "--help"]),
+    ("dicomweb-archive purge", app, ["purge", "--help"]),
     ("dicomweb-archive audit", app, ["audit", "--help"]),
     ("dicomweb-archive serve", app, ["serve", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
@@ -42,7 +46,10 @@ The seed's commands (`mkdicomweb`, `mkdicomwebinstances`, `mkdicomwebdeduplicate
 `mkdicomwebdeduplicatedgroup`, `mkdicomwebstudy`) all take the seed's whole option list, as the
 original tool did; each option's help says which stage it acts on. `commandName help`,
 `-h` and `--help` print the help. Each is also a `dicomweb-archive` subcommand (`create`,
-`instances`, `deduplicated`, `group`, `study`).
+`instances`, `deduplicated`, `group`, `study`). They create the store when there is none and
+record its layout settings ([spec/store-layout.md](spec/store-layout.md)); every other command
+needs an existing store. `mkdicomwebupdate` (`dicomweb-archive update`) has every mode of the
+seed's command; `edit`, `delete` and `anonymize` are those modes as commands of their own.
 """
 
 

@@ -271,3 +271,35 @@ def test_purge_frees_what_a_delete_kept(edited_store: tuple[str, list[Path]]) ->
         report = verify(archive)
     assert report.ok and report.complete, report.findings
     assert not exists(store, KEYS.instance(uid(5), uid(6), uid(7)) + "info.json.gz")
+
+
+def test_change_records_and_configuration_validate(
+    edited_store: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    """Every change record of every kind, and the configuration, validate against schema/
+    (change-record.schema.json, config.schema.json)."""
+    import json as json_module
+
+    from tests.test_schema import _validator
+
+    store, files = edited_store
+    with Archive.open(store) as archive:
+        edit = update(archive, "patient", "P1", ["PatientName=A^B"]).change_id
+        revert_change(archive, edit)
+        delete = apply_delete(archive, plan_delete(archive, "study", uid(5))).change_id
+        purge(archive, delete)
+        apply_delete(archive, plan_delete(archive, "instance", _sop(files[0])), reject="113001")
+        anonymize_in_place(archive)
+        from dicomweb_archive.store.changes import change_ids, read_change
+
+        records = [
+            read_change(archive.storage, archive.keys, c) for c in change_ids(archive.storage)
+        ]
+        config = json_module.loads(archive.storage.get(".dicomweb-archive/config.json"))
+    kinds = {r["kind"] for r in records}
+    assert kinds == {"edit", "revert", "delete", "purge", "reject", "anonymize"}
+    validator = _validator("change-record.schema.json")
+    for record in records:
+        errors = list(validator.iter_errors(record))
+        assert not errors, (record["kind"], errors[0].message)
+    assert not list(_validator("config.schema.json").iter_errors(config))
