@@ -69,8 +69,8 @@ def write_record(
     data = json_gz(record)
     if txn is not None:
         txn.put(keys.instance_record(study, info.sop_instance_uid), data)
-    else:
-        storage.put(keys.instance_record(study, info.sop_instance_uid), data)
+    else:  # a new instance's record: read by nothing before its info record commits it
+        storage.put(keys.instance_record(study, info.sop_instance_uid), data, fresh=True)
 
 
 def read_study_records(reader: Reader, keys: StoreKeys, study: str) -> StudyRecords:

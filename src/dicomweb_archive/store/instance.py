@@ -55,6 +55,7 @@ class Sink(Protocol):
         *,
         content_type: str | None = None,
         content_encoding: str | None = None,
+        fresh: bool = False,
     ) -> Any: ...
 
     def delete(self, key: str) -> None: ...
@@ -79,6 +80,7 @@ class InstanceWriter:
             key,
             [part_header(boundary, part.media_type), part.data, part_trailer(boundary)],
             content_type=f'multipart/related; type="{part.media_type}"; boundary={boundary}',
+            fresh=True,  # read by nothing before the info record commits the instance
         )
         self.written.append(key)
 
@@ -104,6 +106,7 @@ class InstanceWriter:
                 self.keys.instance_metadata(study, series, sop),
                 json_gz([end.metadata]),
                 **JSON_GZ_HEADERS,
+                fresh=True,
             )
         self.sink.put(self.keys.info(study, series, sop), json_gz(end.info.to_json()))
         self.written = []

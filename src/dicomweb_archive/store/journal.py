@@ -120,8 +120,11 @@ class Transaction:
         *,
         content_type: str | None = None,
         content_encoding: str | None = None,
+        fresh: bool = False,
     ) -> None:
-        """Give ``key`` this content when the transaction commits."""
+        """Give ``key`` this content when the transaction commits (``fresh`` changes nothing:
+        staged objects are never read before the commit)."""
+        del fresh
         staging = self.staging_key(key)
         self.storage.put(
             staging, data, content_type=content_type, content_encoding=content_encoding

@@ -155,6 +155,7 @@ class LocalStorage:
         if_match: str | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
+        fresh: bool = False,
     ) -> ObjectInfo:
         del content_type, content_encoding  # a directory keeps no headers
         final = self.path(key)
@@ -162,7 +163,8 @@ class LocalStorage:
             current = self.head(key)
             if current is None or current.etag != if_match:
                 raise PreconditionFailedError(f"{self.location}: {key} changed meanwhile")
-        if key.startswith(STAGING):  # read by nothing until its journal exists: no rename
+        if key.startswith(STAGING) or (fresh and not final.exists()):
+            # read by nothing until its journal (or commit marker) exists: no rename
             self._write(final, data, exclusive=True)
         else:
             temp = self._write_temp(data)

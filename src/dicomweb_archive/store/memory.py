@@ -84,7 +84,9 @@ class MemoryStorage:
         if_match: str | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
+        fresh: bool = False,
     ) -> ObjectInfo:
+        del fresh  # every put is atomic here
         check_key(key)
         value = bytes(data) if isinstance(data, bytes | memoryview) else b"".join(data)
         with self._mutex:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypedDict
 
 from dicomweb_archive.errors import StoreError
 
@@ -75,6 +75,7 @@ class Storage(Protocol):
         if_match: str | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
+        fresh: bool = False,
     ) -> ObjectInfo:
         """Store ``data`` under ``key``, atomically: readers see the old object or the new one.
 
@@ -82,7 +83,9 @@ class Storage(Protocol):
         object is there. ``if_match``: fail with
         :class:`~dicomweb_archive.errors.PreconditionFailedError` unless the object's etag is
         this one. ``content_type`` and ``content_encoding`` are kept where the backend can
-        serve them (object storage); a directory ignores them.
+        serve them (object storage); a directory ignores them. ``fresh``: the key is new and
+        nothing reads it before a later commit marker (an instance's frames before its info
+        record), so a backend may write it in place rather than atomically.
         """
         ...
 
@@ -170,5 +173,12 @@ def from_json_gz(data: bytes) -> Any:
     return json.loads(gzip.decompress(data))
 
 
+class Headers(TypedDict):
+    """What a backend that serves objects sends with one."""
+
+    content_type: str
+    content_encoding: str
+
+
 #: Content-Type and Content-Encoding of gzipped JSON objects, for backends that serve them
-JSON_GZ_HEADERS = {"content_type": "application/dicom+json", "content_encoding": "gzip"}
+JSON_GZ_HEADERS: Headers = {"content_type": "application/dicom+json", "content_encoding": "gzip"}
