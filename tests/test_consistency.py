@@ -161,7 +161,7 @@ def test_interrupted_ingest_says_what_to_run_and_the_next_write_completes_it(
 ) -> None:
     """Defect 9: Ctrl-C during an ingest says what to run; the next command that changes
     the store finishes the pending stages first, so it sees every stored instance."""
-    files = write_series(tmp_path / "in", count=4, patient_id="P1")
+    write_series(tmp_path / "in", count=4, patient_id="P1")
     original = ingest_module._later_stages
 
     def interrupted(*args: Any, **kwargs: Any) -> None:

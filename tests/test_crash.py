@@ -30,8 +30,20 @@ def _run(inputs: Path, store: str, crash_after: int) -> int:
 
 
 def _visible_files_complete(store: str) -> None:
-    """Every object under a served (non-private) key is complete: gzip members decompress."""
-    for key, data in objects(store).items():
+    """Every object under a served (non-private) key is complete (gzip members decompress),
+    but those of instances not committed yet: frames, metadata and the deduplicated record of
+    a new instance are written in place before its info record, and the next writer removes
+    them (``store/recovery.py``)."""
+    everything = objects(store)
+    folders = {k.rsplit("/", 1)[0] for k in everything if "/instances/" in k}
+    folders = {f.split("/frames")[0] for f in folders if f.count("/") == 5 or "/frames" in f}
+    uncommitted = {f for f in folders if f + "/info.json.gz" not in everything}
+    sops = {f.rsplit("/", 1)[1] for f in uncommitted}
+    for key, data in everything.items():
+        if any(key.startswith(f + "/") for f in uncommitted):
+            continue
+        if key.startswith("instances/") and key.rsplit("/", 1)[1][:-3] in sops:
+            continue
         if key.endswith(".gz"):
             from_json_gz(data)
 

@@ -281,7 +281,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_gives_one_line_and_no_leftovers(tmp_path: Path, small_disk: Path) -> None:
     """Defect 12 on a real file system: ENOSPC is one error line, exit code 1, no temporary
     file is left, and later commands still work."""
-    files = write_series(tmp_path / "in", count=12, rows=256, columns=256)
+    write_series(tmp_path / "in", count=12, rows=256, columns=256)
     store = small_disk / "store"
     result = runner.invoke(
         SEED_APPS["mkdicomweb"], ["--no-recompress", "-o", str(store), str(tmp_path / "in")]

@@ -24,6 +24,10 @@ sys.path.insert(0, str(HERE.parent.parent))
 from tests.factory import make_ct, uid  # noqa: E402
 
 
+def _command(name: str) -> list[str]:
+    return [sys.executable, "-c", f"from dicomweb_archive.cli.main import {name}; {name}()"]
+
+
 def main() -> None:
     import dicomweb_archive
 
@@ -43,18 +47,40 @@ def main() -> None:
                 seed=number,
             )
             ds.save_as(inputs / f"a{number}.dcm", enforce_file_format=True)
-        ds = make_ct(study=uid("91.2"), series=uid("91.2.1"), sop=uid("91.2.1.1"), rows=16,
-                     columns=16, patient_id="PAT002")
+        ds = make_ct(
+            study=uid("91.2"),
+            series=uid("91.2.1"),
+            sop=uid("91.2.1.1"),
+            rows=16,
+            columns=16,
+            patient_id="PAT002",
+        )
         ds.RedPaletteColorLookupTableData = b"\x00\x01" * 64
         ds.save_as(inputs / "b1.dcm", enforce_file_format=True)
         store = root / "store"
-        run = [sys.executable, "-m", "dicomweb_archive.cli.main"]
-        mkdicomweb = [sys.executable, "-c", "from dicomweb_archive.cli.main import mkdicomweb; mkdicomweb()"]
-        update = [sys.executable, "-c", "from dicomweb_archive.cli.main import mkdicomwebupdate; mkdicomwebupdate()"]
-        subprocess.run([*mkdicomweb, "-m", "0", "--path-deduplicated", "dd", "-o", str(store), str(inputs)], check=True)
-        subprocess.run([*update, "-o", str(store), "-patient", "PAT001", "PatientName=RENAMED^ONCE"], check=True)
-        subprocess.run([*update, "-o", str(store), "-delete", "-instance", uid("91.1.1.3"), "--reject", "113001"], check=True)
-        del run
+        mkdicomweb = _command("mkdicomweb")
+        update = _command("mkdicomwebupdate")
+        subprocess.run(
+            [*mkdicomweb, "-m", "0", "--path-deduplicated", "dd", "-o", str(store), str(inputs)],
+            check=True,
+        )
+        subprocess.run(
+            [*update, "-o", str(store), "-patient", "PAT001", "PatientName=RENAMED^ONCE"],
+            check=True,
+        )
+        subprocess.run(
+            [
+                *update,
+                "-o",
+                str(store),
+                "-delete",
+                "-instance",
+                uid("91.1.1.3"),
+                "--reject",
+                "113001",
+            ],
+            check=True,
+        )
         with tarfile.open(HERE / "format1-store.tar.gz", "w:gz") as tar:
             tar.add(store, arcname="store")
             tar.add(inputs, arcname="in")

@@ -37,6 +37,10 @@ def serve(  # noqa: PLR0917 - typer passes every option positionally
 ) -> None:
     """Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files."""
     with handle_errors(verbose=verbose), open_store(store) as archive:
-        stderr.print(f"serving {archive.location} at http://{host}:{port}{prefix}", markup=False)
+        stderr.print(
+            f"serving {archive.location} at http://{host}:{port}{prefix}",
+            markup=False,
+            soft_wrap=True,
+        )
         app = create_app(archive, prefix=prefix, base_url=base_url)
         uvicorn.run(app, host=host, port=port, log_level="warning")
