@@ -160,9 +160,10 @@ def anonymize(
         )
         results = iter(ingested.results)
         report.results = [failures.get(i.sop) or next(results) for i in chosen]
-        for instance, result in zip(chosen, report.results, strict=True):
-            if result.key is not None and result.status != "failed":
-                report.linked += _share_frames(archive, instance, target, result.key)
+        with target.writing("share frames"):
+            for instance, result in zip(chosen, report.results, strict=True):
+                if result.key is not None and result.status != "failed":
+                    report.linked += _share_frames(archive, instance, target, result.key)
         target.mark_complete()
     report.seconds = time.perf_counter() - started
     return report

@@ -398,6 +398,7 @@ class _Batch:
                 raise _duplicate(name, key)
             if self.options.deduplicate:
                 txn = change.txn if change is not None else None
+                writer.written.append(self.keys.instance_record(key.study, key.sop))
                 write_record(self.storage, self.keys, key.study, end.metadata, end.info, txn=txn)
             writer.commit(end, metadata=self.options.instances)
             if change is not None and previous is not None:

@@ -36,9 +36,13 @@ from dicomweb_archive.store import notify
 from dicomweb_archive.store.dedup import StudyRecords, read_study_records, stage_group
 from dicomweb_archive.store.instance import (
     InstanceKey,
+    bulk_in_use,
+    bulk_objects,
     instance_keys,
+    instance_objects,
     read_info,
     read_instance_metadata,
+    uncommitted_instances,
 )
 from dicomweb_archive.store.journal import Transaction
 from dicomweb_archive.store.keys import STUDIES_INDEX
@@ -167,6 +171,15 @@ def _one_study(
     """Stage one study's group and/or study stage; returns its study query object (None: the
     study is empty)."""
     keys = archive.keys
+    leftovers = uncommitted_instances(txn, keys, uid)  # no stage 1 runs beside a stage
+    for leftover in leftovers:
+        for name in instance_objects(txn, keys, leftover):
+            txn.delete(name)
+    if leftovers:  # and the bulk data only they had written
+        used = bulk_in_use(txn, keys, uid)
+        for sha, name in bulk_objects(txn, keys, uid).items():
+            if sha not in used:
+                txn.delete(name)
     grouping = group or uid in notify.pending(txn, notify.GROUP)
     records = read_study_records(txn, keys, uid)
     committed = {(k.series, k.sop) for k in instance_keys(txn, keys, uid)}

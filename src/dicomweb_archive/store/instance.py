@@ -102,18 +102,16 @@ class InstanceWriter:
         """Write the info record (and with ``metadata`` the instance's metadata.gz) last."""
         study, series, sop = self.key.study, self.key.series, self.key.sop
         if metadata:
-            self.sink.put(
-                self.keys.instance_metadata(study, series, sop),
-                json_gz([end.metadata]),
-                **JSON_GZ_HEADERS,
-                fresh=True,
-            )
+            name = self.keys.instance_metadata(study, series, sop)
+            self.written.append(name)
+            self.sink.put(name, json_gz([end.metadata]), **JSON_GZ_HEADERS, fresh=True)
         self.sink.put(self.keys.info(study, series, sop), json_gz(end.info.to_json()))
         self.written = []
         self.new_bulk = []
 
     def abort(self) -> None:
-        """Remove what this writer wrote (frames, bulk data no one else had)."""
+        """Remove what this writer wrote (frames, metadata, the record its caller wrote and
+        listed in :attr:`written`, bulk data no one else had)."""
         for key in self.written:
             if isinstance(self.sink, Transaction):
                 self.sink.unstage(key)

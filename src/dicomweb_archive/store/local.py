@@ -22,7 +22,6 @@ import fcntl
 import itertools
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ from dicomweb_archive.errors import (
     StoreFullError,
     StoreLockedError,
 )
-from dicomweb_archive.store.keys import STAGING
+from dicomweb_archive.store.keys import JOURNAL, STAGING
 from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
 
 #: Environment hook for crash tests: after this many completed writes, the process kills itself.
@@ -61,9 +60,11 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._tmp = root / TMP
+        self._base = str(root)
+        self._tmp_dir = str(root / TMP)
         self._resolved = root.resolve()
         self._folders: dict[str, bool] = {}  # folder -> resolves inside the store
+        self._unsynced: set[str] = set()  # folders with durable objects whose names are not yet
 
     @property
     def location(self) -> str:
@@ -71,6 +72,10 @@ class LocalStorage:
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
+
+    def _file(self, key: str) -> str:
+        """The path of ``key`` as a string (the hot paths avoid pathlib)."""
+        return f"{self._base}/{check_key(key)}"
 
     def inside(self, key: str) -> Path:
         """The path of ``key``, refused when it resolves outside the store: the object itself is
@@ -105,7 +110,7 @@ class LocalStorage:
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            stat = self.path(key).stat()
+            stat = os.stat(self._file(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not _is_file(stat.st_mode):
@@ -158,16 +163,18 @@ class LocalStorage:
         fresh: bool = False,
     ) -> ObjectInfo:
         del content_type, content_encoding  # a directory keeps no headers
-        final = self.path(key)
+        final = self._file(key)
         if if_match is not None:
             current = self.head(key)
             if current is None or current.etag != if_match:
                 raise PreconditionFailedError(f"{self.location}: {key} changed meanwhile")
-        if key.startswith(STAGING) or (fresh and not final.exists()):
+        durable = key.startswith(STAGING) or key == JOURNAL  # a commit depends on them
+        stat = None
+        if key.startswith(STAGING) or fresh:
             # read by nothing until its journal (or commit marker) exists: no rename
-            self._write(final, data, exclusive=True)
-        else:
-            temp = self._write_temp(data)
+            stat = self._write(final, data, durable=durable)
+        if stat is None:  # not fresh after all (a leftover), or an ordinary put
+            temp, stat = self._write_temp(data, durable=durable)
             try:
                 self._place(temp, final, if_absent=if_absent, key=key)
             except BaseException:
@@ -176,29 +183,24 @@ class LocalStorage:
                 raise
             if if_absent:
                 os.unlink(temp)  # linked into place
+        if durable:
+            self._unsynced.add(os.path.dirname(final))
         count_write()
-        info = self.head(key)
-        assert info is not None
-        return info
+        return ObjectInfo(key, stat.st_size, _etag(stat))
 
     def copy(self, source: str, target: str) -> None:
         """A hard link where the file system allows. A staging object is moved instead: its
         journal is its only user, and applies each once (``store/journal.py``)."""
-        origin = self.path(source)
-        final = self.path(target)
+        origin = self._file(source)
+        final = self._file(target)
+        if not os.path.isfile(origin):
+            raise NoSuchObjectError(f"{self.location}: {source} is missing")
         if source.startswith(STAGING) and not target.startswith(STAGING):
-            try:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(origin, final)
-            except FileNotFoundError as exc:
-                raise NoSuchObjectError(f"{self.location}: {source} is missing") from exc
-            except OSError as exc:
-                _raise_full(exc, self.location)
-                raise
+            self._place(origin, final, if_absent=False, key=target)
             count_write()
             return
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        temp = self._tmp / f"{uuid.uuid4().hex}.tmp"
+        os.makedirs(self._tmp_dir, exist_ok=True)
+        temp = f"{self._tmp_dir}/{uuid.uuid4().hex}.tmp"
         try:
             try:
                 os.link(origin, temp)
@@ -206,8 +208,10 @@ class LocalStorage:
                 raise NoSuchObjectError(f"{self.location}: {source} is missing") from exc
             except OSError:  # another file system, or links not allowed: copy the bytes
                 with self.open(source) as handle:
-                    temp = self._write_temp(iter(lambda: handle.read(1 << 20), b""))
+                    temp, _ = self._write_temp(iter(lambda: handle.read(1 << 20), b""))
             self._place(temp, final, if_absent=False, key=target)
+            if target.startswith(STAGING):
+                self._unsynced.add(os.path.dirname(final))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -234,7 +238,18 @@ class LocalStorage:
             count_write()
 
     def barrier(self) -> None:
-        os.sync()
+        """Staged objects and journals are written with ``fsync``: make the folders that
+        received them durable too (their names)."""
+        folders, self._unsynced = self._unsynced, set()
+        for folder in folders:
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # -- the lease -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -252,6 +267,7 @@ class LocalStorage:
                 ) from exc
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode("utf-8", "replace"), 0)
+            self._sweep_tmp()  # temporary files of a killed writer: only writers make them
             yield
         finally:
             os.close(fd)
@@ -272,34 +288,42 @@ class LocalStorage:
             os.close(fd)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _write(self, path: Path, data: Data, *, exclusive: bool) -> None:
-        """Write ``path`` in place (no rename): only for objects nothing reads yet."""
+    def _write(self, path: str, data: Data, *, durable: bool) -> os.stat_result | None:
+        """Create ``path`` and write it in place (no rename): only for objects nothing reads
+        yet. None when a file is there already (left by an interrupted writer)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-            with os.fdopen(os.open(path, flags, 0o644), "wb") as handle:
-                if isinstance(data, bytes | memoryview):
-                    handle.write(data)
-                else:
-                    for chunk in data:
-                        handle.write(chunk)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError:  # its folder is new
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            return None
         except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
             _raise_full(exc, self.location)
             raise
-
-    def _write_temp(self, data: Data) -> Path:
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                if isinstance(data, bytes | memoryview):
-                    handle.write(data)
-                else:
-                    for chunk in data:
-                        handle.write(chunk)
-            os.chmod(name, 0o644)
+                return _fill(handle, data, durable=durable)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if isinstance(exc, OSError):
+                _raise_full(exc, self.location)
+            raise
+
+    def _write_temp(self, data: Data, *, durable: bool = False) -> tuple[str, os.stat_result]:
+        name = f"{self._tmp_dir}/{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            try:
+                fd = os.open(name, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(self._tmp_dir, exist_ok=True)
+                fd = os.open(name, flags, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                stat = _fill(handle, data, durable=durable)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
@@ -309,23 +333,27 @@ class LocalStorage:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
             raise
-        return Path(name)
+        return name, stat
 
-    def _place(self, temp: Path, final: Path, *, if_absent: bool, key: str) -> None:
+    def _place(self, temp: str, final: str, *, if_absent: bool, key: str) -> None:
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if if_absent:
-                try:
-                    os.link(temp, final)
-                except FileExistsError as exc:
-                    raise ObjectExistsError(f"{self.location}: {key} exists") from exc
-            else:
-                os.replace(temp, final)
-        except ObjectExistsError:
-            raise
+            try:
+                self._link_or_replace(temp, final, if_absent=if_absent)
+            except FileNotFoundError:  # its folder is new
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                self._link_or_replace(temp, final, if_absent=if_absent)
+        except FileExistsError as exc:
+            raise ObjectExistsError(f"{self.location}: {key} exists") from exc
         except OSError as exc:
             _raise_full(exc, self.location)
             raise
+
+    @staticmethod
+    def _link_or_replace(temp: str, final: str, *, if_absent: bool) -> None:
+        if if_absent:
+            os.link(temp, final)
+        else:
+            os.replace(temp, final)
 
     def _prune(self, directory: Path) -> None:
         """Remove directories left empty by a delete, up to the store's root."""
@@ -336,10 +364,10 @@ class LocalStorage:
                 return
             directory = directory.parent
 
-    def sweep(self) -> None:
+    def _sweep_tmp(self) -> None:
         """Remove temporary files left by a killed writer (only ever under the lease)."""
-        if self._tmp.is_dir():
-            for entry in os.scandir(self._tmp):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self._tmp_dir):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     os.unlink(entry.path)
 
@@ -347,6 +375,20 @@ class LocalStorage:
 def _raise_full(exc: OSError, location: str) -> None:
     if exc.errno in _FULL:
         raise StoreFullError(f"{location}: no space left on the device") from exc
+
+
+def _fill(handle: BinaryIO, data: Data, *, durable: bool) -> os.stat_result:
+    """Write ``data`` to an open file; with ``durable`` make it reach the disk. Returns the
+    file's status (size and etag without another ``stat``)."""
+    if isinstance(data, bytes | memoryview):
+        handle.write(data)
+    else:
+        for chunk in data:
+            handle.write(chunk)
+    handle.flush()
+    if durable:
+        os.fsync(handle.fileno())
+    return os.fstat(handle.fileno())
 
 
 def _etag(stat: os.stat_result) -> str:
