@@ -13,10 +13,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomweb_archive import Archive, ingest
-from dicomweb_archive.dicom.codecs import HTJ2K_LOSSLESS, JPEG_LS_LOSSLESS
-from dicomweb_archive.dicom.frames import media_type
 from dicomweb_archive.dicom.recompress import SOURCE_TYPES, Recompression
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.syntax import HTJ2K_LOSSLESS, JPEG_LS_LOSSLESS, media_type
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 from dicomweb_archive.store.instance import read_info, read_instance_metadata
 from dicomweb_archive.store.multipart import parse_part

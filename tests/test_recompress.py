@@ -16,18 +16,18 @@ from typer.testing import CliRunner
 
 from dicomweb_archive import Archive, ingest, reconstruct_p10
 from dicomweb_archive.cli.main import SEED_APPS
-from dicomweb_archive.dicom.codecs import (
+from dicomweb_archive.dicom.codecs import encode
+from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_LOSSLESS,
     JPEG_2000_LOSSLESS,
     JPEG_BASELINE,
     JPEG_LS_LOSSLESS,
-    NATIVE_SYNTAXES,
-    encode,
+    NATIVE,
 )
-from dicomweb_archive.dicom.recompress import Recompression
-from dicomweb_archive.errors import UsageError
-from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.delete import apply_delete, plan_delete
 from dicomweb_archive.ops.export import Selection, export, member_name
 from dicomweb_archive.ops.ingest_types import PipelineOptions
@@ -73,7 +73,7 @@ def test_export_and_verify_after_recompression(
         assert report.ok, report.failures
         exported = (tmp_path / "o" / member_name(key)).read_bytes()
         info = _info(archive, key.sop)
-        native = info.original.transfer_syntax_uid in NATIVE_SYNTAXES
+        native = info.original.transfer_syntax_uid in NATIVE
         checked = verify(archive, deep=True)
     assert checked.ok, checked.findings
     (verdict,) = checked.instances

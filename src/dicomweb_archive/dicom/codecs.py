@@ -27,13 +27,15 @@ from pydicom.uid import UID
 
 from dicomweb_archive.errors import CodecError
 from dicomweb_archive.model.pixel import PixelDescription
-
-JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
-JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
-HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+from dicomweb_archive.model.syntax import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K_LOSSLESS,
+    JPEG_2000_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_LS_LOSSLESS,
+    NATIVE,
+    RLE_LOSSLESS,
+)
 
 JPEG_FAMILY = {
     JPEG_BASELINE: "jpeg8",
@@ -50,7 +52,6 @@ JPEG_FAMILY = {
 }
 #: Lossless compressed targets -> imagecodecs encoder.
 ENCODERS = {JPEG_LS_LOSSLESS: "jpegls", JPEG_2000_LOSSLESS: "jpeg2k", HTJ2K_LOSSLESS: "htj2k"}
-NATIVE_SYNTAXES = {"1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2"}
 #: One OpenJPH call at a time. imagecodecs' HTJ2K codec (new in 2026.3) once failed a decode
 #: with "ojph error" and an exception in its read callback while other threads were coding
 #: HTJ2K (a clean-clone test run; not reproduced in 60,000 concurrent calls since). The
@@ -73,9 +74,9 @@ def decode_frame(data: bytes, syntax: str, pixel: PixelDescription) -> tuple[np.
         if codec == "jpeg8" and pixel.samples_per_pixel == 3:
             photometric = "RGB"
         return container(array, pixel), photometric
-    if syntax in NATIVE_SYNTAXES and pixel.bits_allocated in (8, 16, 32):
+    if syntax in NATIVE and pixel.bits_allocated in (8, 16, 32):
         return native_array(data, pixel), pixel.photometric_interpretation
-    if syntax == RLE_LOSSLESS or syntax in NATIVE_SYNTAXES:
+    if syntax == RLE_LOSSLESS or syntax in NATIVE:
         return _with_pydicom(data, syntax, pixel), pixel.photometric_interpretation
     raise CodecError(f"frames in transfer syntax {syntax} cannot be decoded here")
 
@@ -204,7 +205,7 @@ def _with_pydicom(data: bytes, syntax: str, pixel: PixelDescription) -> np.ndarr
     if pixel.samples_per_pixel > 1:
         ds.PlanarConfiguration = pixel.planar_configuration
     ds.NumberOfFrames = 1
-    if syntax in NATIVE_SYNTAXES:
+    if syntax in NATIVE:
         ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)  # stored little endian
         ds.PixelData = data
     else:

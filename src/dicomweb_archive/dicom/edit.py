@@ -32,6 +32,7 @@ from dicomweb_archive.dicom.parse import (
 )
 from dicomweb_archive.errors import EditRefusedError, UsageError
 from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_DTYPES, encodings_of
+from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
 _STRUCT = {
@@ -55,7 +56,6 @@ class OriginalAttributes:
     when: str  # AttributeModificationDateTime (DT)
 
 
-SPECIFIC_CHARACTER_SET = 0x00080005
 ORIGINAL_ATTRIBUTES_SEQUENCE = 0x04000561
 MODIFIED_ATTRIBUTES_SEQUENCE = 0x04000550
 

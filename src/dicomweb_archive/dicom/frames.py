@@ -15,44 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dicomweb_archive.dicom.parse import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    NATIVE_TRANSFER_SYNTAXES,
-    Buffer,
-    Element,
-)
+from dicomweb_archive.dicom.parse import Buffer, Element
 from dicomweb_archive.model.dicom_json import swap_bytes
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 EXTENDED_OFFSET_TABLE = 0x7FE00001  # (7FE0,0001) ExtendedOffsetTable
 EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002  # (7FE0,0002) ExtendedOffsetTableLengths
 
-#: Media types of frames by transfer syntax (PS3.18 Table 8.7.3-2, 8.7.4-1).
-FRAME_MEDIA_TYPES = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-    "1.2.840.10008.1.2.4.104": "video/mp4",
-    "1.2.840.10008.1.2.4.105": "video/mp4",
-    "1.2.840.10008.1.2.4.106": "video/mp4",
-    "1.2.840.10008.1.2.4.107": "video/H265",
-    "1.2.840.10008.1.2.4.108": "video/H265",
-}
 
 _JPEG_SOI = b"\xff\xd8"
 _J2K_SOC = b"\xff\x4f\xff\x51"
@@ -115,12 +85,6 @@ class PixelLayout:
     warnings: list[str] = field(default_factory=list)
     #: True when the frames cannot be skeleton holes (re-packed bits): the value stays literal.
     keep_literal: bool = False
-
-
-def media_type(transfer_syntax: str) -> str:
-    """The content type of a stored frame, with its transfer-syntax parameter."""
-    base = FRAME_MEDIA_TYPES.get(transfer_syntax, "application/octet-stream")
-    return f"{base}; transfer-syntax={transfer_syntax}"
 
 
 def native_layout(
@@ -189,4 +153,4 @@ def starts_codestream(head: bytes) -> bool:
 
 
 def is_native(transfer_syntax: str) -> bool:
-    return transfer_syntax in NATIVE_TRANSFER_SYNTAXES
+    return transfer_syntax in NATIVE_PIXEL_DATA

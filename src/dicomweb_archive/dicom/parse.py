@@ -24,11 +24,17 @@ from dataclasses import dataclass, field
 from pydicom.datadict import dictionary_VR
 
 from dicomweb_archive.errors import NotDicomError, TruncatedError
+from dicomweb_archive.model.syntax import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
+from dicomweb_archive.model.tags import PIXEL_DATA
 
 ITEM = 0xFFFEE000  # (FFFE,E000) Item
 ITEM_DELIMITER = 0xFFFEE00D  # (FFFE,E00D) Item Delimitation Item
 SEQUENCE_DELIMITER = 0xFFFEE0DD  # (FFFE,E0DD) Sequence Delimitation Item
-PIXEL_DATA = 0x7FE00010  # (7FE0,0010) PixelData
 UNDEFINED = 0xFFFFFFFF
 
 #: What the parser reads: file bytes, or a memory map of a large file.
@@ -44,18 +50,6 @@ KNOWN_VRS = LONG_HEADER_VRS | frozenset(
     | {"ST", "TM", "UI", "UL", "US"}
 )
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-NATIVE_TRANSFER_SYNTAXES = frozenset(
-    {
-        IMPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_LITTLE_ENDIAN,
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_BIG_ENDIAN,
-    }
-)
 
 _LE_TAG = struct.Struct("<HH")
 _BE_TAG = struct.Struct(">HH")

@@ -23,9 +23,8 @@ import io
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO
 
-from dicomweb_archive.dicom.frames import PIXEL_DATA_TAGS, media_type
+from dicomweb_archive.dicom.frames import PIXEL_DATA_TAGS
 from dicomweb_archive.dicom.parse import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     Element,
     ParsedFile,
     element_header,
@@ -61,6 +60,15 @@ from dicomweb_archive.model.dicom_json import (
     to_json_dataset,
 )
 from dicomweb_archive.model.info import INFO_VERSION, InfoRecord
+from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, media_type
+from dicomweb_archive.model.tags import (
+    AVAILABLE_TRANSFER_SYNTAX_UID_KEY,
+    PIXEL_REPRESENTATION,
+    SERIES_INSTANCE_UID_KEY,
+    SOP_INSTANCE_UID_KEY,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_INSTANCE_UID_KEY,
+)
 
 __all__ = [
     "BulkPart",
@@ -72,9 +80,6 @@ __all__ = [
     "generate_parts",
 ]
 
-AVAILABLE_TRANSFER_SYNTAX_UID = "00083002"  # (0008,3002) AvailableTransferSyntaxUID
-SPECIFIC_CHARACTER_SET = 0x00080005
-PIXEL_REPRESENTATION = 0x00280103
 _FIRST_CHUNK = 1 << 16
 
 
@@ -150,9 +155,9 @@ def generate_parts(
     info = InfoRecord.from_json(
         {
             "version": INFO_VERSION,
-            "study_instance_uid": _uid(metadata, "0020000D") or "",
-            "series_instance_uid": _uid(metadata, "0020000E") or "",
-            "sop_instance_uid": _uid(metadata, "00080018") or "",
+            "study_instance_uid": _uid(metadata, STUDY_INSTANCE_UID_KEY) or "",
+            "series_instance_uid": _uid(metadata, SERIES_INSTANCE_UID_KEY) or "",
+            "sop_instance_uid": _uid(metadata, SOP_INSTANCE_UID_KEY) or "",
             "original": {
                 "sha256": reader.hexdigest(),
                 "size": reader.size,
@@ -167,7 +172,7 @@ def generate_parts(
             "warnings": [*parsed.warnings, *state.warnings],
         }
     )
-    metadata[AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": info.stored_syntaxes()}
+    metadata[AVAILABLE_TRANSFER_SYNTAX_UID_KEY] = {"vr": "UI", "Value": info.stored_syntaxes()}
     metadata = dict(sorted(metadata.items()))
     _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
     yield InstanceEnd(metadata, info, stop_reason)

@@ -14,16 +14,9 @@ from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dicomweb_archive.dicom.frames import (
-    EXTENDED_OFFSET_TABLE,
-    media_type,
-    native_layout,
-    starts_codestream,
-)
+from dicomweb_archive.dicom.frames import EXTENDED_OFFSET_TABLE, native_layout, starts_codestream
 from dicomweb_archive.dicom.parse import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
     ITEM,
-    NATIVE_TRANSFER_SYNTAXES,
     SEQUENCE_DELIMITER,
     Element,
     ParsedFile,
@@ -39,6 +32,7 @@ from dicomweb_archive.model.dicom_json import (
     to_json_element,
 )
 from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
 
 FRAMES_PLACEHOLDER = "\0frames"
 BULK_PLACEHOLDER = "\0bulk:"
@@ -93,7 +87,7 @@ def read_pixel_data(
             element, reader, head=head, top=top, frame_count=frame_count, state=state
         )
         yield from _ready(state, everything=True)
-    elif parsed.transfer_syntax in NATIVE_TRANSFER_SYNTAXES or not parsed.meta:
+    elif parsed.transfer_syntax in NATIVE_PIXEL_DATA or not parsed.meta:
         syntax = EXPLICIT_VR_LITTLE_ENDIAN
         native = True
         state.media_type = media_type(syntax)

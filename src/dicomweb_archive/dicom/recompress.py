@@ -37,12 +37,6 @@ import numpy as np
 
 from dicomweb_archive.dicom.codecs import (
     ENCODERS,
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    HTJ2K_LOSSLESS,
-    JPEG_2000_LOSSLESS,
-    JPEG_BASELINE,
-    JPEG_LS_LOSSLESS,
-    NATIVE_SYNTAXES,
     decode_frame,
     encode,
     encode_lossy_jpeg,
@@ -50,14 +44,22 @@ from dicomweb_archive.dicom.codecs import (
     native_bytes,
     sign_extends,
 )
-from dicomweb_archive.dicom.frames import media_type
 from dicomweb_archive.errors import CodecError, UsageError
 from dicomweb_archive.model.info import FrameRecord
 from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K_LOSSLESS,
+    JPEG_2000_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_LS_LOSSLESS,
+    NATIVE,
+    media_type,
+)
 
 #: The seed's recompression aliases -> source transfer syntaxes (its README's table).
 SOURCE_TYPES: dict[str, tuple[str, ...]] = {
-    "uncompressed": tuple(sorted(NATIVE_SYNTAXES)),
+    "uncompressed": tuple(sorted(NATIVE)),
     "jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
     "jpeglossless": ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
     "rle": ("1.2.840.10008.1.2.5",),

@@ -18,10 +18,9 @@ from dicomweb_archive.dicom.parts import BulkPart, InlineLimits, decompose_head,
 from dicomweb_archive.dicom.skeleton import Segment, referenced_bulk
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.info import BulkRecord, InfoRecord
+from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, FLOAT_PIXEL_DATA_KEY
 
 JsonObject = dict[str, Any]
-PIXEL_DATA_FIRST = "7FE00008"  # (7FE0,0008) FloatPixelData, the first pixel data tag
-AVAILABLE_TRANSFER_SYNTAX_UID = "00083002"
 
 
 @dataclass(slots=True)
@@ -68,7 +67,7 @@ def rewrite(
     merged = {
         key: value
         for key, value in metadata.items()
-        if key >= PIXEL_DATA_FIRST or key == AVAILABLE_TRANSFER_SYNTAX_UID
+        if key >= FLOAT_PIXEL_DATA_KEY or key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY
     }
     merged.update(new_json)
     merged = dict(sorted(merged.items()))

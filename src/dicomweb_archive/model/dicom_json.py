@@ -34,6 +34,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 
 from dicomweb_archive.dicom.parse import Buffer, Element
+from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 JsonObject = dict[str, Any]
 
@@ -119,7 +120,7 @@ def to_json_dataset(
     encodings = encodings or DEFAULT_CHARSET
     for element in elements:
         tag = element.tag
-        if tag == 0x00080005:  # SpecificCharacterSet applies to this data set and below
+        if tag == SPECIFIC_CHARACTER_SET:  # applies to this data set and below
             encodings = _encodings(_raw(context.buffer, element))
         if element.group == 0x0002 or tag & 0xFFFF == 0 or tag == 0xFFFCFFFC:
             continue

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA, media_type
 
 JsonObject = dict[str, Any]
 Segment = dict[str, Any]
 INFO_VERSION = 1
-#: Native transfer syntaxes (PS3.5 A.1-A.3): their frames are the pixel values themselves.
-NATIVE_SYNTAXES = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
-)
 
 
 @dataclass(slots=True)
@@ -198,6 +195,11 @@ class InfoRecord:
         )
         return list(found)
 
+    def frame_media_type(self, number: int) -> str:
+        """The Content-Type of stored frame ``number``'s file."""
+        syntax = self.frames[number - 1].transfer_syntax_uid
+        return media_type(syntax) if syntax is not None else self.stored.media_type
+
     def kept_originals(self) -> set[str]:
         """Bulk-data hashes of received frames kept beside their recompressed frames (lossy
         targets, ``--keep-originals``): referenced by the frame records, not the skeleton."""
@@ -210,7 +212,7 @@ class InfoRecord:
         return not any(
             f.source is not None
             and f.source.bulk is None
-            and f.source.transfer_syntax_uid not in NATIVE_SYNTAXES
+            and f.source.transfer_syntax_uid not in NATIVE_PIXEL_DATA
             for f in self.frames
         )
 

@@ -19,6 +19,7 @@ from dicomweb_archive.dicom.codecs import decode_frame, native_bytes
 from dicomweb_archive.dicom.parts import FramePart, InstanceHeader, generate_parts
 from dicomweb_archive.errors import ArchiveError, CodecError
 from dicomweb_archive.model.query import first_value
+from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
 from dicomweb_archive.store.instance import InstanceKey, read_info
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _sop_of(path: Path) -> str:
         finally:
             parts.close()
     assert isinstance(header, InstanceHeader)
-    sop = first_value(header.metadata, "00080018")
+    sop = first_value(header.metadata, SOP_INSTANCE_UID_KEY)
     if not isinstance(sop, str) or not sop:
         raise ArchiveError(f"{path}: no SOPInstanceUID")
     return sop

@@ -39,6 +39,7 @@ from dicomweb_archive.dicom.skeleton import ChunkStream
 from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
 from dicomweb_archive.ops.changes import (
     finish_studies,
     instance_state,
@@ -283,7 +284,7 @@ def _deidentified_stream(
     storage, keys = archive.storage, archive.keys
     info = read_info(storage, keys, key)
     head, rest = split_head(info.skeleton, lambda sha: read_bulk(storage, keys, key.study, sha))
-    patient = metadata.get("00100020", {}).get("Value", [""])[0] or ""
+    patient = metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or ""
     edits = list(_edits(metadata, profile, profile.date_offset(str(patient)), ()))
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
@@ -335,7 +336,7 @@ def _edits(dataset: JsonObject, profile: Profile, days: int, prefix: Path_) -> l
         )
         if tag >= 0x7FE00008 or tag in ours:
             continue
-        if key == "00083002" and not prefix:
+        if key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY and not prefix:
             continue  # AvailableTransferSyntaxUID: ours, not in the file
         vr = element.get("vr", "UN")
         path = (*prefix, (tag, None))

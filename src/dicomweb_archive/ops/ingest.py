@@ -44,6 +44,11 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import first_value
+from dicomweb_archive.model.tags import (
+    SERIES_INSTANCE_UID_KEY,
+    SOP_INSTANCE_UID_KEY,
+    STUDY_INSTANCE_UID_KEY,
+)
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.changes import (
@@ -328,7 +333,7 @@ class _Batch:
         parts = generate_parts(
             stream,
             limits=self.limits,
-            frames_uri=lambda meta: frames_uri(_uid(meta, "00080018") or ""),
+            frames_uri=lambda meta: frames_uri(_uid(meta, SOP_INSTANCE_UID_KEY) or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
             recompression=self.recompression,
@@ -547,9 +552,9 @@ def _size(stream: BinaryIO) -> int:
 
 def _key(metadata: dict[str, object], name: str) -> InstanceKey:
     return InstanceKey(
-        check_uid(_uid(metadata, "0020000D"), "StudyInstanceUID", source=name),
-        check_uid(_uid(metadata, "0020000E"), "SeriesInstanceUID", source=name),
-        check_uid(_uid(metadata, "00080018"), "SOPInstanceUID", source=name),
+        check_uid(_uid(metadata, STUDY_INSTANCE_UID_KEY), "StudyInstanceUID", source=name),
+        check_uid(_uid(metadata, SERIES_INSTANCE_UID_KEY), "SeriesInstanceUID", source=name),
+        check_uid(_uid(metadata, SOP_INSTANCE_UID_KEY), "SOPInstanceUID", source=name),
     )
 
 

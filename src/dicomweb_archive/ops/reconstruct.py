@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import ENCODERS, EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.dicom.codecs import ENCODERS
 from dicomweb_archive.dicom.recompress import source_frame
 from dicomweb_archive.dicom.skeleton import generate_bytes
 from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.ops.transcode import transcode
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.keys import StoreKeys

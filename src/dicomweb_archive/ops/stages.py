@@ -23,6 +23,7 @@ from typing import Any
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.model.tags import STUDY_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reindex import ensure_index
 from dicomweb_archive.ops.study import (
@@ -245,7 +246,7 @@ def _stage_study_list(
 
 
 def _study_uid(obj: JsonObject) -> str:
-    return str(obj["0020000D"]["Value"][0])
+    return str(obj[STUDY_INSTANCE_UID_KEY]["Value"][0])
 
 
 def _reason(exc: Exception) -> str:

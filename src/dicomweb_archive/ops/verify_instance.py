@@ -18,8 +18,16 @@ from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
 from dicomweb_archive.dicom.recompress import source_frame, source_pixels
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
-from dicomweb_archive.model.info import NATIVE_SYNTAXES, InfoRecord
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA
+from dicomweb_archive.model.tags import (
+    AVAILABLE_TRANSFER_SYNTAX_UID_KEY,
+    NUMBER_OF_FRAMES_KEY,
+    PIXEL_DATA,
+    SOP_INSTANCE_UID_KEY,
+    key,
+)
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.history import original_info
 from dicomweb_archive.store.instance import (
@@ -34,7 +42,6 @@ from dicomweb_archive.store.storage import Reader
 
 JsonObject = dict[str, Any]
 INSTANCE_FILES = {"info.json.gz", "metadata.gz", "frames/"}
-NUMBER_OF_FRAMES = "00280008"
 
 
 @dataclass(slots=True, frozen=True)
@@ -171,9 +178,9 @@ def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker
     """Why the stored frames do not fit the Image Pixel Module of the metadata (None: they do):
     the Number of Frames (PS3.3 C.7.6.6), native frames' size (PS3.5 8.1.1), and the first
     compressed frame's dimensions once decoded."""
-    if not info.frames or "7FE00010" not in metadata:
+    if not info.frames or key(PIXEL_DATA) not in metadata:
         return None
-    values = metadata.get(NUMBER_OF_FRAMES, {}).get("Value") or [1]
+    values = metadata.get(NUMBER_OF_FRAMES_KEY, {}).get("Value") or [1]
     try:
         expected = int(values[0])
     except (TypeError, ValueError):
@@ -185,7 +192,7 @@ def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker
     except (TypeError, ValueError):
         return "the Image Pixel Module attributes are not numbers"
     syntax = info.frame_syntax(1)
-    if syntax in NATIVE_SYNTAXES:
+    if syntax in NATIVE_PIXEL_DATA:
         size = info.frames[0].size
         if size != pixel.frame_size:
             return (
@@ -238,12 +245,15 @@ def _derive(checked: _Hashing, info: InfoRecord) -> JsonObject | None:
     stream = io.BufferedReader(ChunkStream(iter(checked)), buffer_size=1 << 20)
     for part in generate_parts(
         stream,
-        frames_uri=lambda meta: frames_uri(_first(meta, "00080018")),
+        frames_uri=lambda meta: frames_uri(_first(meta, SOP_INSTANCE_UID_KEY)),
         bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
     ):
         if isinstance(part, InstanceEnd):
             if info.frames:
-                part.metadata["00083002"] = {"vr": "UI", "Value": info.stored_syntaxes()}
+                part.metadata[AVAILABLE_TRANSFER_SYNTAX_UID_KEY] = {
+                    "vr": "UI",
+                    "Value": info.stored_syntaxes(),
+                }
             return part.metadata
     return None
 

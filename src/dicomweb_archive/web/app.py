@@ -26,12 +26,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import EXPLICIT_VR_LITTLE_ENDIAN, decode_frame, native_bytes
-from dicomweb_archive.dicom.frames import media_type
+from dicomweb_archive.dicom.codecs import decode_frame, native_bytes
 from dicomweb_archive.errors import ArchiveError, BadQueryError, NoSuchObjectError
 from dicomweb_archive.index.queries import keyword_of, qido_condition
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.reconstruct import generate_instance
 from dicomweb_archive.store.instance import InstanceKey, read_info, series_uids
@@ -175,7 +175,7 @@ class Server:
         syntaxes = {n: info.frame_syntax(n) for n in wanted_numbers}
         if len(set(syntaxes.values())) == 1:  # the usual case: one stored transfer syntax
             stored_syntax = syntaxes[wanted_numbers[0]]
-            stored_type = _frame_media_type(info, wanted_numbers[0]).split(";")[0].strip()
+            stored_type = info.frame_media_type(wanted_numbers[0]).split(";")[0].strip()
         else:  # frames kept as received beside recompressed ones: offer them decoded
             stored_syntax, stored_type = EXPLICIT_VR_LITTLE_ENDIAN, "application/octet-stream"
         choice = choose_frame_type(
@@ -276,11 +276,6 @@ class Server:
                 yield one(key)
 
         return _multipart(parts(), "application/dicom", "application/dicom", None)
-
-
-def _frame_media_type(info: InfoRecord, number: int) -> str:
-    syntax = info.frames[number - 1].transfer_syntax_uid
-    return media_type(syntax) if syntax is not None else info.stored.media_type
 
 
 def _json_body(value: Any) -> tuple[bytes, str]:

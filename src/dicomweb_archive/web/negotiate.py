@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 
 
 @dataclass(frozen=True, slots=True)
