@@ -57,7 +57,6 @@ class Archive:
         self._indexes_lock = threading.Lock()
         self._lease_depth = 0
         self._lease_lock = threading.RLock()
-        self.closed = False
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -166,7 +165,6 @@ class Archive:
                 index.close()
             self._indexes.clear()
         self._local = threading.local()
-        self.closed = True
 
     # -- the index -----------------------------------------------------------------------
     @property

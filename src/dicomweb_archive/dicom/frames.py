@@ -17,11 +17,10 @@ import numpy as np
 
 from dicomweb_archive.dicom.parse import Buffer, Element
 from dicomweb_archive.model.dicom_json import swap_bytes
-from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, media_type
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 EXTENDED_OFFSET_TABLE = 0x7FE00001  # (7FE0,0001) ExtendedOffsetTable
-EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002  # (7FE0,0002) ExtendedOffsetTableLengths
 
 
 _JPEG_SOI = b"\xff\xd8"
@@ -150,7 +149,3 @@ STARTS_FRAME = (_JPEG_SOI, _J2K_SOC, _JP2_SIGNATURE)
 def starts_codestream(head: bytes) -> bool:
     """True when a fragment begins a JPEG, JPEG-LS, JPEG 2000 or JP2 codestream."""
     return head.startswith(STARTS_FRAME)
-
-
-def is_native(transfer_syntax: str) -> bool:
-    return transfer_syntax in NATIVE_PIXEL_DATA

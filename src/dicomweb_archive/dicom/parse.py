@@ -121,10 +121,6 @@ class ParsedFile:
     stop_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def dataset_buffer(self) -> Buffer:
-        return self.inflated if self.inflated is not None else self.buffer
-
 
 class _TruncatedError(Exception):
     """Internal: the buffer ends inside the element at ``offset``."""

@@ -62,10 +62,3 @@ class All:
 
     def __and__(self, other: All) -> All:
         return All(self.parts + other.parts)
-
-    @property
-    def levels(self) -> set[str]:
-        return {m.level for m in self.parts if not m.universal}
-
-
-EVERYTHING = All()

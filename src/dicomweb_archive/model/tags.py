@@ -4,7 +4,6 @@ keys (PS3.18 F.2: eight upper-case hexadecimal digits)."""
 from __future__ import annotations
 
 SPECIFIC_CHARACTER_SET = 0x00080005  # (0008,0005) SpecificCharacterSet
-SOP_CLASS_UID = 0x00080016  # (0008,0016) SOPClassUID
 SOP_INSTANCE_UID = 0x00080018  # (0008,0018) SOPInstanceUID
 AVAILABLE_TRANSFER_SYNTAX_UID = 0x00083002  # (0008,3002) AvailableTransferSyntaxUID
 PATIENT_ID = 0x00100020  # (0010,0020) PatientID

@@ -85,6 +85,5 @@ def apply_delete(
             change.abort()
             raise
         report.change_id = change.id
-    report.applied = True
     report.seconds = time.perf_counter() - started
     return report

@@ -88,7 +88,7 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
         except BaseException:
             change.abort()
             raise
-    return UpdateReport(plan, change.id, True, time.perf_counter() - started)
+    return UpdateReport(plan, change.id, time.perf_counter() - started)
 
 
 def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdatePlan) -> set[str]:

@@ -89,7 +89,6 @@ class UpdatePlan:
 class UpdateReport:
     plan: UpdatePlan
     change_id: str = ""
-    applied: bool = False
     seconds: float = 0.0
 
 
@@ -232,7 +231,6 @@ def apply_update(archive: Archive, plan: UpdatePlan, *, reason: str = "") -> Upd
             change.abort()
             raise
         report.change_id = change.id
-    report.applied = True
     report.seconds = time.perf_counter() - started
     return report
 

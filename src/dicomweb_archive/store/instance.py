@@ -160,15 +160,6 @@ def read_frame(reader: Reader, keys: StoreKeys, key: InstanceKey, number: int) -
         raise CorruptStoreError(str(exc)) from exc
 
 
-def read_frame_part(reader: Reader, keys: StoreKeys, key: InstanceKey, number: int) -> bytes:
-    """Stored frame ``number`` as its file holds it: one multipart body part."""
-    name = keys.frame(key.study, key.series, key.sop, number)
-    try:
-        return reader.get(name)
-    except NoSuchObjectError as exc:
-        raise MissingStoreFileError(f"{name}: frame file is missing") from exc
-
-
 def read_bulk(reader: Reader, keys: StoreKeys, study: str, sha256: str) -> bytes:
     name = keys.bulkdata(study, sha256)
     try:

@@ -140,8 +140,3 @@ def frames_uri(sop: str) -> str:
 def bulkdata_uri(sha256: str) -> str:
     """BulkDataURI of a bulk-data value, relative to the series directory."""
     return f"../../bulkdata/{sha256[:3]}/{sha256[3:5]}/{sha256[5:]}"
-
-
-def bulk_sha_of(key: str) -> str:
-    """The SHA-256 a bulk-data key names (the inverse of :meth:`StoreKeys.bulkdata`)."""
-    return "".join(key.split("/")[-3:])

@@ -14,8 +14,6 @@ frame's bytes in practice); the original tool used random boundaries.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 BOUNDARY_PREFIX = "dicomweb-archive-"
 
 
@@ -29,12 +27,6 @@ def part_header(boundary: str, content_type: str) -> bytes:
 
 def part_trailer(boundary: str) -> bytes:
     return f"\r\n--{boundary}--".encode("ascii")
-
-
-def read_part(path: Path) -> tuple[str, memoryview]:
-    """Read a frame file; returns its content type and payload."""
-    data = path.read_bytes()
-    return parse_part(data, source=str(path))
 
 
 def parse_part(data: bytes, *, source: str) -> tuple[str, memoryview]:
