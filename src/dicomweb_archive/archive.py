@@ -271,6 +271,19 @@ class Archive:
         """A change of ``kind`` (``store/changes.py``) to fill and :meth:`commit`."""
         return ChangeSet(self.storage, self.keys, kind, **fields)
 
+    @contextmanager
+    def changing(self, kind: str, **fields: Any) -> Iterator[ChangeSet]:
+        """A change of ``kind`` to fill in the block (under the lease): committed when the
+        block ends, unless it called :meth:`ChangeSet.abort`; forgotten if the block raises."""
+        change = self.change(kind, **fields)
+        try:
+            yield change
+        except BaseException:
+            change.abort()
+            raise
+        if not change.aborted:
+            self.commit(change)
+
     def commit(self, change: Transaction | ChangeSet) -> None:
         """Commit a transaction or change set (under the lease)."""
         if not self.holding_lease:

@@ -87,15 +87,10 @@ def edit(  # noqa: PLR0917 - typer passes every option positionally
             store, batch_file, continue_on_error=continue_on_error, dry_run=dry_run, verbose=verbose
         )
         return
-    level, identifier = one_target(targets_of(patient, study, series, instance))
-    if not edits:
-        error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
-        raise typer.Exit(EXIT_USAGE)
     run_edit(
         store,
-        level,
-        identifier,
-        edits,
+        targets_of(patient, study, series, instance),
+        edits or [],
         original_attributes=original_attributes,
         dry_run=dry_run,
         show_phi=show_phi,
@@ -106,8 +101,7 @@ def edit(  # noqa: PLR0917 - typer passes every option positionally
 
 def run_edit(
     store: Path,
-    level: str,
-    identifier: str,
+    targets: dict[str, str],
     edits: list[str],
     *,
     original_attributes: bool,
@@ -116,6 +110,11 @@ def run_edit(
     reason: str,
     verbose: bool,
 ) -> None:
+    """Edit the one target of ``targets`` (usage errors exit 2 before the store is opened)."""
+    level, identifier = one_target(targets)
+    if not edits:
+        error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
+        raise typer.Exit(EXIT_USAGE)
     with handle_errors(verbose=verbose), open_store(store) as archive:
         plan = plan_update(archive, level, identifier, edits, record_original=original_attributes)
         if dry_run:

@@ -43,7 +43,6 @@ from dicomweb_archive.cli.targets import (
     Series,
     ShowPhi,
     Study,
-    one_target,
     targets_of,
 )
 
@@ -125,14 +124,9 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             store, targets, uid, reject=reject, dry_run=dry_run, reason=reason, verbose=verbose
         )
         return
-    level, identifier = one_target(targets)
-    if not edits:
-        error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
-        raise typer.Exit(EXIT_USAGE)
     run_edit(
         store,
-        level,
-        identifier,
+        targets,
         edits,
         original_attributes=original_attributes,
         dry_run=dry_run,

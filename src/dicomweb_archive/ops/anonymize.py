@@ -207,14 +207,13 @@ def anonymize_in_place(
         ]
         _review(archive, chosen, report)
         earlier = sorted(change_ids(archive.storage))
-        change = archive.change(
+        with archive.changing(
             "anonymize",
             level="store",
             target="all",
             reason=reason,
             details={"options": sorted(options), "earlier_changes": earlier},
-        )
-        try:
+        ) as change:
             for instance in chosen:  # first: a retained UID gives the new instance its key
                 metadata, info = instance_state(change.txn, archive, instance)
                 change.include(removed(instance, metadata, info))
@@ -239,10 +238,6 @@ def anonymize_in_place(
             for study in {i.study for i in chosen}:
                 set_aside_unused_bulk(change, study)
             finish_studies(archive, change, studies)
-            archive.commit(change)
-        except BaseException:
-            change.abort()
-            raise
         report.change_id = change.id
     report.seconds = time.perf_counter() - started
     return report

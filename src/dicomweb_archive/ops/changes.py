@@ -96,19 +96,14 @@ def clean_study(archive: Archive, study: str, *, reason: str = "") -> str | None
     ``clean`` change, so that it is rebuilt from this input alone (and can be reverted).
     Returns the change id (None when the study had nothing)."""
     keys = archive.keys
-    change = archive.change("clean", level="study", target=study, reason=reason)
-    for key in instance_keys(change.txn, keys, study):
-        metadata, info = instance_state(change.txn, archive, key)
-        change.include(removed(key, metadata, info))
-    for prefix in (keys.study(study), keys.instance_records(study), keys.groups(study)):
-        change.set_aside_prefix(prefix)
-    if not change.aside:
-        change.abort()
-        return None
-    try:
+    with archive.changing("clean", level="study", target=study, reason=reason) as change:
+        for key in instance_keys(change.txn, keys, study):
+            metadata, info = instance_state(change.txn, archive, key)
+            change.include(removed(key, metadata, info))
+        for prefix in (keys.study(study), keys.instance_records(study), keys.groups(study)):
+            change.set_aside_prefix(prefix)
+        if not change.aside:
+            change.abort()
+            return None
         finish_studies(archive, change, {study})
-        archive.commit(change)
-    except BaseException:
-        change.abort()
-        raise
     return change.id

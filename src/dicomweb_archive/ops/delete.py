@@ -69,10 +69,9 @@ def apply_delete(
     details = {"rejection": {"code": reject, "meaning": REJECTION_CODES[reject]}} if reject else {}
     kind = "reject" if reject else "delete"
     with archive.writing(kind):
-        change = archive.change(
+        with archive.changing(
             kind, level=plan.level, target=plan.target, reason=reason, details=details
-        )
-        try:
+        ) as change:
             for item in plan.instances:
                 metadata, info = instance_state(change.txn, archive, item.key)
                 change.include(removed(item.key, metadata, info))
@@ -80,10 +79,6 @@ def apply_delete(
             for study in plan.studies:
                 set_aside_unused_bulk(change, study)
             finish_studies(archive, change, set(plan.studies))
-            archive.commit(change)
-        except BaseException:
-            change.abort()
-            raise
         report.change_id = change.id
     report.seconds = time.perf_counter() - started
     return report

@@ -28,44 +28,39 @@ def purge(archive: Archive, change_id: str, *, reason: str = "") -> str:
             ) from exc
         if record["details"].get("purged_by"):
             raise UsageError(f"change {change_id} is purged already")
-        change = archive.change(
+        with archive.changing(
             "purge",
             level="change",
             target=change_id,
             reason=reason,
             details={"purged": change_id, "kind": record["kind"]},
-        )
-        txn = change.txn
-        freed = 0
-        for info in list(archive.storage.list_prefix(keys.aside(change_id))):
-            txn.delete(info.key)
-            freed += info.size
-        change.details["bytes"] = freed
-        record["details"]["purged_by"] = change.id
-        record["aside"] = []
-        for item in record["instances"]:
-            item["before"] = None
-        if record["kind"] == "anonymize":
-            record["instances"] = [
-                i for i in record["instances"] if i["revision_after"] is not None
-            ]
-            for item in record["instances"]:
-                item["changes"] = []
-                item["before_sha256"] = ""
-        txn.put(keys.change(change_id), json_gz(record))
-        txn.index({"op": "audit_change", "change": change_id, "rows": audit_rows(record)})
-        if record["kind"] == "anonymize":  # every earlier change concerns the originals
-            for earlier in record["details"].get("earlier_changes", []):
-                for info in list(archive.storage.list_prefix(keys.aside(earlier))):
-                    txn.delete(info.key)
-                    freed += info.size
-                if archive.storage.head(keys.change(earlier)) is not None:
-                    txn.delete(keys.change(earlier))
-                txn.index({"op": "audit_change", "change": earlier, "rows": []})
+        ) as change:
+            txn = change.txn
+            freed = 0
+            for info in list(archive.storage.list_prefix(keys.aside(change_id))):
+                txn.delete(info.key)
+                freed += info.size
             change.details["bytes"] = freed
-        try:
-            archive.commit(change)
-        except BaseException:
-            change.abort()
-            raise
+            record["details"]["purged_by"] = change.id
+            record["aside"] = []
+            for item in record["instances"]:
+                item["before"] = None
+            if record["kind"] == "anonymize":
+                record["instances"] = [
+                    i for i in record["instances"] if i["revision_after"] is not None
+                ]
+                for item in record["instances"]:
+                    item["changes"] = []
+                    item["before_sha256"] = ""
+            txn.put(keys.change(change_id), json_gz(record))
+            txn.index({"op": "audit_change", "change": change_id, "rows": audit_rows(record)})
+            if record["kind"] == "anonymize":  # every earlier change concerns the originals
+                for earlier in record["details"].get("earlier_changes", []):
+                    for info in list(archive.storage.list_prefix(keys.aside(earlier))):
+                        txn.delete(info.key)
+                        freed += info.size
+                    if archive.storage.head(keys.change(earlier)) is not None:
+                        txn.delete(keys.change(earlier))
+                    txn.index({"op": "audit_change", "change": earlier, "rows": []})
+                change.details["bytes"] = freed
         return change.id

@@ -73,21 +73,16 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
                 "removed is gone, it cannot be reverted"
             )
         kind = "restore" if record["kind"] == "reject" else "revert"
-        change = archive.change(
+        plan = UpdatePlan(kind, "change", change_id, [])
+        with archive.changing(
             kind,
             level="change",
             target=change_id,
             reason=reason or f"revert of {record['kind']} {change_id}",
             reverts=change_id,
-        )
-        plan = UpdatePlan(kind, "change", change_id, [])
-        try:
+        ) as change:
             studies = _undo(archive, change, record, plan)
             finish_studies(archive, change, studies)
-            archive.commit(change)
-        except BaseException:
-            change.abort()
-            raise
     return UpdateReport(plan, change.id, time.perf_counter() - started)
 
 

@@ -220,16 +220,11 @@ def apply_update(archive: Archive, plan: UpdatePlan, *, reason: str = "") -> Upd
     report = UpdateReport(plan)
     with archive.writing(plan.operation):
         _check_fresh(archive, plan)
-        change = archive.change(
+        with archive.changing(
             plan.operation, level=plan.level, target=plan.target, reason=reason, edits=plan.edits
-        )
-        try:
+        ) as change:
             stage_instances(archive, change, plan.instances)
             finish_studies(archive, change, set(plan.studies))
-            archive.commit(change)
-        except BaseException:
-            change.abort()
-            raise
         report.change_id = change.id
     report.seconds = time.perf_counter() - started
     return report

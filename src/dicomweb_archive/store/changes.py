@@ -112,6 +112,8 @@ class ChangeSet:
         self.details = details or {}
         self.time = datetime.now(UTC).isoformat(timespec="seconds")
         self.user = user_name()
+        #: Set by :meth:`abort`: the change was forgotten and will not be committed.
+        self.aborted = False
         self.touched: list[Touched] = []
         self.aside: list[str] = []
 
@@ -137,6 +139,7 @@ class ChangeSet:
         for key in self.aside:
             self.storage.delete(self.keys.aside(self.id, key))
         self.aside.clear()
+        self.aborted = True
 
     def set_aside_prefix(self, prefix: str) -> list[str]:
         keys = [info.key for info in self.txn.list_prefix(prefix)]
