@@ -23,9 +23,9 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from dicomweb_archive.errors import (
     NoSuchObjectError,
@@ -46,6 +46,8 @@ LOCAL = PRIVATE + "local"
 TMP = LOCAL + "/tmp"  # noqa: S108 - the store's own folder, not the system's /tmp
 LOCK = LOCAL + "/lock"
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FOLDER_ATTEMPTS = 8
+T = TypeVar("T")
 
 
 def count_write() -> None:
@@ -218,10 +220,14 @@ class LocalStorage:
         count_write()
 
     def delete(self, key: str) -> None:
+        """Delete the object; folders left empty go too (also when the object was missing:
+        a failed write may have left its folder), as a prefix without objects does not exist
+        on object storage."""
         path = self.path(key)
         try:
             path.unlink()
         except (FileNotFoundError, NotADirectoryError):
+            self._prune(path.parent)
             return
         except IsADirectoryError as exc:
             raise StoreError(f"{self.location}: {key} is a directory, not an object") from exc
@@ -293,14 +299,11 @@ class LocalStorage:
         yet. None when a file is there already (left by an interrupted writer)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            try:
-                fd = os.open(path, flags, 0o644)
-            except FileNotFoundError:  # its folder is new
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd = os.open(path, flags, 0o644)
+            fd = _in_folder(lambda: os.open(path, flags, 0o644), path)
         except FileExistsError:
             return None
         except OSError as exc:
+            self._prune(Path(path).parent)
             _raise_full(exc, self.location)
             raise
         try:
@@ -309,6 +312,7 @@ class LocalStorage:
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            self._prune(Path(path).parent)
             if isinstance(exc, OSError):
                 _raise_full(exc, self.location)
             raise
@@ -337,14 +341,11 @@ class LocalStorage:
 
     def _place(self, temp: str, final: str, *, if_absent: bool, key: str) -> None:
         try:
-            try:
-                self._link_or_replace(temp, final, if_absent=if_absent)
-            except FileNotFoundError:  # its folder is new
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                self._link_or_replace(temp, final, if_absent=if_absent)
+            _in_folder(lambda: self._link_or_replace(temp, final, if_absent=if_absent), final)
         except FileExistsError as exc:
             raise ObjectExistsError(f"{self.location}: {key} exists") from exc
         except OSError as exc:
+            self._prune(Path(final).parent)
             _raise_full(exc, self.location)
             raise
 
@@ -370,6 +371,18 @@ class LocalStorage:
             for entry in os.scandir(self._tmp_dir):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     os.unlink(entry.path)
+
+
+def _in_folder(create: Callable[[], T], path: str) -> T:
+    """``create()``, making the folder of ``path`` when it is missing. A delete in another
+    thread may prune a folder just made and still empty (:meth:`LocalStorage._prune`): then
+    make it again."""
+    for _attempt in range(_FOLDER_ATTEMPTS):
+        try:
+            return create()
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    return create()
 
 
 def _raise_full(exc: OSError, location: str) -> None:
