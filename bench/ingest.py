@@ -43,7 +43,7 @@ from dicomweb_archive.store.storage import PRIVATE  # noqa: E402
 CHILD = """
 import re, sys, time
 from dicomweb_archive import Archive, ingest
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 policy = Recompression.from_options(grey=sys.argv[3], colour=sys.argv[3])
 start = time.perf_counter()

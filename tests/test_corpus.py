@@ -11,7 +11,7 @@ import pytest
 
 from dicomweb_archive import Archive, ingest, reconstruct_p10
 from dicomweb_archive.dicom.parts import InlineLimits
-from dicomweb_archive.dicom.recompress import SOURCE_TYPES
+from dicomweb_archive.dicom.recompression import SOURCE_TYPES
 from dicomweb_archive.errors import MissingUidError, NotDicomError, TruncatedError
 from dicomweb_archive.store.instance import read_info, read_instance_metadata, study_uids
 from dicomweb_archive.store.keys import STUDIES_INDEX

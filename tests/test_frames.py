@@ -13,7 +13,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomweb_archive import Archive, ingest
-from dicomweb_archive.dicom.recompress import SOURCE_TYPES, Recompression
+from dicomweb_archive.dicom.recompression import SOURCE_TYPES, Recompression
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import HTJ2K_LOSSLESS, JPEG_LS_LOSSLESS, media_type
 from dicomweb_archive.ops.ingest_types import PipelineOptions

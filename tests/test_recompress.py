@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from dicomweb_archive import Archive, ingest, reconstruct_p10
 from dicomweb_archive.cli.main import SEED_APPS
 from dicomweb_archive.dicom.codecs import encode
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import (

@@ -11,7 +11,7 @@ import pytest
 
 from dicomweb_archive import Archive, generate_parts, reconstruct_p10, write_stream
 from dicomweb_archive.dicom.parts import FramePart, InstanceEnd, InstanceHeader
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from tests.factory import uid, write_ct
 
 FRAME_BYTES = 512 * 512 * 2

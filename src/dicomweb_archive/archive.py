@@ -313,7 +313,7 @@ def _read_config(storage: Storage) -> StoreConfig | None:
 
 
 def _default_config() -> StoreConfig:
-    from dicomweb_archive.dicom.recompress import Recompression  # noqa: PLC0415 - numpy
+    from dicomweb_archive.dicom.recompression import Recompression  # noqa: PLC0415 - numpy
 
     return StoreConfig(recompression=Recompression().to_json())
 

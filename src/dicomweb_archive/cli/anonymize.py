@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,19 +15,16 @@ from dicomweb_archive.cli.common import (
     VerboseOption,
     error_line,
     handle_errors,
+    note,
     open_store,
-    stderr,
-    stdout,
+    say,
     store_path,
 )
 from dicomweb_archive.cli.targets import DryRun, Patient, Reason, Study, targets_of
 from dicomweb_archive.model.deid import OPTIONS
-from dicomweb_archive.ops.anonymize import (
-    AnonymizeReport,
-    anonymize_in_place,
-    anonymize_selection,
-)
-from dicomweb_archive.ops.anonymize import anonymize as anonymize_op
+
+if TYPE_CHECKING:
+    from dicomweb_archive.ops.anonymize import AnonymizeReport
 
 AllStudies = Annotated[bool, typer.Option("--all", help="Every study of the store.")]
 Out = Annotated[
@@ -105,6 +102,9 @@ def run_anonymize(
     reason: str,
     verbose: bool,
 ) -> None:
+    from dicomweb_archive.ops.anonymize import anonymize as anonymize_op  # noqa: PLC0415
+    from dicomweb_archive.ops.anonymize import anonymize_in_place, anonymize_selection  # noqa: PLC0415
+
     if (out is None) == (not in_place) or (in_place and not all_studies):
         error_line("-anonymize needs --out DIR (a new store), or --all --in-place")
         raise typer.Exit(EXIT_USAGE)
@@ -127,43 +127,31 @@ def run_anonymize(
 
 def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
     if dry_run:
-        stdout.print(
+        say(
             f"plan: {len(report.planned)} instances would be de-identified, "
-            f"{len(report.burned_in)} to review for burned-in annotation; nothing written",
-            markup=False,
+            f"{len(report.burned_in)} to review for burned-in annotation; nothing written"
         )
         for sop in report.burned_in:
-            stdout.print(f"  review: {sop}", markup=False)
+            say(f"  review: {sop}")
         return
     for result in report.results:
         if result.status == "failed":
             error_line(result.error or "failed")
     for sop in report.burned_in:
-        stderr.print(
-            f"warning: {sop}: Burned In Annotation is not NO: check the pixels",
-            markup=False,
-            soft_wrap=True,
-        )
+        note(f"warning: {sop}: Burned In Annotation is not NO: check the pixels")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
-        stdout.print(
-            f"nothing changed: {len(report.results) - done} instances cannot be de-identified",
-            markup=False,
-        )
+        say(f"nothing changed: {len(report.results) - done} instances cannot be de-identified")
         raise typer.Exit(1)
-    stdout.print(
+    say(
         f"{done} instances de-identified into {target}, {report.linked} frame files shared "
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
-        f"{report.seconds:.2f} s",
-        markup=False,
-        soft_wrap=True,
+        f"{report.seconds:.2f} s"
     )
     if in_place:
-        stdout.print(
+        say(
             f"change {report.change_id}: the originals are kept aside (revert undoes it); "
-            f"dicomweb-archive purge {report.change_id} removes them for good",
-            markup=False,
-            soft_wrap=True,
+            f"dicomweb-archive purge {report.change_id} removes them for good"
         )
     if not report.ok:
         raise typer.Exit(1)

@@ -11,15 +11,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
 
 from dicomweb_archive import __version__
-from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, StoreError
-from dicomweb_archive.ops.reindex import ensure_index
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dicomweb_archive.archive import Archive
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,8 +30,41 @@ EXIT_DIFFERENCES = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs about 0.1 s, which a command
+    that prints a line or two need not pay (``docs/benchmarks.md``, start-up)."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415 - see the class docstring
+
+            self._console = Console(**self._settings)
+        return getattr(self._console, name)
+
+
+stdout = cast("Console", _LazyConsole(highlight=False))
+stderr = cast("Console", _LazyConsole(stderr=True, highlight=False))
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal (progress bars are drawn only then)."""
+    return sys.stderr.isatty()
+
+
+def say(message: str) -> None:
+    """One plain line on stdout (no markup, no wrapping, no rich)."""
+    sys.stdout.write(message + "\n")
+
+
+def note(message: str) -> None:
+    """One plain line on stderr."""
+    sys.stderr.write(message + "\n")
+
 
 DEFAULT_STORE = Path("~/dicomweb")
 
@@ -49,7 +84,7 @@ VerboseOption = Annotated[
 
 def version_callback(value: bool) -> None:
     if value:
-        stdout.print(f"dicomweb-archive {__version__}")
+        say(f"dicomweb-archive {__version__}")
         raise typer.Exit(EXIT_OK)
 
 
@@ -76,17 +111,24 @@ def store_path(path: Path) -> str:
 def open_store(path: Path) -> Archive:
     """The existing store at ``path`` (an error, exit code 2, when it is not one), its index
     rebuilt first when it lost its rows (an upgraded store)."""
+    from dicomweb_archive.archive import Archive  # noqa: PLC0415 - not for --help
+    from dicomweb_archive.ops.reindex import ensure_index  # noqa: PLC0415
+
     archive = Archive.open(store_path(path))
     try:
         ensure_index(archive)
     except StoreError as exc:  # a reader still reads; the index says what it says
-        stderr.print(f"warning: the index was not rebuilt: {exc}", markup=False, soft_wrap=True)
+        warning_line(f"the index was not rebuilt: {exc}")
     return archive
 
 
 def error_line(message: str) -> None:
     """One line on stderr, never interpreted as markup."""
-    stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+    note(f"error: {message}")
+
+
+def warning_line(message: str) -> None:
+    note(f"warning: {message}")
 
 
 @contextmanager

@@ -28,8 +28,6 @@ from dicomweb_archive.cli.targets import (
     print_plan,
     targets_of,
 )
-from dicomweb_archive.ops.delete import apply_delete, plan_delete
-from dicomweb_archive.ops.update import guess_level
 
 Reject = Annotated[
     str | None,
@@ -80,6 +78,9 @@ def run_delete(
     reason: str,
     verbose: bool,
 ) -> None:
+    from dicomweb_archive.ops.delete import apply_delete, plan_delete  # noqa: PLC0415
+    from dicomweb_archive.ops.update import guess_level  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         if not targets and uid is not None:
             targets = {guess_level(archive, uid): uid}

@@ -17,7 +17,7 @@ from dicomweb_archive.cli.common import (
     error_line,
     handle_errors,
     open_store,
-    stdout,
+    say,
 )
 from dicomweb_archive.cli.targets import (
     DryRun,
@@ -33,8 +33,6 @@ from dicomweb_archive.cli.targets import (
     targets_of,
 )
 from dicomweb_archive.errors import StaleVersionError
-from dicomweb_archive.ops.batch import read_batch, run_batch
-from dicomweb_archive.ops.update import apply_update, plan_update, update
 
 Edits = Annotated[
     list[str] | None,
@@ -111,6 +109,8 @@ def run_edit(
     verbose: bool,
 ) -> None:
     """Edit the one target of ``targets`` (usage errors exit 2 before the store is opened)."""
+    from dicomweb_archive.ops.update import apply_update, plan_update, update  # noqa: PLC0415
+
     level, identifier = one_target(targets)
     if not edits:
         error_line("give at least one edit (TAG=VALUE, TAG= or -TAG)")
@@ -137,6 +137,8 @@ def run_edit(
 def run_file(
     store: Path, path: Path, *, continue_on_error: bool, dry_run: bool, verbose: bool
 ) -> None:
+    from dicomweb_archive.ops.batch import read_batch, run_batch  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         lines = read_batch(path)
         results = run_batch(
@@ -145,11 +147,11 @@ def run_file(
     for result in results:
         where = f"{path.name}:{result.line.number}"
         if result.error is None:
-            stdout.print(f"{where}: ok, {result.instances} instances", markup=False)
+            say(f"{where}: ok, {result.instances} instances")
         else:
             error_line(f"{where}: {result.error}")
     failed = sum(result.error is not None for result in results)
     verb = "checked (--dry-run: nothing written)" if dry_run else "applied"
-    stdout.print(f"{len(results) - failed} lines {verb}, {failed} failed", markup=False)
+    say(f"{len(results) - failed} lines {verb}, {failed} failed")
     if failed:
         raise typer.Exit(1)

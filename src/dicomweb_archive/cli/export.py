@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from dicomweb_archive.archive import Archive
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
     EXIT_DIFFERENCES,
@@ -24,16 +21,32 @@ from dicomweb_archive.cli.common import (
     VersionOption,
     error_line,
     handle_errors,
+    interactive,
+    note,
     open_store,
+    say,
     stderr,
     stdout,
 )
-from dicomweb_archive.index.queries import parse_filters
-from dicomweb_archive.ops.export import Exported, ExportReport, Selection, export
-from dicomweb_archive.ops.verify import Verdict, VerifyReport, verify
+
+if TYPE_CHECKING:
+    from dicomweb_archive.archive import Archive
+    from dicomweb_archive.ops.export import Exported, ExportReport, Selection
+    from dicomweb_archive.ops.verify import Verdict, VerifyReport
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def _progress(label: str) -> Progress:
+    from rich.progress import (  # noqa: PLC0415 - rich only where output needs it
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -41,7 +54,7 @@ def _progress(label: str) -> Progress:
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
-        disable=not stderr.is_terminal,
+        disable=not interactive(),
     )
 
 
@@ -104,6 +117,9 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
     version: VersionOption = False,
 ) -> None:
     """Rebuild P10 files from the store, byte-identical to those ingested."""
+    from dicomweb_archive.index.queries import parse_filters  # noqa: PLC0415
+    from dicomweb_archive.ops.export import Selection  # noqa: PLC0415
+
     uids = uids or []
     if not uids and patient_id is None and not query:
         error_line("name a study (and series, instances), --patient-id or --query")
@@ -148,6 +164,8 @@ def _run_export(  # noqa: PLR0917 - one call site, mirrors the command's options
     dicomdir: bool,
     transfer_syntax: str | None,
 ) -> ExportReport:
+    from dicomweb_archive.ops.export import export  # noqa: PLC0415
+
     with _progress("exporting") as progress:
         task = progress.add_task("exporting", total=None)
 
@@ -193,6 +211,8 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
     verbose: VerboseOption = False,
 ) -> None:
     """Check the store: files, hashes, index, orphans, and byte-exact rebuild of every instance."""
+    from dicomweb_archive.ops.verify import verify  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), _progress("verifying") as progress:
         task = progress.add_task("verifying", total=None)
 
@@ -212,9 +232,9 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
 
 def _render(report: VerifyReport, *, verbose: bool) -> None:
     for finding in report.findings:
-        stderr.print(
-            f"{finding.kind}: {finding.where}: {finding.message}", markup=False, soft_wrap=True
-        )
+        note(f"{finding.kind}: {finding.where}: {finding.message}")
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="verify")
     table.add_column("equivalence")
     table.add_column("instances", justify="right")
@@ -225,9 +245,7 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         table.add_row(name, str(count))
     stdout.print(table)
     if report.against:
-        stdout.print(
-            ", ".join(f"{key}: {value}" for key, value in report.against.items()), markup=False
-        )
+        say(", ".join(f"{key}: {value}" for key, value in report.against.items()))
     if not report.ok:
         outcome = f"{len(report.differences)} differences"
     elif not report.complete:
@@ -237,12 +255,10 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         )
     else:
         outcome = "no differences"
-    stdout.print(
+    say(
         f"{outcome}; {len(report.instances)} instances, {report.bytes_read / 1e6:.1f} MB "
-        f"rebuilt and hashed in {report.seconds:.2f} s",
-        markup=False,
-        soft_wrap=True,
+        f"rebuilt and hashed in {report.seconds:.2f} s"
     )
     if verbose:
         for item in report.instances:
-            stderr.print(f"{item.equivalence}: {item.sop}", markup=False, soft_wrap=True)
+            note(f"{item.equivalence}: {item.sop}")

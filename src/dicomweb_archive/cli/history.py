@@ -14,9 +14,8 @@ from dicomweb_archive.cli.common import (
     VerboseOption,
     handle_errors,
     open_store,
-    stdout,
+    say,
 )
-from dicomweb_archive.ops.history import audit_log, history
 
 
 def history_command(
@@ -25,21 +24,21 @@ def history_command(
     verbose: VerboseOption = False,
 ) -> None:
     """List an instance's revisions, each with the change that produced it."""
+    from dicomweb_archive.ops.history import history  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         entries = history(archive, sop)
     if not entries:
-        stdout.print(f"{sop}: as ingested, never changed", markup=False)
+        say(f"{sop}: as ingested, never changed")
     for entry in entries:
         changed = ", ".join(c["attribute"] for c in entry["changes"])
         revision = entry["revision"]
         state = f"revision {revision}" if revision is not None else "removed"
-        stdout.print(
+        say(
             f"{state}: {entry['time']} {entry['user']} {entry['operation']} "
             f"(change {entry['change_id']})"
             + (f": {changed}" if changed else "")
-            + (f" ({entry['reason']})" if entry["reason"] else ""),
-            markup=False,
-            soft_wrap=True,
+            + (f" ({entry['reason']})" if entry["reason"] else "")
         )
 
 
@@ -51,6 +50,8 @@ def audit_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Print the audit log (every change, with before/after hashes) as JSON lines."""
+    from dicomweb_archive.ops.history import audit_log  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         rows = audit_log(archive, sop)
     for row in rows:

@@ -27,6 +27,7 @@ app = typer.Typer(
     context_settings=CONTEXT,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -63,7 +64,11 @@ app.command("reindex")(reindex_command)
 
 def _seed_app(command: str) -> typer.Typer:
     seed = typer.Typer(
-        name=command, context_settings=CONTEXT, add_completion=False, pretty_exceptions_enable=False
+        name=command,
+        context_settings=CONTEXT,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )
     seed.command(help=COMMANDS[command])(make_command(command))
     return seed
@@ -75,6 +80,7 @@ PART10_APP = typer.Typer(
     context_settings=CONTEXT,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 PART10_APP.command()(part10)
 UPDATE_APP = typer.Typer(
@@ -82,6 +88,7 @@ UPDATE_APP = typer.Typer(
     context_settings=CONTEXT,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 UPDATE_APP.command()(update)
 

@@ -6,19 +6,10 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from dicomweb_archive.archive import Archive
 from dicomweb_archive.cli import seed_options as opt
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
@@ -29,21 +20,19 @@ from dicomweb_archive.cli.common import (
     VersionOption,
     error_line,
     handle_errors,
+    interactive,
+    note,
+    say,
     stderr,
-    stdout,
     store_path,
 )
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.ops.ingest import write_instances
-from dicomweb_archive.ops.ingest_types import (
-    STORE_DEFAULT,
-    FileResult,
-    IngestReport,
-    PipelineOptions,
-    iter_input_files,
-)
-from dicomweb_archive.ops.stages import StageReport, build_studies, group_studies
+
+if TYPE_CHECKING:
+    from dicomweb_archive.archive import Archive
+    from dicomweb_archive.ops.ingest_types import FileResult, IngestReport, PipelineOptions
+    from dicomweb_archive.ops.stages import StageReport
 
 #: command -> (what it does, reads files?)
 COMMANDS = {
@@ -84,8 +73,11 @@ def make_command(command: str) -> Callable[..., None]:
         verbose: VerboseOption = False,
         version: VersionOption = False,
     ) -> None:
+        from dicomweb_archive.archive import Archive  # noqa: PLC0415
+        from dicomweb_archive.ops.ingest_types import STORE_DEFAULT, PipelineOptions  # noqa: PLC0415
+
         if inputs == ["help"]:
-            stdout.print(ctx.get_help(), markup=False)
+            say(ctx.get_help())
             raise typer.Exit(EXIT_OK)
         given = any([recompress, content_type, colour_content_type, no_recompress, keep_originals])
         recompression = (
@@ -181,6 +173,8 @@ def _run_stage(
     *,
     verbose: bool,
 ) -> None:
+    from dicomweb_archive.ops.stages import build_studies, group_studies  # noqa: PLC0415
+
     if command == "mkdicomwebdeduplicatedgroup":
         report = group_studies(
             archive, studies, remove_instance_files=options.remove_deduplicated_instances
@@ -190,14 +184,13 @@ def _run_stage(
         report = build_studies(archive, studies)
         verb = "written"
     _stage_failures(report, verbose=verbose)
-    stdout.print(
+    say(
         f"{len(report.studies)} studies {verb}"
-        + (f", {len(report.failures)} failed (still pending)" if report.failures else ""),
-        markup=False,
+        + (f", {len(report.failures)} failed (still pending)" if report.failures else "")
     )
     if verbose:
         for uid in report.studies:
-            stderr.print(f"  {uid}", markup=False, soft_wrap=True)
+            note(f"  {uid}")
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
 
@@ -207,7 +200,7 @@ def _stage_failures(report: StageReport, *, verbose: bool) -> None:
         error_line(f"study {uid}: not built: {reason}")
         exc = report.exceptions.get(uid)
         if verbose and exc is not None and _unexpected(exc):
-            stderr.print("".join(traceback.format_exception(exc)), markup=False)
+            note("".join(traceback.format_exception(exc)))
 
 
 def _unexpected(exc: BaseException | None) -> bool:
@@ -224,6 +217,9 @@ def _size(path: Path) -> int:
 def _run_files(
     command: str, inputs: list[Path], archive: Archive, options: PipelineOptions, verbose: bool
 ) -> IngestReport:
+    from dicomweb_archive.ops.ingest import write_instances  # noqa: PLC0415
+    from dicomweb_archive.ops.ingest_types import iter_input_files  # noqa: PLC0415
+
     root = getattr(archive.storage, "root", None)
     files = list(iter_input_files(inputs, exclude=root if isinstance(root, Path) else None))
     run_stages = command == "mkdicomweb"
@@ -232,17 +228,27 @@ def _run_files(
         if result.status == "failed":
             error_line(result.error or f"{result.path}: failed")
             if verbose and _unexpected(result.exception):
-                stderr.print("".join(traceback.format_exception(result.exception)), markup=False)
+                note("".join(traceback.format_exception(result.exception)))
         elif verbose:
             where = result.key.sop if result.key else ""
-            stderr.print(f"{result.status}: {result.path} -> {where}", markup=False, soft_wrap=True)
+            note(f"{result.status}: {result.path} -> {where}")
             for warning in result.warnings:
-                stderr.print(f"  warning: {warning}", markup=False, soft_wrap=True)
+                note(f"  warning: {warning}")
 
-    if not stderr.is_terminal:
+    if not interactive():
         return write_instances(
             archive, files, options=options, progress=report_file, run_stages=run_stages
         )
+    from rich.progress import (  # noqa: PLC0415 - rich only on a terminal
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -292,13 +298,11 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     line = ", ".join(p for p in parts if p)
     if report.failures and not verbose:
         line += "; the errors above name each failed file"
-    stdout.print(line, markup=False, soft_wrap=True)
+    say(line)
     for change in report.changes:
-        stdout.print(
+        say(
             f"change {change}: what it replaced or cleaned is kept; dicomweb-archive revert "
-            f"{change} -o {location} undoes it",
-            markup=False,
-            soft_wrap=True,
+            f"{change} -o {location} undoes it"
         )
     if report.pending:
         count = len(report.pending)
@@ -307,11 +311,9 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
             if command in ("mkdicomwebdeduplicated",)
             else "mkdicomwebstudy"
         )
-        stdout.print(
+        say(
             f"{count} stud{'y waits' if count == 1 else 'ies wait'} for the later stages: "
-            f"run {stages} -o {location}",
-            markup=False,
-            soft_wrap=True,
+            f"run {stages} -o {location}"
         )
 
 

@@ -16,11 +16,9 @@ from dicomweb_archive.cli.common import (
     error_line,
     handle_errors,
     open_store,
-    stdout,
+    say,
 )
 from dicomweb_archive.cli.targets import print_done, print_plan
-from dicomweb_archive.ops.purge import purge
-from dicomweb_archive.ops.revert import apply_revert, plan_revert, revert_change
 
 Target = Annotated[
     str,
@@ -45,6 +43,8 @@ def revert_command(  # noqa: PLR0917 - typer passes every option positionally
 ) -> None:
     """Undo a change (every instance it touched gets its state before it), or with --to give
     one instance an earlier revision's metadata; either is a new change."""
+    from dicomweb_archive.ops.revert import apply_revert, plan_revert, revert_change  # noqa: PLC0415
+
     change = re.fullmatch(r"[0-9a-f]{32}", target) is not None
     if change == (to is not None):
         error_line("name a change id, or a SOPInstanceUID with --to REVISION")
@@ -59,7 +59,7 @@ def revert_command(  # noqa: PLR0917 - typer passes every option positionally
             print_plan(plan, show_phi=False)
             raise typer.Exit(EXIT_OK)
         report = apply_revert(archive, plan)
-    stdout.print(f"{target} reverted to revision {to} (change {report.change_id})", markup=False)
+    say(f"{target} reverted to revision {to} (change {report.change_id})")
 
 
 def restore_command(
@@ -70,6 +70,8 @@ def restore_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Bring back the instances a rejection (-delete --reject) set aside."""
+    from dicomweb_archive.ops.revert import revert_change  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         report = revert_change(archive, change)
     print_done(report, "restored")
@@ -83,6 +85,8 @@ def purge_command(
 ) -> None:
     """Delete for good what a change set aside (it can no longer be reverted); after a
     de-identification in place, also the original values its record kept."""
+    from dicomweb_archive.ops.purge import purge  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         purge_id = purge(archive, change, reason=reason)
-    stdout.print(f"change {change} purged (change {purge_id})", markup=False)
+    say(f"change {change} purged (change {purge_id})")

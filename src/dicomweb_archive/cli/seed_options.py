@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dicomweb_archive.dicom.recompress import SOURCE_TYPES
+from dicomweb_archive.dicom.recompression import SOURCE_TYPES
 
 Inputs = Annotated[
     list[str] | None,

@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
     StoreOption,
     VerboseOption,
     handle_errors,
+    note,
     open_store,
-    stderr,
 )
-from dicomweb_archive.web.app import create_app
 
 
 def serve(  # noqa: PLR0917 - typer passes every option positionally
@@ -36,11 +34,11 @@ def serve(  # noqa: PLR0917 - typer passes every option positionally
     verbose: VerboseOption = False,
 ) -> None:
     """Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files."""
+    import uvicorn  # noqa: PLC0415 - the server's libraries: for this command only
+
+    from dicomweb_archive.web.app import create_app  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
-        stderr.print(
-            f"serving {archive.location} at http://{host}:{port}{prefix}",
-            markup=False,
-            soft_wrap=True,
-        )
+        note(f"serving {archive.location} at http://{host}:{port}{prefix}")
         app = create_app(archive, prefix=prefix, base_url=base_url)
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
@@ -13,9 +12,9 @@ from dicomweb_archive.cli.common import (
     VerboseOption,
     handle_errors,
     open_store,
+    say,
     stdout,
 )
-from dicomweb_archive.ops.reindex import reindex
 
 
 def studies(
@@ -29,6 +28,8 @@ def studies(
     with handle_errors(verbose=verbose), open_store(store) as archive:
         rows = archive.index.studies()
         location = archive.location
+    from rich.table import Table  # noqa: PLC0415 - rich only where output needs it
+
     table = Table(title=f"{len(rows)} studies in {location}")
     table.add_column("StudyInstanceUID", overflow="fold")
     table.add_column("Date")
@@ -56,9 +57,11 @@ def studies(
 
 def reindex_command(store: StoreOption = DEFAULT_STORE, verbose: VerboseOption = False) -> None:
     """Rebuild the SQLite index from the store's files alone."""
+    from dicomweb_archive.ops.reindex import reindex  # noqa: PLC0415
+
     with handle_errors(verbose=verbose), open_store(store) as archive:
         report = reindex(archive)
-    stdout.print(
+    say(
         f"index rebuilt: {report.studies} studies, {report.series} series, "
         f"{report.instances} instances"
     )

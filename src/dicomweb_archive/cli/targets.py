@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dicomweb_archive.cli.common import EXIT_USAGE, error_line, stdout
-from dicomweb_archive.ops.update import UpdatePlan, UpdateReport
+from dicomweb_archive.cli.common import EXIT_USAGE, error_line, say
+
+if TYPE_CHECKING:
+    from dicomweb_archive.ops.update import UpdatePlan, UpdateReport
 
 Patient = Annotated[str | None, typer.Option("--patient", help="Every study of this PatientID.")]
 Study = Annotated[str | None, typer.Option("--study", help="A StudyInstanceUID.")]
@@ -47,23 +49,21 @@ def one_target(targets: dict[str, str]) -> tuple[str, str]:
 
 
 def print_plan(plan: UpdatePlan, *, show_phi: bool) -> None:
-    stdout.print(
+    say(
         f"plan: {plan.operation} {plan.level} {plan.target}: {plan.size} instances "
-        f"in {len(plan.studies)} studies; nothing written (--dry-run)",
-        markup=False,
-        soft_wrap=True,
+        f"in {len(plan.studies)} studies; nothing written (--dry-run)"
     )
     for change in plan.instances:
         where = f"{change.key.study}/{change.key.series}/{change.key.sop}"
         if plan.operation == "delete":
-            stdout.print(f"  remove {where}", markup=False, soft_wrap=True)
+            say(f"  remove {where}")
             continue
-        stdout.print(f"  {where} -> revision {change.revision}", markup=False, soft_wrap=True)
+        say(f"  {where} -> revision {change.revision}")
         for attribute, old, new in change.changes:
             values = f"{_show(old)} -> {_show(new)}" if show_phi else "changed"
-            stdout.print(f"    {attribute}: {values}", markup=False, soft_wrap=True)
+            say(f"    {attribute}: {values}")
     if not show_phi and any(change.changes for change in plan.instances):
-        stdout.print("  (values are not shown: --show-phi shows them)", markup=False)
+        say("  (values are not shown: --show-phi shows them)")
 
 
 def _show(value: Any) -> str:
@@ -78,10 +78,8 @@ def _show(value: Any) -> str:
 def print_done(report: UpdateReport, verb: str) -> None:
     plan = report.plan
     count = plan.size
-    stdout.print(
+    say(
         f"{count} instance{'' if count == 1 else 's'} {verb} in {len(plan.studies)} "
         f"stud{'y' if len(plan.studies) == 1 else 'ies'} (change {report.change_id}, "
-        f"{report.seconds:.2f} s)",
-        markup=False,
-        soft_wrap=True,
+        f"{report.seconds:.2f} s)"
     )

@@ -16,11 +16,7 @@ is refused with what to do.
 from __future__ import annotations
 
 import struct
-import warnings
 from dataclasses import dataclass
-
-from pydicom.charset import encode_string
-from pydicom.valuerep import PersonName
 
 from dicomweb_archive.dicom.parse import (
     LONG_HEADER_VRS,
@@ -31,7 +27,8 @@ from dicomweb_archive.dicom.parse import (
     parse_p10,
 )
 from dicomweb_archive.errors import EditRefusedError, UsageError
-from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_DTYPES, encodings_of
+from dicomweb_archive.model import charset
+from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_FORMATS, encodings_of
 from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
@@ -151,19 +148,17 @@ def _needs_utf8(
     )
 
 
-def _fits(edit: Edit, charset: Element | None, encodings: list[str]) -> bool:
+def _fits(edit: Edit, declared: Element | None, encodings: list[str]) -> bool:
     value = edit.value or ""
-    if charset is None:
+    if declared is None:
         return value.isascii()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            if edit.vr == "PN":
-                PersonName(value).encode(encodings)
-            else:
-                encode_string(value, encodings)
-        except (UserWarning, UnicodeError, LookupError, ValueError):
-            return False
+    try:
+        if edit.vr == "PN":
+            charset.encode_person_name(value, encodings)
+        else:
+            charset.encode(value, encodings)
+    except (UnicodeError, LookupError, ValueError):
+        return False
     return True
 
 
@@ -372,12 +367,12 @@ class _Context:
             for item in value.split("\\"):
                 words += [int(item[:4], 16), int(item[4:], 16)]
             return struct.pack(self.prefix + f"{len(words)}H", *words)
-        if vr in NUMBER_DTYPES or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+        if vr in NUMBER_FORMATS or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
             raise UsageError(f"values of VR {vr} cannot be edited")
         if vr == "PN":
-            data = PersonName(value).encode(self.encodings)
+            data = charset.encode_person_name(value, self.encodings)
         elif vr in CHARSET_VRS:
-            data = encode_string(value, self.encodings)
+            data = charset.encode(value, self.encodings)
         else:
             data = value.encode("ascii")
         if len(data) % 2:

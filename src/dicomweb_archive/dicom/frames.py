@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from dicomweb_archive.dicom.parse import Buffer, Element
 from dicomweb_archive.model.dicom_json import swap_bytes
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, media_type
@@ -58,6 +56,8 @@ class FrameSource:
             start, count = self.bits
             first = start // 8
             last = (start + count + 7) // 8
+            import numpy as np  # noqa: PLC0415 - single-bit frames off a byte boundary only
+
             chunk = np.frombuffer(buffer[first:last], dtype=np.uint8)
             bits = np.unpackbits(chunk, bitorder="little")[start % 8 : start % 8 + count]
             return np.packbits(bits, bitorder="little").tobytes()

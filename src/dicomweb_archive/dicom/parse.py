@@ -21,9 +21,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR
-
 from dicomweb_archive.errors import NotDicomError, TruncatedError
+from dicomweb_archive.model.dictionary import vr_of
 from dicomweb_archive.model.syntax import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -149,10 +148,7 @@ def implicit_vr(tag: int) -> str:
         return "UL"
     if tag >> 16 & 1:
         return "LO" if 0x10 <= element <= 0xFF else "UN"
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
+    return vr_of(tag) or "UN"
 
 
 def element_header(buf: Buffer, pos: int, *, implicit: bool, little: bool) -> Element | None:

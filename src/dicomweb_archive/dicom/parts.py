@@ -47,7 +47,7 @@ from dicomweb_archive.dicom.pixel_stream import (
     read_pixel_data,
     us_value,
 )
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
 from dicomweb_archive.errors import TruncatedError
 from dicomweb_archive.model.dicom_json import (

@@ -6,11 +6,14 @@ import hashlib
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from dicomweb_archive.dicom.recompress import FrameRecompressor, Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.model.dicom_json import JsonObject
 from dicomweb_archive.model.info import InfoRecord
+
+if TYPE_CHECKING:
+    from dicomweb_archive.dicom.recompress import FrameRecompressor
 
 
 @dataclass(slots=True, frozen=True)

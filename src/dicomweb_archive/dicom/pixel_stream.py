@@ -12,7 +12,7 @@ import struct
 import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomweb_archive.dicom.frames import EXTENDED_OFFSET_TABLE, native_layout, starts_codestream
 from dicomweb_archive.dicom.parse import (
@@ -22,7 +22,6 @@ from dicomweb_archive.dicom.parse import (
     ParsedFile,
 )
 from dicomweb_archive.dicom.parts_model import BulkPart, FramePart, Part, Reader, State
-from dicomweb_archive.dicom.recompress import FrameRecompressor, Outcome
 from dicomweb_archive.dicom.skeleton import Segment, literal
 from dicomweb_archive.model.dicom_json import (
     JsonContext,
@@ -33,6 +32,9 @@ from dicomweb_archive.model.dicom_json import (
 )
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
+
+if TYPE_CHECKING:
+    from dicomweb_archive.dicom.recompress import FrameRecompressor, Outcome
 
 FRAMES_PLACEHOLDER = "\0frames"
 BULK_PLACEHOLDER = "\0bulk:"
@@ -48,7 +50,7 @@ PIXEL_DATA = 0x7FE00010
 
 PixelResult = tuple[list[Segment], JsonObject, str | None, str]
 #: A recompressed frame: received SHA-256, stored SHA-256, outcome.
-Recompressed = tuple[str, str, Outcome]
+Recompressed = tuple[str, str, "Outcome"]
 #: Threads recompressing the frames of multi-frame instances, shared by every reader (two
 #: cores, as ingest plans for); a single-frame instance is recompressed by its reader.
 FRAME_THREADS = 2
@@ -133,6 +135,10 @@ def _start_recompression(
     if state.recompression is None or element.tag != PIXEL_DATA:
         return
     pixel = _pixel_description(element, head, top, state)
+    from dicomweb_archive.dicom.recompress import (  # noqa: PLC0415 - numpy and the codecs,
+        FrameRecompressor,  # imported only by a run that recompresses
+    )
+
     recompressor = FrameRecompressor(
         state.recompression, parsed.transfer_syntax, pixel, native=native
     )

@@ -1,4 +1,4 @@
-"""The SQLite index backend (sqlite-utils, WAL mode, schema as ordered migrations).
+"""The SQLite index backend (Python's sqlite3, WAL mode, schema as ordered migrations).
 
 Implements :class:`~dicomweb_archive.index.protocol.Index`. Every change is one transaction, so
 a reader (in WAL mode, never blocked) sees a study's rows before or after a change, never half
@@ -13,12 +13,10 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import sqlite_utils
 
 from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.protocol import Row, StudyUpdate
@@ -52,15 +50,15 @@ class SQLiteIndex:
             with _MEMORY_LOCK:
                 if memory_name not in _MEMORY:
                     _MEMORY[memory_name] = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            self.db = sqlite_utils.Database(conn)
+            self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
-            self.db.enable_wal()
+            self.conn = sqlite3.connect(path, check_same_thread=False)
+            if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.conn.execute("PRAGMA journal_mode = wal")
         self.path = path
-        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA busy_timeout = 30000")
         #: migrations applied now that require the rows to be rebuilt from the store
         self.needs_rebuild = self._migrate()
 
@@ -76,10 +74,17 @@ class SQLiteIndex:
         self.close()
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> Iterator[Row]:
+        """Rows as dictionaries (column name -> value)."""
+        cursor = self.conn.execute(sql, tuple(args))
+        names = [column[0] for column in cursor.description]
+        for values in cursor:
+            yield dict(zip(names, values, strict=True))
 
     def _migrate(self) -> bool:
-        conn: sqlite3.Connection = self.db.conn
+        conn = self.conn
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         rebuild = False
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -90,7 +95,7 @@ class SQLiteIndex:
 
     def find_instance(self, sop_instance_uid: str) -> Row | None:
         rows = list(
-            self.db.query(
+            self._query(
                 "SELECT sop_instance_uid, series_instance_uid, study_instance_uid,"
                 " original_sha256 FROM instances WHERE sop_instance_uid = ?",
                 [sop_instance_uid],
@@ -105,7 +110,7 @@ class SQLiteIndex:
         instance rows). Patient rows are recomputed from the study rows. With ``clear_first``
         every table is emptied in the same transaction (reindex).
         """
-        conn: sqlite3.Connection = self.db.conn
+        conn = self.conn
         with conn:
             if clear_first:
                 for table in ("instances", "series", "studies", "patients"):
@@ -163,13 +168,13 @@ class SQLiteIndex:
         """Every study's QIDO-RS object, in StudyInstanceUID order (studies/index.json.gz)."""
         return [
             json.loads(row["query_json"])
-            for row in self.db.query("SELECT query_json FROM studies ORDER BY study_instance_uid")
+            for row in self._query("SELECT query_json FROM studies ORDER BY study_instance_uid")
         ]
 
     def studies(self) -> list[Row]:
         """Study rows for listing (without the JSON column)."""
         return list(
-            self.db.query(
+            self._query(
                 "SELECT study_instance_uid, patient_id, patient_name, study_date,"
                 " study_description, modalities_in_study, number_of_series,"
                 " number_of_instances FROM studies ORDER BY study_date, study_instance_uid"
@@ -178,20 +183,20 @@ class SQLiteIndex:
 
     def add_audit(self, rows: Iterable[Row]) -> int:
         """Add audit rows (from the change records); existing ones are kept."""
-        conn: sqlite3.Connection = self.db.conn
+        conn = self.conn
         with conn:
             before = conn.total_changes
             _insert_audit(conn, rows)
             return conn.total_changes - before
 
     def replace_audit(self, rows: Iterable[Row]) -> None:
-        conn: sqlite3.Connection = self.db.conn
+        conn = self.conn
         with conn:
             conn.execute("DELETE FROM audit")
             _insert_audit(conn, rows)
 
     def replace_change_audit(self, change_id: str, rows: Iterable[Row]) -> None:
-        conn: sqlite3.Connection = self.db.conn
+        conn = self.conn
         with conn:
             conn.execute("DELETE FROM audit WHERE change_id = ?", [change_id])
             _insert_audit(conn, rows)
@@ -206,19 +211,19 @@ class SQLiteIndex:
         if change_id is not None:
             sql += " AND change_id = ?"
             args.append(change_id)
-        return list(self.db.query(sql + " ORDER BY sequence, change_id, sop_instance_uid", args))
+        return list(self._query(sql + " ORDER BY sequence, change_id, sop_instance_uid", args))
 
     # -- queries -------------------------------------------------------------------------
     def find_studies(self, condition: All) -> list[str]:
         where, args = _render(condition, {"study": "st"})
         sql = f"SELECT st.study_instance_uid FROM studies st WHERE {where}"  # noqa: S608 - rendered from ours, values bound
         sql += " ORDER BY st.study_instance_uid"
-        return [row["study_instance_uid"] for row in self.db.query(sql, args)]
+        return [row["study_instance_uid"] for row in self._query(sql, args)]
 
     def studies_of_patient(self, patient_id: str) -> list[str]:
         return [
             row["study_instance_uid"]
-            for row in self.db.query(
+            for row in self._query(
                 "SELECT study_instance_uid FROM studies WHERE patient_id = ?"
                 " ORDER BY study_instance_uid",
                 [patient_id],
@@ -246,14 +251,14 @@ class SQLiteIndex:
             " ORDER BY s.series_number IS NULL, s.series_number, s.series_instance_uid,"
             " i.instance_number IS NULL, i.instance_number, i.sop_instance_uid"
         )
-        return list(self.db.query(sql, args))
+        return list(self._query(sql, args))
 
     def locate(self, level: str, uid: str) -> list[Row]:
         if level == "study":
             return self.find_instances(uid)
         column = {"series": "series_instance_uid", "instance": "sop_instance_uid"}[level]
         rows = list(
-            self.db.query(
+            self._query(
                 f"SELECT DISTINCT study_instance_uid, series_instance_uid FROM instances"  # noqa: S608 - fixed names
                 f" WHERE {column} = ? ORDER BY study_instance_uid",
                 [uid],
@@ -274,11 +279,11 @@ class SQLiteIndex:
         sql = f"SELECT {_ALIASES[level]}.query_json AS q FROM {_JOINS[level]} WHERE {where}"  # noqa: S608 - names are ours, values bound
         sql += f" ORDER BY {_ORDER[level]} LIMIT ? OFFSET ?"
         args += [limit if limit is not None else -1, offset]
-        return [json.loads(row["q"]) for row in self.db.query(sql, args)]
+        return [json.loads(row["q"]) for row in self._query(sql, args)]
 
     def all_instances(self) -> list[Row]:
         return list(
-            self.db.query(
+            self._query(
                 "SELECT sop_instance_uid, series_instance_uid, study_instance_uid, path,"
                 " original_sha256, original_size, number_of_frames, query_json FROM instances"
                 " ORDER BY study_instance_uid, series_instance_uid, sop_instance_uid"
@@ -287,7 +292,7 @@ class SQLiteIndex:
 
     def counts(self) -> dict[str, int]:
         return {
-            table: int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            table: int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
             for table in TABLE_KEYS
         }
 
@@ -295,7 +300,7 @@ class SQLiteIndex:
         """Every row of one study's studies, series and instances tables."""
         return {
             table: list(
-                self.db.query(
+                self._query(
                     f"SELECT * FROM {table} WHERE study_instance_uid = ?"  # noqa: S608 - ours
                     f" ORDER BY {TABLE_KEYS[table]}",
                     [study_instance_uid],
@@ -307,7 +312,7 @@ class SQLiteIndex:
     def dump(self) -> dict[str, list[Row]]:
         """Every row of every table, in key order (for comparisons)."""
         return {
-            table: list(self.db.query(f"SELECT * FROM {table} ORDER BY {key}"))  # noqa: S608
+            table: list(self._query(f"SELECT * FROM {table} ORDER BY {key}"))  # noqa: S608
             for table, key in TABLE_KEYS.items()
         }
 

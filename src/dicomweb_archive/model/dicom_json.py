@@ -25,15 +25,15 @@ from __future__ import annotations
 import base64
 import math
 import re
+import struct
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import dictionary_VR
-
 from dicomweb_archive.dicom.parse import Buffer, Element
+from dicomweb_archive.model import charset
+from dicomweb_archive.model.dictionary import vr_of
 from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 JsonObject = dict[str, Any]
@@ -49,16 +49,19 @@ STRING_VRS = frozenset(
     | {"UI", "UR", "UT"}
 )
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-NUMBER_DTYPES = {
-    "US": "u2",
-    "SS": "i2",
-    "UL": "u4",
-    "SL": "i4",
-    "FL": "f4",
-    "FD": "f8",
-    "SV": "i8",
-    "UV": "u8",
+#: Binary numeric VRs (PS3.5 Table 6.2-1) -> struct format character.
+NUMBER_FORMATS = {
+    "US": "H",
+    "SS": "h",
+    "UL": "I",
+    "SL": "i",
+    "FL": "f",
+    "FD": "d",
+    "SV": "q",
+    "UV": "Q",
 }
+#: word size -> array type code of that size (C types vary by platform)
+_WORD = {array(code).itemsize: code for code in "QLIH"}
 #: Byte-swap width of each binary VR (PS3.5 7.3): values are little endian in JSON.
 SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
@@ -67,7 +70,7 @@ _IS = re.compile(r"[+-]?\d+")
 PN_DELIMITERS = {0x5E, 0x3D}  # '^' and '='
 TEXT_DELIMITERS = {0x5C}  # '\'
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-DEFAULT_CHARSET = ["iso8859"]
+DEFAULT_CHARSET = [charset.DEFAULT]
 
 #: Called for every binary value; returns a BulkDataURI to refer to it, or None to inline it.
 BulkHook = Callable[[Element, tuple[int, ...]], str | None]
@@ -94,11 +97,8 @@ def resolve_vr(element: Element, pixel_representation: int) -> str:
     """
     vr = element.vr
     if vr == "UN" and element.explicit and not element.is_private:
-        try:
-            known = str(dictionary_VR(element.tag))
-        except KeyError:
-            return vr
-        if " or " in known or known == "SQ":
+        known = vr_of(element.tag)
+        if known is None or " or " in known or known == "SQ":
             return vr
         return known
     if " or " not in vr:
@@ -149,7 +149,7 @@ def to_json_element(
     if vr == "UN" or (element.vr == "UN" and vr != "UN" and not element.little):
         return _binary(element, "UN", context, path)
     values: list[Any]
-    if vr in NUMBER_DTYPES:
+    if vr in NUMBER_FORMATS:
         values = _numbers(raw, vr, little=element.little or element.vr == "UN")
     elif vr == "AT":
         values = _tags(raw, little=element.little or element.vr == "UN")
@@ -177,13 +177,11 @@ def encodings_of(buffer: Buffer, element: Element | None) -> list[str]:
 
 def _encodings(raw: bytes) -> list[str]:
     terms = [t.strip(" \0") for t in raw.decode("ascii", "replace").split("\\")]
-    return list(convert_encodings(terms or [""]))
+    return charset.python_encodings(terms)
 
 
 def _decode(raw: bytes, encodings: list[str], delimiters: set[int]) -> str:
-    if raw.isascii() and 0x1B not in raw:
-        return raw.decode("ascii")
-    return str(decode_bytes(raw, encodings, delimiters))
+    return charset.decode(raw, encodings, delimiters)
 
 
 def _strings(raw: bytes, vr: str, encodings: list[str]) -> list[Any]:
@@ -233,17 +231,20 @@ def _person_names(raw: bytes, encodings: list[str]) -> list[Any]:
 
 
 def _numbers(raw: bytes, vr: str, *, little: bool) -> list[Any]:
-    dtype = np.dtype(NUMBER_DTYPES[vr]).newbyteorder("<" if little else ">")
-    usable = len(raw) - len(raw) % dtype.itemsize
-    values: list[Any] = np.frombuffer(raw[:usable], dtype=dtype).tolist()
+    code = NUMBER_FORMATS[vr]
+    size = struct.calcsize(code)
+    count = len(raw) // size
+    values: list[Any] = list(
+        struct.unpack(f"{'<' if little else '>'}{count}{code}", raw[: count * size])
+    )
     if vr in ("FL", "FD"):
         return [v if math.isfinite(v) else None for v in values]
     return values
 
 
 def _tags(raw: bytes, *, little: bool) -> list[Any]:
-    dtype = np.dtype("u2").newbyteorder("<" if little else ">")
-    words = np.frombuffer(raw[: len(raw) - len(raw) % 4], dtype=dtype).tolist()
+    count = len(raw) // 4 * 2
+    words = struct.unpack(f"{'<' if little else '>'}{count}H", raw[: count * 2])
     return [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]
 
 
@@ -257,8 +258,10 @@ def little_endian_bytes(raw: bytes, vr: str, *, little: bool) -> bytes:
 
 def swap_bytes(raw: bytes | memoryview, width: int) -> bytes:
     """Reverse the byte order of every ``width``-byte word (an involution)."""
-    array = np.frombuffer(raw, dtype=f">u{width}")
-    return array.astype(f"<u{width}").tobytes()
+    words = array(_WORD[width])
+    words.frombytes(raw)
+    words.byteswap()
+    return words.tobytes()
 
 
 def _binary(element: Element, vr: str, context: JsonContext, path: tuple[int, ...]) -> JsonObject:

@@ -9,7 +9,7 @@ Forms (``docs/spec/update.md``):
 
 Checks: the attribute's level (PS3.3 C.7: Patient, General Study / Patient Study, General
 Series; everything else, and every private attribute, is instance level), its VR and VM
-(PS3.5 6.2, 6.4) and the value's syntax for that VR (pydicom's validators). UIDs that place an
+(PS3.5 6.2, 6.4) and the value's syntax for that VR (``model/vr.py``). UIDs that place an
 instance (Study, Series, SOP Instance UID) are never edited: corrections keep UIDs.
 """
 
@@ -18,13 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pydicom import config
-from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.valuerep import validate_value
-
 from dicomweb_archive.dicom.edit import Edit
 from dicomweb_archive.errors import EditRefusedError
+from dicomweb_archive.model.dictionary import keyword_of, tag_of, vm_of, vr_of
 from dicomweb_archive.model.standard_tables import PATIENT_LEVEL, SERIES_LEVEL, STUDY_LEVEL
+from dicomweb_archive.model.vr import validate
 
 LEVELS = ("patient", "study", "series", "instance")
 PLACING_UIDS = {0x0020000D, 0x0020000E, 0x00080018, 0x00020003}
@@ -69,7 +67,7 @@ class EditSpec:
 
 def describe(tag: int) -> str:
     """``(0010,0010) PatientName``."""
-    keyword = "private" if tag >> 16 & 1 else keyword_for_tag(tag) or "unknown"
+    keyword = "private" if tag >> 16 & 1 else keyword_of(tag) or "unknown"
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
 
 
@@ -91,7 +89,7 @@ def _tag(name: str) -> int:
     cleaned = name.replace("(", "").replace(")", "").replace(",", "")
     if re.fullmatch(r"[0-9A-Fa-f]{8}", cleaned):
         return int(cleaned, 16)
-    tag = tag_for_keyword(name)
+    tag = tag_of(name)
     if tag is None:
         raise EditRefusedError(f"{name}: unknown attribute (use a keyword or (gggg,eeee))")
     return int(tag)
@@ -151,10 +149,9 @@ def _vr(tag: int, *, remove: bool) -> str:
             f"{describe(tag)}: private attributes have no dictionary VR; they can be removed "
             "(-tag), not set"
         )
-    try:
-        vr = str(dictionary_VR(tag))
-    except KeyError as exc:
-        raise EditRefusedError(f"{describe(tag)}: not in the data dictionary") from exc
+    vr = vr_of(tag)
+    if vr is None:
+        raise EditRefusedError(f"{describe(tag)}: not in the data dictionary")
     if " or " in vr:
         raise EditRefusedError(f"{describe(tag)}: its VR ({vr}) depends on the data set")
     return vr
@@ -179,14 +176,14 @@ def _check_value(tag: int, vr: str, value: str, text: str) -> str:
                 if not re.fullmatch(r"[0-9A-Fa-f]{8}", item):
                     raise ValueError(f"{item!r} is not GGGGEEEE")
             else:
-                validate_value(vr, item, config.RAISE)
+                validate(vr, item)
         except ValueError as exc:
             raise EditRefusedError(f"{describe(tag)} ({vr}): {exc}") from exc
     return value
 
 
 def _check_vm(tag: int, count: int, text: str) -> None:
-    vm = str(dictionary_VM(tag))
+    vm = vm_of(tag) or "1-n"
     low_text, _, high_text = vm.partition("-")
     low = int(low_text) if low_text.isdigit() else 1
     if high_text == "":

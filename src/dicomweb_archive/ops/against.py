@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import decode_frame, native_bytes
 from dicomweb_archive.dicom.parts import FramePart, InstanceHeader, generate_parts
 from dicomweb_archive.errors import ArchiveError, CodecError
 from dicomweb_archive.model.query import first_value
@@ -93,6 +92,8 @@ def _original_pixels_differ(archive: Archive, key: InstanceKey, path: Path) -> s
             if source is None:
                 continue
             try:
+                from dicomweb_archive.dicom.codecs import decode_frame, native_bytes  # noqa: PLC0415
+
                 array, _ = decode_frame(bytes(part.data), source.transfer_syntax_uid, pixel)
             except CodecError as exc:
                 return f"frame {part.number} of the original cannot be decoded: {exc}"

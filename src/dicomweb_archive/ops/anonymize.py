@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.edit import Edit, edit_head
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.dicom.rewrite import split_head
 from dicomweb_archive.dicom.skeleton import ChunkStream
 from dicomweb_archive.errors import ArchiveError, UsageError

@@ -27,14 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from pydicom.fileset import FileSet
-
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.queries import study_condition
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
-from dicomweb_archive.ops.transcode import check_target, transcode
 from dicomweb_archive.store.instance import InstanceKey, read_info
 
 #: Instances rebuilt at once by a directory export (two cores, as ingest plans for).
@@ -158,6 +155,8 @@ def export(
     whose compressed original was recompressed at ingest are written pixel-identical in
     ``transfer_syntax`` or their stored one (``Exported.recompressed``).
     """
+    from dicomweb_archive.ops.transcode import check_target  # noqa: PLC0415 - pydicom, numpy
+
     target = check_target(transfer_syntax) if transfer_syntax is not None else None
     started = time.perf_counter()
     targets = sum(x is not None for x in (out, zip_file))
@@ -224,6 +223,8 @@ class _Checked:
             return
         original = b"".join(chunks)
         self.sha.update(original)
+        from dicomweb_archive.ops.transcode import transcode  # noqa: PLC0415 - pydicom, numpy
+
         output = transcode(original, self.target)
         self.size = len(output)
         self.output_sha = hashlib.sha256(output).hexdigest()
@@ -322,6 +323,8 @@ def _export_media(
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
+        from pydicom.fileset import FileSet  # noqa: PLC0415 - DICOMDIR output only
+
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"

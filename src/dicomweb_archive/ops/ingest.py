@@ -35,7 +35,7 @@ from dicomweb_archive.dicom.parts import (
     Part,
     generate_parts,
 )
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import (
     ArchiveError,
     DuplicateInstanceError,

@@ -10,7 +10,7 @@ from typing import Literal
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts import InlineLimits
-from dicomweb_archive.dicom.recompress import Recompression
+from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.store.instance import InstanceKey
 

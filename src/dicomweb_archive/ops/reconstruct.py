@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import ENCODERS
-from dicomweb_archive.dicom.recompress import source_frame
 from dicomweb_archive.dicom.skeleton import generate_bytes
 from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
-from dicomweb_archive.ops.transcode import transcode
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.keys import StoreKeys
 from dicomweb_archive.store.storage import Reader
@@ -77,6 +74,8 @@ class FrameReaders:
             return self.stored(number)
         if self._source is not None and self._source[0] == number:
             return self._source[1]
+        from dicomweb_archive.dicom.recompress import source_frame  # noqa: PLC0415 - decoding
+
         try:
             data = source_frame(self.stored(number), record, self.info.stored.pixel, self.bulk)
         except CodecError as exc:
@@ -146,6 +145,9 @@ def _stored_form_p10(stored_form: bytes, info: InfoRecord, syntax: str | None) -
     """A valid P10 file from an instance's stored form (frames as stored, each in its own
     transfer syntax): in ``syntax``, else in the frames' one lossless syntax, else Explicit VR
     Little Endian; every frame is checked against its recorded source pixels."""
+    from dicomweb_archive.dicom.codecs import ENCODERS  # noqa: PLC0415
+    from dicomweb_archive.ops.transcode import transcode  # noqa: PLC0415 - pydicom, numpy
+
     count = len(info.frames)
     syntaxes = [info.frame_syntax(n) for n in range(1, count + 1)]
     if syntax is None:

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import decode_frame
 from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
-from dicomweb_archive.dicom.recompress import source_frame, source_pixels
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
 from dicomweb_archive.model.info import InfoRecord
@@ -200,6 +198,8 @@ def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker
                 f"Allocated give {pixel.frame_size}"
             )
         return None
+    from dicomweb_archive.dicom.codecs import decode_frame  # noqa: PLC0415 - decoding only
+
     try:
         array, _ = decode_frame(bytes(frames.read_stored(1)), syntax, info.stored.pixel or pixel)
     except CodecError as exc:
@@ -281,6 +281,8 @@ class FrameChecker:
         if not record.recompressed:
             return self.read_stored(number)
         if self.source_cache is None or self.source_cache[0] != number:
+            from dicomweb_archive.dicom.recompress import source_frame  # noqa: PLC0415
+
             data = source_frame(
                 self.read_stored(number), record, self.info.stored.pixel, self.read_bulk
             )
@@ -301,6 +303,8 @@ class FrameChecker:
         if record.source is not None and record.source.bulk is None:
             if self.info.stored.pixel is None:
                 raise CodecError("the info record lacks the pixel description of its frames")
+            from dicomweb_archive.dicom.recompress import source_pixels  # noqa: PLC0415
+
             source_pixels(data, record, self.info.stored.pixel)  # CodecError: pixels differ
         self.cache = (number, data)
         return data

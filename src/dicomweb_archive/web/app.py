@@ -26,7 +26,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.codecs import decode_frame, native_bytes
 from dicomweb_archive.errors import ArchiveError, BadQueryError, NoSuchObjectError
 from dicomweb_archive.index.queries import keyword_of, qido_condition
 from dicomweb_archive.model.info import InfoRecord
@@ -192,6 +191,8 @@ class Server:
         def parts() -> Iterator[bytes]:
             for number, data in payloads:
                 if description is not None and syntaxes[number] != syntax:
+                    from dicomweb_archive.dicom.codecs import decode_frame, native_bytes  # noqa: PLC0415
+
                     array, _ = decode_frame(bytes(data), syntaxes[number], description)
                     yield native_bytes(array, replace(description, planar_configuration=0))
                 else:

@@ -1,0 +1,86 @@
+"""Commands start at once: what each imports is checked here (its time is measured by
+``bench/startup.py``, never by a test). ``--version`` imports nothing but the package's entry
+module; ``--help`` and commands that only read metadata or change it import none of the heavy
+libraries (numpy, imagecodecs, pydicom, starlette, pydantic), which only the commands that
+decode pixels or serve HTTP need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomweb_archive import Archive, ingest
+from dicomweb_archive.ops.ingest_types import PipelineOptions
+from tests.factory import write_series
+
+HEAVY = {"numpy", "imagecodecs", "pydicom", "starlette", "uvicorn", "pydantic", "PIL"}
+DRIVER = """
+import json, sys
+before = set(sys.modules)
+sys.argv = [{name!r}, *{args!r}]
+from dicomweb_archive.cli import entry
+code = 0
+try:
+    getattr(entry, {function!r})()
+except SystemExit as exc:
+    code = exc.code or 0
+new = sorted({{m.split(".")[0] for m in set(sys.modules) - before}})
+sys.stderr.write("MODULES " + json.dumps([code, new]) + "\\n")
+"""
+
+
+def imported(function: str, *args: str) -> set[str]:
+    """Top-level packages a console command imports, beyond the interpreter's own start (the
+    command must succeed)."""
+    name = function.replace("_", "-")
+    code = DRIVER.format(name=name, args=list(args), function=function)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    line = next(x for x in result.stderr.splitlines() if x.startswith("MODULES "))
+    code, modules = json.loads(line.removeprefix("MODULES "))
+    assert code == 0, result.stderr
+    return set(modules)
+
+
+def test_version_imports_only_the_entry_module() -> None:
+    modules = imported("mkdicomweb", "--version")
+    assert modules - set(sys.stdlib_module_names) == {"dicomweb_archive"}
+
+
+@pytest.mark.parametrize(
+    ("function", "args"),
+    [
+        ("dicomweb_archive", ["--help"]),
+        ("mkdicomweb", ["--help"]),
+        ("mkdicomwebupdate", ["--help"]),
+        ("mkdicomwebpart10", ["--help"]),
+        ("dicomweb_archive", ["verify", "--help"]),
+        ("dicomweb_archive", ["serve", "--help"]),
+    ],
+)
+def test_help_imports_no_heavy_library(function: str, args: list[str]) -> None:
+    modules = imported(function, *args)
+    assert not modules & (HEAVY | {"rich"}), modules & (HEAVY | {"rich"})
+
+
+@pytest.mark.local
+def test_reading_and_editing_metadata_import_no_heavy_library(tmp_path: Path) -> None:
+    """Listing, checking and editing a store whose frames are kept as received decode no
+    pixels: none of those commands imports numpy, pydicom or the codecs."""
+    write_series(tmp_path / "in", count=3)
+    store = str(tmp_path / "store")
+    with Archive.open_or_create(store) as archive:
+        assert ingest(archive, [tmp_path / "in"], options=PipelineOptions(recompression=None)).ok
+    for function, args in [
+        ("dicomweb_archive", ["studies", "-o", store]),
+        ("dicomweb_archive", ["verify", "-o", store]),
+        ("mkdicomwebupdate", ["-o", store, "-patient", "PAT001", "PatientName=NEW^NAME"]),
+        ("dicomweb_archive", ["history", "-o", store, "--help"]),
+    ]:
+        modules = imported(function, *args)
+        assert not modules & HEAVY, (args, modules & HEAVY)
