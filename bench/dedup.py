@@ -32,7 +32,7 @@ def main() -> None:
         files = write_series(Path(work) / "in", count=args.count, rows=16, columns=16)
         with Archive.open_or_create(Path(work) / "store") as archive:
             storage = archive.storage
-            write_instances(archive, files, options=PipelineOptions())
+            write_instances(archive, files, options=PipelineOptions(deduplicate=True))
             per_instance = [
                 info
                 for info in storage.list_prefix(f"{archive.keys.path_instances}/")

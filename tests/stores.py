@@ -13,6 +13,7 @@ from typing import Any
 
 from dicomweb_archive import Archive, IngestReport, ingest
 from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.store.instance import InstanceKey, read_instance_metadata
 from dicomweb_archive.store.memory import forget as forget_memory
 from dicomweb_archive.store.storage import PRIVATE, from_json_gz
 
@@ -59,6 +60,15 @@ def etags(where: str | Path, prefix: str = "") -> dict[str, str]:
 def read_json(where: str | Path, key: str) -> Any:
     with Archive.open(where) as archive:
         return from_json_gz(archive.storage.get(key))
+
+
+def served_metadata(where: str | Path, study: str, series: str, sop: str) -> Any:
+    """An instance's served metadata: its own metadata.gz (``-i``), else its object in the
+    series metadata."""
+    with Archive.open(where) as archive:
+        return read_instance_metadata(
+            archive.storage, archive.keys, InstanceKey(study, series, sop)
+        )
 
 
 def read(where: str | Path, key: str) -> bytes:

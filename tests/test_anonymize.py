@@ -32,7 +32,16 @@ from dicomweb_archive.store.keys import STUDIES, STUDIES_INDEX
 from dicomweb_archive.store.secrets import KEY as STORE_KEY
 from tests import stores
 from tests.factory import make_ct, uid
-from tests.stores import exists, index_dump, ingested, keys_under, objects, read_json, tree_hashes
+from tests.stores import (
+    exists,
+    index_dump,
+    ingested,
+    keys_under,
+    objects,
+    read_json,
+    served_metadata,
+    tree_hashes,
+)
 
 KEY = b"test-key"
 runner = CliRunner()
@@ -92,18 +101,19 @@ def _verify(store: str) -> VerifyReport:
 
 def _instance_metadata(store: str, sop: str = "") -> dict[str, Any]:
     """The served metadata of instance ``sop`` (of the first instance when not given)."""
-    (key,) = [k for k in keys_under(store, STUDIES) if _is_instance_metadata(k, sop)][:1]
-    metadata: dict[str, Any] = read_json(store, key)[0]
+    (key,) = [k for k in keys_under(store, STUDIES) if _is_instance_info(k, sop)][:1]
+    study, series, instance = key.split("/")[1:6:2]
+    metadata: dict[str, Any] = served_metadata(store, study, series, instance)
     return metadata
 
 
-def _is_instance_metadata(key: str, sop: str = "") -> bool:
-    """``studies/<study>/series/<series>/instances/<sop>/metadata.gz``."""
+def _is_instance_info(key: str, sop: str = "") -> bool:
+    """``studies/<study>/series/<series>/instances/<sop>/info.json.gz``."""
     parts = key.split("/")
     return (
         len(parts) == 7
         and parts[4] == "instances"
-        and parts[6] == "metadata.gz"
+        and parts[6] == "info.json.gz"
         and (not sop or parts[5] == sop)
     )
 
@@ -233,7 +243,7 @@ def test_uids_consistent_and_references_resolve(
     meta = _instance_metadata(one, profile.uid(uid("77.4")))
     referenced = meta["00081140"]["Value"][0]["00081155"]["Value"][0]
     assert referenced == profile.uid(uid("77.3"))
-    assert [k for k in keys_under(one, STUDIES) if _is_instance_metadata(k, referenced)]
+    assert [k for k in keys_under(one, STUDIES) if _is_instance_info(k, referenced)]
 
 
 def test_options_retain_and_shift(source: Source, new_store: Callable[[str], str]) -> None:

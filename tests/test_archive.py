@@ -20,7 +20,7 @@ from dicomweb_archive.ops.revert import revert_change
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.keys import CONFIG, STUDIES_INDEX, StoreKeys
 from tests.factory import make_ct, uid, write_series
-from tests.stores import keys_under, read_json
+from tests.stores import keys_under, read_json, served_metadata
 
 runner = CliRunner()
 FORMAT_1 = Path(__file__).parent / "data" / "format1-store.tar.gz"
@@ -91,12 +91,11 @@ def test_edits_keep_the_stores_inline_limits(tmp_path: Path, store: str) -> None
     ds.save_as(path, enforce_file_format=True)
     code, output = _seed("mkdicomweb", "-m", "0", "-o", store, str(path))
     assert code == 0, output
-    keys = StoreKeys()
-    key = keys.instance_metadata(uid("4.1"), uid("4.2"), uid("4.3"))
-    assert "BulkDataURI" in read_json(store, key)[0]["00281201"]
+    where = (uid("4.1"), uid("4.2"), uid("4.3"))
+    assert "BulkDataURI" in served_metadata(store, *where)["00281201"]
     code, output = _umbrella("update", "-o", store, "-study", uid("4.1"), "StudyID=2")
     assert code == 0, output
-    assert "BulkDataURI" in read_json(store, key)[0]["00281201"]
+    assert "BulkDataURI" in served_metadata(store, *where)["00281201"]
 
 
 @pytest.mark.parametrize(

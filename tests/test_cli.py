@@ -10,7 +10,7 @@ from dicomweb_archive import __version__
 from dicomweb_archive.cli.main import SEED_APPS, app
 from dicomweb_archive.store.keys import STUDIES_INDEX, StoreKeys
 from tests.factory import uid, write_ct, write_series
-from tests.stores import exists, keys_under, read_json
+from tests.stores import exists, keys_under, served_metadata
 
 mkdicomweb_app = SEED_APPS["mkdicomweb"]
 KEYS = StoreKeys()
@@ -68,7 +68,7 @@ def test_inline_thresholds_options(tmp_path: Path, store: str) -> None:
     result = runner.invoke(mkdicomweb_app, ["-m", "0", "-M", "0", "-o", store, str(ds_path)])
     assert result.exit_code == 0
     assert keys_under(store, KEYS.bulkdata_dir(uid(1))) == []  # only pixel data: frames
-    meta = read_json(store, KEYS.instance_metadata(uid(1), uid(2), uid(3)))[0]
+    meta = served_metadata(store, uid(1), uid(2), uid(3))
     assert meta["7FE00010"]["BulkDataURI"] == f"instances/{uid(3)}/frames"
 
 

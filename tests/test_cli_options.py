@@ -79,7 +79,7 @@ def test_no_group_and_no_study(inputs: Path, store: str) -> None:
 def test_paths_options(inputs: Path, store: str) -> None:
     """--path-instances and --path-deduplicated name the directories; absolute paths refused."""
     args = ["--path-instances", "per-instance", "--path-deduplicated", "groups"]
-    assert run("mkdicomweb", *args, "-o", store, str(inputs))[0] == 0
+    assert run("mkdicomweb", "-d", *args, "-o", store, str(inputs))[0] == 0
     assert keys_under(store, "per-instance/") and keys_under(store, "groups/")
     code, _, err = run("mkdicomweb", "--path-instances", "/tmp/x", "-o", store, str(inputs))
     assert code == 2 and "relative path" in err

@@ -45,7 +45,7 @@ def corpus_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str
     for path in corpus_files():
         where = stores.location(root, path.name)
         made.append(where)
-        stores.ingested(where, [path])
+        stores.ingested(where, [path], options=PipelineOptions(deduplicate=True))
     yield made
     for where in made:
         stores.forget(where)
@@ -80,6 +80,7 @@ def test_info_records_validate(corpus_stores: list[str]) -> None:
         errors = [e.message for e in validator.iter_errors(info.to_json())]
         assert not errors, (where, errors[:3])
         assert info.to_json() == value, where
+        assert info.metadata, where  # the metadata as received, what edits start from
 
 
 def test_metadata_and_query_files_validate(corpus_stores: list[str]) -> None:

@@ -271,24 +271,26 @@ def test_killed_update_is_all_or_nothing(tmp_path: Path, new_store: Callable[[st
 
 
 def _instance_metadata(store: str, study: str = "") -> list[dict[str, Any]]:
-    """The served metadata of every instance (of ``study``, or of every study)."""
+    """The served metadata of every instance (of ``study``, or of every study): the series
+    metadata files."""
     with Archive.open(store) as archive:
         storage = archive.storage
         return [
-            from_json_gz(storage.get(info.key))[0]
+            instance
             for info in storage.list_prefix(KEYS.study(study) if study else STUDIES)
-            if _is_instance_metadata(info.key)
+            if _is_series_metadata(info.key)
+            for instance in from_json_gz(storage.get(info.key))
         ]
 
 
-def _is_instance_metadata(key: str) -> bool:
-    """``studies/<study>/series/<series>/instances/<sop>/metadata.gz``."""
+def _is_series_metadata(key: str) -> bool:
+    """``studies/<study>/series/<series>/metadata.gz``."""
     parts = key.split("/")
-    return len(parts) == 7 and parts[4] == "instances" and parts[6] == "metadata.gz"
+    return len(parts) == 5 and parts[2] == "series" and parts[4] == "metadata.gz"
 
 
 def _names(store: str) -> set[str]:
-    """PatientName of every P1 instance as served (instance metadata files)."""
+    """PatientName of every P1 instance as served (series metadata)."""
     return {
         meta["00100010"]["Value"][0]["Alphabetic"]
         for meta in _instance_metadata(store)

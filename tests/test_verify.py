@@ -69,10 +69,12 @@ def _garble_frame_file(storage: Storage) -> str:
 
 
 def _change_metadata(storage: Storage) -> str:
-    key = KEYS.instance_metadata(STUDY, SERIES, SOP)
-    metadata = from_json_gz(storage.get(key))
-    metadata[0]["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": "MALLORY^EVE"}]}
-    storage.put(key, json_gz(metadata))
+    """The metadata an info record holds (as received, what the served files derive from)
+    changed without its files or the index."""
+    key = KEYS.info(STUDY, SERIES, SOP)
+    info = from_json_gz(storage.get(key))
+    info["metadata"]["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": "MALLORY^EVE"}]}
+    storage.put(key, json_gz(info))
     return SOP
 
 
@@ -92,7 +94,7 @@ FAULTS: dict[str, tuple[Callable[[Storage], str], set[str]]] = {
     "deleted frame file": (_delete_frame, {"missing"}),
     "flipped byte in a frame": (_flip_byte, {"hash"}),
     "garbled frame file": (_garble_frame_file, {"corrupt"}),
-    "metadata changed behind the index's back": (_change_metadata, {"index"}),
+    "metadata changed behind the index's back": (_change_metadata, {"metadata"}),
     "missing info record": (_remove_info, {"missing"}),
     "orphan directory": (_orphan_directory, {"orphan"}),
 }

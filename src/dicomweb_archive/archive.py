@@ -288,8 +288,10 @@ class Archive:
         """Commit a transaction or change set (under the lease)."""
         if not self.holding_lease:
             raise RuntimeError("commit outside Archive.writing()")
-        txn = change.finish() if isinstance(change, ChangeSet) else change
+        txn = change.txn if isinstance(change, ChangeSet) else change
         try:
+            if isinstance(change, ChangeSet):
+                change.finish()
             txn.commit(self.apply_index)
         except BaseException:
             if not txn.committed:

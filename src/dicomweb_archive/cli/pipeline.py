@@ -89,7 +89,7 @@ def make_command(command: str) -> Callable[..., None]:
         )
         options = PipelineOptions(
             instances=instances or command == "mkdicomwebinstances",
-            deduplicate=deduplicate or command in ("mkdicomweb", "mkdicomwebdeduplicated"),
+            deduplicate=deduplicate or command == "mkdicomwebdeduplicated",
             group=group,
             study=study,
             clean=clean,

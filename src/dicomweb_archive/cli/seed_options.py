@@ -46,8 +46,8 @@ Deduplicate = Annotated[
     typer.Option(
         "-d",
         "--deduplicate",
-        help="Write the deduplicated per-instance data (always on for mkdicomweb and "
-        "mkdicomwebdeduplicated).",
+        help="Also write each instance's deduplicated record (always on for "
+        "mkdicomwebdeduplicated); the group stage does not need them.",
     ),
 ]
 Group = Annotated[
@@ -61,8 +61,9 @@ Instances = Annotated[
     typer.Option(
         "-i",
         "--instances",
-        help="Write instance metadata (metadata.gz, info.json.gz) while reading the files "
-        "(always on for mkdicomwebinstances).",
+        help="Also write each instance's own metadata.gz, kept current by every change (always "
+        "on for mkdicomwebinstances); the series metadata holds it anyway, and without it an "
+        "edit writes a few files per series instead of one per instance.",
     ),
 ]
 MaxPublic = Annotated[

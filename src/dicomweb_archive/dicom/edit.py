@@ -27,7 +27,7 @@ from dicomweb_archive.dicom.parse import (
     parse_p10,
 )
 from dicomweb_archive.errors import EditRefusedError, UsageError
-from dicomweb_archive.model import charset
+from dicomweb_archive.model import charset as charset_module
 from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_FORMATS, encodings_of
 from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
@@ -94,6 +94,11 @@ def edit_head(
         raise UsageError(f"{name}: deflated data sets cannot be edited in place")
     charset = next((e for e in parsed.dataset if e.tag == SPECIFIC_CHARACTER_SET), None)
     encodings = encodings_of(head, charset)
+    declared = next(
+        (e.value for e in edits if e.path == ((SPECIFIC_CHARACTER_SET, None),) and e.value), None
+    )
+    if declared is not None:  # values are encoded in the character set being set
+        encodings = charset_module.python_encodings([t.strip() for t in declared.split("\\")])
     if _needs_utf8(head, parsed, charset=charset, encodings=encodings, edits=edits, name=name):
         encodings = ["utf_8"]
         edits = [*edits, Edit(((SPECIFIC_CHARACTER_SET, None),), "CS", "ISO_IR 192")]
@@ -113,6 +118,34 @@ def edit_head(
     return prefix + body + head[parsed.dataset_end :]
 
 
+def utf8_switch(head: bytes, edits: list[Edit], *, name: str) -> bool:
+    """Whether :func:`edit_head` adds (0008,0005) ``ISO_IR 192`` for ``edits`` (see the module
+    docstring); raises :class:`EditRefusedError` when a value fits no character set it may
+    use."""
+    parsed = parse_p10(head, name=name)
+    charset = next((e for e in parsed.dataset if e.tag == SPECIFIC_CHARACTER_SET), None)
+    encodings = encodings_of(head, charset)
+    return _needs_utf8(head, parsed, charset=charset, encodings=encodings, edits=edits, name=name)
+
+
+def fits(edit: Edit, *, declared: bool, encodings: list[str]) -> bool:
+    """Whether the edit's text value can be written in the data set's character set
+    (``declared``: the data set has a Specific Character Set element; without one only ASCII
+    may be written)."""
+    if not edit.value or edit.vr not in CHARSET_VRS:
+        return True
+    if not declared:
+        return edit.value.isascii()
+    try:
+        if edit.vr == "PN":
+            charset_module.encode_person_name(edit.value, encodings)
+        else:
+            charset_module.encode(edit.value, encodings)
+    except (UnicodeError, LookupError, ValueError):
+        return False
+    return True
+
+
 def _needs_utf8(
     head: bytes,
     parsed: ParsedFile,
@@ -126,9 +159,7 @@ def _needs_utf8(
     docstring); raises when it cannot be set."""
     if any(edit.path == ((SPECIFIC_CHARACTER_SET, None),) for edit in edits):
         return False  # the character set is being set explicitly
-    unfit = [
-        e for e in edits if e.value and e.vr in CHARSET_VRS and not _fits(e, charset, encodings)
-    ]
+    unfit = [e for e in edits if not fits(e, declared=charset is not None, encodings=encodings)]
     if not unfit:
         return False
     if _all_text_ascii(head, parsed.dataset):
@@ -146,20 +177,6 @@ def _needs_utf8(
         f"instance's character set, {declared}, and the instance holds text in that character "
         "set already: write the value in that character set, or set SpecificCharacterSet first"
     )
-
-
-def _fits(edit: Edit, declared: Element | None, encodings: list[str]) -> bool:
-    value = edit.value or ""
-    if declared is None:
-        return value.isascii()
-    try:
-        if edit.vr == "PN":
-            charset.encode_person_name(value, encodings)
-        else:
-            charset.encode(value, encodings)
-    except (UnicodeError, LookupError, ValueError):
-        return False
-    return True
 
 
 def _all_text_ascii(head: bytes, elements: list[Element]) -> bool:
@@ -354,27 +371,40 @@ class _Context:
         return packed_tag + vr.encode() + struct.pack(self.prefix + "H", len(data)) + data
 
     def value(self, vr: str, value: str) -> bytes:
-        if value == "":
-            return b""
-        if vr == "SQ":
-            raise UsageError("a sequence can be emptied or removed, not set to a value")
-        if vr in _STRUCT:
-            fmt = self.prefix + _STRUCT[vr]
-            numbers = [float(v) if vr in ("FL", "FD") else int(v) for v in value.split("\\")]
-            return b"".join(struct.pack(fmt, n) for n in numbers)
-        if vr == "AT":
-            words = []
-            for item in value.split("\\"):
-                words += [int(item[:4], 16), int(item[4:], 16)]
-            return struct.pack(self.prefix + f"{len(words)}H", *words)
-        if vr in NUMBER_FORMATS or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
-            raise UsageError(f"values of VR {vr} cannot be edited")
+        return encode_value(vr, value, self.encodings, little=self.little)
+
+
+def encode_value(vr: str, value: str, encodings: list[str], *, little: bool) -> bytes:
+    """The bytes of a value written as text (``\\`` between values), padded to even length
+    (PS3.5 6.2, 7.1.1): numbers packed in the byte order, text in the character set."""
+    if value == "":
+        return b""
+    prefix = "<" if little else ">"
+    if vr == "SQ":
+        raise UsageError("a sequence can be emptied or removed, not set to a value")
+    if vr in _STRUCT:
+        fmt = prefix + _STRUCT[vr]
+        numbers = [float(v) if vr in ("FL", "FD") else int(v) for v in value.split("\\")]
+        return b"".join(struct.pack(fmt, n) for n in numbers)
+    if vr == "AT":
+        words = []
+        for item in value.split("\\"):
+            words += [int(item[:4], 16), int(item[4:], 16)]
+        return struct.pack(prefix + f"{len(words)}H", *words)
+    if vr in NUMBER_FORMATS or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+        raise UsageError(f"values of VR {vr} cannot be edited")
+    try:
         if vr == "PN":
-            data = charset.encode_person_name(value, self.encodings)
+            data = charset_module.encode_person_name(value, encodings)
         elif vr in CHARSET_VRS:
-            data = charset.encode(value, self.encodings)
+            data = charset_module.encode(value, encodings)
         else:
             data = value.encode("ascii")
-        if len(data) % 2:
-            data += b"\0" if vr == "UI" else b" "
-        return data
+    except UnicodeError as exc:
+        raise EditRefusedError(
+            f"the {vr} value {value!r} cannot be written in the character set of the data set "
+            "(Specific Character Set, or ASCII without one)"
+        ) from exc
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    return data

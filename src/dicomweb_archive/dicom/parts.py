@@ -175,6 +175,7 @@ def generate_parts(
     metadata[AVAILABLE_TRANSFER_SYNTAX_UID_KEY] = {"vr": "UI", "Value": info.stored_syntaxes()}
     metadata = dict(sorted(metadata.items()))
     _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
+    info.metadata = metadata
     yield InstanceEnd(metadata, info, stop_reason)
 
 

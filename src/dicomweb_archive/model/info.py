@@ -125,8 +125,9 @@ class InfoRecord:
     bulkdata: list[BulkRecord] = field(default_factory=list)
     skeleton: list[Segment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: how many times the metadata was changed (0: as ingested)
-    revision: int = 0
+    #: the instance's DICOM JSON as received (PS3.18 F.2, bulk-data URIs filled): what edits
+    #: start from (``dicom/steps.py``); None only while ingest derives it
+    metadata: JsonObject | None = None
     version: int = INFO_VERSION
 
     # -- conversion ------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class InfoRecord:
             [BulkRecord(b["sha256"], b["size"]) for b in value["bulkdata"]],
             value["skeleton"],
             list(value["warnings"]),
-            int(value.get("revision", 0)),
+            value.get("metadata"),
             int(value["version"]),
         )
 
@@ -171,15 +172,11 @@ class InfoRecord:
             "skeleton": self.skeleton,
             "warnings": self.warnings,
         }
-        if self.revision:
-            value["revision"] = self.revision
+        if self.metadata is not None:
+            value["metadata"] = self.metadata
         return value
 
     # -- what the record says --------------------------------------------------------------
-    @property
-    def edited(self) -> bool:
-        return self.revision > 0
-
     def frame_syntax(self, number: int) -> str:
         """The transfer syntax of stored frame ``number`` (1-based)."""
         syntax = self.frames[number - 1].transfer_syntax_uid

@@ -34,15 +34,14 @@ from typing import Any, BinaryIO, cast
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.edit import Edit, edit_head
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.dicom.rewrite import split_head
 from dicomweb_archive.dicom.skeleton import ChunkStream
+from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
 from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
 from dicomweb_archive.ops.changes import (
     finish_studies,
-    instance_state,
     removed,
     set_aside_instance,
     set_aside_unused_bulk,
@@ -52,6 +51,7 @@ from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
 from dicomweb_archive.ops.reconstruct import FrameReaders
 from dicomweb_archive.ops.stages import complete_pending
+from dicomweb_archive.ops.state import Instance, States
 from dicomweb_archive.store.changes import change_ids
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
 from dicomweb_archive.store.locations import normal_location, same_location
@@ -89,8 +89,9 @@ def profile_key(archive: Archive, key: bytes | None) -> bytes:
 
 
 def _review(archive: Archive, chosen: list[InstanceKey], report: AnonymizeReport) -> None:
+    states = States(archive.storage, archive.keys)
     for instance in chosen:
-        metadata, _info = instance_state(archive.storage, archive, instance)
+        metadata = states.instance(instance).metadata
         burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
         if burned != "NO":
             report.burned_in.append(instance.sop)
@@ -103,10 +104,10 @@ def _streams(
     failures: dict[str, FileResult],
 ) -> Iterator[tuple[str, BinaryIO]]:
     """The de-identified streams; an instance whose stream cannot be made is a failure."""
+    states = States(archive.storage, archive.keys)
     for instance in chosen:
         try:
-            metadata, _info = instance_state(archive.storage, archive, instance)
-            stream = _deidentified_stream(archive, instance, metadata, profile)
+            stream = _deidentified_stream(archive, states.instance(instance), profile)
         except (ArchiveError, ValueError, UnicodeError) as exc:
             failures[instance.sop] = FileResult(
                 Path(instance.sop),
@@ -214,9 +215,9 @@ def anonymize_in_place(
             reason=reason,
             details={"options": sorted(options), "earlier_changes": earlier},
         ) as change:
+            states = States(change.txn, archive.keys)
             for instance in chosen:  # first: a retained UID gives the new instance its key
-                metadata, info = instance_state(change.txn, archive, instance)
-                change.include(removed(instance, metadata, info))
+                change.include(removed(change, states.instance(instance)))
                 set_aside_instance(change, instance)
             failures: dict[str, FileResult] = {}
             policies = {
@@ -272,12 +273,16 @@ def _check_options(options: frozenset[str]) -> None:
         raise UsageError(f"unknown de-identification option(s): {', '.join(sorted(unknown))}")
 
 
-def _deidentified_stream(
-    archive: Archive, key: InstanceKey, metadata: JsonObject, profile: Profile
-) -> ChunkStream:
+def _deidentified_stream(archive: Archive, instance: Instance, profile: Profile) -> ChunkStream:
+    """The instance as it is now (edit steps applied), de-identified."""
     storage, keys = archive.storage, archive.keys
-    info = read_info(storage, keys, key)
-    head, rest = split_head(info.skeleton, lambda sha: read_bulk(storage, keys, key.study, sha))
+    key, info, metadata = instance.key, instance.info, instance.metadata
+
+    def bulk(sha: str) -> bytes:
+        return read_bulk(storage, keys, key.study, sha)
+
+    segments, rest = split_head(info.skeleton)
+    head = apply_to_head(head_bytes(segments, bulk), instance.steps, bulk, name=key.sop)
     patient = metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or ""
     edits = list(_edits(metadata, profile, profile.date_offset(str(patient)), ()))
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))

@@ -117,6 +117,7 @@ def run_batch(
                 result.error = str(exc)
         return results
     planned: dict[str, InstanceChange] = {}
+    combined = UpdatePlan("edit", "batch", name, [e for line in lines for e in line.edits])
     for result in results:
         try:
             plan = plan_update(
@@ -125,6 +126,7 @@ def run_batch(
                 result.line.target,
                 list(result.line.edits),
                 base=planned,
+                change_id=combined.change_id,
             )
         except ArchiveError as exc:
             result.error = str(exc)
@@ -135,11 +137,12 @@ def run_batch(
         result.instances = plan.size
         for change in plan.instances:
             planned[change.key.sop] = change
+        if combined.generation < 0:
+            combined.generation = plan.generation
+        combined.states.update(plan.states)
     if dry_run:
         return results
-    combined = UpdatePlan(
-        "edit", "batch", name, [e for line in lines for e in line.edits], list(planned.values())
-    )
+    combined.instances = list(planned.values())
     reasons = "; ".join(sorted({line.reason for line in lines if line.reason}))
     apply_update(archive, combined, reason=reasons)
     return results

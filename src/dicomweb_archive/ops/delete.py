@@ -19,12 +19,12 @@ from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.ops.changes import (
     finish_studies,
-    instance_state,
     removed,
     set_aside_instance,
     set_aside_unused_bulk,
 )
 from dicomweb_archive.ops.stages import complete_pending
+from dicomweb_archive.ops.state import States
 from dicomweb_archive.ops.update import InstanceChange, UpdatePlan, UpdateReport, target_instances
 
 #: IOCM rejection reasons (PS3.16 CID 7011): code -> meaning
@@ -42,10 +42,21 @@ def plan_delete(archive: Archive, level: str, identifier: str) -> UpdatePlan:
 
     def plan() -> UpdatePlan:
         result = UpdatePlan("delete", level, identifier, [])
+        states = States(archive.storage, archive.keys)
         for key in target_instances(archive, level, identifier):
-            metadata, info = instance_state(archive.storage, archive, key)
+            instance = states.instance(key)
+            metadata = instance.metadata
             result.instances.append(
-                InstanceChange(key, info.revision, [], (metadata, info), (metadata, info))
+                InstanceChange(
+                    key,
+                    instance.revision,
+                    instance.revision,
+                    [],
+                    instance.steps,
+                    instance.steps,
+                    metadata,
+                    metadata,
+                )
             )
         return result
 
@@ -72,9 +83,9 @@ def apply_delete(
         with archive.changing(
             kind, level=plan.level, target=plan.target, reason=reason, details=details
         ) as change:
+            states = States(change.txn, archive.keys)
             for item in plan.instances:
-                metadata, info = instance_state(change.txn, archive, item.key)
-                change.include(removed(item.key, metadata, info))
+                change.include(removed(change, states.instance(item.key)))
                 set_aside_instance(change, item.key)
             for study in plan.studies:
                 set_aside_unused_bulk(change, study)

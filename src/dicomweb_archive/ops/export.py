@@ -32,6 +32,7 @@ from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.queries import study_condition
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
+from dicomweb_archive.store.edit_state import steps_of
 from dicomweb_archive.store.instance import InstanceKey, read_info
 
 #: Instances rebuilt at once by a directory export (two cores, as ingest plans for).
@@ -202,7 +203,7 @@ class _Checked:
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.archive.storage, self.archive.keys, self.key)
-        self.edited = info.edited
+        self.edited = bool(steps_of(self.archive.storage, self.archive.keys, self.key))
         if not info.rebuilds_original():  # pixel-identical, checked frame by frame
             self.recompressed = True
             output = b"".join(

@@ -8,7 +8,7 @@ lists, oldest first, each revision of an instance with the change that produced 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.archive import Archive
@@ -30,6 +30,8 @@ class HistoryEntry:
     reason: str
     touched: Touched
     reverts: str | None = None
+    #: the change record's steps table (the steps ``touched.before`` names)
+    steps: JsonObject = field(default_factory=dict)
 
     def to_json(self) -> JsonObject:
         return {
@@ -70,6 +72,7 @@ def instance_history(archive: Archive, sop: str) -> list[HistoryEntry]:
                 record["reason"],
                 Touched.from_json(item),
                 record.get("reverts"),
+                record.get("steps", {}),
             )
             for item in record["instances"]
             if item["sop"] == sop
@@ -80,17 +83,6 @@ def instance_history(archive: Archive, sop: str) -> list[HistoryEntry]:
 def history(archive: Archive, sop: str) -> list[JsonObject]:
     """The revisions of an instance, oldest first: each with the change that produced it."""
     return [entry.to_json() for entry in instance_history(archive, sop)]
-
-
-def original_info(archive: Archive, sop: str) -> JsonObject | None:
-    """The info record the instance had as ingested (revision 0), from the first change that
-    edited it; None when no change kept it."""
-    for entry in instance_history(archive, sop):
-        touched = entry.touched
-        if touched.revision_before == 0 and touched.before is not None:
-            info: JsonObject = touched.before["info"]
-            return info
-    return None
 
 
 def audit_log(archive: Archive, sop: str | None = None) -> list[JsonObject]:

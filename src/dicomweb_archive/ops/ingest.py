@@ -54,7 +54,6 @@ from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.changes import (
     clean_study,
     finish_studies,
-    instance_state,
     metadata_hash,
     removed,
     set_aside_instance,
@@ -68,9 +67,11 @@ from dicomweb_archive.ops.ingest_types import (
     iter_input_files,
 )
 from dicomweb_archive.ops.stages import StageReport
+from dicomweb_archive.ops.state import States
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.changes import ChangeSet, Touched
 from dicomweb_archive.store.dedup import read_study_records, write_record
+from dicomweb_archive.store.edit_state import Entry
 from dicomweb_archive.store.instance import InstanceKey, InstanceWriter, read_info
 from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
 
@@ -119,10 +120,6 @@ def write_instances(
     """Stage 1 on files and directories; with ``run_stages`` also the later stages."""
     started = time.perf_counter()
     report = IngestReport()
-    if run_stages and options.study:
-        # the study stage would write each instance's metadata.gz anyway: writing it now
-        # saves a write, and the study stage then finds it up to date
-        options = replace_options(options, instances=True)
     with archive.writing("ingest"):
         batch = _Batch(archive, options, report, progress)
         paths = iter_input_files((Path(i) for i in inputs), exclude=_excluded(archive))
@@ -202,7 +199,7 @@ def _later_stages(
             report.stages = stages.run_stages(
                 archive,
                 None,
-                group=options.deduplicate and options.group,
+                group=options.group,
                 study=options.study,
                 remove_instance_files=options.remove_deduplicated_instances,
             )
@@ -244,6 +241,11 @@ class _Batch:
         #: the one change that collects every replacement of this run
         self.replacing: ChangeSet | None = None
         self.replaced_studies: set[str] = set()
+        #: the studies as the replace change first saw them, and the edit state entry of the
+        #: instance being replaced (put back if its replacement fails)
+        self.replace_states: States | None = None
+        self._pending_before: Touched | None = None
+        self._pending_entry: Entry | None = None
         #: why the store cannot take more (the batch stops)
         self.full: str | None = None
 
@@ -430,14 +432,18 @@ class _Batch:
             )
         change = self.replacing
         self._prepare_study(old.study)
-        metadata, info = instance_state(change.txn, self.archive, old)
-        self._pending_before = removed(old, metadata, info)
+        if self.replace_states is None:
+            self.replace_states = States(change.txn, self.keys)
+        self._pending_before = removed(change, self.replace_states.instance(old))
+        self._pending_entry = change.edit_state(old.study).instances.get(old.sop)
         set_aside_instance(change, old)
         return change
 
     def _undo_replacement(self, change: ChangeSet, point: Any, old: InstanceKey) -> None:
         """The new file was not stored: the old instance stays (nothing set aside)."""
         change.txn.rollback(point)
+        if self._pending_entry is not None:
+            change.edit_state(old.study).instances[old.sop] = self._pending_entry
         for name in [k for k in change.aside if k.startswith(self.keys.instance(*_parts(old)))]:
             change.restore_aside(name)
         record = self.keys.instance_record(old.study, old.sop)
@@ -447,7 +453,8 @@ class _Batch:
     def _record_replacement(
         self, change: ChangeSet, old: InstanceKey, new: InstanceKey, end: InstanceEnd
     ) -> None:
-        before: Touched = self._pending_before
+        before = self._pending_before
+        assert before is not None
         after_sha = metadata_hash(end.metadata)
         if old == new:
             before.revision_after = 0
@@ -484,8 +491,7 @@ class _Batch:
                 notify.notify_in(self.change.txn, notify.GROUP, study)
                 notify.notify_in(self.change.txn, notify.STUDY, study)
             else:
-                if self.options.deduplicate:
-                    notify.notify(self.storage, notify.GROUP, study)
+                notify.notify(self.storage, notify.GROUP, study)
                 notify.notify(self.storage, notify.STUDY, study)
             self.touched.add(study)
 

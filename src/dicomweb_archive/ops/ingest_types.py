@@ -24,8 +24,8 @@ class PipelineOptions:
     """The seed's options for one run (``docs/cli.md``); the layout settings (``--path-*``,
     ``-m``, ``-M``) are the store's (``store/config.py``)."""
 
-    instances: bool = False  # -i: write instance metadata.gz in stage 1
-    deduplicate: bool = True  # -d: write the deduplicated per-instance record in stage 1
+    instances: bool = False  # -i: write the instance's own metadata.gz in stage 1
+    deduplicate: bool = False  # -d: write the deduplicated per-instance record in stage 1
     group: bool = True  # -g: run the group stage after stage 1 (mkdicomweb)
     study: bool = True  # -s: run the study stage after stage 1 (mkdicomweb)
     clean: bool = False  # -c: set the touched studies aside first (a revertible change)

@@ -10,15 +10,18 @@ stored transfer syntax (``docs/spec/recompression.md``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.skeleton import generate_bytes
+from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
 from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.store.edit_state import steps_of
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.keys import StoreKeys
 from dicomweb_archive.store.storage import Reader
@@ -96,7 +99,9 @@ def generate_p10(
     info: InfoRecord | None = None,
     check_parts: bool = False,
 ) -> Iterator[bytes | memoryview]:
-    """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`).
+    """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`):
+    as received, or for an edited instance its head with the edit steps applied
+    (``dicom/steps.py``) and the rest as received.
 
     Where the original codestreams of a compressed instance were not kept
     (:meth:`~dicomweb_archive.model.info.InfoRecord.rebuilds_original` is false), the bytes are
@@ -104,7 +109,13 @@ def generate_p10(
     """
     storage, keys = archive.storage, archive.keys
     info = info if info is not None else read_info(storage, keys, key)
-    return FrameReaders(storage, keys, key, info, check_parts).generate(info.skeleton)
+    readers = FrameReaders(storage, keys, key, info, check_parts)
+    steps = steps_of(storage, keys, key)
+    if not steps:
+        return readers.generate(info.skeleton)
+    segments, rest = split_head(info.skeleton)
+    head = apply_to_head(head_bytes(segments, readers.bulk), steps, readers.bulk, name=key.sop)
+    return itertools.chain([head], readers.generate(rest))
 
 
 def reconstruct_p10(archive: Archive, sop_instance_uid: str) -> bytes:

@@ -7,7 +7,7 @@ rejection) that is itself recorded and revertible:
 - an instance C removed (delete, reject, replace, clean, de-identification in place) comes
   back from the objects C set aside, as it was (same revision); an instance that has taken
   its place since is set aside;
-- an instance C edited gets its metadata and info record before C back, as a new revision;
+- an instance C edited gets its edit steps before C back, as a new revision;
 - an instance C added (the replacement, a de-identified copy) is set aside.
 
 An instance changed again after C (its metadata is not what C made it, or it was removed) is
@@ -15,41 +15,37 @@ not reverted over: the revert is refused, naming it, so that the later change is
 first. A change whose
 set-aside objects were purged cannot be reverted.
 
-``revert UID --to N`` restores one instance's metadata and info record as they were at
-revision N, as a new revision.
+``revert UID --to N`` gives one instance the edit steps it had at revision N, as a new
+revision. Info records are never rewritten: what a revert restores is which steps apply.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import astuple, replace
 from typing import Any
 
 from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.steps import Step, apply_to_json
 from dicomweb_archive.errors import NoSuchInstanceError, StoreError, UsageError
-from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.changes import (
     finish_studies,
-    instance_state,
     metadata_hash,
     removed,
     set_aside_instance,
 )
 from dicomweb_archive.ops.history import instance_history
 from dicomweb_archive.ops.stages import complete_pending
+from dicomweb_archive.ops.state import Instance, States
 from dicomweb_archive.ops.update import (
     InstanceChange,
     UpdatePlan,
     UpdateReport,
     apply_update,
-    stage_instances,
     target_instances,
 )
 from dicomweb_archive.store.changes import ChangeSet, Touched, read_change
-from dicomweb_archive.store.dedup import make_record
 from dicomweb_archive.store.instance import InstanceKey
-from dicomweb_archive.store.storage import json_gz
 
 JsonObject = dict[str, Any]
 
@@ -90,6 +86,7 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
     keys = archive.keys
     txn = change.txn
     aside = set(record["aside"])
+    states = States(txn, keys)
     studies: set[str] = set()
     touched = [Touched.from_json(t) for t in record["instances"]]
     # instances the change added go first: one it removed may come back under the same keys
@@ -97,53 +94,61 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
     for item in touched:
         key = InstanceKey(item.study, item.series, item.sop)
         studies.add(key.study)
-        current = _current(archive, change, key)
+        current = _current(states, key)
         if item.revision_after is not None and (
-            current is None or metadata_hash(current[0]) != item.after_sha256
+            current is None or metadata_hash(current.metadata) != item.after_sha256
         ):
-            now = "removed" if current is None else f"at revision {current[1].revision}"
+            now = "removed" if current is None else f"at revision {current.revision}"
             raise UsageError(
                 f"SOPInstanceUID {key.sop} changed after change {record['change_id']} (it is "
                 f"{now}): revert the later change first (see dicomweb-archive history)"
             )
+        steps = _steps(record.get("steps", {}), item.before)
         prefix = keys.instance(key.study, key.series, key.sop)
         kept = sorted(k for k in aside if k.startswith(prefix))
         if kept or item.revision_before is None:
+            back = removed(change, current) if current is not None else None
             if current is not None:  # the instance in its place now goes aside
                 set_aside_instance(change, key)
-            if item.revision_before is None:
-                if current is not None:
-                    change.include(removed(key, *current))
+            if item.revision_before is None:  # the change added it: it goes
+                if back is not None:
+                    change.include(back)
                 continue
-            other = _elsewhere(archive, change, key)
+            other = _elsewhere(archive, states, key)
             if other is not None:  # the same SOP Instance UID stored elsewhere since
-                change.include(removed(other, *instance_state(change.txn, archive, other)))
-                set_aside_instance(change, other)
-                studies.add(other.study)
-            for name in kept:
+                change.include(removed(change, other))
+                set_aside_instance(change, other.key)
+                studies.add(other.key.study)
+            record_key = keys.instance_record(key.study, key.sop)
+            for name in [*kept, *([record_key] if record_key in aside else [])]:
                 txn.copy(keys.aside(record["change_id"], name), name)
-            _restore_record(archive, change, key, item)
-            back = (
-                removed(key, *current)
-                if current is not None
-                else Touched(key.study, key.series, key.sop, None, None)
-            )
+            change.edit_state(key.study).set(key.sop, key.series, item.revision_before, steps)
+            if back is None:
+                back = Touched(key.study, key.series, key.sop, None, None)
             back.revision_after = item.revision_before
             back.after_sha256 = item.before_sha256
             change.include(back)
-        else:  # edited in place: the state before, as a new revision
-            assert current is not None and item.before is not None
-            info = replace(
-                InfoRecord.from_json(item.before["info"]), revision=current[1].revision + 1
+        else:  # edited in place: the steps before, as a new revision
+            assert current is not None
+            revision = current.revision + 1
+            then = apply_to_json(current.received, steps)
+            change.include(
+                Touched(
+                    key.study,
+                    key.series,
+                    key.sop,
+                    current.revision,
+                    revision,
+                    [
+                        {"attribute": a, "old": o, "new": n}
+                        for a, o, n in _changes(current.metadata, then)
+                    ],
+                    metadata_hash(current.metadata),
+                    metadata_hash(then),
+                    change.state_before(key.study, key.sop),
+                )
             )
-            planned = InstanceChange(
-                key,
-                info.revision,
-                _changes(current[0], item.before["metadata"]),
-                current,
-                (item.before["metadata"], info),
-            )
-            stage_instances(archive, change, [planned])
+            change.edit_state(key.study).set(key.sop, key.series, revision, steps)
         plan.others.append(key)
     for name in sorted(aside):
         if name.startswith("studies/") and "/bulkdata/" in name and txn.head(name) is None:
@@ -151,38 +156,28 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
     return studies
 
 
-def _current(
-    archive: Archive, change: ChangeSet, key: InstanceKey
-) -> tuple[JsonObject, InfoRecord] | None:
-    if change.txn.head(archive.keys.info(key.study, key.series, key.sop)) is None:
-        return None
-    return instance_state(change.txn, archive, key)
+def _steps(table: JsonObject, before: JsonObject | None) -> list[Step]:
+    """The steps of an instance's edit state before a change (none: as ingested), from the
+    change record's steps table."""
+    if before is None:
+        return []
+    return [Step.from_json(table[sid]) for sid in before["steps"]]
 
 
-def _elsewhere(archive: Archive, change: ChangeSet, key: InstanceKey) -> InstanceKey | None:
+def _current(states: States, key: InstanceKey) -> Instance | None:
+    """The instance stored under exactly ``key`` now, if any."""
+    found = states.study(key.study).instances.get(key.sop)
+    return found if found is not None and found.key == key else None
+
+
+def _elsewhere(archive: Archive, states: States, key: InstanceKey) -> Instance | None:
     """The instance with ``key``'s SOP Instance UID stored at another place now (it took the
     place of the one being restored), if any."""
     row = archive.index.find_instance(key.sop)
     if row is None:
         return None
     where = InstanceKey(row["study_instance_uid"], row["series_instance_uid"], key.sop)
-    if where == key or change.txn.head(archive.keys.info(*astuple(where))) is None:
-        return None
-    return where
-
-
-def _restore_record(archive: Archive, change: ChangeSet, key: InstanceKey, item: Touched) -> None:
-    """The deduplicated record of a restored instance, from its state before."""
-    if item.before is None:
-        return
-    record, extracts = make_record(
-        item.before["metadata"], InfoRecord.from_json(item.before["info"])
-    )
-    for sha, extract in extracts.items():
-        name = archive.keys.extract(key.study, sha)
-        if change.txn.head(name) is None:
-            change.txn.put(name, json_gz(extract))
-    change.txn.put(archive.keys.instance_record(key.study, key.sop), json_gz(record))
+    return None if where == key else _current(states, where)
 
 
 def _changes(now: JsonObject, then: JsonObject) -> list[tuple[str, Any, Any]]:
@@ -191,29 +186,33 @@ def _changes(now: JsonObject, then: JsonObject) -> list[tuple[str, Any, Any]]:
 
 
 def plan_revert(archive: Archive, sop: str, revision: int) -> UpdatePlan:
-    """Restoring an instance's metadata and info record as they were at ``revision``."""
+    """Giving an instance the edit steps it had at ``revision``, as a new revision."""
     (key,) = target_instances(archive, "instance", sop)
-    metadata, info = instance_state(archive.storage, archive, key)
+    instance = States(archive.storage, archive.keys).instance(key)
     found = [
-        e.touched.before
-        for e in instance_history(archive, sop)
-        if e.touched.revision_before == revision and e.touched.before is not None
+        _steps(entry.steps, entry.touched.before)
+        for entry in instance_history(archive, sop)
+        if entry.touched.revision_before == revision
+        and (entry.touched.study, entry.touched.series) == (key.study, key.series)
     ]
-    if revision >= info.revision or not found:
+    if revision >= instance.revision or not found:
         raise NoSuchInstanceError(
             f"SOPInstanceUID {sop} has no revision {revision} to revert to "
-            f"(current revision {info.revision}; see dicomweb-archive history)"
+            f"(current revision {instance.revision}; see dicomweb-archive history)"
         )
-    old_metadata = found[0]["metadata"]
-    old_info = replace(InfoRecord.from_json(found[0]["info"]), revision=info.revision + 1)
+    steps = found[0]
+    then = apply_to_json(instance.received, steps)
     plan = UpdatePlan("revert", "instance", sop, [f"revert to revision {revision}"])
     plan.instances.append(
         InstanceChange(
             key,
-            info.revision + 1,
-            _changes(metadata, old_metadata),
-            (metadata, info),
-            (old_metadata, old_info),
+            instance.revision,
+            instance.revision + 1,
+            _changes(instance.metadata, then),
+            instance.steps,
+            steps,
+            instance.metadata,
+            then,
         )
     )
     return plan

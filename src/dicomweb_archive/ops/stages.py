@@ -1,11 +1,12 @@
 """The group and study stages of the pipeline (``docs/spec/pipeline.md``).
 
-- group stage (``mkdicomwebdeduplicatedgroup``): combine a study's per-instance records into
-  one group file, then notify the study stage;
-- study stage (``mkdicomwebstudy``): from the study's records (group file, newer per-instance
-  records) and its committed instances, write each instance's ``metadata.gz`` and
-  ``info.json.gz`` where they change, the series metadata and query files, the study's index
-  rows and ``studies/index.json.gz``.
+- group stage (``mkdicomwebdeduplicatedgroup``): combine the deduplicated records of a study's
+  instances (its group file, per-instance records, and for instances neither holds their info
+  records) into one group file, then notify the study stage;
+- study stage (``mkdicomwebstudy``): from the study's instances as they are now
+  (``ops/state.py``: metadata as received, edit steps applied), write the series metadata and
+  query files, the ``metadata.gz`` of instances that have one, the study's index rows and
+  ``studies/index.json.gz``.
 
 Without explicit studies, each stage processes the studies named in its notifications. The
 study stage also groups a study whose group notification is pending (both are needed for the
@@ -26,23 +27,19 @@ from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.tags import STUDY_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reindex import ensure_index
+from dicomweb_archive.ops.state import StudyState, read_study_state
 from dicomweb_archive.ops.study import (
-    Pair,
     group_by_series,
     put_if_changed,
     stage_study,
     study_rows,
 )
 from dicomweb_archive.store import notify
-from dicomweb_archive.store.dedup import StudyRecords, read_study_records, stage_group
+from dicomweb_archive.store.dedup import StudyRecords, make_record, stage_group
 from dicomweb_archive.store.instance import (
-    InstanceKey,
     bulk_in_use,
     bulk_objects,
-    instance_keys,
     instance_objects,
-    read_info,
-    read_instance_metadata,
     uncommitted_instances,
 )
 from dicomweb_archive.store.journal import Transaction
@@ -128,11 +125,17 @@ def run_stages(
     return report
 
 
-def run_stages_in(archive: Archive, txn: Transaction, studies: list[str]) -> StageReport:
+def run_stages_in(
+    archive: Archive,
+    txn: Transaction,
+    studies: list[str],
+    *,
+    refresh: frozenset[str] = frozenset(),
+) -> StageReport:
     """Both stages on ``studies`` inside a change's transaction; a study that cannot be built
-    raises (the change fails whole)."""
-    report = _stage_chunk(archive, txn, studies, True, True, False, strict=True)
-    return report
+    raises (the change fails whole). ``refresh``: instances whose info record the change
+    replaced or restored (their deduplicated records are made again)."""
+    return _stage_chunk(archive, txn, studies, True, True, False, strict=True, refresh=refresh)
 
 
 def _stage_chunk(  # noqa: PLR0917 - one internal call shape
@@ -144,13 +147,16 @@ def _stage_chunk(  # noqa: PLR0917 - one internal call shape
     remove: bool,
     *,
     strict: bool = False,
+    refresh: frozenset[str] = frozenset(),
 ) -> StageReport:
     report = StageReport()
     built: dict[str, JsonObject | None] = {}
     for uid in chunk:
         point = txn.savepoint()
         try:
-            query = _one_study(archive, txn, uid, group=group, study=study, remove=remove)
+            query = _one_study(
+                archive, txn, uid, group=group, study=study, remove=remove, refresh=refresh
+            )
         except Exception as exc:  # one study must not stop the others
             if strict:
                 raise
@@ -162,12 +168,19 @@ def _stage_chunk(  # noqa: PLR0917 - one internal call shape
         if study:
             built[uid] = query
     if built:
-        _stage_study_list(archive, txn, built)
+        stage_study_list(archive, txn, built)
     return report
 
 
 def _one_study(
-    archive: Archive, txn: Transaction, uid: str, *, group: bool, study: bool, remove: bool
+    archive: Archive,
+    txn: Transaction,
+    uid: str,
+    *,
+    group: bool,
+    study: bool,
+    remove: bool,
+    refresh: frozenset[str],
 ) -> JsonObject | None:
     """Stage one study's group and/or study stage; returns its study query object (None: the
     study is empty)."""
@@ -182,12 +195,9 @@ def _one_study(
             if sha not in used:
                 txn.delete(name)
     grouping = group or uid in notify.pending(txn, notify.GROUP)
-    records = read_study_records(txn, keys, uid)
-    committed = {(k.series, k.sop) for k in instance_keys(txn, keys, uid)}
-    for sop, record in list(records.records.items()):
-        if (record["series_instance_uid"], sop) not in committed:
-            del records.records[sop]  # deleted, moved by a replace, or never committed
+    state = read_study_state(txn, keys, uid, refresh=refresh)
     if grouping:
+        records = _records_of(state, refresh)
         stage_group(txn, keys, uid, records)
         if remove:
             for name in txn.children(keys.instance_records(uid)):
@@ -198,42 +208,50 @@ def _one_study(
             notify.notify_in(txn, notify.STUDY, uid)
     if not study:
         return None
-    pairs = _materialize(archive, txn, uid, records, committed)
-    rows = study_rows(keys, uid, group_by_series(pairs))
-    stage_study(txn, keys, uid, rows)
+    query = build_study(archive, txn, state)
     if txn.head(keys.notification(notify.STUDY, uid)) is not None:
         notify.done(txn, notify.STUDY, uid)
+    return query
+
+
+def _records_of(state: StudyState, refresh: frozenset[str]) -> StudyRecords:
+    """The study's deduplicated records for its committed instances: those it has, and new
+    ones made from the info records of the others."""
+    records = state.records
+    for sop in list(records.records):
+        instance = state.instances.get(sop)
+        if instance is None or records.records[sop]["series_instance_uid"] != instance.key.series:
+            del records.records[sop]  # deleted, moved by a replace, or never committed
+    for sop, instance in state.instances.items():
+        if sop not in records.records or sop in refresh:
+            record, extracts = make_record(instance.received, instance.info)
+            records.records[sop] = record
+            records.extracts.update(extracts)
+    return records
+
+
+def build_study(archive: Archive, txn: Transaction, state: StudyState) -> JsonObject | None:
+    """A study's derived files and index rows from its instances' metadata now, into
+    ``txn`` (only what changes is written); each instance's own ``metadata.gz``, where it has
+    one, kept current. Returns the study's query object (None: the study is empty)."""
+    keys = archive.keys
+    for instance in state.instances.values():
+        if instance.metadata_file:
+            key = instance.key
+            put_if_changed(
+                txn,
+                keys.instance_metadata(key.study, key.series, key.sop),
+                json_gz([instance.metadata]),
+            )
+    rows = study_rows(keys, state.study, group_by_series(state.pairs()))
+    stage_study(txn, keys, state.study, rows)
     return rows.study["query_json"] if rows.study is not None else None
 
 
-def _materialize(
-    archive: Archive,
-    txn: Transaction,
-    study: str,
-    records: StudyRecords,
-    committed: set[tuple[str, str]],
-) -> list[Pair]:
-    """Every committed instance of the study as (metadata, info); where a deduplicated record
-    exists it is the truth, and the instance's metadata.gz and info.json.gz are written from
-    it where their bytes would change."""
-    keys = archive.keys
-    pairs: list[Pair] = []
-    for series, sop in sorted(committed):
-        if sop in records.records:
-            metadata, info = records.instance(sop)
-            put_if_changed(txn, keys.instance_metadata(study, series, sop), json_gz([metadata]))
-            put_if_changed(txn, keys.info(study, series, sop), json_gz(info.to_json()), json=False)
-            pairs.append((metadata, info))
-        else:
-            key = InstanceKey(study, series, sop)
-            pairs.append((read_instance_metadata(txn, keys, key), read_info(txn, keys, key)))
-    return pairs
-
-
-def _stage_study_list(
+def stage_study_list(
     archive: Archive, txn: Transaction, built: dict[str, JsonObject | None]
 ) -> None:
-    """``studies/index.json.gz``: the index's study objects with this chunk's applied."""
+    """``studies/index.json.gz``: the index's study objects with these studies' applied."""
     objects = {_study_uid(obj): obj for obj in archive.index.study_query_objects()}
     for uid, obj in built.items():
         if obj is None:

@@ -1,16 +1,19 @@
 """Metadata-only updates (the seed's ``mkdicomwebupdate``): edit, with history.
 
-Policy (``docs/spec/update.md``): corrections keep every UID and record history; frames and
-bulk data are never rewritten. An update:
+Policy (``docs/spec/update.md``): corrections keep every UID and record history; frames, bulk
+data and info records are never rewritten. An update:
 
 1. finds the instances of the target (a PatientID, or a Study, Series or SOP Instance UID)
    through the index, and checks every edit (level, VR, VM, value; attributes that describe
    the pixel data are refused) before anything is written;
-2. plans, per instance, the new info record and metadata (the file's head re-encoded,
-   :mod:`dicomweb_archive.dicom.rewrite`), and for ``dry_run`` stops there;
-3. applies the plan as one ``edit`` change (``store/changes.py``): each instance's new info
-   record and metadata, the studies' deduplicated records, the derived files and index rows
-   rebuilt by the stages, the change record (history and audit), all in one journal.
+2. plans, per instance, the edit step (``dicom/steps.py``) and its metadata after, by applying
+   the step to its metadata now: no file is read, unless a text value does not fit the
+   instance's character set (its head then decides whether (0008,0005) may become
+   ``ISO_IR 192``) or the edit sets the character set itself (the step then holds the edited
+   head and metadata); for ``dry_run`` it stops there;
+3. applies the plan as one ``edit`` change: each study's edit state (one object per study,
+   whatever the number of instances), its derived files and index rows rebuilt from the new
+   metadata, the change record (history and audit), all in one journal.
 """
 
 from __future__ import annotations
@@ -23,43 +26,52 @@ from typing import Any
 from dicomweb_archive import __version__
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.edit import OriginalAttributes
-from dicomweb_archive.dicom.rewrite import rewrite
+from dicomweb_archive.dicom.parts import BulkPart
+from dicomweb_archive.dicom.steps import (
+    Step,
+    apply_to_head,
+    apply_to_json,
+    edits_step,
+    head_bytes,
+    sets_character_set,
+    snapshot_step,
+    split_head,
+)
 from dicomweb_archive.errors import (
-    ArchiveError,
+    EditRefusedError,
     NoSuchInstanceError,
     NoSuchStudyError,
     StaleVersionError,
 )
 from dicomweb_archive.model.edits import LEVELS, EditSpec, parse_edit
-from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.changes import finish_studies, metadata_hash
+from dicomweb_archive.ops.changes import metadata_hash
 from dicomweb_archive.ops.ingest_types import inline_limits
-from dicomweb_archive.ops.stages import complete_pending
+from dicomweb_archive.ops.stages import build_study, complete_pending, stage_study_list
+from dicomweb_archive.ops.state import Instance, States, StudyState
 from dicomweb_archive.store.changes import ChangeSet, Touched
-from dicomweb_archive.store.dedup import make_record, read_study_records, stage_group
-from dicomweb_archive.store.instance import (
-    InstanceKey,
-    read_bulk,
-    read_info,
-    read_instance_metadata,
-)
+from dicomweb_archive.store.instance import InstanceKey, read_bulk
+from dicomweb_archive.store.journal import generation, new_id
 from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
-from dicomweb_archive.store.storage import JSON_GZ_HEADERS, json_gz
 
 JsonObject = dict[str, Any]
 
 
 @dataclass(slots=True)
 class InstanceChange:
-    """The planned change of one instance."""
+    """The planned change of one instance: its revision and steps before and after, its
+    metadata before and after, the attributes changed, and bulk data a step made."""
 
     key: InstanceKey
+    revision_before: int
     revision: int
     changes: list[tuple[str, Any, Any]]  # (attribute, old JSON, new JSON)
-    before: tuple[JsonObject, InfoRecord]  # (metadata, info) now
-    after: tuple[JsonObject, InfoRecord]  # (metadata, info) after
-    bulk: list[tuple[str, bytes]] = field(default_factory=list)
+    steps_before: list[Step]
+    steps: list[Step]
+    before: JsonObject
+    after: JsonObject
+    bulk: list[BulkPart] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -71,6 +83,11 @@ class UpdatePlan:
     instances: list[InstanceChange] = field(default_factory=list)
     #: instances a change touches that have no planned state here (revert of a change)
     others: list[InstanceKey] = field(default_factory=list)
+    #: the id the change will have (its steps carry it)
+    change_id: str = field(default_factory=new_id)
+    #: the store's generation the plan was made on, and the studies as they were then
+    generation: int = -1
+    states: dict[str, StudyState] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[InstanceKey]:
@@ -131,13 +148,16 @@ def plan_update(
     *,
     base: dict[str, InstanceChange] | None = None,
     record_original: bool = False,
+    change_id: str | None = None,
 ) -> UpdatePlan:
-    """Check the edits and compute every instance's new metadata; writes nothing.
+    """Check the edits and compute every instance's edit step and new metadata; writes
+    nothing.
 
     ``base`` holds changes planned earlier in the same batch: an instance in it is planned
     from its planned state, and the result combines both (one revision, all changes).
     ``record_original`` also records the previous values in the instance itself, in an
     Original Attributes Sequence (0400,0561) item with reason CORRECT (PS3.3 C.12.1).
+    ``change_id``: the change the plan is part of (default: a new one).
     """
     record = (
         OriginalAttributes(
@@ -155,62 +175,95 @@ def plan_update(
 
     def plan() -> UpdatePlan:
         result = UpdatePlan("edit", level, identifier, edits)
+        if change_id is not None:
+            result.change_id = change_id
+        result.generation = generation(archive.storage)
+        states = States(archive.storage, archive.keys)
         for key in target_instances(archive, level, identifier):
             earlier = (base or {}).get(key.sop)
-            result.instances.append(_plan_instance(archive, key, specs, earlier, record))
+            instance = states.instance(key)
+            result.instances.append(
+                _plan_instance(archive, instance, specs, earlier, record, result.change_id)
+            )
+        result.states = states.cache
         return result
 
     return archive.read(plan)
 
 
-def _plan_instance(
+def _plan_instance(  # noqa: PLR0917 - one internal call shape
     archive: Archive,
-    key: InstanceKey,
+    instance: Instance,
     specs: list[EditSpec],
     earlier: InstanceChange | None,
     record: OriginalAttributes | None,
+    change_id: str,
 ) -> InstanceChange:
-    storage, keys = archive.storage, archive.keys
+    key = instance.key
+    if instance.info.original.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        raise EditRefusedError(
+            f"SOPInstanceUID {key.sop}: a deflated data set (PS3.5 A.5) cannot be edited in "
+            "place (export it, edit the file, and ingest it with --replace)"
+        )
     if earlier is not None:
-        metadata, info = earlier.after
-        pending = dict(earlier.bulk)
+        before, steps = earlier.after, earlier.steps
+        pending = {part.sha256: part.data for part in earlier.bulk}
     else:
-        info = read_info(storage, keys, key)
-        metadata = read_instance_metadata(storage, keys, key)
-        pending = {}
+        before, steps, pending = instance.metadata, instance.steps, {}
+    storage, keys = archive.storage, archive.keys
 
     def bulk(sha: str) -> bytes | memoryview:
         return pending[sha] if sha in pending else read_bulk(storage, keys, key.study, sha)
 
-    result = rewrite(
-        info,
-        metadata,
-        [spec.edit for spec in specs],
-        read_bulk=bulk,
-        original_attributes=record,
-        limits=inline_limits(archive),
-        frames_uri=lambda _meta: frames_uri(key.sop),
-        bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
-        name=keys.instance(key.study, key.series, key.sop).rstrip("/"),
-    )
-    revision = info.revision + (0 if earlier is not None else 1)
-    result.info.revision = revision
+    def head() -> bytes:
+        """The instance's head now: as received, with its steps applied."""
+        segments, _rest = split_head(instance.info.skeleton)
+        return apply_to_head(head_bytes(segments, bulk), steps, bulk, name=key.sop)
+
+    edits = [spec.edit for spec in specs]
+    new_bulk: list[BulkPart] = []
+    if sets_character_set(edits):
+        step, new_bulk = snapshot_step(
+            change_id,
+            head(),
+            before,
+            edits,
+            original_attributes=record,
+            limits=inline_limits(archive),
+            frames_uri=lambda _meta: frames_uri(key.sop),
+            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+            name=key.sop,
+        )
+    else:
+        step = edits_step(
+            change_id, edits, before, original_attributes=record, head=head, name=key.sop
+        )
+    after = apply_to_json(before, [step])
     changes = [
-        (spec.label, metadata.get(f"{spec.tag:08X}"), result.metadata.get(f"{spec.tag:08X}"))
-        for spec in specs
+        (spec.label, before.get(f"{spec.tag:08X}"), after.get(f"{spec.tag:08X}")) for spec in specs
     ]
-    new_bulk = [(part.sha256, part.data) for part in result.bulk]
     if earlier is not None:
         return InstanceChange(
             key,
-            revision,
+            earlier.revision_before,
+            earlier.revision,
             [*earlier.changes, *changes],
+            earlier.steps_before,
+            [*steps, step],
             earlier.before,
-            (result.metadata, result.info),
+            after,
             [*earlier.bulk, *new_bulk],
         )
     return InstanceChange(
-        key, revision, changes, (metadata, info), (result.metadata, result.info), new_bulk
+        key,
+        instance.revision,
+        instance.revision + 1,
+        changes,
+        steps,
+        [*steps, step],
+        before,
+        after,
+        new_bulk,
     )
 
 
@@ -219,81 +272,91 @@ def apply_update(archive: Archive, plan: UpdatePlan, *, reason: str = "") -> Upd
     started = time.perf_counter()
     report = UpdateReport(plan)
     with archive.writing(plan.operation):
-        _check_fresh(archive, plan)
+        states = _states_now(archive, plan)
         with archive.changing(
-            plan.operation, level=plan.level, target=plan.target, reason=reason, edits=plan.edits
+            plan.operation,
+            level=plan.level,
+            target=plan.target,
+            reason=reason,
+            edits=plan.edits,
+            change_id=plan.change_id,
         ) as change:
-            stage_instances(archive, change, plan.instances)
-            finish_studies(archive, change, set(plan.studies))
+            stage_edits(archive, change, plan.instances, states)
         report.change_id = change.id
     report.seconds = time.perf_counter() - started
     return report
 
 
-def stage_instances(archive: Archive, change: ChangeSet, planned: list[InstanceChange]) -> None:
-    """Stage each instance's new state: info record, metadata, new bulk data, and the study's
-    deduplicated records (the group file holds the new records; per-instance records of
-    changed instances are removed); record each in the change."""
+def stage_edits(
+    archive: Archive, change: ChangeSet, planned: list[InstanceChange], states: StudyStates
+) -> None:
+    """Put planned edits into ``change``: each study's edit state, new bulk data, derived
+    files and index rows from the instances' new metadata; record each instance."""
     keys = archive.keys
     txn = change.txn
     by_study: dict[str, list[InstanceChange]] = {}
     for item in planned:
-        key = item.key
-        metadata, info = item.after
-        for sha, data in item.bulk:
-            name = keys.bulkdata(key.study, sha)
-            if txn.head(name) is None:
-                txn.put(name, data)
-        txn.put(keys.info(key.study, key.series, key.sop), json_gz(info.to_json()))
-        txn.put(
-            keys.instance_metadata(key.study, key.series, key.sop),
-            json_gz([metadata]),
-            **JSON_GZ_HEADERS,
-        )
-        before_metadata, before_info = item.before
-        change.include(
-            Touched(
-                key.study,
-                key.series,
-                key.sop,
-                before_info.revision,
-                item.revision,
-                [{"attribute": a, "old": o, "new": n} for a, o, n in item.changes],
-                metadata_hash(before_metadata),
-                metadata_hash(metadata),
-                {"metadata": before_metadata, "info": before_info.to_json()},
-            )
-        )
-        by_study.setdefault(key.study, []).append(item)
-    for study, items in by_study.items():
-        records = read_study_records(txn, keys, study)
-        if not records.records:
-            continue  # written by the instances stage alone: no deduplicated data
+        by_study.setdefault(item.key.study, []).append(item)
+    built: dict[str, JsonObject | None] = {}
+    for study, items in sorted(by_study.items()):
+        state = states[study]
+        change.edit_states[study] = state.edits
         for item in items:
-            record, extracts = make_record(*item.after)
-            records.records[item.key.sop] = record
-            records.extracts.update(extracts)
-            per_instance = keys.instance_record(study, item.key.sop)
-            if txn.head(per_instance) is not None:
-                txn.delete(per_instance)
-        stage_group(txn, keys, study, records)
+            key = item.key
+            change.include(
+                Touched(
+                    key.study,
+                    key.series,
+                    key.sop,
+                    item.revision_before,
+                    item.revision,
+                    [{"attribute": a, "old": o, "new": n} for a, o, n in item.changes],
+                    metadata_hash(item.before),
+                    metadata_hash(item.after),
+                    change.state_before(key.study, key.sop),
+                )
+            )
+            state.edits.set(key.sop, key.series, item.revision, item.steps)
+            instance = state.instances[key.sop]
+            instance.steps, instance.revision, instance.current = (
+                item.steps,
+                item.revision,
+                item.after,
+            )
+            for part in item.bulk:
+                name = keys.bulkdata(study, part.sha256)
+                if txn.head(name) is None:
+                    txn.put(name, part.data)
+        built[study] = build_study(archive, txn, state)
+    change.stage_edit_states()
+    stage_study_list(archive, txn, built)
 
 
-def _check_fresh(archive: Archive, plan: UpdatePlan) -> None:
-    """Optimistic concurrency: every instance is still at the revision the plan started from."""
+StudyStates = dict[str, StudyState]
+
+
+def _states_now(archive: Archive, plan: UpdatePlan) -> StudyStates:
+    """The planned studies as they are now (under the lease): as planned when nothing was
+    committed since, else read again; every planned instance must still be at the revision
+    it was planned from (optimistic concurrency)."""
+    if generation(archive.storage) == plan.generation and set(plan.studies) <= set(plan.states):
+        states = plan.states
+    else:
+        reader = States(archive.storage, archive.keys)
+        states = {study: reader.study(study) for study in plan.studies}
     for item in plan.instances:
-        try:
-            current = read_info(archive.storage, archive.keys, item.key).revision
-        except ArchiveError as exc:
+        instance = states[item.key.study].instances.get(item.key.sop)
+        if instance is None or instance.key != item.key:
             raise StaleVersionError(
                 f"SOPInstanceUID {item.key.sop} changed since the update was planned "
                 "(deleted?); run it again"
-            ) from exc
-        if current != item.before[1].revision:
+            )
+        if instance.revision != item.revision_before:
             raise StaleVersionError(
                 f"SOPInstanceUID {item.key.sop} was changed by another update (revision "
-                f"{current}) since this one was planned; run it again"
+                f"{instance.revision}) since this one was planned; run it again"
             )
+    return states
 
 
 def update(

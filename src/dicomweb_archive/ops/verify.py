@@ -31,6 +31,7 @@ from typing import Any
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, StoreError
+from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import check_uid, is_safe_uid
 from dicomweb_archive.ops.against import verify_against
 from dicomweb_archive.ops.study import group_by_series, study_rows
@@ -44,7 +45,9 @@ from dicomweb_archive.ops.verify_instance import (
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.changes import change_ids, read_change
 from dicomweb_archive.store.dedup import read_study_records
+from dicomweb_archive.store.edit_state import read_edit_state
 from dicomweb_archive.store.instance import (
+    InstanceKey,
     bulk_objects,
     instance_keys,
     series_uids,
@@ -249,14 +252,29 @@ def _verify_study(archive: Archive, study: str, report: VerifyReport, *, deep: b
         else:  # no write can be under way here: the commit marker was lost
             report.add("missing", where + "/info.json.gz", "the info record is missing")
     keys_now = instance_keys(storage, keys, study)
+    try:
+        edits = read_edit_state(storage, keys, study)
+        steps = {sop: edits.steps_of(sop) for sop in edits.instances}
+    except ArchiveError as exc:
+        report.add("corrupt", keys.edits(study), str(exc))
+        return
+    committed = {(key.series, key.sop) for key in keys_now}
+    for sop, entry in edits.instances.items():
+        if (entry.series, sop) not in committed:
+            report.add("orphan", keys.edits(study), f"edits of {sop}, which is not in the study")
+    served = {} if pending else _served(archive, study, {key.series for key in keys_now}, report)
+
+    def check(key: InstanceKey) -> InstanceResult:
+        entry = edits.instances.get(key.sop)
+        own = steps.get(key.sop, []) if entry is not None and entry.series == key.series else []
+        return verify_instance(
+            archive, key, deep=deep, steps=own, served=None if pending else served.get(key.sop)
+        )
+
     # Instances are checked in parallel (decoding recompressed frames and hashing release the
     # GIL), each into its own result; the results are merged in order.
     with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
-        results: list[InstanceResult] = list(
-            pool.map(
-                lambda key: verify_instance(archive, key, deep=deep, pending=pending), keys_now
-            )
-        )
+        results: list[InstanceResult] = list(pool.map(check, keys_now))
     pairs = []
     bulk_used: set[str] = set()
     for result in results:
@@ -278,6 +296,28 @@ def _verify_study(archive: Archive, study: str, report: VerifyReport, *, deep: b
     if len(pairs) == len(keys_now):
         _check_derived(archive, study, pairs, report)
         _check_records(archive, study, pairs, report)
+
+
+def _served(
+    archive: Archive, study: str, series: set[str], report: VerifyReport
+) -> dict[str, JsonObject]:
+    """Every instance's object in its series metadata, by SOP Instance UID (the series
+    metadata themselves are compared as a whole by :func:`_check_derived`)."""
+    found: dict[str, JsonObject] = {}
+    for uid in sorted(series):
+        name = archive.keys.series_metadata(study, uid)
+        try:
+            value = from_json_gz(archive.storage.get(name))
+        except ArchiveError:
+            continue  # reported missing by _check_derived
+        except (OSError, ValueError):
+            report.add("corrupt", name, "series metadata is unreadable")
+            continue
+        for instance in value if isinstance(value, list) else []:
+            sop = (instance.get(SOP_INSTANCE_UID_KEY, {}).get("Value") or [None])[0]
+            if isinstance(sop, str):
+                found[sop] = instance
+    return found
 
 
 def _check_derived(archive: Archive, study: str, pairs: list[Any], report: VerifyReport) -> None:
@@ -318,12 +358,12 @@ def _check_records(archive: Archive, study: str, pairs: list[Any], report: Verif
         return
     if not records.records:
         return  # written by the instances stage alone, or -C without grouping: nothing to check
-    by_sop = {info.sop_instance_uid: (metadata, info) for metadata, info in pairs}
+    by_sop = {info.sop_instance_uid: info for _metadata, info in pairs}
     for sop in sorted(set(records.records) | set(by_sop)):
         if sop not in records.records or sop not in by_sop:
             report.add("records", sop, "deduplicated records and instance files disagree")
-        elif records.instance(sop) != by_sop[sop]:
-            report.add("records", sop, "deduplicated record differs from the instance files")
+        elif records.instance(sop)[1] != by_sop[sop]:
+            report.add("records", sop, "deduplicated record differs from the info record")
 
 
 def _normalise(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,14 @@ from typing import Any
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
+from dicomweb_archive.dicom.steps import (
+    Step,
+    apply_to_head,
+    apply_to_json,
+    head_bytes,
+    snapshot_step,
+    split_head,
+)
 from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
@@ -27,13 +35,13 @@ from dicomweb_archive.model.tags import (
     key,
 )
 from dicomweb_archive.model.uid import is_safe_uid
-from dicomweb_archive.ops.history import original_info
+from dicomweb_archive.ops.ingest_types import inline_limits
 from dicomweb_archive.store.instance import (
     InstanceKey,
     read_bulk,
     read_frame,
     read_info,
-    read_instance_metadata,
+    read_own_metadata,
 )
 from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
 from dicomweb_archive.store.storage import Reader
@@ -78,10 +86,16 @@ class InstanceResult:
 
 
 def verify_instance(
-    archive: Archive, key: InstanceKey, *, deep: bool, pending: bool = False
+    archive: Archive,
+    key: InstanceKey,
+    *,
+    deep: bool,
+    steps: list[Step],
+    served: JsonObject | None,
 ) -> InstanceResult:
-    """Every check of one committed instance; in a ``pending`` study its metadata.gz may not
-    be written yet (the study stage writes it)."""
+    """Every check of one committed instance. ``steps``: its edit steps (the study's edit
+    state); ``served``: its object in the series metadata (None: not compared, the study
+    waits for its study stage)."""
     keys = archive.keys
     storage = archive.storage
     out = InstanceResult()
@@ -99,15 +113,15 @@ def verify_instance(
     if not is_safe_uid(key.sop):
         out.findings.append(Finding("orphan", where, "not an instance folder"))
         return out
-    for name in storage.children(keys.instance(key.study, key.series, key.sop)):
+    names = storage.children(keys.instance(key.study, key.series, key.sop))
+    for name in names:
         if name not in INSTANCE_FILES:
             out.findings.append(Finding("orphan", f"{where}/{name}", "not part of the layout"))
-    if pending and storage.head(keys.instance_metadata(key.study, key.series, key.sop)) is None:
-        out.findings.append(Finding("pending", where, "metadata.gz not written yet"))
-        return out
     try:
         info = read_info(storage, keys, key)
-        metadata = read_instance_metadata(storage, keys, key)
+        if info.metadata is None:
+            return fail("corrupt", f"{where}/info.json.gz holds no metadata")
+        own = read_own_metadata(storage, keys, key) if "metadata.gz" in names else None
     except ArchiveError as exc:
         kind = "missing" if "missing" in str(exc) else "corrupt"
         return fail(kind, str(exc))
@@ -121,16 +135,13 @@ def verify_instance(
             read_stored=frames.read_stored,
         )
     )
-    edited = info.edited
     exact = info.rebuilds_original()
     try:
-        derived = _derive(checked, info) if deep or edited else None
+        derived = _derive(checked, info) if deep else None
         for _ in checked:
             pass
-        if edited and exact:
-            original_sha = _original_sha(archive, key, frames)
-        else:
-            original_sha = checked.sha.hexdigest() if exact else info.original.sha256
+        now = apply_to_json(info.metadata, steps)
+        edited_json = _edited_metadata(frames, info, steps, key) if steps else None
     except MissingStoreFileError as exc:
         return fail("missing", str(exc))
     except CodecError as exc:
@@ -140,13 +151,18 @@ def verify_instance(
     frames.check_extra()
     out.findings += frames.findings
     out.bytes_read += checked.size
-    if original_sha != info.original.sha256:
-        what = "the original file rebuilt from history" if edited else "rebuilt P10 bytes"
-        return fail("rebuild", f"{what} differ(s) from the ingested file (SHA-256)")
-    if derived is not None and derived != metadata:
-        return fail("metadata", "metadata.gz differs from the metadata of the rebuilt file")
+    if exact and checked.sha.hexdigest() != info.original.sha256:
+        return fail("rebuild", "rebuilt P10 bytes differ from the ingested file (SHA-256)")
+    if derived is not None and derived != info.metadata:
+        return fail("metadata", "the info record's metadata differs from the rebuilt file's")
+    if edited_json is not None and edited_json != now:
+        return fail("metadata", "the edit steps give other metadata than the edited file")
+    if served is not None and served != now:
+        return fail("metadata", "the series metadata differs from the instance's")
+    if own is not None and own != now:
+        return fail("metadata", "metadata.gz differs from the instance's metadata")
     if deep:
-        disagreement = frames_disagree(metadata, info, frames)
+        disagreement = frames_disagree(now, info, frames)
         if disagreement is not None:
             return fail("frames", disagreement)
     if frames.bad:
@@ -154,9 +170,7 @@ def verify_instance(
             key.study, key.series, key.sop, "failed", "frame or bulk data damaged"
         )
         return out
-    if edited and checked.sha.hexdigest() == info.original.sha256:
-        edited = False  # reverted to the original: the bytes are the ingested file's again
-    if edited:
+    if steps:
         out.verdict = Verdict(key.study, key.series, key.sop, "edited", "edited since ingest")
     elif not exact:
         out.verdict = Verdict(
@@ -168,8 +182,33 @@ def verify_instance(
         )
     else:
         out.verdict = Verdict(key.study, key.series, key.sop, "bytes")
-    out.pair = (metadata, info)
+    out.pair = (now, info)
     return out
+
+
+def _edited_metadata(
+    frames: FrameChecker, info: InfoRecord, steps: list[Step], key: InstanceKey
+) -> JsonObject:
+    """The metadata of the edited file: its head (the steps applied to the bytes) derived as
+    ingest derives it, the rest (frames, elements after them) being the original's."""
+    segments, _rest = split_head(info.skeleton)
+    head = apply_to_head(
+        head_bytes(segments, frames.read_bulk), steps, frames.read_bulk, name=key.sop
+    )
+    assert info.metadata is not None
+    step, _bulk = snapshot_step(
+        "verify",
+        head,
+        info.metadata,
+        [],
+        original_attributes=None,
+        limits=frames.limits,
+        frames_uri=lambda _meta: frames_uri(key.sop),
+        bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+        name=key.sop,
+    )
+    assert step.snapshot is not None
+    return step.snapshot.metadata
 
 
 def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker) -> str | None:
@@ -208,20 +247,6 @@ def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker
         shown = f"{array.shape[1]}x{array.shape[0]}"
         return f"frame 1 decodes to {shown}, the metadata says {pixel.columns}x{pixel.rows}"
     return None
-
-
-def _original_sha(archive: Archive, key: InstanceKey, frames: FrameChecker) -> str:
-    """SHA-256 of the original file rebuilt from its info record as ingested (kept by the
-    first change that edited it) and the stored frames and bulk data."""
-    first = original_info(archive, key.sop)
-    if first is None:
-        raise MissingStoreFileError(f"{key.sop}: the history of this edited instance is missing")
-    sha = hashlib.sha256()
-    for chunk in generate_bytes(
-        first["skeleton"], read_frame=frames.read, read_bulk=frames.read_bulk
-    ):
-        sha.update(chunk)
-    return sha.hexdigest()
 
 
 class _Hashing:
@@ -270,6 +295,7 @@ class FrameChecker:
         self, reader: Reader, archive: Archive, key: InstanceKey, info: InfoRecord
     ) -> None:
         self.reader, self.keys, self.key, self.info = reader, archive.keys, key, info
+        self.limits = inline_limits(archive)
         self.cache: tuple[int, memoryview] | None = None
         self.source_cache: tuple[int, bytes | memoryview] | None = None
         self.findings: list[Finding] = []

@@ -7,8 +7,10 @@ purge all go the same way (``docs/spec/update.md``):
    removals; every object the change removes is first copied aside, under
    ``.dicomweb-archive/aside/<change id>/<its key>`` (a hard link on a local disk), so that
    nothing is lost;
-2. each instance the change touches is recorded with its state before and after (revision,
-   metadata and info record before, the attributes changed, hashes of the metadata);
+2. each instance the change touches is recorded with its revision before and after, the
+   attributes changed, hashes of its metadata, and its edit steps before (the steps
+   themselves in the record's ``steps`` table); info records are never rewritten, so with
+   the objects set aside this is all a revert needs;
 3. the change record ``.dicomweb-archive/changes/<change id>.json.gz`` (history and audit in
    one object) is staged with the rest, and the audit rows go to the index, all in the same
    journal: a change is committed, recorded and indexed at once, or not at all.
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError
+from dicomweb_archive.store.edit_state import EditState, read_edit_state, stage_edit_state
 from dicomweb_archive.store.journal import Transaction, generation
 from dicomweb_archive.store.keys import CHANGES, StoreKeys
 from dicomweb_archive.store.storage import Storage, from_json_gz, json_gz
@@ -52,7 +55,8 @@ RECORD_VERSION = 1
 class Touched:
     """One instance a change touched: where, its revision before and after (None: absent),
     the attributes changed ``{"attribute", "old", "new"}``, the SHA-256 of its canonical
-    metadata before and after, and its state before (metadata and info record) for revert."""
+    metadata before and after, and its edit state before, ``{"revision", "steps": [ids]}``
+    (None: as ingested), for revert."""
 
     study: str
     series: str
@@ -62,7 +66,7 @@ class Touched:
     changes: list[JsonObject] = field(default_factory=list)
     before_sha256: str = ""
     after_sha256: str = ""
-    before: JsonObject | None = None  # {"metadata": ..., "info": ...}
+    before: JsonObject | None = None  # {"revision": ..., "steps": [step ids]}
 
     def to_json(self) -> JsonObject:
         return {
@@ -97,12 +101,13 @@ class ChangeSet:
         edits: list[str] | None = None,
         reverts: str | None = None,
         details: JsonObject | None = None,
+        change_id: str | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(kind)
         self.storage = storage
         self.keys = keys
-        self.txn = Transaction(storage)
+        self.txn = Transaction(storage, txn_id=change_id)
         self.kind = kind
         self.level = level
         self.target = target
@@ -116,6 +121,11 @@ class ChangeSet:
         self.aborted = False
         self.touched: list[Touched] = []
         self.aside: list[str] = []
+        #: every step an instance's state before refers to (id -> step JSON)
+        self.steps: dict[str, JsonObject] = {}
+        #: the edit states this change reads and changes, by study (staged by
+        #: :meth:`stage_edit_states`)
+        self.edit_states: dict[str, EditState] = {}
 
     @property
     def id(self) -> str:
@@ -151,6 +161,28 @@ class ChangeSet:
         """Record an instance this change touches."""
         self.touched.append(touched)
 
+    def edit_state(self, study: str) -> EditState:
+        """The study's edit state in this change (read once, then changed in place)."""
+        if study not in self.edit_states:
+            self.edit_states[study] = read_edit_state(self.txn, self.keys, study)
+        return self.edit_states[study]
+
+    def state_before(self, study: str, sop: str) -> JsonObject | None:
+        """An instance's edit state now, as a change record keeps it (None: as ingested);
+        its steps go into this change's steps table."""
+        state = self.edit_state(study)
+        entry = state.instances.get(sop)
+        if entry is None:
+            return None
+        for sid in entry.steps:
+            self.steps[sid] = state.steps[sid]
+        return {"revision": entry.revision, "steps": list(entry.steps)}
+
+    def stage_edit_states(self) -> None:
+        """Put the edit states this change changed into its transaction."""
+        for state in self.edit_states.values():
+            stage_edit_state(self.txn, self.keys, state)
+
     def record(self) -> JsonObject:
         return {
             "version": RECORD_VERSION,
@@ -166,6 +198,7 @@ class ChangeSet:
             "reverts": self.reverts,
             "details": self.details,
             "aside": sorted(self.aside),
+            "steps": {sid: self.steps[sid] for sid in sorted(self.steps)},
             "instances": [t.to_json() for t in self.touched],
         }
 

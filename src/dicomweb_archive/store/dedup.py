@@ -3,7 +3,7 @@
 Layout (``docs/spec/pipeline.md``):
 
 - ``<path-instances>/<Study>/<SOP>.gz``: one instance record, ``{"kind": "instance", "refs":
-  {level: sha256}, "attributes": {remainder}, "info": {info record}, ...}``;
+  {level: sha256}, "attributes": {remainder}, "info": {info record but its metadata}, ...}``;
 - ``<path-instances>/<Study>/<sha256>.gz``: one extract (patient, study or series attributes),
   named by the SHA-256 of its canonical JSON, written once;
 - ``<path-deduplicated>/<Study>/<sha256>.gz``: a group file, every instance record of the study
@@ -45,7 +45,8 @@ class StudyRecords:
             extracts = [self.extracts[sha] for sha in record["refs"].values()]
         except KeyError as exc:
             raise CorruptStoreError(f"extract {exc} of instance {sop} is missing") from exc
-        return combine(extracts, record["attributes"]), InfoRecord.from_json(record["info"])
+        metadata = combine(extracts, record["attributes"])
+        return metadata, InfoRecord.from_json({**record["info"], "metadata": metadata})
 
 
 def write_record(
@@ -104,8 +105,12 @@ def current_groups(reader: Reader, keys: StoreKeys, study: str) -> list[str]:
 
 
 def make_record(metadata: JsonObject, info: InfoRecord) -> tuple[JsonObject, dict[str, JsonObject]]:
-    """An instance record and its extracts (by SHA-256) from metadata and info record."""
+    """An instance record and its extracts (by SHA-256) from the metadata as received and the
+    info record (whose own copy of the metadata the record leaves out: it is the extracts and
+    the remainder)."""
     extracts, remainder = split(metadata)
+    info_json = info.to_json()
+    info_json.pop("metadata", None)
     by_hash = {content_hash(extract): extract for extract in extracts.values()}
     record = {
         "kind": "instance",
@@ -115,7 +120,7 @@ def make_record(metadata: JsonObject, info: InfoRecord) -> tuple[JsonObject, dic
         "sop_instance_uid": info.sop_instance_uid,
         "refs": {level: content_hash(extract) for level, extract in extracts.items()},
         "attributes": remainder,
-        "info": info.to_json(),
+        "info": info_json,
     }
     return record, by_hash
 

@@ -21,6 +21,7 @@ from dicomweb_archive.errors import (
     ObjectExistsError,
 )
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
 from dicomweb_archive.store.journal import Transaction
 from dicomweb_archive.store.keys import STUDIES, StoreKeys
 from dicomweb_archive.store.multipart import boundary_for, parse_part, part_header, part_trailer
@@ -134,6 +135,15 @@ def read_info(reader: Reader, keys: StoreKeys, key: InstanceKey) -> InfoRecord:
 
 
 def read_instance_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) -> JsonObject:
+    """The served metadata of an instance now: its own ``metadata.gz`` where it has one (``-i``),
+    else its object in the series metadata."""
+    if not has_metadata_file(reader, keys, key):
+        return _from_series_metadata(reader, keys, key)
+    return read_own_metadata(reader, keys, key)
+
+
+def read_own_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) -> JsonObject:
+    """The instance's own ``metadata.gz``."""
     name = keys.instance_metadata(key.study, key.series, key.sop)
     try:
         value = from_json_gz(reader.get(name))
@@ -145,6 +155,22 @@ def read_instance_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) ->
         raise CorruptStoreError(f"{name}: not a one-instance metadata array")
     result: JsonObject = value[0]
     return result
+
+
+def _from_series_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) -> JsonObject:
+    name = keys.series_metadata(key.study, key.series)
+    try:
+        series = from_json_gz(reader.get(name))
+    except NoSuchObjectError as exc:
+        raise CorruptStoreError(f"{name}: series metadata is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise CorruptStoreError(f"{name}: series metadata is unreadable") from exc
+    for instance in series:
+        values = instance.get(SOP_INSTANCE_UID_KEY, {}).get("Value") or [None]
+        if values[0] == key.sop:
+            found: JsonObject = instance
+            return found
+    raise CorruptStoreError(f"{name}: SOPInstanceUID {key.sop} is not in the series metadata")
 
 
 def read_frame(reader: Reader, keys: StoreKeys, key: InstanceKey, number: int) -> memoryview:
@@ -186,6 +212,11 @@ def instance_keys(reader: Reader, keys: StoreKeys, study: str) -> list[InstanceK
     return found
 
 
+def has_metadata_file(reader: Reader, keys: StoreKeys, key: InstanceKey) -> bool:
+    """Whether the instance has its own ``metadata.gz`` (written with ``-i``)."""
+    return reader.head(keys.instance_metadata(key.study, key.series, key.sop)) is not None
+
+
 def uncommitted_instances(reader: Reader, keys: StoreKeys, study: str) -> list[InstanceKey]:
     """Instance folders of a study without an info record: being written, or left by an
     interrupted writer."""
@@ -209,12 +240,15 @@ def instance_objects(reader: Reader, keys: StoreKeys, key: InstanceKey) -> list[
 
 
 def bulk_in_use(reader: Reader, keys: StoreKeys, study: str) -> set[str]:
-    """SHA-256 of every bulk-data object the study's committed instances refer to."""
+    """SHA-256 of every bulk-data object the study's committed instances refer to: their info
+    records, and the heads their edit steps hold (``store/edit_state.py``)."""
+    from dicomweb_archive.store.edit_state import read_edit_state  # noqa: PLC0415 - a cycle
+
     used: set[str] = set()
     for key in instance_keys(reader, keys, study):
         info = read_info(reader, keys, key)
         used |= info.bulk_hashes() | info.kept_originals()
-    return used
+    return used | read_edit_state(reader, keys, study).bulk_hashes()
 
 
 def bulk_objects(reader: Reader, keys: StoreKeys, study: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ REINDEX = PRIVATE + "reindex"
 STAGING = PRIVATE + "staging/"
 CHANGES = PRIVATE + "changes/"
 ASIDE = PRIVATE + "aside/"
+EDITS = PRIVATE + "edits/"
 STUDIES = "studies/"
 STUDIES_INDEX = "studies/index.json.gz"
 NOTIFICATIONS = "notifications/"
@@ -125,6 +126,12 @@ class StoreKeys:
     def change(change_id: str) -> str:
         """The change record: what a change did, to what, by whom (history and audit)."""
         return f"{CHANGES}{change_id}.json.gz"
+
+    @staticmethod
+    def edits(study: str) -> str:
+        """The study's edit state: each edited instance's revision and steps
+        (``store/edit_state.py``)."""
+        return f"{EDITS}{study}.json.gz"
 
     @staticmethod
     def aside(change_id: str, key: str = "") -> str:

@@ -18,7 +18,12 @@ Format 1 stores were directories (there was no other backend). Opening one, unde
 5. the history (``history/<change>.json.gz``), audit log (``audit.jsonl``) and rejections
    (``rejected/<change>/``) become change records (``changes/<change>.json.gz``), the rejected
    instances' objects and the bulk data they refer to are kept aside for ``restore``;
-6. ``config.json`` is written last: until then the store is still format 1 and the upgrade
+6. info records become as received, with the metadata as received in them: format 1
+   rewrote an edited instance's info record, and kept the one as ingested in its history;
+   what the edits made is kept as a snapshot step (``dicom/steps.py``: the edited head and
+   metadata) in the study's edit state, and the states before each change in the change
+   records become edit states too;
+7. ``config.json`` is written last: until then the store is still format 1 and the upgrade
    runs again. The index is rebuilt from the store afterwards (``ensure_index``).
 
 The inline limits (``-m``/``-M``) a format-1 store was made with are not known: the first
@@ -36,11 +41,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dicomweb_archive.dicom.steps import Snapshot, Step, split_head
 from dicomweb_archive.model.dedup import combine
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.store.changes import RECORD_VERSION
 from dicomweb_archive.store.config import StoreConfig
-from dicomweb_archive.store.keys import CONFIG, GENERATION, StoreKeys
+from dicomweb_archive.store.edit_state import EditState
+from dicomweb_archive.store.keys import ASIDE, CONFIG, GENERATION, StoreKeys
 from dicomweb_archive.store.local import LocalStorage
 from dicomweb_archive.store.storage import PRIVATE, Storage, json_gz
 
@@ -76,8 +83,9 @@ def upgrade_format_1(storage: Storage, defaults: StoreConfig) -> StoreConfig:
     path_instances, path_deduplicated = _data_folders(root)
     keys = StoreKeys(path_instances, path_deduplicated)
     _commit_instances(root, keys)
-    _rewrite_records(root, keys)
     _convert_changes(root, keys)
+    _as_received(root, keys)
+    _rewrite_records(root, keys)
     _prune_bulk(root, keys)
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "lock", "audit.jsonl"):
         with contextlib.suppress(FileNotFoundError):
@@ -194,7 +202,7 @@ def _kinds(top: Path) -> set[str]:
 
 def _commit_instances(root: Path, keys: StoreKeys) -> None:
     """Give instance folders without an info record theirs, from the deduplicated records."""
-    from dicomweb_archive.store.dedup import read_study_records  # noqa: PLC0415 - one use
+    from dicomweb_archive.store.dedup import read_study_records  # noqa: PLC0415
 
     storage = LocalStorage(root)
     studies = root / "studies"
@@ -217,8 +225,8 @@ def _commit_instances(root: Path, keys: StoreKeys) -> None:
 
 def _rewrite_records(root: Path, keys: StoreKeys) -> None:
     """Every study's deduplicated data written again, one record per committed instance, from
-    its instance files (metadata and info record)."""
-    from dicomweb_archive.store.dedup import read_study_records, write_record  # noqa: PLC0415
+    its info record (as received, with its metadata)."""
+    from dicomweb_archive.store.dedup import write_record  # noqa: PLC0415
     from dicomweb_archive.store.instance import instance_keys  # noqa: PLC0415
 
     storage = LocalStorage(root)
@@ -226,20 +234,101 @@ def _rewrite_records(root: Path, keys: StoreKeys) -> None:
     for study in (
         sorted(p.name for p in studies.iterdir() if p.is_dir()) if studies.is_dir() else []
     ):
-        old = read_study_records(storage, keys, study)
-        pairs = []
-        for key in instance_keys(storage, keys, study):
-            folder = root / keys.instance(key.study, key.series, key.sop)
-            info = _read_gz(folder / "info.json.gz")
-            metadata = _read_gz(folder / "metadata.gz")
-            if metadata is not None:
-                pairs.append((metadata[0], info))
-            elif key.sop in old.records:
-                pairs.append((old.instance(key.sop)[0], info))
+        infos = [
+            InfoRecord.from_json(_read_gz(root / keys.info(key.study, key.series, key.sop)))
+            for key in instance_keys(storage, keys, study)
+        ]
         shutil.rmtree(root / keys.instance_records(study), ignore_errors=True)
         shutil.rmtree(root / keys.groups(study), ignore_errors=True)
-        for metadata, info in pairs:
-            write_record(storage, keys, study, metadata, InfoRecord.from_json(info))
+        for info in infos:
+            assert info.metadata is not None
+            write_record(storage, keys, study, info.metadata, info)
+
+
+def _as_received(root: Path, keys: StoreKeys) -> None:
+    """Step 6 of the module docstring."""
+    from dicomweb_archive.store.dedup import StudyRecords, read_study_records  # noqa: PLC0415
+
+    storage = LocalStorage(root)
+    records = sorted(
+        (_read_gz(path) for path in (root / keys.change("x")).parent.glob("*.json.gz")),
+        key=lambda record: int(record["sequence"]),
+    )
+    ingested: dict[str, JsonObject] = {}  # SOP -> {"metadata", "info"} as ingested
+    made_by: dict[tuple[str, int], str] = {}  # (SOP, revision) -> the change that made it
+    for record in records:
+        for item in record["instances"]:
+            before = item.get("before")
+            if before and "info" in before and not before["info"].get("revision"):
+                ingested.setdefault(item["sop"], before)
+            if item["revision_after"]:
+                made_by[(item["sop"], item["revision_after"])] = record["change_id"]
+    for record in records:
+        steps: JsonObject = {}
+        for item in record["instances"]:
+            before = item.get("before")
+            if not before or "info" not in before:
+                continue
+            revision = int(before["info"].get("revision") or 0)
+            if revision == 0:
+                item["before"] = None
+                continue
+            step = _snapshot(record["change_id"], before["info"], before["metadata"])
+            state = EditState(item["study"])
+            sid = state.add_step(step)
+            steps[sid] = state.steps[sid]
+            item["before"] = {"revision": revision, "steps": [sid]}
+        record["steps"] = steps
+        (root / keys.change(record["change_id"])).write_bytes(json_gz(record))
+    states: dict[str, EditState] = {}
+    studies = root / "studies"
+    grouped: dict[str, StudyRecords] = {}
+    for path in sorted(studies.glob("*/series/*/instances/*/info.json.gz")):
+        study, series, sop = path.parts[-6], path.parts[-4], path.parts[-2]
+        if study not in grouped:
+            grouped[study] = read_study_records(storage, keys, study)
+        recorded = grouped[study].instance(sop)[0] if sop in grouped[study].records else None
+        entry = _convert_info(path, ingested, made_by, recorded)
+        if entry is not None:
+            states.setdefault(study, EditState(study)).set(sop, series, *entry)
+    for path in sorted((root / ASIDE).rglob("info.json.gz")):
+        _convert_info(path, ingested, made_by, None)  # the change record holds its state
+    for state in states.values():
+        storage.put(keys.edits(state.study), json_gz(state.to_json()))
+
+
+def _convert_info(
+    path: Path,
+    ingested: dict[str, JsonObject],
+    made_by: dict[tuple[str, int], str],
+    recorded: JsonObject | None,
+) -> tuple[int, list[Step]] | None:
+    """Make the info record at ``path`` as received, with its metadata; returns the
+    instance's (revision, steps) when it was edited."""
+    info = _read_gz(path)
+    if "metadata" in info:
+        return None
+    revision = int(info.pop("revision", 0) or 0)
+    served = _read_gz(path.with_name("metadata.gz"))
+    metadata = served[0] if served else recorded
+    sop = info["sop_instance_uid"]
+    original = ingested.get(sop)
+    if revision and original is not None and metadata is not None:
+        step = _snapshot(made_by.get((sop, revision), "format-1"), info, metadata)
+        info = {k: v for k, v in original["info"].items() if k != "revision"}
+        info["metadata"] = original["metadata"]
+        path.write_bytes(json_gz(info))
+        return revision, [step]
+    info["metadata"] = metadata  # as received, or (an edit without history) as it is now
+    path.write_bytes(json_gz(info))
+    return (revision, []) if revision else None
+
+
+def _snapshot(change: str, info: JsonObject, metadata: JsonObject) -> Step:
+    """A step holding an edited instance's head (from its format-1 info record) and
+    metadata."""
+    head, _rest = split_head(info["skeleton"])
+    return Step(change, snapshot=Snapshot(tuple(head), metadata))
 
 
 def _prune_bulk(root: Path, keys: StoreKeys) -> None:

@@ -1,7 +1,8 @@
 """``dicomweb-archive serve``: the store over DICOMweb (PS3.18), read-only.
 
-QIDO-RS searches are answered from the index; WADO-RS metadata from the stored ``metadata.gz``
-objects with absolute BulkDataURIs; frames, bulk data and whole instances from the frame,
+QIDO-RS searches are answered from the index; WADO-RS metadata from the stored series
+``metadata.gz`` objects (an instance's from its own ``metadata.gz`` where it has one, else from
+its series'), with absolute BulkDataURIs; frames, bulk data and whole instances from the frame,
 bulk-data and info record objects (``docs/serving.md``). Every key is built from checked UIDs
 and hashes; every read goes through the store's storage (which never follows a link out of a
 store on disk), and each answer is read from a state no change was being applied to.
@@ -31,6 +32,7 @@ from dicomweb_archive.index.queries import keyword_of, qido_condition
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.reconstruct import generate_instance
 from dicomweb_archive.store.instance import InstanceKey, read_info, series_uids
@@ -144,23 +146,31 @@ class Server:
                 raise NotFoundError(study)
         else:
             names = [self.uid(series)]
+        wanted = self.uid(sop) if sop is not None else None
         objects = []
         for name in names:
-            if sop is None:
-                key = self.keys.series_metadata(study, name)
-            else:
-                key = self.keys.instance_metadata(study, name, self.uid(sop))
+            key = self.keys.series_metadata(study, name)
+            if wanted is not None:  # the instance's own metadata.gz (-i), else the series'
+                own = self.keys.instance_metadata(study, name, wanted)
+                key = own if self.storage.head(own) is not None else key
             head = self.storage.head(key)
             if head is None:
                 raise NotFoundError(key)
             objects.append((name, key, head.etag))
-        cache_key = (base, tuple(objects))
+        cache_key = (base, wanted, tuple(objects))
         cached = self.cache.get(cache_key)
         if cached is None:
             out: list[JsonObject] = []
             for name, key, _ in objects:
                 url = f"{base}/studies/{study}/series/{name}/"
-                out.extend(_absolute(item, url) for item in from_json_gz(self.get(key)))
+                items = [
+                    item
+                    for item in from_json_gz(self.get(key))
+                    if wanted is None or _sop_of(item) == wanted
+                ]
+                if not items:
+                    raise NotFoundError(wanted or key)
+                out.extend(_absolute(item, url) for item in items)
             cached = _json_body(out)
             if len(self.cache) >= CACHE_SIZE:
                 self.cache.pop(next(iter(self.cache)))
@@ -222,9 +232,12 @@ class Server:
         return info, payloads
 
     def _pixel(self, key: InstanceKey) -> PixelDescription:
-        """The Image Pixel Module of the instance's metadata (frames stored as received)."""
-        name = self.keys.instance_metadata(key.study, key.series, key.sop)
-        return PixelDescription.from_metadata(from_json_gz(self.get(name))[0])
+        """The Image Pixel Module of the instance as received (frames stored as received; an
+        edit never changes it)."""
+        metadata = self._info(key).metadata
+        if metadata is None:
+            raise NotFoundError(key.sop)
+        return PixelDescription.from_metadata(metadata)
 
     def _info(self, key: InstanceKey) -> InfoRecord:
         """An instance's info record, cached by etag (frames are asked one by one)."""
@@ -447,3 +460,7 @@ def create_app(
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
     return Starlette(routes=[Mount(prefix, routes=routes)], middleware=middleware)
+
+
+def _sop_of(item: JsonObject) -> object:
+    return (item.get(SOP_INSTANCE_UID_KEY, {}).get("Value") or [None])[0]
