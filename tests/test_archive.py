@@ -200,3 +200,34 @@ def test_a_format_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert len(read_json(str(store), STUDIES_INDEX)) == 2
     code, output = _umbrella("verify", "-o", str(store))
     assert code == 0, output
+
+
+@pytest.mark.local
+def test_a_format_1_edit_is_reverted_after_the_upgrade(tmp_path: Path) -> None:
+    """Format 1 rewrote an edited instance's info record: after the upgrade the info record is
+    the one as ingested again, the edit is a step, its export is the edited file, and the
+    format-1 edit can be reverted (its hashes were taken again as this version takes them)."""
+    with tarfile.open(FORMAT_1) as tar:
+        tar.extractall(tmp_path, filter="data")
+    store = tmp_path / "store"
+    inputs = {p.name: p for p in (tmp_path / "in").iterdir()}
+    sop = uid("91.1.1.1")
+    with Archive.open(store) as archive:
+        from dicomweb_archive.ops.reindex import ensure_index
+        from dicomweb_archive.store.edit_state import read_edit_state
+
+        ensure_index(archive)
+        state = read_edit_state(archive.storage, archive.keys, uid("91.1"))
+        assert state.revision(sop) == 1 and len(state.steps_of(sop)) == 1
+        key = archive.keys.info(uid("91.1"), uid("91.1.1"), sop)
+        info = read_json(str(store), key)
+        assert info["original"]["sha256"] and "revision" not in info
+        edited = pydicom.dcmread(io.BytesIO(reconstruct_p10(archive, sop)))
+        assert str(edited.PatientName) == "RENAMED^ONCE"
+        (rename,) = [r for r in audit_log(archive) if r["operation"] == "edit"][:1]
+        (reject,) = [r for r in audit_log(archive) if r["operation"] == "reject"]
+        revert_change(archive, str(reject["change_id"]))  # the later change first
+        revert_change(archive, str(rename["change_id"]))
+        assert reconstruct_p10(archive, sop) == inputs["a1.dcm"].read_bytes()
+        report = verify(archive)
+        assert report.ok and report.complete, report.findings

@@ -227,6 +227,8 @@ class Archive:
                     ((u[0], u[1], u[2], u[3]) for u in op["updates"]),
                     clear_first=bool(op.get("clear")),
                 )
+            elif op["op"] == "patch":
+                index.patch_studies((u[0], u[1], u[2], u[3]) for u in op["updates"])
             elif op["op"] == "audit":
                 index.add_audit(op["rows"])
             elif op["op"] == "audit_change":

@@ -2,8 +2,9 @@
 when it is needed.
 
 ``--version`` alone is answered before anything is imported (typer and the command modules take
-about 0.15 s, ``docs/benchmarks.md``); every other invocation runs the application of
-``cli/main.py``, where ``--version`` among other options prints the same line.
+about 0.15 s, ``docs/benchmarks.md``); a seed command builds its own application only
+(``cli/seed_apps.py``), the umbrella command that of ``cli/main.py``; ``--version`` among other
+options prints the same line.
 """
 
 from __future__ import annotations
@@ -19,9 +20,23 @@ def _run(name: str) -> None:
     if sys.argv[1:] in VERSION_FLAGS:
         sys.stdout.write(f"dicomweb-archive {__version__}\n")
         return
-    from dicomweb_archive.cli import main  # noqa: PLC0415 - see the module docstring
+    # see the module docstring: each command imports only what it runs
+    from dicomweb_archive.cli import seed_apps  # noqa: PLC0415
+    from dicomweb_archive.cli.common import run_app  # noqa: PLC0415
 
-    getattr(main, name)()
+    if name == "main":
+        from dicomweb_archive.cli import main  # noqa: PLC0415
+
+        main.main()
+    elif name == "mkdicomwebupdate":
+        from dicomweb_archive.cli.update import normalise_argv  # noqa: PLC0415
+
+        sys.argv[1:] = normalise_argv(sys.argv[1:])
+        run_app(seed_apps.update_app())
+    elif name == "mkdicomwebpart10":
+        run_app(seed_apps.part10_app())
+    else:
+        run_app(seed_apps.pipeline_app(name))
 
 
 def dicomweb_archive() -> None:

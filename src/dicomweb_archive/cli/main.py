@@ -14,11 +14,10 @@ from dicomweb_archive.cli.export import part10, verify_command
 from dicomweb_archive.cli.history import audit_command, history_command
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.revert import purge_command, restore_command, revert_command
+from dicomweb_archive.cli.seed_apps import CONTEXT, part10_app, pipeline_app, update_app
 from dicomweb_archive.cli.serve import serve
 from dicomweb_archive.cli.store import reindex_command, studies
 from dicomweb_archive.cli.update import normalise_argv, update
-
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="dicomweb-archive",
@@ -62,69 +61,14 @@ app.command("studies")(studies)
 app.command("reindex")(reindex_command)
 
 
-def _seed_app(command: str) -> typer.Typer:
-    seed = typer.Typer(
-        name=command,
-        context_settings=CONTEXT,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=None,
-    )
-    seed.command(help=COMMANDS[command])(make_command(command))
-    return seed
-
-
-SEED_APPS = {command: _seed_app(command) for command in COMMANDS}
-PART10_APP = typer.Typer(
-    name="mkdicomwebpart10",
-    context_settings=CONTEXT,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-PART10_APP.command()(part10)
-UPDATE_APP = typer.Typer(
-    name="mkdicomwebupdate",
-    context_settings=CONTEXT,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-UPDATE_APP.command()(update)
+SEED_APPS = {command: pipeline_app(command) for command in COMMANDS}
+PART10_APP = part10_app()
+UPDATE_APP = update_app()
 
 
 def main() -> None:
     sys.argv[1:] = normalise_argv(sys.argv[1:])
     run_app(app)
-
-
-def mkdicomweb() -> None:
-    run_app(SEED_APPS["mkdicomweb"])
-
-
-def mkdicomwebinstances() -> None:
-    run_app(SEED_APPS["mkdicomwebinstances"])
-
-
-def mkdicomwebdeduplicated() -> None:
-    run_app(SEED_APPS["mkdicomwebdeduplicated"])
-
-
-def mkdicomwebdeduplicatedgroup() -> None:
-    run_app(SEED_APPS["mkdicomwebdeduplicatedgroup"])
-
-
-def mkdicomwebstudy() -> None:
-    run_app(SEED_APPS["mkdicomwebstudy"])
-
-
-def mkdicomwebpart10() -> None:
-    run_app(PART10_APP)
-
-
-def mkdicomwebupdate() -> None:
-    sys.argv[1:] = normalise_argv(sys.argv[1:])
-    run_app(UPDATE_APP)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -13,6 +12,8 @@ from dicomweb_archive.model.dicom_json import JsonObject
 from dicomweb_archive.model.info import InfoRecord
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from dicomweb_archive.dicom.recompress import FrameRecompressor
 
 

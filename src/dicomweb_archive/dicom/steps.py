@@ -40,7 +40,7 @@ from dicomweb_archive.dicom.edit import (
     utf8_switch,
 )
 from dicomweb_archive.dicom.parse import Element
-from dicomweb_archive.dicom.parts import BulkPart, InlineLimits, decompose_head, fill_uris
+from dicomweb_archive.dicom.parts_model import BulkPart, InlineLimits
 from dicomweb_archive.dicom.skeleton import Segment
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model import charset
@@ -157,6 +157,8 @@ def snapshot_step(
 ) -> tuple[Step, list[BulkPart]]:
     """A step holding the head and metadata after ``edits`` (derived from the edited bytes as
     ingest derives them), and any bulk data they hold that is new."""
+    from dicomweb_archive.dicom.parts import decompose_head, fill_uris  # noqa: PLC0415 - rare
+
     new_head = edit_head(head, edits, name=name, original_attributes=original_attributes)
     new_json, segments, bulk = decompose_head(new_head, limits=limits, name=name)
     # what the head does not give: Pixel Data and later elements, AvailableTransferSyntaxUID

@@ -6,6 +6,7 @@ ingest wrote by construction, and a test checks it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dicomweb_archive.model.info import InfoRecord
@@ -65,21 +66,61 @@ def series_row(query: JsonObject, path: str) -> Row:
     }
 
 
-def instance_row(query: JsonObject, info: InfoRecord, path: str) -> Row:
-    original = info.original
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What an instance's row holds besides its query object: from its info record, or from
+    its row (an edit, which never changes the info record)."""
+
+    study: str
+    series: str
+    sop: str
+    number_of_frames: int
+    original_transfer_syntax_uid: str
+    stored_transfer_syntax_uid: str
+    original_sha256: str
+    original_size: int
+
+    @classmethod
+    def from_info(cls, info: InfoRecord) -> Facts:
+        return cls(
+            info.study_instance_uid,
+            info.series_instance_uid,
+            info.sop_instance_uid,
+            len(info.frames),
+            info.original.transfer_syntax_uid,
+            info.stored.transfer_syntax_uid,
+            info.original.sha256,
+            info.original.size,
+        )
+
+    @classmethod
+    def from_row(cls, row: Row) -> Facts:
+        return cls(
+            row["study_instance_uid"],
+            row["series_instance_uid"],
+            row["sop_instance_uid"],
+            row["number_of_frames"],
+            row["original_transfer_syntax_uid"],
+            row["stored_transfer_syntax_uid"],
+            row["original_sha256"],
+            row["original_size"],
+        )
+
+
+def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
     return {
-        "sop_instance_uid": info.sop_instance_uid,
-        "series_instance_uid": info.series_instance_uid,
-        "study_instance_uid": info.study_instance_uid,
+        "sop_instance_uid": facts.sop,
+        "series_instance_uid": facts.series,
+        "study_instance_uid": facts.study,
         "sop_class_uid": _text(query, "00080016"),
         "instance_number": _int(query, "00200013"),
         "rows": _int(query, "00280010"),
         "columns": _int(query, "00280011"),
-        "number_of_frames": len(info.frames),
-        "original_transfer_syntax_uid": original.transfer_syntax_uid,
-        "stored_transfer_syntax_uid": info.stored.transfer_syntax_uid,
-        "original_sha256": original.sha256,
-        "original_size": original.size,
+        "number_of_frames": facts.number_of_frames,
+        "original_transfer_syntax_uid": facts.original_transfer_syntax_uid,
+        "stored_transfer_syntax_uid": facts.stored_transfer_syntax_uid,
+        "original_sha256": facts.original_sha256,
+        "original_size": facts.original_size,
         "path": path,
         "query_json": query,
     }

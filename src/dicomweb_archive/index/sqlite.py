@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.protocol import Row, StudyUpdate
 from dicomweb_archive.index.schema import MIGRATIONS, REBUILDS
@@ -134,6 +136,44 @@ class SQLiteIndex:
             for patient_id in patients:
                 self._refresh_patient(conn, patient_id)
 
+    def patch_studies(self, studies: Iterable[StudyUpdate]) -> None:
+        """An edit's rows, in one transaction: each study's study and series rows replaced,
+        the given instance rows (those whose query object changed) updated; an edit adds and
+        removes no instance. One statement per table and study."""
+        conn = self.conn
+        with conn:
+            patients: set[str] = set()
+            for study_uid, study, series, instances in studies:
+                for row in conn.execute(
+                    "SELECT patient_id FROM studies WHERE study_instance_uid = ?", [study_uid]
+                ):
+                    patients.add(row[0])
+                conn.execute("DELETE FROM series WHERE study_instance_uid = ?", [study_uid])
+                conn.execute("DELETE FROM studies WHERE study_instance_uid = ?", [study_uid])
+                if study is None:
+                    continue
+                patients.add(study["patient_id"])
+                self._upsert_patient(conn, study)
+                _insert(conn, "studies", [study])
+                _insert(conn, "series", series)
+                conn.executemany(
+                    "UPDATE instances SET sop_class_uid = ?, instance_number = ?, rows = ?,"
+                    " columns = ?, query_json = ? WHERE sop_instance_uid = ?",
+                    [
+                        [
+                            row["sop_class_uid"],
+                            row["instance_number"],
+                            row["rows"],
+                            row["columns"],
+                            _column(row["query_json"]),
+                            row["sop_instance_uid"],
+                        ]
+                        for row in instances
+                    ],
+                )
+            for patient_id in patients:
+                self._refresh_patient(conn, patient_id)
+
     @staticmethod
     def _upsert_patient(conn: sqlite3.Connection, study: Row) -> None:
         conn.execute(
@@ -167,7 +207,7 @@ class SQLiteIndex:
     def study_query_objects(self) -> list[Any]:
         """Every study's QIDO-RS object, in StudyInstanceUID order (studies/index.json.gz)."""
         return [
-            json.loads(row["query_json"])
+            orjson.loads(row["query_json"])
             for row in self._query("SELECT query_json FROM studies ORDER BY study_instance_uid")
         ]
 
@@ -279,7 +319,7 @@ class SQLiteIndex:
         sql = f"SELECT {_ALIASES[level]}.query_json AS q FROM {_JOINS[level]} WHERE {where}"  # noqa: S608 - names are ours, values bound
         sql += f" ORDER BY {_ORDER[level]} LIMIT ? OFFSET ?"
         args += [limit if limit is not None else -1, offset]
-        return [json.loads(row["q"]) for row in self._query(sql, args)]
+        return [orjson.loads(row["q"]) for row in self._query(sql, args)]
 
     def all_instances(self) -> list[Row]:
         return list(
@@ -295,6 +335,18 @@ class SQLiteIndex:
             table: int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
             for table in TABLE_KEYS
         }
+
+    def instance_facts(self, study_instance_uid: str) -> list[Row]:
+        """The study's instance rows, without their query objects (``index/rows.py``
+        ``Facts``)."""
+        return list(
+            self._query(
+                "SELECT study_instance_uid, series_instance_uid, sop_instance_uid,"
+                " number_of_frames, original_transfer_syntax_uid, stored_transfer_syntax_uid,"
+                " original_sha256, original_size FROM instances WHERE study_instance_uid = ?",
+                [study_instance_uid],
+            )
+        )
 
     def study_dump(self, study_instance_uid: str) -> dict[str, list[Row]]:
         """Every row of one study's studies, series and instances tables."""
@@ -417,5 +469,5 @@ def _insert(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None:
 
 def _column(value: Any) -> Any:
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return orjson.dumps(value).decode()
     return value

@@ -11,8 +11,9 @@ corpus file). Which attribute goes to which level only affects how much is share
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 JsonObject = dict[str, Any]
 
@@ -97,7 +98,7 @@ LEVELS = (("patient", PATIENT_TAGS), ("study", STUDY_TAGS), ("series", SERIES_TA
 
 def canonical_json(value: Any) -> bytes:
     """The one JSON text of a value: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def content_hash(value: Any) -> str:

@@ -10,6 +10,7 @@ edit is checked without importing pydicom; ``tests/test_vr.py`` compares both on
 from __future__ import annotations
 
 import re
+from functools import cache
 
 #: Maximum length in characters (Table 6.2-1).
 MAX_LENGTH = {
@@ -45,7 +46,15 @@ _PATTERNS = {
     "UI": r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$",
     "UR": r"^[A-Za-z_\d:/?#\[\]@!$&'()*+,;=%\-.~]* *$",
 }
-_REGEX = {vr: re.compile(pattern) for vr, pattern in _PATTERNS.items()}
+
+
+@cache
+def _regex(vr: str) -> re.Pattern[str] | None:
+    """The compiled pattern of a VR (compiled on first use: an import stays cheap)."""
+    pattern = _PATTERNS.get(vr)
+    return re.compile(pattern) if pattern is not None else None
+
+
 #: Control characters a text value of these VRs may hold besides ESC (PS3.5 6.1.3).
 _TEXT_CONTROLS = {"LT": "\t\n\f\r", "ST": "\t\n\f\r", "UT": "\t\n\f\r"}
 _TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -65,7 +74,7 @@ def validate(vr: str, value: str) -> None:
         _person_name(value)
     problems = [p for p in (_length(vr, value), _pattern(vr, value)) if p]
     if problems:
-        extra = _SEE if vr in MAX_LENGTH and vr in _REGEX else ""
+        extra = _SEE if vr in MAX_LENGTH and vr in _PATTERNS else ""
         raise ValueError(" ".join(problems) + extra)
     if vr == "IS" and not _INT32[0] <= int(value) <= _INT32[1]:
         raise ValueError(f"Invalid value for VR IS: {value!r} is not a 32-bit signed integer.")
@@ -87,7 +96,7 @@ def _length(vr: str, value: str) -> str:
 
 
 def _pattern(vr: str, value: str) -> str:
-    regex = _REGEX.get(vr)
+    regex = _regex(vr)
     if regex is not None and (not regex.match(value) or value.endswith("\n")):
         return f"Invalid value for VR {vr}: {value!r}."
     return ""

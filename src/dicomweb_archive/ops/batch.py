@@ -139,7 +139,7 @@ def run_batch(
             planned[change.key.sop] = change
         if combined.generation < 0:
             combined.generation = plan.generation
-        combined.states.update(plan.states)
+        combined.views.update(plan.views)
     if dry_run:
         return results
     combined.instances = list(planned.values())

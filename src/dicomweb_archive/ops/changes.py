@@ -11,13 +11,12 @@ history and audit change at once.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.model.dedup import canonical_json
 from dicomweb_archive.ops.stages import StageReport, run_stages_in
 from dicomweb_archive.ops.state import Instance, States
+from dicomweb_archive.ops.study import metadata_hash
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.changes import ChangeSet, Touched
 from dicomweb_archive.store.instance import (
@@ -29,10 +28,6 @@ from dicomweb_archive.store.instance import (
 from dicomweb_archive.store.storage import from_json_gz
 
 JsonObject = dict[str, Any]
-
-
-def metadata_hash(metadata: JsonObject) -> str:
-    return hashlib.sha256(canonical_json(metadata)).hexdigest()
 
 
 def set_aside_instance(change: ChangeSet, key: InstanceKey) -> None:

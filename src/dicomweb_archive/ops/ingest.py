@@ -54,7 +54,6 @@ from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.changes import (
     clean_study,
     finish_studies,
-    metadata_hash,
     removed,
     set_aside_instance,
 )
@@ -68,6 +67,7 @@ from dicomweb_archive.ops.ingest_types import (
 )
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.ops.state import States
+from dicomweb_archive.ops.study import metadata_hash
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.changes import ChangeSet, Touched
 from dicomweb_archive.store.dedup import read_study_records, write_record

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.parts import InlineLimits
+from dicomweb_archive.dicom.parts_model import InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.store.instance import InstanceKey

@@ -1,8 +1,8 @@
 """Rebuild the index from the store's objects alone (the files are the truth).
 
-Every committed instance (its metadata and info record) gives the study, series and instance
-rows, and every change record the audit rows. A study waiting for the study stage whose
-instances are not all materialized yet is left to that stage.
+Every committed instance (its info record and edit steps, ``ops/state.py``) gives the study,
+series and instance rows, and every change record the audit rows. A study waiting for the
+study stage is left to that stage.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError
-from dicomweb_archive.ops.study import read_study, study_rows
+from dicomweb_archive.ops.state import read_study_state
+from dicomweb_archive.ops.study import group_by_series, study_rows
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.instance import study_uids
 
@@ -38,7 +39,8 @@ def reindex(archive: Archive) -> ReindexReport:
         rows = []
         for study in study_uids(storage):
             try:
-                rows.append(study_rows(keys, study, read_study(storage, keys, study)))
+                members = read_study_state(storage, keys, study).members()
+                rows.append(study_rows(keys, study, group_by_series(members)))
             except ArchiveError:
                 if study not in pending:
                     raise

@@ -30,13 +30,13 @@ from dicomweb_archive.dicom.steps import Step, apply_to_json
 from dicomweb_archive.errors import NoSuchInstanceError, StoreError, UsageError
 from dicomweb_archive.ops.changes import (
     finish_studies,
-    metadata_hash,
     removed,
     set_aside_instance,
 )
 from dicomweb_archive.ops.history import instance_history
 from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.ops.state import Instance, States
+from dicomweb_archive.ops.study import metadata_hash
 from dicomweb_archive.ops.update import (
     InstanceChange,
     UpdatePlan,

@@ -243,7 +243,7 @@ def build_study(archive: Archive, txn: Transaction, state: StudyState) -> JsonOb
                 keys.instance_metadata(key.study, key.series, key.sop),
                 json_gz([instance.metadata]),
             )
-    rows = study_rows(keys, state.study, group_by_series(state.pairs()))
+    rows = study_rows(keys, state.study, group_by_series(state.members()))
     stage_study(txn, keys, state.study, rows)
     return rows.study["query_json"] if rows.study is not None else None
 

@@ -19,7 +19,9 @@ from typing import Any
 
 from dicomweb_archive.dicom.steps import Step, apply_to_json
 from dicomweb_archive.errors import CorruptStoreError, NoSuchInstanceError
+from dicomweb_archive.index.rows import Facts
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.ops.study import Member
 from dicomweb_archive.store.dedup import StudyRecords, read_study_records
 from dicomweb_archive.store.edit_state import EditState, read_edit_state
 from dicomweb_archive.store.instance import (
@@ -76,6 +78,13 @@ class StudyState:
 
     def pairs(self) -> list[Pair]:
         return [instance.pair for instance in self.instances.values()]
+
+    def members(self) -> list[Member]:
+        """The instances as the study's derived objects are made from them."""
+        return [
+            Member(instance.metadata, Facts.from_info(instance.info))
+            for instance in self.instances.values()
+        ]
 
 
 def read_study_state(

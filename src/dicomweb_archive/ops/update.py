@@ -26,7 +26,7 @@ from typing import Any
 from dicomweb_archive import __version__
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.edit import OriginalAttributes
-from dicomweb_archive.dicom.parts import BulkPart
+from dicomweb_archive.dicom.parts_model import BulkPart
 from dicomweb_archive.dicom.steps import (
     Step,
     apply_to_head,
@@ -44,16 +44,25 @@ from dicomweb_archive.errors import (
     StaleVersionError,
 )
 from dicomweb_archive.model.edits import LEVELS, EditSpec, parse_edit
+from dicomweb_archive.model.query import instance_query
 from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import check_uid
-from dicomweb_archive.ops.changes import metadata_hash
 from dicomweb_archive.ops.ingest_types import inline_limits
-from dicomweb_archive.ops.stages import build_study, complete_pending, stage_study_list
-from dicomweb_archive.ops.state import Instance, States, StudyState
+from dicomweb_archive.ops.served import ServedStudy, read_served_study
+from dicomweb_archive.ops.stages import complete_pending, stage_study_list
+from dicomweb_archive.ops.study import (
+    Member,
+    group_by_series,
+    metadata_hash,
+    put_if_changed,
+    stage_files,
+    study_rows,
+)
 from dicomweb_archive.store.changes import ChangeSet, Touched
-from dicomweb_archive.store.instance import InstanceKey, read_bulk
+from dicomweb_archive.store.instance import InstanceKey, has_metadata_file, read_bulk, read_info
 from dicomweb_archive.store.journal import generation, new_id
 from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
+from dicomweb_archive.store.storage import json_gz, to_json_bytes
 
 JsonObject = dict[str, Any]
 
@@ -61,7 +70,8 @@ JsonObject = dict[str, Any]
 @dataclass(slots=True)
 class InstanceChange:
     """The planned change of one instance: its revision and steps before and after, its
-    metadata before and after, the attributes changed, and bulk data a step made."""
+    metadata before and after (with their JSON texts where known), the attributes changed,
+    and bulk data a step made."""
 
     key: InstanceKey
     revision_before: int
@@ -72,6 +82,11 @@ class InstanceChange:
     before: JsonObject
     after: JsonObject
     bulk: list[BulkPart] = field(default_factory=list)
+    before_text: bytes | None = None
+
+    @property
+    def after_text(self) -> bytes:
+        return to_json_bytes(self.after)
 
 
 @dataclass(slots=True)
@@ -87,7 +102,7 @@ class UpdatePlan:
     change_id: str = field(default_factory=new_id)
     #: the store's generation the plan was made on, and the studies as they were then
     generation: int = -1
-    states: dict[str, StudyState] = field(default_factory=dict)
+    views: dict[str, ServedStudy] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[InstanceKey]:
@@ -178,14 +193,15 @@ def plan_update(
         if change_id is not None:
             result.change_id = change_id
         result.generation = generation(archive.storage)
-        states = States(archive.storage, archive.keys)
         for key in target_instances(archive, level, identifier):
+            if key.study not in result.views:
+                result.views[key.study] = read_served_study(archive, archive.storage, key.study)
             earlier = (base or {}).get(key.sop)
-            instance = states.instance(key)
             result.instances.append(
-                _plan_instance(archive, instance, specs, earlier, record, result.change_id)
+                _plan_instance(
+                    archive, result.views[key.study], key, specs, earlier, record, result.change_id
+                )
             )
-        result.states = states.cache
         return result
 
     return archive.read(plan)
@@ -193,14 +209,19 @@ def plan_update(
 
 def _plan_instance(  # noqa: PLR0917 - one internal call shape
     archive: Archive,
-    instance: Instance,
+    view: ServedStudy,
+    key: InstanceKey,
     specs: list[EditSpec],
     earlier: InstanceChange | None,
     record: OriginalAttributes | None,
     change_id: str,
 ) -> InstanceChange:
-    key = instance.key
-    if instance.info.original.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    member = view.members.get(key.sop)
+    if member is None or member.facts.series != key.series:
+        raise NoSuchInstanceError(f"SOPInstanceUID {key.sop} is not in the store")
+    entry = view.edits.instances.get(key.sop)
+    revision = entry.revision if entry is not None and entry.series == key.series else 0
+    if member.facts.original_transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         raise EditRefusedError(
             f"SOPInstanceUID {key.sop}: a deflated data set (PS3.5 A.5) cannot be edited in "
             "place (export it, edit the file, and ingest it with --replace)"
@@ -209,15 +230,16 @@ def _plan_instance(  # noqa: PLR0917 - one internal call shape
         before, steps = earlier.after, earlier.steps
         pending = {part.sha256: part.data for part in earlier.bulk}
     else:
-        before, steps, pending = instance.metadata, instance.steps, {}
+        before, steps, pending = member.metadata, view.edits.steps_of(key.sop), {}
     storage, keys = archive.storage, archive.keys
 
     def bulk(sha: str) -> bytes | memoryview:
         return pending[sha] if sha in pending else read_bulk(storage, keys, key.study, sha)
 
     def head() -> bytes:
-        """The instance's head now: as received, with its steps applied."""
-        segments, _rest = split_head(instance.info.skeleton)
+        """The instance's head now: as received, with its steps applied (its info record is
+        read only here: when a value needs the bytes to decide)."""
+        segments, _rest = split_head(read_info(storage, keys, key).skeleton)
         return apply_to_head(head_bytes(segments, bulk), steps, bulk, name=key.sop)
 
     edits = [spec.edit for spec in specs]
@@ -256,14 +278,15 @@ def _plan_instance(  # noqa: PLR0917 - one internal call shape
         )
     return InstanceChange(
         key,
-        instance.revision,
-        instance.revision + 1,
+        revision,
+        revision + 1,
         changes,
         steps,
         [*steps, step],
         before,
         after,
         new_bulk,
+        member.text,
     )
 
 
@@ -272,7 +295,7 @@ def apply_update(archive: Archive, plan: UpdatePlan, *, reason: str = "") -> Upd
     started = time.perf_counter()
     report = UpdateReport(plan)
     with archive.writing(plan.operation):
-        states = _states_now(archive, plan)
+        views = _views_now(archive, plan)
         with archive.changing(
             plan.operation,
             level=plan.level,
@@ -281,28 +304,34 @@ def apply_update(archive: Archive, plan: UpdatePlan, *, reason: str = "") -> Upd
             edits=plan.edits,
             change_id=plan.change_id,
         ) as change:
-            stage_edits(archive, change, plan.instances, states)
+            stage_edits(archive, change, plan.instances, views)
         report.change_id = change.id
     report.seconds = time.perf_counter() - started
     return report
 
 
 def stage_edits(
-    archive: Archive, change: ChangeSet, planned: list[InstanceChange], states: StudyStates
+    archive: Archive,
+    change: ChangeSet,
+    planned: list[InstanceChange],
+    views: dict[str, ServedStudy],
 ) -> None:
-    """Put planned edits into ``change``: each study's edit state, new bulk data, derived
-    files and index rows from the instances' new metadata; record each instance."""
+    """Put planned edits into ``change``: each study's edit state, new bulk data, its derived
+    files from the instances' new metadata, its rows (study and series rows, and the instance
+    rows whose query object changed); record each instance."""
     keys = archive.keys
     txn = change.txn
     by_study: dict[str, list[InstanceChange]] = {}
     for item in planned:
         by_study.setdefault(item.key.study, []).append(item)
     built: dict[str, JsonObject | None] = {}
+    updates = []
     for study, items in sorted(by_study.items()):
-        state = states[study]
-        change.edit_states[study] = state.edits
+        view = views[study]
+        change.edit_states[study] = view.edits
         for item in items:
             key = item.key
+            after_text = item.after_text
             change.include(
                 Touched(
                     key.study,
@@ -311,52 +340,61 @@ def stage_edits(
                     item.revision_before,
                     item.revision,
                     [{"attribute": a, "old": o, "new": n} for a, o, n in item.changes],
-                    metadata_hash(item.before),
-                    metadata_hash(item.after),
+                    metadata_hash(item.before, item.before_text),
+                    metadata_hash(item.after, after_text),
                     change.state_before(key.study, key.sop),
                 )
             )
-            state.edits.set(key.sop, key.series, item.revision, item.steps)
-            instance = state.instances[key.sop]
-            instance.steps, instance.revision, instance.current = (
-                item.steps,
-                item.revision,
-                item.after,
-            )
+            view.edits.set(key.sop, key.series, item.revision, item.steps)
+            member = view.members[key.sop]
+            view.members[key.sop] = Member(item.after, member.facts, after_text)
             for part in item.bulk:
                 name = keys.bulkdata(study, part.sha256)
                 if txn.head(name) is None:
                     txn.put(name, part.data)
-        built[study] = build_study(archive, txn, state)
+            if has_metadata_file(txn, keys, key):
+                name = keys.instance_metadata(key.study, key.series, key.sop)
+                put_if_changed(txn, name, json_gz([item.after]))
+        rows = study_rows(keys, study, group_by_series(view.members.values()))
+        stage_files(txn, rows)
+        before = {item.key.sop: item.before for item in items}
+        changed = [
+            row
+            for row in rows.instances
+            if row["sop_instance_uid"] in before
+            and row["query_json"] != instance_query(before[row["sop_instance_uid"]])
+        ]
+        updates.append((study, rows.study, rows.series, changed))
+        built[study] = rows.study["query_json"] if rows.study is not None else None
     change.stage_edit_states()
+    txn.index({"op": "patch", "updates": updates})
     stage_study_list(archive, txn, built)
 
 
-StudyStates = dict[str, StudyState]
-
-
-def _states_now(archive: Archive, plan: UpdatePlan) -> StudyStates:
+def _views_now(archive: Archive, plan: UpdatePlan) -> dict[str, ServedStudy]:
     """The planned studies as they are now (under the lease): as planned when nothing was
     committed since, else read again; every planned instance must still be at the revision
     it was planned from (optimistic concurrency)."""
-    if generation(archive.storage) == plan.generation and set(plan.studies) <= set(plan.states):
-        states = plan.states
+    if generation(archive.storage) == plan.generation and set(plan.studies) <= set(plan.views):
+        views = plan.views
     else:
-        reader = States(archive.storage, archive.keys)
-        states = {study: reader.study(study) for study in plan.studies}
+        views = {s: read_served_study(archive, archive.storage, s) for s in plan.studies}
     for item in plan.instances:
-        instance = states[item.key.study].instances.get(item.key.sop)
-        if instance is None or instance.key != item.key:
+        view = views[item.key.study]
+        member = view.members.get(item.key.sop)
+        entry = view.edits.instances.get(item.key.sop)
+        if member is None or member.facts.series != item.key.series:
             raise StaleVersionError(
                 f"SOPInstanceUID {item.key.sop} changed since the update was planned "
                 "(deleted?); run it again"
             )
-        if instance.revision != item.revision_before:
+        revision = entry.revision if entry is not None else 0
+        if revision != item.revision_before:
             raise StaleVersionError(
                 f"SOPInstanceUID {item.key.sop} was changed by another update (revision "
-                f"{instance.revision}) since this one was planned; run it again"
+                f"{revision}) since this one was planned; run it again"
             )
-    return states
+    return views
 
 
 def update(

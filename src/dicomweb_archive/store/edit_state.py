@@ -57,6 +57,10 @@ class EditState:
     study: str
     steps: dict[str, JsonObject] = field(default_factory=dict)
     instances: dict[str, Entry] = field(default_factory=dict)
+    #: steps read, by id, and the ids of steps added (by object): a step shared by many
+    #: instances is parsed and hashed once
+    _read: dict[str, Step] = field(default_factory=dict, repr=False, compare=False)
+    _ids: dict[int, tuple[Step, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, value: JsonObject) -> EditState:
@@ -88,7 +92,7 @@ class EditState:
         if entry is None:
             return []
         try:
-            return [Step.from_json(self.steps[sid]) for sid in entry.steps]
+            return [self._step(sid) for sid in entry.steps]
         except KeyError as exc:
             raise CorruptStoreError(
                 f"edit state of study {self.study}: step {exc} is missing"
@@ -104,11 +108,22 @@ class EditState:
         }
 
     # -- changing ----------------------------------------------------------------------------
+    def _step(self, sid: str) -> Step:
+        step = self._read.get(sid)
+        if step is None:
+            step = self._read[sid] = Step.from_json(self.steps[sid])
+            self._ids[id(step)] = (step, sid)
+        return step
+
     def add_step(self, step: Step) -> str:
         """Store a step (once) and return its id."""
+        known = self._ids.get(id(step))
+        if known is not None and known[0] is step:
+            return known[1]
         value = step.to_json()
         sid = content_hash(value)[:32]
         self.steps.setdefault(sid, value)
+        self._ids[id(step)] = (step, sid)
         return sid
 
     def set(self, sop: str, series: str, revision: int, steps: list[Step]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dicomweb_archive.dicom.parts import BulkPart, FramePart, InstanceEnd
+from dicomweb_archive.dicom.parts_model import BulkPart, FramePart, InstanceEnd
 from dicomweb_archive.errors import (
     CorruptStoreError,
     MissingStoreFileError,

@@ -20,12 +20,13 @@ being applied.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+import orjson
 
 from dicomweb_archive.errors import NoSuchObjectError, WriteInProgressError
 from dicomweb_archive.store.keys import GENERATION, JOURNAL, STAGING
@@ -194,7 +195,7 @@ class Transaction:
             "deletes": sorted(self.removed),
             "index": self.index_ops,
         }
-        self.storage.put(JOURNAL, json.dumps(record).encode(), if_absent=True)
+        self.storage.put(JOURNAL, orjson.dumps(record), if_absent=True)
         self.storage.barrier()
         self.committed = True
         _apply(self.storage, record, apply_index)
@@ -214,7 +215,7 @@ def replay(storage: Storage, apply_index: IndexApplier | None) -> str | None:
     that never committed. Returns the replayed transaction's id. Only under the lease."""
     replayed = None
     try:
-        record = json.loads(storage.get(JOURNAL))
+        record = orjson.loads(storage.get(JOURNAL))
     except NoSuchObjectError:
         record = None
     if record is not None:
@@ -258,7 +259,7 @@ def generation_marker(storage: Storage) -> tuple[ObjectInfo | None, ObjectInfo |
 def change_in_progress(storage: Storage) -> str | None:
     """The id of the change being applied now (a journal is there), or None."""
     try:
-        return str(json.loads(storage.get(JOURNAL))["id"])
+        return str(orjson.loads(storage.get(JOURNAL))["id"])
     except NoSuchObjectError:
         return None
     except (ValueError, KeyError):

@@ -16,11 +16,12 @@ apart. There is no rename: a many-object change is committed by a journal
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TypedDict
+
+import orjson
 
 from dicomweb_archive.errors import StoreError
 
@@ -155,7 +156,7 @@ def check_key(key: str) -> str:
 
 def to_json_bytes(value: Any) -> bytes:
     """Compact, deterministic UTF-8 JSON (PS3.18 F: DICOM JSON is UTF-8)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(value)
 
 
 def gzip_bytes(data: bytes) -> bytes:
@@ -170,7 +171,7 @@ def json_gz(value: Any) -> bytes:
 
 def from_json_gz(data: bytes) -> Any:
     """The value of a ``.json.gz`` store file (raises ValueError or OSError when damaged)."""
-    return json.loads(gzip.decompress(data))
+    return orjson.loads(gzip.decompress(data))
 
 
 class Headers(TypedDict):

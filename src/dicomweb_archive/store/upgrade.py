@@ -18,7 +18,8 @@ Format 1 stores were directories (there was no other backend). Opening one, unde
 5. the history (``history/<change>.json.gz``), audit log (``audit.jsonl``) and rejections
    (``rejected/<change>/``) become change records (``changes/<change>.json.gz``), the rejected
    instances' objects and the bulk data they refer to are kept aside for ``restore``;
-6. info records become as received, with the metadata as received in them: format 1
+6. info records become as received, with the metadata as received in them (and the served
+   JSON files are written again as this version writes JSON): format 1
    rewrote an edited instance's info record, and kept the one as ingested in its history;
    what the edits made is kept as a snapshot step (``dicom/steps.py``: the edited head and
    metadata) in the study's edit state, and the states before each change in the change
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -49,7 +51,7 @@ from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.edit_state import EditState
 from dicomweb_archive.store.keys import ASIDE, CONFIG, GENERATION, StoreKeys
 from dicomweb_archive.store.local import LocalStorage
-from dicomweb_archive.store.storage import PRIVATE, Storage, json_gz
+from dicomweb_archive.store.storage import PRIVATE, Storage, json_gz, to_json_bytes
 
 JsonObject = dict[str, Any]
 #: format-1 operation names -> change kinds
@@ -85,6 +87,7 @@ def upgrade_format_1(storage: Storage, defaults: StoreConfig) -> StoreConfig:
     _commit_instances(root, keys)
     _convert_changes(root, keys)
     _as_received(root, keys)
+    _reserialize(root)
     _rewrite_records(root, keys)
     _prune_bulk(root, keys)
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "lock", "audit.jsonl"):
@@ -263,6 +266,7 @@ def _as_received(root: Path, keys: StoreKeys) -> None:
                 ingested.setdefault(item["sop"], before)
             if item["revision_after"]:
                 made_by[(item["sop"], item["revision_after"])] = record["change_id"]
+    _rehash(root, records)
     for record in records:
         steps: JsonObject = {}
         for item in record["instances"]:
@@ -295,6 +299,47 @@ def _as_received(root: Path, keys: StoreKeys) -> None:
         _convert_info(path, ingested, made_by, None)  # the change record holds its state
     for state in states.values():
         storage.put(keys.edits(state.study), json_gz(state.to_json()))
+
+
+def _reserialize(root: Path) -> None:
+    """The served JSON files written again as this version writes JSON (the same content;
+    numbers are formatted as ``store/storage.py`` formats them), so that verify compares them
+    byte for byte."""
+    studies = root / "studies"
+    for path in sorted(studies.rglob("*.gz")) if studies.is_dir() else []:
+        if path.name in ("metadata.gz", "index.json.gz", "series-singleton.json.gz"):
+            path.write_bytes(json_gz(_read_gz(path)))
+
+
+def _rehash(root: Path, records: list[JsonObject]) -> None:
+    """The metadata hashes of the change records, taken as this version takes them (of the
+    instance's JSON as served, ``ops/study.py``): from each change's state before, the next
+    change's state before, or the metadata now."""
+    by_sop: dict[str, list[JsonObject]] = {}
+    for record in records:
+        for item in record["instances"]:
+            by_sop.setdefault(item["sop"], []).append(item)
+    for sop, items in by_sop.items():
+        for position, item in enumerate(items):
+            before = item.get("before")
+            if before and "metadata" in before:
+                item["before_sha256"] = _hash(before["metadata"])
+            if item["revision_after"] is None:
+                continue
+            later = items[position + 1].get("before") if position + 1 < len(items) else None
+            if later and "metadata" in later:
+                item["after_sha256"] = _hash(later["metadata"])
+            elif position + 1 == len(items):
+                now = next(
+                    root.glob(f"studies/{item['study']}/series/*/instances/{sop}/metadata.gz"),
+                    None,
+                )
+                if now is not None:
+                    item["after_sha256"] = _hash(_read_gz(now)[0])
+
+
+def _hash(metadata: JsonObject) -> str:
+    return hashlib.sha256(to_json_bytes(metadata)).hexdigest()
 
 
 def _convert_info(

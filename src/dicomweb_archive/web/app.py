@@ -11,12 +11,12 @@ store on disk), and each answer is read from a state no change was being applied
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -294,7 +294,7 @@ class Server:
 
 def _json_body(value: Any) -> tuple[bytes, str]:
     """JSON bytes and their ETag."""
-    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    body = orjson.dumps(value)
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
