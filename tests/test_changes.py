@@ -90,9 +90,9 @@ def test_reject_then_restore_keeps_bulk_data(tmp_path: Path, store: str) -> None
 
 
 def test_clean_is_a_recorded_revertible_change(tmp_path: Path, store: str) -> None:
-    """Defect 3: ``mkdicomweb -c`` sets the study aside in a ``clean`` change: audited, in
-    the history of every instance it removed, and reverted with every edit as it was (the
-    instances ingested after it stay: they are not part of it)."""
+    """Defect 3: ``mkdicomweb -c`` sets the study aside and writes the new input in one
+    ``clean`` change: audited, in the history of every instance it removed or added, and
+    reverted with every edit as it was (the new instances go with it)."""
     files = write_series(tmp_path / "a", count=5, patient_id="P1")
     assert ingested(store, files).ok
     with Archive.open(store) as archive:
@@ -107,12 +107,13 @@ def test_clean_is_a_recorded_revertible_change(tmp_path: Path, store: str) -> No
     assert "revert" in result.output  # the summary names the change and how to undo it
     rows = _audit(store)
     clean = [r for r in rows if r["operation"] == "clean"]
-    assert sorted(str(r["sop_instance_uid"]) for r in clean) == sorted(map(_sop, files))
+    assert len({r["change_id"] for r in clean}) == 1
+    assert sorted(str(r["sop_instance_uid"]) for r in clean) == sorted(map(_sop, files + again))
     with Archive.open(store) as archive:
         assert [e["operation"] for e in history(archive, _sop(files[0]))] == ["edit", "clean"]
         assert archive.index.counts()["instances"] == 2
         revert_change(archive, str(clean[0]["change_id"]))
-        assert archive.index.counts()["instances"] == 7
+        assert archive.index.counts()["instances"] == 5
         report = verify(archive)
     assert report.ok and report.complete, report.findings
     now = tree_hashes(store)

@@ -31,7 +31,7 @@ def _run(name: str) -> None:
     elif name == "mkdicomwebupdate":
         from dicomweb_archive.cli.update import normalise_argv  # noqa: PLC0415
 
-        sys.argv[1:] = normalise_argv(sys.argv[1:])
+        sys.argv[1:] = normalise_argv(sys.argv[1:], edits=True)
         run_app(seed_apps.update_app())
     elif name == "mkdicomwebpart10":
         run_app(seed_apps.part10_app())

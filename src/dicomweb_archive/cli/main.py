@@ -17,7 +17,7 @@ from dicomweb_archive.cli.revert import purge_command, restore_command, revert_c
 from dicomweb_archive.cli.seed_apps import CONTEXT, part10_app, pipeline_app, update_app
 from dicomweb_archive.cli.serve import serve
 from dicomweb_archive.cli.store import reindex_command, studies
-from dicomweb_archive.cli.update import normalise_argv, update
+from dicomweb_archive.cli.update import EDITING, normalise_argv, update
 
 app = typer.Typer(
     name="dicomweb-archive",
@@ -67,7 +67,8 @@ UPDATE_APP = update_app()
 
 
 def main() -> None:
-    sys.argv[1:] = normalise_argv(sys.argv[1:])
+    argv = sys.argv[1:]
+    sys.argv[1:] = normalise_argv(argv, edits=bool(argv) and argv[0] in EDITING)
     run_app(app)
 
 

@@ -2,7 +2,9 @@
 
 Removing an instance (delete, reject, replace, clean, de-identification in place, revert)
 always sets its objects aside (frames, info record, its own metadata and deduplicated record
-where it has them) and records its revision, metadata hash and edit steps before, so that the
+where it has them), keeps a copy of the bulk data it refers to (which other instances may
+still use, and a later change may set aside or purge: a revert must not depend on another
+change's objects), and records its revision, metadata hash and edit steps before, so that the
 change can be reverted; its entry leaves the study's edit state; bulk data no remaining
 instance refers to is set aside too. The studies a change touches are rebuilt by the stages
 in the same transaction (:func:`finish_studies`), so that the served files, the index,
@@ -24,6 +26,7 @@ from dicomweb_archive.store.instance import (
     bulk_in_use,
     bulk_objects,
     instance_objects,
+    read_info,
 )
 from dicomweb_archive.store.storage import from_json_gz
 
@@ -35,17 +38,31 @@ def set_aside_instance(change: ChangeSet, key: InstanceKey) -> None:
     too, when it is this instance's: a record is named by study and SOP Instance UID); its
     entry leaves the study's edit state (:func:`removed` recorded it)."""
     keys = change.keys
-    for name in instance_objects(change.txn, keys, key):
+    txn = change.txn
+    info_key = keys.info(key.study, key.series, key.sop)
+    used: set[str] = set()
+    if txn.head(info_key) is not None:
+        info = read_info(txn, keys, key)
+        used = info.bulk_hashes() | info.kept_originals()
+    for name in instance_objects(txn, keys, key):
         change.set_aside(name)
     record = keys.instance_record(key.study, key.sop)
-    if change.txn.head(record) is not None:
-        value = from_json_gz(change.txn.get(record))
+    if txn.head(record) is not None:
+        value = from_json_gz(txn.get(record))
         if value.get("series_instance_uid") == key.series:
             change.set_aside(record)
     state = change.edit_state(key.study)
     entry = state.instances.get(key.sop)
     if entry is not None and entry.series == key.series:
+        used |= {
+            segment["bulk"]
+            for sid in entry.steps
+            for segment in state.steps[sid].get("snapshot", {}).get("head", [])
+            if "bulk" in segment
+        }
         state.pop(key.sop)
+    for sha in sorted(used):  # kept with the instance: another instance may still use it
+        change.keep_copy(keys.bulkdata(key.study, sha))
 
 
 def removed(change: ChangeSet, instance: Instance) -> Touched:
@@ -89,20 +106,17 @@ def finish_studies(archive: Archive, change: ChangeSet, studies: set[str]) -> St
     return run_stages_in(archive, change.txn, sorted(studies), refresh=refresh)
 
 
-def clean_study(archive: Archive, study: str, *, reason: str = "") -> str | None:
-    """``-c``: set aside everything a study has (served objects, deduplicated data) in one
-    ``clean`` change, so that it is rebuilt from this input alone (and can be reverted).
-    Returns the change id (None when the study had nothing)."""
-    keys = archive.keys
-    with archive.changing("clean", level="study", target=study, reason=reason) as change:
-        state = States(change.txn, keys).study(study)
-        for instance in state.instances.values():
-            change.include(removed(change, instance))
-        change.edit_state(study).instances.clear()
-        for prefix in (keys.study(study), keys.instance_records(study), keys.groups(study)):
-            change.set_aside_prefix(prefix)
-        if not change.aside:
-            change.abort()
-            return None
-        finish_studies(archive, change, {study})
-    return change.id
+def set_aside_study(change: ChangeSet, study: str) -> bool:
+    """``-c``: set aside everything a study has (served objects, deduplicated data) in
+    ``change``, each instance recorded as removed, so that the study is rebuilt from the new
+    input alone, in the same change (and the change can be reverted). Returns whether the
+    study had anything."""
+    keys = change.keys
+    state = States(change.txn, keys).study(study)
+    for instance in state.instances.values():
+        change.include(removed(change, instance))
+    change.edit_state(study).instances.clear()
+    before = len(change.aside)
+    for prefix in (keys.study(study), keys.instance_records(study), keys.groups(study)):
+        change.set_aside_prefix(prefix)
+    return len(change.aside) > before

@@ -6,9 +6,10 @@ data, the deduplicated per-instance record (``-d``), the instance's ``metadata.g
 and its ``info.json.gz`` last, which commits it (``store/instance.py``); it notifies the group
 and study stages before writing anything of a study. A different file with a stored SOP
 Instance UID is refused, or with ``--replace`` replaces it in a ``replace`` change (the old
-instance set aside, revertible); ``-c`` first sets aside the studies the input touches in a
-``clean`` change. :func:`ingest` runs stage 1 and then, per options, the group and study
-stages on every notified study (``docs/spec/pipeline.md``).
+instance set aside, revertible); with ``-c`` the whole run is one ``clean`` change:
+the studies the input touches are set aside and the new instances written in the same change
+(an interrupted run leaves the studies as they were). :func:`ingest` runs stage 1 and then,
+per options, the group and study stages on every notified study (``docs/spec/pipeline.md``).
 
 Bad input never raises: each file gets a :class:`FileResult`, the batch goes on. A full store
 stops the batch (every later file would fail too): the rest is reported as not read.
@@ -37,33 +38,32 @@ from dicomweb_archive.dicom.parts import (
 )
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import (
-    ArchiveError,
-    DuplicateInstanceError,
     StoreFullError,
     TruncatedError,
 )
-from dicomweb_archive.model.info import InfoRecord
-from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.tags import (
-    SERIES_INSTANCE_UID_KEY,
     SOP_INSTANCE_UID_KEY,
-    STUDY_INSTANCE_UID_KEY,
 )
-from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.changes import (
-    clean_study,
     finish_studies,
     removed,
     set_aside_instance,
+    set_aside_study,
 )
 from dicomweb_archive.ops.ingest_types import (
     FileResult,
     IngestReport,
     PipelineOptions,
     ProgressHook,
+    duplicate_error,
     inline_limits,
+    instance_key,
     iter_input_files,
+    recompression_counts,
+    record_error,
+    stream_size,
+    uid_of,
 )
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.ops.state import States
@@ -222,7 +222,13 @@ class _Batch:
         change: ChangeSet | None = None,
     ) -> None:
         self.archive = archive
-        #: the change every instance of this run goes into (None: each is committed alone)
+        #: the change every instance of this run goes into (None: each is committed alone);
+        #: with -c, this run's own ``clean`` change, committed by :meth:`close`
+        self.owns_change = change is None and options.clean
+        if self.owns_change:
+            change = archive.change(
+                "clean", level="study", target="input files", reason=options.reason
+            )
         self.change = change
         self.storage = archive.storage
         self.keys = archive.keys
@@ -261,7 +267,7 @@ class _Batch:
         try:
             handle = path.open("rb")
         except OSError as exc:
-            _record_error(result, exc)
+            record_error(result, exc)
             self.queue.append((result, None))
             return
         finish = self.begin(handle, result, file_sha256=file_sha256)
@@ -294,22 +300,33 @@ class _Batch:
                 self.progress(result)
 
     def close(self) -> None:
-        """Finish the files in flight, then commit the replacements (with the stages of the
-        studies they touched, so that served files and index change with them)."""
+        """Finish the files in flight, then commit the replacements, or this run's clean
+        change (with the stages of the studies they touched, so that served files and index
+        change with them)."""
         try:
             self.drain(0)
         finally:
             self.executor.shutdown(wait=True)
+        change, studies = None, self.replaced_studies
         if self.replacing is not None:
             change, self.replacing = self.replacing, None
-            try:
-                if self.options.study:
-                    finish_studies(self.archive, change, self.replaced_studies)
-                self.archive.commit(change)
-            except BaseException:
+        elif self.owns_change:
+            change, studies = self.change, self.touched | self.replaced_studies
+            if change is not None and not (change.touched or change.aside):
                 change.abort()
-                raise
-            self.report.changes.append(change.id)
+                change = None
+        if change is None:
+            return
+        try:
+            if self.options.study:
+                finish_studies(self.archive, change, studies)
+            else:
+                change.stage_edit_states()
+            self.archive.commit(change)
+        except BaseException:
+            change.abort()
+            raise
+        self.report.changes.append(change.id)
 
     def _check_full(self, result: FileResult) -> None:
         if isinstance(result.exception, StoreFullError) and self.full is None:
@@ -335,7 +352,7 @@ class _Batch:
         parts = generate_parts(
             stream,
             limits=self.limits,
-            frames_uri=lambda meta: frames_uri(_uid(meta, SOP_INSTANCE_UID_KEY) or ""),
+            frames_uri=lambda meta: frames_uri(uid_of(meta, SOP_INSTANCE_UID_KEY) or ""),
             bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
             name=name,
             recompression=self.recompression,
@@ -343,7 +360,7 @@ class _Batch:
         try:
             header = next(parts)
             assert isinstance(header, InstanceHeader)
-            key = _key(header.metadata, name)
+            key = instance_key(header.metadata, name)
             result.key = key
             earlier = self.in_flight.pop(key.sop, None)
             if earlier is not None:
@@ -352,15 +369,15 @@ class _Batch:
             sha = file_sha256() if previous is not None and file_sha256 is not None else None
             if previous is not None and previous == (sha, key):
                 result.status = "unchanged"
-                result.size = _size(stream)
+                result.size = stream_size(stream)
                 parts.close()
                 return None
             differs = previous is not None and (previous[1] != key or sha is not None)
             if differs and not self.options.replace:
-                raise _duplicate(name, key)
+                raise duplicate_error(name, key)
             self._prepare_study(key.study)
         except Exception as exc:  # one bad file must not stop the batch
-            _record_error(result, exc)
+            record_error(result, exc)
             self._check_full(result)
             parts.close()
             return None
@@ -391,7 +408,7 @@ class _Batch:
             end = self._write_parts(parts, writer)
             result.warnings = end.info.warnings
             result.size = end.info.original.size
-            result.frames_recompressed, result.frames_kept = _recompression_counts(end.info)
+            result.frames_recompressed, result.frames_kept = recompression_counts(end.info)
             if end.stop_reason is not None:
                 raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
             new_sha = end.info.original.sha256
@@ -402,7 +419,7 @@ class _Batch:
                     self._undo_replacement(change, point, previous[1])
                 return
             if previous is not None and not self.options.replace:
-                raise _duplicate(name, key)
+                raise duplicate_error(name, key)
             if self.options.deduplicate:
                 txn = change.txn if change is not None else None
                 writer.written.append(self.keys.instance_record(key.study, key.sop))
@@ -419,18 +436,21 @@ class _Batch:
             writer.abort()
             if change is not None and point is not None and previous is not None:
                 self._undo_replacement(change, point, previous[1])
-            _record_error(result, exc)
+            record_error(result, exc)
         finally:
             parts.close()
 
     def _replacement(self, old: InstanceKey) -> ChangeSet:
-        """This run's replace change, with ``old`` set aside in it (before the new objects,
-        which may have the same keys, are staged)."""
-        if self.replacing is None:
+        """This run's replace change (or the change the whole run goes into), with ``old``
+        set aside in it (before the new objects, which may have the same keys, are staged)."""
+        if self.change is None and self.replacing is None:
             self.replacing = self.archive.change(
                 "replace", level="instance", target="input files", reason=self.options.reason
             )
-        change = self.replacing
+        change = self.change or self.replacing
+        assert change is not None
+        if change is self.change:  # a failed replacement rolls the change back to a savepoint:
+            wait(list(self.in_flight.values()))  # no other file may be writing into it
         self._prepare_study(old.study)
         if self.replace_states is None:
             self.replace_states = States(change.txn, self.keys)
@@ -478,12 +498,12 @@ class _Batch:
         raise AssertionError("generate_parts ended without InstanceEnd")
 
     def _prepare_study(self, study: str) -> None:
-        """Clean the study on first sight with -c; notify the next stages before writing."""
+        """Clean the study on first sight with -c (in this run's change); notify the next
+        stages before writing."""
         if self.options.clean and study not in self.cleaned:
             self.cleaned.add(study)
-            change_id = clean_study(self.archive, study, reason=self.options.reason)
-            if change_id is not None:
-                self.report.changes.append(change_id)
+            assert self.change is not None
+            set_aside_study(self.change, study)
             self.seen = {sop: v for sop, v in self.seen.items() if v[1].study != study}
             self.records[study] = {}
         if study not in self.touched:
@@ -539,55 +559,3 @@ class _Batch:
 
 def _parts(key: InstanceKey) -> tuple[str, str, str]:
     return key.study, key.series, key.sop
-
-
-def _recompression_counts(info: InfoRecord) -> tuple[int, int]:
-    """Frames recompressed, and frames kept as received although recompression applied to
-    the instance (its info record then holds the pixel description)."""
-    recompressed = sum(1 for f in info.frames if f.recompressed)
-    asked = info.stored.pixel is not None
-    return recompressed, (len(info.frames) - recompressed if asked else 0)
-
-
-def _size(stream: BinaryIO) -> int:
-    try:
-        return os.fstat(stream.fileno()).st_size
-    except (OSError, ValueError):
-        return 0
-
-
-def _key(metadata: dict[str, object], name: str) -> InstanceKey:
-    return InstanceKey(
-        check_uid(_uid(metadata, STUDY_INSTANCE_UID_KEY), "StudyInstanceUID", source=name),
-        check_uid(_uid(metadata, SERIES_INSTANCE_UID_KEY), "SeriesInstanceUID", source=name),
-        check_uid(_uid(metadata, SOP_INSTANCE_UID_KEY), "SOPInstanceUID", source=name),
-    )
-
-
-def _duplicate(name: str, key: InstanceKey) -> DuplicateInstanceError:
-    return DuplicateInstanceError(
-        f"{name}: SOPInstanceUID {key.sop} is already stored from a different file; "
-        "use --replace to replace it"
-    )
-
-
-def _record_error(result: FileResult, exc: Exception) -> None:
-    name = str(result.path)
-    result.status = "failed"
-    result.exception = exc
-    if isinstance(exc, ArchiveError):
-        message = str(exc)
-        result.error = message if name in message else f"{name}: {message}"
-    elif isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
-        result.error = f"{name}: {exc.strerror or exc}{where}"
-    else:
-        result.error = f"{name}: an unexpected error stopped it (run with --verbose for details)"
-
-
-def _uid(metadata: dict[str, object], key: str) -> str | None:
-    element = metadata.get(key)
-    if not isinstance(element, dict):
-        return None
-    value = first_value({key: element}, key)
-    return value if isinstance(value, str) else None

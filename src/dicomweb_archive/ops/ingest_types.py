@@ -1,4 +1,5 @@
-"""What an ingest run is asked (:class:`PipelineOptions`) and what it reports."""
+"""What an ingest run is asked (:class:`PipelineOptions`) and what it reports, and the small
+helpers that turn what a file holds into a key or a reported failure."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts_model import InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
+from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.query import first_value
+from dicomweb_archive.model.tags import (
+    SERIES_INSTANCE_UID_KEY,
+    SOP_INSTANCE_UID_KEY,
+    STUDY_INSTANCE_UID_KEY,
+)
+from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.store.instance import InstanceKey
 
@@ -133,3 +143,55 @@ def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> 
                     yield here / name
         else:
             yield item
+
+
+def recompression_counts(info: InfoRecord) -> tuple[int, int]:
+    """Frames recompressed, and frames kept as received although recompression applied to
+    the instance (its info record then holds the pixel description)."""
+    recompressed = sum(1 for f in info.frames if f.recompressed)
+    asked = info.stored.pixel is not None
+    return recompressed, (len(info.frames) - recompressed if asked else 0)
+
+
+def stream_size(stream: BinaryIO) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def instance_key(metadata: dict[str, object], name: str) -> InstanceKey:
+    return InstanceKey(
+        check_uid(uid_of(metadata, STUDY_INSTANCE_UID_KEY), "StudyInstanceUID", source=name),
+        check_uid(uid_of(metadata, SERIES_INSTANCE_UID_KEY), "SeriesInstanceUID", source=name),
+        check_uid(uid_of(metadata, SOP_INSTANCE_UID_KEY), "SOPInstanceUID", source=name),
+    )
+
+
+def duplicate_error(name: str, key: InstanceKey) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"{name}: SOPInstanceUID {key.sop} is already stored from a different file; "
+        "use --replace to replace it"
+    )
+
+
+def record_error(result: FileResult, exc: Exception) -> None:
+    name = str(result.path)
+    result.status = "failed"
+    result.exception = exc
+    if isinstance(exc, ArchiveError):
+        message = str(exc)
+        result.error = message if name in message else f"{name}: {message}"
+    elif isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != name else ""
+        result.error = f"{name}: {exc.strerror or exc}{where}"
+    else:
+        result.error = f"{name}: an unexpected error stopped it (run with --verbose for details)"
+
+
+def uid_of(metadata: dict[str, object], key: str) -> str | None:
+    element = metadata.get(key)
+    if not isinstance(element, dict):
+        return None
+    value = first_value({key: element}, key)
+    return value if isinstance(value, str) else None

@@ -27,7 +27,12 @@ from typing import Any
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.steps import Step, apply_to_json
-from dicomweb_archive.errors import NoSuchInstanceError, StoreError, UsageError
+from dicomweb_archive.errors import (
+    CorruptStoreError,
+    NoSuchInstanceError,
+    StoreError,
+    UsageError,
+)
 from dicomweb_archive.ops.changes import (
     finish_studies,
     removed,
@@ -44,8 +49,9 @@ from dicomweb_archive.ops.update import (
     apply_update,
     target_instances,
 )
-from dicomweb_archive.store.changes import ChangeSet, Touched, read_change
-from dicomweb_archive.store.instance import InstanceKey
+from dicomweb_archive.store.changes import ChangeSet, Touched, change_ids, read_change
+from dicomweb_archive.store.instance import InstanceKey, read_info
+from dicomweb_archive.store.journal import Transaction
 
 JsonObject = dict[str, Any]
 
@@ -67,6 +73,11 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
             raise UsageError(
                 f"change {change_id} was purged ({record['details']['purged_by']}): what it "
                 "removed is gone, it cannot be reverted"
+            )
+        if record["kind"] == "purge":
+            raise UsageError(
+                f"change {change_id} is a purge: what it deleted is gone for good, it cannot "
+                "be reverted"
             )
         kind = "restore" if record["kind"] == "reject" else "revert"
         plan = UpdatePlan(kind, "change", change_id, [])
@@ -151,9 +162,45 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
             change.edit_state(key.study).set(key.sop, key.series, revision, steps)
         plan.others.append(key)
     for name in sorted(aside):
-        if name.startswith("studies/") and "/bulkdata/" in name and txn.head(name) is None:
-            txn.copy(keys.aside(record["change_id"], name), name)
+        kept_at = keys.aside(record["change_id"], name)
+        if (
+            name.startswith("studies/")
+            and "/bulkdata/" in name
+            and txn.head(name) is None
+            and txn.head(kept_at) is not None
+        ):
+            txn.copy(kept_at, name)
+    for item in touched:
+        if item.revision_before is not None and item.revision_after is None:
+            _bring_back_bulk(archive, txn, InstanceKey(item.study, item.series, item.sop))
     return studies
+
+
+def _bring_back_bulk(archive: Archive, txn: Transaction, key: InstanceKey) -> None:
+    """Every bulk-data object a restored instance refers to is there after the revert: from
+    the reverted change's copies, else (a change recorded before changes kept copies of the
+    bulk data of what they removed) from another change's set-aside objects; the revert is
+    refused when one is nowhere."""
+    keys = archive.keys
+    info = read_info(txn, keys, key)
+    for sha in sorted(info.bulk_hashes() | info.kept_originals()):
+        name = keys.bulkdata(key.study, sha)
+        if txn.head(name) is not None:
+            continue
+        found = next(
+            (
+                keys.aside(cid, name)
+                for cid in change_ids(archive.storage)
+                if archive.storage.head(keys.aside(cid, name)) is not None
+            ),
+            None,
+        )
+        if found is None:
+            raise CorruptStoreError(
+                f"SOPInstanceUID {key.sop} cannot be restored: its bulk data {sha} is "
+                "nowhere in the store (purged with a later change)"
+            )
+        txn.copy(found, name)
 
 
 def _steps(table: JsonObject, before: JsonObject | None) -> list[Step]:

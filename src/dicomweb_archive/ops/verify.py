@@ -59,6 +59,7 @@ from dicomweb_archive.store.instance import (
 )
 from dicomweb_archive.store.journal import change_in_progress, generation_marker
 from dicomweb_archive.store.keys import JOURNAL, STUDIES, STUDIES_INDEX
+from dicomweb_archive.store.recovery import uncommitted_aside
 from dicomweb_archive.store.storage import from_json_gz
 
 JsonObject = dict[str, Any]
@@ -209,8 +210,17 @@ def _verify_store(archive: Archive, on_disk: list[str], report: VerifyReport) ->
 
 
 def _verify_changes(archive: Archive, report: VerifyReport) -> None:
-    """Every change record is readable and the objects it set aside are there."""
+    """Every change record is readable and the objects it set aside are there; objects set
+    aside by a change never committed are reported (the next writer removes them)."""
     storage, keys = archive.storage, archive.keys
+    for change_id in uncommitted_aside(storage, keys):
+        what = "being made" if storage.lease_holder() else "interrupted"
+        report.add(
+            "interrupted",
+            keys.aside(change_id).rstrip("/"),
+            f"set aside by a change {what} before it was committed (no change record); "
+            "the next command that writes removes it",
+        )
     for change_id in change_ids(storage):
         try:
             record = read_change(storage, keys, change_id)

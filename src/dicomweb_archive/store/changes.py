@@ -133,8 +133,18 @@ class ChangeSet:
 
     def set_aside(self, key: str) -> None:
         """Remove ``key`` in this change, keeping a copy for revert."""
-        self.storage.copy(self.txn.staged.get(key, key), self.keys.aside(self.id, key))
+        if key not in self.aside:  # else a copy is kept already (:meth:`keep_copy`)
+            self.storage.copy(self.txn.staged.get(key, key), self.keys.aside(self.id, key))
+            self.aside.append(key)
         self.txn.delete(key)
+
+    def keep_copy(self, key: str) -> None:
+        """Keep a copy of ``key`` with this change's set-aside objects without removing it
+        (bulk data a removed instance refers to, still used by others); nothing when the key
+        is missing or kept already."""
+        if key in self.aside or self.txn.head(key) is None:
+            return
+        self.storage.copy(self.txn.staged.get(key, key), self.keys.aside(self.id, key))
         self.aside.append(key)
 
     def restore_aside(self, key: str) -> None:

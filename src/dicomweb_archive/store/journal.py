@@ -78,7 +78,8 @@ class Transaction:
         return self.storage.head(key)
 
     def list_prefix(self, prefix: str) -> Iterator[ObjectInfo]:
-        mine = {k: s for k, s in self.staged.items() if k.startswith(prefix)}
+        with self._lock:  # writer threads may be staging meanwhile
+            mine = {k: s for k, s in self.staged.items() if k.startswith(prefix)}
         merged: dict[str, ObjectInfo] = {}
         for info in self.storage.list_prefix(prefix):
             if info.key.startswith(STAGING):
@@ -94,7 +95,9 @@ class Transaction:
 
     def children(self, prefix: str) -> list[str]:
         names = dict.fromkeys(self.storage.children(prefix))
-        for key in self.staged:
+        with self._lock:
+            staged = list(self.staged)
+        for key in staged:
             if key.startswith(prefix):
                 head, slash, _ = key[len(prefix) :].partition("/")
                 names[head + slash] = None

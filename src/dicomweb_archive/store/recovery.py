@@ -6,7 +6,9 @@ and in every study with a pending notification (stage 1 notifies before it write
 folders without an info record are removed: their frames were written by a stage-1 run that
 was interrupted before the instance was committed (``store/instance.py``), with the bulk data
 no committed instance of the study refers to, and their per-instance deduplicated records
-(stage 1 writes an instance's record before its info record).
+(stage 1 writes an instance's record before its info record). Objects a change set aside
+(``.dicomweb-archive/aside/<change id>/``) before it was interrupted, never committed (no
+change record), are removed too: the originals are still in place.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from dicomweb_archive.store.instance import (
     uncommitted_instances,
 )
 from dicomweb_archive.store.journal import IndexApplier, replay
-from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.keys import ASIDE, StoreKeys
 from dicomweb_archive.store.storage import Storage
 
 
 def recover(storage: Storage, keys: StoreKeys, apply_index: IndexApplier | None) -> list[str]:
     """Replay, then sweep; returns the keys of the uncommitted objects removed."""
     replay(storage, apply_index)
-    studies = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
     removed: list[str] = []
+    for change_id in uncommitted_aside(storage, keys):
+        found = [info.key for info in storage.list_prefix(keys.aside(change_id))]
+        storage.delete_prefix(keys.aside(change_id))
+        removed += found
+    studies = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
     for study in studies:
         left = uncommitted_instances(storage, keys, study)
         for key in left:
@@ -48,3 +54,9 @@ def recover(storage: Storage, keys: StoreKeys, apply_index: IndexApplier | None)
                     storage.delete(name)
                     removed.append(name)
     return removed
+
+
+def uncommitted_aside(storage: Storage, keys: StoreKeys) -> list[str]:
+    """Ids of changes that set objects aside but were never committed (no change record)."""
+    ids = [name.rstrip("/") for name in storage.children(ASIDE) if name.endswith("/")]
+    return [cid for cid in ids if storage.head(keys.change(cid)) is None]
