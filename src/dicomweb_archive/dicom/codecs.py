@@ -20,10 +20,6 @@ import threading
 
 import imagecodecs
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.pixels.utils import pixel_array
-from pydicom.uid import UID
 
 from dicomweb_archive.errors import CodecError
 from dicomweb_archive.model.pixel import PixelDescription
@@ -193,6 +189,12 @@ def encode_lossy_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
 
 
 def _with_pydicom(data: bytes, syntax: str, pixel: PixelDescription) -> np.ndarray:
+    # pydicom (0.3 s to import) only for the syntaxes imagecodecs does not decode here
+    from pydicom.dataset import Dataset, FileMetaDataset  # noqa: PLC0415
+    from pydicom.encaps import encapsulate  # noqa: PLC0415
+    from pydicom.pixels.utils import pixel_array  # noqa: PLC0415
+    from pydicom.uid import UID  # noqa: PLC0415
+
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = UID(syntax)
