@@ -21,8 +21,12 @@ CASES = {
     "ingest": (["--count", "4", "--frames", "2", "--size", "16"], "ingest / cp"),
     "dedup": (["--count", "4"], "group / per-instance"),
     "export": (["--count", "4", "--size", "16"], "vs cat"),
-    "update": (["--studies", "2", "--instances", "2", "--sizes", "16"], "dcmodify / update"),
+    "update": (
+        ["--count=4", "--size=16", "--frames=2", "--multiframe-instances=2", "--runs=1"],
+        "dcmodify / ours",
+    ),
     "serve": (["--clients", "2", "--seconds", "0.5", "--count", "3"], "requests/s"),
+    "startup": (["--runs", "1"], "vs python -c pass"),
 }
 
 
@@ -30,10 +34,10 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     """The benchmark completes on tiny inputs and prints its Markdown table."""
-    if name == "update" and shutil.which("dcmodify") is None:
-        pytest.skip("the update benchmark compares with DCMTK's dcmodify (.ci/run installs it)")
+    if name in {"update", "startup"} and shutil.which("dcmodify") is None:
+        pytest.skip(f"the {name} benchmark compares with DCMTK (.ci/run installs it)")
     arguments, column = CASES[name]
-    if name in {"ingest", "export"}:
+    if name in {"ingest", "export", "update", "startup"}:
         arguments = [*arguments, "--workdir", str(tmp_path)]
     if name == "ingest":  # not over the results of a real run
         arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]

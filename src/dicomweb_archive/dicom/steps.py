@@ -27,7 +27,7 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomweb_archive.dicom.edit import (
     MODIFIED_ATTRIBUTES_SEQUENCE,
@@ -40,8 +40,6 @@ from dicomweb_archive.dicom.edit import (
     utf8_switch,
 )
 from dicomweb_archive.dicom.parse import Element
-from dicomweb_archive.dicom.parts_model import BulkPart, InlineLimits
-from dicomweb_archive.dicom.skeleton import Segment
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model import charset
 from dicomweb_archive.model.dicom_json import JsonContext, to_json_element
@@ -51,6 +49,10 @@ from dicomweb_archive.model.tags import (
     SPECIFIC_CHARACTER_SET,
     key,
 )
+
+if TYPE_CHECKING:  # (parts_model imports the info record and recompression models)
+    from dicomweb_archive.dicom.parts_model import BulkPart, InlineLimits
+    from dicomweb_archive.dicom.skeleton import Segment
 
 JsonObject = dict[str, Any]
 CHARSET_KEY = key(SPECIFIC_CHARACTER_SET)
