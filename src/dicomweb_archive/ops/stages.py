@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.errors import ArchiveError, NoSuchObjectError
 from dicomweb_archive.model.tags import STUDY_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reindex import ensure_index
@@ -44,7 +44,7 @@ from dicomweb_archive.store.instance import (
 )
 from dicomweb_archive.store.journal import Transaction
 from dicomweb_archive.store.keys import STUDIES_INDEX
-from dicomweb_archive.store.storage import json_gz
+from dicomweb_archive.store.storage import from_json_gz, json_gz
 
 JsonObject = dict[str, Any]
 #: Studies per transaction: bounds a journal's size (and the index rows it carries).
@@ -251,8 +251,11 @@ def build_study(archive: Archive, txn: Transaction, state: StudyState) -> JsonOb
 def stage_study_list(
     archive: Archive, txn: Transaction, built: dict[str, JsonObject | None]
 ) -> None:
-    """``studies/index.json.gz``: the index's study objects with these studies' applied."""
-    objects = {_study_uid(obj): obj for obj in archive.index.study_query_objects()}
+    """``studies/index.json.gz``: the list as it is, with these studies' objects applied (the
+    index's study objects when there is no list yet, or it is unreadable). Reading the list
+    rather than the index keeps a run over many studies linear: each chunk of studies
+    patches it."""
+    objects = {_study_uid(obj): obj for obj in _study_list(archive, txn)}
     for uid, obj in built.items():
         if obj is None:
             objects.pop(uid, None)
@@ -261,6 +264,24 @@ def stage_study_list(
     listing = [objects[uid] for uid in sorted(objects)]
     if listing or txn.head(STUDIES_INDEX) is not None:
         put_if_changed(txn, STUDIES_INDEX, json_gz(listing))
+
+
+def _study_list(archive: Archive, txn: Transaction) -> list[JsonObject]:
+    try:
+        listing = from_json_gz(txn.get(STUDIES_INDEX))
+    except NoSuchObjectError:
+        listing = None
+    except (OSError, ValueError):  # damaged: made again from the index
+        listing = None
+    if (
+        isinstance(listing, list)
+        and all(isinstance(obj, dict) for obj in listing)
+        and (  # the index holds the committed state: a list of another size is made again
+            STUDIES_INDEX in txn.staged or len(listing) == archive.index.counts()["studies"]
+        )
+    ):
+        return listing
+    return list(archive.index.study_query_objects())
 
 
 def _study_uid(obj: JsonObject) -> str:

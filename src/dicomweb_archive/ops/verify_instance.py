@@ -298,6 +298,8 @@ class FrameChecker:
         self.limits = inline_limits(archive)
         self.cache: tuple[int, memoryview] | None = None
         self.source_cache: tuple[int, bytes | memoryview] | None = None
+        #: the pixels read_stored decoded to check a frame (a frame is decoded once)
+        self.decoded: tuple[int, bytes] | None = None
         self.findings: list[Finding] = []
         self.bad = False
 
@@ -309,9 +311,11 @@ class FrameChecker:
         if self.source_cache is None or self.source_cache[0] != number:
             from dicomweb_archive.dicom.recompress import source_frame  # noqa: PLC0415
 
-            data = source_frame(
-                self.read_stored(number), record, self.info.stored.pixel, self.read_bulk
-            )
+            stored = self.read_stored(number)
+            if self.decoded is not None and self.decoded[0] == number:
+                data: bytes | memoryview = self.decoded[1]  # checked against the source hash
+            else:
+                data = source_frame(stored, record, self.info.stored.pixel, self.read_bulk)
             self.source_cache = (number, data)
         return self.source_cache[1]
 
@@ -331,7 +335,8 @@ class FrameChecker:
                 raise CodecError("the info record lacks the pixel description of its frames")
             from dicomweb_archive.dicom.recompress import source_pixels  # noqa: PLC0415
 
-            source_pixels(data, record, self.info.stored.pixel)  # CodecError: pixels differ
+            pixels = source_pixels(data, record, self.info.stored.pixel)  # CodecError: differ
+            self.decoded = (number, pixels)
         self.cache = (number, data)
         return data
 
