@@ -221,3 +221,23 @@ def test_stage_killed_then_rerun(
         assert code == 137
         assert tree_hashes(store) == tree_hashes(reference), f"{stage} killed at write {k}"
         assert index_dump(store) == index_dump(reference)
+
+
+def test_report_without_results_counts_the_same(tmp_path: Path, store: str) -> None:
+    """The commands ingest with ``keep_results=False`` (memory that does not grow with the
+    number of files): the report keeps only failed files and counts the rest, and every
+    figure of the summary is the same as with every result kept."""
+    from dicomweb_archive import Archive, ingest
+
+    files = write_series(tmp_path / "in", count=4, patient_id="P1")
+    (tmp_path / "in" / "bad.dcm").write_bytes(b"not dicom")
+    with Archive.open_or_create(store) as archive:
+        lean = ingest(archive, [tmp_path / "in"], keep_results=False)
+        again = ingest(archive, [tmp_path / "in"])
+    assert [r.status for r in lean.results] == ["failed"]
+    assert (lean.instances, lean.count("failed"), lean.bytes) == (
+        4,
+        1,
+        sum(p.stat().st_size for p in files),
+    )
+    assert again.count("unchanged") == 4 and len(again.results) == 5

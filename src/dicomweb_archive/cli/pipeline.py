@@ -220,8 +220,6 @@ def _run_files(
     from dicomweb_archive.ops.ingest import write_instances  # noqa: PLC0415
     from dicomweb_archive.ops.ingest_types import iter_input_files  # noqa: PLC0415
 
-    root = getattr(archive.storage, "root", None)
-    files = list(iter_input_files(inputs, exclude=root if isinstance(root, Path) else None))
     run_stages = command == "mkdicomweb"
 
     def report_file(result: FileResult) -> None:
@@ -236,8 +234,13 @@ def _run_files(
                 note(f"  warning: {warning}")
 
     if not interactive():
-        return write_instances(
-            archive, files, options=options, progress=report_file, run_stages=run_stages
+        return write_instances(  # the inputs are walked as they are read
+            archive,
+            inputs,
+            options=options,
+            progress=report_file,
+            run_stages=run_stages,
+            keep_results=False,
         )
     from rich.progress import (  # noqa: PLC0415 - rich only on a terminal
         BarColumn,
@@ -258,7 +261,9 @@ def _run_files(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    total = sum(_size(path) for path in files)
+    root = getattr(archive.storage, "root", None)
+    files = list(iter_input_files(inputs, exclude=root if isinstance(root, Path) else None))
+    total = sum(_size(path) for path in files)  # for the bar: sizes known before the start
     with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
         done = 0
@@ -270,7 +275,12 @@ def _run_files(
             progress.update(task, advance=_size(result.path), done=done)
 
         return write_instances(
-            archive, files, options=options, progress=hook, run_stages=run_stages
+            archive,
+            files,
+            options=options,
+            progress=hook,
+            run_stages=run_stages,
+            keep_results=False,
         )
 
 
@@ -279,8 +289,8 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
         _stage_failures(report.stages, verbose=verbose)
     if report.not_read:
         error_line(f"{report.not_read} files not read: the store is full")
-    unchanged = sum(1 for r in report.results if r.status == "unchanged")
-    replaced = sum(1 for r in report.results if r.status == "replaced")
+    unchanged = report.count("unchanged")
+    replaced = report.count("replaced")
     megabytes = report.bytes / 1e6
     rate = report.instances / report.seconds if report.seconds else 0.0
     built = len(report.stages.studies) if report.stages is not None else 0

@@ -90,15 +90,23 @@ def ingest(
     options: PipelineOptions | None = None,
     replace: bool | None = None,
     progress: ProgressHook | None = None,
+    keep_results: bool = True,
 ) -> IngestReport:
     """Run the pipeline (``mkdicomweb``): stage 1, then group and study stages per options.
 
-    ``replace`` overrides the field of ``options``.
+    ``replace`` overrides the field of ``options``; ``keep_results``: see ``IngestReport``.
     """
     options = options or PipelineOptions()
     if replace is not None:
         options = replace_options(options, replace=replace)
-    return write_instances(archive, inputs, options=options, progress=progress, run_stages=True)
+    return write_instances(
+        archive,
+        inputs,
+        options=options,
+        progress=progress,
+        run_stages=True,
+        keep_results=keep_results,
+    )
 
 
 replace_options = replace
@@ -116,10 +124,13 @@ def write_instances(
     options: PipelineOptions,
     progress: ProgressHook | None = None,
     run_stages: bool = False,
+    keep_results: bool = True,
 ) -> IngestReport:
-    """Stage 1 on files and directories; with ``run_stages`` also the later stages."""
+    """Stage 1 on files and directories; with ``run_stages`` also the later stages.
+    ``keep_results`` off: the report keeps only the results of files that failed or have
+    warnings (memory does not grow with the number of files; see ``IngestReport``)."""
     started = time.perf_counter()
-    report = IngestReport()
+    report = IngestReport(keep_results=keep_results)
     with archive.writing("ingest"):
         batch = _Batch(archive, options, report, progress)
         paths = iter_input_files((Path(i) for i in inputs), exclude=_excluded(archive))
@@ -242,7 +253,6 @@ class _Batch:
         self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
-        self.seen: dict[str, tuple[str, InstanceKey]] = {}
         self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
         #: the one change that collects every replacement of this run
         self.replacing: ChangeSet | None = None
@@ -257,8 +267,7 @@ class _Batch:
 
     def add(self, path: Path) -> None:
         """Start one file; its writing may go on in a writer thread."""
-        result = FileResult(path, "failed")
-        self.report.results.append(result)
+        result = FileResult(path, "failed")  # recorded in the report by drain()
 
         def file_sha256() -> str:
             with path.open("rb") as again:
@@ -298,6 +307,7 @@ class _Batch:
             self._check_full(result)
             if self.progress is not None:
                 self.progress(result)
+            self.report.record(result)
 
     def close(self) -> None:
         """Finish the files in flight, then commit the replacements, or this run's clean
@@ -430,7 +440,6 @@ class _Batch:
             elif change is not None:
                 after = metadata_hash(end.metadata)
                 change.include(Touched(key.study, key.series, key.sop, None, 0, after_sha256=after))
-            self.seen[key.sop] = (new_sha, key)
             result.status = "replaced" if previous is not None else "stored"
         except Exception as exc:  # one bad file must not stop the batch
             writer.abort()
@@ -504,7 +513,6 @@ class _Batch:
             self.cleaned.add(study)
             assert self.change is not None
             set_aside_study(self.change, study)
-            self.seen = {sop: v for sop, v in self.seen.items() if v[1].study != study}
             self.records[study] = {}
         if study not in self.touched:
             if self.change is not None:
@@ -522,8 +530,6 @@ class _Batch:
         records of the study say so for every instance at once (read once per study). An
         instance stored in another study or series is found through the index.
         """
-        if key.sop in self.seen:
-            return self.seen[key.sop]
         if self.options.clean and key.study not in self.cleaned:
             return None
         reader = self.change.txn if self.change is not None else self.storage

@@ -84,10 +84,31 @@ class FileResult:
 
 
 @dataclass(slots=True)
+class Tally:
+    """What the files an ingest report does not keep came to (see ``IngestReport``)."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    frames_recompressed: int = 0
+    frames_kept: int = 0
+
+    def add(self, result: FileResult) -> None:
+        self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
+        self.bytes += result.size
+        self.frames_recompressed += result.frames_recompressed
+        self.frames_kept += result.frames_kept
+
+
+@dataclass(slots=True)
 class IngestReport:
-    """The outcome of an ingest run."""
+    """The outcome of an ingest run: a result per file (in input order), or, with
+    ``keep_results`` off (the commands, so that memory does not grow with the number of
+    files), results only for the files that failed or have warnings, the rest counted in
+    ``tally``."""
 
     results: list[FileResult] = field(default_factory=list)
+    keep_results: bool = True
+    tally: Tally = field(default_factory=Tally)
     #: studies this run wrote instances of
     studies: set[str] = field(default_factory=set)
     #: what the later stages did (None: not run)
@@ -100,17 +121,30 @@ class IngestReport:
     not_read: int = 0
     seconds: float = 0.0
 
+    def record(self, result: FileResult) -> None:
+        """Add one file's result (kept, or counted: see the class docstring)."""
+        if self.keep_results or result.status == "failed" or result.warnings:
+            self.results.append(result)
+        else:
+            self.tally.add(result)
+
+    def count(self, status: Status) -> int:
+        """How many files ended with ``status``."""
+        return sum(1 for r in self.results if r.status == status) + self.tally.statuses.get(
+            status, 0
+        )
+
     @property
     def failures(self) -> list[FileResult]:
         return [r for r in self.results if r.status == "failed"]
 
     @property
     def instances(self) -> int:
-        return sum(1 for r in self.results if r.status in ("stored", "replaced"))
+        return self.count("stored") + self.count("replaced")
 
     @property
     def bytes(self) -> int:
-        return sum(r.size for r in self.results if r.status != "failed")
+        return sum(r.size for r in self.results if r.status != "failed") + self.tally.bytes
 
     @property
     def ok(self) -> bool:
@@ -118,11 +152,14 @@ class IngestReport:
 
     @property
     def frames_recompressed(self) -> int:
-        return sum(r.frames_recompressed for r in self.results if r.status != "failed")
+        kept = sum(r.frames_recompressed for r in self.results if r.status != "failed")
+        return kept + self.tally.frames_recompressed
 
     @property
     def frames_kept(self) -> int:
-        return sum(r.frames_kept for r in self.results if r.status != "failed")
+        return sum(r.frames_kept for r in self.results if r.status != "failed") + (
+            self.tally.frames_kept
+        )
 
 
 ProgressHook = Callable[[FileResult], None]
