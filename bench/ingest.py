@@ -57,7 +57,8 @@ from tests.factory import make_ct, phantom, uid, write_ct, write_series  # noqa:
 from dicomweb_archive import Archive  # noqa: E402
 from dicomweb_archive.store.storage import PRIVATE  # noqa: E402
 
-#: Runs one ingest in a fresh process; VmHWM is that process's own peak resident memory
+#: Runs one ingest in a fresh process, as the commands do (``keep_results=False``: the report
+#: counts the files that went well); VmHWM is that process's own peak resident memory
 #: (ru_maxrss would include the parent's peak, inherited across fork and exec on Linux).
 CHILD = """
 import re, sys, time
@@ -67,7 +68,8 @@ from dicomweb_archive.ops.ingest_types import PipelineOptions
 policy = Recompression.from_options(grey=sys.argv[3], colour=sys.argv[3])
 start = time.perf_counter()
 with Archive.open_or_create(sys.argv[2]) as archive:
-    report = ingest(archive, [sys.argv[1]], options=PipelineOptions(recompression=policy))
+    options = PipelineOptions(recompression=policy)
+    report = ingest(archive, [sys.argv[1]], options=options, keep_results=False)
 seconds = time.perf_counter() - start
 assert report.ok, [r.error for r in report.failures][:3]
 status = open("/proc/self/status").read()

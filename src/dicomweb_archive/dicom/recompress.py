@@ -196,14 +196,15 @@ def _unsupported(target: str | None, pixel: PixelDescription | None) -> str | No
 
 
 def source_pixels(
-    stored: bytes | memoryview, record: FrameRecord, pixel: PixelDescription
+    stored: bytes | memoryview, record: FrameRecord, pixel: PixelDescription, *, check: bool = True
 ) -> bytes:
     """The native little endian pixels a recompressed frame decodes to, checked against the
-    SHA-256 recorded at ingest (raises :class:`CodecError` when they differ)."""
+    SHA-256 recorded at ingest (raises :class:`CodecError` when they differ; ``check`` off:
+    the caller checks what it builds from them)."""
     assert record.source is not None and record.transfer_syntax_uid is not None
     array, _ = decode_frame(bytes(stored), record.transfer_syntax_uid, pixel)
     pixels = native_bytes(array, pixel)
-    if hashlib.sha256(pixels).hexdigest() != record.source.pixels_sha256:
+    if check and hashlib.sha256(pixels).hexdigest() != record.source.pixels_sha256:
         raise CodecError("it decodes to pixels that differ from the source's (SHA-256)")
     return pixels
 
@@ -213,6 +214,8 @@ def source_frame(
     record: FrameRecord,
     pixel: PixelDescription | None,
     read_bulk: BulkReader,
+    *,
+    check: bool = True,
 ) -> bytes | memoryview:
     """The frame as received (what the skeleton's frame segments refer to) from the stored
     frame: itself, the kept original of a lossy frame, or the native pixels decoded from a
@@ -224,4 +227,4 @@ def source_frame(
         return read_bulk(source.bulk)
     if pixel is None:
         raise CodecError("the info record lacks the pixel description of recompressed frames")
-    return source_pixels(stored, record, pixel)
+    return source_pixels(stored, record, pixel, check=check)

@@ -215,7 +215,11 @@ class _Checked:
             self.output_sha = hashlib.sha256(output).hexdigest()
             yield output
             return
-        chunks = generate_p10(self.archive, self.key, info=info, check_parts=self.edited)
+        # an unedited instance's whole file is checked against the original's SHA-256
+        # (_verdict): decoded frames need no check of their own on the way
+        chunks = generate_p10(
+            self.archive, self.key, info=info, check_parts=self.edited, check_pixels=self.edited
+        )
         if self.target is None:
             for chunk in chunks:
                 self.sha.update(chunk)
@@ -243,10 +247,24 @@ def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.transcoded = checked.output_sha is not None and checked.output_sha != expected
     item.edited = checked.edited and checked.sha.hexdigest() != expected
     if checked.sha.hexdigest() != expected and not checked.edited:
-        item.error = (
-            f"SOPInstanceUID {item.key.sop}: rebuilt bytes differ from the ingested file "
-            f"(SHA-256 {item.sha256[:12]}... instead of {expected[:12]}...); run verify"
+        why = _damaged_part(checked)
+        item.error = f"SOPInstanceUID {item.key.sop}: " + (
+            why
+            or f"rebuilt bytes differ from the ingested file (SHA-256 {item.sha256[:12]}... "
+            f"instead of {expected[:12]}...); run verify"
         )
+
+
+def _damaged_part(checked: _Checked) -> str | None:
+    """Which part of an instance whose rebuilt bytes differ from the original is damaged:
+    the instance is rebuilt again with every part checked (only after a mismatch: an unedited
+    instance is exported without checking its parts, the whole file's hash proves them)."""
+    try:
+        for _chunk in generate_p10(checked.archive, checked.key, check_parts=True):
+            pass
+    except ArchiveError as exc:
+        return str(exc)
+    return None
 
 
 def _to_file(

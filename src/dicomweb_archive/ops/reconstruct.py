@@ -52,6 +52,9 @@ class FrameReaders:
     key: InstanceKey
     info: InfoRecord
     check_parts: bool = False
+    #: check each decoded recompressed frame against the pixel hash recorded at ingest (off
+    #: only where the caller checks the whole file's SHA-256 against the original's)
+    check_pixels: bool = True
     _stored: tuple[int, memoryview] | None = None
     _source: tuple[int, bytes | memoryview] | None = None
 
@@ -80,7 +83,13 @@ class FrameReaders:
         from dicomweb_archive.dicom.recompress import source_frame  # noqa: PLC0415 - decoding
 
         try:
-            data = source_frame(self.stored(number), record, self.info.stored.pixel, self.bulk)
+            data = source_frame(
+                self.stored(number),
+                record,
+                self.info.stored.pixel,
+                self.bulk,
+                check=self.check_pixels,
+            )
         except CodecError as exc:
             raise CorruptStoreError(f"frame {number} of {self.key.sop}: {exc}") from exc
         self._source = (number, data)
@@ -98,6 +107,7 @@ def generate_p10(
     *,
     info: InfoRecord | None = None,
     check_parts: bool = False,
+    check_pixels: bool = True,
 ) -> Iterator[bytes | memoryview]:
     """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`):
     as received, or for an edited instance its head with the edit steps applied
@@ -109,7 +119,7 @@ def generate_p10(
     """
     storage, keys = archive.storage, archive.keys
     info = info if info is not None else read_info(storage, keys, key)
-    readers = FrameReaders(storage, keys, key, info, check_parts)
+    readers = FrameReaders(storage, keys, key, info, check_parts, check_pixels)
     steps = steps_of(storage, keys, key)
     if not steps:
         return readers.generate(info.skeleton)
