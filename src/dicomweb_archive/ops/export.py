@@ -15,10 +15,12 @@ Outputs (``docs/spec/export.md``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -380,7 +382,14 @@ def write_file(path: Path, chunks: Iterable[bytes | memoryview]) -> int:
     return size
 
 
+@functools.cache
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process's umask, read once (reading it means setting it: two export threads each
+    reading it could see the other's temporary 0 and make files world-writable)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
+        return mask
+
+
+_UMASK_LOCK = threading.Lock()
