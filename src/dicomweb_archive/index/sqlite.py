@@ -119,20 +119,9 @@ class SQLiteIndex:
                     conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             patients: set[str] = set()
             for study_uid, study, series, instances in studies:
-                for row in conn.execute(
-                    "SELECT patient_id FROM studies WHERE study_instance_uid = ?", [study_uid]
-                ):
-                    patients.add(row[0])
                 conn.execute("DELETE FROM instances WHERE study_instance_uid = ?", [study_uid])
-                conn.execute("DELETE FROM series WHERE study_instance_uid = ?", [study_uid])
-                conn.execute("DELETE FROM studies WHERE study_instance_uid = ?", [study_uid])
-                if study is None:
-                    continue
-                patients.add(study["patient_id"])
-                self._upsert_patient(conn, study)
-                _insert(conn, "studies", [study])
-                _insert(conn, "series", series)
-                _insert(conn, "instances", instances)
+                if self._replace_study(conn, study_uid, study, series, patients):
+                    _insert(conn, "instances", instances)
             for patient_id in patients:
                 self._refresh_patient(conn, patient_id)
 
@@ -144,18 +133,8 @@ class SQLiteIndex:
         with conn:
             patients: set[str] = set()
             for study_uid, study, series, instances in studies:
-                for row in conn.execute(
-                    "SELECT patient_id FROM studies WHERE study_instance_uid = ?", [study_uid]
-                ):
-                    patients.add(row[0])
-                conn.execute("DELETE FROM series WHERE study_instance_uid = ?", [study_uid])
-                conn.execute("DELETE FROM studies WHERE study_instance_uid = ?", [study_uid])
-                if study is None:
+                if not self._replace_study(conn, study_uid, study, series, patients):
                     continue
-                patients.add(study["patient_id"])
-                self._upsert_patient(conn, study)
-                _insert(conn, "studies", [study])
-                _insert(conn, "series", series)
                 conn.executemany(
                     "UPDATE instances SET sop_class_uid = ?, instance_number = ?, rows = ?,"
                     " columns = ?, query_json = ? WHERE sop_instance_uid = ?",
@@ -173,6 +152,30 @@ class SQLiteIndex:
                 )
             for patient_id in patients:
                 self._refresh_patient(conn, patient_id)
+
+    def _replace_study(
+        self,
+        conn: sqlite3.Connection,
+        study_uid: str,
+        study: Row | None,
+        series: list[Row],
+        patients: set[str],
+    ) -> bool:
+        """A study's study and series rows replaced (removed when ``study`` is None); the
+        patients whose counts change are added to ``patients``. Returns whether it stays."""
+        for row in conn.execute(
+            "SELECT patient_id FROM studies WHERE study_instance_uid = ?", [study_uid]
+        ):
+            patients.add(row[0])
+        conn.execute("DELETE FROM series WHERE study_instance_uid = ?", [study_uid])
+        conn.execute("DELETE FROM studies WHERE study_instance_uid = ?", [study_uid])
+        if study is None:
+            return False
+        patients.add(study["patient_id"])
+        self._upsert_patient(conn, study)
+        _insert(conn, "studies", [study])
+        _insert(conn, "series", series)
+        return True
 
     @staticmethod
     def _upsert_patient(conn: sqlite3.Connection, study: Row) -> None:
