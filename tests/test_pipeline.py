@@ -241,3 +241,24 @@ def test_report_without_results_counts_the_same(tmp_path: Path, store: str) -> N
         sum(p.stat().st_size for p in files),
     )
     assert again.count("unchanged") == 4 and len(again.results) == 5
+
+
+def test_one_sop_in_two_studies_of_one_run_is_refused(tmp_path: Path, store: str) -> None:
+    """A SOP Instance UID is stored once: a second file with it in another study, in the same
+    run (before the index knows the first), is refused as a duplicate; with ``--replace`` it
+    replaces the first. The same file twice is unchanged."""
+    from dicomweb_archive import Archive, ingest
+
+    first = write_ct(tmp_path / "a" / "1.dcm", study=uid(1), series=uid(2), sop=uid(3))
+    write_ct(tmp_path / "a" / "2.dcm", study=uid(4), series=uid(5), sop=uid(3), seed=7)
+    (tmp_path / "a" / "3.dcm").write_bytes(first.read_bytes())
+    with Archive.open_or_create(store) as archive:
+        report = ingest(archive, [tmp_path / "a"], keep_results=False)
+        assert report.instances == 1 and report.count("unchanged") == 1
+        (failed,) = report.failures
+        assert "already stored" in (failed.error or "")
+        assert archive.index.counts()["instances"] == 1
+        again = ingest(archive, [tmp_path / "a" / "2.dcm"], replace=True)
+        assert again.count("replaced") == 1
+        row = archive.index.find_instance(uid(3))
+        assert row is not None and row["study_instance_uid"] == uid(4)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -254,6 +255,12 @@ class _Batch:
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
         self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
+        #: where this run wrote each SOP Instance UID (the index knows only what earlier runs
+        #: wrote), compactly: hash of the UID -> number of its (study, series) in ``places``
+        self.written: dict[int, int] = {}
+        self.places: list[tuple[str, str]] = []
+        self.place_numbers: dict[tuple[str, str], int] = {}
+        self.places_lock = threading.Lock()  # writer threads record what they wrote
         #: the one change that collects every replacement of this run
         self.replacing: ChangeSet | None = None
         self.replaced_studies: set[str] = set()
@@ -435,6 +442,7 @@ class _Batch:
                 writer.written.append(self.keys.instance_record(key.study, key.sop))
                 write_record(self.storage, self.keys, key.study, end.metadata, end.info, txn=txn)
             writer.commit(end, metadata=self.options.instances)
+            self._remember(key)
             if change is not None and previous is not None:
                 self._record_replacement(change, previous[1], key, end)
             elif change is not None:
@@ -533,6 +541,11 @@ class _Batch:
         if self.options.clean and key.study not in self.cleaned:
             return None
         reader = self.change.txn if self.change is not None else self.storage
+        place = self.written.get(hash(key.sop))
+        if place is not None:  # (a hash, so possibly another UID: the info record tells)
+            here = InstanceKey(*self.places[place], key.sop)
+            if reader.head(self.keys.info(*_parts(here))) is not None:
+                return read_info(reader, self.keys, here).original.sha256, here
         known = self._known(key.study).get(key.sop)
         if known is not None and reader.head(self.keys.info(*_parts(known[1]))) is not None:
             return known
@@ -547,6 +560,15 @@ class _Batch:
         if reader.head(self.keys.info(*_parts(where))) is None:
             return None  # indexed, but no longer in the store
         return read_info(reader, self.keys, where).original.sha256, where
+
+    def _remember(self, key: InstanceKey) -> None:
+        """Note where this run wrote an instance (see ``written``)."""
+        with self.places_lock:
+            place = self.place_numbers.get((key.study, key.series))
+            if place is None:
+                place = self.place_numbers[key.study, key.series] = len(self.places)
+                self.places.append((key.study, key.series))
+            self.written[hash(key.sop)] = place
 
     def _known(self, study: str) -> dict[str, tuple[str, InstanceKey]]:
         """The study's deduplicated records as SOP -> (SHA-256, where), read once per run."""
