@@ -250,3 +250,80 @@ def test_removal_needs_no_double_dash(tmp_path: Path, store: str) -> None:
         changed = sorted(c["attribute"] for c in entry["changes"])
         assert changed == ["(0011,1001) private", "(0020,4000) ImageComments"]
         _clean(archive)
+
+
+def test_clean_refuses_a_uid_stored_in_another_study(tmp_path: Path, store: str) -> None:
+    """``-c`` looks for the input's SOP Instance UID in other studies too (it stored a second
+    copy, and the index then refused every command): refused as without ``-c``; with
+    ``--replace`` the copy in the other study is set aside."""
+    from dicomweb_archive import ingest
+    from dicomweb_archive.ops.ingest_types import PipelineOptions
+    from tests.factory import write_ct
+
+    write_ct(tmp_path / "a" / "a.dcm", study=uid("1"), series=uid("1.1"), sop=uid("1.1.1"))
+    b = write_ct(tmp_path / "b" / "b.dcm", study=uid("2"), series=uid("2.1"), sop=uid("1.1.1"))
+    assert ingested(store, [tmp_path / "a"]).ok
+    with Archive.open(store) as archive:
+        report = ingest(archive, [b], options=PipelineOptions(clean=True))
+        assert "already stored" in (report.failures[0].error or "")
+        _clean(archive)
+        replaced = ingest(archive, [b], options=PipelineOptions(clean=True, replace=True))
+        assert replaced.ok and archive.index.counts()["instances"] == 1
+        _clean(archive)
+
+
+def test_one_input_cannot_give_a_uid_twice(tmp_path: Path, store: str) -> None:
+    """Two different files with one SOP Instance UID in one run are refused (the second),
+    even with ``--replace``: the run's change stays revertible."""
+    from dicomweb_archive import ingest
+    from tests.factory import write_ct
+
+    keys = {"study": uid("1"), "series": uid("1.1"), "sop": uid("1.1.1")}
+    write_ct(tmp_path / "a" / "a.dcm", **keys)
+    assert ingested(store, [tmp_path / "a"]).ok
+    twice = [write_ct(tmp_path / "n" / f"x{i}.dcm", seed=3 + i, **keys) for i in (0, 1)]
+    with Archive.open(store) as archive:
+        report = ingest(archive, twice, replace=True)
+        assert "given twice" in (report.failures[0].error or "")
+        (change,) = report.changes
+        revert_change(archive, change)
+        _clean(archive)
+        assert reconstruct_p10(archive, uid("1.1.1")) == (tmp_path / "a" / "a.dcm").read_bytes()
+
+
+def test_revert_sets_aside_bulk_data_no_instance_uses(tmp_path: Path, store: str) -> None:
+    """Reverting a revert of a delete removes the instance again, and its bulk data with it
+    (verify found it orphaned)."""
+    files = _shared_bulk(tmp_path / "in", count=1)
+    assert ingested(store, files).ok
+    with Archive.open(store) as archive:
+        delete = apply_delete(archive, plan_delete(archive, "instance", uid("50.1.0"))).change_id
+        back = revert_change(archive, delete).change_id
+        revert_change(archive, back)
+        _clean(archive)
+        assert not keys_under(store, KEYS.bulkdata_dir(STUDY))
+
+
+def test_a_revert_of_a_purged_change_cannot_be_reverted(tmp_path: Path, store: str) -> None:
+    """De-identify, revert, purge the de-identification: reverting the revert would bring the
+    de-identified data back without what the purge removed (and left patient data no purge
+    could reach): refused."""
+    files = write_series(tmp_path / "in", count=2, study=uid("1"), patient_id="P1")
+    assert ingested(store, files).ok
+    with Archive.open(store) as archive:
+        change = anonymize_in_place(archive).change_id
+        back = revert_change(archive, change).change_id
+        purge(archive, change)
+        with pytest.raises(UsageError, match="was purged since"):
+            revert_change(archive, back)
+        _clean(archive)
+
+
+def test_one_attribute_edited_twice_is_refused(tmp_path: Path, store: str) -> None:
+    """``-ImageComments ImageComments=new``: removals are moved after ``--`` for the parser,
+    so the order of two edits of one attribute would be lost: refused."""
+    files = _shared_bulk(tmp_path / "in", count=1)
+    assert ingested(store, files).ok
+    args = ["-o", store, "-instance", uid("50.1.0"), "-ImageComments", "ImageComments=new"]
+    result = runner.invoke(UPDATE_APP, normalise_argv(args))
+    assert result.exit_code != 0 and "more than once" in result.output

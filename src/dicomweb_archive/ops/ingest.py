@@ -6,13 +6,12 @@ data, the deduplicated per-instance record (``-d``), the instance's ``metadata.g
 and its ``info.json.gz`` last, which commits it (``store/instance.py``); it notifies the group
 and study stages before writing anything of a study. A different file with a stored SOP
 Instance UID is refused, or with ``--replace`` replaces it in a ``replace`` change (the old
-instance set aside, revertible); with ``-c`` the whole run is one ``clean`` change:
-the studies the input touches are set aside and the new instances written in the same change
-(an interrupted run leaves the studies as they were). :func:`ingest` runs stage 1 and then,
-per options, the group and study stages on every notified study (``docs/spec/pipeline.md``).
+instance set aside, revertible); with ``-c`` the whole run is one ``clean`` change (the studies
+the input touches set aside, the new instances written: a killed run changes nothing).
+:func:`ingest` runs stage 1, then per options the group and study stages (pipeline.md).
 
-Bad input never raises: each file gets a :class:`FileResult`, the batch goes on. A full store
-stops the batch (every later file would fail too): the rest is reported as not read.
+Bad input never raises: each file gets a :class:`FileResult`, the batch goes on; a full store
+stops it (every later file would fail too; the rest is reported as not read).
 """
 
 from __future__ import annotations
@@ -255,12 +254,11 @@ class _Batch:
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
         self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
-        #: where this run wrote each SOP Instance UID (the index knows only what earlier runs
-        #: wrote), compactly: hash of the UID -> number of its (study, series) in ``places``
+        #: where this run wrote each SOP Instance UID: hash -> its (study, series) in ``places``
         self.written: dict[int, int] = {}
         self.places: list[tuple[str, str]] = []
         self.place_numbers: dict[tuple[str, str], int] = {}
-        self.places_lock = threading.Lock()  # writer threads record what they wrote
+        self.places_lock = threading.Lock()
         #: the one change that collects every replacement of this run
         self.replacing: ChangeSet | None = None
         self.replaced_studies: set[str] = set()
@@ -382,6 +380,8 @@ class _Batch:
             earlier = self.in_flight.pop(key.sop, None)
             if earlier is not None:
                 wait([earlier])  # the same SOP Instance UID is being written: let it finish
+            if self.options.clean:  # -c: the study set aside first, then the UID looked for
+                self._prepare_study(key.study)
             previous = self._previous(key)
             sha = file_sha256() if previous is not None and file_sha256 is not None else None
             if previous is not None and previous == (sha, key):
@@ -390,6 +390,8 @@ class _Batch:
                 parts.close()
                 return None
             differs = previous is not None and (previous[1] != key or sha is not None)
+            if differs and self._written_in_run(key.sop) is not None:
+                raise duplicate_error(name, key, twice=True)
             if differs and not self.options.replace:
                 raise duplicate_error(name, key)
             self._prepare_study(key.study)
@@ -417,7 +419,11 @@ class _Batch:
     ) -> None:
         """Read the frames, write the instance, its record and bookkeeping."""
         name = str(result.path)
-        change = self._replacement(previous[1]) if previous is not None else self.change
+        try:
+            change = self._replacement(previous[1]) if previous is not None else self.change
+        except Exception as exc:  # one bad file must not stop the batch
+            record_error(result, exc)
+            return parts.close()
         sink = change.txn if change is not None else self.storage
         writer = InstanceWriter(self.storage, self.keys, key, sink)
         point = change.txn.savepoint() if previous is not None and change is not None else None
@@ -468,7 +474,7 @@ class _Batch:
         assert change is not None
         if change is self.change:  # a failed replacement rolls the change back to a savepoint:
             wait(list(self.in_flight.values()))  # no other file may be writing into it
-        self._prepare_study(old.study)
+        self._prepare_study(old.study, clean=False)  # (-c cleans the input's studies)
         if self.replace_states is None:
             self.replace_states = States(change.txn, self.keys)
         self._pending_before = removed(change, self.replace_states.instance(old))
@@ -514,10 +520,10 @@ class _Batch:
                 return part
         raise AssertionError("generate_parts ended without InstanceEnd")
 
-    def _prepare_study(self, study: str) -> None:
+    def _prepare_study(self, study: str, *, clean: bool = True) -> None:
         """Clean the study on first sight with -c (in this run's change); notify the next
         stages before writing."""
-        if self.options.clean and study not in self.cleaned:
+        if clean and self.options.clean and study not in self.cleaned:
             self.cleaned.add(study)
             assert self.change is not None
             set_aside_study(self.change, study)
@@ -538,14 +544,10 @@ class _Batch:
         records of the study say so for every instance at once (read once per study). An
         instance stored in another study or series is found through the index.
         """
-        if self.options.clean and key.study not in self.cleaned:
-            return None
         reader = self.change.txn if self.change is not None else self.storage
-        place = self.written.get(hash(key.sop))
-        if place is not None:  # (a hash, so possibly another UID: the info record tells)
-            here = InstanceKey(*self.places[place], key.sop)
-            if reader.head(self.keys.info(*_parts(here))) is not None:
-                return read_info(reader, self.keys, here).original.sha256, here
+        here = self._written_in_run(key.sop)
+        if here is not None:
+            return read_info(reader, self.keys, here).original.sha256, here
         known = self._known(key.study).get(key.sop)
         if known is not None and reader.head(self.keys.info(*_parts(known[1]))) is not None:
             return known
@@ -560,6 +562,14 @@ class _Batch:
         if reader.head(self.keys.info(*_parts(where))) is None:
             return None  # indexed, but no longer in the store
         return read_info(reader, self.keys, where).original.sha256, where
+
+    def _written_in_run(self, sop: str) -> InstanceKey | None:
+        """Where this run wrote ``sop`` (``written`` holds hashes: the info record says)."""
+        place = self.written.get(hash(sop))
+        here = None if place is None else InstanceKey(*self.places[place], sop)
+        reader = self.change.txn if self.change is not None else self.storage
+        found = here is not None and reader.head(self.keys.info(*_parts(here))) is not None
+        return here if found else None
 
     def _remember(self, key: InstanceKey) -> None:
         """Note where this run wrote an instance (see ``written``)."""

@@ -205,7 +205,14 @@ def instance_key(metadata: dict[str, object], name: str) -> InstanceKey:
     )
 
 
-def duplicate_error(name: str, key: InstanceKey) -> DuplicateInstanceError:
+def duplicate_error(name: str, key: InstanceKey, *, twice: bool = False) -> DuplicateInstanceError:
+    """A file with a stored SOP Instance UID (``twice``: one this run wrote from another file,
+    refused even with --replace: one input cannot say which file is the instance)."""
+    if twice:
+        return DuplicateInstanceError(
+            f"{name}: SOPInstanceUID {key.sop} is given twice in this input, by files that "
+            "differ; give one of them"
+        )
     return DuplicateInstanceError(
         f"{name}: SOPInstanceUID {key.sop} is already stored from a different file; "
         "use --replace to replace it"

@@ -37,6 +37,7 @@ from dicomweb_archive.ops.changes import (
     finish_studies,
     removed,
     set_aside_instance,
+    set_aside_unused_bulk,
 )
 from dicomweb_archive.ops.history import instance_history
 from dicomweb_archive.ops.stages import complete_pending
@@ -74,6 +75,12 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
                 f"change {change_id} was purged ({record['details']['purged_by']}): what it "
                 "removed is gone, it cannot be reverted"
             )
+        target = record.get("reverts")
+        if target and _purged(archive, target):
+            raise UsageError(
+                f"change {change_id} reverted change {target}, which was purged since: "
+                "reverting it would bring back what the purge removed"
+            )
         if record["kind"] == "purge":
             raise UsageError(
                 f"change {change_id} is a purge: what it deleted is gone for good, it cannot "
@@ -89,6 +96,9 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
             reverts=change_id,
         ) as change:
             studies = _undo(archive, change, record, plan)
+            change.stage_edit_states()  # (the bulk data the restored steps use counts)
+            for study in sorted(studies):  # what the instances it removed used alone
+                set_aside_unused_bulk(change, study)
             finish_studies(archive, change, studies)
     return UpdateReport(plan, change.id, time.perf_counter() - started)
 
@@ -201,6 +211,14 @@ def _bring_back_bulk(archive: Archive, txn: Transaction, key: InstanceKey) -> No
                 "nowhere in the store (purged with a later change)"
             )
         txn.copy(found, name)
+
+
+def _purged(archive: Archive, change_id: str) -> bool:
+    try:
+        target = read_change(archive.storage, archive.keys, change_id)
+    except StoreError:
+        return True  # its record is gone: purged with a de-identification
+    return bool(target["details"].get("purged_by"))
 
 
 def _steps(table: JsonObject, before: JsonObject | None) -> list[Step]:

@@ -42,6 +42,7 @@ from dicomweb_archive.errors import (
     NoSuchInstanceError,
     NoSuchStudyError,
     StaleVersionError,
+    UsageError,
 )
 from dicomweb_archive.model.edits import LEVELS, EditSpec, parse_edit
 from dicomweb_archive.model.query import instance_query
@@ -186,6 +187,10 @@ def plan_update(
     if level not in LEVELS:
         raise ValueError(level)
     specs = [parse_edit(text, level=level) for text in edits]
+    paths = [spec.edit.path for spec in specs]
+    for spec, path in zip(specs, paths, strict=True):
+        if paths.count(path) > 1:  # the order of two edits of one attribute would decide
+            raise UsageError(f"{spec.label} is edited more than once in one command")
     complete_pending(archive)
 
     def plan() -> UpdatePlan:
