@@ -28,20 +28,15 @@ from dicomweb_archive.dicom.parse import (
 )
 from dicomweb_archive.errors import EditRefusedError, UsageError
 from dicomweb_archive.model import charset as charset_module
-from dicomweb_archive.model.dicom_json import CHARSET_VRS, NUMBER_FORMATS, encodings_of
+from dicomweb_archive.model.dicom_json import (
+    BINARY_VRS,
+    CHARSET_VRS,
+    NUMBER_FORMATS,
+    encodings_of,
+)
 from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
-_STRUCT = {
-    "US": "H",
-    "SS": "h",
-    "UL": "I",
-    "SL": "i",
-    "FL": "f",
-    "FD": "d",
-    "SV": "q",
-    "UV": "Q",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +377,8 @@ def encode_value(vr: str, value: str, encodings: list[str], *, little: bool) -> 
     prefix = "<" if little else ">"
     if vr == "SQ":
         raise UsageError("a sequence can be emptied or removed, not set to a value")
-    if vr in _STRUCT:
-        fmt = prefix + _STRUCT[vr]
+    if vr in NUMBER_FORMATS:
+        fmt = prefix + NUMBER_FORMATS[vr]
         numbers = [float(v) if vr in ("FL", "FD") else int(v) for v in value.split("\\")]
         return b"".join(struct.pack(fmt, n) for n in numbers)
     if vr == "AT":
@@ -391,7 +386,7 @@ def encode_value(vr: str, value: str, encodings: list[str], *, little: bool) -> 
         for item in value.split("\\"):
             words += [int(item[:4], 16), int(item[4:], 16)]
         return struct.pack(prefix + f"{len(words)}H", *words)
-    if vr in NUMBER_FORMATS or vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+    if vr in NUMBER_FORMATS or vr in BINARY_VRS:
         raise UsageError(f"values of VR {vr} cannot be edited")
     try:
         if vr == "PN":
