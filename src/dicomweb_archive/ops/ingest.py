@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -51,6 +50,7 @@ from dicomweb_archive.ops.changes import (
     set_aside_instance,
     set_aside_study,
 )
+from dicomweb_archive.ops.ingest_seen import SeenInstances
 from dicomweb_archive.ops.ingest_types import (
     FileResult,
     IngestReport,
@@ -70,9 +70,9 @@ from dicomweb_archive.ops.state import States
 from dicomweb_archive.ops.study import metadata_hash
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.changes import ChangeSet, Touched
-from dicomweb_archive.store.dedup import read_study_records, write_record
+from dicomweb_archive.store.dedup import write_record
 from dicomweb_archive.store.edit_state import Entry
-from dicomweb_archive.store.instance import InstanceKey, InstanceWriter, read_info
+from dicomweb_archive.store.instance import InstanceKey, InstanceWriter
 from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
 
 #: Threads reading, recompressing and writing frames (codecs, hashing, zlib and file I/O
@@ -253,12 +253,7 @@ class _Batch:
         self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.touched: set[str] = set()
         self.cleaned: set[str] = set()
-        self.records: dict[str, dict[str, tuple[str, InstanceKey]]] = {}
-        #: where this run wrote each SOP Instance UID: hash -> its (study, series) in ``places``
-        self.written: dict[int, int] = {}
-        self.places: list[tuple[str, str]] = []
-        self.place_numbers: dict[tuple[str, str], int] = {}
-        self.places_lock = threading.Lock()
+        self.seen = SeenInstances(archive, change)
         #: the one change that collects every replacement of this run
         self.replacing: ChangeSet | None = None
         self.replaced_studies: set[str] = set()
@@ -382,7 +377,7 @@ class _Batch:
                 wait([earlier])  # the same SOP Instance UID is being written: let it finish
             if self.options.clean:  # -c: the study set aside first, then the UID looked for
                 self._prepare_study(key.study)
-            previous = self._previous(key)
+            previous = self.seen.previous(key)
             sha = file_sha256() if previous is not None and file_sha256 is not None else None
             if previous is not None and previous == (sha, key):
                 result.status = "unchanged"
@@ -390,7 +385,7 @@ class _Batch:
                 parts.close()
                 return None
             differs = previous is not None and (previous[1] != key or sha is not None)
-            if differs and self._written_in_run(key.sop) is not None:
+            if differs and self.seen.written_in_run(key.sop) is not None:
                 raise duplicate_error(name, key, twice=True)
             if differs and not self.options.replace:
                 raise duplicate_error(name, key)
@@ -448,7 +443,7 @@ class _Batch:
                 writer.written.append(self.keys.instance_record(key.study, key.sop))
                 write_record(self.storage, self.keys, key.study, end.metadata, end.info, txn=txn)
             writer.commit(end, metadata=self.options.instances)
-            self._remember(key)
+            self.seen.remember(key)
             if change is not None and previous is not None:
                 self._record_replacement(change, previous[1], key, end)
             elif change is not None:
@@ -506,7 +501,7 @@ class _Batch:
         else:
             change.include(before)
             change.include(Touched(new.study, new.series, new.sop, None, 0, after_sha256=after_sha))
-            self.records.get(old.study, {}).pop(old.sop, None)
+            self.seen.forget(old)
         self.replaced_studies |= {old.study, new.study}
 
     @staticmethod
@@ -527,7 +522,7 @@ class _Batch:
             self.cleaned.add(study)
             assert self.change is not None
             set_aside_study(self.change, study)
-            self.records[study] = {}
+            self.seen.cleaned(study)
         if study not in self.touched:
             if self.change is not None:
                 notify.notify_in(self.change.txn, notify.GROUP, study)
@@ -536,63 +531,6 @@ class _Batch:
                 notify.notify(self.storage, notify.GROUP, study)
                 notify.notify(self.storage, notify.STUDY, study)
             self.touched.add(study)
-
-    def _previous(self, key: InstanceKey) -> tuple[str, InstanceKey] | None:
-        """What the store holds for this SOP Instance UID: (original SHA-256, where).
-
-        Stage 1 is complete for an instance when its info record exists; the deduplicated
-        records of the study say so for every instance at once (read once per study). An
-        instance stored in another study or series is found through the index.
-        """
-        reader = self.change.txn if self.change is not None else self.storage
-        here = self._written_in_run(key.sop)
-        if here is not None:
-            return read_info(reader, self.keys, here).original.sha256, here
-        known = self._known(key.study).get(key.sop)
-        if known is not None and reader.head(self.keys.info(*_parts(known[1]))) is not None:
-            return known
-        if reader.head(self.keys.info(*_parts(key))) is not None:
-            return read_info(reader, self.keys, key).original.sha256, key
-        row = self.archive.index.find_instance(key.sop)
-        if row is None:
-            return None
-        where = InstanceKey(
-            row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"]
-        )
-        if reader.head(self.keys.info(*_parts(where))) is None:
-            return None  # indexed, but no longer in the store
-        return read_info(reader, self.keys, where).original.sha256, where
-
-    def _written_in_run(self, sop: str) -> InstanceKey | None:
-        """Where this run wrote ``sop`` (``written`` holds hashes: the info record says)."""
-        place = self.written.get(hash(sop))
-        here = None if place is None else InstanceKey(*self.places[place], sop)
-        reader = self.change.txn if self.change is not None else self.storage
-        found = here is not None and reader.head(self.keys.info(*_parts(here))) is not None
-        return here if found else None
-
-    def _remember(self, key: InstanceKey) -> None:
-        """Note where this run wrote an instance (see ``written``)."""
-        with self.places_lock:
-            place = self.place_numbers.get((key.study, key.series))
-            if place is None:
-                place = self.place_numbers[key.study, key.series] = len(self.places)
-                self.places.append((key.study, key.series))
-            self.written[hash(key.sop)] = place
-
-    def _known(self, study: str) -> dict[str, tuple[str, InstanceKey]]:
-        """The study's deduplicated records as SOP -> (SHA-256, where), read once per run."""
-        if study not in self.records:
-            reader = self.change.txn if self.change is not None else self.storage
-            records = read_study_records(reader, self.keys, study)
-            self.records[study] = {
-                sop: (
-                    record["info"]["original"]["sha256"],
-                    InstanceKey(study, record["series_instance_uid"], sop),
-                )
-                for sop, record in records.records.items()
-            }
-        return self.records[study]
 
 
 def _parts(key: InstanceKey) -> tuple[str, str, str]:
