@@ -11,48 +11,40 @@ store on disk), and each answer is read from a state no change was being applied
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, BadQueryError, NoSuchObjectError
-from dicomweb_archive.index.queries import keyword_of, qido_condition
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
-from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
 from dicomweb_archive.model.uid import is_safe_uid
-from dicomweb_archive.ops.reconstruct import generate_instance
-from dicomweb_archive.store.instance import InstanceKey, read_info, series_uids
+from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.multipart import parse_part
-from dicomweb_archive.store.storage import from_json_gz
-from dicomweb_archive.web.negotiate import accepts, choose_frame_type, parse_accept
+from dicomweb_archive.web import qido, retrieve
+from dicomweb_archive.web.metadata import CACHE_SIZE, retrieve_metadata
+from dicomweb_archive.web.negotiate import choose_frame_type, parse_accept
+from dicomweb_archive.web.responses import (
+    DICOM_JSON,
+    NotFoundError,
+    UnacceptableError,
+    json_body,
+)
 
-JsonObject = dict[str, Any]
-DICOM_JSON = "application/dicom+json"
-CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
-RETRIEVE_URL = "00081190"
-CACHE_SIZE = 256  # metadata files kept rendered (series metadata is read again and again)
-
-
-class NotFoundError(Exception):
-    """A resource the store does not hold (404)."""
-
-
-class UnacceptableError(Exception):
-    """The Accept header cannot be satisfied (406)."""
+# the frame routes below keep their names (another change edits them)
+from dicomweb_archive.web.responses import frame_numbers as _frame_numbers
+from dicomweb_archive.web.responses import multipart as _multipart
 
 
 class Server:
@@ -93,7 +85,7 @@ class Server:
             raise NotFoundError(key) from exc
 
     def json(self, request: Request, value: Any) -> Response:
-        return self.respond(request, *_json_body(value))
+        return self.respond(request, *json_body(value))
 
     @staticmethod
     def respond(request: Request, body: bytes, etag: str) -> Response:
@@ -107,77 +99,7 @@ class Server:
             raise NotFoundError(value)
         return value
 
-    # -- QIDO-RS -----------------------------------------------------------------------
-    def qido(self, request: Request, level: str, **path: str) -> Response:
-        filters: dict[str, str] = {}
-        for key, value in request.query_params.multi_items():
-            if key.lower() not in CONTROL:
-                filters[keyword_of(key)] = value
-        try:
-            limit = int(request.query_params["limit"]) if "limit" in request.query_params else None
-            offset = int(request.query_params.get("offset", "0"))
-        except ValueError as exc:
-            raise BadQueryError("limit and offset must be integers") from exc
-        if (limit is not None and limit < 0) or offset < 0:
-            raise BadQueryError("limit and offset must not be negative")
-        study = self.uid(path["study"]) if "study" in path else None
-        series = self.uid(path["series"]) if "series" in path else None
-        condition = qido_condition(level, filters, study=study, series=series)
-        found = self.archive.index.search(level, condition, limit=limit, offset=offset)
-        base = self.base(request)
-        for item in found:
-            item[RETRIEVE_URL] = {"vr": "UR", "Value": [base + _retrieve_path(level, item)]}
-        return self.json(request, [dict(sorted(item.items())) for item in found])
-
-    # -- WADO-RS metadata --------------------------------------------------------------
-    def metadata(
-        self, request: Request, study: str, series: str | None, sop: str | None
-    ) -> Response:
-        study = self.uid(study)
-        base = self.base(request)
-        return self.archive.read(lambda: self._metadata(base, request, study, series, sop))
-
-    def _metadata(
-        self, base: str, request: Request, study: str, series: str | None, sop: str | None
-    ) -> Response:
-        if series is None:
-            names = [s for s in series_uids(self.storage, study) if is_safe_uid(s)]
-            if not names:
-                raise NotFoundError(study)
-        else:
-            names = [self.uid(series)]
-        wanted = self.uid(sop) if sop is not None else None
-        objects = []
-        for name in names:
-            key = self.keys.series_metadata(study, name)
-            if wanted is not None:  # the instance's own metadata.gz (-i), else the series'
-                own = self.keys.instance_metadata(study, name, wanted)
-                key = own if self.storage.head(own) is not None else key
-            head = self.storage.head(key)
-            if head is None:
-                raise NotFoundError(key)
-            objects.append((name, key, head.etag))
-        cache_key = (base, wanted, tuple(objects))
-        cached = self.cache.get(cache_key)
-        if cached is None:
-            out: list[JsonObject] = []
-            for name, key, _ in objects:
-                url = f"{base}/studies/{study}/series/{name}/"
-                items = [
-                    item
-                    for item in from_json_gz(self.get(key))
-                    if wanted is None or _sop_of(item) == wanted
-                ]
-                if not items:
-                    raise NotFoundError(wanted or key)
-                out.extend(_absolute(item, url) for item in items)
-            cached = _json_body(out)
-            if len(self.cache) >= CACHE_SIZE:
-                self.cache.pop(next(iter(self.cache)))
-            self.cache[cache_key] = cached
-        return self.respond(request, *cached)
-
-    # -- WADO-RS frames, bulk data, instances ------------------------------------------
+    # -- WADO-RS frames ----------------------------------------------------------------
     def frames(self, request: Request, key: InstanceKey, numbers: str | None) -> Response:
         info, payloads = self.archive.read(lambda: self._frames(key, numbers))
         wanted_numbers = [number for number, _ in payloads]
@@ -253,116 +175,6 @@ class Server:
             self.infos[(name, head.etag)] = info
         return info
 
-    def bulk(self, request: Request, study: str, name: str) -> Response:
-        study = self.uid(study)
-        if len(name) != 64 or any(c not in "0123456789abcdef" for c in name):
-            raise NotFoundError(name)
-        if not accepts(parse_accept(request.headers.get("accept")), "application/octet-stream"):
-            raise UnacceptableError("application/octet-stream")
-        data = self.get(self.keys.bulkdata(study, name))
-        return _multipart(
-            iter([data]), "application/octet-stream", "application/octet-stream", None
-        )
-
-    def instances(
-        self, request: Request, study: str, series: str | None, sop: str | None
-    ) -> Response:
-        if not accepts(parse_accept(request.headers.get("accept")), "application/dicom"):
-            raise UnacceptableError("application/dicom")
-        study = self.uid(study)
-        rows = self.archive.index.find_instances(
-            study,
-            self.uid(series) if series else None,
-            [self.uid(sop)] if sop else None,
-        )
-        if not rows:
-            raise NotFoundError(sop or series or study)
-        keys = [
-            InstanceKey(r["study_instance_uid"], r["series_instance_uid"], r["sop_instance_uid"])
-            for r in rows
-        ]
-
-        def one(key: InstanceKey) -> bytes:
-            return self.archive.read(lambda: b"".join(generate_instance(self.archive, key)))
-
-        def parts() -> Iterator[bytes]:
-            for key in keys:
-                yield one(key)
-
-        return _multipart(parts(), "application/dicom", "application/dicom", None)
-
-
-def _json_body(value: Any) -> tuple[bytes, str]:
-    """JSON bytes and their ETag."""
-    body = orjson.dumps(value)
-    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def _retrieve_path(level: str, item: JsonObject) -> str:
-    def first(tag: str) -> str:
-        return str(item.get(tag, {}).get("Value", [""])[0])
-
-    path = f"/studies/{first('0020000D')}"
-    if level in ("series", "instance"):
-        path += f"/series/{first('0020000E')}"
-    if level == "instance":
-        path += f"/instances/{first('00080018')}"
-    return path
-
-
-def _absolute(node: Any, series_url: str) -> Any:
-    """BulkDataURIs (relative to the series directory in the store) made absolute."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "BulkDataURI" and isinstance(value, str) and "://" not in value:
-                out[key] = _join(series_url, value)
-            else:
-                out[key] = _absolute(value, series_url)
-        return out
-    if isinstance(node, list):
-        return [_absolute(item, series_url) for item in node]
-    return node
-
-
-def _join(base: str, relative: str) -> str:
-    parts = base.rstrip("/").split("/")
-    for piece in relative.split("/"):
-        if piece == "..":
-            parts.pop()
-        elif piece not in ("", "."):
-            parts.append(piece)
-    return "/".join(parts)
-
-
-def _frame_numbers(numbers: str | None, count: int) -> list[int]:
-    if numbers is None:
-        return list(range(1, count + 1))
-    try:
-        chosen = [int(n) for n in numbers.split(",")]
-    except ValueError as exc:
-        raise BadQueryError(f"frame list {numbers!r} is not a list of numbers") from exc
-    if not chosen or any(n < 1 or n > count for n in chosen):
-        raise NotFoundError(f"frames {numbers} (the instance has {count})")
-    return chosen
-
-
-def _multipart(
-    parts: Iterator[bytes], part_type: str, type_parameter: str, etag: str | None
-) -> StreamingResponse:
-    boundary = uuid.uuid4().hex
-
-    def body() -> Iterator[bytes]:  # a plain iterator: Starlette runs it in its thread pool
-        for data in parts:
-            yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
-            yield data
-            yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
-
-    media_type = f'multipart/related; type="{type_parameter}"; boundary={boundary}'
-    headers = {"ETag": etag} if etag else {}
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
-
 
 def create_app(
     archive: Archive, *, prefix: str = "/dicomweb", base_url: str | None = None
@@ -393,44 +205,52 @@ def create_app(
         return InstanceKey(server.uid(study), server.uid(series), server.uid(sop))
 
     routes = [
-        Route("/studies", wrap(lambda r: server.qido(r, "study"))),
-        Route("/series", wrap(lambda r: server.qido(r, "series"))),
-        Route("/instances", wrap(lambda r: server.qido(r, "instance"))),
-        Route("/studies/{study}", wrap(lambda r, study: server.instances(r, study, None, None))),
+        Route("/studies", wrap(lambda r: qido.search(server, r, "study"))),
+        Route("/series", wrap(lambda r: qido.search(server, r, "series"))),
+        Route("/instances", wrap(lambda r: qido.search(server, r, "instance"))),
         Route(
-            "/studies/{study}/metadata",
-            wrap(lambda r, study: server.metadata(r, study, None, None)),
+            "/studies/{study}",
+            wrap(lambda r, study: retrieve.instances(server, r, study, None, None)),
         ),
         Route(
-            "/studies/{study}/series", wrap(lambda r, study: server.qido(r, "series", study=study))
+            "/studies/{study}/metadata",
+            wrap(lambda r, study: retrieve_metadata(server, r, study, None, None)),
+        ),
+        Route(
+            "/studies/{study}/series",
+            wrap(lambda r, study: qido.search(server, r, "series", study=study)),
         ),
         Route(
             "/studies/{study}/instances",
-            wrap(lambda r, study: server.qido(r, "instance", study=study)),
+            wrap(lambda r, study: qido.search(server, r, "instance", study=study)),
         ),
         Route(
             "/studies/{study}/bulkdata/{a}/{b}/{c}",
-            wrap(lambda r, study, a, b, c: server.bulk(r, study, a + b + c)),
+            wrap(lambda r, study, a, b, c: retrieve.bulk(server, r, study, a + b + c)),
         ),
         Route(
             "/studies/{study}/series/{series}",
-            wrap(lambda r, study, series: server.instances(r, study, series, None)),
+            wrap(lambda r, study, series: retrieve.instances(server, r, study, series, None)),
         ),
         Route(
             "/studies/{study}/series/{series}/metadata",
-            wrap(lambda r, study, series: server.metadata(r, study, series, None)),
+            wrap(lambda r, study, series: retrieve_metadata(server, r, study, series, None)),
         ),
         Route(
             "/studies/{study}/series/{series}/instances",
-            wrap(lambda r, study, series: server.qido(r, "instance", study=study, series=series)),
+            wrap(
+                lambda r, study, series: qido.search(
+                    server, r, "instance", study=study, series=series
+                )
+            ),
         ),
         Route(
             "/studies/{study}/series/{series}/instances/{sop}",
-            wrap(server.instances),
+            wrap(lambda r, study, series, sop: retrieve.instances(server, r, study, series, sop)),
         ),
         Route(
             "/studies/{study}/series/{series}/instances/{sop}/metadata",
-            wrap(server.metadata),
+            wrap(lambda r, study, series, sop: retrieve_metadata(server, r, study, series, sop)),
         ),
         Route(
             "/studies/{study}/series/{series}/instances/{sop}/frames",
@@ -460,7 +280,3 @@ def create_app(
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
     return Starlette(routes=[Mount(prefix, routes=routes)], middleware=middleware)
-
-
-def _sop_of(item: JsonObject) -> object:
-    return (item.get(SOP_INSTANCE_UID_KEY, {}).get("Value") or [None])[0]
