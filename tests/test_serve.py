@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import http.client as httplib
 import io
 import json
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
-import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 
 from dicomweb_archive import Archive, ingest
 from dicomweb_archive.store.keys import StoreKeys
 from dicomweb_archive.store.multipart import parse_part
-from dicomweb_archive.web.app import create_app
 from tests import stores
 from tests.factory import uid, write_odd_bits, write_series
 from tests.parts_helpers import assert_same_instance
+from tests.serving import Http, Reply, free_port, serving
 from tests.stores import ingested
 
 KEYS = StoreKeys()
@@ -39,12 +33,6 @@ def _testdata(name: str) -> str:
     path = get_testdata_file(name, download=False)
     assert isinstance(path, str)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +50,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert report.ok
     yield location
     stores.forget(location)
-
-
-@contextlib.contextmanager
-def serving(store: str, *, prefix: str = "/dicomweb", base_url: str | None = None) -> Iterator[str]:
-    """Our server on a free loopback port, in a thread; yields the DICOMweb base URL."""
-    port = _free_port()
-    with Archive.open(store) as archive:
-        app = create_app(archive, prefix=prefix, base_url=base_url)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}{prefix}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +212,7 @@ def test_serve_command(store: str) -> None:
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "dicomweb_archive.cli.main", "serve", "-o", store]
     process = subprocess.Popen(
         [*command, "--port", str(port), "--prefix", "/web"],
@@ -267,34 +234,6 @@ def test_serve_command(store: str) -> None:
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert f"serving {store} at http://127.0.0.1:{port}/web" in err.decode()
-
-
-class Http:
-    """Raw HTTP/1.1 requests to the test server (paths sent exactly as written)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.host, port = base_url.split("//")[1].split("/", maxsplit=1)[0].split(":")
-        self.port = int(port)
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
-        connection = httplib.HTTPConnection(self.host, self.port, timeout=30)
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        reply = Reply(
-            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        )
-        connection.close()
-        return reply
-
-
-@dataclass
-class Reply:
-    status_code: int
-    headers: dict[str, str]
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
 
 
 @pytest.fixture
@@ -364,7 +303,7 @@ def test_status_codes_and_headers(raw: Http, store: str) -> None:
         == 406
     )
     cors = raw.get("/dicomweb/studies", headers={"Origin": "http://viewer.example"})
-    assert cors.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-origin" not in cors.headers  # no CORS unless asked for
     gz = raw.get(f"/dicomweb/studies/{study}/metadata", headers={"Accept-Encoding": "gzip"})
     assert gz.headers.get("content-encoding") == "gzip"
     assert json.loads(gzip.decompress(gz.content)) == meta.json()
@@ -379,7 +318,7 @@ def test_plain_static_server(store: str) -> None:
     import urllib.error
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
         cwd=store,

@@ -19,6 +19,7 @@ from dicomweb_archive.cli.update import normalise_argv
 from dicomweb_archive.errors import (
     NoSuchObjectError,
     ObjectExistsError,
+    OutsideStoreError,
     PreconditionFailedError,
     StoreError,
     StoreFullError,
@@ -157,7 +158,7 @@ def test_local_reads_never_leave_the_store(tmp_path: Path) -> None:
     path = tmp_path / "store" / "studies" / "x"
     path.unlink()
     path.symlink_to(outside)
-    with pytest.raises(NoSuchObjectError, match="outside the store"):
+    with pytest.raises(OutsideStoreError, match="outside the store"):
         storage.get("studies/x")
 
 

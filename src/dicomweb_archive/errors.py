@@ -91,6 +91,10 @@ class MissingStoreFileError(CorruptStoreError):
     """A file the store's records refer to (frame, bulk data, history) is not there."""
 
 
+class OutsideStoreError(CorruptStoreError):
+    """A store file is a link to a file outside the store (or in a folder that is): not read."""
+
+
 class UsageError(ArchiveError):
     """The command was asked for something that cannot be done as asked."""
 

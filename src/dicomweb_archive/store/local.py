@@ -8,7 +8,8 @@ frames set aside or restored cost no space. The lease is ``flock`` on
 ``.dicomweb-archive/local/lock``; "only if unchanged" puts rely on it (a directory has no atomic
 compare-and-swap), which every writer holds. Out-of-space errors become
 :class:`~dicomweb_archive.errors.StoreFullError`, with the temporary file removed. Reads never
-follow a link out of the store: an object whose path resolves elsewhere is not there.
+follow a link: an object that is a link, or whose path resolves outside the store, is not read
+(:class:`~dicomweb_archive.errors.OutsideStoreError`).
 
 ``.dicomweb-archive/local/`` belongs to this backend (temporary files, the lock, and the
 default place of the SQLite index); it is not part of the store's objects.
@@ -30,6 +31,7 @@ from typing import BinaryIO, TypeVar
 from dicomweb_archive.errors import (
     NoSuchObjectError,
     ObjectExistsError,
+    OutsideStoreError,
     PreconditionFailedError,
     StoreError,
     StoreFullError,
@@ -65,7 +67,6 @@ class LocalStorage:
         self._base = str(root)
         self._tmp_dir = str(root / TMP)
         self._resolved = root.resolve()
-        self._folders: dict[str, bool] = {}  # folder -> resolves inside the store
         self._unsynced: set[str] = set()  # folders with durable objects whose names are not yet
 
     @property
@@ -80,33 +81,51 @@ class LocalStorage:
         return f"{self._base}/{check_key(key)}"
 
     def inside(self, key: str) -> Path:
-        """The path of ``key``, refused when it resolves outside the store: the object itself is
-        not a link, and its folder resolves inside the store (folders checked once each)."""
-        path = self.path(key)
-        folder = str(path.parent)
-        if path.is_symlink() or not self._inside_folder(folder):
-            raise NoSuchObjectError(f"{self.location}: {key} resolves outside the store")
-        return path
+        """The path of ``key``, refused when it resolves outside the store (see
+        :meth:`_open_inside`)."""
+        os.close(self._open_inside(key))
+        return self.path(key)
 
-    def _inside_folder(self, folder: str) -> bool:
-        known = self._folders.get(folder)
-        if known is None:
-            known = Path(os.path.realpath(folder)).is_relative_to(self._resolved)
-            if len(self._folders) > 4096:
-                self._folders.clear()
-            self._folders[folder] = known
-        return known
+    def _open_inside(self, key: str) -> int:
+        """A read-only descriptor of ``key``'s file: the one place every read opens a file.
+        The file itself must not be a link (``O_NOFOLLOW``), and the file opened must lie
+        inside the store (its path as the kernel resolved it: a folder replaced by a link out
+        of the store is caught too, with no window between the check and the read).
+
+        Raises FileNotFoundError (and the like) when absent, OutsideStoreError when elsewhere.
+        """
+        name = self._file(key)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OutsideStoreError(
+                f"{self.location}: {key} is a link, which the store never makes (it may lead "
+                "outside the store); not read"
+            ) from exc
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: resolve the name instead
+            real = os.path.realpath(name)
+        if not _is_file(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(name)
+        if not Path(real).is_relative_to(self._resolved):
+            os.close(fd)
+            raise OutsideStoreError(
+                f"{self.location}: {key} resolves outside the store (a link); not read"
+            )
+        return fd
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
-        try:
-            return self.inside(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise NoSuchObjectError(f"{self.location}: {key} is missing") from exc
+        with self.open(key) as handle:
+            return handle.read()
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return self.inside(key).open("rb")
+            return os.fdopen(self._open_inside(key), "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise NoSuchObjectError(f"{self.location}: {key} is missing") from exc
 

@@ -11,7 +11,7 @@ store on disk), and each answer is read from a state no change was being applied
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +25,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError, BadQueryError, NoSuchObjectError
+from dicomweb_archive.errors import (
+    ArchiveError,
+    BadQueryError,
+    NoSuchObjectError,
+    OutsideStoreError,
+)
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
@@ -33,10 +38,12 @@ from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.multipart import parse_part
 from dicomweb_archive.web import qido, retrieve
+from dicomweb_archive.web.access import AccessLog
 from dicomweb_archive.web.metadata import CACHE_SIZE, retrieve_metadata
 from dicomweb_archive.web.negotiate import choose_frame_type, parse_accept
 from dicomweb_archive.web.responses import (
     DICOM_JSON,
+    LOG,
     NotFoundError,
     UnacceptableError,
     json_body,
@@ -81,7 +88,7 @@ class Server:
         """An object of the store, or 404."""
         try:
             return self.storage.get(key)
-        except NoSuchObjectError as exc:
+        except (NoSuchObjectError, OutsideStoreError) as exc:
             raise NotFoundError(key) from exc
 
     def json(self, request: Request, value: Any) -> Response:
@@ -98,6 +105,10 @@ class Server:
         if not is_safe_uid(value):
             raise NotFoundError(value)
         return value
+
+    def instance_info(self, key: InstanceKey) -> InfoRecord:
+        """An instance's info record (cached by etag)."""
+        return self._info(key)
 
     # -- WADO-RS frames ----------------------------------------------------------------
     def frames(self, request: Request, key: InstanceKey, numbers: str | None) -> Response:
@@ -177,9 +188,19 @@ class Server:
 
 
 def create_app(
-    archive: Archive, *, prefix: str = "/dicomweb", base_url: str | None = None
+    archive: Archive,
+    *,
+    prefix: str = "/dicomweb",
+    base_url: str | None = None,
+    cors_origins: Sequence[str] = (),
+    tracebacks: bool = False,
 ) -> Starlette:
-    """The ASGI application serving ``archive`` under ``prefix``."""
+    """The ASGI application serving ``archive`` under ``prefix``.
+
+    ``cors_origins``: the origins whose pages may read the answers (CORS; ``*`` for any);
+    none by default, so that a page from elsewhere cannot read the store through a browser
+    that can reach the server. ``tracebacks``: log the traceback of an unexpected error.
+    """
     server = Server(archive, base_url=base_url)
 
     def wrap(handler: Any) -> Any:
@@ -190,14 +211,26 @@ def create_app(
                     handler, request, **request.path_params
                 )
                 return response
-            except (NotFoundError, FileNotFoundError, KeyError):
-                return Response("not found\n", status_code=404, media_type="text/plain")
+            except NotFoundError:
+                return _text("not found", 404)
             except UnacceptableError as exc:
-                return Response(f"cannot answer in {exc}\n", status_code=406)
+                accept = request.headers.get("accept", "(none)")[:300]
+                return _text(f"cannot answer Accept: {accept}; available: {exc}", 406)
             except BadQueryError as exc:
-                return Response(f"{exc}\n", status_code=400, media_type="text/plain")
+                return _text(str(exc), 400)
             except ArchiveError as exc:
-                return Response(f"{exc}\n", status_code=500, media_type="text/plain")
+                LOG.error("%s %s: %s", request.method, request.url.path, exc)
+                return _text(str(exc), 500)
+            except Exception as exc:
+                LOG.error(
+                    "%s %s: unexpected error (%s)%s",
+                    request.method,
+                    request.url.path,
+                    type(exc).__name__,
+                    "" if tracebacks else "; run with --verbose for the traceback",
+                    exc_info=exc if tracebacks else None,
+                )
+                return _text("internal error: the server's log says more", 500)
 
         return endpoint
 
@@ -255,8 +288,8 @@ def create_app(
         Route(
             "/studies/{study}/series/{series}/instances/{sop}/frames",
             wrap(
-                lambda r, study, series, sop: server.frames(
-                    r, instance_key(study, series, sop), None
+                lambda r, study, series, sop: retrieve.pixel_data(
+                    server, r, instance_key(study, series, sop)
                 )
             ),
         ),
@@ -269,14 +302,20 @@ def create_app(
             ),
         ),
     ]
-    middleware = [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "HEAD", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["ETag", "Content-Type", "Content-Length"],
-        ),
-        Middleware(GZipMiddleware, minimum_size=1024),
-    ]
+    middleware = [Middleware(AccessLog)]
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "HEAD", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["ETag", "Content-Type", "Content-Length", "Warning"],
+            )
+        )
+    middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
     return Starlette(routes=[Mount(prefix, routes=routes)], middleware=middleware)
+
+
+def _text(message: str, status: int) -> Response:
+    return Response(message + "\n", status_code=status, media_type="text/plain")

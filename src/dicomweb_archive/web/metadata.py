@@ -60,11 +60,11 @@ def _metadata(
             items = [
                 item
                 for item in from_json_gz(server.get(key))
-                if wanted is None or _sop_of(item) == wanted
+                if wanted is None or sop_of(item) == wanted
             ]
             if not items:
                 raise NotFoundError(wanted or key)
-            out.extend(_absolute(item, url) for item in items)
+            out.extend(absolute(item, url) for item in items)
         cached = json_body(out)
         if len(server.cache) >= CACHE_SIZE:
             server.cache.pop(next(iter(server.cache)))
@@ -72,7 +72,7 @@ def _metadata(
     return server.respond(request, *cached)
 
 
-def _absolute(node: Any, series_url: str) -> Any:
+def absolute(node: Any, series_url: str) -> Any:
     """BulkDataURIs (relative to the series directory in the store) made absolute."""
     if isinstance(node, dict):
         out = {}
@@ -80,10 +80,10 @@ def _absolute(node: Any, series_url: str) -> Any:
             if key == "BulkDataURI" and isinstance(value, str) and "://" not in value:
                 out[key] = _join(series_url, value)
             else:
-                out[key] = _absolute(value, series_url)
+                out[key] = absolute(value, series_url)
         return out
     if isinstance(node, list):
-        return [_absolute(item, series_url) for item in node]
+        return [absolute(item, series_url) for item in node]
     return node
 
 
@@ -97,5 +97,5 @@ def _join(base: str, relative: str) -> str:
     return "/".join(parts)
 
 
-def _sop_of(item: JsonObject) -> object:
+def sop_of(item: JsonObject) -> object:
     return (item.get(SOP_INSTANCE_UID_KEY, {}).get("Value") or [None])[0]

@@ -4,6 +4,12 @@ An ``Accept`` header lists media ranges; for multipart responses the part type i
 ``type`` parameter and the transfer syntax the ``transfer-syntax`` parameter
 (``*`` accepts whatever is stored). ``application/octet-stream`` without a transfer syntax
 means Explicit VR Little Endian (PS3.18 Table 8.7.3-5).
+
+Instances (``application/dicom``, PS3.18 8.7.3.4 and 8.7.8.2): ``transfer-syntax=*`` gets the
+instance as stored; no transfer syntax (also ``*/*`` and no Accept at all) the default, Explicit
+VR Little Endian, except for pixel data received lossy compressed, which PS3.18 8.7.3.4 lets go
+as stored; a transfer syntax UID gets the instance in it when it is the stored one or one it can
+be transcoded to (``ops/retrieve.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.ops.retrieve import AS_STORED, TRANSCODE_TARGETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +31,7 @@ class Wanted:
 def parse_accept(header: str | None) -> list[Wanted]:
     """The acceptable parts of a multipart response, in the order given (q-values ignored)."""
     if not header:
-        return [Wanted("*/*", "*")]
+        return [Wanted("*/*", None)]
     wanted = []
     for media_range in _split(header):
         parts = [p.strip() for p in media_range.split(";")]
@@ -36,7 +43,7 @@ def parse_accept(header: str | None) -> list[Wanted]:
         if main == "multipart/related":
             wanted.append(Wanted(params.get("type", "*/*").lower(), params.get("transfer-syntax")))
         elif main in ("*/*", "*"):
-            wanted.append(Wanted("*/*", "*"))
+            wanted.append(Wanted("*/*", None))
         else:
             wanted.append(Wanted(main, params.get("transfer-syntax")))
     return wanted
@@ -91,3 +98,30 @@ def choose_frame_type(
 def accepts(wanted: list[Wanted], media_type: str) -> bool:
     """Whether a multipart response of ``media_type`` parts is acceptable."""
     return any(item.media_type in ("*/*", media_type) for item in wanted)
+
+
+def choose_instance_syntax(wanted: list[Wanted], *, stored: str, lossy: bool) -> str | None:
+    """The transfer syntax to send an instance in (:data:`AS_STORED` or a UID), or None when
+    no acceptable part can be given (see the module docstring); ``stored`` is the syntax the
+    instance is sent in as stored."""
+    for item in wanted:
+        if item.media_type not in ("*/*", "application/dicom"):
+            continue
+        syntax = item.transfer_syntax
+        if syntax in (AS_STORED, stored) or (syntax is None and lossy):
+            return AS_STORED
+        if syntax is None:
+            return EXPLICIT_VR_LITTLE_ENDIAN
+        if syntax in TRANSCODE_TARGETS:
+            return syntax
+    return None
+
+
+def instance_syntaxes_named(wanted: list[Wanted]) -> bool:
+    """Whether every acceptable instance part names a transfer syntax that not every instance
+    can be sent in (then each instance's stored syntax decides, before anything is sent)."""
+    return not any(
+        item.media_type in ("*/*", "application/dicom")
+        and (item.transfer_syntax in (None, AS_STORED) or item.transfer_syntax in TRANSCODE_TARGETS)
+        for item in wanted
+    )

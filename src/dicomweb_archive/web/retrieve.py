@@ -1,37 +1,116 @@
-"""WADO-RS retrieval of bulk data and of whole instances (PS3.18 10.4)."""
+"""WADO-RS retrieval of bulk data, of Pixel Data and of whole instances (PS3.18 10.4).
+
+- Bulk data (``/studies/{s}/bulkdata/...``): the stored value, one
+  ``application/octet-stream`` part.
+- Pixel Data (``.../instances/{i}/frames``, the BulkDataURI the metadata gives it): for pixel
+  data received native, the attribute's value as received, one ``application/octet-stream``
+  part (PS3.18 8.7.3.3.2: bulk data is the value; frames recompressed at ingest are decoded,
+  each checked against the SHA-256 of its pixels as received); for encapsulated pixel data,
+  one part per frame, as the frames resource gives them (``web/app.py``).
+- Instances (``/studies/{s}``, ``.../series/{r}``, ``.../instances/{i}``): PS3.10 files in the
+  transfer syntax the Accept header asks for (``web/negotiate.py``, ``ops/retrieve.py``), one
+  ``application/dicom`` part each, streamed instance by instance. An instance up to
+  :data:`WHOLE_INSTANCE` bytes, or one that is transcoded, is read whole from one state of the
+  store; a larger one is streamed frame by frame, each frame and bulk-data object checked
+  against its SHA-256, so that a change of the store meanwhile cuts the response short rather
+  than mixing two states. The first instance is read before the status is sent: its errors get
+  their status code (404, 406, 500); a later one's cut the response short
+  (``web/responses.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb_archive.ops.reconstruct import generate_instance
+from dicomweb_archive.errors import CodecError, ExportError
+from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA
+from dicomweb_archive.ops.reconstruct import FrameReaders
+from dicomweb_archive.ops.retrieve import (
+    AS_STORED,
+    TRANSCODE_TARGETS,
+    generate_retrieved,
+    is_lossy,
+    stored_syntax,
+)
 from dicomweb_archive.store.instance import InstanceKey
-from dicomweb_archive.web.negotiate import accepts, parse_accept
-from dicomweb_archive.web.responses import NotFoundError, UnacceptableError, multipart
+from dicomweb_archive.web.negotiate import (
+    accepts,
+    choose_instance_syntax,
+    instance_syntaxes_named,
+    parse_accept,
+)
+from dicomweb_archive.web.responses import (
+    Chunk,
+    NotFoundError,
+    UnacceptableError,
+    multipart,
+    multipart_streamed,
+)
 
 if TYPE_CHECKING:
     from dicomweb_archive.web.app import Server
+
+DICOM = "application/dicom"
+OCTET_STREAM = "application/octet-stream"
+#: Instances up to this size are read whole from one state of the store (see above)
+WHOLE_INSTANCE = 64 << 20
+AVAILABLE = (
+    f"{DICOM} with transfer-syntax * (as stored) or "
+    + ", ".join(TRANSCODE_TARGETS)
+    + " (Explicit VR Little Endian when none is given)"
+)
 
 
 def bulk(server: Server, request: Request, study: str, name: str) -> Response:
     study = server.uid(study)
     if len(name) != 64 or any(c not in "0123456789abcdef" for c in name):
         raise NotFoundError(name)
-    if not accepts(parse_accept(request.headers.get("accept")), "application/octet-stream"):
-        raise UnacceptableError("application/octet-stream")
+    if not accepts(parse_accept(request.headers.get("accept")), OCTET_STREAM):
+        raise UnacceptableError(OCTET_STREAM)
     data = server.get(server.keys.bulkdata(study, name))
-    return multipart(iter([data]), "application/octet-stream", "application/octet-stream", None)
+    return multipart(iter([data]), OCTET_STREAM, OCTET_STREAM, None)
+
+
+def pixel_data(server: Server, request: Request, key: InstanceKey) -> Response:
+    """The value of an instance's Pixel Data (see the module docstring)."""
+    info = server.archive.read(lambda: server.instance_info(key))
+    if not info.frames:
+        raise NotFoundError(key.sop)
+    if info.original.transfer_syntax_uid not in NATIVE_PIXEL_DATA:
+        return server.frames(request, key, None)
+    if not accepts(parse_accept(request.headers.get("accept")), OCTET_STREAM):
+        raise UnacceptableError(f"{OCTET_STREAM} (the value of native Pixel Data)")
+    readers = FrameReaders(server.storage, server.keys, key, info, check_parts=True)
+
+    def value() -> Iterator[Chunk]:
+        size = 0
+        for number in range(1, len(info.frames) + 1):
+            frame = readers.frame(number)
+            size += len(frame)
+            yield frame
+        if size % 2:
+            yield b"\0"  # the value's padding to an even length (PS3.5 7.1.1)
+
+    chunks = value()
+    first = next(chunks)  # read before the status is sent: its errors get their status code
+    part = f"{OCTET_STREAM}; transfer-syntax={info.original.transfer_syntax_uid}"
+    return multipart_streamed(
+        iter([(part, itertools.chain([first], chunks))]), OCTET_STREAM, None, what=request.url.path
+    )
 
 
 def instances(
     server: Server, request: Request, study: str, series: str | None, sop: str | None
 ) -> Response:
-    if not accepts(parse_accept(request.headers.get("accept")), "application/dicom"):
-        raise UnacceptableError("application/dicom")
+    """The instances of a study, series or one instance (see the module docstring)."""
+    wanted = parse_accept(request.headers.get("accept"))
+    if not accepts(wanted, DICOM):
+        raise UnacceptableError(AVAILABLE)
     study = server.uid(study)
     archive = server.archive
     rows = archive.index.find_instances(
@@ -46,11 +125,32 @@ def instances(
         for r in rows
     ]
 
-    def one(key: InstanceKey) -> bytes:
-        return archive.read(lambda: b"".join(generate_instance(archive, key)))
+    def choose(key: InstanceKey) -> str:
+        info = archive.read(lambda: server.instance_info(key))
+        stored = stored_syntax(info)
+        syntax = choose_instance_syntax(wanted, stored=stored, lossy=is_lossy(info))
+        if syntax is None:
+            raise UnacceptableError(f"{AVAILABLE}; {key.sop} is stored in {stored}")
+        return syntax
 
-    def parts() -> Iterator[bytes]:
-        for key in keys:
-            yield one(key)
+    chosen = {key: choose(key) for key in keys} if instance_syntaxes_named(wanted) else {}
 
-    return multipart(parts(), "application/dicom", "application/dicom", None)
+    def part(key: InstanceKey) -> tuple[str, Iterable[Chunk]]:
+        info = archive.read(lambda: server.instance_info(key))
+        syntax = chosen.get(key) or choose(key)
+        sent = stored_syntax(info) if syntax == AS_STORED else syntax
+        part_type = f"{DICOM}; transfer-syntax={sent}"
+        if info.original.size > WHOLE_INSTANCE and sent == stored_syntax(info):
+            chunks = generate_retrieved(archive, key, syntax, info=info, check_parts=True)
+            return part_type, itertools.chain([next(chunks, b"")], chunks)
+        try:
+            whole = archive.read(lambda: b"".join(generate_retrieved(archive, key, syntax)))
+        except (CodecError, ExportError) as exc:
+            raise UnacceptableError(
+                f"{AVAILABLE}; {key.sop} cannot be sent in {sent}: {exc}"
+            ) from exc
+        return part_type, [whole]
+
+    first = part(keys[0])
+    parts = itertools.chain([first], (part(key) for key in keys[1:]))
+    return multipart_streamed(parts, DICOM, None, what=request.url.path)
