@@ -213,7 +213,8 @@ def test_prefix_and_base_url(store: str) -> None:
 
 @pytest.mark.local
 def test_serve_command(store: str) -> None:
-    """`dicomweb-archive serve` in its own process opens the store and serves it."""
+    """`dicomweb-archive serve` in its own process opens the store and serves it, with an
+    access log on stderr that leaves out query strings, and no CORS unless asked for."""
     import subprocess
     import sys
 
@@ -229,16 +230,20 @@ def test_serve_command(store: str) -> None:
         studies: Reply | None = None
         for _ in range(200):
             try:
-                studies = raw.get("/web/studies")
+                studies = raw.get("/web/studies?PatientName=DOE*", {"Origin": "http://x.example"})
                 break
             except OSError:
                 time.sleep(0.05)
         assert studies is not None and studies.status_code == 200
-        assert len(studies.json()) == 3
+        assert len(studies.json()) == 1
+        assert "access-control-allow-origin" not in studies.headers
     finally:
         process.terminate()
         _, err = process.communicate(timeout=10)
-    assert f"serving {store} at http://127.0.0.1:{port}/web" in err.decode()
+    lines = err.decode().splitlines()
+    assert f"serving {store} at http://127.0.0.1:{port}/web" in lines[0]
+    assert f" 127.0.0.1 GET /web/studies 200 {len(studies.content)} " in lines[1]
+    assert "DOE" not in err.decode() and "PatientName" not in err.decode()
 
 
 @pytest.fixture

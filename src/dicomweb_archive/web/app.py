@@ -1,11 +1,13 @@
 """``dicomweb-archive serve``: the store over DICOMweb (PS3.18), read-only.
 
-QIDO-RS searches are answered from the index; WADO-RS metadata from the stored series
-``metadata.gz`` objects (an instance's from its own ``metadata.gz`` where it has one, else from
-its series'), with absolute BulkDataURIs; frames, bulk data and whole instances from the frame,
-bulk-data and info record objects (``docs/serving.md``). Every key is built from checked UIDs
-and hashes; every read goes through the store's storage (which never follows a link out of a
-store on disk), and each answer is read from a state no change was being applied to.
+QIDO-RS searches are answered from the index (``web/qido.py``, ``web/includefield.py``); WADO-RS
+metadata from the stored series ``metadata.gz`` objects (``web/metadata.py``); frames here, from
+the frame objects; bulk data, Pixel Data and whole instances from the bulk-data, frame and info
+record objects (``web/retrieve.py``); see ``docs/serving.md``. Every key is built from checked
+UIDs and hashes; every read goes through the store's storage (which never reads a file through
+a link, ``store/local.py``), and each answer is read from a state no change was being applied
+to. Errors become status codes here (404, 406, 400, 500 with a sentence; an unexpected error is
+one log line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations

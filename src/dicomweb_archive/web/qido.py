@@ -138,7 +138,7 @@ def _page_value(params: Any, name: str) -> int | None:
     if name not in params:
         return None
     text = params[name]
-    if not re.fullmatch(r"\d{1,19}", text) or int(text) > MAX_PAGE_VALUE:
+    if not re.fullmatch(r"\d{1,30}", text) or int(text) > MAX_PAGE_VALUE:
         raise BadQueryError(f"{name}={text[:30]!r}: give an integer from 0 to {MAX_PAGE_VALUE}")
     return int(text)
 
@@ -175,9 +175,22 @@ def _fuzzy_match(item: JsonObject, names: dict[str, str]) -> bool:
 
 
 def _begins(word: str, wanted: str) -> bool:
-    """Whether ``word`` begins with ``wanted``, where ``*`` and ``?`` are wildcards."""
-    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in wanted)
-    return re.match(pattern, word, re.DOTALL) is not None
+    """Whether ``word`` begins with ``wanted``, where ``*`` and ``?`` are wildcards (the
+    two-pointer match: time bounded by the product of the lengths, whatever the pattern)."""
+    pattern = wanted + "*"
+    w = p = 0
+    star, resume = -1, 0
+    while w < len(word):
+        if p < len(pattern) and pattern[p] in ("?", word[w]):
+            w, p = w + 1, p + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, w, p + 1
+        elif star >= 0:
+            resume += 1
+            w, p = resume, star + 1
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
 
 
 def _retrieve_path(level: str, item: JsonObject) -> str:
