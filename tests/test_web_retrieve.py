@@ -240,3 +240,23 @@ def test_series_retrieval_streams_instance_by_instance(base_url: str) -> None:
     assert {pydicom.dcmread(io.BytesIO(b)).SeriesInstanceUID for _, b in parts} == {
         series["0020000E"]["Value"][0]
     }
+
+
+def test_default_transfer_syntax(
+    base_url: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """No Accept header, or no transfer syntax: Explicit VR Little Endian (PS3.18 8.7.3.4),
+    except for pixel data received lossy compressed, which comes as stored."""
+    reply = Http(base_url).get(_path(*_ids("MR_small_jp2klossless.dcm")))  # stored JPEG-LS
+    ((part_type, _body),) = _parts(reply)
+    assert part_type == f"application/dicom; transfer-syntax={ELE}"
+    lossy = _testdata("SC_rgb_jpeg_lossy_gdcm.dcm")
+    location = new_store("lossy")
+    assert ingested(location, [Path(shutil.copy(lossy, tmp_path / lossy.name))]).ok
+    with serving(location) as url:
+        reply = Http(url).get(
+            _path(*_ids(lossy.name)), {"Accept": 'multipart/related; type="application/dicom"'}
+        )
+    ((part_type, body),) = _parts(reply)
+    assert part_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
+    assert body == lossy.read_bytes()
