@@ -359,6 +359,8 @@ def test_static_config_refuses_unsafe_values(tmp_path: Path) -> None:
         (StaticOptions(port=80, prefix="/a;b"), "--prefix"),
         (StaticOptions(port=80, cors_origins=('https://x" always; #',)), "--cors-origin"),
         (StaticOptions(port=80, host="0.0.0.0; include /etc"), "--host"),
+        (StaticOptions(port=80, cors_origins=("https://[::1]:8443", "ftp://a b")), "ftp://a b"),
+        (StaticOptions(port=0), "--port"),
     ]:
         with pytest.raises(UsageError, match=named):
             to_nginx_config(root, KEYS, options)

@@ -1,17 +1,18 @@
 """An nginx configuration that serves a store's static subset of DICOMweb (``static-config``).
 
 The store's served tree (``docs/spec/store-layout.md``) answers, file for file, the DICOMweb
-(PS3.18) requests that need no computation: the unfiltered QIDO-RS searches of PS3.18 10.6
-(study list, a study's series, a series' instances, and a search by StudyInstanceUID or
-SeriesInstanceUID alone), WADO-RS series and instance metadata (PS3.18 10.4.1.1.2), single
-frames (PS3.18 10.4.1.1.3: the stored ``multipart/related`` body part) and bulk data
-(PS3.18 10.4.1.1.5). This module writes the rewrites from those URLs to the files, with the
-Content-Type of each, ``Content-Encoding: gzip`` for the gzipped files (nginx's
-``gzip_static``, and ``gunzip`` for clients that do not accept gzip), optional CORS, and the
-safety rules: only these URLs reach a file (the private ``.dicomweb-archive/`` folder, the
-deduplicated data, notifications and info records are never served) and no symbolic link is
-followed (``disable_symlinks``). Everything else, which needs ``dicomweb-archive serve``,
-is answered 400 (a search the files cannot answer) or 404.
+(PS3.18) requests that need no computation: the Search transaction's (PS3.18 10.6) unfiltered
+searches (study list, a study's series, a series' instances, and a search by StudyInstanceUID
+or SeriesInstanceUID alone; other query parameters, PS3.18 10.6.1.2, are refused), and the
+Retrieve transaction's (PS3.18 10.4) series and instance metadata (DICOM JSON, PS3.18 F.2),
+single frames (the stored ``multipart/related`` body part, PS3.18 8.7.3) and bulk data.
+This module writes the rewrites from those URLs to the files, with the Content-Type of each,
+``Content-Encoding: gzip`` for the gzipped files (nginx's ``gzip_static``, and ``gunzip`` for
+clients that do not accept gzip), optional CORS, and the safety rules: only these URLs reach a
+file (the private ``.dicomweb-archive/`` folder, the deduplicated data, notifications and info
+records are never served) and no symbolic link is followed (``disable_symlinks``). Everything
+else, which needs ``dicomweb-archive serve``, is answered 400 (a search the files cannot
+answer) or 404.
 
 The configuration is for ``nginx -c FILE -p DIR``: its pid file, logs and temporary folders
 are relative to DIR, so any user can run it, and it leaves ``daemon`` to the command line
@@ -47,7 +48,7 @@ NEEDS_SERVE = (
 )
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 _ORIGIN = re.compile(
-    r"\*|[a-z][a-z0-9+.-]*://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?"
+    r"\*|[a-z][a-z0-9+.-]*://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
 )
 _HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")
 _UNSAFE_IN_PATH = set('"\\${};\n\r\t')
@@ -264,5 +265,7 @@ def _check(root: Path, options: StaticOptions) -> None:
             raise UsageError(
                 f"--cors-origin {origin!r}: an origin such as https://viewer.example:8443, or *"
             )
+    if not 1 <= options.port <= 65535:
+        raise UsageError(f"--port {options.port}: a TCP port, 1 to 65535")
     if not _HOST.fullmatch(options.host):
         raise UsageError(f"--host {options.host!r}: an IP address or host name")
