@@ -19,7 +19,9 @@ from dicomweb_archive.cli.common import (
 
 
 def history_command(
-    sop: Annotated[str, typer.Argument(help="A SOPInstanceUID.", show_default=False)],
+    sop: Annotated[
+        str, typer.Argument(metavar="SOP", help="A SOPInstanceUID.", show_default=False)
+    ],
     store: StoreOption = DEFAULT_STORE,
     verbose: VerboseOption = False,
 ) -> None:

@@ -1,0 +1,127 @@
+"""Operators' commands and messages: listings, usage errors, --version, help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dicomweb_archive import __version__
+from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, UPDATE_APP, app
+from tests.factory import write_series
+
+runner = CliRunner()
+#: 64 characters, the longest a UID may be (PS3.5 9.1)
+STUDY = "1.2.826.0.1.3680043.8.498.1" + "1" * 37
+SERIES = "1.2.826.0.1.3680043.8.498.2" + "2" * 37
+
+
+@pytest.fixture
+def listed(tmp_path: Path, store: str) -> str:
+    """A store with one study of one series of two instances, with 64-character UIDs."""
+    write_series(tmp_path / "in", count=2, study=STUDY, series=SERIES, patient_id="S3CR3T")
+    result = runner.invoke(SEED_APPS["mkdicomweb"], ["-o", store, str(tmp_path / "in")])
+    assert result.exit_code == 0, result.output
+    return store
+
+
+def test_studies_json_and_csv(listed: str) -> None:
+    """studies --json prints a JSON array and --csv a CSV table, without PHI."""
+    result = runner.invoke(app, ["studies", "-o", listed, "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    (row,) = json.loads(result.stdout)
+    assert row["StudyInstanceUID"] == STUDY and row["NumberOfStudyRelatedInstances"] == 2
+    assert "S3CR3T" not in result.stdout
+    result = runner.invoke(app, ["studies", "-o", listed, "--csv", "--show-phi"])
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert row["StudyInstanceUID"] == STUDY and row["PatientID"] == "S3CR3T"
+
+
+def test_piped_tables_never_wrap_uids(listed: str) -> None:
+    """Piped with a narrow COLUMNS, each listing's table still holds every UID on one line."""
+    narrow = {"COLUMNS": "40"}
+    for args, uid in (
+        (["studies"], STUDY),
+        (["series", STUDY], SERIES),
+        (["list-instances", f"{STUDY}/{SERIES}"], SERIES),
+    ):
+        result = runner.invoke(app, [*args, "-o", listed], env=narrow)
+        assert result.exit_code == 0, result.output
+        assert uid in result.stdout, (args, result.stdout)
+
+
+def test_series_and_instances_listings(listed: str) -> None:
+    """series STUDY and list-instances STUDY/SERIES list what the index holds."""
+    result = runner.invoke(app, ["series", STUDY, "-o", listed, "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["SeriesInstanceUID"] == SERIES and row["NumberOfSeriesRelatedInstances"] == 2
+    result = runner.invoke(app, ["list-instances", f"{STUDY}/{SERIES}", "-o", listed, "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["InstanceNumber"] for r in rows] == ["1", "2"]
+
+
+def test_listings_of_unknown_uids_are_errors(listed: str) -> None:
+    """An unknown study or series is one error line and exit 1; a malformed path exit 2."""
+    for args in (["series", "1.2.3"], ["list-instances", f"{STUDY}/1.2.3"]):
+        result = runner.invoke(app, [*args, "-o", listed])
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        assert result.stderr.startswith("error: no ") and result.stderr.count("\n") == 1
+    result = runner.invoke(app, ["list-instances", STUDY, "-o", listed])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("application", "args", "said"),
+    [
+        (app, ["bogus"], "No such command 'bogus'"),
+        (app, ["studies", "--bogus"], "No such option: --bogus"),
+        (app, ["history"], "Missing argument"),
+        (app, ["revert", "x", "--to", "y"], "'--to'"),
+        (SEED_APPS["mkdicomweb"], ["--bogus"], "No such option: --bogus"),
+        (PART10_APP, ["--bogus"], "No such option: --bogus"),
+        (UPDATE_APP, ["--bogus"], "No such option: --bogus"),
+    ],
+    ids=["command", "option", "argument", "value", "mkdicomweb", "part10", "update"],
+)
+def test_usage_errors_are_one_line(application: object, args: list[str], said: str) -> None:
+    """A usage error is one 'error:' line on stderr, exit code 2, nothing on stdout."""
+    result = runner.invoke(application, args)  # type: ignore[arg-type]
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert said in result.stderr
+
+
+def test_every_command_has_version() -> None:
+    """-V and --version print the version on every subcommand and every seed command."""
+    names = sorted(typer.main.get_group(app).commands)
+    calls = [(app, [name]) for name in names]
+    calls += [(seed, []) for seed in (*SEED_APPS.values(), PART10_APP, UPDATE_APP)]
+    for application, args in calls:
+        for flag in ("-V", "--version"):
+            result = runner.invoke(application, [*args, flag])
+            assert result.exit_code == 0, (args, flag, result.output)
+            assert result.stdout == f"dicomweb-archive {__version__}\n", (args, flag)
+
+
+def test_help_command() -> None:
+    """dicomweb-archive help lists the commands; help COMMAND prints that command's help."""
+    result = runner.invoke(app, ["help"])
+    assert result.exit_code == 0
+    assert "list-instances" in result.stdout and "Commands" in result.stdout
+    result = runner.invoke(app, ["help", "history"])
+    assert result.exit_code == 0
+    assert "Usage: dicomweb-archive history" in result.stdout
+    result = runner.invoke(app, ["help", "nope"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: no command 'nope': dicomweb-archive help lists them\n"
