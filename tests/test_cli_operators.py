@@ -5,14 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import stat
+import zipfile
 from pathlib import Path
 
+import pydicom
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from dicomweb_archive import __version__
 from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, UPDATE_APP, app
+from dicomweb_archive.ops.export import _umask
 from tests.factory import write_series
 
 runner = CliRunner()
@@ -125,3 +129,74 @@ def test_help_command() -> None:
     result = runner.invoke(app, ["help", "nope"])
     assert result.exit_code == 2
     assert result.stderr == "error: no command 'nope': dicomweb-archive help lists them\n"
+
+
+def test_export_all(tmp_path: Path, store: str) -> None:
+    """mkdicomwebpart10 --all exports every instance of every study."""
+    write_series(tmp_path / "in" / "a", count=2, patient_id="P1")
+    write_series(tmp_path / "in" / "b", count=1, patient_id="P2")
+    assert (
+        runner.invoke(SEED_APPS["mkdicomweb"], ["-o", store, str(tmp_path / "in")]).exit_code == 0
+    )
+    result = runner.invoke(PART10_APP, ["-o", store, "--all", "--zip", str(tmp_path / "all.zip")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert "3 instances exported (3 bytes)" in result.stdout
+    assert len(zipfile.ZipFile(tmp_path / "all.zip").namelist()) == 3
+
+
+def test_zip_export_has_the_umask_mode(listed: str, tmp_path: Path) -> None:
+    """A zip export is written with the mode the umask gives (0644 under umask 022), not 0600."""
+    result = runner.invoke(PART10_APP, ["-o", listed, "--all", "--zip", str(tmp_path / "a.zip")])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "a.zip").stat().st_mode) == 0o666 & ~_umask()
+
+
+def test_summary_counts_refused_files_as_read(tmp_path: Path, store: str) -> None:
+    """The ingest summary's 'MB read' counts the files refused as duplicates too."""
+    files = write_series(tmp_path / "in", count=3, rows=512, columns=512)
+    assert (
+        runner.invoke(SEED_APPS["mkdicomweb"], ["-o", store, str(tmp_path / "in")]).exit_code == 0
+    )
+    (tmp_path / "again").mkdir()
+    for path in files:  # the same SOP Instance UIDs, other bytes: refused without --replace
+        ds = pydicom.dcmread(path)
+        ds.StudyDescription = "other"
+        ds.save_as(tmp_path / "again" / path.name)
+    size = sum(p.stat().st_size for p in (tmp_path / "again").iterdir())
+    result = runner.invoke(SEED_APPS["mkdicomweb"], ["-o", store, str(tmp_path / "again")])
+    assert result.exit_code == 1
+    assert result.stderr.count("error: ") == 3
+    assert (
+        f"0 instances stored, 0 studies built, {size / 1e6:.1f} MB read, 3 failed" in result.stdout
+    )
+
+
+def test_messages_use_singular_and_articles(listed: str) -> None:
+    """Counts of one are singular ('1 study'), and 'an instance-level attribute'."""
+    result = runner.invoke(app, ["reindex", "-o", listed])
+    assert result.stdout == "index rebuilt: 1 study, 1 series, 2 instances\n"
+    result = runner.invoke(app, ["edit", "-o", listed, "--study", STUDY, "InstanceNumber=3"])
+    assert result.exit_code == 1
+    assert "(0020,0013) InstanceNumber is an instance-level attribute" in result.stderr
+    result = runner.invoke(app, ["edit", "-o", listed, "--series", SERIES, "Modality=MR"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("2 instances updated in 1 study (change ")
+
+
+def test_export_and_verify_count_the_same_classes(listed: str, tmp_path: Path) -> None:
+    """export and verify name the same equivalence classes with the same counts, and
+    verify --against counts an edited instance as edited, not identical."""
+    sops = json.loads(
+        runner.invoke(app, ["list-instances", f"{STUDY}/{SERIES}", "-o", listed, "--json"]).stdout
+    )
+    sop = sops[0]["SOPInstanceUID"]
+    edited = runner.invoke(app, ["edit", "-o", listed, "--instance", sop, "InstanceNumber=7"])
+    assert edited.exit_code == 0, edited.output
+    exported = runner.invoke(PART10_APP, ["-o", listed, "--all", "--out", str(tmp_path / "o")])
+    assert exported.exit_code == 0, exported.output
+    assert exported.stdout.startswith("2 instances exported (1 bytes, 1 edited), ")
+    verified = runner.invoke(app, ["verify", "-o", listed, "--against", str(tmp_path / "in")])
+    assert verified.exit_code == 0, verified.output
+    assert "no differences; 2 instances (1 bytes, 1 edited), " in verified.stdout
+    assert "identical: 1, edited: 1, different: 0" in verified.stdout

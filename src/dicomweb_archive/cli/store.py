@@ -6,6 +6,7 @@ from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
     StoreOption,
     VerboseOption,
+    count,
     handle_errors,
     open_store,
     say,
@@ -19,6 +20,6 @@ def reindex_command(store: StoreOption = DEFAULT_STORE, verbose: VerboseOption =
     with handle_errors(verbose=verbose), open_store(store) as archive:
         report = reindex(archive)
     say(
-        f"index rebuilt: {report.studies} studies, {report.series} series, "
-        f"{report.instances} instances"
+        f"index rebuilt: {count(report.studies, 'study', 'studies')}, "
+        f"{count(report.series, 'series', 'series')}, {count(report.instances, 'instance')}"
     )

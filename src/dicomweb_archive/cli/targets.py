@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dicomweb_archive.cli.common import EXIT_USAGE, error_line, say
+from dicomweb_archive.cli.common import EXIT_USAGE, count, error_line, say
 
 if TYPE_CHECKING:
     from dicomweb_archive.ops.update import UpdatePlan, UpdateReport
@@ -50,8 +50,8 @@ def one_target(targets: dict[str, str]) -> tuple[str, str]:
 
 def print_plan(plan: UpdatePlan, *, show_phi: bool) -> None:
     say(
-        f"plan: {plan.operation} {plan.level} {plan.target}: {plan.size} instances "
-        f"in {len(plan.studies)} studies; nothing written (--dry-run)"
+        f"plan: {plan.operation} {plan.level} {plan.target}: {count(plan.size, 'instance')} "
+        f"in {count(len(plan.studies), 'study', 'studies')}; nothing written (--dry-run)"
     )
     for change in plan.instances:
         where = f"{change.key.study}/{change.key.series}/{change.key.sop}"
@@ -77,9 +77,7 @@ def _show(value: Any) -> str:
 
 def print_done(report: UpdateReport, verb: str) -> None:
     plan = report.plan
-    count = plan.size
     say(
-        f"{count} instance{'' if count == 1 else 's'} {verb} in {len(plan.studies)} "
-        f"stud{'y' if len(plan.studies) == 1 else 'ies'} (change {report.change_id}, "
-        f"{report.seconds:.2f} s)"
+        f"{count(plan.size, 'instance')} {verb} in {count(len(plan.studies), 'study', 'studies')} "
+        f"(change {report.change_id}, {report.seconds:.2f} s)"
     )
