@@ -200,3 +200,87 @@ def test_export_and_verify_count_the_same_classes(listed: str, tmp_path: Path) -
     assert verified.exit_code == 0, verified.output
     assert "no differences; 2 instances (1 bytes, 1 edited), " in verified.stdout
     assert "identical: 1, edited: 1, different: 0" in verified.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["edit", "--patient", "S3CR3T", "PatientName=NEW^NAME", "--dry-run"],
+        ["update", "--patient", "S3CR3T", "PatientName=NEW^NAME", "--dry-run"],
+        ["delete", "--patient", "S3CR3T", "--dry-run"],
+        ["update", "--patient", "S3CR3T", "--delete", "--dry-run"],
+        ["anonymize", "S3CR3T", "--dry-run"],
+    ],
+    ids=["edit", "update", "delete", "update-delete", "anonymize"],
+)
+def test_dry_run_prints_no_patient_data(listed: str, args: list[str], tmp_path: Path) -> None:
+    """--dry-run prints a plan without the PatientID it targets or any value; --show-phi
+    (where the command has it) shows them."""
+    extra = ["--out", str(tmp_path / "deid")] if args[0] == "anonymize" else []
+    result = runner.invoke(app, [*args, *extra, "-o", listed])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("plan: ")
+    assert "S3CR3T" not in result.output and "DOE" not in result.output
+    assert "NEW^NAME" not in result.output
+    if args[0] != "anonymize":
+        shown = runner.invoke(app, [*args, "--show-phi", "-o", listed])
+        assert shown.exit_code == 0, shown.output
+        assert "S3CR3T" in shown.stdout
+
+
+def test_revert_of_a_change_with_dry_run_changes_nothing(listed: str) -> None:
+    """revert CHANGE --dry-run lists what the change touched and writes nothing."""
+    edited = runner.invoke(app, ["edit", "-o", listed, "--series", SERIES, "Modality=MR"])
+    change = edited.stdout.split("(change ")[1].split(",")[0]
+    before = runner.invoke(app, ["audit", "-o", listed]).stdout
+    result = runner.invoke(app, ["revert", change, "--dry-run", "-o", listed])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"plan: revert change {change}: 2 instances in 1 study;")
+    assert runner.invoke(app, ["audit", "-o", listed]).stdout == before
+
+
+def test_revert_under_a_later_change_warns_and_keeps_it(listed: str) -> None:
+    """revert CHANGE undoes the change on every instance it touched though a later change
+    edited them again, warning once per instance for the attribute both changed; history
+    starts at revision 0 and names the change that produced each revision."""
+    first = runner.invoke(
+        app, ["edit", "-o", listed, "--series", SERIES, "Modality=MR", "SeriesDescription=FIRST"]
+    )
+    change = first.stdout.split("(change ")[1].split(",")[0]
+    second = runner.invoke(app, ["edit", "-o", listed, "--series", SERIES, "Modality=CT"])
+    later = second.stdout.split("(change ")[1].split(",")[0]
+    result = runner.invoke(app, ["revert", change, "-o", listed])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("2 instances reverted in 1 study (change ")
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2
+    assert all(
+        w.startswith("warning: SOPInstanceUID ")
+        and w.endswith(
+            f"(0008,0060) Modality was changed again by change {later}: "
+            "its value from that change stays"
+        )
+        for w in warnings
+    )
+    listing = runner.invoke(app, ["series", STUDY, "-o", listed, "--json"])
+    (row,) = json.loads(listing.stdout)
+    assert (row["Modality"], row["SeriesDescription"]) == ("CT", "Generated series")
+    sop = json.loads(
+        runner.invoke(app, ["list-instances", f"{STUDY}/{SERIES}", "-o", listed, "--json"]).stdout
+    )[0]["SOPInstanceUID"]
+    lines = runner.invoke(app, ["history", sop, "-o", listed]).stdout.splitlines()
+    assert lines[0] == "revision 0: as ingested"
+    assert lines[1].startswith("revision 1: ") and f"(change {change})" in lines[1]
+    assert lines[2].startswith("revision 2: ") and f"(change {later})" in lines[2]
+    assert lines[3].startswith("revision 3: ") and " revert " in lines[3]
+
+
+def test_history_and_audit_of_unknown_uids_are_errors(listed: str) -> None:
+    """history and audit --sop of a UID the store never had are one error line, exit 1."""
+    for args in (["history", "1.2.3.4"], ["audit", "--sop", "1.2.3.4"]):
+        result = runner.invoke(app, [*args, "-o", listed])
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        assert result.stderr == (
+            "error: SOPInstanceUID 1.2.3.4 is not in the store and has no history\n"
+        )

@@ -18,7 +18,11 @@ Instance = Annotated[str | None, typer.Option("--instance", help="A SOPInstanceU
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 ShowPhi = Annotated[
     bool,
-    typer.Option("--show-phi", help="With --dry-run: show the old and new values (patient data)."),
+    typer.Option(
+        "--show-phi",
+        help="With --dry-run: show the patient data the plan names (a PatientID target, the "
+        "old and new values).",
+    ),
 ]
 Reason = Annotated[
     str, typer.Option("--reason", help="Why: recorded in the history and the audit log.")
@@ -49,8 +53,13 @@ def one_target(targets: dict[str, str]) -> tuple[str, str]:
 
 
 def print_plan(plan: UpdatePlan, *, show_phi: bool) -> None:
+    """The plan of a --dry-run; no patient data (a PatientID target, old and new values)
+    unless ``show_phi`` (``docs/spec/exit-codes.md``)."""
+    target = plan.target
+    if plan.level == "patient" and not show_phi:
+        target = "(PatientID not shown: --show-phi shows it)"
     say(
-        f"plan: {plan.operation} {plan.level} {plan.target}: {count(plan.size, 'instance')} "
+        f"plan: {plan.operation} {plan.level} {target}: {count(plan.size, 'instance')} "
         f"in {count(len(plan.studies), 'study', 'studies')}; nothing written (--dry-run)"
     )
     for change in plan.instances:

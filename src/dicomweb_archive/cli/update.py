@@ -148,7 +148,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             raise typer.Exit(EXIT_USAGE)
         uid = edits[0] if edits and not targets else None
         run_delete(
-            store, targets, uid, reject=reject, dry_run=dry_run, reason=reason, verbose=verbose
+            store,
+            targets,
+            uid,
+            reject=reject,
+            dry_run=dry_run,
+            show_phi=show_phi,
+            reason=reason,
+            verbose=verbose,
         )
         return
     run_edit(
