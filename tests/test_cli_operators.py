@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -16,7 +17,10 @@ from typer.testing import CliRunner
 
 from dicomweb_archive import __version__
 from dicomweb_archive.cli.main import PART10_APP, SEED_APPS, UPDATE_APP, app
+from dicomweb_archive.cli.seed_options import TRANSCODE_TARGETS
+from dicomweb_archive.dicom.recompression import LOSSLESS_TARGETS, TARGET_NAMES
 from dicomweb_archive.ops.export import _umask
+from dicomweb_archive.ops.transcode import TARGETS
 from tests.factory import write_series
 
 runner = CliRunner()
@@ -284,3 +288,23 @@ def test_history_and_audit_of_unknown_uids_are_errors(listed: str) -> None:
         assert result.stderr == (
             "error: SOPInstanceUID 1.2.3.4 is not in the store and has no history\n"
         )
+
+
+def test_help_lists_the_transfer_syntaxes_the_code_accepts() -> None:
+    """--transfer-syntax lists exactly export's transcode targets, -t and -T every target
+    the recompression accepts, each by its full UID."""
+    assert TRANSCODE_TARGETS == TARGETS
+    uids = re.compile(r"1\.2\.840\.10008[.0-9]*[0-9]")
+    export_help = _option_help(PART10_APP, "--transfer-syntax")
+    assert set(uids.findall(export_help)) == TARGETS
+    assert "until recompression lands" not in _option_help(PART10_APP, "--original-transfer-syntax")
+    for option in ("--content-type", "--colour-content-type"):
+        text = _option_help(SEED_APPS["mkdicomweb"], option)
+        assert set(uids.findall(text)) >= LOSSLESS_TARGETS
+        assert all(f"{name} (" in text for name in TARGET_NAMES if name != "jpeg")
+
+
+def _option_help(application: typer.Typer, option: str) -> str:
+    command = typer.main.get_command(application)
+    (found,) = [p for p in command.params if option in getattr(p, "opts", ())]
+    return str(getattr(found, "help", ""))

@@ -30,6 +30,7 @@ from dicomweb_archive.cli.common import (
     stderr,
     stdout,
 )
+from dicomweb_archive.cli.seed_options import TRANSCODE_TARGETS, syntaxes
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
@@ -110,10 +111,9 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         str | None,
         typer.Option(
             "--transfer-syntax",
-            help="Transcode to this transfer syntax: 1.2.840.10008.1.2.1 or 1.2.840.10008.1.2 "
-            "(native), or lossless 1.2.840.10008.1.2.4.80 (JPEG-LS), .4.90 (JPEG 2000), "
-            ".4.201 (HTJ2K), 1.2.840.10008.1.2.5 (RLE); frames are decoded and re-encoded, "
-            "each checked; instances already in it stay byte-exact.",
+            help=f"Transcode to this transfer syntax: {syntaxes(TRANSCODE_TARGETS)}; frames "
+            "are decoded and re-encoded, each checked; instances already in it stay "
+            "byte-exact.",
         ),
     ] = None,
     verbose: VerboseOption = False,
