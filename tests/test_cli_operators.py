@@ -11,6 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pydicom
+import pydicom.data
+import pydicom.filebase
+import pydicom.filewriter
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -308,3 +311,44 @@ def _option_help(application: typer.Typer, option: str) -> str:
     command = typer.main.get_command(application)
     (found,) = [p for p in command.params if option in getattr(p, "opts", ())]
     return str(getattr(found, "help", ""))
+
+
+def test_pixel_identical_export_keeps_attributes_but_group_lengths(
+    tmp_path: Path, store: str
+) -> None:
+    """A pixel-identical export (a JPEG 2000 original recompressed at ingest) has every
+    attribute of the received file, except what docs/spec/recompression.md lists: the
+    Transfer Syntax UID and File Meta group length (0002,0000) are the stored syntax's, and
+    the retired data-set group lengths (gggg,0000) are left out."""
+    source = Path(str(pydicom.data.get_testdata_file("MR_small_jp2klossless.dcm")))
+    received = pydicom.dcmread(source)
+    group8 = pydicom.Dataset()
+    for element in received:
+        if element.tag.group == 8:
+            group8.add(element)
+    encoded = pydicom.filebase.DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(encoded, group8)
+    data = source.read_bytes()
+    start = 132 + 12 + received.file_meta.FileMetaInformationGroupLength
+    length = (0x00080000).to_bytes(4, "little")[2:] + b"\x00\x00UL\x04\x00"
+    data = data[:start] + length + len(encoded.getvalue()).to_bytes(4, "little") + data[start:]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "mr.dcm").write_bytes(data)
+    assert pydicom.dcmread(tmp_path / "in" / "mr.dcm")[0x00080000].value > 0
+    ingest = runner.invoke(SEED_APPS["mkdicomweb"], ["-o", store, str(tmp_path / "in")])
+    assert ingest.exit_code == 0, ingest.output
+    result = runner.invoke(PART10_APP, ["-o", store, "--all", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "(1 pixels+attributes)" in result.stdout
+    (path,) = (tmp_path / "o").rglob("*.dcm")
+    exported, original = pydicom.dcmread(path), pydicom.dcmread(tmp_path / "in" / "mr.dcm")
+    differ = {
+        str(tag)
+        for a, b in ((original.file_meta, exported.file_meta), (original, exported))
+        for tag in set(a.keys()) | set(b.keys())
+        if tag != 0x7FE00010 and (tag not in a or tag not in b or a[tag].value != b[tag].value)
+    }
+    # (0002,0000) follows the Transfer Syntax UID's length: here .4.90 and .4.80 are as long
+    assert differ - {"(0002,0000)"} == {"(0002,0010)", "(0008,0000)"}
+    assert 0x00080000 not in exported
