@@ -352,3 +352,24 @@ def test_pixel_identical_export_keeps_attributes_but_group_lengths(
     # (0002,0000) follows the Transfer Syntax UID's length: here .4.90 and .4.80 are as long
     assert differ - {"(0002,0000)"} == {"(0002,0010)", "(0008,0000)"}
     assert 0x00080000 not in exported
+
+
+def test_summary_counts_studies_a_change_built(tmp_path: Path, store: str) -> None:
+    """-c and --replace runs say the study they rebuilt was built, and count a replacement
+    once (as stored, 'of them replacing a stored one')."""
+    files = write_series(tmp_path / "in", count=2)
+    seed = SEED_APPS["mkdicomweb"]
+    assert runner.invoke(seed, ["-o", store, str(tmp_path / "in")]).exit_code == 0
+    clean = runner.invoke(seed, ["-o", store, "-c", str(tmp_path / "in")])
+    assert clean.exit_code == 0, clean.output
+    assert clean.stdout.startswith("2 instances stored, 1 study built, ")
+    (tmp_path / "again").mkdir()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.StudyDescription = "other"
+        ds.save_as(tmp_path / "again" / path.name)
+    replace = runner.invoke(seed, ["-o", store, "--replace", str(tmp_path / "again")])
+    assert replace.exit_code == 0, replace.output
+    assert replace.stdout.startswith(
+        "2 instances stored (2 of them replacing a stored one), 1 study built, "
+    )

@@ -295,10 +295,13 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     # the size of every file this run took in, refused ones included
     megabytes = (report.bytes + sum(_size(r.path) for r in report.failures)) / 1e6
     rate = report.instances / report.seconds if report.seconds else 0.0
-    built = len(report.stages.studies) if report.stages is not None else 0
+    built = 0
+    if report.stages is not None:  # a change (-c, --replace) builds its studies itself
+        done = report.studies - set(report.pending) - set(report.stages.failures)
+        built = len(set(report.stages.studies) | done)
     parts = [
-        f"{count(report.instances, 'instance')} stored",
-        f"{replaced} replaced" if replaced else "",
+        f"{count(report.instances, 'instance')} stored"
+        + (f" ({replaced} of them replacing a stored one)" if replaced else ""),
         f"{unchanged} unchanged" if unchanged else "",
         f"{count(built, 'study', 'studies')} built" if report.stages is not None else "",
         f"{megabytes:.1f} MB read",
