@@ -44,13 +44,14 @@ EXPORT_THREADS = 2
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which instances to export: a study (optionally a series and some instances), a
-    patient, or a query against the index; the kinds combine as a union."""
+    patient, a query against the index, or every study; the kinds combine as a union."""
 
     study: str | None = None
     series: str | None = None
     sops: tuple[str, ...] = ()
     patient_id: str | None = None
     query: dict[str, str] = field(default_factory=dict)
+    every_study: bool = False
 
 
 @dataclass(slots=True)
@@ -66,6 +67,17 @@ class Exported:
     edited: bool = False
     #: pixel-identical, not byte-identical: the original's codestreams were recompressed
     recompressed: bool = False
+
+    @property
+    def equivalence(self) -> str:
+        """The instance's equivalence class as verify names it (``ops/verify_instance.py``),
+        so that both commands count the same store alike: ``failed``, ``edited`` (edit
+        steps apply), ``pixels+attributes`` (recompressed at ingest) or ``bytes``."""
+        if self.error is not None:
+            return "failed"
+        if self.edited:
+            return "edited"
+        return "pixels+attributes" if self.recompressed else "bytes"
 
 
 @dataclass(slots=True)
@@ -104,7 +116,11 @@ def select(archive: Archive, selection: Selection) -> list[tuple[InstanceKey, st
         studies += index.studies_of_patient(selection.patient_id)
     if selection.query:
         studies += index.find_studies(study_condition(selection.query))
+    if selection.every_study:
+        studies += [row["study_instance_uid"] for row in index.studies()]
     if not studies and selection.study is None:
+        if selection.every_study:
+            raise NoSuchStudyError("the store has no studies to export")
         what = "patient" if selection.patient_id is not None else "query"
         raise NoSuchStudyError(f"no study of the store matches the {what}")
     rows = []
@@ -247,7 +263,7 @@ def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
         item.edited = checked.edited
         return
     item.transcoded = checked.output_sha is not None and checked.output_sha != expected
-    item.edited = checked.edited and checked.sha.hexdigest() != expected
+    item.edited = checked.edited
     if checked.sha.hexdigest() != expected and not checked.edited:
         why = _damaged_part(checked)
         item.error = f"SOPInstanceUID {item.key.sop}: " + (
