@@ -128,7 +128,7 @@ def main() -> None:
         "",
         "from __future__ import annotations",
         "",
-        "from pathlib import Path",
+        "import pkgutil",
         "",
         f'EDITION = "DICOM {CURRENT_EDITION} (PS3.15 Table E.1-1, dicom-anonymizer 2.1.0)"',
         'OPTIONS_EDITION = "DICOM 2020b (dicom-standard 0.1.0)"',
@@ -147,7 +147,8 @@ def main() -> None:
         [
             "",
             "def _read_profile() -> tuple[dict[str, tuple[str, dict[str, str]]], frozenset[str]]:",
-            '    text = Path(__file__).with_name("confidentiality_profile.tsv").read_text("utf-8")',
+            '    data = pkgutil.get_data(__name__, "confidentiality_profile.tsv")',
+            '    text = (data or b"").decode("utf-8")',
             "    table: dict[str, tuple[str, dict[str, str]]] = {}",
             "    unknown: set[str] = set()",
             "    for line in text.splitlines():",

@@ -8,7 +8,7 @@ PyPI package dicom-standard 0.1.0 (rows added since 2020b have no option columns
 
 from __future__ import annotations
 
-from pathlib import Path
+import pkgutil
 
 EDITION = "DICOM 2026c (PS3.15 Table E.1-1, dicom-anonymizer 2.1.0)"
 OPTIONS_EDITION = "DICOM 2020b (dicom-standard 0.1.0)"
@@ -146,7 +146,8 @@ SERIES_LEVEL = frozenset(
 
 
 def _read_profile() -> tuple[dict[str, tuple[str, dict[str, str]]], frozenset[str]]:
-    text = Path(__file__).with_name("confidentiality_profile.tsv").read_text("utf-8")
+    data = pkgutil.get_data(__name__, "confidentiality_profile.tsv")
+    text = (data or b"").decode("utf-8")
     table: dict[str, tuple[str, dict[str, str]]] = {}
     unknown: set[str] = set()
     for line in text.splitlines():
