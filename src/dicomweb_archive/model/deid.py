@@ -146,8 +146,8 @@ class Profile:
         keyed pseudonyms (consistent under one key, distinct for distinct patients)."""
         if self.patients is not None:
             if patient_id not in self.patients:
-                raise ArchiveError(
-                    f"Patient ID {patient_id!r} is not in the patient map: add it to the map"
+                raise ArchiveError(  # its Patient ID is not repeated (no PHI in the output)
+                    "the instance's Patient ID is not in the patient map: add it to the map"
                 )
             return self.patients[patient_id]
         message = f"patient:{patient_id}".encode()
