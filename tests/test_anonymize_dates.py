@@ -29,6 +29,7 @@ def _dated(path: Path) -> Path:
     """pydicom's CT_small with dates the 2020b table lacked, dates no table row names, and a
     kept sequence holding dates."""
     source = get_testdata_file("CT_small.dcm", download=False)
+    assert isinstance(source, str)
     ds = pydicom.dcmread(source)
     ds.PatientBirthDate = "19550923"
     ds.InstanceCreationDate = "19880412"  # (0008,0012), in the table since after 2020b

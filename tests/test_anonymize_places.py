@@ -52,7 +52,7 @@ def _after_pixel_data(path: Path) -> Path:
     del ds.PatientName
     ds.file_meta.SourceApplicationEntityTitle = "SOURCE-AE-77"
     ds.file_meta.SendingApplicationEntityTitle = "SENDING-AE-77"
-    ds.file_meta.PrivateInformationCreatorUID = "1.2.999.777.1"
+    ds.file_meta.PrivateInformationCreatorUID = pydicom.uid.UID("1.2.999.777.1")
     ds.file_meta.PrivateInformation = b"SECRET-META-INFO"
     ds.add_new(0x7FE10010, "LO", "VENDOR-AFTER")
     ds.add_new(0x7FE11001, "LO", "PRIVATE-AFTER-PIXELS")
