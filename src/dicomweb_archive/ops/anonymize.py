@@ -1,14 +1,15 @@
 """De-identification (``mkdicomwebupdate -anonymize``): into a new store, or in place.
 
-Each selected instance is rebuilt from the source store with its head re-encoded by the
-profile (:mod:`dicomweb_archive.model.deid`): attributes removed (X), emptied (Z), given dummy
-values (D), UIDs replaced consistently (U), dates shifted per patient when asked; private
-attributes removed; in the File Meta Information the Media Storage SOP Instance UID replaced
-and the AE titles removed; the preamble zeroed. Patient Identity Removed (0012,0062) = YES and
+Each selected instance is rebuilt from the source store with the profile
+(:mod:`dicomweb_archive.model.deid`, PS3.15 E.1) applied to every element wherever it sits, File
+Meta Information and elements after Pixel Data included (:mod:`.deidentify`): attributes
+removed (X), emptied (Z), given dummy values (D), UIDs replaced consistently (U), dates and
+times by the temporal option, Patient ID and Patient's Name by keyed pseudonyms or the patient
+map; private attributes removed. Patient Identity Removed (0012,0062) = YES and
 De-identification Method (0012,0063) are set. The de-identified stream then goes through the
 ordinary ingest pipeline, so the output holds no original value in any object name, metadata,
 info record, bulk data or index row (a test searches every object). An instance that cannot
-be de-identified is reported and left out; the others go on.
+be de-identified is reported and left out; the others go on (docs/spec/deidentification.md).
 
 Into a new store (``--out``): the store is made incomplete, filled, and only then marked
 complete, so that it appears whole or not at all (an interrupted run leaves a store that
