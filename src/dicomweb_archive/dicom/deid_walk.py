@@ -63,10 +63,11 @@ def edit_dataset(data: bytes, edits: list[Edit], *, syntax: str, name: str) -> b
 
 
 class _Reader:
-    """Bytes from a chunk iterator: small reads buffered, long values passed through."""
+    """Bytes from a chunk iterator: small reads buffered, long values passed through as views
+    of the chunks (never copied whole)."""
 
     def __init__(self, first: bytes, chunks: Iterator[Chunk], *, little: bool, name: str) -> None:
-        self.pending: Chunk = first
+        self.pending = memoryview(first)
         self.chunks = chunks
         self.prefix = "<" if little else ">"
         self.name = name
@@ -76,14 +77,23 @@ class _Reader:
             chunk = next(self.chunks, None)
             if chunk is None:
                 return True
-            self.pending = chunk
+            self.pending = memoryview(chunk)
         return False
 
+    def _fill(self, size: int) -> None:
+        """At least ``size`` bytes pending (``size`` is a header's: a few bytes)."""
+        while len(self.pending) < size:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                raise TruncatedError(f"{self.name}: the stored data set ends inside an element")
+            self.pending = memoryview(bytes(self.pending) + bytes(chunk))
+
     def take(self, size: int) -> bytes:
-        out = bytearray()
-        for piece in self.stream(size):
-            out += piece
-        return bytes(out)
+        if size <= len(self.pending):
+            out = bytes(self.pending[:size])
+            self.pending = self.pending[size:]
+            return out
+        return b"".join(self.stream(size))
 
     def stream(self, size: int) -> Iterator[Chunk]:
         while size > 0:
@@ -95,13 +105,13 @@ class _Reader:
 
     def tag(self) -> int:
         """The next element's tag, not consumed."""
-        head = self.take(4)
-        self.pending = head + bytes(self.pending)
-        group, element = struct.unpack(self.prefix + "HH", head)
+        self._fill(4)
+        group, element = struct.unpack(self.prefix + "HH", self.pending[:4])
         return int(group) << 16 | int(element)
 
     def header(self, *, implicit: bool) -> tuple[int, str, int, bytes]:
         """(tag, VR or "" when implicit, value length, the header's bytes)."""
+        self._fill(8)
         raw = self.take(8)
         group, element = struct.unpack(self.prefix + "HH", raw[:4])
         tag = int(group) << 16 | int(element)
