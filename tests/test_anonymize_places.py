@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
@@ -123,6 +124,46 @@ def test_deflated_and_non_ascii_uid_come_out_deidentified(
     assert all(ds.PatientIdentityRemoved == "YES" for ds in datasets)
     frame_of_reference = next(ds for ds in datasets if "FrameOfReferenceUID" in ds)
     assert str(frame_of_reference.FrameOfReferenceUID).startswith("2.25.")
+
+
+#: (file, struct format of an element header with a 2-byte length, or None for implicit VR)
+LAYOUTS = [
+    ("SC_rgb_rle_2frame.dcm", "<HH2sH"),  # encapsulated Pixel Data, then the tail
+    ("MR_small_bigendian.dcm", ">HH2sH"),
+    ("MR_small_implicit.dcm", None),
+]
+
+
+@pytest.mark.parametrize(("name", "header"), LAYOUTS, ids=[n for n, _ in LAYOUTS])
+def test_tail_after_pixel_data_in_every_encoding(
+    name: str, header: str | None, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """After encapsulated, big endian and implicit VR Pixel Data, a private group and an
+    out-of-order Patient's Name are de-identified; the pixel data comes through unchanged."""
+    source, out = new_store("source"), new_store("out")
+    original = pydicom.dcmread(_testdata(name))
+    secret = str(original.PatientName).split("^")[0]
+    del original.PatientName
+    original.add_new(0x7FE10010, "LO", "VENDOR-AFTER")
+    original.add_new(0x7FE11001, "LO", "PRIVATE-AFTER-PIXELS")
+    file = tmp_path / name
+    original.save_as(file, enforce_file_format=True)
+    value = TAIL_NAME.encode()
+    if header is None:
+        tail = struct.pack("<HHI", 0x0010, 0x0010, len(value)) + value
+    else:
+        tail = struct.pack(header, 0x0010, 0x0010, b"PN", len(value)) + value
+    with file.open("ab") as stream:
+        stream.write(tail)
+    assert str(pydicom.dcmread(file).PatientName) == TAIL_NAME
+    assert ingested(source, [file]).ok
+    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    assert code == 0, output
+    assert found([*SECRETS, secret], everything(out, tmp_path / "export")) == []
+    (ds,) = read_all(exported(out, tmp_path / "again"))
+    assert str(ds.PatientName).startswith("DEID^")
+    assert not [e for e in ds if e.tag.group == 0x7FE1]
+    assert ds.PixelData == original.PixelData
 
 
 def _cli(*args: str) -> tuple[int, str]:
