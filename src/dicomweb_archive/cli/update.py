@@ -17,6 +17,7 @@ from dicomweb_archive.cli.anonymize import (
     InPlace,
     KeyFile,
     Out,
+    PatientMap,
     Retain,
     run_anonymize,
 )
@@ -109,6 +110,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     in_place: InPlace = False,
     retain: Retain = None,
     key_file: KeyFile = None,
+    patient_map: PatientMap = None,
     dry_run: DryRun = False,
     show_phi: ShowPhi = False,
     reason: Reason = "",
@@ -137,6 +139,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             dry_run=dry_run,
             reason=reason,
             verbose=verbose,
+            patient_map=patient_map,
         )
         return
     if reject is not None and not delete:
