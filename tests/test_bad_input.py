@@ -45,8 +45,11 @@ HOSTILE = {
     "dotdot": "../../etc",
     "absolute": "/etc/passwd",
     "too_long": "1." + "2" * 70,
-    "letters": "1.2.abc",
     "empty_component": "1..2",
+    "control": "1.2\x013",
+    "hidden": ".1.2",
+    "option": "-1.2",
+    "layout_name": "index.json.gz",
 }
 
 
@@ -122,8 +125,13 @@ def test_unreadable_path_is_reported(tmp_path: Path, store: str) -> None:
         ("1.2.", False),
         ("", False),
         ("1 .2", False),
+        ("1.2.abc", True),  # not a UID, but a safe key step: stored with a warning
+        ("a" * 64, True),
+        ("1.2.3.gz", False),
+        ("1.2/3", False),
+        ("1.2\\3", False),
     ],
 )
 def test_uid_safety(value: str, safe: bool) -> None:
-    """Only digits and dots in non-empty components, at most 64 characters."""
+    """At most 64 letters, digits, '.', '-', '_', ends alphanumeric, no '..' nor '.gz' end."""
     assert is_safe_uid(value) is safe

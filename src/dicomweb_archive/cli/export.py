@@ -244,6 +244,8 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
     for name, count in sorted(classes.items()):
         table.add_row(name, str(count))
     stdout.print(table)
+    for flag, count in sorted(report.flags.items()):
+        say(f"{count} instances flagged {flag}")
     if report.against:
         say(", ".join(f"{key}: {value}" for key, value in report.against.items()))
     if not report.ok:
@@ -261,4 +263,5 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
     )
     if verbose:
         for item in report.instances:
-            note(f"{item.equivalence}: {item.sop}")
+            flags = "".join(f" [{flag}]" for flag in item.flags)
+            note(f"{item.equivalence}: {item.sop}{flags}")

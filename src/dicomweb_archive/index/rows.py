@@ -11,6 +11,7 @@ from typing import Any
 
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import as_text, first_value
+from dicomweb_archive.model.uid import is_conformant_uid
 
 JsonObject = dict[str, Any]
 Row = dict[str, Any]
@@ -106,6 +107,11 @@ class Facts:
             row["original_size"],
         )
 
+    @property
+    def nonconformant_uid(self) -> bool:
+        """A Study, Series or SOP Instance UID is stored although PS3.5 9.1 does not allow it."""
+        return not all(map(is_conformant_uid, (self.study, self.series, self.sop)))
+
 
 def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
     return {
@@ -123,4 +129,5 @@ def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
         "original_size": facts.original_size,
         "path": path,
         "query_json": query,
+        "nonconformant_uid": int(facts.nonconformant_uid),
     }

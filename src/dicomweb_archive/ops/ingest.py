@@ -43,6 +43,7 @@ from dicomweb_archive.errors import (
 from dicomweb_archive.model.tags import (
     SOP_INSTANCE_UID_KEY,
 )
+from dicomweb_archive.model.uid import nonconformant_uid_warnings
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.changes import (
     finish_studies,
@@ -424,7 +425,7 @@ class _Batch:
         point = change.txn.savepoint() if previous is not None and change is not None else None
         try:
             end = self._write_parts(parts, writer)
-            result.warnings = end.info.warnings
+            result.warnings = [*uid_warnings(key), *end.info.warnings]
             result.size = end.info.original.size
             result.frames_recompressed, result.frames_kept = recompression_counts(end.info)
             if end.stop_reason is not None:
@@ -535,3 +536,10 @@ class _Batch:
 
 def _parts(key: InstanceKey) -> tuple[str, str, str]:
     return key.study, key.series, key.sop
+
+
+def uid_warnings(key: InstanceKey) -> list[str]:
+    """Warnings for the instance's UIDs that are stored although not conformant (PS3.5 9.1)."""
+    return nonconformant_uid_warnings(
+        {"StudyInstanceUID": key.study, "SeriesInstanceUID": key.series, "SOPInstanceUID": key.sop}
+    )

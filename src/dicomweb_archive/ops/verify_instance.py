@@ -67,13 +67,15 @@ INCOMPLETE = frozenset({"pending", "interrupted", "busy"})
 @dataclass(slots=True)
 class Verdict:
     """The equivalence class of one instance (``bytes``, ``pixels+attributes``, ``edited`` or
-    ``failed``) and why."""
+    ``failed``), why, and its flags (``nonconformant-uid``: a UID stored although PS3.5 9.1
+    does not allow it)."""
 
     study: str
     series: str
     sop: str
     equivalence: str
     reason: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
