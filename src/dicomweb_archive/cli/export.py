@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -139,6 +140,8 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             report = _run_export(archive, selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
+        if verbose and item.exception is not None:
+            note("".join(traceback.format_exception(item.exception)))
     ok = [item for item in report.items if item.error is None]
     pixels = sum(1 for item in ok if item.recompressed)
     transcoded = sum(1 for item in ok if item.transcoded and not item.recompressed)

@@ -66,6 +66,19 @@ class Exported:
     edited: bool = False
     #: pixel-identical, not byte-identical: the original's codestreams were recompressed
     recompressed: bool = False
+    #: what stopped it when that was not an error the archive words (shown with --verbose)
+    exception: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why this instance was not exported, in one worded line."""
+        if isinstance(exc, ArchiveError | OSError):
+            self.error = f"SOPInstanceUID {self.key.sop}: {exc}"
+        else:
+            self.error = (
+                f"SOPInstanceUID {self.key.sop}: an unexpected error stopped it (run with "
+                "--verbose for details); the other instances are exported"
+            )
+            self.exception = exc
 
 
 @dataclass(slots=True)
@@ -279,8 +292,8 @@ def _to_file(
         _verdict(item, checked, expected)
         if item.error is not None:
             path.unlink()
-    except (ArchiveError, OSError) as exc:
-        item.error = f"SOPInstanceUID {key.sop}: {exc}"
+    except Exception as exc:  # one instance must not stop the export of the others
+        item.fail(exc)
     return item
 
 
@@ -315,12 +328,15 @@ def _export_zip(
                 try:
                     checked = _Checked(archive, key, target)
                     info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
+                    chunks = iter(checked)
+                    first = next(chunks, b"")  # a transcoded instance fails here, before its member
                     with zipped.open(info, "w", force_zip64=True) as member:
-                        for chunk in checked:
+                        member.write(first)
+                        for chunk in chunks:
                             member.write(chunk)
                     _verdict(item, checked, sha)
-                except (ArchiveError, OSError) as exc:
-                    item.error = f"SOPInstanceUID {key.sop}: {exc}"
+                except Exception as exc:  # one instance must not stop the export of the others
+                    item.fail(exc)
                 report.items.append(item)
                 if progress is not None:
                     progress(item)
@@ -346,6 +362,8 @@ def _export_media(
     try:
         from pydicom.fileset import FileSet  # noqa: PLC0415 - DICOMDIR output only
 
+        from dicomweb_archive.dicom.rewrite import VALUE_ERRORS  # noqa: PLC0415 - pydicom
+
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
@@ -355,6 +373,12 @@ def _export_media(
                     fileset.add(str(path))
                 except (ValueError, AttributeError, KeyError) as exc:
                     item.error = f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: {exc}"
+                except VALUE_ERRORS:  # pydicom reads the values a directory record needs
+                    item.error = (
+                        f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: a value its "
+                        "directory record needs does not fit its VR (export it without "
+                        "--dicomdir)"
+                    )
             report.items.append(item)
             if progress is not None:
                 progress(item)
