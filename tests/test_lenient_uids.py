@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import app
-from dicomweb_archive.model.uid import is_conformant_uid
+from dicomweb_archive.model.uid import is_conformant_uid, is_safe_uid
 from dicomweb_archive.ops.delete import apply_delete, plan_delete
 from dicomweb_archive.ops.export import Selection, export
 from dicomweb_archive.ops.history import history
@@ -26,7 +26,8 @@ from dicomweb_archive.ops.revert import apply_revert, plan_revert
 from dicomweb_archive.ops.update import apply_update, plan_update
 from dicomweb_archive.ops.verify import verify
 from tests.factory import uid, write_ct
-from tests.stores import index_dump, ingested
+from tests.stores import index_dump, ingested, read_json
+from tests.test_schema import _validator
 from tests.test_serve import serving
 
 runner = CliRunner()
@@ -159,3 +160,20 @@ def test_cli_ingest_warns(tmp_path: Path, store: str) -> None:
     result = runner.invoke(app, ["create", "-o", store, "-v", str(odd)])
     assert result.exit_code == 0, result.output
     assert "StudyInstanceUID" in result.stderr and "not a conformant UID" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "value", [STUDY, SERIES, SOP, "1.2.3", "a..b", "1.2.gz", "-1", "1.", "1/2", "x" * 65]
+)
+def test_schemas_take_the_safe_uids(value: str) -> None:
+    """The info record schema's UID is the safe UID of model/uid.py."""
+    schema = _validator("info-record.schema.json")
+    uid_schema = {"$ref": "info-record.schema.json#/$defs/uid"}
+    assert schema.evolve(schema=uid_schema).is_valid(value) is is_safe_uid(value)
+
+
+def test_info_record_validates(lenient: tuple[str, Path]) -> None:
+    """The info record of an instance with non-conformant UIDs validates against its schema."""
+    store, _ = lenient
+    key = f"studies/{STUDY}/series/{SERIES}/instances/{SOP}/info.json.gz"
+    _validator("info-record.schema.json").validate(read_json(store, key))
