@@ -15,6 +15,7 @@ from dicomweb_archive.cli.common import (
     EXIT_DIFFERENCES,
     EXIT_ERROR,
     EXIT_INCOMPLETE,
+    EXIT_INCOMPLETE_INSTANCES,
     EXIT_OK,
     EXIT_USAGE,
     StoreOption,
@@ -230,7 +231,9 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
         _render(report, verbose=verbose)
     if not report.ok:
         raise typer.Exit(EXIT_DIFFERENCES)
-    raise typer.Exit(EXIT_OK if report.complete else EXIT_INCOMPLETE)
+    if not report.complete:
+        raise typer.Exit(EXIT_INCOMPLETE)
+    raise typer.Exit(EXIT_INCOMPLETE_INSTANCES if report.incomplete_instances else EXIT_OK)
 
 
 def _render(report: VerifyReport, *, verbose: bool) -> None:
@@ -257,6 +260,11 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         outcome = (
             f"no differences, but {len(report.incomplete)} pending: work not done yet (run the "
             "stages, or verify again once the write in progress ends)"
+        )
+    elif report.incomplete_instances:
+        outcome = (
+            f"no differences, but {len(report.incomplete_instances)} instances are incomplete: "
+            "their received files end inside Pixel Data (stored as received)"
         )
     else:
         outcome = "no differences"

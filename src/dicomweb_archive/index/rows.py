@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import as_text, first_value
 from dicomweb_archive.model.uid import is_conformant_uid
@@ -80,6 +81,8 @@ class Facts:
     stored_transfer_syntax_uid: str
     original_sha256: str
     original_size: int
+    #: the received file ends inside Pixel Data (``model/incomplete.py``)
+    incomplete: bool = False
 
     @classmethod
     def from_info(cls, info: InfoRecord) -> Facts:
@@ -92,6 +95,7 @@ class Facts:
             info.stored.transfer_syntax_uid,
             info.original.sha256,
             info.original.size,
+            incomplete_frame(info.skeleton) is not None,
         )
 
     @classmethod
@@ -105,6 +109,7 @@ class Facts:
             row["stored_transfer_syntax_uid"],
             row["original_sha256"],
             row["original_size"],
+            bool(row["incomplete"]),
         )
 
     @property
@@ -130,4 +135,5 @@ def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
         "path": path,
         "query_json": query,
         "nonconformant_uid": int(facts.nonconformant_uid),
+        "incomplete": int(facts.incomplete),
     }

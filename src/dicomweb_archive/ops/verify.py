@@ -40,6 +40,7 @@ from dicomweb_archive.ops.against import verify_against
 from dicomweb_archive.ops.study import Member, group_by_series, study_rows
 from dicomweb_archive.ops.verify_instance import (
     INCOMPLETE,
+    INCOMPLETE_CLASS,
     Finding,
     InstanceResult,
     Verdict,
@@ -98,6 +99,11 @@ class VerifyReport:
     @property
     def complete(self) -> bool:
         return not self.incomplete
+
+    @property
+    def incomplete_instances(self) -> list[Verdict]:
+        """Instances whose received file ends inside Pixel Data (stored as received)."""
+        return [v for v in self.instances if v.equivalence == INCOMPLETE_CLASS]
 
     def add(self, kind: str, where: str, message: str) -> None:
         self.findings.append(Finding(kind, where, message))
