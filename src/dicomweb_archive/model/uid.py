@@ -48,10 +48,10 @@ def check_uid(value: str | None, keyword: str, *, source: str) -> str:
     if not is_safe_uid(value):
         shown = value if value.isprintable() and len(value) <= 80 else repr(value[:80])
         raise UnsafeUidError(
-            f"{source}: {keyword} {shown!s} cannot be stored: a UID is kept when it has 1 to "
-            f"{MAX_UID_LENGTH} letters, digits, '.', '-' or '_', begins and ends with a letter or "
-            "digit, "
-            "has no '..' and does not end in '.gz' (PS3.5 9.1 allows digits and dots)"
+            f"{source}: {keyword} {shown!s} is not a valid UID and cannot be stored: a UID is "
+            f"kept when it has 1 to {MAX_UID_LENGTH} letters, digits, '.', '-' or '_', begins "
+            "and ends with a letter or digit, has no '..' and does not end in '.gz' (PS3.5 9.1 "
+            "allows digits and dots)"
         )
     return value
 
