@@ -150,3 +150,23 @@ def test_pipe_with_recompressed_frames_is_refused_by_name(tmp_path: Path, store:
     assert result.status == "failed"
     assert result.error is not None and "--keep-originals" in result.error
     assert result.error.startswith("stdin: ") and "\n" not in result.error
+
+
+def test_not_transcoded(tmp_path: Path, store: str) -> None:
+    """--transfer-syntax refuses an incomplete instance in one worded line (exit code 1)."""
+    _path, key = _store_cut(tmp_path, store, "native-3-frames")
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "-o",
+            store,
+            "--out",
+            str(tmp_path / "o"),
+            "--transfer-syntax",
+            "1.2.840.10008.1.2",
+            key.study,
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "ends inside Pixel Data" in result.stderr and "unexpected" not in result.stderr

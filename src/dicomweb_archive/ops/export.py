@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
+from dicomweb_archive.errors import ArchiveError, ExportError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.queries import study_condition
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.store.edit_state import steps_of
@@ -218,6 +219,11 @@ class _Checked:
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.archive.storage, self.archive.keys, self.key)
+        if self.target is not None and incomplete_frame(info.skeleton) is not None:
+            raise ExportError(
+                "the received file ends inside Pixel Data: it is not transcoded (export it "
+                "without --transfer-syntax to get it as received)"
+            )
         self.edited = bool(steps_of(self.archive.storage, self.archive.keys, self.key))
         if not info.rebuilds_original():  # pixel-identical, checked frame by frame
             self.recompressed = True
