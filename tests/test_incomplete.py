@@ -3,7 +3,9 @@ far as frames are whole, verified in a class of its own, and exported as receive
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.ops.export import Selection, export
 from dicomweb_archive.ops.ingest import write_stream
 from dicomweb_archive.ops.ingest_types import PipelineOptions
-from dicomweb_archive.ops.reindex import reindex
+from dicomweb_archive.ops.reindex import ensure_index, reindex
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from tests.factory import make_ct, uid
@@ -170,3 +172,23 @@ def test_not_transcoded(tmp_path: Path, store: str) -> None:
     )
     assert result.exit_code == 1, result.output
     assert "ends inside Pixel Data" in result.stderr and "unexpected" not in result.stderr
+
+
+@pytest.mark.local
+def test_index_of_the_previous_version_gets_both_flags(tmp_path: Path, store: str) -> None:
+    """An index made before migrations 4 and 5 is migrated and rebuilt: the non-conformant
+    UID and incomplete flags come from the store's files."""
+    _path, key = _store_cut(tmp_path, store, "native-3-frames")
+    before = index_dump(store)["instances"]
+    database = Path(store) / ".dicomweb-archive" / "local" / "index.sqlite"
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.executescript(
+            "DROP INDEX instances_incomplete; DROP INDEX instances_nonconformant_uid;"
+            " ALTER TABLE instances DROP COLUMN incomplete;"
+            " ALTER TABLE instances DROP COLUMN nonconformant_uid;"
+            " DELETE FROM instances; PRAGMA user_version = 3;"
+        )
+    with Archive.open(store) as archive:
+        ensure_index(archive)
+    assert index_dump(store)["instances"] == before
+    assert before[0]["incomplete"] == 1 and before[0]["sop_instance_uid"] == key.sop
