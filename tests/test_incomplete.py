@@ -96,11 +96,15 @@ def test_stored_flagged_and_exported_as_received(tmp_path: Path, store: str, cas
 
 
 def test_verify_exit_code(tmp_path: Path, store: str) -> None:
-    """verify says how many instances are incomplete and exits with 5."""
+    """verify says how many instances are incomplete and exits with 5; export counts them
+    in the same class."""
     _store_cut(tmp_path, store, "native-3-frames")
     result = runner.invoke(app, ["verify", "-o", store])
     assert result.exit_code == 5, result.output
-    assert "1 instances are incomplete" in result.stdout
+    assert "no differences, but 1 instance incomplete" in result.stdout
+    exported = runner.invoke(app, ["export", "-o", store, "--out", str(tmp_path / "o"), uid(81)])
+    assert exported.exit_code == 0, exported.output
+    assert "1 instance exported (1 incomplete)" in exported.output
 
 
 def test_served_whole_frames_and_410(tmp_path: Path, store: str) -> None:

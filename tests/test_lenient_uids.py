@@ -107,7 +107,7 @@ def test_flag_survives_reindex_and_shows_in_verify(lenient: tuple[str, Path]) ->
     assert result.to_json()["flags"] == {"nonconformant-uid": 1}
     cli = runner.invoke(app, ["verify", "-o", store])
     assert cli.exit_code == 0, cli.output
-    assert "1 instances flagged nonconformant-uid" in cli.stdout
+    assert "1 instance flagged nonconformant-uid" in cli.stdout
 
 
 def test_commands_take_nonconformant_uids(lenient: tuple[str, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dicomweb_archive.cli.common import (
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
+    count,
     error_line,
     handle_errors,
     note,
@@ -128,7 +129,7 @@ def run_anonymize(
 def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
     if dry_run:
         say(
-            f"plan: {len(report.planned)} instances would be de-identified, "
+            f"plan: {count(len(report.planned), 'instance')} would be de-identified, "
             f"{len(report.burned_in)} to review for burned-in annotation; nothing written"
         )
         for sop in report.burned_in:
@@ -141,10 +142,12 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         note(f"warning: {sop}: Burned In Annotation is not NO: check the pixels")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
-        say(f"nothing changed: {len(report.results) - done} instances cannot be de-identified")
+        failed = count(len(report.results) - done, "instance")
+        say(f"nothing changed: {failed} cannot be de-identified")
         raise typer.Exit(1)
     say(
-        f"{done} instances de-identified into {target}, {report.linked} frame files shared "
+        f"{count(done, 'instance')} de-identified into {target}, "
+        f"{count(report.linked, 'frame file')} shared "
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
         f"{report.seconds:.2f} s"
     )

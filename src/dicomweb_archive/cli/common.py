@@ -64,6 +64,11 @@ def say(message: str) -> None:
     sys.stdout.write(message + "\n")
 
 
+def count(number: int, noun: str, nouns: str = "") -> str:
+    """``1 study``, ``2 studies``: a number with its noun (``nouns`` when not just +s)."""
+    return f"{number} {noun if number == 1 else nouns or noun + 's'}"
+
+
 def note(message: str) -> None:
     """One plain line on stderr."""
     sys.stderr.write(message + "\n")

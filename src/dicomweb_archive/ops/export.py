@@ -45,13 +45,14 @@ EXPORT_THREADS = 2
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which instances to export: a study (optionally a series and some instances), a
-    patient, or a query against the index; the kinds combine as a union."""
+    patient, a query against the index, or every study; the kinds combine as a union."""
 
     study: str | None = None
     series: str | None = None
     sops: tuple[str, ...] = ()
     patient_id: str | None = None
     query: dict[str, str] = field(default_factory=dict)
+    every_study: bool = False
 
 
 @dataclass(slots=True)
@@ -67,6 +68,8 @@ class Exported:
     edited: bool = False
     #: pixel-identical, not byte-identical: the original's codestreams were recompressed
     recompressed: bool = False
+    #: the received file ends inside Pixel Data (``model/incomplete.py``)
+    incomplete: bool = False
     #: what stopped it when that was not an error the archive words (shown with --verbose)
     exception: BaseException | None = None
 
@@ -80,6 +83,20 @@ class Exported:
                 "--verbose for details); the other instances are exported"
             )
             self.exception = exc
+
+    @property
+    def equivalence(self) -> str:
+        """The instance's equivalence class as verify names it (``ops/verify_instance.py``),
+        so that both commands count the same store alike: ``failed``, ``incomplete`` (the
+        received file ends inside Pixel Data), ``edited`` (edit steps apply),
+        ``pixels+attributes`` (recompressed at ingest) or ``bytes``."""
+        if self.error is not None:
+            return "failed"
+        if self.incomplete:
+            return "incomplete"
+        if self.edited:
+            return "edited"
+        return "pixels+attributes" if self.recompressed else "bytes"
 
 
 @dataclass(slots=True)
@@ -118,7 +135,11 @@ def select(archive: Archive, selection: Selection) -> list[tuple[InstanceKey, st
         studies += index.studies_of_patient(selection.patient_id)
     if selection.query:
         studies += index.find_studies(study_condition(selection.query))
+    if selection.every_study:
+        studies += [row["study_instance_uid"] for row in index.studies()]
     if not studies and selection.study is None:
+        if selection.every_study:
+            raise NoSuchStudyError("the store has no studies to export")
         what = "patient" if selection.patient_id is not None else "query"
         raise NoSuchStudyError(f"no study of the store matches the {what}")
     rows = []
@@ -216,10 +237,12 @@ class _Checked:
         self.output_sha: str | None = None
         self.edited = False
         self.recompressed = False
+        self.incomplete = False
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.archive.storage, self.archive.keys, self.key)
-        if self.target is not None and incomplete_frame(info.skeleton) is not None:
+        self.incomplete = incomplete_frame(info.skeleton) is not None
+        if self.target is not None and self.incomplete:
             raise ExportError(
                 "the received file ends inside Pixel Data: it is not transcoded (export it "
                 "without --transfer-syntax to get it as received)"
@@ -260,13 +283,14 @@ class _Checked:
 def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.size = checked.size
     item.sha256 = checked.output_sha or checked.sha.hexdigest()
+    item.incomplete = checked.incomplete
     if checked.recompressed:  # pixels checked frame by frame against the recorded hashes
         item.recompressed = True
         item.transcoded = checked.target is not None
         item.edited = checked.edited
         return
     item.transcoded = checked.output_sha is not None and checked.output_sha != expected
-    item.edited = checked.edited and checked.sha.hexdigest() != expected
+    item.edited = checked.edited
     if checked.sha.hexdigest() != expected and not checked.edited:
         why = _damaged_part(checked)
         item.error = f"SOPInstanceUID {item.key.sop}: " + (
