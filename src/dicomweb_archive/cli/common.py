@@ -28,6 +28,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DIFFERENCES = 3
 EXIT_INCOMPLETE = 4
+#: verify: nothing differs, nothing pending, but instances whose received file ends inside
+#: Pixel Data are stored (docs/spec/exit-codes.md)
+EXIT_INCOMPLETE_INSTANCES = 5
 EXIT_INTERRUPTED = 130
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +16,7 @@ from dicomweb_archive.cli.common import (
     EXIT_DIFFERENCES,
     EXIT_ERROR,
     EXIT_INCOMPLETE,
+    EXIT_INCOMPLETE_INSTANCES,
     EXIT_OK,
     EXIT_USAGE,
     StoreOption,
@@ -143,6 +145,8 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             report = _run_export(archive, selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
+        if verbose and item.exception is not None:
+            note("".join(traceback.format_exception(item.exception)))
     ok = [item for item in report.items if item.error is None]
     transcoded = sum(1 for item in ok if item.transcoded)
     summary = (
@@ -226,7 +230,9 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
         _render(report, verbose=verbose)
     if not report.ok:
         raise typer.Exit(EXIT_DIFFERENCES)
-    raise typer.Exit(EXIT_OK if report.complete else EXIT_INCOMPLETE)
+    if not report.complete:
+        raise typer.Exit(EXIT_INCOMPLETE)
+    raise typer.Exit(EXIT_INCOMPLETE_INSTANCES if report.incomplete_instances else EXIT_OK)
 
 
 #: the equivalence classes of instances, as verify and export count them
@@ -236,6 +242,7 @@ CLASSES = {
     "pixels+attributes": "compressed original recompressed at ingest: rebuilt pixel-identical, "
     "every attribute as received",
     "edited": "edited since ingest: rebuilt with the edits",
+    "incomplete": "the received file ends inside Pixel Data: rebuilt as received (or edited)",
     "failed": "cannot be rebuilt as it should (the errors say why)",
 }
 
@@ -263,6 +270,8 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         if name in found:
             table.add_row(name, str(found.count(name)), meaning)
     stdout.print(table)
+    for flag, flagged in sorted(report.flags.items()):
+        say(f"{count(flagged, 'instance')} flagged {flag}")
     if report.against:
         say(", ".join(f"{key}: {value}" for key, value in report.against.items()))
     if not report.ok:
@@ -271,6 +280,11 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
         outcome = (
             f"no differences, but {len(report.incomplete)} pending: work not done yet (run the "
             "stages, or verify again once the write in progress ends)"
+        )
+    elif report.incomplete_instances:
+        outcome = (
+            f"no differences, but {count(len(report.incomplete_instances), 'instance')} "
+            "incomplete (the received file ends inside Pixel Data; stored as received)"
         )
     else:
         outcome = "no differences"
@@ -281,4 +295,5 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
     )
     if verbose:
         for item in report.instances:
-            note(f"{item.equivalence}: {item.sop}")
+            flags = "".join(f" [{flag}]" for flag in item.flags)
+            note(f"{item.equivalence}: {item.sop}{flags}")

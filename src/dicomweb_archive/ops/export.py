@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
+from dicomweb_archive.errors import ArchiveError, ExportError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.queries import study_condition
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.store.edit_state import steps_of
@@ -67,14 +68,32 @@ class Exported:
     edited: bool = False
     #: pixel-identical, not byte-identical: the original's codestreams were recompressed
     recompressed: bool = False
+    #: the received file ends inside Pixel Data (``model/incomplete.py``)
+    incomplete: bool = False
+    #: what stopped it when that was not an error the archive words (shown with --verbose)
+    exception: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why this instance was not exported, in one worded line."""
+        if isinstance(exc, ArchiveError | OSError):
+            self.error = f"SOPInstanceUID {self.key.sop}: {exc}"
+        else:
+            self.error = (
+                f"SOPInstanceUID {self.key.sop}: an unexpected error stopped it (run with "
+                "--verbose for details); the other instances are exported"
+            )
+            self.exception = exc
 
     @property
     def equivalence(self) -> str:
         """The instance's equivalence class as verify names it (``ops/verify_instance.py``),
-        so that both commands count the same store alike: ``failed``, ``edited`` (edit
-        steps apply), ``pixels+attributes`` (recompressed at ingest) or ``bytes``."""
+        so that both commands count the same store alike: ``failed``, ``incomplete`` (the
+        received file ends inside Pixel Data), ``edited`` (edit steps apply),
+        ``pixels+attributes`` (recompressed at ingest) or ``bytes``."""
         if self.error is not None:
             return "failed"
+        if self.incomplete:
+            return "incomplete"
         if self.edited:
             return "edited"
         return "pixels+attributes" if self.recompressed else "bytes"
@@ -218,9 +237,16 @@ class _Checked:
         self.output_sha: str | None = None
         self.edited = False
         self.recompressed = False
+        self.incomplete = False
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.archive.storage, self.archive.keys, self.key)
+        self.incomplete = incomplete_frame(info.skeleton) is not None
+        if self.target is not None and self.incomplete:
+            raise ExportError(
+                "the received file ends inside Pixel Data: it is not transcoded (export it "
+                "without --transfer-syntax to get it as received)"
+            )
         self.edited = bool(steps_of(self.archive.storage, self.archive.keys, self.key))
         if not info.rebuilds_original():  # pixel-identical, checked frame by frame
             self.recompressed = True
@@ -257,6 +283,7 @@ class _Checked:
 def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.size = checked.size
     item.sha256 = checked.output_sha or checked.sha.hexdigest()
+    item.incomplete = checked.incomplete
     if checked.recompressed:  # pixels checked frame by frame against the recorded hashes
         item.recompressed = True
         item.transcoded = checked.target is not None
@@ -295,8 +322,8 @@ def _to_file(
         _verdict(item, checked, expected)
         if item.error is not None:
             path.unlink()
-    except (ArchiveError, OSError) as exc:
-        item.error = f"SOPInstanceUID {key.sop}: {exc}"
+    except Exception as exc:  # one instance must not stop the export of the others
+        item.fail(exc)
     return item
 
 
@@ -331,12 +358,15 @@ def _export_zip(
                 try:
                     checked = _Checked(archive, key, target)
                     info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
+                    chunks = iter(checked)
+                    first = next(chunks, b"")  # a transcoded instance fails here, before its member
                     with zipped.open(info, "w", force_zip64=True) as member:
-                        for chunk in checked:
+                        member.write(first)
+                        for chunk in chunks:
                             member.write(chunk)
                     _verdict(item, checked, sha)
-                except (ArchiveError, OSError) as exc:
-                    item.error = f"SOPInstanceUID {key.sop}: {exc}"
+                except Exception as exc:  # one instance must not stop the export of the others
+                    item.fail(exc)
                 report.items.append(item)
                 if progress is not None:
                     progress(item)
@@ -362,6 +392,8 @@ def _export_media(
     try:
         from pydicom.fileset import FileSet  # noqa: PLC0415 - DICOMDIR output only
 
+        from dicomweb_archive.dicom.rewrite import VALUE_ERRORS  # noqa: PLC0415 - pydicom
+
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
@@ -371,6 +403,12 @@ def _export_media(
                     fileset.add(str(path))
                 except (ValueError, AttributeError, KeyError) as exc:
                     item.error = f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: {exc}"
+                except VALUE_ERRORS:  # pydicom reads the values a directory record needs
+                    item.error = (
+                        f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: a value its "
+                        "directory record needs does not fit its VR (export it without "
+                        "--dicomdir)"
+                    )
             report.items.append(item)
             if progress is not None:
                 progress(item)
