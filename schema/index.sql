@@ -1,6 +1,8 @@
 -- SQLite schema of the dicomweb-archive index (.dicomweb-archive/local/index.sqlite).
 -- Generated from dicomweb_archive.index.schema.MIGRATIONS; tests/test_schema.py keeps them equal.
 -- Migration 3 recreates the series, instances and audit tables: the rows are rebuilt from the store.
+-- Migration 4 flags instances with a UID that is not conformant (PS3.5 9.1): rows rebuilt too.
+-- Migration 5 flags instances whose received file ends inside Pixel Data: rows rebuilt too.
 
 -- migration 1 (PRAGMA user_version = 1)
 CREATE TABLE patients (
@@ -140,3 +142,12 @@ CREATE TABLE audit (
 CREATE INDEX audit_sop ON audit(sop_instance_uid);
 CREATE INDEX audit_change ON audit(change_id);
 CREATE INDEX audit_sequence ON audit(sequence);
+
+-- migration 4 (PRAGMA user_version = 4)
+ALTER TABLE instances ADD COLUMN nonconformant_uid INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX instances_nonconformant_uid ON instances(nonconformant_uid)
+    WHERE nonconformant_uid = 1;
+
+-- migration 5 (PRAGMA user_version = 5)
+ALTER TABLE instances ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX instances_incomplete ON instances(incomplete) WHERE incomplete = 1;

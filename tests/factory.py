@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -135,8 +136,8 @@ def write_series(
 
 def write_odd_bits(path: Path, *, study: str, series: str, sop: str) -> Path:
     """A two-frame signed 12-bit CT whose second frame has bits above Bits Stored that are not
-    the sign (as some modalities write overlays): frame 1 can be recompressed losslessly and
-    given back byte for byte, frame 2 cannot."""
+    the sign (as some modalities write overlays): frame 1 is recompressed as values, frame 2 as
+    16-bit words (:func:`refuse_overlay_frames` makes a codec refuse it instead)."""
     ds = make_ct(study=study, series=series, sop=sop, frames=2, rows=32, columns=32)
     ds.PixelRepresentation = 1
     values = np.arange(-512, 512, dtype=np.int16).reshape(32, 32)
@@ -164,3 +165,18 @@ def phantom(rows: int, columns: int, seed: int) -> np.ndarray:
     pixels: np.ndarray = np.clip(image, 0, 4095).astype(np.uint16)
     pixels[np.hypot(x - cx, y - cy) > min(rows, columns) / 2] = 0
     return pixels
+
+
+def refuse_overlay_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make recompression refuse frames with bit 14 set but not bit 15 (frame 2 of
+    :func:`write_odd_bits`), so that an instance has a frame kept as received beside
+    recompressed ones."""
+    from dicomweb_archive.dicom.codecs import encode as real
+    from dicomweb_archive.errors import CodecError
+
+    def encode(array: np.ndarray, syntax: str) -> bytes:
+        if ((np.asarray(array).view(np.uint16) & 0xC000) == 0x4000).any():
+            raise CodecError("refused by the test")
+        return real(array, syntax)
+
+    monkeypatch.setattr("dicomweb_archive.dicom.recompress.encode", encode)

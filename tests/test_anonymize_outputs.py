@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 from typer.testing import CliRunner
 
 from dicomweb_archive import Archive
@@ -18,7 +17,7 @@ from dicomweb_archive.errors import NotAStoreError
 from dicomweb_archive.ops import anonymize as anonymize_module
 from dicomweb_archive.ops.ingest import write_streams as original
 from dicomweb_archive.ops.verify import verify
-from tests.factory import make_ct, uid, write_series
+from tests.factory import uid, write_ct, write_series
 from tests.stores import ingested
 
 runner = CliRunner()
@@ -29,23 +28,25 @@ def _cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _deflated(path: Path) -> Path:
-    ds = make_ct(study=uid(51), series=uid(52), sop=uid(53), patient_id="P5")
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_an_instance_that_cannot_be_deidentified_is_left_out(
     tmp_path: Path, new_store: Callable[[str], str]
 ) -> None:
-    """Defect 13: a deflated instance is reported (one line, exit 1) and left out; every other
-    instance is de-identified into a complete store that verifies clean."""
+    """Defect 13: an instance that cannot be de-identified (its patient missing from the
+    --map) is reported (one line, exit 1) and left out; every other instance is de-identified
+    into a complete store that verifies clean."""
     source, out = new_store("source"), new_store("out")
     files = write_series(tmp_path / "in", count=3, patient_id="P1")
-    files.append(_deflated(tmp_path / "deflated.dcm"))
+    files.append(
+        write_ct(
+            tmp_path / "other.dcm", study=uid(51), series=uid(52), sop=uid(53), patient_id="P5"
+        )
+    )
     assert ingested(source, files).ok
-    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    table = tmp_path / "map.csv"
+    table.write_text("P1,SUBJECT-1\n")
+    code, output = _cli(
+        "update", "-o", source, "-anonymize", "--all", "--out", out, "--map", str(table)
+    )
     assert code == 1, output
     assert output.count("error:") == 1 and uid(53) in output and "cannot be de-identified" in output
     assert "3 instances de-identified" in output

@@ -45,8 +45,11 @@ HOSTILE = {
     "dotdot": "../../etc",
     "absolute": "/etc/passwd",
     "too_long": "1." + "2" * 70,
-    "letters": "1.2.abc",
     "empty_component": "1..2",
+    "control": "1.2\x013",
+    "hidden": ".1.2",
+    "option": "-1.2",
+    "layout_name": "index.json.gz",
 }
 
 
@@ -88,7 +91,8 @@ def test_not_dicom_and_truncated(tmp_path: Path, store: str) -> None:
     write_ct(tmp_path / "b_good.dcm", study=uid(1), series=uid(2), sop=uid(3))
     whole = write_ct(tmp_path / "whole.tmp", study=uid(1), series=uid(2), sop=uid(4))
     cut = tmp_path / "c_cut.dcm"
-    cut.write_bytes(whole.read_bytes()[:-1000])
+    cut.write_bytes(whole.read_bytes()[:300])  # inside the data set (cut inside Pixel Data
+    # it is stored: tests/test_incomplete.py)
     whole.unlink()
     empty = tmp_path / "d_empty.dcm"
     empty.write_bytes(b"")
@@ -122,8 +126,13 @@ def test_unreadable_path_is_reported(tmp_path: Path, store: str) -> None:
         ("1.2.", False),
         ("", False),
         ("1 .2", False),
+        ("1.2.abc", True),  # not a UID, but a safe key step: stored with a warning
+        ("a" * 64, True),
+        ("1.2.3.gz", False),
+        ("1.2/3", False),
+        ("1.2\\3", False),
     ],
 )
 def test_uid_safety(value: str, safe: bool) -> None:
-    """Only digits and dots in non-empty components, at most 64 characters."""
+    """At most 64 letters, digits, '.', '-', '_', ends alphanumeric, no '..' nor '.gz' end."""
     assert is_safe_uid(value) is safe

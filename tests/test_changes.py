@@ -132,7 +132,9 @@ def test_replace_is_recorded_and_revertible(tmp_path: Path, store: str) -> None:
     assert ingested(store, first).ok
     before = tree_hashes(store)
     result = runner.invoke(SEED_APPS["mkdicomweb"], ["--replace", "-o", store, *map(str, second)])
-    assert result.exit_code == 0 and "2 replaced" in result.output, result.output
+    assert result.exit_code == 0 and "(2 of them replacing a stored one)" in result.output, (
+        result.output
+    )
     _exact(store, second)
     with Archive.open(store) as archive:
         entries = history(archive, uid("1.3.1"))
@@ -235,21 +237,40 @@ def _holds_revision(key: str) -> bool:
     return key.endswith("info.json.gz") or not key.startswith("studies/")
 
 
-def test_a_later_change_blocks_the_revert_of_an_earlier_one(
+def test_a_later_removal_blocks_the_revert_of_an_earlier_edit(
     edited_store: tuple[str, list[Path]],
 ) -> None:
-    """Reverting a change under a later one is refused, naming the instance; reverting the
-    later one first works."""
+    """Reverting an edit of instances a later change removed is refused, naming the
+    instance; reverting the later one first works."""
     store, _files = edited_store
     with Archive.open(store) as archive:
         first = update(archive, "patient", "P1", ["PatientName=A^B"])
-        second = update(archive, "patient", "P1", ["PatientName=C^D"])
+        second = apply_delete(archive, plan_delete(archive, "patient", "P1"))
         from dicomweb_archive.errors import UsageError
 
         with pytest.raises(UsageError, match="revert the later change first"):
             revert_change(archive, first.change_id)
         revert_change(archive, second.change_id)
         revert_change(archive, first.change_id)
+        assert verify(archive).ok
+
+
+def test_revert_under_a_later_edit_keeps_the_later_edit(
+    edited_store: tuple[str, list[Path]],
+) -> None:
+    """Reverting an edit that a later edit followed undoes the earlier one only, with a
+    warning for each attribute both changed (the later value stays)."""
+    store, _files = edited_store
+    with Archive.open(store) as archive:
+        first = update(archive, "patient", "P1", ["PatientName=A^B", "PatientSex=O"])
+        second = update(archive, "patient", "P1", ["PatientName=C^D"])
+        warnings: list[str] = []
+        revert_change(archive, first.change_id, warn=warnings.append)
+        (row,) = [r for r in archive.index.studies() if r["patient_id"] == "P1"]
+        assert row["patient_name"] == "C^D"
+        sops = {w.split(":")[0] for w in warnings}
+        assert warnings and all("(0010,0010) PatientName was changed again" in w for w in warnings)
+        assert all(second.change_id in w for w in warnings) and len(sops) == len(warnings)
         assert verify(archive).ok
 
 

@@ -86,7 +86,7 @@ def test_reindex_command(tmp_path: Path, store: str) -> None:
     runner.invoke(mkdicomweb_app, ["-o", store, str(tmp_path / "in")])
     result = runner.invoke(app, ["reindex", "-o", store])
     assert result.exit_code == 0
-    assert "1 studies, 1 series, 2 instances" in result.stdout
+    assert "1 study, 1 series, 2 instances" in result.stdout
 
 
 def test_usage_error_exit_2(store: str) -> None:

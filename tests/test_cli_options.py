@@ -40,9 +40,9 @@ def test_stages_by_command(inputs: Path, store: str) -> None:
     assert keys_under(store, KEYS.notifications("group"))
     assert not exists(store, STUDIES_INDEX)
     code, out, _ = run("mkdicomwebdeduplicatedgroup", "-o", store)
-    assert code == 0 and "1 studies grouped" in out
+    assert code == 0 and "1 study grouped" in out
     code, out, _ = run("mkdicomwebstudy", "-o", store)
-    assert code == 0 and "1 studies written" in out
+    assert code == 0 and "1 study written" in out
     assert exists(store, STUDIES_INDEX)
     assert keys_under(store, NOTIFICATIONS) == []
 

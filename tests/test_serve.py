@@ -25,7 +25,7 @@ from dicomweb_archive.store.keys import StoreKeys
 from dicomweb_archive.store.multipart import parse_part
 from tests import stores
 from tests.conftest import corpus_files, corpus_id
-from tests.factory import uid, write_odd_bits, write_series
+from tests.factory import refuse_overlay_frames, uid, write_odd_bits, write_series
 from tests.parts_helpers import assert_same_instance
 from tests.serving import Http, Reply, free_port, serving
 from tests.stores import ingested
@@ -140,9 +140,12 @@ def test_frames_compressed_and_uncompressed(base_url: str, store: str) -> None:
     assert refused.status_code == 406
 
 
-def test_frames_of_a_mixed_instance(tmp_path: Path, new_store: Callable[[str], str]) -> None:
+def test_frames_of_a_mixed_instance(
+    tmp_path: Path, new_store: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Frames stored in different syntaxes (one kept as received): asked one at a time they
     come as stored; asked together, decoded to native."""
+    refuse_overlay_frames(monkeypatch)
     path = write_odd_bits(tmp_path / "odd.dcm", study=uid(61), series=uid(62), sop=uid(63))
     mixed = new_store("mixed")
     assert ingested(mixed, [path]).ok

@@ -403,7 +403,7 @@ def test_batch_one_change_or_per_line(stored: Stored, tmp_path: Path) -> None:
     assert "3 lines applied" in result.stdout
     assert [e["revision"] for e in _history(store, uid(7))] == [1]  # one revision for both
     result = runner.invoke(UPDATE_APP, ["-o", store, "--file", str(bad), "--continue-on-error"])
-    assert result.exit_code == 1 and "1 lines applied, 1 failed" in result.stdout
+    assert result.exit_code == 1 and "1 line applied, 1 failed" in result.stdout
     assert _verify(store).ok
 
 
@@ -436,7 +436,7 @@ def test_batch_dry_run_and_patient_id_move(stored: Stored, tmp_path: Path) -> No
     lines = tmp_path / "move.jsonl"
     lines.write_text('{"level": "patient", "target": "P2", "edits": ["PatientID=P1"]}\n')
     dry = runner.invoke(UPDATE_APP, ["-o", store, "--file", str(lines), "--dry-run"])
-    assert dry.exit_code == 0 and "1 lines checked" in dry.stdout
+    assert dry.exit_code == 0 and "1 line checked" in dry.stdout
     assert _tree(store) == before
     done = runner.invoke(UPDATE_APP, ["-o", store, "--file", str(lines)])
     assert done.exit_code == 0, done.output

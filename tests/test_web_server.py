@@ -99,13 +99,13 @@ def test_response_cut_short_is_one_log_line(
 
 
 def test_port_in_use_exits_cannot_start(store: str) -> None:
-    """serve on a port already in use: one error line and exit code 5 (not uvicorn's 3)."""
+    """serve on a port already in use: one error line and exit code 6 (not uvicorn's 3)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         result = CliRunner().invoke(app, ["serve", "-o", store, "--port", str(port)])
-    assert result.exit_code == EXIT_CANNOT_START == 5
+    assert result.exit_code == EXIT_CANNOT_START == 6
     assert result.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 

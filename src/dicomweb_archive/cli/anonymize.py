@@ -13,6 +13,7 @@ from dicomweb_archive.cli.common import (
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
+    count,
     error_line,
     handle_errors,
     note,
@@ -21,7 +22,8 @@ from dicomweb_archive.cli.common import (
     store_path,
 )
 from dicomweb_archive.cli.targets import DryRun, Patient, Reason, Study, targets_of
-from dicomweb_archive.model.deid import OPTIONS
+from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.deid import OPTIONS, read_patient_map
 
 if TYPE_CHECKING:
     from dicomweb_archive.ops.anonymize import AnonymizeReport
@@ -51,6 +53,14 @@ KeyFile = Annotated[
         "the source store).",
     ),
 ]
+PatientMap = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        help="CSV file: original Patient ID, new Patient ID[, new Patient's Name] per line, "
+        "used instead of keyed pseudonyms (a patient not in it is an error).",
+    ),
+]
 Target = Annotated[
     str | None,
     typer.Argument(help="A StudyInstanceUID or a PatientID.", show_default=False),
@@ -67,6 +77,7 @@ def anonymize(  # noqa: PLR0917 - typer passes every option positionally
     in_place: InPlace = False,
     retain: Retain = None,
     key_file: KeyFile = None,
+    patient_map: PatientMap = None,
     dry_run: DryRun = False,
     reason: Reason = "",
     verbose: VerboseOption = False,
@@ -82,6 +93,7 @@ def anonymize(  # noqa: PLR0917 - typer passes every option positionally
         in_place=in_place,
         retain=retain or [],
         key_file=key_file,
+        patient_map=patient_map,
         dry_run=dry_run,
         reason=reason,
         verbose=verbose,
@@ -101,6 +113,7 @@ def run_anonymize(
     dry_run: bool,
     reason: str,
     verbose: bool,
+    patient_map: str | None = None,
 ) -> None:
     from dicomweb_archive.ops.anonymize import anonymize as anonymize_op  # noqa: PLC0415
     from dicomweb_archive.ops.anonymize import anonymize_in_place, anonymize_selection  # noqa: PLC0415
@@ -111,8 +124,11 @@ def run_anonymize(
     with handle_errors(verbose=verbose), open_store(store) as archive:
         selection = anonymize_selection(archive, targets, arguments, all_studies=all_studies)
         key = Path(key_file).read_bytes().strip() if key_file else None
+        patients = _patients(patient_map)
         if in_place and not dry_run:
-            report = anonymize_in_place(archive, options=frozenset(retain), key=key, reason=reason)
+            report = anonymize_in_place(
+                archive, options=frozenset(retain), key=key, patients=patients, reason=reason
+            )
         else:
             report = anonymize_op(
                 archive,
@@ -120,15 +136,26 @@ def run_anonymize(
                 out or f"{store_path(store)}.dry-run",
                 options=frozenset(retain),
                 key=key,
+                patients=patients,
                 dry_run=dry_run,
             )
     _render(report, out or store_path(store), dry_run=dry_run, in_place=in_place)
 
 
+def _patients(path: str | None) -> dict[str, tuple[str, str]] | None:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"{path}: the patient map cannot be read: {exc}") from exc
+    return read_patient_map(text, name=path)
+
+
 def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
     if dry_run:
         say(
-            f"plan: {len(report.planned)} instances would be de-identified, "
+            f"plan: {count(len(report.planned), 'instance')} would be de-identified, "
             f"{len(report.burned_in)} to review for burned-in annotation; nothing written"
         )
         for sop in report.burned_in:
@@ -141,10 +168,12 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         note(f"warning: {sop}: Burned In Annotation is not NO: check the pixels")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
-        say(f"nothing changed: {len(report.results) - done} instances cannot be de-identified")
+        failed = count(len(report.results) - done, "instance")
+        say(f"nothing changed: {failed} cannot be de-identified")
         raise typer.Exit(1)
     say(
-        f"{done} instances de-identified into {target}, {report.linked} frame files shared "
+        f"{count(done, 'instance')} de-identified into {target}, "
+        f"{count(report.linked, 'frame file')} shared "
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
         f"{report.seconds:.2f} s"
     )

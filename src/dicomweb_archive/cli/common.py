@@ -28,6 +28,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DIFFERENCES = 3
 EXIT_INCOMPLETE = 4
+#: verify: nothing differs, nothing pending, but instances whose received file ends inside
+#: Pixel Data are stored (docs/spec/exit-codes.md)
+EXIT_INCOMPLETE_INSTANCES = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -59,6 +62,11 @@ def interactive() -> bool:
 def say(message: str) -> None:
     """One plain line on stdout (no markup, no wrapping, no rich)."""
     sys.stdout.write(message + "\n")
+
+
+def count(number: int, noun: str, nouns: str = "") -> str:
+    """``1 study``, ``2 studies``: a number with its noun (``nouns`` when not just +s)."""
+    return f"{number} {noun if number == 1 else nouns or noun + 's'}"
 
 
 def note(message: str) -> None:

@@ -22,6 +22,7 @@ from dicomweb_archive.cli.targets import (
     Patient,
     Reason,
     Series,
+    ShowPhi,
     Study,
     one_target,
     print_done,
@@ -52,6 +53,7 @@ def delete(  # noqa: PLR0917 - typer passes every option positionally
     instance: Instance = None,
     reject: Reject = None,
     dry_run: DryRun = False,
+    show_phi: ShowPhi = False,
     reason: Reason = "",
     verbose: VerboseOption = False,
 ) -> None:
@@ -63,6 +65,7 @@ def delete(  # noqa: PLR0917 - typer passes every option positionally
         uid,
         reject=reject,
         dry_run=dry_run,
+        show_phi=show_phi,
         reason=reason,
         verbose=verbose,
     )
@@ -75,6 +78,7 @@ def run_delete(
     *,
     reject: str | None,
     dry_run: bool,
+    show_phi: bool,
     reason: str,
     verbose: bool,
 ) -> None:
@@ -87,7 +91,7 @@ def run_delete(
         level, identifier = one_target(targets)
         plan = plan_delete(archive, level, identifier)
         if dry_run:
-            print_plan(plan, show_phi=False)
+            print_plan(plan, show_phi=show_phi)
             raise typer.Exit(EXIT_OK)
         report = apply_delete(archive, plan, reason=reason, reject=reject)
     print_done(report, "rejected" if reject else "deleted")

@@ -14,6 +14,7 @@ from dicomweb_archive.cli.common import (
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
+    count,
     error_line,
     handle_errors,
     open_store,
@@ -147,11 +148,11 @@ def run_file(
     for result in results:
         where = f"{path.name}:{result.line.number}"
         if result.error is None:
-            say(f"{where}: ok, {result.instances} instances")
+            say(f"{where}: ok, {count(result.instances, 'instance')}")
         else:
             error_line(f"{where}: {result.error}")
     failed = sum(result.error is not None for result in results)
     verb = "checked (--dry-run: nothing written)" if dry_run else "applied"
-    say(f"{len(results) - failed} lines {verb}, {failed} failed")
+    say(f"{count(len(results) - failed, 'line')} {verb}, {failed} failed")
     if failed:
         raise typer.Exit(1)

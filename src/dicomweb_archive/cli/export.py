@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,11 +16,13 @@ from dicomweb_archive.cli.common import (
     EXIT_DIFFERENCES,
     EXIT_ERROR,
     EXIT_INCOMPLETE,
+    EXIT_INCOMPLETE_INSTANCES,
     EXIT_OK,
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
     VersionOption,
+    count,
     error_line,
     handle_errors,
     interactive,
@@ -28,6 +32,7 @@ from dicomweb_archive.cli.common import (
     stderr,
     stdout,
 )
+from dicomweb_archive.cli.seed_options import TRANSCODE_TARGETS, syntaxes
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
@@ -86,6 +91,7 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
     patient_id: Annotated[
         str | None, typer.Option("--patient-id", help="Every study of this PatientID.")
     ] = None,
+    every_study: Annotated[bool, typer.Option("--all", help="Every study of the store.")] = False,
     query: Annotated[
         list[str] | None,
         typer.Option(
@@ -107,10 +113,9 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
         str | None,
         typer.Option(
             "--transfer-syntax",
-            help="Transcode to this transfer syntax: 1.2.840.10008.1.2.1 or 1.2.840.10008.1.2 "
-            "(native), or lossless 1.2.840.10008.1.2.4.80 (JPEG-LS), .4.90 (JPEG 2000), "
-            ".4.201 (HTJ2K), 1.2.840.10008.1.2.5 (RLE); frames are decoded and re-encoded, "
-            "each checked; instances already in it stay byte-exact.",
+            help=f"Transcode to this transfer syntax: {syntaxes(TRANSCODE_TARGETS)}; frames "
+            "are decoded and re-encoded, each checked; instances already in it stay "
+            "byte-exact.",
         ),
     ] = None,
     verbose: VerboseOption = False,
@@ -121,8 +126,8 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
     from dicomweb_archive.ops.export import Selection  # noqa: PLC0415
 
     uids = uids or []
-    if not uids and patient_id is None and not query:
-        error_line("name a study (and series, instances), --patient-id or --query")
+    if not uids and patient_id is None and not query and not every_study:
+        error_line("name a study (and series, instances), --patient-id, --query or --all")
         raise typer.Exit(EXIT_USAGE)
     with handle_errors(verbose=verbose):
         selection = Selection(
@@ -131,6 +136,7 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             sops=tuple(uids[2:]),
             patient_id=patient_id,
             query=parse_filters(query or []),
+            every_study=every_study,
         )
         if original_transfer_syntax and transfer_syntax is not None:
             error_line("--original-transfer-syntax and --transfer-syntax exclude each other")
@@ -139,17 +145,14 @@ def part10(  # noqa: PLR0917 - typer passes every option positionally
             report = _run_export(archive, selection, out, zip_file, dicomdir, transfer_syntax)
     for item in report.failures:
         error_line(item.error or "")
+        if verbose and item.exception is not None:
+            note("".join(traceback.format_exception(item.exception)))
     ok = [item for item in report.items if item.error is None]
-    pixels = sum(1 for item in ok if item.recompressed)
-    transcoded = sum(1 for item in ok if item.transcoded and not item.recompressed)
-    edited = sum(1 for item in ok if item.edited and not item.transcoded and not item.recompressed)
-    exact = len(ok) - pixels - transcoded - edited
+    transcoded = sum(1 for item in ok if item.transcoded)
     summary = (
-        f"{exact} instances exported byte-identical to the ingested files"
-        + (f", {edited} edited" if edited else "")
-        + (f", {transcoded} transcoded" if transcoded else "")
-        + (f", {pixels} pixel-identical (recompressed at ingest)" if pixels else "")
-        + f" ({report.bytes / 1e6:.1f} MB), {len(report.failures)} failed, "
+        f"{count(len(ok), 'instance')} exported ({classes(item.equivalence for item in ok)})"
+        + (f", {transcoded} of them transcoded" if transcoded else "")
+        + f", {report.bytes / 1e6:.1f} MB, {len(report.failures)} failed, "
         f"{report.seconds:.2f} s"
     )
     (stderr if out == "-" else stdout).print(summary, markup=False, soft_wrap=True)
@@ -227,7 +230,30 @@ def verify_command(  # noqa: PLR0917 - typer passes every option positionally
         _render(report, verbose=verbose)
     if not report.ok:
         raise typer.Exit(EXIT_DIFFERENCES)
-    raise typer.Exit(EXIT_OK if report.complete else EXIT_INCOMPLETE)
+    if not report.complete:
+        raise typer.Exit(EXIT_INCOMPLETE)
+    raise typer.Exit(EXIT_INCOMPLETE_INSTANCES if report.incomplete_instances else EXIT_OK)
+
+
+#: the equivalence classes of instances, as verify and export count them
+#: (``docs/spec/export-verify.md``)
+CLASSES = {
+    "bytes": "rebuilt byte-identical to the ingested file",
+    "pixels+attributes": "compressed original recompressed at ingest: rebuilt pixel-identical, "
+    "every attribute as received",
+    "edited": "edited since ingest: rebuilt with the edits",
+    "incomplete": "the received file ends inside Pixel Data: rebuilt as received (or edited)",
+    "failed": "cannot be rebuilt as it should (the errors say why)",
+}
+
+
+def classes(equivalences: Iterable[str]) -> str:
+    """``3 bytes, 1 edited``: how many instances of each equivalence class, in a fixed order
+    (the same for export and verify)."""
+    found: dict[str, int] = {}
+    for name in equivalences:
+        found[name] = found.get(name, 0) + 1
+    return ", ".join(f"{found[name]} {name}" for name in CLASSES if name in found) or "none"
 
 
 def _render(report: VerifyReport, *, verbose: bool) -> None:
@@ -238,27 +264,36 @@ def _render(report: VerifyReport, *, verbose: bool) -> None:
     table = Table(title="verify")
     table.add_column("equivalence")
     table.add_column("instances", justify="right")
-    classes: dict[str, int] = {}
-    for verdict in report.instances:
-        classes[verdict.equivalence] = classes.get(verdict.equivalence, 0) + 1
-    for name, count in sorted(classes.items()):
-        table.add_row(name, str(count))
+    table.add_column("meaning")
+    found = [verdict.equivalence for verdict in report.instances]
+    for name, meaning in CLASSES.items():
+        if name in found:
+            table.add_row(name, str(found.count(name)), meaning)
     stdout.print(table)
+    for flag, flagged in sorted(report.flags.items()):
+        say(f"{count(flagged, 'instance')} flagged {flag}")
     if report.against:
         say(", ".join(f"{key}: {value}" for key, value in report.against.items()))
     if not report.ok:
-        outcome = f"{len(report.differences)} differences"
+        outcome = count(len(report.differences), "difference")
     elif not report.complete:
         outcome = (
             f"no differences, but {len(report.incomplete)} pending: work not done yet (run the "
             "stages, or verify again once the write in progress ends)"
         )
+    elif report.incomplete_instances:
+        outcome = (
+            f"no differences, but {count(len(report.incomplete_instances), 'instance')} "
+            "incomplete (the received file ends inside Pixel Data; stored as received)"
+        )
     else:
         outcome = "no differences"
     say(
-        f"{outcome}; {len(report.instances)} instances, {report.bytes_read / 1e6:.1f} MB "
-        f"rebuilt and hashed in {report.seconds:.2f} s"
+        f"{outcome}; {count(len(report.instances), 'instance')} "
+        f"({classes(v.equivalence for v in report.instances)}), "
+        f"{report.bytes_read / 1e6:.1f} MB rebuilt and hashed in {report.seconds:.2f} s"
     )
     if verbose:
         for item in report.instances:
-            note(f"{item.equivalence}: {item.sop}")
+            flags = "".join(f" [{flag}]" for flag in item.flags)
+            note(f"{item.equivalence}: {item.sop}{flags}")

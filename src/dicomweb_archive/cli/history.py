@@ -19,7 +19,9 @@ from dicomweb_archive.cli.common import (
 
 
 def history_command(
-    sop: Annotated[str, typer.Argument(help="A SOPInstanceUID.", show_default=False)],
+    sop: Annotated[
+        str, typer.Argument(metavar="SOP", help="A SOPInstanceUID.", show_default=False)
+    ],
     store: StoreOption = DEFAULT_STORE,
     verbose: VerboseOption = False,
 ) -> None:
@@ -30,6 +32,8 @@ def history_command(
         entries = history(archive, sop)
     if not entries:
         say(f"{sop}: as ingested, never changed")
+    elif entries[0]["revision_before"] == 0:
+        say("revision 0: as ingested")
     for entry in entries:
         changed = ", ".join(c["attribute"] for c in entry["changes"])
         revision = entry["revision"]

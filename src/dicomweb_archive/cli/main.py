@@ -12,18 +12,22 @@ from dicomweb_archive.cli.delete import delete
 from dicomweb_archive.cli.edit import edit
 from dicomweb_archive.cli.export import part10, verify_command
 from dicomweb_archive.cli.history import audit_command, history_command
+from dicomweb_archive.cli.listing import list_instances, series, studies
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.revert import purge_command, restore_command, revert_command
 from dicomweb_archive.cli.seed_apps import CONTEXT, part10_app, pipeline_app, update_app
 from dicomweb_archive.cli.serve import serve
-from dicomweb_archive.cli.store import reindex_command, studies
+from dicomweb_archive.cli.static_config import static_config
+from dicomweb_archive.cli.store import reindex_command
 from dicomweb_archive.cli.update import EDITING, normalise_argv, update
+from dicomweb_archive.cli.usage import OneLineGroup, help_command
 
 app = typer.Typer(
     name="dicomweb-archive",
     help="Build, index and manage a static DICOMweb store made from DICOM P10 files.",
     no_args_is_help=True,
     context_settings=CONTEXT,
+    cls=OneLineGroup,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -57,8 +61,12 @@ app.command("restore")(restore_command)
 app.command("purge")(purge_command)
 app.command("audit")(audit_command)
 app.command("serve")(serve)
+app.command("static-config")(static_config)
 app.command("studies")(studies)
+app.command("series")(series)
+app.command("list-instances")(list_instances)
 app.command("reindex")(reindex_command)
+app.command("help")(help_command)
 
 
 SEED_APPS = {command: pipeline_app(command) for command in COMMANDS}

@@ -18,6 +18,7 @@ from dicomweb_archive.cli.common import (
     EXIT_USAGE,
     VerboseOption,
     VersionOption,
+    count,
     error_line,
     handle_errors,
     interactive,
@@ -185,7 +186,7 @@ def _run_stage(
         verb = "written"
     _stage_failures(report, verbose=verbose)
     say(
-        f"{len(report.studies)} studies {verb}"
+        f"{count(len(report.studies), 'study', 'studies')} {verb}"
         + (f", {len(report.failures)} failed (still pending)" if report.failures else "")
     )
     if verbose:
@@ -288,19 +289,25 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     if report.stages is not None:
         _stage_failures(report.stages, verbose=verbose)
     if report.not_read:
-        error_line(f"{report.not_read} files not read: the store is full")
+        error_line(f"{count(report.not_read, 'file')} not read: the store is full")
     unchanged = report.count("unchanged")
     replaced = report.count("replaced")
-    megabytes = report.bytes / 1e6
+    # the size of every file this run took in, refused ones included
+    megabytes = (report.bytes + sum(_size(r.path) for r in report.failures)) / 1e6
     rate = report.instances / report.seconds if report.seconds else 0.0
-    built = len(report.stages.studies) if report.stages is not None else 0
+    built = 0
+    if report.stages is not None:  # a change (-c, --replace) builds its studies itself
+        done = report.studies - set(report.pending) - set(report.stages.failures)
+        built = len(set(report.stages.studies) | done)
     parts = [
-        f"{report.instances} instance{_s(report.instances)} stored",
-        f"{replaced} replaced" if replaced else "",
+        f"{count(report.instances, 'instance')} stored"
+        + (f" ({replaced} of them replacing a stored one)" if replaced else ""),
         f"{unchanged} unchanged" if unchanged else "",
-        f"{built} stud{'y' if built == 1 else 'ies'} built" if report.stages is not None else "",
+        f"{count(built, 'study', 'studies')} built" if report.stages is not None else "",
         f"{megabytes:.1f} MB read",
-        f"{report.frames_recompressed} frames recompressed" if report.frames_recompressed else "",
+        f"{count(report.frames_recompressed, 'frame')} recompressed"
+        if report.frames_recompressed
+        else "",
         f"{report.frames_kept} kept as received (-v says why)" if report.frames_kept else "",
         f"{len(report.failures)} failed",
         f"{report.seconds:.2f} s ({rate:.0f} instances/s)",
@@ -315,17 +322,13 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
             f"{change} -o {location} undoes it"
         )
     if report.pending:
-        count = len(report.pending)
+        waiting = len(report.pending)
         stages = (
             "mkdicomwebdeduplicatedgroup and mkdicomwebstudy"
             if command in ("mkdicomwebdeduplicated",)
             else "mkdicomwebstudy"
         )
         say(
-            f"{count} stud{'y waits' if count == 1 else 'ies wait'} for the later stages: "
+            f"{count(waiting, 'study waits', 'studies wait')} for the later stages: "
             f"run {stages} -o {location}"
         )
-
-
-def _s(count: int) -> str:
-    return "" if count == 1 else "s"

@@ -9,14 +9,17 @@ import typer
 
 from dicomweb_archive.cli.common import (
     DEFAULT_STORE,
+    EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
+    count,
     error_line,
     handle_errors,
     open_store,
     say,
+    warning_line,
 )
 from dicomweb_archive.cli.targets import print_done, print_plan
 
@@ -50,8 +53,24 @@ def revert_command(  # noqa: PLR0917 - typer passes every option positionally
         error_line("name a change id, or a SOPInstanceUID with --to REVISION")
         raise typer.Exit(EXIT_USAGE)
     with handle_errors(verbose=verbose), open_store(store) as archive:
+        if to is None and dry_run:
+            rows = archive.index.audit(change_id=target)
+            if not rows:
+                error_line(f"no change {target} in the store (see dicomweb-archive audit)")
+                raise typer.Exit(EXIT_ERROR)
+            studies = {row["study_instance_uid"] for row in rows}
+            say(
+                f"plan: revert change {target}: {count(len(rows), 'instance')} in "
+                f"{count(len(studies), 'study', 'studies')}; nothing written (--dry-run)"
+            )
+            for row in rows:
+                say(
+                    f"  {row['study_instance_uid']}/{row['series_instance_uid']}/"
+                    f"{row['sop_instance_uid']}"
+                )
+            raise typer.Exit(EXIT_OK)
         if to is None:
-            report = revert_change(archive, target, reason=reason)
+            report = revert_change(archive, target, reason=reason, warn=warning_line)
             print_done(report, "reverted")
             return
         plan = plan_revert(archive, target, to)

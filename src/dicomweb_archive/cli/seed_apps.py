@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import typer
 
+from dicomweb_archive.cli.usage import OneLineCommand
+
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
@@ -24,7 +26,7 @@ def pipeline_app(command: str) -> typer.Typer:
     from dicomweb_archive.cli.pipeline import COMMANDS, make_command  # noqa: PLC0415
 
     application = single(command)
-    application.command(help=COMMANDS[command])(make_command(command))
+    application.command(help=COMMANDS[command], cls=OneLineCommand)(make_command(command))
     return application
 
 
@@ -32,7 +34,7 @@ def part10_app() -> typer.Typer:
     from dicomweb_archive.cli.export import part10  # noqa: PLC0415
 
     application = single("mkdicomwebpart10")
-    application.command()(part10)
+    application.command(cls=OneLineCommand)(part10)
     return application
 
 
@@ -40,5 +42,5 @@ def update_app() -> typer.Typer:
     from dicomweb_archive.cli.update import update  # noqa: PLC0415
 
     application = single("mkdicomwebupdate")
-    application.command()(update)
+    application.command(cls=OneLineCommand)(update)
     return application

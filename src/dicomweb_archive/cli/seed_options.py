@@ -12,7 +12,49 @@ from typing import Annotated
 
 import typer
 
-from dicomweb_archive.dicom.recompression import SOURCE_TYPES
+from dicomweb_archive.dicom.recompression import (
+    DEFAULT_TYPES,
+    LOSSLESS_TARGETS,
+    SOURCE_TYPES,
+    TARGET_LABELS,
+    TARGET_NAMES,
+)
+from dicomweb_archive.model.syntax import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    JPEG_BASELINE,
+    RLE_LOSSLESS,
+)
+
+#: the transfer syntaxes export transcodes to (``ops/transcode.py`` ``TARGETS``, which imports
+#: the codecs: ``tests/test_cli_operators.py`` checks the two agree)
+TRANSCODE_TARGETS = frozenset(LOSSLESS_TARGETS | {IMPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS})
+LABELS = TARGET_LABELS | {
+    IMPLICIT_VR_LITTLE_ENDIAN: "Implicit VR Little Endian",
+    RLE_LOSSLESS: "RLE lossless",
+}
+
+
+def syntaxes(uids: frozenset[str] | set[str]) -> str:
+    """``1.2.840.10008.1.2.1 (Explicit VR Little Endian), ...``: transfer syntaxes for a help
+    text, from the tables the code uses (native first, then by UID)."""
+    ordered = sorted(
+        uids,
+        key=lambda uid: (uid != EXPLICIT_VR_LITTLE_ENDIAN, [int(part) for part in uid.split(".")]),
+    )
+    return ", ".join(f"{uid} ({LABELS[uid]})" for uid in ordered)
+
+
+def _names(*, colour: bool) -> str:
+    """The names -t (grey) or -T (colour) accepts, with what each is."""
+    names = []
+    for name, uid in TARGET_NAMES.items():
+        if uid == JPEG_BASELINE and not colour:
+            continue
+        what = "keep frames as received" if uid is None else LABELS[uid]
+        names.append(f"{name} ({what}{', the default' if name == 'jls' else ''})")
+    return ", ".join(names)
+
 
 Inputs = Annotated[
     list[str] | None,
@@ -135,7 +177,9 @@ Recompress = Annotated[
         "--recompress",
         help="Received types to recompress, comma-separated or repeated: "
         + ", ".join(SOURCE_TYPES)
-        + " (default: the store's, recorded when it is created: uncompressed jp2). Lossless, "
+        + " (default: the store's, recorded when it is created: "
+        + " ".join(DEFAULT_TYPES)
+        + "). Lossless, "
         "checked per frame; a frame that cannot be recompressed exactly is kept as received "
         "(-v says why).",
         show_default=False,
@@ -154,9 +198,8 @@ ContentType = Annotated[
     typer.Option(
         "-t",
         "--content-type",
-        help="Target for grayscale frames: jls (JPEG-LS lossless, default), htj2k (HTJ2K "
-        "lossless), none, or a transfer syntax UID (1.2.840.10008.1.2.4.80, .4.90, .4.201, "
-        "1.2.840.10008.1.2.1).",
+        help=f"Target for grayscale frames: {_names(colour=False)}, or a transfer syntax UID: "
+        f"{syntaxes(LOSSLESS_TARGETS)}.",
     ),
 ]
 ColourContentType = Annotated[
@@ -164,8 +207,9 @@ ColourContentType = Annotated[
     typer.Option(
         "-T",
         "--colour-content-type",
-        help="Target for colour frames: jls (default), htj2k, jpeg (baseline, lossy: the "
-        "original frame is kept as bulk data for export), none, or a transfer syntax UID.",
+        help=f"Target for colour frames: {_names(colour=True)}, or a transfer syntax UID: "
+        f"{syntaxes(LOSSLESS_TARGETS | {JPEG_BASELINE})}. With lossy JPEG the original frame "
+        "is kept as bulk data for export.",
     ),
 ]
 Replace = Annotated[

@@ -19,7 +19,7 @@ from dicomweb_archive.cli.common import (
 )
 
 #: docs/spec/exit-codes.md: the server could not start (the address is in use, say)
-EXIT_CANNOT_START = 5
+EXIT_CANNOT_START = 6
 
 
 def serve(  # noqa: PLR0917 - typer passes every option positionally

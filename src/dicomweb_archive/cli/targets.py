@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dicomweb_archive.cli.common import EXIT_USAGE, error_line, say
+from dicomweb_archive.cli.common import EXIT_USAGE, count, error_line, say
 
 if TYPE_CHECKING:
     from dicomweb_archive.ops.update import UpdatePlan, UpdateReport
@@ -18,7 +18,11 @@ Instance = Annotated[str | None, typer.Option("--instance", help="A SOPInstanceU
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 ShowPhi = Annotated[
     bool,
-    typer.Option("--show-phi", help="With --dry-run: show the old and new values (patient data)."),
+    typer.Option(
+        "--show-phi",
+        help="With --dry-run: show the patient data the plan names (a PatientID target, the "
+        "old and new values).",
+    ),
 ]
 Reason = Annotated[
     str, typer.Option("--reason", help="Why: recorded in the history and the audit log.")
@@ -49,9 +53,14 @@ def one_target(targets: dict[str, str]) -> tuple[str, str]:
 
 
 def print_plan(plan: UpdatePlan, *, show_phi: bool) -> None:
+    """The plan of a --dry-run; no patient data (a PatientID target, old and new values)
+    unless ``show_phi`` (``docs/spec/exit-codes.md``)."""
+    target = plan.target
+    if plan.level == "patient" and not show_phi:
+        target = "(PatientID not shown: --show-phi shows it)"
     say(
-        f"plan: {plan.operation} {plan.level} {plan.target}: {plan.size} instances "
-        f"in {len(plan.studies)} studies; nothing written (--dry-run)"
+        f"plan: {plan.operation} {plan.level} {target}: {count(plan.size, 'instance')} "
+        f"in {count(len(plan.studies), 'study', 'studies')}; nothing written (--dry-run)"
     )
     for change in plan.instances:
         where = f"{change.key.study}/{change.key.series}/{change.key.sop}"
@@ -77,9 +86,7 @@ def _show(value: Any) -> str:
 
 def print_done(report: UpdateReport, verb: str) -> None:
     plan = report.plan
-    count = plan.size
     say(
-        f"{count} instance{'' if count == 1 else 's'} {verb} in {len(plan.studies)} "
-        f"stud{'y' if len(plan.studies) == 1 else 'ies'} (change {report.change_id}, "
-        f"{report.seconds:.2f} s)"
+        f"{count(plan.size, 'instance')} {verb} in {count(len(plan.studies), 'study', 'studies')} "
+        f"(change {report.change_id}, {report.seconds:.2f} s)"
     )

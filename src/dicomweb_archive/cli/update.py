@@ -17,6 +17,7 @@ from dicomweb_archive.cli.anonymize import (
     InPlace,
     KeyFile,
     Out,
+    PatientMap,
     Retain,
     run_anonymize,
 )
@@ -25,6 +26,7 @@ from dicomweb_archive.cli.common import (
     EXIT_USAGE,
     StoreOption,
     VerboseOption,
+    VersionOption,
     error_line,
 )
 from dicomweb_archive.cli.delete import Reject, run_delete
@@ -108,10 +110,12 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     in_place: InPlace = False,
     retain: Retain = None,
     key_file: KeyFile = None,
+    patient_map: PatientMap = None,
     dry_run: DryRun = False,
     show_phi: ShowPhi = False,
     reason: Reason = "",
     verbose: VerboseOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Edit metadata at patient, study, series or instance level, delete, or de-identify
     (frames untouched); the same as the edit, delete and anonymize commands."""
@@ -135,6 +139,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             dry_run=dry_run,
             reason=reason,
             verbose=verbose,
+            patient_map=patient_map,
         )
         return
     if reject is not None and not delete:
@@ -146,7 +151,14 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             raise typer.Exit(EXIT_USAGE)
         uid = edits[0] if edits and not targets else None
         run_delete(
-            store, targets, uid, reject=reject, dry_run=dry_run, reason=reason, verbose=verbose
+            store,
+            targets,
+            uid,
+            reject=reject,
+            dry_run=dry_run,
+            show_phi=show_phi,
+            reason=reason,
+            verbose=verbose,
         )
         return
     run_edit(

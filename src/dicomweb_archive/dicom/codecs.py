@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 
 import imagecodecs
 import numpy as np
@@ -56,8 +57,15 @@ ENCODERS = {JPEG_LS_LOSSLESS: "jpegls", JPEG_2000_LOSSLESS: "jpeg2k", HTJ2K_LOSS
 _OPENJPH = threading.Lock()
 
 
-def decode_frame(data: bytes, syntax: str, pixel: PixelDescription) -> tuple[np.ndarray, str]:
-    """One frame's pixels and the Photometric Interpretation they are now in."""
+def decode_frame(
+    data: bytes, syntax: str, pixel: PixelDescription, *, words: bool = False
+) -> tuple[np.ndarray, str]:
+    """One frame's pixels and the Photometric Interpretation they are now in. ``words``: the
+    container words as coded, signed values not sign-extended from Bits Stored (a frame coded
+    at Bits Allocated precision, its bits above Bits Stored as received)."""
+    if words:
+        array, photometric = decode_frame(data, syntax, replace(pixel, pixel_representation=0))
+        return array.view(pixel.dtype), photometric
     codec = JPEG_FAMILY.get(syntax)
     if codec is not None:
         decoder = getattr(imagecodecs, f"{codec}_decode")

@@ -30,6 +30,7 @@ from dicomweb_archive.model.dicom_json import (
     swap_bytes,
     to_json_element,
 )
+from dicomweb_archive.model.incomplete import INCOMPLETE
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
 
@@ -47,6 +48,8 @@ _PHOTOMETRIC_INTERPRETATION = 0x00280004
 _PLANAR_CONFIGURATION = 0x00280006
 _BITS_STORED = 0x00280101
 PIXEL_DATA = 0x7FE00010
+#: why reading stopped, for a file that ends inside Pixel Data
+ENDS_INSIDE = "file ends inside Pixel Data"
 
 PixelResult = tuple[list[Segment], JsonObject, str | None, str]
 #: A recompressed frame: received SHA-256, stored SHA-256, outcome.
@@ -102,8 +105,10 @@ def read_pixel_data(
     else:  # defined-length pixel data in a compressed transfer syntax: not frames
         syntax = parsed.transfer_syntax
         value = reader.read(element.length)
-        segments = [literal(value)]
-        stop = None if len(value) == element.length else "file ends inside Pixel Data"
+        stop = None if len(value) == element.length else ENDS_INSIDE
+        segments = [literal(value) if stop is None else _incomplete(state, value)]
+    while state.pending_bulk:  # the incomplete segment's bytes
+        yield state.pending_bulk.pop(0)
     if not state.frames:
         return _unframed(element, segments, stop, parsed, state)
     if state.recompressor is not None:
@@ -183,7 +188,17 @@ def _finish_recompression(state: State, recompressor: FrameRecompressor) -> str:
 def _unframed(
     element: Element, segments: list[Segment], stop: str | None, parsed: ParsedFile, state: State
 ) -> PixelResult:
-    """Pixel data no frame could be made of: kept like any other binary value."""
+    """Pixel data no frame could be made of: kept like any other binary value (the received
+    bytes of a file that ends inside it: as its incomplete segment says)."""
+    cut = [s for s in segments if "bulk" in s]
+    if cut:
+        vr = resolve_vr(element, state.pixel_representation)
+        return (
+            segments,
+            {"vr": vr, "BulkDataURI": BULK_PLACEHOLDER + cut[0]["bulk"]},
+            stop,
+            parsed.transfer_syntax,
+        )
     value = b"".join(base64.b64decode(s["literal"]) for s in segments)
     probe = Element(
         element.tag, element.vr, element.explicit, True, 0, 0, len(value), False, len(value)
@@ -198,6 +213,20 @@ def _unframed(
         json_value = {"vr": json_value["vr"], "BulkDataURI": BULK_PLACEHOLDER + sha}
         segments = [{"bulk": sha}]
     return segments, json_value, stop, parsed.transfer_syntax
+
+
+def _incomplete(state: State, data: bytes) -> Segment:
+    """The received bytes after the whole frames of a file that ends inside Pixel Data, marked
+    with the number of the first frame that is not whole (``model/incomplete.py``): kept in
+    the skeleton, or as bulk data when longer than the public inline limit."""
+    number = len(state.frames) + 1
+    if len(data) <= state.limits.public:
+        return {**literal(data), INCOMPLETE: number}
+    sha = hashlib.sha256(data).hexdigest()
+    if sha not in state.bulk:
+        state.bulk[sha] = len(data)
+        state.pending_bulk.append(BulkPart(sha, data))
+    return {"bulk": sha, INCOMPLETE: number}
 
 
 def _emit_frame(state: State, data: bytes | memoryview) -> int:
@@ -290,11 +319,12 @@ def _native(
     state.warnings += layout.warnings
     if layout.keep_literal or not layout.frames:
         value = reader.read(element.length)
+        if len(value) < element.length:  # no frame can be cut from what arrived
+            return [_incomplete(state, value)], ENDS_INSIDE
         for frame in layout.frames:
             _emit_frame(state, bytes(frame.read(value)))
             yield from _ready(state)
-        stop = None if len(value) == element.length else "file ends inside Pixel Data"
-        return [literal(value)], stop
+        return [literal(value)], None
     segments: list[Segment] = []
     remaining = element.length
     for frame in layout.frames:
@@ -302,8 +332,8 @@ def _native(
         data = reader.read(size)
         remaining -= len(data)
         if len(data) < size:
-            segments.append(literal(data))
-            return segments, "file ends inside Pixel Data"
+            segments.append(_incomplete(state, data))
+            return segments, ENDS_INSIDE
         stored = swap_bytes(data, frame.swap) if frame.swap > 1 else data
         number = _emit_frame(state, stored)
         yield from _ready(state)
@@ -313,9 +343,10 @@ def _native(
         segments.append(segment)
     if remaining:
         rest = reader.read(remaining)
-        segments.append(literal(rest))
         if len(rest) < remaining:
-            return segments, "file ends inside Pixel Data"
+            segments.append(_incomplete(state, rest))
+            return segments, ENDS_INSIDE
+        segments.append(literal(rest))
     return segments, None
 
 
@@ -359,13 +390,26 @@ def _encapsulated(
         current_segments.clear()
         yield from _ready(state)
 
+    def cut(partial: bytes) -> Iterator[Part]:
+        """The file ends inside Pixel Data: the fragments of the frame being read (whole
+        fragments of RLE's one-fragment frames are whole frames) and the bytes that came
+        after them become the incomplete segment."""
+        if strategy == "each":
+            yield from flush()
+        received = b"".join(
+            base64.b64decode(s["literal"]) if "literal" in s else current[i // 2]
+            for i, s in enumerate(current_segments)
+        )
+        current.clear()
+        current_segments.clear()
+        segments.append(_incomplete(state, received + partial))
+
     first = True
     while True:
         header = reader.read(8)
         if len(header) < 8:
-            segments.extend(current_segments)
-            segments.append(literal(header))
-            return segments, "file ends inside Pixel Data"
+            yield from cut(header)
+            return segments, ENDS_INSIDE
         group, elem, length = struct.unpack(tag_format, header)
         tag = group << 16 | elem
         if tag == SEQUENCE_DELIMITER:
@@ -379,11 +423,12 @@ def _encapsulated(
         value = reader.read(length)
         if first:  # the Basic Offset Table
             first = False
+            if len(value) < length:
+                segments.append(_incomplete(state, header + value))
+                return segments, ENDS_INSIDE
             segments.append(literal(header + value))
             if not offsets and len(value) >= 4:
                 offsets = list(struct.unpack(f"<{len(value) // 4}I", value[: len(value) // 4 * 4]))
-            if len(value) < length:
-                return segments, "file ends inside Pixel Data"
             continue
         if strategy is None:
             strategy = _strategy(offsets, frame_count, value)
@@ -393,18 +438,16 @@ def _encapsulated(
             or (strategy == "markers" and starts_codestream(value[:12]))
             or strategy == "each"
         )
-        if starts_new:
+        if starts_new:  # the frame before ended whole
             yield from flush()
+        if len(value) < length:
+            yield from cut(header + value)
+            return segments, ENDS_INSIDE
         current_segments.append(literal(header))
         offset_in_frame = sum(len(c) for c in current)
         current_segments.append({"frame": 0, "offset": offset_in_frame, "length": len(value)})
         current.append(value)
         position += 8 + length
-        if len(value) < length:
-            current_segments[-1] = literal(value)
-            current.pop()
-            yield from flush()
-            return segments, "file ends inside Pixel Data"
 
 
 def _strategy(offsets: list[int], frame_count: int, first_fragment: bytes) -> str:

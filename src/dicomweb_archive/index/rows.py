@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import as_text, first_value
+from dicomweb_archive.model.uid import is_conformant_uid
 
 JsonObject = dict[str, Any]
 Row = dict[str, Any]
@@ -79,6 +81,8 @@ class Facts:
     stored_transfer_syntax_uid: str
     original_sha256: str
     original_size: int
+    #: the received file ends inside Pixel Data (``model/incomplete.py``)
+    incomplete: bool = False
 
     @classmethod
     def from_info(cls, info: InfoRecord) -> Facts:
@@ -91,6 +95,7 @@ class Facts:
             info.stored.transfer_syntax_uid,
             info.original.sha256,
             info.original.size,
+            incomplete_frame(info.skeleton) is not None,
         )
 
     @classmethod
@@ -104,7 +109,13 @@ class Facts:
             row["stored_transfer_syntax_uid"],
             row["original_sha256"],
             row["original_size"],
+            bool(row["incomplete"]),
         )
+
+    @property
+    def nonconformant_uid(self) -> bool:
+        """A Study, Series or SOP Instance UID is stored although PS3.5 9.1 does not allow it."""
+        return not all(map(is_conformant_uid, (self.study, self.series, self.sop)))
 
 
 def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
@@ -123,4 +134,6 @@ def instance_row(query: JsonObject, facts: Facts, path: str) -> Row:
         "original_size": facts.original_size,
         "path": path,
         "query_json": query,
+        "nonconformant_uid": int(facts.nonconformant_uid),
+        "incomplete": int(facts.incomplete),
     }

@@ -150,7 +150,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_change ON audit(change_id);
     CREATE INDEX audit_sequence ON audit(sequence);
     """,
+    # an instance whose Study, Series or SOP Instance UID is stored although it is not
+    # conformant (PS3.5 9.1; docs/spec/store-layout.md): derived from the UIDs, so the rows
+    # are rebuilt
+    """
+    ALTER TABLE instances ADD COLUMN nonconformant_uid INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX instances_nonconformant_uid ON instances(nonconformant_uid)
+        WHERE nonconformant_uid = 1;
+    """,
+    # an instance whose received file ends inside Pixel Data (model/incomplete.py): derived
+    # from its info record, so the rows are rebuilt
+    """
+    ALTER TABLE instances ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX instances_incomplete ON instances(incomplete) WHERE incomplete = 1;
+    """,
 )
 
 #: Migrations after which the index's rows must be rebuilt from the store (``reindex``).
-REBUILDS = {3}
+REBUILDS = {3, 4, 5}

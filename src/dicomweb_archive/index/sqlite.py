@@ -346,7 +346,8 @@ class SQLiteIndex:
             self._query(
                 "SELECT study_instance_uid, series_instance_uid, sop_instance_uid,"
                 " number_of_frames, original_transfer_syntax_uid, stored_transfer_syntax_uid,"
-                " original_sha256, original_size FROM instances WHERE study_instance_uid = ?",
+                " original_sha256, original_size, incomplete FROM instances"
+                " WHERE study_instance_uid = ?",
                 [study_instance_uid],
             )
         )

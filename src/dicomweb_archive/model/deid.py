@@ -1,12 +1,24 @@
 """De-identification rules: PS3.15 Annex E, Basic Application Level Confidentiality Profile.
 
 Actions come from Table E.1-1 (``standard_tables.CONFIDENTIALITY_PROFILE``, edition noted
-there), with the profile options of Table E.1-1's columns. Where the table offers a choice that
-depends on the attribute's Type in the IOD (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``, ``X/Z/U*``),
-we keep the attribute when we can (Type 1 and 2 attributes must stay): ``X/Z`` -> Z,
-``X/D``, ``Z/D``, ``X/Z/D`` -> D, ``X/Z/U*`` -> U. ``C`` (clean) is applied as D (a dummy value
-known not to identify), except dates under Retain Longitudinal Temporal Information with
+there), with the profile options of Table E.1-1's columns. Where the table offers a choice
+that depends on the attribute's Type in the IOD (``X/Z``, ``X/D``, ``Z/D``, ``X/Z/D``,
+``X/Z/U*``), we keep the attribute when we can (Type 1 and 2 attributes must stay): ``X/Z`` ->
+Z, ``X/D``, ``Z/D``, ``X/Z/D`` -> D, ``X/Z/U*`` -> U. ``C`` (clean) is applied as D (a dummy
+value known not to identify), except dates under Retain Longitudinal Temporal Information with
 Modified Dates, which are shifted by a per-patient offset. Private attributes are removed.
+
+Dates and times (PS3.15 E.3.6, Retain Longitudinal Temporal Information Options): every DA,
+DT and TM attribute the table does not name (or names in a row whose option columns are not
+known here) follows the temporal option chosen: without one it gets a dummy value (D); with
+``retain-modified-dates`` DA and DT values are shifted back by the patient's keyed offset and
+TM values kept (a shift by whole days leaves the time of day); with ``retain-full-dates`` it
+is kept. This holds inside sequences too.
+
+Patients (PS3.15 E.1.1, dummy values that keep patients apart): Patient ID (0010,0020) and
+Patient's Name (0010,0010) are replaced by keyed pseudonyms, ``DEID-<20 hex digits of
+HMAC-SHA-256(key, "patient:" + original Patient ID)>`` (the name ``DEID^<same digits>``), or
+by the values a patient map gives: one de-identified patient per original patient.
 
 UIDs are replaced by ``2.25.<128 bits of HMAC-SHA-256(key, uid)>`` (PS3.5 B.2): the same UID
 always maps to the same new UID under the same key, across runs and studies, so references
@@ -15,12 +27,18 @@ stay consistent.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from dicomweb_archive.model.standard_tables import CONFIDENTIALITY_PROFILE
+from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.model.standard_tables import (
+    CONFIDENTIALITY_PROFILE,
+    ROWS_WITHOUT_OPTION_COLUMNS,
+)
 
 #: command-line option -> Table E.1-1 column
 OPTIONS = {
@@ -32,6 +50,9 @@ OPTIONS = {
     "retain-modified-dates": "rtnLongModifDatesOpt",
     "clean-descriptors": "cleanDescOpt",
 }
+TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
 CHOICES = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 DUMMY = {
     "AE": "ANONYMOUS",
@@ -81,20 +102,30 @@ OPTION_CODES = {
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """The chosen profile options and the key of the UID map and date shifts."""
+    """The chosen profile options, the key of the UID map, pseudonyms and date shifts, and the
+    patient map (original Patient ID -> (new Patient ID, new Patient's Name)) when given."""
 
     key: bytes
     options: frozenset[str] = frozenset()
+    patients: Mapping[str, tuple[str, str]] | None = field(default=None, compare=False)
 
     def method_codes(self) -> tuple[tuple[str, str, str], ...]:
         """De-identification Method Code Sequence items (0012,0064) for this profile."""
         return (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in sorted(self.options)))
 
-    def action(self, tag: int) -> str | None:
-        """The action for an attribute: X, Z, D, U, K, C, or None (not in the table: keep)."""
+    def action(self, tag: int, vr: str = "") -> str | None:
+        """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the
+        table: keep); see the module docstring for dates and times."""
         if tag >> 16 & 1:
             return "X"
         entry = _lookup(tag)
+        if vr in TEMPORAL_VRS and (entry is None or f"{tag:08X}" in ROWS_WITHOUT_OPTION_COLUMNS):
+            if "retain-full-dates" in self.options:
+                return "K"
+            if "retain-modified-dates" in self.options:
+                return "C"
+            if entry is None:
+                return "D"
         if entry is None:
             return None
         basic, columns = entry
@@ -106,8 +137,22 @@ class Profile:
 
     def uid(self, value: str) -> str:
         """The replacement of a UID (consistent under one key)."""
-        digest = hmac.new(self.key, value.encode("ascii"), hashlib.sha256).digest()
+        digest = hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).digest()
         return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+    def patient(self, patient_id: str) -> tuple[str, str]:
+        """The new (Patient ID, Patient's Name) of a patient: from the patient map when one is
+        given (raises :class:`ArchiveError` for a patient it does not name), else
+        keyed pseudonyms (consistent under one key, distinct for distinct patients)."""
+        if self.patients is not None:
+            if patient_id not in self.patients:
+                raise ArchiveError(  # its Patient ID is not repeated (no PHI in the output)
+                    "the instance's Patient ID is not in the patient map: add it to the map"
+                )
+            return self.patients[patient_id]
+        message = f"patient:{patient_id}".encode()
+        digits = hmac.new(self.key, message, hashlib.sha256).hexdigest()[:20].upper()
+        return f"DEID-{digits}", f"DEID^{digits}"
 
     def date_offset(self, patient_id: str) -> int:
         """Days to shift a patient's dates back by (1 to 3650, consistent under one key)."""
@@ -121,7 +166,42 @@ class Profile:
             return moved.strftime("%Y%m%d")
         if vr == "DT" and len(value) >= 8 and value[:8].isdigit():
             return self.shift("DA", value[:8], days) + value[8:]
+        if vr in ("DA", "DT"):  # not a value that can be shifted: not kept either
+            return DUMMY[vr]
         return value
+
+
+MAP_HEADER = ("original_patient_id", "patient_id", "patient_name")
+
+
+def read_patient_map(text: str, *, name: str) -> dict[str, tuple[str, str]]:
+    """A patient map from CSV text (as RSNA CTP's lookup tables): one row per patient, the
+    original Patient ID, the new Patient ID, and optionally the new Patient's Name (default:
+    the new Patient ID); a first row ``original_patient_id,patient_id,patient_name`` is a
+    header. Two rows for one patient, or two patients given one new Patient ID (they would
+    become one patient), raise :class:`UsageError` naming the line."""
+    out: dict[str, tuple[str, str]] = {}
+    taken: dict[str, str] = {}
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or (number == 1 and tuple(cells) == MAP_HEADER[: len(cells)]):
+            continue
+        where = f"{name}, line {number}"
+        if len(cells) not in (2, 3) or not cells[1]:
+            raise UsageError(f"{where}: give original Patient ID, new Patient ID[, new name]")
+        new_id = cells[1]
+        new_name = cells[2] if len(cells) == 3 and cells[2] else new_id
+        if len(new_id) > 64 or "\\" in new_id + new_name:  # LO (PS3.5 6.2), one value each
+            raise UsageError(f"{where}: a Patient ID of at most 64 characters, no backslash")
+        if cells[0] in out:
+            raise UsageError(f"{where}: Patient ID {cells[0]!r} is mapped twice")
+        if new_id in taken:
+            raise UsageError(
+                f"{where}: Patient ID {new_id!r} is given to {taken[new_id]!r} already"
+            )
+        out[cells[0]] = (new_id, new_name)
+        taken[new_id] = cells[0]
+    return out
 
 
 def _lookup(tag: int) -> tuple[str, dict[str, str]] | None:

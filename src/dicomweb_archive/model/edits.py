@@ -135,7 +135,8 @@ def parse_edit(text: str, *, level: str) -> EditSpec:
     owner = level_of(top)
     if owner != level:
         raise EditRefusedError(
-            f"{describe(top)} is a {owner}-level attribute: edit it with -{owner}, not -{level}"
+            f"{describe(top)} is {'an' if owner == 'instance' else 'a'} {owner}-level attribute: "
+            f"edit it with -{owner}, not -{level}"
         )
     checked = None if remove else _check_value(tag, vr, value, text)
     return EditSpec(text, Edit(tuple(path), vr, checked), owner)

@@ -3,9 +3,11 @@
 The check is specified in ``docs/spec/export-verify.md``.
 
 Every file under DIR must be in the store (by SOP Instance UID) with the SHA-256 recorded at
-ingest; where the store no longer holds a file's codestreams (frames of a compressed original
-recompressed at ingest), the file's frames are decoded and must give the pixel hashes recorded
-for the stored frames (``docs/spec/recompression.md``).
+ingest; a file whose instance was edited since is counted ``edited``, not ``identical`` (the
+store holds what was received, but serves and exports it edited). Where the store no longer
+holds a file's codestreams (frames of a compressed original recompressed at ingest), the
+file's frames are decoded and must give the pixel hashes recorded for the stored frames
+(``docs/spec/recompression.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dicomweb_archive.dicom.parts import FramePart, InstanceHeader, generate_par
 from dicomweb_archive.errors import ArchiveError, CodecError
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
+from dicomweb_archive.store.edit_state import steps_of
 from dicomweb_archive.store.instance import InstanceKey, read_info
 
 if TYPE_CHECKING:
@@ -46,7 +49,14 @@ def verify_against(archive: Archive, directory: Path, report: VerifyReport) -> N
     the file must also decode to the pixels the store's frames decode to (their recorded
     hash), which closes the proof that the store holds what was received."""
     stored = {row["sop_instance_uid"]: row for row in archive.index.all_instances()}
-    counts = {"files": 0, "identical": 0, "different": 0, "missing": 0, "not_dicom": 0}
+    counts = {
+        "files": 0,
+        "identical": 0,
+        "edited": 0,
+        "different": 0,
+        "missing": 0,
+        "not_dicom": 0,
+    }
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         counts["files"] += 1
         try:
@@ -64,8 +74,9 @@ def verify_against(archive: Archive, directory: Path, report: VerifyReport) -> N
             counts["different"] += 1
             report.add("against", str(path), f"SOPInstanceUID {sop} differs from the store")
         else:
-            counts["identical"] += 1
             key = InstanceKey(row["study_instance_uid"], row["series_instance_uid"], sop)
+            edited = bool(steps_of(archive.storage, archive.keys, key))
+            counts["edited" if edited else "identical"] += 1
             message = _original_pixels_differ(archive, key, path)
             if message is not None:
                 report.add("against", str(path), message)

@@ -1,14 +1,15 @@
 """De-identification (``mkdicomwebupdate -anonymize``): into a new store, or in place.
 
-Each selected instance is rebuilt from the source store with its head re-encoded by the
-profile (:mod:`dicomweb_archive.model.deid`): attributes removed (X), emptied (Z), given dummy
-values (D), UIDs replaced consistently (U), dates shifted per patient when asked; private
-attributes removed; in the File Meta Information the Media Storage SOP Instance UID replaced
-and the AE titles removed; the preamble zeroed. Patient Identity Removed (0012,0062) = YES and
+Each selected instance is rebuilt from the source store with the profile
+(:mod:`dicomweb_archive.model.deid`, PS3.15 E.1) applied to every element wherever it sits, File
+Meta Information and elements after Pixel Data included (:mod:`.deidentify`): attributes
+removed (X), emptied (Z), given dummy values (D), UIDs replaced consistently (U), dates and
+times by the temporal option, Patient ID and Patient's Name by keyed pseudonyms or the patient
+map; private attributes removed. Patient Identity Removed (0012,0062) = YES and
 De-identification Method (0012,0063) are set. The de-identified stream then goes through the
 ordinary ingest pipeline, so the output holds no original value in any object name, metadata,
 info record, bulk data or index row (a test searches every object). An instance that cannot
-be de-identified is reported and left out; the others go on.
+be de-identified is reported and left out; the others go on (docs/spec/deidentification.md).
 
 Into a new store (``--out``): the store is made incomplete, filled, and only then marked
 complete, so that it appears whole or not at all (an interrupted run leaves a store that
@@ -26,43 +27,34 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.edit import Edit, edit_head
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.dicom.skeleton import ChunkStream
-from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.model.deid import DEIDENTIFICATION_METHOD, DUMMY, OPTIONS, Profile
+from dicomweb_archive.model.deid import OPTIONS, Profile
 from dicomweb_archive.model.info import InfoRecord
-from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
 from dicomweb_archive.ops.changes import (
     finish_studies,
     removed,
     set_aside_instance,
     set_aside_unused_bulk,
 )
+from dicomweb_archive.ops.deidentify import deidentified_stream
 from dicomweb_archive.ops.export import Selection, select
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
-from dicomweb_archive.ops.reconstruct import FrameReaders
 from dicomweb_archive.ops.stages import complete_pending
-from dicomweb_archive.ops.state import Instance, States
+from dicomweb_archive.ops.state import States
 from dicomweb_archive.store.changes import change_ids
-from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_info
+from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.locations import normal_location, same_location
 from dicomweb_archive.store.secrets import store_key
 from dicomweb_archive.store.share import share_object
 
-JsonObject = dict[str, Any]
-Path_ = tuple[tuple[int, int | None], ...]
-PATIENT_IDENTITY_REMOVED = 0x00120062
-DEIDENTIFICATION_METHOD_TAG = 0x00120063
-DEIDENTIFICATION_METHOD_CODES = 0x00120064
 BURNED_IN_ANNOTATION = "00280301"
 
 
@@ -107,7 +99,7 @@ def _streams(
     states = States(archive.storage, archive.keys)
     for instance in chosen:
         try:
-            stream = _deidentified_stream(archive, states.instance(instance), profile)
+            stream = deidentified_stream(archive, states.instance(instance), profile)
         except (ArchiveError, ValueError, UnicodeError) as exc:
             failures[instance.sop] = FileResult(
                 Path(instance.sop),
@@ -126,10 +118,13 @@ def anonymize(
     *,
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
+    patients: Mapping[str, tuple[str, str]] | None = None,
     dry_run: bool = False,
 ) -> AnonymizeReport:
     """De-identify the selected instances of ``archive`` into the store at ``out`` (made when
-    there is none; see the module docstring).
+    there is none; see the module docstring). ``patients`` (original Patient ID -> new
+    Patient ID and Patient's Name) replaces the keyed pseudonyms; an instance of a patient it
+    does not name is reported and left out.
 
     With ``dry_run`` only the instances that would be de-identified (and those to review for
     burned-in annotation) are reported.
@@ -146,7 +141,7 @@ def anonymize(
         report.planned = [instance.sop for instance in chosen]
         report.seconds = time.perf_counter() - started
         return report
-    profile = Profile(profile_key(archive, key), options)
+    profile = Profile(profile_key(archive, key), options, patients)
     target = Archive.create_or_replace_incomplete(out, replace(archive.config, complete=False))
     with target:
         failures: dict[str, FileResult] = {}
@@ -192,13 +187,15 @@ def anonymize_in_place(
     *,
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
+    patients: Mapping[str, tuple[str, str]] | None = None,
     reason: str = "",
 ) -> AnonymizeReport:
     """De-identify a whole store in place, as one revertible ``anonymize`` change (see the
-    module docstring). If any instance cannot be de-identified, nothing changes."""
+    module docstring; ``patients`` as for :func:`anonymize`). If any instance cannot be
+    de-identified, nothing changes."""
     started = time.perf_counter()
     _check_options(options)
-    profile = Profile(profile_key(archive, key), options)
+    profile = Profile(profile_key(archive, key), options, patients)
     report = AnonymizeReport()
     complete_pending(archive)
     with archive.writing("anonymize"):
@@ -273,41 +270,6 @@ def _check_options(options: frozenset[str]) -> None:
         raise UsageError(f"unknown de-identification option(s): {', '.join(sorted(unknown))}")
 
 
-def _deidentified_stream(archive: Archive, instance: Instance, profile: Profile) -> ChunkStream:
-    """The instance as it is now (edit steps applied), de-identified."""
-    storage, keys = archive.storage, archive.keys
-    key, info, metadata = instance.key, instance.info, instance.metadata
-
-    def bulk(sha: str) -> bytes:
-        return read_bulk(storage, keys, key.study, sha)
-
-    segments, rest = split_head(info.skeleton)
-    head = apply_to_head(head_bytes(segments, bulk), instance.steps, bulk, name=key.sop)
-    patient = metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or ""
-    edits = list(_edits(metadata, profile, profile.date_offset(str(patient)), ()))
-    edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
-    edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
-    edits.append(
-        Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
-    )
-    meta_edits = [
-        Edit(((0x00020003, None),), "UI", profile.uid(key.sop)),
-        Edit(((0x00020016, None),), "AE", None),
-        Edit(((0x00020017, None),), "AE", None),
-        Edit(((0x00020018, None),), "AE", None),
-    ]
-    if not info.rebuilds_original():  # the stored form: its frames' one transfer syntax
-        syntaxes = info.stored_syntaxes()
-        if len(syntaxes) != 1:
-            raise ArchiveError(
-                f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
-            )
-        meta_edits.append(Edit(((0x00020010, None),), "UI", syntaxes[0]))
-    new_head = edit_head(head, edits, name=key.sop, meta_edits=meta_edits, clear_preamble=True)
-    chunks = FrameReaders(storage, keys, key, info).generate(rest)
-    return ChunkStream(iter([new_head, *chunks]))
-
-
 def _recompression(info: InfoRecord) -> Recompression | None:
     """The recompression that gives a de-identified copy the source instance's stored frames
     again (so that they can be shared): the one target its frames were recompressed to."""
@@ -321,57 +283,3 @@ def _recompression(info: InfoRecord) -> Recompression | None:
     received = {info.original.transfer_syntax_uid}
     keep = any(f.source is not None and f.source.bulk is not None for f in recompressed)
     return Recompression(frozenset(received), target, target, keep_originals=keep)
-
-
-def _edits(dataset: JsonObject, profile: Profile, days: int, prefix: Path_) -> list[Edit]:
-    """Edits for every attribute of a data set (and its items) that the profile changes."""
-    out: list[Edit] = []
-    for key, element in dataset.items():
-        tag = int(key, 16)
-        ours = (
-            PATIENT_IDENTITY_REMOVED,
-            DEIDENTIFICATION_METHOD_TAG,
-            DEIDENTIFICATION_METHOD_CODES,
-        )
-        if tag >= 0x7FE00008 or tag in ours:
-            continue
-        if key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY and not prefix:
-            continue  # AvailableTransferSyntaxUID: ours, not in the file
-        vr = element.get("vr", "UN")
-        path = (*prefix, (tag, None))
-        action = profile.action(tag)
-        if action == "C" and vr in ("DA", "DT") and "retain-modified-dates" in profile.options:
-            values = element.get("Value") or []
-            shifted = [profile.shift(vr, str(v), days) if v else "" for v in values]
-            out.append(Edit(path, vr, "\\".join(shifted)))
-            continue
-        if action in ("D", "C") and (vr not in DUMMY or vr == "SQ"):
-            action = "Z" if vr == "SQ" else "X"  # no dummy value for this VR: empty or remove
-        if action == "X":
-            out.append(Edit(path, vr, None))
-        elif action == "Z":
-            out.append(Edit(path, vr, ""))
-        elif action in ("D", "C"):
-            out.append(Edit(path, vr, DUMMY[vr]))
-        elif action == "U" and vr == "UI":
-            values = element.get("Value") or []
-            out.append(Edit(path, vr, "\\".join(profile.uid(str(v)) if v else "" for v in values)))
-        elif vr == "SQ":
-            for index, item in enumerate(element.get("Value") or []):
-                out += _edits(item, profile, days, (*prefix, (tag, index)))
-        elif vr == "UI" and action is None and _is_instance_uid(tag):
-            values = element.get("Value") or []
-            out.append(Edit(path, vr, "\\".join(profile.uid(str(v)) for v in values if v)))
-    return out
-
-
-def _is_instance_uid(tag: int) -> bool:
-    """UIDs of instances, series, studies and frames of reference, even where Table E.1-1
-    does not list the attribute (e.g. in sequences of references): remapped consistently."""
-    return tag in {
-        0x00081155,  # ReferencedSOPInstanceUID
-        0x0020000D,
-        0x0020000E,
-        0x00080018,
-        0x00200052,
-    }

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import ArchiveError, NoSuchStudyError, UsageError
+from dicomweb_archive.errors import ArchiveError, ExportError, NoSuchStudyError, UsageError
 from dicomweb_archive.index.queries import study_condition
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.store.edit_state import steps_of
@@ -44,13 +45,14 @@ EXPORT_THREADS = 2
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which instances to export: a study (optionally a series and some instances), a
-    patient, or a query against the index; the kinds combine as a union."""
+    patient, a query against the index, or every study; the kinds combine as a union."""
 
     study: str | None = None
     series: str | None = None
     sops: tuple[str, ...] = ()
     patient_id: str | None = None
     query: dict[str, str] = field(default_factory=dict)
+    every_study: bool = False
 
 
 @dataclass(slots=True)
@@ -66,6 +68,35 @@ class Exported:
     edited: bool = False
     #: pixel-identical, not byte-identical: the original's codestreams were recompressed
     recompressed: bool = False
+    #: the received file ends inside Pixel Data (``model/incomplete.py``)
+    incomplete: bool = False
+    #: what stopped it when that was not an error the archive words (shown with --verbose)
+    exception: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why this instance was not exported, in one worded line."""
+        if isinstance(exc, ArchiveError | OSError):
+            self.error = f"SOPInstanceUID {self.key.sop}: {exc}"
+        else:
+            self.error = (
+                f"SOPInstanceUID {self.key.sop}: an unexpected error stopped it (run with "
+                "--verbose for details); the other instances are exported"
+            )
+            self.exception = exc
+
+    @property
+    def equivalence(self) -> str:
+        """The instance's equivalence class as verify names it (``ops/verify_instance.py``),
+        so that both commands count the same store alike: ``failed``, ``incomplete`` (the
+        received file ends inside Pixel Data), ``edited`` (edit steps apply),
+        ``pixels+attributes`` (recompressed at ingest) or ``bytes``."""
+        if self.error is not None:
+            return "failed"
+        if self.incomplete:
+            return "incomplete"
+        if self.edited:
+            return "edited"
+        return "pixels+attributes" if self.recompressed else "bytes"
 
 
 @dataclass(slots=True)
@@ -104,7 +135,11 @@ def select(archive: Archive, selection: Selection) -> list[tuple[InstanceKey, st
         studies += index.studies_of_patient(selection.patient_id)
     if selection.query:
         studies += index.find_studies(study_condition(selection.query))
+    if selection.every_study:
+        studies += [row["study_instance_uid"] for row in index.studies()]
     if not studies and selection.study is None:
+        if selection.every_study:
+            raise NoSuchStudyError("the store has no studies to export")
         what = "patient" if selection.patient_id is not None else "query"
         raise NoSuchStudyError(f"no study of the store matches the {what}")
     rows = []
@@ -202,9 +237,16 @@ class _Checked:
         self.output_sha: str | None = None
         self.edited = False
         self.recompressed = False
+        self.incomplete = False
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
         info = read_info(self.archive.storage, self.archive.keys, self.key)
+        self.incomplete = incomplete_frame(info.skeleton) is not None
+        if self.target is not None and self.incomplete:
+            raise ExportError(
+                "the received file ends inside Pixel Data: it is not transcoded (export it "
+                "without --transfer-syntax to get it as received)"
+            )
         self.edited = bool(steps_of(self.archive.storage, self.archive.keys, self.key))
         if not info.rebuilds_original():  # pixel-identical, checked frame by frame
             self.recompressed = True
@@ -241,13 +283,14 @@ class _Checked:
 def _verdict(item: Exported, checked: _Checked, expected: str) -> None:
     item.size = checked.size
     item.sha256 = checked.output_sha or checked.sha.hexdigest()
+    item.incomplete = checked.incomplete
     if checked.recompressed:  # pixels checked frame by frame against the recorded hashes
         item.recompressed = True
         item.transcoded = checked.target is not None
         item.edited = checked.edited
         return
     item.transcoded = checked.output_sha is not None and checked.output_sha != expected
-    item.edited = checked.edited and checked.sha.hexdigest() != expected
+    item.edited = checked.edited
     if checked.sha.hexdigest() != expected and not checked.edited:
         why = _damaged_part(checked)
         item.error = f"SOPInstanceUID {item.key.sop}: " + (
@@ -279,8 +322,8 @@ def _to_file(
         _verdict(item, checked, expected)
         if item.error is not None:
             path.unlink()
-    except (ArchiveError, OSError) as exc:
-        item.error = f"SOPInstanceUID {key.sop}: {exc}"
+    except Exception as exc:  # one instance must not stop the export of the others
+        item.fail(exc)
     return item
 
 
@@ -315,12 +358,15 @@ def _export_zip(
                 try:
                     checked = _Checked(archive, key, target)
                     info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
+                    chunks = iter(checked)
+                    first = next(chunks, b"")  # a transcoded instance fails here, before its member
                     with zipped.open(info, "w", force_zip64=True) as member:
-                        for chunk in checked:
+                        member.write(first)
+                        for chunk in chunks:
                             member.write(chunk)
                     _verdict(item, checked, sha)
-                except (ArchiveError, OSError) as exc:
-                    item.error = f"SOPInstanceUID {key.sop}: {exc}"
+                except Exception as exc:  # one instance must not stop the export of the others
+                    item.fail(exc)
                 report.items.append(item)
                 if progress is not None:
                     progress(item)
@@ -346,6 +392,8 @@ def _export_media(
     try:
         from pydicom.fileset import FileSet  # noqa: PLC0415 - DICOMDIR output only
 
+        from dicomweb_archive.dicom.rewrite import VALUE_ERRORS  # noqa: PLC0415 - pydicom
+
         fileset = FileSet()
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
@@ -355,6 +403,12 @@ def _export_media(
                     fileset.add(str(path))
                 except (ValueError, AttributeError, KeyError) as exc:
                     item.error = f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: {exc}"
+                except VALUE_ERRORS:  # pydicom reads the values a directory record needs
+                    item.error = (
+                        f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: a value its "
+                        "directory record needs does not fit its VR (export it without "
+                        "--dicomdir)"
+                    )
             report.items.append(item)
             if progress is not None:
                 progress(item)

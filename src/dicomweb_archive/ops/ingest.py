@@ -40,6 +40,7 @@ from dicomweb_archive.errors import (
     StoreFullError,
     TruncatedError,
 )
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.tags import (
     SOP_INSTANCE_UID_KEY,
 )
@@ -65,6 +66,7 @@ from dicomweb_archive.ops.ingest_types import (
     stream_size,
     uid_of,
 )
+from dicomweb_archive.ops.ingest_warnings import incomplete_warning, uid_warnings
 from dicomweb_archive.ops.stages import StageReport
 from dicomweb_archive.ops.state import States
 from dicomweb_archive.ops.study import metadata_hash
@@ -359,14 +361,7 @@ class _Batch:
         read, whether the input is the same file.
         """
         name = str(result.path)
-        parts = generate_parts(
-            stream,
-            limits=self.limits,
-            frames_uri=lambda meta: frames_uri(uid_of(meta, SOP_INSTANCE_UID_KEY) or ""),
-            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
-            name=name,
-            recompression=self.recompression,
-        )
+        parts = self._parts(stream, name, self.recompression)
         try:
             header = next(parts)
             assert isinstance(header, InstanceHeader)
@@ -397,7 +392,7 @@ class _Batch:
             return None
 
         def finish() -> None:
-            self._finish(parts, result, key, previous)
+            self._finish(parts, result, key, previous, stream)
 
         if previous is not None:
             finish()  # a replacement goes into this run's replace change: do it here
@@ -405,12 +400,25 @@ class _Batch:
             return None
         return finish
 
+    def _parts(
+        self, stream: BinaryIO, name: str, recompression: Recompression | None
+    ) -> Generator[Part, None, None]:
+        return generate_parts(
+            stream,
+            limits=self.limits,
+            frames_uri=lambda meta: frames_uri(uid_of(meta, SOP_INSTANCE_UID_KEY) or ""),
+            bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+            name=name,
+            recompression=recompression,
+        )
+
     def _finish(
         self,
         parts: Generator[Part, None, None],
         result: FileResult,
         key: InstanceKey,
         previous: tuple[str, InstanceKey] | None,
+        stream: BinaryIO,
     ) -> None:
         """Read the frames, write the instance, its record and bookkeeping."""
         name = str(result.path)
@@ -424,11 +432,16 @@ class _Batch:
         point = change.txn.savepoint() if previous is not None and change is not None else None
         try:
             end = self._write_parts(parts, writer)
-            result.warnings = end.info.warnings
+            cut = incomplete_frame(end.info.skeleton)
+            if end.stop_reason is not None and cut is None:
+                raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
+            if cut is not None and not end.info.rebuilds_original():
+                writer.abort()
+                writer = InstanceWriter(self.storage, self.keys, key, sink)
+                end = self._write_as_received(stream, name, writer)
+            result.warnings = [*uid_warnings(key), *end.info.warnings, *incomplete_warning(end)]
             result.size = end.info.original.size
             result.frames_recompressed, result.frames_kept = recompression_counts(end.info)
-            if end.stop_reason is not None:
-                raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
             new_sha = end.info.original.sha256
             if previous is not None and previous == (new_sha, key):
                 result.status = "unchanged"
@@ -503,6 +516,25 @@ class _Batch:
             change.include(Touched(new.study, new.series, new.sop, None, 0, after_sha256=after_sha))
             self.seen.forget(old)
         self.replaced_studies |= {old.study, new.study}
+
+    def _write_as_received(
+        self, stream: BinaryIO, name: str, writer: InstanceWriter
+    ) -> InstanceEnd:
+        """A file that ends inside Pixel Data, whose frames were recompressed without keeping
+        its codestreams, read again with its frames as received: its export must give it back
+        byte for byte, and only the received codestreams can."""
+        if not stream.seekable():
+            raise TruncatedError(
+                f"{name}: file ends inside Pixel Data, and its frames were recompressed as they "
+                "were read: give it as a file, or with --keep-originals or --no-recompress"
+            )
+        stream.seek(0)
+        again = self._parts(stream, name, None)
+        try:
+            next(again)  # the header, seen already
+            return self._write_parts(again, writer)
+        finally:
+            again.close()
 
     @staticmethod
     def _write_parts(parts: Iterator[Part], writer: InstanceWriter) -> InstanceEnd:

@@ -10,10 +10,13 @@ rejection) that is itself recorded and revertible:
 - an instance C edited gets its edit steps before C back, as a new revision;
 - an instance C added (the replacement, a de-identified copy) is set aside.
 
-An instance changed again after C (its metadata is not what C made it, or it was removed) is
-not reverted over: the revert is refused, naming it, so that the later change is reverted
-first. A change whose
-set-aside objects were purged cannot be reverted.
+An instance C edited and a later change edited again keeps the later changes: C's own edit
+steps are taken out of its steps (C undone, what came after applied on top), as a new
+revision, with a warning for each attribute a later change changed too (its later value
+stays). An instance changed after C in a way that cannot be unpicked step by step (removed,
+replaced, or a later snapshot step, which holds C's result) is not reverted over: the revert
+is refused, naming it, so that the later change is reverted first. A change whose set-aside
+objects were purged cannot be reverted.
 
 ``revert UID --to N`` gives one instance the edit steps it had at revision N, as a new
 revision. Info records are never rewritten: what a revert restores is which steps apply.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dicomweb_archive.archive import Archive
@@ -57,8 +61,15 @@ from dicomweb_archive.store.journal import Transaction
 JsonObject = dict[str, Any]
 
 
-def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> UpdateReport:
-    """Undo change ``change_id`` (see the module docstring)."""
+def revert_change(
+    archive: Archive,
+    change_id: str,
+    *,
+    reason: str = "",
+    warn: Callable[[str], None] | None = None,
+) -> UpdateReport:
+    """Undo change ``change_id`` (see the module docstring); ``warn`` is told of each
+    attribute a later change changed too."""
     if not re.fullmatch(r"[0-9a-f]{32}", change_id):
         raise UsageError(f"{change_id!r} is not a change id (see dicomweb-archive audit)")
     started = time.perf_counter()
@@ -95,7 +106,7 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
             reason=reason or f"revert of {record['kind']} {change_id}",
             reverts=change_id,
         ) as change:
-            studies = _undo(archive, change, record, plan)
+            studies = _undo(archive, change, record, plan, warn or (lambda _message: None))
             change.stage_edit_states()  # (the bulk data the restored steps use counts)
             for study in sorted(studies):  # what the instances it removed used alone
                 set_aside_unused_bulk(change, study)
@@ -103,7 +114,13 @@ def revert_change(archive: Archive, change_id: str, *, reason: str = "") -> Upda
     return UpdateReport(plan, change.id, time.perf_counter() - started)
 
 
-def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdatePlan) -> set[str]:
+def _undo(
+    archive: Archive,
+    change: ChangeSet,
+    record: JsonObject,
+    plan: UpdatePlan,
+    warn: Callable[[str], None],
+) -> set[str]:
     keys = archive.keys
     txn = change.txn
     aside = set(record["aside"])
@@ -116,17 +133,20 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
         key = InstanceKey(item.study, item.series, item.sop)
         studies.add(key.study)
         current = _current(states, key)
-        if item.revision_after is not None and (
-            current is None or metadata_hash(current.metadata) != item.after_sha256
-        ):
-            now = "removed" if current is None else f"at revision {current.revision}"
-            raise UsageError(
-                f"SOPInstanceUID {key.sop} changed after change {record['change_id']} (it is "
-                f"{now}): revert the later change first (see dicomweb-archive history)"
-            )
         steps = _steps(record.get("steps", {}), item.before)
         prefix = keys.instance(key.study, key.series, key.sop)
         kept = sorted(k for k in aside if k.startswith(prefix))
+        if item.revision_after is not None and (
+            current is None or metadata_hash(current.metadata) != item.after_sha256
+        ):
+            later = _without(archive, record, item, current, kept, warn)
+            if later is None:
+                now = "removed" if current is None else f"at revision {current.revision}"
+                raise UsageError(
+                    f"SOPInstanceUID {key.sop} changed after change {record['change_id']} (it "
+                    f"is {now}): revert the later change first (see dicomweb-archive history)"
+                )
+            steps = later
         if kept or item.revision_before is None:
             back = removed(change, current) if current is not None else None
             if current is not None:  # the instance in its place now goes aside
@@ -184,6 +204,37 @@ def _undo(archive: Archive, change: ChangeSet, record: JsonObject, plan: UpdateP
         if item.revision_before is not None and item.revision_after is None:
             _bring_back_bulk(archive, txn, InstanceKey(item.study, item.series, item.sop))
     return studies
+
+
+def _without(  # noqa: PLR0917 - internal
+    archive: Archive,
+    record: JsonObject,
+    item: Touched,
+    current: Instance | None,
+    kept: list[str],
+    warn: Callable[[str], None],
+) -> list[Step] | None:
+    """The steps of an instance that change ``record`` edited in place and a later change
+    changed again: its steps now without the change's own (None: that cannot be done, see the
+    module docstring). Warns of each attribute a later change changed too."""
+    change_id = record["change_id"]
+    if current is None or kept or item.revision_before is None:
+        return None
+    own = [i for i, step in enumerate(current.steps) if step.change == change_id]
+    if not own or any(step.snapshot is not None for step in current.steps[own[0] :]):
+        return None
+    mine = {c["attribute"] for c in item.changes}
+    seen = False
+    for entry in instance_history(archive, item.sop):
+        if entry.change_id == change_id:
+            seen = True
+        elif seen:
+            for attribute in sorted(mine & {c["attribute"] for c in entry.touched.changes}):
+                warn(
+                    f"SOPInstanceUID {item.sop}: {attribute} was changed again by change "
+                    f"{entry.change_id}: its value from that change stays"
+                )
+    return [step for step in current.steps if step.change != change_id]
 
 
 def _bring_back_bulk(archive: Archive, txn: Transaction, key: InstanceKey) -> None:

@@ -5,10 +5,12 @@ Targets: Explicit and Implicit VR Little Endian (PS3.5 A.1, A.2), and the lossle
 compressed JPEG-LS (1.2.840.10008.1.2.4.80), JPEG 2000 (1.2.840.10008.1.2.4.90), HTJ2K
 (1.2.840.10008.1.2.4.201) with imagecodecs, and RLE (1.2.840.10008.1.2.5) with pydicom. Every
 compressed frame is decoded again and compared with the pixels it was made from; a difference
-fails the instance. Unlike a byte-exact export, this rewrites the file with pydicom: the File
-Meta Information gets the new Transfer Syntax UID, Pixel Data the new frames, and JPEG colour
-frames become RGB. Lossy originals stay lossy (Lossy Image Compression is kept). The instance is
-held in memory while it is rewritten.
+fails the instance. Unlike a byte-exact export, this rewrites the file: the File Meta
+Information gets the new Transfer Syntax UID, Pixel Data the new frames, and JPEG colour frames
+become RGB; every other element of a little endian original keeps its value's bytes
+(``dicom/rewrite.py``), a big endian original's are read and written again by pydicom. Lossy
+originals stay lossy (Lossy Image Compression is kept). The instance is held in memory while it
+is rewritten.
 
 The same function writes instances whose frames were recompressed at ingest from a compressed
 original (the original codestreams are not kept): their stored form carries each stored frame
@@ -33,6 +35,7 @@ from dicomweb_archive.dicom.codecs import (
     encode_frame,
     native_bytes,
 )
+from dicomweb_archive.dicom.rewrite import decode_all, write_p10
 from dicomweb_archive.errors import CodecError, ExportError, UsageError
 from dicomweb_archive.model.pixel import PixelDescription
 
@@ -78,6 +81,7 @@ def transcode(
     """
     ds = pydicom.dcmread(io.BytesIO(p10), force=True)
     source = str(ds.file_meta.TransferSyntaxUID)
+    little_endian = ds.original_encoding[1] is not False
     if source == syntax and frame_syntaxes is None:
         return p10  # already there: keep the bytes as received
     if "PixelData" in ds:
@@ -86,10 +90,12 @@ def transcode(
         except CodecError as exc:
             raise ExportError(str(exc)) from exc
     ds.file_meta.TransferSyntaxUID = UID(syntax)
-    out = io.BytesIO()
     try:
-        for _element in ds.iterall():
-            pass  # decode every raw element, so that a big endian original can be re-encoded
+        if little_endian:  # every element the transcoding did not set keeps its bytes
+            implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+            return write_p10(ds, implicit=implicit)
+        decode_all(ds)  # a big endian original: pydicom re-encodes every value
+        out = io.BytesIO()
         pydicom.dcmwrite(out, ds, enforce_file_format=True)
     except (ValueError, TypeError) as exc:
         raise ExportError(f"cannot write the transcoded instance: {exc}") from exc

@@ -35,11 +35,12 @@ from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, StoreError
 from dicomweb_archive.index.rows import Facts
 from dicomweb_archive.model.tags import SOP_INSTANCE_UID_KEY
-from dicomweb_archive.model.uid import check_uid, is_safe_uid
+from dicomweb_archive.model.uid import check_uid, is_conformant_uid, is_safe_uid
 from dicomweb_archive.ops.against import verify_against
 from dicomweb_archive.ops.study import Member, group_by_series, study_rows
 from dicomweb_archive.ops.verify_instance import (
     INCOMPLETE,
+    INCOMPLETE_CLASS,
     Finding,
     InstanceResult,
     Verdict,
@@ -67,6 +68,9 @@ JsonObject = dict[str, Any]
 VERIFY_THREADS = 2
 SERIES_FILES = {"metadata.gz", "series-singleton.json.gz", "instances/"}
 STUDY_FILES = {"index.json.gz", "series/", "bulkdata/"}
+#: the flag of an instance whose Study, Series or SOP Instance UID is stored although it is not
+#: conformant (PS3.5 9.1; ``docs/spec/store-layout.md``)
+NONCONFORMANT_UID = "nonconformant-uid"
 
 __all__ = ["Finding", "Verdict", "VerifyReport", "verify"]
 
@@ -96,8 +100,22 @@ class VerifyReport:
     def complete(self) -> bool:
         return not self.incomplete
 
+    @property
+    def incomplete_instances(self) -> list[Verdict]:
+        """Instances whose received file ends inside Pixel Data (stored as received)."""
+        return [v for v in self.instances if v.equivalence == INCOMPLETE_CLASS]
+
     def add(self, kind: str, where: str, message: str) -> None:
         self.findings.append(Finding(kind, where, message))
+
+    @property
+    def flags(self) -> dict[str, int]:
+        """How many instances carry each flag (a flag is not a difference)."""
+        counts: dict[str, int] = {}
+        for verdict in self.instances:
+            for flag in verdict.flags:
+                counts[flag] = counts.get(flag, 0) + 1
+        return counts
 
     def to_json(self) -> JsonObject:
         classes: dict[str, int] = {}
@@ -108,6 +126,7 @@ class VerifyReport:
             "complete": self.complete,
             "instances": len(self.instances),
             "classes": classes,
+            "flags": self.flags,
             "bytes_read": self.bytes_read,
             "seconds": round(self.seconds, 3),
             "against": self.against,
@@ -121,6 +140,7 @@ class VerifyReport:
                     "sop": v.sop,
                     "equivalence": v.equivalence,
                     **({"reason": v.reason} if v.reason else {}),
+                    **({"flags": list(v.flags)} if v.flags else {}),
                 }
                 for v in self.instances
             ],
@@ -293,6 +313,8 @@ def _verify_study(archive: Archive, study: str, report: VerifyReport, *, deep: b
     for result in results:
         report.findings += result.findings
         if result.verdict is not None:
+            if not all(map(is_conformant_uid, (study, result.verdict.series, result.verdict.sop))):
+                result.verdict.flags += (NONCONFORMANT_UID,)
             report.instances.append(result.verdict)
         report.bytes_read += result.bytes_read
         bulk_used |= result.bulk

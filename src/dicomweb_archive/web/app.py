@@ -33,6 +33,7 @@ from dicomweb_archive.errors import (
     NoSuchObjectError,
     OutsideStoreError,
 )
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
@@ -114,6 +115,14 @@ class Server:
 
     # -- WADO-RS frames ----------------------------------------------------------------
     def frames(self, request: Request, key: InstanceKey, numbers: str | None) -> Response:
+        cut = self._cut_frame(key, numbers)
+        if cut is not None:  # PS3.18 8.7.4: 410, the frame is known but cannot be given
+            return Response(
+                f"frame {cut} is incomplete: the received file ends inside Pixel Data "
+                "(the instance's export gives the file as received)\n",
+                status_code=410,
+                media_type="text/plain",
+            )
         info, payloads = self.archive.read(lambda: self._frames(key, numbers))
         wanted_numbers = [number for number, _ in payloads]
         syntaxes = {n: info.frame_syntax(n) for n in wanted_numbers}
@@ -153,6 +162,19 @@ class Server:
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return _multipart(parts(), f"{media_type_}; transfer-syntax={syntax}", media_type_, etag)
+
+    def _cut_frame(self, key: InstanceKey, numbers: str | None) -> int | None:
+        """The first asked frame that the received file ends inside (``model/incomplete.py``;
+        all frames asked: the whole ones are given, unless there are none)."""
+        cut = incomplete_frame(self.archive.read(lambda: self._info(key)).skeleton)
+        if cut is None:
+            return None
+        try:
+            asked = [int(n) for n in numbers.split(",")] if numbers is not None else [cut]
+        except ValueError:
+            return None  # _frame_numbers says why
+        late = [n for n in asked if n >= cut and (numbers is not None or cut == 1)]
+        return min(late) if late else None
 
     def _frames(
         self, key: InstanceKey, numbers: str | None

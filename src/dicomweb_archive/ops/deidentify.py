@@ -1,0 +1,231 @@
+"""One instance de-identified (PS3.15 E.1): its P10 stream rebuilt with the profile applied to
+every element wherever it sits.
+
+- File Meta Information (PS3.10 7.1): only File Meta Information Version, Media Storage SOP
+  Class UID, Media Storage SOP Instance UID (replaced), Transfer Syntax UID and the
+  implementation's class UID and version name are kept; AE titles, presentation addresses,
+  Private Information Creator UID and Private Information are removed. The preamble is
+  zeroed.
+- The data set: the Table E.1-1 actions of :mod:`dicomweb_archive.model.deid`, in the head
+  (before Pixel Data) and in every element after it (private groups such as 7FE1, elements
+  written out of order, padding); nested sequences too.
+- A deflated original (PS3.5 A.5) comes out inflated, Explicit VR Little Endian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.deid_walk import PIXEL_TAGS, edit_dataset, rebuild_meta, walk_rest
+from dicomweb_archive.dicom.edit import Edit
+from dicomweb_archive.dicom.parse import Element, parse_dataset, parse_p10
+from dicomweb_archive.dicom.skeleton import ChunkStream
+from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
+from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.model.deid import (
+    DEIDENTIFICATION_METHOD,
+    DUMMY,
+    PATIENT_ID,
+    PATIENT_NAME,
+    TEMPORAL_VRS,
+    Profile,
+)
+from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
+from dicomweb_archive.ops.reconstruct import FrameReaders
+from dicomweb_archive.ops.state import Instance
+from dicomweb_archive.store.instance import read_bulk
+
+JsonObject = dict[str, Any]
+Path_ = tuple[tuple[int, int | None], ...]
+PATIENT_IDENTITY_REMOVED = 0x00120062
+DEIDENTIFICATION_METHOD_TAG = 0x00120063
+DEIDENTIFICATION_METHOD_CODES = 0x00120064
+OURS = frozenset(
+    {PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG, DEIDENTIFICATION_METHOD_CODES}
+)
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+TRANSFER_SYNTAX_UID = 0x00020010
+#: File Meta Information Version, Media Storage SOP Class UID, Media Storage SOP Instance UID,
+#: Transfer Syntax UID, Implementation Class UID, Implementation Version Name (PS3.10 7.1)
+KEPT_META = frozenset(
+    {
+        0x00020001,
+        0x00020002,
+        MEDIA_STORAGE_SOP_INSTANCE_UID,
+        TRANSFER_SYNTAX_UID,
+        0x00020012,
+        0x00020013,
+    }
+)
+
+
+def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) -> ChunkStream:
+    """The instance as it is now (edit steps applied), de-identified (see the module
+    docstring). Raises :class:`ArchiveError` (or ``ValueError``) when it cannot be."""
+    storage, keys = archive.storage, archive.keys
+    key, info, metadata = instance.key, instance.info, instance.metadata
+
+    def bulk(sha: str) -> bytes:
+        return read_bulk(storage, keys, key.study, sha)
+
+    skeleton, deflated = _inflated(info.skeleton)
+    segments, rest = split_head(skeleton)
+    head = apply_to_head(head_bytes(segments, bulk), instance.steps, bulk, name=key.sop)
+    if deflated is None:
+        parsed = parse_p10(head, name=key.sop)
+        if parsed.inflated is not None:  # kept literally, deflated: the whole file is the head
+            head, deflated = head[: parsed.dataset_offset] + parsed.inflated, parsed.dataset_offset
+    if deflated is not None:
+        meta_end, meta, syntax = deflated, _meta_elements(head, deflated), EXPLICIT_VR_LITTLE_ENDIAN
+        dataset, end, _ = parse_dataset(head, meta_end, implicit=False, little=True)
+        implicit, little = False, True
+    else:
+        meta_end, meta, syntax = parsed.dataset_offset, parsed.meta, parsed.transfer_syntax
+        dataset, end, implicit, little = (
+            parsed.dataset,
+            parsed.dataset_end,
+            parsed.implicit,
+            parsed.little,
+        )
+    if not info.rebuilds_original():  # the stored form: its frames' one transfer syntax
+        syntaxes = info.stored_syntaxes()
+        if len(syntaxes) != 1:
+            raise ArchiveError(
+                f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
+            )
+        syntax = syntaxes[0]
+    patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
+    context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
+    edits = context.edits(_subset(metadata, dataset), ())
+    edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
+    edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
+    edits.append(
+        Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
+    )
+    values = {TRANSFER_SYNTAX_UID: syntax}
+    if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):
+        values[MEDIA_STORAGE_SOP_INSTANCE_UID] = profile.uid(key.sop)
+    prefix = b"\0" * 128 + b"DICM" if meta_end >= 132 and head[128:132] == b"DICM" else b""
+    if meta:
+        prefix += rebuild_meta(head, meta, keep=KEPT_META, values=values)
+    body = edit_dataset(head[meta_end:end], edits, syntax=syntax, name=key.sop)
+
+    def edit_run(run: bytes) -> bytes:
+        elements, _end, _reason = parse_dataset(run, implicit=implicit, little=little)
+        return edit_dataset(
+            run, context.edits(_subset(metadata, elements), ()), syntax=syntax, name=key.sop
+        )
+
+    chunks = walk_rest(
+        head[end:],
+        FrameReaders(storage, keys, key, info).generate(rest),
+        implicit=implicit,
+        little=little,
+        edit_run=edit_run,
+        name=key.sop,
+    )
+    return ChunkStream(_chain(prefix + body, chunks))
+
+
+def _chain(first: bytes, rest: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    yield first
+    yield from rest
+
+
+def _inflated(skeleton: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int | None]:
+    """The skeleton with a deflated data set's inner segments in place of the deflate segment
+    (the data set inflated), and where the data set starts (None when it was not deflated)."""
+    for index, segment in enumerate(skeleton):
+        if "deflate" in segment:
+            before = skeleton[:index]
+            if not all("literal" in s for s in before):
+                raise ArchiveError("the deflated data set's header is not stored literally")
+            start = len(head_bytes(before, lambda _sha: b""))
+            return [*before, *segment["segments"], *skeleton[index + 1 :]], start
+    return skeleton, None
+
+
+def _meta_elements(head: bytes, end: int) -> list[Element]:
+    """The File Meta Information elements (group 0002) of a head whose data set starts at
+    ``end``."""
+    start = 132 if head[128:132] == b"DICM" else 0
+    elements, _end, _reason = parse_dataset(head[:end], start, implicit=False, little=True)
+    return [e for e in elements if e.group == 0x0002]
+
+
+def _subset(metadata: JsonObject, elements: list[Element]) -> JsonObject:
+    """The metadata of these top-level elements (an element the metadata lacks, such as a
+    duplicate or an unknown private one, by its VR only)."""
+    out: JsonObject = {}
+    for element in elements:
+        key = f"{element.tag:08X}"
+        out[key] = metadata.get(key) or {"vr": element.vr}
+    return out
+
+
+class _Context:
+    """What the edits of one instance depend on: the profile, the patient's date offset and
+    the patient's new identity."""
+
+    def __init__(self, profile: Profile, days: int, patient: tuple[str, str]) -> None:
+        self.profile = profile
+        self.days = days
+        self.patient = patient
+
+    def edits(self, dataset: JsonObject, prefix: Path_) -> list[Edit]:
+        """Edits for every attribute of a data set (and its items) that the profile changes."""
+        out: list[Edit] = []
+        for key, element in dataset.items():
+            tag = int(key, 16)
+            if tag in PIXEL_TAGS or tag in OURS:
+                continue
+            if key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY and not prefix:
+                continue  # AvailableTransferSyntaxUID: ours, not in the file
+            out += self.element_edits(tag, element, (*prefix, (tag, None)))
+        return out
+
+    def element_edits(self, tag: int, element: JsonObject, path: Path_) -> list[Edit]:
+        vr = element.get("vr", "UN")
+        values = element.get("Value") or []
+        profile = self.profile
+        if len(path) == 1 and tag in (PATIENT_ID, PATIENT_NAME):
+            return [Edit(path, vr, self.patient[0] if tag == PATIENT_ID else self.patient[1])]
+        action = profile.action(tag, vr)
+        if action == "C" and vr in TEMPORAL_VRS and "retain-modified-dates" in profile.options:
+            if vr == "TM":
+                return []  # a shift by whole days keeps the time of day
+            shifted = [profile.shift(vr, str(v), self.days) if v else "" for v in values]
+            return [Edit(path, vr, "\\".join(shifted))]
+        if action in ("D", "C") and (vr not in DUMMY or vr == "SQ"):
+            action = "Z" if vr == "SQ" else "X"  # no dummy value for this VR: empty or remove
+        if action == "X":
+            return [Edit(path, vr, None)]
+        if action == "Z":
+            return [Edit(path, vr, "")]
+        if action in ("D", "C"):
+            return [Edit(path, vr, DUMMY[vr])]
+        if action == "U" and vr == "UI":
+            return [Edit(path, vr, "\\".join(profile.uid(str(v)) if v else "" for v in values))]
+        if vr == "SQ":
+            out: list[Edit] = []
+            for index, item in enumerate(values):
+                out += self.edits(item, (*path[:-1], (tag, index)))
+            return out
+        if vr == "UI" and action is None and _is_instance_uid(tag):
+            return [Edit(path, vr, "\\".join(profile.uid(str(v)) for v in values if v))]
+        return []
+
+
+def _is_instance_uid(tag: int) -> bool:
+    """UIDs of instances, series, studies and frames of reference, even where Table E.1-1
+    does not list the attribute (e.g. in sequences of references): remapped consistently."""
+    return tag in {
+        0x00081155,  # ReferencedSOPInstanceUID
+        0x0020000D,
+        0x0020000E,
+        0x00080018,
+        0x00200052,
+    }

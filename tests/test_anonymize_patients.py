@@ -1,0 +1,125 @@
+"""Patients stay apart under de-identification (issue 14, item 4): keyed pseudonyms for
+Patient ID and Patient's Name by default, or the values of a patient map (``--map``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dicomweb_archive import Archive
+from dicomweb_archive.cli.main import app
+from dicomweb_archive.cli.update import normalise_argv
+from dicomweb_archive.errors import UsageError
+from dicomweb_archive.model.deid import Profile, read_patient_map
+from dicomweb_archive.ops.anonymize import anonymize
+from tests.deid_helpers import EVERYTHING, exported, read_all
+from tests.factory import uid, write_series
+from tests.stores import ingested
+
+KEY = b"patient-key"
+runner = CliRunner()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, normalise_argv(list(args)))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def two_patients(tmp_path: Path, new_store: Callable[[str], str]) -> str:
+    """Two patients, one study of two instances each."""
+    store = new_store("source")
+    files = [
+        *write_series(tmp_path / "a", count=2, study=uid("61.1"), patient_id="ALPHA-1"),
+        *write_series(tmp_path / "b", count=2, study=uid("62.1"), patient_id="BRAVO-2"),
+    ]
+    assert ingested(store, files).ok
+    return store
+
+
+def _patients(store: str) -> set[tuple[str, str]]:
+    with Archive.open(store) as archive:
+        return {(r["patient_id"], r["patient_name"]) for r in archive.index.studies()}
+
+
+def _run(store: str, out: str, **kwargs: Any) -> None:
+    with Archive.open(store) as archive:
+        report = anonymize(archive, EVERYTHING, out, **kwargs)
+    assert report.ok, [r.error for r in report.results]
+
+
+def test_two_patients_stay_two(two_patients: str, new_store: Callable[[str], str]) -> None:
+    """Each original patient becomes one de-identified patient with a keyed pseudonym."""
+    out = new_store("out")
+    _run(two_patients, out, key=KEY)
+    profile = Profile(KEY)
+    assert _patients(out) == {profile.patient("ALPHA-1"), profile.patient("BRAVO-2")}
+    with Archive.open(out) as archive:
+        assert archive.index.counts()["patients"] == 2
+
+
+def test_pseudonyms_stable_per_key(two_patients: str, new_store: Callable[[str], str]) -> None:
+    """The same key gives the same pseudonyms in two runs; another key gives others."""
+    one, two, other = new_store("one"), new_store("two"), new_store("other")
+    _run(two_patients, one, key=KEY)
+    _run(two_patients, two, key=KEY)
+    _run(two_patients, other, key=b"another key")
+    assert _patients(one) == _patients(two)
+    assert not _patients(one) & _patients(other)
+    assert all(p[0].startswith("DEID-") for p in _patients(other))
+
+
+def test_map_applied(two_patients: str, tmp_path: Path, new_store: Callable[[str], str]) -> None:
+    """--map gives each patient the mapped Patient ID and Patient's Name (name defaulting to
+    the ID), in the index and the exported files."""
+    out = new_store("out")
+    table = tmp_path / "patients.csv"
+    table.write_text(
+        "original_patient_id,patient_id,patient_name\nALPHA-1,SUBJ-001,SUBJ^ONE\nBRAVO-2,SUBJ-002\n"
+    )
+    code, output = _cli(
+        "update", "-o", two_patients, "-anonymize", "--all", "--out", out, "--map", str(table)
+    )
+    assert code == 0, output
+    assert _patients(out) == {("SUBJ-001", "SUBJ^ONE"), ("SUBJ-002", "SUBJ-002")}
+    datasets = read_all(exported(out, tmp_path / "export"))
+    assert sorted(str(ds.PatientID) for ds in datasets) == ["SUBJ-001"] * 2 + ["SUBJ-002"] * 2
+
+
+def test_patient_missing_from_map_is_an_error(
+    two_patients: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """A patient the map does not name is reported, one line per instance, and left out
+    (exit 1); the mapped patient is de-identified."""
+    out = new_store("out")
+    table = tmp_path / "patients.csv"
+    table.write_text("ALPHA-1,SUBJ-001\n")
+    code, output = _cli(
+        "update", "-o", two_patients, "-anonymize", "--all", "--out", out, "--map", str(table)
+    )
+    assert code == 1, output
+    assert output.count("error:") == 2 and output.count("not in the patient map") == 2
+    assert "BRAVO-2" not in output  # the original identifier is not echoed
+    assert "2 instances de-identified" in output
+    assert _patients(out) == {("SUBJ-001", "SUBJ-001")}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("A,X\nB,X\n", "line 2: Patient ID 'X' is given to 'A' already"),
+        ("A,X\nA,Y\n", "line 2: Patient ID 'A' is mapped twice"),
+        ("A\n", "line 1: give original Patient ID, new Patient ID"),
+        ("A,BAD\\ID\n", "line 1: a Patient ID of at most 64 characters, no backslash"),
+    ],
+    ids=["collapse", "twice", "short", "backslash"],
+)
+def test_bad_map_refused(text: str, message: str) -> None:
+    """A map that would merge patients, maps one twice, or has an unusable row is refused,
+    naming the line."""
+    with pytest.raises(UsageError, match=message.replace("\\", "\\\\")):
+        read_patient_map(text, name="map.csv")
