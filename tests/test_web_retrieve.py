@@ -260,3 +260,26 @@ def test_default_transfer_syntax(
     ((part_type, body),) = _parts(reply)
     assert part_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50"
     assert body == lossy.read_bytes()
+
+
+def test_incomplete_instance_is_sent_as_received(
+    tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """An instance whose received file ends inside Pixel Data comes as received (transfer
+    syntax * or none), is never transcoded (406 saying why), and its Pixel Data is 410."""
+    received = _testdata("CT_small.dcm").read_bytes()[:-1000]
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(received)
+    location = new_store("incomplete")
+    assert ingested(location, [path]).ok
+    instance = _path(*_ids("CT_small.dcm"))
+    dicom = 'multipart/related; type="application/dicom"'
+    with serving(location) as url:
+        raw = Http(url)
+        for accept in (f"{dicom}; transfer-syntax=*", dicom):
+            ((part_type, body),) = _parts(raw.get(instance, {"Accept": accept}))
+            assert body == received and part_type.endswith(f"transfer-syntax={ELE}")
+        refused = raw.get(instance, {"Accept": f"{dicom}; transfer-syntax={JPEG_LS}"})
+        assert refused.status_code == 406 and "incomplete" in refused.text
+        pixel_data = raw.get(instance + "/frames")
+        assert pixel_data.status_code == 410 and "ends inside frame 1" in pixel_data.text

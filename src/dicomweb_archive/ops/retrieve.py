@@ -9,7 +9,8 @@ syntax asked for.
   recompressed at ingest comes in its stored syntax (``ops/reconstruct.py``).
 - In another transfer syntax: transcoded losslessly, as ``export --transfer-syntax`` does
   (``ops/transcode.py``, with every compressed frame checked against its pixels); the instance
-  is then held in memory while it is rewritten.
+  is then held in memory while it is rewritten. An incomplete instance (its received file ends
+  inside Pixel Data) is never transcoded: it is sent as received, as export gives it.
 
 The store keeps the original as received; only what is given out is made conformant.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dicomweb_archive.archive import Archive
+from dicomweb_archive.errors import ExportError
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import (
     EXPLICIT_VR_BIG_ENDIAN,
@@ -66,11 +69,14 @@ LOSSY_SYNTAXES = frozenset(
 
 def stored_syntax(info: InfoRecord) -> str:
     """The transfer syntax an instance is sent in as stored: its original's (Explicit VR Little
-    Endian for one PS3.18 8.7.3 does not allow), or for an instance recompressed at ingest its
-    frames' one lossless syntax, else Explicit VR Little Endian (``ops/reconstruct.py``)."""
+    Endian for one PS3.18 8.7.3 does not allow, unless the instance is incomplete), or for an
+    instance recompressed at ingest its frames' one lossless syntax, else Explicit VR Little
+    Endian (``ops/reconstruct.py``)."""
     if info.rebuilds_original():
         original = info.original.transfer_syntax_uid
-        return EXPLICIT_VR_LITTLE_ENDIAN if original in NOT_FOR_THE_WEB else original
+        if original in NOT_FOR_THE_WEB and not is_incomplete(info):
+            return EXPLICIT_VR_LITTLE_ENDIAN
+        return original
     from dicomweb_archive.dicom.codecs import ENCODERS  # noqa: PLC0415 - numpy, imagecodecs
 
     syntaxes = {info.frame_syntax(n) for n in range(1, len(info.frames) + 1)}
@@ -84,6 +90,12 @@ def is_lossy(info: InfoRecord) -> bool:
     8.7.3.4 lets those be sent as stored where Explicit VR Little Endian is the default."""
     flag = ((info.metadata or {}).get(LOSSY_IMAGE_COMPRESSION_KEY, {}).get("Value") or [""])[0]
     return flag == "01" or info.original.transfer_syntax_uid in LOSSY_SYNTAXES
+
+
+def is_incomplete(info: InfoRecord) -> bool:
+    """Whether the received file ends inside Pixel Data (``model/incomplete.py``): such an
+    instance is sent as received only, never transcoded (as export does)."""
+    return incomplete_frame(info.skeleton) is not None
 
 
 def generate_retrieved(
@@ -104,6 +116,11 @@ def generate_retrieved(
     info = info if info is not None else read_info(archive.storage, archive.keys, key)
     if syntax == AS_STORED:
         syntax = stored_syntax(info)
+    if is_incomplete(info) and syntax != stored_syntax(info):
+        raise ExportError(
+            "the received file ends inside Pixel Data: it is not transcoded (ask for "
+            "transfer-syntax=* to get it as received)"
+        )
     if not info.rebuilds_original():
         return generate_instance(archive, key, info=info, syntax=syntax, check_parts=check_parts)
     chunks = _with_file_meta(generate_p10(archive, key, info=info, check_parts=check_parts), info)

@@ -100,19 +100,22 @@ def accepts(wanted: list[Wanted], media_type: str) -> bool:
     return any(item.media_type in ("*/*", media_type) for item in wanted)
 
 
-def choose_instance_syntax(wanted: list[Wanted], *, stored: str, lossy: bool) -> str | None:
+def choose_instance_syntax(
+    wanted: list[Wanted], *, stored: str, lossy: bool, transcodable: bool = True
+) -> str | None:
     """The transfer syntax to send an instance in (:data:`AS_STORED` or a UID), or None when
     no acceptable part can be given (see the module docstring); ``stored`` is the syntax the
-    instance is sent in as stored."""
+    instance is sent in as stored; an instance that is not ``transcodable`` (incomplete) goes
+    as stored or not at all."""
     for item in wanted:
         if item.media_type not in ("*/*", "application/dicom"):
             continue
         syntax = item.transfer_syntax
-        if syntax in (AS_STORED, stored) or (syntax is None and lossy):
+        if syntax in (AS_STORED, stored) or (syntax is None and (lossy or not transcodable)):
             return AS_STORED
         if syntax is None:
             return EXPLICIT_VR_LITTLE_ENDIAN
-        if syntax in TRANSCODE_TARGETS:
+        if syntax in TRANSCODE_TARGETS and transcodable:
             return syntax
     return None
 

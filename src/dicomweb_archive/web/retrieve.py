@@ -5,8 +5,9 @@
 - Pixel Data (``.../instances/{i}/frames``, the BulkDataURI the metadata gives it): for pixel
   data received native, the attribute's value as received, one ``application/octet-stream``
   part (PS3.18 8.7.3.3.2: bulk data is the value; frames recompressed at ingest are decoded,
-  each checked against the SHA-256 of its pixels as received); for encapsulated pixel data,
-  one part per frame, as the frames resource gives them (``web/app.py``).
+  each checked against the SHA-256 of its pixels as received), 410 when the received file
+  ends inside it; for encapsulated pixel data, one part per frame, as the frames resource gives
+  them (``web/app.py``).
 - Instances (``/studies/{s}``, ``.../series/{r}``, ``.../instances/{i}``): PS3.10 files in the
   transfer syntax the Accept header asks for (``web/negotiate.py``, ``ops/retrieve.py``), one
   ``application/dicom`` part each, streamed instance by instance. An instance up to
@@ -28,12 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb_archive.errors import CodecError, ExportError
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA
 from dicomweb_archive.ops.reconstruct import FrameReaders
 from dicomweb_archive.ops.retrieve import (
     AS_STORED,
     TRANSCODE_TARGETS,
     generate_retrieved,
+    is_incomplete,
     is_lossy,
     stored_syntax,
 )
@@ -79,9 +82,18 @@ def bulk(server: Server, request: Request, study: str, name: str) -> Response:
 def pixel_data(server: Server, request: Request, key: InstanceKey) -> Response:
     """The value of an instance's Pixel Data (see the module docstring)."""
     info = server.archive.read(lambda: server.instance_info(key))
+    native = info.original.transfer_syntax_uid in NATIVE_PIXEL_DATA
+    cut = incomplete_frame(info.skeleton)
+    if cut is not None and (native or not info.frames):  # PS3.18 8.7.4: known, not given
+        return Response(
+            f"Pixel Data is incomplete: the received file ends inside frame {cut} (the "
+            "instance, with transfer-syntax=*, gives the file as received)\n",
+            status_code=410,
+            media_type="text/plain",
+        )
     if not info.frames:
         raise NotFoundError(key.sop)
-    if info.original.transfer_syntax_uid not in NATIVE_PIXEL_DATA:
+    if not native:
         return server.frames(request, key, None)
     if not accepts(parse_accept(request.headers.get("accept")), OCTET_STREAM):
         raise UnacceptableError(f"{OCTET_STREAM} (the value of native Pixel Data)")
@@ -128,12 +140,21 @@ def instances(
     def choose(key: InstanceKey) -> str:
         info = archive.read(lambda: server.instance_info(key))
         stored = stored_syntax(info)
-        syntax = choose_instance_syntax(wanted, stored=stored, lossy=is_lossy(info))
+        incomplete = is_incomplete(info)
+        syntax = choose_instance_syntax(
+            wanted, stored=stored, lossy=is_lossy(info), transcodable=not incomplete
+        )
+        if syntax is None and incomplete:
+            raise UnacceptableError(
+                f"{DICOM} with transfer-syntax * or {stored} only: {key.sop} is incomplete (its "
+                "received file ends inside Pixel Data) and is sent as received"
+            )
         if syntax is None:
             raise UnacceptableError(f"{AVAILABLE}; {key.sop} is stored in {stored}")
         return syntax
 
     chosen = {key: choose(key) for key in keys} if instance_syntaxes_named(wanted) else {}
+    # (an incomplete instance asked for in another syntax is found when its part is made)
 
     def part(key: InstanceKey) -> tuple[str, Iterable[Chunk]]:
         info = archive.read(lambda: server.instance_info(key))
