@@ -12,16 +12,22 @@ walker over the encodings of PS3.5 section 7:
 - the File Meta Information (PS3.10 7.1), which is always explicit VR little endian.
 
 It never copies values: every offset points into the caller's buffer (``bytes``, ``mmap``).
+
+Where the top-level data set stops being data elements (zero padding, bytes that are no element
+header, a tag that cannot follow the one before), the rest of the file is its **trailing
+bytes**: not part of the data set, kept as they are (``docs/spec/info-record.md``). Sequences
+nest at most :data:`MAX_SEQUENCE_DEPTH` levels deep. Every other failure is an
+:class:`~dicomweb_archive.errors.InputError` naming the file and the byte offset.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
-import zlib
 from dataclasses import dataclass, field
 
-from dicomweb_archive.errors import NotDicomError, TruncatedError
+from dicomweb_archive.dicom.inflate import inflate
+from dicomweb_archive.errors import MalformedElementError, NotDicomError, TruncatedError
 from dicomweb_archive.model.dictionary import vr_of
 from dicomweb_archive.model.syntax import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -35,6 +41,10 @@ ITEM = 0xFFFEE000  # (FFFE,E000) Item
 ITEM_DELIMITER = 0xFFFEE00D  # (FFFE,E00D) Item Delimitation Item
 SEQUENCE_DELIMITER = 0xFFFEE0DD  # (FFFE,E0DD) Sequence Delimitation Item
 UNDEFINED = 0xFFFFFFFF
+#: Sequences nested deeper than this are refused (PS3.5 7.5 sets no limit; real files nest a
+#: few levels). It keeps the DICOM JSON of an instance within the 254 nested arrays and objects
+#: that its JSON writer (orjson) accepts: every sequence level is three of them.
+MAX_SEQUENCE_DEPTH = 64
 
 #: What the parser reads: file bytes, or a memory map of a large file.
 Buffer = bytes | memoryview | mmap.mmap
@@ -116,9 +126,14 @@ class ParsedFile:
     implicit: bool
     little: bool
     inflated: bytes | None = None
-    #: Why parsing stopped before the end of the data (truncation, unparsable bytes), if it did.
+    #: Why parsing stopped before the end of the data (truncation), if it did.
     stop_reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Why the bytes from ``dataset_end`` on are trailing bytes, not data elements (None: the
+    #: data set runs to the end, or ``stop_reason`` says why it stopped).
+    trailing: str | None = None
+    #: Deflated files: where the deflate stream ends in the file (bytes after it are trailing).
+    deflate_end: int | None = None
 
 
 class _TruncatedError(Exception):
@@ -180,11 +195,12 @@ def element_header(buf: Buffer, pos: int, *, implicit: bool, little: bool) -> El
 
 
 class _Walker:
-    __slots__ = ("buf", "size")
+    __slots__ = ("buf", "depth", "size")
 
     def __init__(self, buf: Buffer) -> None:
         self.buf = buf
         self.size = len(buf)
+        self.depth = 0
 
     def elements(
         self, pos: int, end: int, *, implicit: bool, little: bool, in_item: bool
@@ -269,6 +285,19 @@ class _Walker:
         self, pos: int, end: int, *, implicit: bool, little: bool
     ) -> tuple[list[Item], int | None]:
         """Parse the items of a sequence; returns them and the sequence delimiter offset."""
+        if self.depth >= MAX_SEQUENCE_DEPTH:
+            raise _MalformedError(
+                pos, f"sequences nest deeper than {MAX_SEQUENCE_DEPTH} levels, the most read"
+            )
+        self.depth += 1
+        try:
+            return self._items(pos, end, implicit=implicit, little=little)
+        finally:
+            self.depth -= 1
+
+    def _items(
+        self, pos: int, end: int, *, implicit: bool, little: bool
+    ) -> tuple[list[Item], int | None]:
         buf = self.buf
         tag_struct = _LE_TAG if little else _BE_TAG
         u32 = _LE_U32 if little else _BE_U32
@@ -324,48 +353,137 @@ class _Walker:
             pos += 8 + length
 
 
+@dataclass(slots=True)
+class TopLevel:
+    """The top-level elements of a data set, where parsing stopped, and why (see
+    :attr:`ParsedFile.stop_reason` and :attr:`ParsedFile.trailing`)."""
+
+    elements: list[Element]
+    end: int
+    stop_reason: str | None = None
+    trailing: str | None = None
+
+
 def parse_dataset(
-    buf: Buffer, pos: int = 0, *, implicit: bool, little: bool
-) -> tuple[list[Element], int, str | None]:
-    """Parse top-level data elements from ``pos``: (elements, where parsing stopped, why)."""
-    return _parse_top(_Walker(buf), pos, implicit=implicit, little=little)
+    buf: Buffer,
+    pos: int = 0,
+    *,
+    implicit: bool,
+    little: bool,
+    previous: int | None = None,
+    name: str = "<buffer>",
+    base: int = 0,
+    partial: bool = False,
+) -> TopLevel:
+    """Parse top-level data elements from ``pos``, after an element with tag ``previous``.
+
+    ``base`` is the file offset of ``buf[0]`` (for messages); ``partial``: more bytes may
+    follow ``buf`` (trailing bytes are then only recognised on a whole element header).
+    """
+    walker = _Walker(buf)
+    return _parse_top(
+        walker,
+        pos,
+        implicit=implicit,
+        little=little,
+        previous=previous,
+        name=name,
+        base=base,
+        partial=partial,
+    )
 
 
 def _parse_top(
-    walker: _Walker, pos: int, *, implicit: bool, little: bool
-) -> tuple[list[Element], int, str | None]:
-    """Parse the top-level data set element by element.
+    walker: _Walker,
+    pos: int,
+    *,
+    implicit: bool,
+    little: bool,
+    previous: int | None = None,
+    name: str,
+    base: int = 0,
+    partial: bool = False,
+    where: str = "",
+) -> TopLevel:
+    """Parse the top-level data set element by element (PS3.5 7.1).
 
-    Stops cleanly where the bytes end inside an element or stop being data elements; the
-    reason is returned so that the caller keeps the rest as trailing bytes.
+    Stops cleanly where the bytes end inside an element (``stop_reason``) or stop being data
+    elements (``trailing``: the rest are trailing bytes). An element that starts well but
+    cannot be read raises :class:`MalformedElementError` (:class:`NotDicomError` for the first
+    one).
     """
     out: list[Element] = []
+    buf = walker.buf
     while pos < walker.size:
+        last = out[-1].tag if out else previous
+        if last is not None and last >> 16 and buf[pos : pos + 8] == bytes(8)[: walker.size - pos]:
+            return TopLevel(out, pos, trailing="zero bytes")
         try:
             elements, _ = walker.elements(
                 pos, pos + 1, implicit=implicit, little=little, in_item=False
             )
-        except _TruncatedError:
-            return out, pos, f"file is truncated inside the element at byte {pos}"
-        except _MalformedError as exc:
-            if not out:
-                raise
-            return out, pos, f"unparsable bytes from byte {pos}: {exc.reason}"
+        except (_TruncatedError, _MalformedError) as exc:
+            undecided = partial and walker.size - pos < 12  # the next bytes may tell
+            trailing = (
+                _trailing_reason(buf, pos, last, implicit=implicit, little=little)
+                if last is not None and not undecided
+                else None
+            )
+            if trailing is not None:
+                return TopLevel(out, pos, trailing=trailing)
+            if isinstance(exc, _TruncatedError) or undecided:
+                return TopLevel(
+                    out, pos, f"file is truncated inside the element at byte {base + pos}{where}"
+                )
+            message = f"the data element at byte {base + pos}{where} cannot be read: {exc.reason}"
+            if last is None:
+                raise NotDicomError(f"{name}: {message}") from exc
+            raise MalformedElementError(f"{name}: {message}") from exc
+        if last is not None and last >> 16 and not elements[0].group:
+            return TopLevel(out, pos, trailing="a command group (0000) element after the data set")
         out.extend(elements)
         pos = elements[-1].end
-    return out, pos, None
+    return TopLevel(out, pos)
+
+
+def _trailing_reason(
+    buf: Buffer, pos: int, previous: int, *, implicit: bool, little: bool
+) -> str | None:
+    """Why the bytes at ``pos`` (after an element with tag ``previous``) are no data element
+    but trailing bytes; None when they start like one (it is then truncated or damaged)."""
+    left = len(buf) - pos
+    if left < 8:
+        return f"{left} bytes, too few for a data element header"
+    header = element_header(buf, pos, implicit=implicit, little=little)
+    if header is None:
+        return "bytes that are no data element header"
+    if header.group in (0x0000, 0xFFFE):
+        return f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot follow the data set"
+    if header.tag <= previous:
+        return (
+            f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot follow "
+            f"({previous >> 16:04X},{previous & 0xFFFF:04X})"
+        )
+    return None
 
 
 def _looks_explicit(buf: Buffer, pos: int) -> bool:
     return bytes(buf[pos + 4 : pos + 6]).decode("latin-1") in KNOWN_VRS
 
 
-def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
+def parse_p10(buf: Buffer, *, name: str = "<buffer>", partial: bool = False) -> ParsedFile:
     """Parse a DICOM file (PS3.10 7.1) or a bare data set into an element tree.
 
     Accepts files without preamble or without File Meta Information, as pydicom does with
     ``force=True``, but only when the first element looks like DICOM; anything else raises
-    :class:`NotDicomError`.
+    :class:`NotDicomError`. ``partial``: ``buf`` is the start of the file; a deflated data set
+    is then not inflated (its elements are left empty).
+
+    Raises:
+        NotDicomError: the bytes are no DICOM file or data set.
+        TruncatedError: the File Meta Information or the deflate stream ends early.
+        MalformedElementError: a data element cannot be read (byte offset in the message).
+        InflationLimitError: a deflated data set inflates beyond the limit (``inflate.py``).
     """
     size = len(buf)
     has_preamble = size >= 132 and bytes(buf[128:132]) == b"DICM"
@@ -379,8 +497,16 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
                 elements, pos = walker.elements(
                     pos, pos + 1, implicit=meta_implicit, little=True, in_item=False
                 )
-            except (_TruncatedError, _MalformedError) as exc:
-                raise TruncatedError(f"{name}: the File Meta Information is damaged") from exc
+            except _TruncatedError as exc:
+                raise TruncatedError(
+                    f"{name}: the File Meta Information ends inside the element at byte "
+                    f"{exc.offset}"
+                ) from exc
+            except _MalformedError as exc:
+                raise MalformedElementError(
+                    f"{name}: the File Meta Information element at byte {exc.offset} cannot "
+                    f"be read: {exc.reason}"
+                ) from exc
             meta.extend(elements)
     elif not has_preamble and not _plausible_bare_dataset(buf):
         raise NotDicomError(f"{name}: not a DICOM file (no 'DICM' prefix, no DICOM data set)")
@@ -398,29 +524,37 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
     implicit = tsyntax == IMPLICIT_VR_LITTLE_ENDIAN
 
     inflated: bytes | None = None
+    deflate_end: int | None = None
     dataset_walker = walker
     start = pos
+    where = ""
     if tsyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        try:
-            inflated = zlib.decompress(bytes(buf[pos:]), -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise TruncatedError(f"{name}: the deflated data set cannot be inflated") from exc
+        if partial:
+            return ParsedFile(
+                buf, has_preamble, meta, pos, [], pos, tsyntax, False, True, warnings=warnings
+            )
+        result = inflate(memoryview(buf)[pos:], name=name)
+        inflated = result.data
+        deflate_end = pos + result.deflated_size
         dataset_walker = _Walker(inflated)
         start = 0
+        where = " of the inflated data set"
     data = dataset_walker.buf
     if start + 8 <= len(data) and not implicit and not _looks_explicit(data, start):
         # The Transfer Syntax says explicit, the bytes say implicit: read what is there, as
         # pydicom does.
         implicit = True
         warnings.append("data set is implicit VR despite its Transfer Syntax UID")
-    try:
-        dataset, end, stop_reason = _parse_top(
-            dataset_walker, start, implicit=implicit, little=little
-        )
-    except _MalformedError as exc:
-        raise NotDicomError(
-            f"{name}: malformed data element at byte {exc.offset}: {exc.reason}"
-        ) from exc
+    top = _parse_top(
+        dataset_walker,
+        start,
+        implicit=implicit,
+        little=little,
+        name=name,
+        partial=partial,
+        where=where,
+    )
+    dataset, end = top.elements, top.end
     if not dataset and not meta:
         raise NotDicomError(f"{name}: not a DICOM file (no data elements)")
     return ParsedFile(
@@ -434,8 +568,10 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>") -> ParsedFile:
         implicit=implicit,
         little=little,
         inflated=inflated,
-        stop_reason=stop_reason,
+        stop_reason=top.stop_reason,
         warnings=warnings,
+        trailing=top.trailing,
+        deflate_end=deflate_end,
     )
 
 
