@@ -36,7 +36,7 @@ MUTATED = (
 )
 
 
-def testdata(name: str) -> Path:
+def pydicom_file(name: str) -> Path:
     found = get_testdata_file(name)
     assert found is not None, name
     return Path(found)
@@ -44,7 +44,7 @@ def testdata(name: str) -> Path:
 
 def write_trailing(path: Path, source: str, trailer: bytes) -> Path:
     """A copy of pydicom's ``source`` with ``trailer`` appended."""
-    path.write_bytes(testdata(source).read_bytes() + trailer)
+    path.write_bytes(pydicom_file(source).read_bytes() + trailer)
     return path
 
 

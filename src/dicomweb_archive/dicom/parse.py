@@ -42,6 +42,7 @@ from dicomweb_archive.model.syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from dicomweb_archive.model.uid import is_safe_uid
 
 __all__ = [  # the element walker's names, read from here by the modules that parse files
     "ITEM",
@@ -57,6 +58,11 @@ __all__ = [  # the element walker's names, read from here by the modules that pa
     "parse_dataset",
     "parse_p10",
 ]
+
+
+#: Groups no data set element has after the File Meta Information: command (0000) and meta
+#: (0002) groups, the odd groups PS3.5 7.1 forbids, and delimiters (FFFE).
+_NOT_DATA_SET_GROUPS = frozenset({0x0000, 0x0001, 0x0002, 0x0003, 0x0005, 0x0007, 0xFFFE, 0xFFFF})
 
 
 @dataclass(slots=True)
@@ -191,8 +197,8 @@ def _trailing_reason(
     header = element_header(buf, pos, implicit=implicit, little=little)
     if header is None:
         return "bytes that are no data element header"
-    if header.group in (0x0000, 0xFFFE):
-        return f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot follow the data set"
+    if header.group in _NOT_DATA_SET_GROUPS:
+        return f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot be a data set's element"
     if header.tag <= previous:
         return (
             f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot follow "
@@ -251,6 +257,9 @@ def parse_p10(buf: Buffer, *, name: str = "<buffer>", partial: bool = False) -> 
             raw = bytes(buf[element.value_offset : element.value_offset + element.length])
             tsyntax = raw.decode("ascii", "replace").rstrip("\0 ")
     warnings: list[str] = []
+    if tsyntax and not is_safe_uid(tsyntax):  # PS3.5 9.1; it names the frames' media type
+        warnings.append("the Transfer Syntax UID is not a UID")
+        tsyntax = ""
     if not tsyntax:
         tsyntax = _guess_transfer_syntax(buf, pos)
         warnings.append(f"no Transfer Syntax UID; read as {tsyntax}")
