@@ -27,6 +27,7 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 from dicomweb_archive.ops.reconstruct import reconstruct_p10
+from dicomweb_archive.ops.update import update
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.instance import read_info
 from tests.factory import uid, write_ct
@@ -74,6 +75,22 @@ def test_trailing_bytes_are_kept(case: str, tmp_path: Path, store: str) -> None:
         checked = verify(archive, deep=True)
     assert checked.ok, checked.findings
     assert [v.equivalence for v in checked.instances] == ["bytes"]
+
+
+@pytest.mark.parametrize("source", ["rtplan.dcm", "CT_small.dcm"])
+def test_edited_instance_keeps_its_trailing_bytes(source: str, tmp_path: Path, store: str) -> None:
+    """An edit changes the head only: the trailing bytes still end the exported file, with or
+    without Pixel Data before them."""
+    trailer = b"\xff\xff\xff\xff" + bytes(range(40))
+    path = write_trailing(tmp_path / "in.dcm", source, trailer)
+    (result,) = ingested(store, [path], options=AS_RECEIVED).results
+    assert result.key is not None
+    with Archive.open(store) as archive:
+        update(archive, "study", result.key.study, ["StudyDescription=EDITED"])
+        exported = reconstruct_p10(archive, result.key.sop)
+        assert verify(archive, deep=True).ok
+    assert exported.endswith(trailer)
+    assert pydicom.dcmread(io.BytesIO(exported)).StudyDescription == "EDITED"
 
 
 def test_large_trailer_is_bulk_data(tmp_path: Path, store: str) -> None:

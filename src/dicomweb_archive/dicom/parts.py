@@ -122,7 +122,7 @@ def generate_parts(
             bulk_uri=bulk_uri,
             name=name,
         )
-    except ArchiveError:
+    except (ArchiveError, OSError):  # worded already (the caller words a failed read)
         raise
     except Exception as exc:  # the boundary: no internal exception reaches the user
         where = reader.size - len(reader.pending)
@@ -140,8 +140,6 @@ def _in_words(exc: Exception) -> str:
         return "it needs more memory than there is"
     if isinstance(exc, UnicodeError):
         return "text in it cannot be decoded"
-    if isinstance(exc, OSError):
-        return f"reading it failed ({exc.strerror or 'input/output error'})"
     return "bytes in it could not be interpreted"
 
 
