@@ -12,9 +12,6 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from dicomweb_archive.errors import DicomdirError
 
 #: Media Storage Directory Storage (PS3.4 Annex B; the SOP Class of a DICOMDIR)
@@ -45,6 +42,9 @@ def read_referenced_file_ids(stream: BinaryIO, *, name: str) -> list[list[str]]:
     Raises:
         DicomdirError: the DICOMDIR's records cannot be read.
     """
+    import pydicom  # noqa: PLC0415 - pydicom only when a DICOMDIR is followed
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
     try:
         ds = pydicom.dcmread(stream, force=True)
         records = list(ds.get("DirectoryRecordSequence") or [])
