@@ -114,11 +114,13 @@ def parse_dataset(
     name: str = "<buffer>",
     base: int = 0,
     partial: bool = False,
+    where: str = "",
 ) -> TopLevel:
     """Parse top-level data elements from ``pos``, after an element with tag ``previous``.
 
-    ``base`` is the file offset of ``buf[0]`` (for messages); ``partial``: more bytes may
-    follow ``buf`` (trailing bytes are then only recognised on a whole element header).
+    ``base`` is the offset of ``buf[0]`` and ``where`` what it is an offset in (for
+    messages: the file, or `` of the inflated data set``); ``partial``: more bytes may follow
+    ``buf`` (trailing bytes are then only recognised on a whole element header).
     """
     walker = Walker(buf)
     return _parse_top(
@@ -130,6 +132,7 @@ def parse_dataset(
         name=name,
         base=base,
         partial=partial,
+        where=where,
     )
 
 

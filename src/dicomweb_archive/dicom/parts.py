@@ -191,7 +191,9 @@ def _decompose(
             frame_media_type = media_type(stored_ts)
         if stop_reason is None:
             base = (len(data) if deflated else inner_reader.size) - len(inner_reader.pending)
-            tail, tail_top = _read_tail(inner_reader, parsed, pixel.tag, name=name, base=base)
+            tail, tail_top = _read_tail(
+                inner_reader, parsed, pixel.tag, name=name, base=base, deflated=deflated
+            )
             stop_reason, trailing = tail_top.stop_reason, tail_top.trailing
             region = tail if trailing is None else tail[: tail_top.end]
             tail_json, tail_segments = _region(region, tail_top.elements, state, encodings)
@@ -252,7 +254,7 @@ def _decompose(
 
 
 def _read_tail(
-    reader: Reader, parsed: ParsedFile, previous: int, *, name: str, base: int
+    reader: Reader, parsed: ParsedFile, previous: int, *, name: str, base: int, deflated: bool
 ) -> tuple[bytes, TopLevel]:
     """Read and parse the elements after Pixel Data (``previous``: its tag), up to the end of
     the stream or the start of trailing bytes (which are left unread)."""
@@ -270,6 +272,7 @@ def _read_tail(
             name=name,
             base=base,
             partial=not eof,
+            where=" of the inflated data set" if deflated else "",
         )
         if eof or top.trailing is not None:
             return buffer, top
