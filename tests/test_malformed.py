@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import app
 from dicomweb_archive.dicom.elements import MAX_SEQUENCE_DEPTH
 from dicomweb_archive.dicom.inflate import INFLATE_FLOOR
+from dicomweb_archive.dicom.parse import parse_dataset
 from dicomweb_archive.dicom.parts import TRAILING_CHUNK, TRAILING_INLINE, generate_parts
 from dicomweb_archive.errors import (
     DicomdirError,
@@ -91,6 +93,19 @@ def test_edited_instance_keeps_its_trailing_bytes(source: str, tmp_path: Path, s
         assert verify(archive, deep=True).ok
     assert exported.endswith(trailer)
     assert pydicom.dcmread(io.BytesIO(exported)).StudyDescription == "EDITED"
+
+
+def test_zero_byte_at_a_read_boundary_is_no_trailer() -> None:
+    """Where the bytes read so far end one zero byte into the next element (a big endian tag
+    starts with one), reading goes on: they are not taken for zero padding."""
+    element = struct.pack(">HH2sH", 0x0008, 0x0020, b"DA", 8) + b"20240101"
+    following = struct.pack(">HH2sH", 0x0008, 0x0030, b"TM", 6) + b"120000"
+    buffer = element + following[:1]
+    top = parse_dataset(buffer, implicit=False, little=False, partial=True)
+    assert top.trailing is None and top.end == len(element) and top.stop_reason is not None
+    whole = parse_dataset(element + following, implicit=False, little=False)
+    assert [e.tag for e in whole.elements] == [0x00080020, 0x00080030]
+    assert whole.trailing is None and whole.stop_reason is None
 
 
 def test_large_trailer_is_bulk_data(tmp_path: Path, store: str) -> None:

@@ -159,7 +159,9 @@ def _parse_top(
     buf = walker.buf
     while pos < walker.size:
         last = out[-1].tag if out else previous
-        if last is not None and last >> 16 and buf[pos : pos + 8] == bytes(8)[: walker.size - pos]:
+        left = walker.size - pos
+        zeros = buf[pos : pos + 8] == bytes(min(left, 8)) and (left >= 8 or not partial)
+        if zeros and last is not None and last >> 16:  # (a tag may start with a zero byte)
             return TopLevel(out, pos, trailing="zero bytes")
         try:
             elements, _ = walker.elements(
