@@ -96,8 +96,9 @@ def test_edited_instance_keeps_its_trailing_bytes(source: str, tmp_path: Path, s
 
 
 def test_zero_byte_at_a_read_boundary_is_no_trailer() -> None:
-    """Where the bytes read so far end one zero byte into the next element (a big endian tag
-    starts with one), reading goes on: they are not taken for zero padding."""
+    """Where the bytes read so far end inside the next element (one zero byte into a big
+    endian tag; inside an element out of order), reading goes on: they are not taken for
+    trailing bytes."""
     element = struct.pack(">HH2sH", 0x0008, 0x0020, b"DA", 8) + b"20240101"
     following = struct.pack(">HH2sH", 0x0008, 0x0030, b"TM", 6) + b"120000"
     buffer = element + following[:1]
@@ -106,6 +107,11 @@ def test_zero_byte_at_a_read_boundary_is_no_trailer() -> None:
     whole = parse_dataset(element + following, implicit=False, little=False)
     assert [e.tag for e in whole.elements] == [0x00080020, 0x00080030]
     assert whole.trailing is None and whole.stop_reason is None
+    backwards = struct.pack(">HH2sH", 0x0008, 0x0010, b"SH", 16) + b"ABCD" * 4  # out of order
+    top = parse_dataset(element + backwards[:14], implicit=False, little=False, partial=True)
+    assert top.trailing is None and top.stop_reason is not None
+    whole = parse_dataset(element + backwards, implicit=False, little=False)
+    assert [e.tag for e in whole.elements] == [0x00080020, 0x00080010]
 
 
 def test_large_trailer_is_bulk_data(tmp_path: Path, store: str) -> None:

@@ -169,8 +169,11 @@ def _parse_top(
             )
         except (EndsInsideError, NotAnElementError) as exc:
             undecided = partial and walker.size - pos < 12  # the next bytes may tell
+            # an element out of order is read (PS3.5 7.1 asks for order; files break it):
+            # only when it cannot be read either are its bytes taken for trailing bytes
+            ends = partial and isinstance(exc, EndsInsideError)  # more bytes may complete it
             trailing = (
-                _trailing_reason(buf, pos, last, implicit=implicit, little=little)
+                _trailing_reason(buf, pos, last, implicit=implicit, little=little, order=not ends)
                 if last is not None and not undecided
                 else None
             )
@@ -192,10 +195,11 @@ def _parse_top(
 
 
 def _trailing_reason(
-    buf: Buffer, pos: int, previous: int, *, implicit: bool, little: bool
+    buf: Buffer, pos: int, previous: int, *, implicit: bool, little: bool, order: bool
 ) -> str | None:
     """Why the bytes at ``pos`` (after an element with tag ``previous``) are no data element
-    but trailing bytes; None when they start like one (it is then truncated or damaged)."""
+    but trailing bytes; None when they start like one (it is then truncated or damaged).
+    ``order``: a tag not above ``previous`` is a reason too."""
     left = len(buf) - pos
     if left < 8:
         return f"{left} bytes, too few for a data element header"
@@ -204,7 +208,7 @@ def _trailing_reason(
         return "bytes that are no data element header"
     if header.group in _NOT_DATA_SET_GROUPS:
         return f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot be a data set's element"
-    if header.tag <= previous:
+    if order and header.tag <= previous:
         return (
             f"({header.group:04X},{header.tag & 0xFFFF:04X}) cannot follow "
             f"({previous >> 16:04X},{previous & 0xFFFF:04X})"
