@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from dicomweb_archive.dicom.elements import (
     BE_TAG,
     ITEM,
+    ITEM_DELIMITER,
     KNOWN_VRS,
     LE_TAG,
     LONG_HEADER_VRS,
@@ -46,6 +47,7 @@ from dicomweb_archive.model.uid import is_safe_uid
 
 __all__ = [  # the element walker's names, read from here by the modules that parse files
     "ITEM",
+    "ITEM_DELIMITER",
     "LONG_HEADER_VRS",
     "SEQUENCE_DELIMITER",
     "UNDEFINED",
