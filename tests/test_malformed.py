@@ -314,3 +314,23 @@ def test_transfer_syntax_that_is_no_uid(tmp_path: Path, store: str) -> None:
     assert "the Transfer Syntax UID is not a UID" in result.warnings
     with Archive.open(store) as archive:
         assert reconstruct_p10(archive, uid(3)) == path.read_bytes()
+
+
+@pytest.mark.parametrize("term", [b"ISO_IR 10\x00", b"ISO_IR\x00100", b"\x00" * 10])
+def test_null_in_specific_character_set(term: bytes, tmp_path: Path, store: str) -> None:
+    """A Specific Character Set holding a null byte (padding, or inside the term, where
+    pydicom's reader stops) is stored and exported as received, its text decoded as the term
+    without the null says (the default repertoire when that term is unknown)."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(1), series=uid(2), sop=uid(3))
+    ds = pydicom.dcmread(path)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Jörg"
+    ds.save_as(path)
+    data = path.read_bytes()
+    assert data.count(b"ISO_IR 100") == 1
+    path.write_bytes(data.replace(b"ISO_IR 100", term))
+    (result,) = ingested(store, [path], options=AS_RECEIVED).results
+    assert result.status == "stored", result.error
+    with Archive.open(store) as archive:
+        assert reconstruct_p10(archive, uid(3)) == path.read_bytes()
+        assert verify(archive, deep=True).ok
