@@ -37,7 +37,7 @@ def rebuild(data: bytes, limits: InlineLimits) -> tuple[bytes, InstanceEnd]:
         elif isinstance(part, InstanceEnd):
             end = part
     assert end is not None
-    skeleton: list[dict[str, Any]] = end.info.skeleton
+    skeleton: list[dict[str, Any]] = end.info.segments()
     rebuilt = b"".join(
         generate_bytes(skeleton, read_frame=frames.__getitem__, read_bulk=bulk.__getitem__)
     )

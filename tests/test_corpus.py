@@ -12,7 +12,12 @@ import pytest
 from dicomweb_archive import Archive, ingest, reconstruct_p10
 from dicomweb_archive.dicom.parts import InlineLimits
 from dicomweb_archive.dicom.recompression import SOURCE_TYPES
-from dicomweb_archive.errors import MissingUidError, NotDicomError, TruncatedError
+from dicomweb_archive.errors import (
+    DicomdirError,
+    MissingUidError,
+    NotDicomError,
+    TruncatedError,
+)
 from dicomweb_archive.store.instance import read_info, read_instance_metadata, study_uids
 from dicomweb_archive.store.keys import STUDIES_INDEX
 from dicomweb_archive.store.storage import from_json_gz
@@ -57,7 +62,7 @@ for _name in (
     "TINY_ALPHA/DICOMDIR",
 ):
     NOT_INGESTED[f"dicomdirtests/{_name}"] = (
-        MissingUidError,
+        DicomdirError,
         "a DICOMDIR (Media Storage Directory) is an index of files, not an instance",
     )
 

@@ -26,6 +26,26 @@ class TruncatedError(InputError):
     """The file ends inside a data element header or a required value."""
 
 
+class MalformedElementError(InputError):
+    """A data element's bytes are no valid encoding (PS3.5 7), or its sequences nest deeper
+    than the parser follows (``dicom/parse.py``'s ``MAX_SEQUENCE_DEPTH``)."""
+
+
+class InflationLimitError(InputError):
+    """A deflated data set (PS3.5 A.5) inflates beyond the limit ingest accepts (a deflate
+    bomb; ``dicom/inflate.py``)."""
+
+
+class DicomdirError(InputError):
+    """The input is a DICOMDIR (a Media Storage Directory, PS3.10 8, PS3.3 F), not an instance,
+    or a file it references cannot be followed."""
+
+
+class UnreadableInputError(InputError):
+    """Reading an input failed in a way no other error names (an internal error: the message
+    says where; ``--verbose`` shows the cause)."""
+
+
 class MissingUidError(InputError):
     """A UID that places the instance in the store is absent or empty."""
 

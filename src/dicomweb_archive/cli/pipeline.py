@@ -28,7 +28,7 @@ from dicomweb_archive.cli.common import (
     store_path,
 )
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.errors import ArchiveError, UnreadableInputError, UsageError
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
@@ -71,6 +71,7 @@ def make_command(command: str) -> Callable[..., None]:
         content_type: opt.ContentType = None,
         colour_content_type: opt.ColourContentType = None,
         replace: opt.Replace = False,
+        follow_dicomdir: opt.FollowDicomdir = False,
         verbose: VerboseOption = False,
         version: VersionOption = False,
     ) -> None:
@@ -97,6 +98,7 @@ def make_command(command: str) -> Callable[..., None]:
             remove_deduplicated_instances=remove_deduplicated_instances,
             replace=replace,
             recompression=recompression,
+            follow_dicomdir=follow_dicomdir,
         )
         settings = {
             "path_instances": _relative(path_instances, "--path-instances"),
@@ -205,6 +207,10 @@ def _stage_failures(report: StageReport, *, verbose: bool) -> None:
 
 
 def _unexpected(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or translates, as ``UnreadableInputError`` does) an internal error,
+    whose traceback ``--verbose`` shows."""
+    if isinstance(exc, UnreadableInputError):
+        return True
     return exc is not None and not isinstance(exc, ArchiveError | OSError)
 
 
@@ -263,8 +269,15 @@ def _run_files(
         TimeRemainingColumn(),
     )
     root = getattr(archive.storage, "root", None)
-    files = list(iter_input_files(inputs, exclude=root if isinstance(root, Path) else None))
-    total = sum(_size(path) for path in files)  # for the bar: sizes known before the start
+    files = list(
+        iter_input_files(
+            inputs,
+            exclude=root if isinstance(root, Path) else None,
+            follow_dicomdir=options.follow_dicomdir,
+        )
+    )
+    # for the bar: sizes known before the start
+    total = sum(_size(path) for path in files if isinstance(path, Path))
     with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
         done = 0
@@ -277,7 +290,7 @@ def _run_files(
 
         return write_instances(
             archive,
-            files,
+            [f for f in files if isinstance(f, Path)] if not options.follow_dicomdir else inputs,
             options=options,
             progress=hook,
             run_stages=run_stages,

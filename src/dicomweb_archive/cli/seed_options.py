@@ -219,3 +219,12 @@ Replace = Annotated[
         help="Replace a stored instance when a different file has the same SOP Instance UID.",
     ),
 ]
+FollowDicomdir = Annotated[
+    bool,
+    typer.Option(
+        "--follow-dicomdir",
+        help="A DICOMDIR input stands for the files it references (Referenced File ID, "
+        "relative to its folder; a reference that leaves the folder is refused), ingested as "
+        "if given one by one. Without it a DICOMDIR input fails, naming itself.",
+    ),
+]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO
 
@@ -27,6 +28,7 @@ from dicomweb_archive.dicom.frames import PIXEL_DATA_TAGS
 from dicomweb_archive.dicom.parse import (
     Element,
     ParsedFile,
+    TopLevel,
     element_header,
     parse_dataset,
     parse_p10,
@@ -49,7 +51,7 @@ from dicomweb_archive.dicom.pixel_stream import (
 )
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
-from dicomweb_archive.errors import TruncatedError
+from dicomweb_archive.errors import ArchiveError, TruncatedError, UnreadableInputError
 from dicomweb_archive.model.dicom_json import (
     SWAP_WIDTH,
     JsonContext,
@@ -59,7 +61,7 @@ from dicomweb_archive.model.dicom_json import (
     swap_bytes,
     to_json_dataset,
 )
-from dicomweb_archive.model.info import INFO_VERSION, InfoRecord
+from dicomweb_archive.model.info import INFO_VERSION, InfoRecord, Trailing
 from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, media_type
 from dicomweb_archive.model.tags import (
     AVAILABLE_TRANSFER_SYNTAX_UID_KEY,
@@ -81,6 +83,10 @@ __all__ = [
 ]
 
 _FIRST_CHUNK = 1 << 16
+#: Trailing bytes up to this many are kept in the info record (a literal segment) ...
+TRAILING_INLINE = 1 << 16
+#: ... more are stored as bulk-data objects of this many bytes each (zero padding: one object).
+TRAILING_CHUNK = 1 << 20
 
 
 UriHook = Callable[[JsonObject], str]
@@ -101,23 +107,70 @@ def generate_parts(
 
     ``sha256``, when the caller already hashed the whole stream, saves hashing it again.
     ``recompression`` recompresses frames as they pass (None: frames as received).
+
+    Raises:
+        InputError: the stream cannot be read as a DICOM file; the message names ``name``
+            and says where. A failure no other error names is an
+            :class:`~dicomweb_archive.errors.UnreadableInputError` (its cause is chained).
     """
     reader = Reader(stream, known_sha256=sha256)
-    state = State(limits or InlineLimits(), recompression=recompression)
+    try:
+        yield from _decompose(
+            reader,
+            State(limits or InlineLimits(), recompression=recompression),
+            frames_uri=frames_uri,
+            bulk_uri=bulk_uri,
+            name=name,
+        )
+    except (ArchiveError, OSError):  # worded already (the caller words a failed read)
+        raise
+    except Exception as exc:  # the boundary: no internal exception reaches the user
+        where = reader.size - len(reader.pending)
+        raise UnreadableInputError(
+            f"{name}: cannot be read: {_in_words(exc)}, after byte {where} (an internal error "
+            "of dicomweb-archive; --verbose shows it)"
+        ) from exc
+
+
+def _in_words(exc: Exception) -> str:
+    """What kind of failure ``exc`` is, in words (never its class name)."""
+    if isinstance(exc, RecursionError):
+        return "its structure nests too deep to follow"
+    if isinstance(exc, MemoryError):
+        return "it needs more memory than there is"
+    if isinstance(exc, UnicodeError):
+        return "text in it cannot be decoded"
+    return "bytes in it could not be interpreted"
+
+
+def _decompose(
+    reader: Reader,
+    state: State,
+    *,
+    frames_uri: UriHook,
+    bulk_uri: BulkUriHook,
+    name: str,
+) -> Generator[Part, None, None]:
     parsed, buffer = _read_head(reader, name)
+    deflated = parsed.inflated is not None
     if parsed.inflated is not None:  # deflated: the data set is in memory already
         reader.pending = b""
-        data = parsed.inflated
+        data: bytes = parsed.inflated
         inner_reader = Reader(io.BytesIO())
     else:
         data = buffer
         inner_reader = reader
     top = {e.tag: e for e in parsed.dataset}
     pixel = _pixel_element(parsed, data)
-    head_end = pixel.value_offset if pixel is not None else len(data)
+    trailing = None if pixel is not None else parsed.trailing
     if pixel is not None:
-        inner_reader.pending = bytes(data[head_end:])
-    head = data[:head_end]
+        head_end = pixel.value_offset
+    elif trailing is not None:
+        head_end = parsed.dataset_end
+    else:
+        head_end = len(data)
+    inner_reader.pending = bytes(data[head_end:])
+    head = bytes(data[:head_end])
     head_elements = [e for e in parsed.dataset if e.offset < (pixel.offset if pixel else head_end)]
     state.pixel_representation = us_value(head, top.get(PIXEL_REPRESENTATION)) or 0
     encodings = encodings_of(head, top.get(SPECIFIC_CHARACTER_SET))
@@ -127,6 +180,7 @@ def generate_parts(
     stored_ts = parsed.transfer_syntax
     frame_media_type = ""
     stop_reason = None if pixel is not None else parsed.stop_reason
+    trailing_at = head_end
     if pixel is not None:
         pixel_segments, pixel_json, stop_reason, stored_ts = yield from read_pixel_data(
             pixel, inner_reader, head=head, top=top, parsed=parsed, state=state
@@ -136,18 +190,37 @@ def generate_parts(
         if state.frames:
             frame_media_type = media_type(stored_ts)
         if stop_reason is None:
-            tail = inner_reader.rest()
-            tail_elements, _, stop_reason = parse_dataset(
-                tail, implicit=parsed.implicit, little=parsed.little
+            base = (len(data) if deflated else inner_reader.size) - len(inner_reader.pending)
+            tail, tail_top = _read_tail(
+                inner_reader, parsed, pixel.tag, name=name, base=base, deflated=deflated
             )
-            tail_json, tail_segments = _region(tail, tail_elements, state, encodings)
+            stop_reason, trailing = tail_top.stop_reason, tail_top.trailing
+            region = tail if trailing is None else tail[: tail_top.end]
+            tail_json, tail_segments = _region(region, tail_top.elements, state, encodings)
             metadata.update(tail_json)
             segments += tail_segments
             yield from _flush_bulk(state)
+            inner_reader.pending = bytes(tail[tail_top.end :]) if trailing is not None else b""
+            trailing_at = base + tail_top.end
         else:
             segments.append(literal(inner_reader.rest()))
-    if parsed.inflated is not None:
-        segments = deflate_segments(buffer, parsed.dataset_offset, parsed.inflated, segments)
+    file_trailing: Trailing | None = None
+    if trailing is not None:
+        record = yield from _read_trailing(inner_reader, state, trailing_at, trailing)
+        if deflated:  # inside the deflate stream: part of the inflated data set's skeleton
+            segments += record.segments
+        else:
+            file_trailing = record
+    if parsed.inflated is not None and parsed.deflate_end is not None:
+        deflate_end = parsed.deflate_end
+        segments = deflate_segments(
+            memoryview(buffer)[:deflate_end], parsed.dataset_offset, parsed.inflated, segments
+        )
+        if deflate_end < len(buffer):
+            reader.pending = bytes(buffer[deflate_end:])
+            file_trailing = yield from _read_trailing(
+                reader, state, deflate_end, "bytes after the deflated data set"
+            )
     if not state.frames:
         stored_ts = parsed.transfer_syntax
     if stop_reason:
@@ -172,11 +245,74 @@ def generate_parts(
             "warnings": [*parsed.warnings, *state.warnings],
         }
     )
+    info.trailing = file_trailing
     metadata[AVAILABLE_TRANSFER_SYNTAX_UID_KEY] = {"vr": "UI", "Value": info.stored_syntaxes()}
     metadata = dict(sorted(metadata.items()))
     _fill_uris(metadata, frames_uri(metadata), lambda sha: bulk_uri(metadata, sha))
     info.metadata = metadata
     yield InstanceEnd(metadata, info, stop_reason)
+
+
+def _read_tail(
+    reader: Reader, parsed: ParsedFile, previous: int, *, name: str, base: int, deflated: bool
+) -> tuple[bytes, TopLevel]:
+    """Read and parse the elements after Pixel Data (``previous``: its tag), up to the end of
+    the stream or the start of trailing bytes (which are left unread)."""
+    buffer = b""
+    chunk = _FIRST_CHUNK
+    while True:
+        data = reader.read(chunk)
+        buffer += data
+        eof = len(data) < chunk
+        top = parse_dataset(
+            buffer,
+            implicit=parsed.implicit,
+            little=parsed.little,
+            previous=previous,
+            name=name,
+            base=base,
+            partial=not eof,
+            where=" of the inflated data set" if deflated else "",
+        )
+        if eof or top.trailing is not None:
+            return buffer, top
+        chunk *= 2
+
+
+def _read_trailing(
+    reader: Reader, state: State, offset: int, reason: str
+) -> Generator[BulkPart, None, Trailing]:
+    """Read the trailing bytes (from file offset ``offset`` to the end): one literal segment
+    when they are few, else bulk-data segments of :data:`TRAILING_CHUNK` bytes each, yielded
+    one at a time (memory bounded by one chunk)."""
+    segments: list[Segment] = []
+    size = 0
+    pieces = _pieces(reader)
+    first = next(pieces, b"")
+    if len(first) <= TRAILING_INLINE and len(first) < TRAILING_CHUNK:
+        segments.append(literal(first))
+        size = len(first)
+    else:
+        for piece in itertools.chain([first], pieces):
+            sha = hashlib.sha256(piece).hexdigest()
+            if sha not in state.bulk:
+                state.bulk[sha] = len(piece)
+                yield BulkPart(sha, piece)
+            segments.append({"bulk": sha})
+            size += len(piece)
+    state.warnings.append(
+        f"{size} bytes after the last data element (from byte {offset}) are kept as trailing "
+        f"bytes: {reason}"
+    )
+    return Trailing(offset, size, segments)
+
+
+def _pieces(reader: Reader) -> Iterator[bytes]:
+    """The rest of ``reader`` in pieces of :data:`TRAILING_CHUNK` bytes (the last shorter)."""
+    while piece := reader.read(TRAILING_CHUNK):
+        yield piece
+        if len(piece) < TRAILING_CHUNK:
+            return
 
 
 def _stored(state: State, syntax: str, frame_media_type: str) -> dict[str, Any]:
@@ -188,7 +324,8 @@ def _stored(state: State, syntax: str, frame_media_type: str) -> dict[str, Any]:
 
 
 def _read_head(reader: Reader, name: str) -> tuple[ParsedFile, bytes]:
-    """Read until the top-level Pixel Data header (or the end) and parse what was read."""
+    """Read until the top-level Pixel Data header, the start of trailing bytes, or the end,
+    and parse what was read (a deflated file is read whole)."""
     buffer = b""
     chunk = _FIRST_CHUNK
     while True:
@@ -196,7 +333,7 @@ def _read_head(reader: Reader, name: str) -> tuple[ParsedFile, bytes]:
         buffer += data
         eof = not data
         try:
-            parsed = parse_p10(buffer, name=name)
+            parsed = parse_p10(buffer, name=name, partial=not eof)
         except TruncatedError:
             if eof:
                 raise
@@ -205,7 +342,7 @@ def _read_head(reader: Reader, name: str) -> tuple[ParsedFile, bytes]:
         if parsed.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN and not eof:
             buffer += reader.rest()
             return parse_p10(buffer, name=name), buffer
-        if eof or _pixel_element(parsed, buffer) is not None:
+        if eof or parsed.trailing is not None or _pixel_element(parsed, buffer) is not None:
             return parsed, buffer
         chunk *= 2
 

@@ -38,7 +38,14 @@ ESC = 0x1B
 
 
 def python_encodings(terms: Sequence[str]) -> list[str]:
-    """The Python codecs of the values of (0008,0005) (the default repertoire when empty)."""
+    """The Python codecs of the values of (0008,0005) (the default repertoire when empty).
+
+    Null bytes in a term (padding written with NUL instead of the space PS3.5 6.2 asks for
+    CS, or stray ones) are dropped: Python's codec lookup refuses text holding a null, and the
+    term is otherwise what the writer meant. A term still unknown after that falls back to the
+    default repertoire, with pydicom's warning, as pydicom's reader does.
+    """
+    terms = [term.replace("\0", "").strip() for term in terms]
     if len(terms) <= 1:
         codec = SINGLE.get(terms[0] if terms else "")
         if codec is not None:

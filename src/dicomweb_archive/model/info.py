@@ -113,6 +113,21 @@ class BulkRecord:
 
 
 @dataclass(slots=True)
+class Trailing:
+    """Bytes after the file's last data element (zero padding, bytes that are no element),
+    which are not part of its data set (PS3.10 7.2 knows only Data Set Trailing Padding
+    (FFFC,FFFC), an element): where they start, how many, and segments (a literal, or
+    bulk-data objects) that rebuild them after the skeleton's bytes."""
+
+    offset: int
+    size: int
+    segments: list[Segment]
+
+    def to_json(self) -> JsonObject:
+        return {"offset": self.offset, "size": self.size, "segments": self.segments}
+
+
+@dataclass(slots=True)
 class InfoRecord:
     """One instance's info record."""
 
@@ -129,12 +144,15 @@ class InfoRecord:
     #: start from (``dicom/steps.py``); None only while ingest derives it
     metadata: JsonObject | None = None
     version: int = INFO_VERSION
+    #: bytes after the last data element, rebuilt after the skeleton (None: there are none)
+    trailing: Trailing | None = None
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
     def from_json(cls, value: JsonObject) -> InfoRecord:
         stored = value["stored"]
         pixel = stored.get("pixel")
+        trailing = value.get("trailing")
         return cls(
             value["study_instance_uid"],
             value["series_instance_uid"],
@@ -151,6 +169,7 @@ class InfoRecord:
             list(value["warnings"]),
             value.get("metadata"),
             int(value["version"]),
+            Trailing(**trailing) if trailing is not None else None,
         )
 
     def to_json(self) -> JsonObject:
@@ -172,6 +191,8 @@ class InfoRecord:
             "skeleton": self.skeleton,
             "warnings": self.warnings,
         }
+        if self.trailing is not None:
+            value["trailing"] = self.trailing.to_json()
         if self.metadata is not None:
             value["metadata"] = self.metadata
         return value
@@ -212,6 +233,17 @@ class InfoRecord:
             and f.source.transfer_syntax_uid not in NATIVE_PIXEL_DATA
             for f in self.frames
         )
+
+    def segments(self) -> list[Segment]:
+        """The segments that rebuild the whole received file: the skeleton, then the
+        trailing bytes."""
+        if self.trailing is None:
+            return self.skeleton
+        return [*self.skeleton, *self.trailing.segments]
+
+    def trailing_segments(self) -> list[Segment]:
+        """The segments of the trailing bytes (none when there are none)."""
+        return self.trailing.segments if self.trailing is not None else []
 
     def bulk_hashes(self) -> set[str]:
         return {b.sha256 for b in self.bulkdata}

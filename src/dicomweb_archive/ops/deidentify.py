@@ -80,7 +80,8 @@ def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) 
             head, deflated = head[: parsed.dataset_offset] + parsed.inflated, parsed.dataset_offset
     if deflated is not None:
         meta_end, meta, syntax = deflated, _meta_elements(head, deflated), EXPLICIT_VR_LITTLE_ENDIAN
-        dataset, end, _ = parse_dataset(head, meta_end, implicit=False, little=True)
+        top = parse_dataset(head, meta_end, implicit=False, little=True)
+        dataset, end = top.elements, top.end
         implicit, little = False, True
     else:
         meta_end, meta, syntax = parsed.dataset_offset, parsed.meta, parsed.transfer_syntax
@@ -114,7 +115,7 @@ def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) 
     body = edit_dataset(head[meta_end:end], edits, syntax=syntax, name=key.sop)
 
     def edit_run(run: bytes) -> bytes:
-        elements, _end, _reason = parse_dataset(run, implicit=implicit, little=little)
+        elements = parse_dataset(run, implicit=implicit, little=little).elements
         return edit_dataset(
             run, context.edits(_subset(metadata, elements), ()), syntax=syntax, name=key.sop
         )
@@ -152,7 +153,7 @@ def _meta_elements(head: bytes, end: int) -> list[Element]:
     """The File Meta Information elements (group 0002) of a head whose data set starts at
     ``end``."""
     start = 132 if head[128:132] == b"DICM" else 0
-    elements, _end, _reason = parse_dataset(head[:end], start, implicit=False, little=True)
+    elements = parse_dataset(head[:end], start, implicit=False, little=True).elements
     return [e for e in elements if e.group == 0x0002]
 
 

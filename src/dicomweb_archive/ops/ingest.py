@@ -57,6 +57,7 @@ from dicomweb_archive.ops.ingest_types import (
     IngestReport,
     PipelineOptions,
     ProgressHook,
+    RefusedReference,
     duplicate_error,
     inline_limits,
     instance_key,
@@ -135,7 +136,11 @@ def write_instances(
     report = IngestReport(keep_results=keep_results)
     with archive.writing("ingest"):
         batch = _Batch(archive, options, report, progress)
-        paths = iter_input_files((Path(i) for i in inputs), exclude=_excluded(archive))
+        paths = iter_input_files(
+            (Path(i) for i in inputs),
+            exclude=_excluded(archive),
+            follow_dicomdir=options.follow_dicomdir,
+        )
         try:
             for path in paths:
                 if batch.full is not None:
@@ -267,8 +272,13 @@ class _Batch:
         #: why the store cannot take more (the batch stops)
         self.full: str | None = None
 
-    def add(self, path: Path) -> None:
+    def add(self, path: Path | RefusedReference) -> None:
         """Start one file; its writing may go on in a writer thread."""
+        if isinstance(path, RefusedReference):  # a DICOMDIR's reference that is not read
+            refused = FileResult(path.path, "failed")
+            record_error(refused, path.error)
+            self.queue.append((refused, None))
+            return
         result = FileResult(path, "failed")  # recorded in the report by drain()
 
         def file_sha256() -> str:

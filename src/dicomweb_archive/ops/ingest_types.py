@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from dicomweb_archive.archive import Archive
+from dicomweb_archive.dicom.dicomdir import (
+    DIRECTORY_RECORD_SEQUENCE_KEY,
+    SNIFF,
+    is_dicomdir,
+    read_referenced_file_ids,
+    unsafe_file_id,
+)
 from dicomweb_archive.dicom.parts_model import InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.errors import ArchiveError, DuplicateInstanceError
+from dicomweb_archive.errors import ArchiveError, DicomdirError, DuplicateInstanceError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.query import first_value
 from dicomweb_archive.model.tags import (
@@ -46,6 +53,8 @@ class PipelineOptions:
     recompression: Recompression | str | None = STORE_DEFAULT
     #: why this run writes (the clean and replace changes record it)
     reason: str = ""
+    #: --follow-dicomdir: a DICOMDIR input stands for the files it references
+    follow_dicomdir: bool = False
 
     def recompression_for(self, archive: Archive) -> Recompression | None:
         if self.recompression == STORE_DEFAULT:
@@ -165,8 +174,77 @@ class IngestReport:
 ProgressHook = Callable[[FileResult], None]
 
 
-def iter_input_files(inputs: Iterable[Path], *, exclude: Path | None = None) -> Iterator[Path]:
-    """Files named and files under directories named, recursively, in sorted order."""
+def iter_input_files(
+    inputs: Iterable[Path], *, exclude: Path | None = None, follow_dicomdir: bool = False
+) -> Iterator[Path | RefusedReference]:
+    """Files named and files under directories named, recursively, in sorted order.
+
+    With ``follow_dicomdir`` a DICOMDIR stands for the files it references, in its record
+    order (``dicom/dicomdir.py``), and every file comes once.
+    """
+    if not follow_dicomdir:
+        yield from _walk(inputs, exclude)
+        return
+    seen: set[Path] = set()
+    for path in _walk(inputs, exclude):
+        try:
+            found = generate_referenced_files(path) if _is_dicomdir(path) else iter([path])
+            for item in found:
+                if isinstance(item, RefusedReference):
+                    yield item
+                elif (real := item.resolve()) not in seen:
+                    seen.add(real)
+                    yield item
+        except DicomdirError as exc:
+            yield RefusedReference(path, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedReference:
+    """A reference of the DICOMDIR ``path`` that is not followed, and why (a worded error)."""
+
+    path: Path
+    error: DicomdirError
+
+
+def _is_dicomdir(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return is_dicomdir(handle.read(SNIFF))
+    except OSError:
+        return False  # reported when it is read
+
+
+def generate_referenced_files(dicomdir: Path) -> Iterator[Path | RefusedReference]:
+    """The files a DICOMDIR references (Referenced File ID, relative to its folder, PS3.10
+    8.5), in record order: a path inside its folder, or a :class:`RefusedReference` for one
+    that would leave it (symbolic links resolved).
+
+    Raises:
+        DicomdirError: the DICOMDIR cannot be read.
+    """
+    try:
+        with dicomdir.open("rb") as handle:
+            file_ids = read_referenced_file_ids(handle, name=str(dicomdir))
+    except OSError as exc:
+        raise DicomdirError(f"{dicomdir}: {exc.strerror or exc}") from exc
+    root = dicomdir.parent
+    real_root = root.resolve()
+    for number, parts in enumerate(file_ids, start=1):
+        where = f"{dicomdir}: record {number}"
+        shown = "\\".join(p.replace("\0", "") for p in parts)
+        if unsafe_file_id(parts):
+            message = f"Referenced File ID {shown!r} is not a path inside the DICOMDIR's folder"
+        else:
+            path = root.joinpath(*parts)
+            if path.resolve().is_relative_to(real_root):
+                yield path
+                continue
+            message = f"{path} leaves the DICOMDIR's folder"
+        yield RefusedReference(dicomdir, DicomdirError(f"{where}: {message}; not read"))
+
+
+def _walk(inputs: Iterable[Path], exclude: Path | None) -> Iterator[Path]:
     excluded = exclude.resolve() if exclude else None
     for item in inputs:
         if item.is_dir():
@@ -198,6 +276,17 @@ def stream_size(stream: BinaryIO) -> int:
 
 
 def instance_key(metadata: dict[str, object], name: str) -> InstanceKey:
+    """Where the instance goes: its Study, Series and SOP Instance UIDs, checked.
+
+    Raises:
+        DicomdirError: the file is a DICOMDIR, which holds no instance.
+        MissingUidError, UnsafeUidError: a UID is missing or is no UID.
+    """
+    if DIRECTORY_RECORD_SEQUENCE_KEY in metadata:
+        raise DicomdirError(
+            f"{name}: is a DICOMDIR (a media directory, PS3.10 8.6), not an instance; "
+            "--follow-dicomdir ingests the files it references"
+        )
     return InstanceKey(
         check_uid(uid_of(metadata, STUDY_INSTANCE_UID_KEY), "StudyInstanceUID", source=name),
         check_uid(uid_of(metadata, SERIES_INSTANCE_UID_KEY), "SeriesInstanceUID", source=name),

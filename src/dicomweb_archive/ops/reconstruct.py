@@ -111,7 +111,8 @@ def generate_p10(
 ) -> Iterator[bytes | memoryview]:
     """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`):
     as received, or for an edited instance its head with the edit steps applied
-    (``dicom/steps.py``) and the rest as received.
+    (``dicom/steps.py``) and the rest as received; the trailing bytes after the last data
+    element, if any, end it in both cases.
 
     Where the original codestreams of a compressed instance were not kept
     (:meth:`~dicomweb_archive.model.info.InfoRecord.rebuilds_original` is false), the bytes are
@@ -122,10 +123,10 @@ def generate_p10(
     readers = FrameReaders(storage, keys, key, info, check_parts, check_pixels)
     steps = steps_of(storage, keys, key)
     if not steps:
-        return readers.generate(info.skeleton)
+        return readers.generate(info.segments())
     segments, rest = split_head(info.skeleton)
     head = apply_to_head(head_bytes(segments, readers.bulk), steps, readers.bulk, name=key.sop)
-    return itertools.chain([head], readers.generate(rest))
+    return itertools.chain([head], readers.generate([*rest, *info.trailing_segments()]))
 
 
 def reconstruct_p10(archive: Archive, sop_instance_uid: str) -> bytes:

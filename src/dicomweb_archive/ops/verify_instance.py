@@ -135,7 +135,7 @@ def verify_instance(
     out.bulk = info.bulk_hashes() | info.kept_originals()
     checked = _Hashing(
         generate_bytes(
-            info.skeleton,
+            info.segments(),  # the skeleton, then the trailing bytes
             read_frame=frames.read,
             read_bulk=frames.read_bulk,
             read_stored=frames.read_stored,
