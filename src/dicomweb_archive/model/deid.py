@@ -113,6 +113,16 @@ class Profile:
         """De-identification Method Code Sequence items (0012,0064) for this profile."""
         return (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in sorted(self.options)))
 
+    def temporal_information(self) -> str:
+        """Longitudinal Temporal Information Modified (0028,0303) for this profile (PS3.3
+        C.12.1, PS3.15 E.3.6): ``UNMODIFIED`` with Full Dates, ``MODIFIED`` with Modified
+        Dates, ``REMOVED`` when no temporal option is applied (dates removed or dummied)."""
+        if "retain-full-dates" in self.options:
+            return "UNMODIFIED"
+        if "retain-modified-dates" in self.options:
+            return "MODIFIED"
+        return "REMOVED"
+
     def action(self, tag: int, vr: str = "") -> str | None:
         """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the
         table: keep); see the module docstring for dates and times."""

@@ -42,8 +42,14 @@ Path_ = tuple[tuple[int, int | None], ...]
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD_TAG = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
 OURS = frozenset(
-    {PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG, DEIDENTIFICATION_METHOD_CODES}
+    {
+        PATIENT_IDENTITY_REMOVED,
+        DEIDENTIFICATION_METHOD_TAG,
+        DEIDENTIFICATION_METHOD_CODES,
+        LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+    }
 )
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
@@ -105,6 +111,13 @@ def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) 
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
     edits.append(
         Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
+    )
+    edits.append(
+        Edit(
+            ((LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, None),),
+            "CS",
+            profile.temporal_information(),
+        )
     )
     values = {TRANSFER_SYNTAX_UID: syntax}
     if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):
