@@ -49,6 +49,7 @@ OPTIONS = {
     "retain-full-dates": "rtnLongFullDatesOpt",
     "retain-modified-dates": "rtnLongModifDatesOpt",
     "clean-descriptors": "cleanDescOpt",
+    "clean-structured-content": "cleanStructContOpt",
 }
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 PATIENT_NAME = 0x00100010
@@ -97,7 +98,26 @@ OPTION_CODES = {
         "Retain Longitudinal Temporal Information Modified Dates Option",
     ),
     "clean-descriptors": ("113105", "DCM", "Clean Descriptors Option"),
+    "clean-structured-content": ("113104", "DCM", "Clean Structured Content Option"),
 }
+#: VRs of free text (PS3.5 6.2): values a person typed, which may repeat a removed value
+FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+#: Code Value, Coding Scheme Designator and Version, Code Meaning, Long Code Value, URN Code
+#: Value (PS3.3 8.8): the coded concepts a cleaned sequence keeps
+CODE_ATTRIBUTES = frozenset(
+    {0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120}
+)
+
+
+def text_values(element: Mapping[str, object]) -> set[str]:
+    """The values of a DICOM JSON (PS3.18 F.2) element as compared for free text: stripped
+    and case-folded, each component group of a person name on its own; empty ones left out."""
+    out: set[str] = set()
+    values = element.get("Value")
+    for value in values if isinstance(values, list) else []:
+        parts = list(value.values()) if isinstance(value, dict) else [value]
+        out.update(str(part).strip().casefold() for part in parts if str(part).strip())
+    return out
 
 
 @dataclass(frozen=True, slots=True)
