@@ -177,6 +177,8 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
         f"{report.seconds:.2f} s"
     )
+    if report.report_path:
+        say(f"de-identification report: {report.report_path}")
     if in_place:
         say(
             f"change {report.change_id}: the originals are kept aside (revert undoes it); "

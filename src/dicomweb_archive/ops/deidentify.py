@@ -75,9 +75,15 @@ KEPT_META = frozenset(
 )
 
 
-def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) -> ChunkStream:
+def deidentified_stream(
+    archive: Archive,
+    instance: Instance,
+    profile: Profile,
+    applied: set[tuple[int, str]] | None = None,
+) -> ChunkStream:
     """The instance as it is now (edit steps applied), de-identified (see the module
-    docstring). Raises :class:`ArchiveError` (or ``ValueError``) when it cannot be."""
+    docstring); ``applied`` collects (tag, what was done) as the stream is read. Raises
+    :class:`ArchiveError` (or ``ValueError``) when it cannot be."""
     storage, keys = archive.storage, archive.keys
     key, info, metadata = instance.key, instance.info, instance.metadata
 
@@ -114,6 +120,8 @@ def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) 
     patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
     context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
     context.removed = _removed_texts(profile, metadata, top=True, gone=False)
+    if applied is not None:
+        context.applied = applied
     edits = context.edits(_subset(metadata, dataset), ())
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
@@ -220,6 +228,8 @@ class _Context:
         self.days = days
         self.patient = patient
         self.removed: set[str] = set()
+        #: (tag, what was done): every kind of change made, for the report
+        self.applied: set[tuple[int, str]] = set()
 
     def edits(self, dataset: JsonObject, prefix: Path_, *, clean: bool = False) -> list[Edit]:
         """Edits for every attribute of a data set (and its items) that the profile changes;
@@ -238,47 +248,59 @@ class _Context:
     def element_edits(
         self, tag: int, element: JsonObject, path: Path_, *, clean: bool = False
     ) -> list[Edit]:
+        """The edits of one element (and its items), each kind noted in :attr:`applied`."""
+        label, edits = self._element_edits(tag, element, path, clean=clean)
+        if label:
+            self.applied.add((tag, label))
+        return edits
+
+    def _element_edits(
+        self, tag: int, element: JsonObject, path: Path_, *, clean: bool
+    ) -> tuple[str, list[Edit]]:
         vr = element.get("vr", "UN")
         values = element.get("Value") or []
         profile = self.profile
         if len(path) == 1 and tag in (PATIENT_ID, PATIENT_NAME):
-            return [Edit(path, vr, self.patient[0] if tag == PATIENT_ID else self.patient[1])]
+            new = self.patient[0] if tag == PATIENT_ID else self.patient[1]
+            return _PSEUDONYM[profile.patients is not None], [Edit(path, vr, new)]
         action = profile.action(tag, vr)
-        if (
-            action is None
-            and vr in FREE_TEXT_VRS
-            and ((clean and tag not in CODE_ATTRIBUTES) or text_values(element) & self.removed)
-        ):
-            return [Edit(path, vr, DUMMY[vr])]  # repeats removed text, or cleaned
+        if action is None and vr in FREE_TEXT_VRS:
+            if clean and tag not in CODE_ATTRIBUTES:
+                return "dummy value (cleaned)", [Edit(path, vr, DUMMY[vr])]
+            if text_values(element) & self.removed:
+                return "dummy value (repeats a removed value)", [Edit(path, vr, DUMMY[vr])]
         if action == "C" and vr == "SQ":  # cleaned: its items kept, their free text dummied
-            return [
+            return "cleaned", [
                 edit
                 for index, item in enumerate(values)
                 for edit in self.edits(item, (*path[:-1], (tag, index)), clean=True)
             ]
         if action == "C" and vr in TEMPORAL_VRS and "retain-modified-dates" in profile.options:
             if vr == "TM":
-                return []  # a shift by whole days keeps the time of day
+                return "kept", []  # a shift by whole days keeps the time of day
             shifted = [profile.shift(vr, str(v), self.days) if v else "" for v in values]
-            return [Edit(path, vr, "\\".join(shifted))]
+            return "shifted", [Edit(path, vr, "\\".join(shifted))]
         if action in ("D", "C") and (vr not in DUMMY or vr == "SQ"):
             action = "Z" if vr == "SQ" else "X"  # no dummy value for this VR: empty or remove
         if action == "X":
-            return [Edit(path, vr, None)]
+            return "removed", [Edit(path, vr, None)]
         if action == "Z":
-            return [Edit(path, vr, "")]
+            return "emptied", [Edit(path, vr, "")]
         if action in ("D", "C"):
-            return [Edit(path, vr, DUMMY[vr])]
-        if action == "U" and vr == "UI":
-            return [Edit(path, vr, "\\".join(profile.uid(str(v)) if v else "" for v in values))]
+            return "dummy value", [Edit(path, vr, DUMMY[vr])]
+        uid = action == "U" or (action is None and _is_instance_uid(tag))
+        if uid and vr == "UI":
+            new_uids = "\\".join(profile.uid(str(v)) if v else "" for v in values)
+            return "UID replaced", [Edit(path, vr, new_uids)]
         if vr == "SQ":
             out: list[Edit] = []
             for index, item in enumerate(values):
                 out += self.edits(item, (*path[:-1], (tag, index)), clean=clean)
-            return out
-        if vr == "UI" and action is None and _is_instance_uid(tag):
-            return [Edit(path, vr, "\\".join(profile.uid(str(v)) for v in values if v))]
-        return []
+            return "", out
+        return ("kept (option)" if action == "K" else ""), []
+
+
+_PSEUDONYM = {False: "keyed pseudonym", True: "from the patient map"}
 
 
 def _is_instance_uid(tag: int) -> bool:
