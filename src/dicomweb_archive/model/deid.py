@@ -120,6 +120,50 @@ def text_values(element: Mapping[str, object]) -> set[str]:
     return out
 
 
+#: Modalities whose pixels often carry burned-in text (PS3.3 C.7.3.1.1.1): ultrasound, X-ray
+#: angiography and fluoroscopy, endoscopy, photographs, documents and other or secondary capture
+BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "ES", "XC", "GM", "DOC", "OT"})
+#: SOP classes whose pixels often carry burned-in text (PS3.4 B.5): secondary capture (single
+#: and multi-frame), ultrasound, X-ray angiography and fluoroscopy, VL endoscopic and
+#: photographic images and video, encapsulated PDF (a scanned document)
+BURNED_IN_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.12.1",
+        "1.2.840.10008.5.1.4.1.1.12.2",
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.104.1",
+    }
+)
+
+
+def burned_in_review(burned: str | None, modality: str | None, sop_class: str | None) -> str:
+    """Why an instance's pixels need review for burned-in text, or ``""``: Burned In
+    Annotation (0028,0301) is ``YES``, or it is absent or neither YES nor NO and the SOP class
+    or modality is one where burned-in text is common (``BURNED_IN_SOP_CLASSES``,
+    ``BURNED_IN_MODALITIES``). Worded without values of the instance."""
+    if burned == "YES":
+        return "Burned In Annotation (0028,0301) is YES: check the pixels for text"
+    if burned == "NO":
+        return ""
+    if sop_class in BURNED_IN_SOP_CLASSES or modality in BURNED_IN_MODALITIES:
+        return (
+            "Burned In Annotation (0028,0301) is not given, and its SOP class or modality "
+            "often carries burned-in text: check the pixels for text"
+        )
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """The chosen profile options, the key of the UID map, pseudonyms and date shifts, and the

@@ -18,8 +18,9 @@ nothing opens, which the next run into the same place replaces). In place (``--a
 de-identified ones, in one journal; it can be reverted, and ``purge`` of the change removes the
 originals, their history and audit for good.
 
-Pixel data is kept as is: instances whose Burned In Annotation (0028,0301) is not ``NO`` are
-reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
+Pixel data is kept as is: instances whose pixels may carry burned-in text (Burned In
+Annotation (0028,0301) YES, or not given for a SOP class or modality where such text is
+common) are reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import BinaryIO, cast
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.model.deid import OPTIONS, Profile
+from dicomweb_archive.model.deid import OPTIONS, Profile, burned_in_review
 from dicomweb_archive.model.deid_report import build_report, report_summary
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.changes import (
@@ -60,6 +61,8 @@ from dicomweb_archive.store.share import share_object
 from dicomweb_archive.store.storage import to_json_bytes
 
 BURNED_IN_ANNOTATION = "00280301"
+MODALITY = "00080060"
+SOP_CLASS_UID = "00080016"
 SOP_INSTANCE_UID = 0x00080018
 
 
@@ -91,15 +94,19 @@ def profile_key(archive: Archive, key: bytes | None) -> bytes:
 
 
 def _review(archive: Archive, chosen: list[InstanceKey], report: AnonymizeReport) -> None:
+    """The instances whose pixels need review for burned-in text, by evidence
+    (:func:`~dicomweb_archive.model.deid.burned_in_review`)."""
     states = States(archive.storage, archive.keys)
     for instance in chosen:
         metadata = states.instance(instance).metadata
-        burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
-        if burned != "NO":
+        burned, modality, sop_class = (
+            metadata.get(key, {}).get("Value", [None])[0]
+            for key in (BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID)
+        )
+        reason = burned_in_review(burned, modality, sop_class)
+        if reason:
             report.burned_in.append(instance.sop)
-            report.review.setdefault(instance.sop, []).append(
-                "Burned In Annotation (0028,0301) is not NO: check the pixels for text"
-            )
+            report.review.setdefault(instance.sop, []).append(reason)
 
 
 def _streams(
