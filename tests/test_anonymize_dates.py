@@ -121,3 +121,36 @@ def test_full_dates_keep_every_date(
     assert ds.ExpirationDateTime == "19990817235959"
     assert ds.RadiopharmaceuticalInformationSequence[0].DateOfGainCalibration == "19660708"
     assert ds.get("PatientBirthDate", "") == ""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (frozenset(), "REMOVED", ["113100"]),
+        (frozenset({"retain-modified-dates"}), "MODIFIED", ["113100", "113107"]),
+        (
+            frozenset({"retain-full-dates", "retain-device-identity"}),
+            "UNMODIFIED",
+            ["113100", "113106", "113109"],
+        ),
+    ],
+    ids=["basic", "modified-dates", "full-dates"],
+)
+def test_longitudinal_temporal_information_modified(
+    dated: tuple[str, Path],
+    tmp_path: Path,
+    new_store: Callable[[str], str],
+    case: tuple[frozenset[str], str, list[str]],
+) -> None:
+    """(0028,0303) is REMOVED, MODIFIED or UNMODIFIED per the temporal option (PS3.15 E.3.6)
+    and (0012,0064) lists the profile and exactly the options applied (CID 7050)."""
+    options, term, codes = case
+    store, _file = dated
+    out = new_store("out")
+    _run(store, out, options=options)
+    (ds,) = read_all(exported(out, tmp_path / "export"))
+    assert ds.LongitudinalTemporalInformationModified == term
+    assert sorted(item.CodeValue for item in ds.DeidentificationMethodCodeSequence) == codes
+    assert {item.CodingSchemeDesignator for item in ds.DeidentificationMethodCodeSequence} == {
+        "DCM"
+    }

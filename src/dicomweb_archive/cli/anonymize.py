@@ -165,7 +165,7 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         if result.status == "failed":
             error_line(result.error or "failed")
     for sop in report.burned_in:
-        note(f"warning: {sop}: Burned In Annotation is not NO: check the pixels")
+        note(f"warning: {sop}: {'; '.join(report.review.get(sop, []))}")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
         failed = count(len(report.results) - done, "instance")
@@ -177,6 +177,8 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
         f"{report.seconds:.2f} s"
     )
+    if report.report_path:
+        say(f"de-identification report: {report.report_path}")
     if in_place:
         say(
             f"change {report.change_id}: the originals are kept aside (revert undoes it); "

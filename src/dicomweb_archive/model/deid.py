@@ -49,6 +49,7 @@ OPTIONS = {
     "retain-full-dates": "rtnLongFullDatesOpt",
     "retain-modified-dates": "rtnLongModifDatesOpt",
     "clean-descriptors": "cleanDescOpt",
+    "clean-structured-content": "cleanStructContOpt",
 }
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 PATIENT_NAME = 0x00100010
@@ -97,7 +98,70 @@ OPTION_CODES = {
         "Retain Longitudinal Temporal Information Modified Dates Option",
     ),
     "clean-descriptors": ("113105", "DCM", "Clean Descriptors Option"),
+    "clean-structured-content": ("113104", "DCM", "Clean Structured Content Option"),
 }
+#: VRs of free text (PS3.5 6.2): values a person typed, which may repeat a removed value
+FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+#: Code Value, Coding Scheme Designator and Version, Code Meaning, Long Code Value, URN Code
+#: Value (PS3.3 8.8): the coded concepts a cleaned sequence keeps
+CODE_ATTRIBUTES = frozenset(
+    {0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120}
+)
+
+
+def text_values(element: Mapping[str, object]) -> set[str]:
+    """The values of a DICOM JSON (PS3.18 F.2) element as compared for free text: stripped
+    and case-folded, each component group of a person name on its own; empty ones left out."""
+    out: set[str] = set()
+    values = element.get("Value")
+    for value in values if isinstance(values, list) else []:
+        parts = list(value.values()) if isinstance(value, dict) else [value]
+        out.update(str(part).strip().casefold() for part in parts if str(part).strip())
+    return out
+
+
+#: Modalities whose pixels often carry burned-in text (PS3.3 C.7.3.1.1.1): ultrasound, X-ray
+#: angiography and fluoroscopy, endoscopy, photographs, documents and other or secondary capture
+BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "ES", "XC", "GM", "DOC", "OT"})
+#: SOP classes whose pixels often carry burned-in text (PS3.4 B.5): secondary capture (single
+#: and multi-frame), ultrasound, X-ray angiography and fluoroscopy, VL endoscopic and
+#: photographic images and video, encapsulated PDF (a scanned document)
+BURNED_IN_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.12.1",
+        "1.2.840.10008.5.1.4.1.1.12.2",
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.104.1",
+    }
+)
+
+
+def burned_in_review(burned: str | None, modality: str | None, sop_class: str | None) -> str:
+    """Why an instance's pixels need review for burned-in text, or ``""``: Burned In
+    Annotation (0028,0301) is ``YES``, or it is absent or neither YES nor NO and the SOP class
+    or modality is one where burned-in text is common (``BURNED_IN_SOP_CLASSES``,
+    ``BURNED_IN_MODALITIES``). Worded without values of the instance."""
+    if burned == "YES":
+        return "Burned In Annotation (0028,0301) is YES: check the pixels for text"
+    if burned == "NO":
+        return ""
+    if sop_class in BURNED_IN_SOP_CLASSES or modality in BURNED_IN_MODALITIES:
+        return (
+            "Burned In Annotation (0028,0301) is not given, and its SOP class or modality "
+            "often carries burned-in text: check the pixels for text"
+        )
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +176,16 @@ class Profile:
     def method_codes(self) -> tuple[tuple[str, str, str], ...]:
         """De-identification Method Code Sequence items (0012,0064) for this profile."""
         return (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in sorted(self.options)))
+
+    def temporal_information(self) -> str:
+        """Longitudinal Temporal Information Modified (0028,0303) for this profile (PS3.3
+        C.12.1, PS3.15 E.3.6): ``UNMODIFIED`` with Full Dates, ``MODIFIED`` with Modified
+        Dates, ``REMOVED`` when no temporal option is applied (dates removed or dummied)."""
+        if "retain-full-dates" in self.options:
+            return "UNMODIFIED"
+        if "retain-modified-dates" in self.options:
+            return "MODIFIED"
+        return "REMOVED"
 
     def action(self, tag: int, vr: str = "") -> str | None:
         """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the

@@ -18,12 +18,14 @@ nothing opens, which the next run into the same place replaces). In place (``--a
 de-identified ones, in one journal; it can be reverted, and ``purge`` of the change removes the
 originals, their history and audit for good.
 
-Pixel data is kept as is: instances whose Burned In Annotation (0028,0301) is not ``NO`` are
-reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
+Pixel data is kept as is: instances whose pixels may carry burned-in text (Burned In
+Annotation (0028,0301) YES, or not given for a SOP class or modality where such text is
+common) are reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import time
@@ -35,7 +37,8 @@ from typing import BinaryIO, cast
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.model.deid import OPTIONS, Profile
+from dicomweb_archive.model.deid import OPTIONS, Profile, burned_in_review
+from dicomweb_archive.model.deid_report import build_report, report_summary
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.ops.changes import (
     finish_studies,
@@ -52,16 +55,26 @@ from dicomweb_archive.ops.state import States
 from dicomweb_archive.store.changes import change_ids
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.locations import normal_location, same_location
+from dicomweb_archive.store.reports import put_report
 from dicomweb_archive.store.secrets import store_key
 from dicomweb_archive.store.share import share_object
+from dicomweb_archive.store.storage import to_json_bytes
 
 BURNED_IN_ANNOTATION = "00280301"
+MODALITY = "00080060"
+SOP_CLASS_UID = "00080016"
+SOP_INSTANCE_UID = 0x00080018
 
 
 @dataclass(slots=True)
 class AnonymizeReport:
     results: list[FileResult] = field(default_factory=list)
     burned_in: list[str] = field(default_factory=list)  # source SOP UIDs to review
+    #: source SOP UID -> why it needs review (worded without values)
+    review: dict[str, list[str]] = field(default_factory=dict)
+    #: source SOP UID -> (tag, what was done) for each instance de-identified
+    applied: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
+    report_path: str = ""  # where the report's readable summary was written
     planned: list[str] = field(default_factory=list)  # with dry_run: source SOP UIDs
     linked: int = 0  # frame files shared with the source store by hard link
     change_id: str = ""  # in place: the anonymize change
@@ -81,12 +94,19 @@ def profile_key(archive: Archive, key: bytes | None) -> bytes:
 
 
 def _review(archive: Archive, chosen: list[InstanceKey], report: AnonymizeReport) -> None:
+    """The instances whose pixels need review for burned-in text, by evidence
+    (:func:`~dicomweb_archive.model.deid.burned_in_review`)."""
     states = States(archive.storage, archive.keys)
     for instance in chosen:
         metadata = states.instance(instance).metadata
-        burned = metadata.get(BURNED_IN_ANNOTATION, {}).get("Value", [None])[0]
-        if burned != "NO":
+        burned, modality, sop_class = (
+            metadata.get(key, {}).get("Value", [None])[0]
+            for key in (BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID)
+        )
+        reason = burned_in_review(burned, modality, sop_class)
+        if reason:
             report.burned_in.append(instance.sop)
+            report.review.setdefault(instance.sop, []).append(reason)
 
 
 def _streams(
@@ -94,12 +114,14 @@ def _streams(
     chosen: list[InstanceKey],
     profile: Profile,
     failures: dict[str, FileResult],
+    report: AnonymizeReport,
 ) -> Iterator[tuple[str, BinaryIO]]:
     """The de-identified streams; an instance whose stream cannot be made is a failure."""
     states = States(archive.storage, archive.keys)
     for instance in chosen:
+        applied = report.applied.setdefault(instance.sop, set())
         try:
-            stream = deidentified_stream(archive, states.instance(instance), profile)
+            stream = deidentified_stream(archive, states.instance(instance), profile, applied)
         except (ArchiveError, ValueError, UnicodeError) as exc:
             failures[instance.sop] = FileResult(
                 Path(instance.sop),
@@ -150,7 +172,7 @@ def anonymize(
         }
         ingested = write_streams(
             target,
-            _streams(archive, chosen, profile, failures),
+            _streams(archive, chosen, profile, failures, report),
             options=PipelineOptions(),
             recompression_for=policies.get,
         )
@@ -160,6 +182,7 @@ def anonymize(
             for instance, result in zip(chosen, report.results, strict=True):
                 if result.key is not None and result.status != "failed":
                     report.linked += _share_frames(archive, instance, target, result.key)
+            _write_report(target, profile, chosen, report)
         target.mark_complete()
     report.seconds = time.perf_counter() - started
     return report
@@ -222,7 +245,7 @@ def anonymize_in_place(
             }
             ingested = write_streams(
                 archive,
-                _streams(archive, chosen, profile, failures),
+                _streams(archive, chosen, profile, failures, report),
                 options=PipelineOptions(),
                 recompression_for=policies.get,
                 change=change,
@@ -237,6 +260,7 @@ def anonymize_in_place(
                 set_aside_unused_bulk(change, study)
             finish_studies(archive, change, studies)
         report.change_id = change.id
+        _write_report(archive, profile, chosen, report, stamp=change.id)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -262,6 +286,44 @@ def anonymize_selection(
     if arguments[0] in known:
         return Selection(study=arguments[0])
     return Selection(patient_id=arguments[0])
+
+
+def _write_report(
+    target: Archive,
+    profile: Profile,
+    chosen: list[InstanceKey],
+    report: AnonymizeReport,
+    *,
+    stamp: str = "",
+) -> None:
+    """The run's de-identification report (:mod:`dicomweb_archive.model.deid_report`), JSON
+    and summary, into ``target``'s private folder (under its lease); sets
+    :attr:`AnonymizeReport.report_path`. Instances are named by their new SOP Instance UID."""
+    now = dt.datetime.now(dt.UTC)
+    retained = profile.action(SOP_INSTANCE_UID, "UI") == "K"
+
+    def new(sop: str) -> str:
+        return sop if retained else profile.uid(sop)
+
+    done = {i.sop for i, r in zip(chosen, report.results, strict=True) if r.status != "failed"}
+    content = build_report(
+        profile,
+        applied=(report.applied.get(i.sop, set()) for i in chosen if i.sop in done),
+        review={new(sop): reasons for sop, reasons in report.review.items()},
+        failed={
+            new(i.sop): "could not be de-identified, left out (the run's error lines say why)"
+            for i in chosen
+            if i.sop not in done
+        },
+        created=now.isoformat(timespec="seconds"),
+    )
+    _json_key, text_key = put_report(
+        target.storage,
+        stamp or now.strftime("%Y%m%dT%H%M%S%fZ"),
+        to_json_bytes(content),
+        report_summary(content),
+    )
+    report.report_path = f"{target.location.rstrip('/')}/{text_key}"
 
 
 def _check_options(options: frozenset[str]) -> None:

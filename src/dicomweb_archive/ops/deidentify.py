@@ -9,6 +9,10 @@ every element wherever it sits.
 - The data set: the Table E.1-1 actions of :mod:`dicomweb_archive.model.deid`, in the head
   (before Pixel Data) and in every element after it (private groups such as 7FE1, elements
   written out of order, padding); nested sequences too.
+- Free text (PS3.15 E.1.1): a kept free-text attribute repeating a value the profile removes
+  (the Study Description as a Code Meaning) gets a dummy value; sequences an option marks C
+  (Clean Descriptors, Clean Structured Content, PS3.15 E.3.5, E.3.9) keep their items with
+  every free text but coded concepts dummied.
 - A deflated original (PS3.5 A.5) comes out inflated, Explicit VR Little Endian.
 """
 
@@ -25,12 +29,15 @@ from dicomweb_archive.dicom.skeleton import ChunkStream
 from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.deid import (
+    CODE_ATTRIBUTES,
     DEIDENTIFICATION_METHOD,
     DUMMY,
+    FREE_TEXT_VRS,
     PATIENT_ID,
     PATIENT_NAME,
     TEMPORAL_VRS,
     Profile,
+    text_values,
 )
 from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
 from dicomweb_archive.ops.reconstruct import FrameReaders
@@ -42,8 +49,14 @@ Path_ = tuple[tuple[int, int | None], ...]
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD_TAG = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
+LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
 OURS = frozenset(
-    {PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD_TAG, DEIDENTIFICATION_METHOD_CODES}
+    {
+        PATIENT_IDENTITY_REMOVED,
+        DEIDENTIFICATION_METHOD_TAG,
+        DEIDENTIFICATION_METHOD_CODES,
+        LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+    }
 )
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
@@ -62,9 +75,15 @@ KEPT_META = frozenset(
 )
 
 
-def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) -> ChunkStream:
+def deidentified_stream(
+    archive: Archive,
+    instance: Instance,
+    profile: Profile,
+    applied: set[tuple[int, str]] | None = None,
+) -> ChunkStream:
     """The instance as it is now (edit steps applied), de-identified (see the module
-    docstring). Raises :class:`ArchiveError` (or ``ValueError``) when it cannot be."""
+    docstring); ``applied`` collects (tag, what was done) as the stream is read. Raises
+    :class:`ArchiveError` (or ``ValueError``) when it cannot be."""
     storage, keys = archive.storage, archive.keys
     key, info, metadata = instance.key, instance.info, instance.metadata
 
@@ -100,11 +119,21 @@ def deidentified_stream(archive: Archive, instance: Instance, profile: Profile) 
         syntax = syntaxes[0]
     patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
     context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
+    context.removed = _removed_texts(profile, metadata, top=True, gone=False)
+    if applied is not None:
+        context.applied = applied
     edits = context.edits(_subset(metadata, dataset), ())
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
     edits.append(
         Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
+    )
+    edits.append(
+        Edit(
+            ((LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, None),),
+            "CS",
+            profile.temporal_information(),
+        )
     )
     values = {TRANSFER_SYNTAX_UID: syntax}
     if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):
@@ -167,17 +196,45 @@ def _subset(metadata: JsonObject, elements: list[Element]) -> JsonObject:
     return out
 
 
+def _removed_texts(profile: Profile, dataset: JsonObject, *, top: bool, gone: bool) -> set[str]:
+    """The original free-text values (:func:`text_values`) of a data set that the profile
+    removes or replaces: attributes the table does not keep, Patient ID and Patient's Name,
+    and, inside a sequence removed, emptied or cleaned (``gone``), every free text but the
+    coded concepts."""
+    out: set[str] = set()
+    for key, element in dataset.items():
+        tag, vr = int(key, 16), element.get("vr", "UN")
+        action = profile.action(tag, vr)
+        if vr == "SQ":
+            inner = gone or action in ("X", "Z", "D", "C")
+            for item in element.get("Value") or []:
+                out |= _removed_texts(profile, item, top=False, gone=inner)
+        elif vr in FREE_TEXT_VRS and (
+            (top and tag in (PATIENT_ID, PATIENT_NAME))
+            or action in ("X", "Z", "D", "C", "U")
+            or (gone and tag not in CODE_ATTRIBUTES)
+        ):
+            out |= text_values(element)
+    return out
+
+
 class _Context:
     """What the edits of one instance depend on: the profile, the patient's date offset and
-    the patient's new identity."""
+    the patient's new identity, and the free-text values the profile removes (``removed``:
+    a kept attribute repeating one of them is given a dummy value)."""
 
     def __init__(self, profile: Profile, days: int, patient: tuple[str, str]) -> None:
         self.profile = profile
         self.days = days
         self.patient = patient
+        self.removed: set[str] = set()
+        #: (tag, what was done): every kind of change made, for the report
+        self.applied: set[tuple[int, str]] = set()
 
-    def edits(self, dataset: JsonObject, prefix: Path_) -> list[Edit]:
-        """Edits for every attribute of a data set (and its items) that the profile changes."""
+    def edits(self, dataset: JsonObject, prefix: Path_, *, clean: bool = False) -> list[Edit]:
+        """Edits for every attribute of a data set (and its items) that the profile changes;
+        ``clean``: the data set is an item of a cleaned sequence (PS3.15 E.3.5, E.3.9), whose
+        free text other than coded concepts gets a dummy value."""
         out: list[Edit] = []
         for key, element in dataset.items():
             tag = int(key, 16)
@@ -185,39 +242,65 @@ class _Context:
                 continue
             if key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY and not prefix:
                 continue  # AvailableTransferSyntaxUID: ours, not in the file
-            out += self.element_edits(tag, element, (*prefix, (tag, None)))
+            out += self.element_edits(tag, element, (*prefix, (tag, None)), clean=clean)
         return out
 
-    def element_edits(self, tag: int, element: JsonObject, path: Path_) -> list[Edit]:
+    def element_edits(
+        self, tag: int, element: JsonObject, path: Path_, *, clean: bool = False
+    ) -> list[Edit]:
+        """The edits of one element (and its items), each kind noted in :attr:`applied`."""
+        label, edits = self._element_edits(tag, element, path, clean=clean)
+        if label:
+            self.applied.add((tag, label))
+        return edits
+
+    def _element_edits(
+        self, tag: int, element: JsonObject, path: Path_, *, clean: bool
+    ) -> tuple[str, list[Edit]]:
         vr = element.get("vr", "UN")
         values = element.get("Value") or []
         profile = self.profile
         if len(path) == 1 and tag in (PATIENT_ID, PATIENT_NAME):
-            return [Edit(path, vr, self.patient[0] if tag == PATIENT_ID else self.patient[1])]
+            new = self.patient[0] if tag == PATIENT_ID else self.patient[1]
+            return _PSEUDONYM[profile.patients is not None], [Edit(path, vr, new)]
         action = profile.action(tag, vr)
+        if action is None and vr in FREE_TEXT_VRS:
+            if clean and tag not in CODE_ATTRIBUTES:
+                return "dummy value (cleaned)", [Edit(path, vr, DUMMY[vr])]
+            if text_values(element) & self.removed:
+                return "dummy value (repeats a removed value)", [Edit(path, vr, DUMMY[vr])]
+        if action == "C" and vr == "SQ":  # cleaned: its items kept, their free text dummied
+            return "cleaned", [
+                edit
+                for index, item in enumerate(values)
+                for edit in self.edits(item, (*path[:-1], (tag, index)), clean=True)
+            ]
         if action == "C" and vr in TEMPORAL_VRS and "retain-modified-dates" in profile.options:
             if vr == "TM":
-                return []  # a shift by whole days keeps the time of day
+                return "kept", []  # a shift by whole days keeps the time of day
             shifted = [profile.shift(vr, str(v), self.days) if v else "" for v in values]
-            return [Edit(path, vr, "\\".join(shifted))]
+            return "shifted", [Edit(path, vr, "\\".join(shifted))]
         if action in ("D", "C") and (vr not in DUMMY or vr == "SQ"):
             action = "Z" if vr == "SQ" else "X"  # no dummy value for this VR: empty or remove
         if action == "X":
-            return [Edit(path, vr, None)]
+            return "removed", [Edit(path, vr, None)]
         if action == "Z":
-            return [Edit(path, vr, "")]
+            return "emptied", [Edit(path, vr, "")]
         if action in ("D", "C"):
-            return [Edit(path, vr, DUMMY[vr])]
-        if action == "U" and vr == "UI":
-            return [Edit(path, vr, "\\".join(profile.uid(str(v)) if v else "" for v in values))]
+            return "dummy value", [Edit(path, vr, DUMMY[vr])]
+        uid = action == "U" or (action is None and _is_instance_uid(tag))
+        if uid and vr == "UI":
+            new_uids = "\\".join(profile.uid(str(v)) if v else "" for v in values)
+            return "UID replaced", [Edit(path, vr, new_uids)]
         if vr == "SQ":
             out: list[Edit] = []
             for index, item in enumerate(values):
-                out += self.edits(item, (*path[:-1], (tag, index)))
-            return out
-        if vr == "UI" and action is None and _is_instance_uid(tag):
-            return [Edit(path, vr, "\\".join(profile.uid(str(v)) for v in values if v))]
-        return []
+                out += self.edits(item, (*path[:-1], (tag, index)), clean=clean)
+            return "", out
+        return ("kept (option)" if action == "K" else ""), []
+
+
+_PSEUDONYM = {False: "keyed pseudonym", True: "from the patient map"}
 
 
 def _is_instance_uid(tag: int) -> bool:
