@@ -7,9 +7,11 @@ import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.pixels import pack_bits
 from pydicom.uid import ImplicitVRLittleEndian
 from typer.testing import CliRunner
 
@@ -151,3 +153,78 @@ def test_dicomdir_record_value_that_does_not_fit(tmp_path: Path, store: str) -> 
     assert [
         r.ReferencedSOPInstanceUIDInFile for r in records if "ReferencedSOPInstanceUIDInFile" in r
     ] == [uid(4)]
+
+
+def _one_bit(path: Path, *, frames: int, rows: int, columns: int) -> Path:
+    """A 1-bit (Bits Allocated 1) segmentation-like image in Implicit VR Little Endian whose
+    frames do not end on a byte boundary (PS3.5 8.1.1: they follow each other unpadded)."""
+    ds = make_ct(study=uid(1), series=uid(2), sop=uid(3))
+    pixels = (np.arange(frames * rows * columns) % 3 == 0).astype(np.uint8)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.NumberOfFrames = frames
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelData = pack_bits(pixels, pad=True)
+    ds["PixelData"].VR = "OB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("source", ["generated", "liver_expb_1frame.dcm"])
+def test_one_bit_pixels_are_transcoded_packed(tmp_path: Path, store: str, source: str) -> None:
+    """Transcoding Bits Allocated 1 pixels (Implicit VR or big endian originals to Explicit VR
+    Little Endian) keeps them packed eight to a byte with the same values; a compressed target
+    fails that instance in words (no codec takes single bits)."""
+    if source == "generated":
+        original = _one_bit(tmp_path / "in" / "seg.dcm", frames=3, rows=5, columns=7)
+    else:
+        original = tmp_path / "in" / source
+        original.parent.mkdir(parents=True, exist_ok=True)
+        original.write_bytes(Path(_testdata(source)).read_bytes())
+    ingested(store, [original])
+    study = _study(original)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "-o",
+            store,
+            "--all",
+            "--transfer-syntax",
+            "1.2.840.10008.1.2.1",
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    (exported,) = out.rglob("*.dcm")
+    got, want = pydicom.dcmread(exported), pydicom.dcmread(original)
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert len(got.PixelData) == len(want.PixelData)
+    assert np.array_equal(got.pixel_array, want.pixel_array)
+    refused = runner.invoke(
+        app,
+        [
+            "export",
+            "-o",
+            store,
+            study,
+            "--transfer-syntax",
+            "1.2.840.10008.1.2.4.80",
+            "--out",
+            str(tmp_path / "jls"),
+        ],
+    )
+    assert refused.exit_code == 1
+    assert "pixel data of Bits Allocated 1 cannot be written as 1.2.840.10008.1.2.4.80" in (
+        refused.stderr
+    )

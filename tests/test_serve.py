@@ -488,7 +488,6 @@ def _same_values(ours: Any, theirs: Any, *, pixels: bool, tolerance: int = 0) ->
 NOT_DECODED = {
     "JPEG-lossy.dcm": "12-bit JPEG Extended: no pydicom plugin here decodes it",
     "badVR.dcm": "NumberOfFrames is '1A'",
-    "liver_expb_1frame.dcm": "1-bit big endian: ops/transcode.py writes 1-bit pixels unpacked",
 }
 #: Largest pixel difference between JPEG decoders (imagecodecs here, pydicom's plugins there),
 #: which round the inverse DCT and the YCbCr to RGB conversion differently

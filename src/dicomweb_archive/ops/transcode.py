@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pydicom
 from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from dicomweb_archive.dicom.codecs import (
@@ -145,6 +146,9 @@ def _pixels(
             del ds[tag]
     if pixel.samples_per_pixel > 1:
         ds.PlanarConfiguration = 0
+    if pixel.bits_allocated == 1:
+        _write_bits(ds, arrays, syntax)
+        return
     if syntax in ENCODERS:
         frames = [
             data if data is not None else encode_frame(_little(array), syntax, pixel)
@@ -164,6 +168,18 @@ def _pixels(
             ds.compress(RLELossless, encoding_plugin="pydicom")
         except (ValueError, RuntimeError) as exc:
             raise ExportError(f"cannot encode as RLE Lossless: {exc}") from exc
+
+
+def _write_bits(ds: pydicom.Dataset, arrays: list[np.ndarray | None], syntax: str) -> None:
+    """Pixel Data of Bits Allocated 1, packed eight pixels to a byte, the frames one after the
+    other without padding to a byte boundary between them (PS3.5 8.1.1, 8.2); only the native
+    transfer syntaxes hold such data (no codec we write takes single bits)."""
+    if syntax not in NATIVE:
+        raise CodecError(f"pixel data of Bits Allocated 1 cannot be written as {syntax}")
+    bits = np.concatenate([a.reshape(-1) for a in arrays if a is not None])
+    ds.PixelData = pack_bits(bits, pad=True)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = False
 
 
 def _little(array: np.ndarray | None) -> np.ndarray:
