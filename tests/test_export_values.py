@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.pixels import pack_bits
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ImplicitVRLittleEndian
 from typer.testing import CliRunner
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pydicom
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import pack_bits
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from dicomweb_archive.dicom.codecs import (
