@@ -69,9 +69,13 @@ def decode_frame(
     codec = JPEG_FAMILY.get(syntax)
     if codec is not None:
         decoder = getattr(imagecodecs, f"{codec}_decode")
+        options = {}
+        rgb = pixel.samples_per_pixel == 3 and pixel.photometric_interpretation == "RGB"
+        if codec == "jpeg8" and rgb and not _jpeg_says_ycbcr(data):
+            options = {"colorspace": "RGB", "outcolorspace": "RGB"}
         try:
             with _OPENJPH if codec == "htj2k" else contextlib.nullcontext():
-                array = np.asarray(decoder(data))
+                array = np.asarray(decoder(data, **options))
         except Exception as exc:  # imagecodecs raises its own error types per codec
             raise CodecError(f"cannot decode a {syntax} frame: {exc}") from exc
         photometric = pixel.photometric_interpretation
@@ -83,6 +87,25 @@ def decode_frame(
     if syntax == RLE_LOSSLESS or syntax in NATIVE:
         return _with_pydicom(data, syntax, pixel), pixel.photometric_interpretation
     raise CodecError(f"frames in transfer syntax {syntax} cannot be decoded here")
+
+
+def _jpeg_says_ycbcr(data: bytes) -> bool:
+    """Whether a JPEG codestream's header marks its three components as YCbCr: a JFIF APP0
+    segment, or an Adobe APP14 segment with transform 1 (ITU-T T.872). Without either, a frame
+    whose Photometric Interpretation is RGB holds RGB components (PS3.5 8.2.1, PS3.3
+    C.7.6.3.1.2), which libjpeg would otherwise take for YCbCr and convert."""
+    pos = 2  # after SOI
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE0 and segment.startswith(b"JFIF\0"):
+            return True
+        if marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
+            return segment[11] == 1
+        if marker == 0xDA:  # start of scan: no header segment said so
+            return False
+        pos += 2 + length
+    return False
 
 
 def native_array(data: bytes | memoryview, pixel: PixelDescription) -> np.ndarray:
