@@ -154,6 +154,32 @@ def test_served_under_nonconformant_uids(lenient: tuple[str, Path]) -> None:
             connection.close()
 
 
+def test_searched_by_nonconformant_uids(lenient: tuple[str, Path]) -> None:
+    """QIDO finds studies, series and instances by the non-conformant UIDs the store holds
+    (a viewer searches by the UIDs it was given); an unsafe UID is still a 400."""
+    store, _ = lenient
+    with serving(store) as base:
+        parts = urlsplit(base)
+        connection = httplib.HTTPConnection(parts.hostname or "", parts.port)
+        try:
+            for query, tag, want in (
+                (f"/studies?StudyInstanceUID={STUDY}", "0020000D", STUDY),
+                (f"/studies/{STUDY}/series?SeriesInstanceUID={SERIES}", "0020000E", SERIES),
+                (f"/instances?SOPInstanceUID={SOP}", "00080018", SOP),
+            ):
+                connection.request("GET", parts.path + query)
+                response = connection.getresponse()
+                assert response.status == 200, (query, response.read())
+                (found,) = json.loads(response.read())
+                assert found[tag]["Value"] == [want]
+            connection.request("GET", f"{parts.path}/studies?StudyInstanceUID=a..b")
+            response = connection.getresponse()
+            assert response.status == 400
+            response.read()
+        finally:
+            connection.close()
+
+
 def test_cli_ingest_warns(tmp_path: Path, store: str) -> None:
     """mkdicomweb -v prints the warning under the stored file; the exit code is 0."""
     odd = _write_ct_small(tmp_path / "in" / "odd.dcm", study=STUDY, series=uid(2), sop=uid(3))

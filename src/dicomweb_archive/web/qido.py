@@ -34,6 +34,7 @@ from dicomweb_archive.index.queries import (
     qido_condition,
 )
 from dicomweb_archive.model.dictionary import tag_of
+from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.web.includefield import add_fields, parse_includefield
 from dicomweb_archive.web.responses import JsonObject
 
@@ -48,7 +49,6 @@ MAX_PAGE_VALUE = 2**63 - 1
 PERSON_TAGS = {"PatientName": "00100010", "ReferringPhysicianName": "00080090"}
 _DATE = r"\d{8}"
 _TIME = r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"
-_UID = r"[0-9]+(\.[0-9]+)*"
 _LEVEL_KEYS = {
     "study": STUDY_KEYS,
     "series": STUDY_KEYS | SERIES_KEYS,
@@ -116,9 +116,12 @@ def check_value(keyword: str, value: str) -> str:
     elif kind == "date":
         form, pattern = "YYYYMMDD or a range of them (from-to, from-, -to)", _DATE
     elif kind == "uid":
-        if all(re.fullmatch(_UID, u) and len(u) <= 64 for u in re.split(r"[\\,]", value)):
-            return value
-        raise BadQueryError(f"{keyword}={value!r}: give UIDs (digits and dots), separated by ,")
+        if all(is_safe_uid(u) for u in re.split(r"[\\,]", value)):
+            return value  # a stored UID need not be conformant (docs/spec/store-layout.md)
+        raise BadQueryError(
+            f"{keyword}={value!r}: give UIDs (digits and dots, or what the store accepts as a "
+            "UID: letters, digits, '.', '-', '_'), separated by ,"
+        )
     elif keyword in _NUMBERS and not re.fullmatch(r"[+-]?\d+", value.strip()):
         raise BadQueryError(f"{keyword}={value!r}: give an integer")
     else:
