@@ -196,3 +196,30 @@ def test_index_of_the_previous_version_gets_both_flags(tmp_path: Path, store: st
         ensure_index(archive)
     assert index_dump(store)["instances"] == before
     assert before[0]["incomplete"] == 1 and before[0]["sop_instance_uid"] == key.sop
+
+
+def test_series_with_an_incomplete_instance_is_refused_before_sending(
+    tmp_path: Path, store: str
+) -> None:
+    """A series retrieval in a syntax the incomplete instance cannot be sent in is answered 406
+    before anything is sent, even when other instances come first (it was a 200 cut short)."""
+    whole = make_ct(study=uid(81), series=uid(82), sop=uid(80), frames=3, rows=32, columns=32)
+    whole.InstanceNumber = 0
+    whole.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    first = tmp_path / "in" / "first.dcm"
+    first.parent.mkdir(parents=True, exist_ok=True)
+    whole.save_as(first, enforce_file_format=True)
+    with Archive.open_or_create(store) as archive:
+        (result,) = ingest(archive, [first]).results
+    assert result.status == "stored", result.error
+    _path, key = _store_cut(tmp_path, store, "native-3-frames")
+    with serving(store) as base:
+        path = "/".join(("", *base.split("//")[1].split("/")[1:]))
+        accept = (
+            'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80'
+        )
+        answer = Http(base).get(
+            f"{path}/studies/{key.study}/series/{key.series}", {"Accept": accept}
+        )
+        assert answer.status_code == 406
+        assert b"incomplete" in answer.content

@@ -60,7 +60,7 @@ class Index(Protocol):
         self, study: str, series: str | None = None, sops: list[str] | None = None
     ) -> list[Row]:
         """Instance rows of a study (one series, some SOPs), in series, InstanceNumber and UID
-        order: study/series/SOP UIDs, original SHA-256 and size."""
+        order: study/series/SOP UIDs, original SHA-256 and size, and the incomplete flag."""
         ...
 
     def locate(self, level: str, uid: str) -> list[Row]:

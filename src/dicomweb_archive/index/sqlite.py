@@ -278,7 +278,7 @@ class SQLiteIndex:
     ) -> list[Row]:
         sql = (
             "SELECT i.sop_instance_uid, i.series_instance_uid, i.study_instance_uid,"
-            " i.original_sha256, i.original_size FROM instances i"
+            " i.original_sha256, i.original_size, i.incomplete FROM instances i"
             " JOIN series s ON s.study_instance_uid = i.study_instance_uid"
             " AND s.series_instance_uid = i.series_instance_uid"
             " WHERE i.study_instance_uid = ?"

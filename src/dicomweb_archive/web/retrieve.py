@@ -153,8 +153,12 @@ def instances(
             raise UnacceptableError(f"{AVAILABLE}; {key.sop} is stored in {stored}")
         return syntax
 
-    chosen = {key: choose(key) for key in keys} if instance_syntaxes_named(wanted) else {}
-    # (an incomplete instance asked for in another syntax is found when its part is made)
+    if instance_syntaxes_named(wanted):
+        chosen = {key: choose(key) for key in keys}
+    else:  # only an incomplete instance (the index says which) may refuse a syntax every
+        # other instance can be sent in: it is asked before anything is sent
+        flagged = zip(keys, rows, strict=True)
+        chosen = {key: choose(key) for key, row in flagged if row.get("incomplete")}
 
     def part(key: InstanceKey) -> tuple[str, Iterable[Chunk]]:
         info = archive.read(lambda: server.instance_info(key))
