@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "ingest": (["--count", "4", "--frames", "2", "--size", "16"], "ingest / cp"),
     "dedup": (["--count", "4"], "group / per-instance"),
+    "deidentify": (["--instances", "4", "--size", "16"], "pydicom / ours"),
     "export": (["--count", "4", "--size", "16"], "vs cat"),
     "update": (
         ["--count=4", "--size=16", "--frames=2", "--multiframe-instances=2", "--runs=1"],
@@ -37,7 +38,7 @@ def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     if name in {"update", "startup"} and shutil.which("dcmodify") is None:
         pytest.skip(f"the {name} benchmark compares with DCMTK (.ci/run installs it)")
     arguments, column = CASES[name]
-    if name in {"ingest", "export", "update", "startup"}:
+    if name in {"ingest", "export", "update", "startup", "deidentify"}:
         arguments = [*arguments, "--workdir", str(tmp_path)]
     if name == "ingest":  # not over the results of a real run
         arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]

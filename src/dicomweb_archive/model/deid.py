@@ -6,7 +6,9 @@ that depends on the attribute's Type in the IOD (``X/Z``, ``X/D``, ``Z/D``, ``X/
 ``X/Z/U*``), we keep the attribute when we can (Type 1 and 2 attributes must stay): ``X/Z`` ->
 Z, ``X/D``, ``Z/D``, ``X/Z/D`` -> D, ``X/Z/U*`` -> U. ``C`` (clean) is applied as D (a dummy
 value known not to identify), except dates under Retain Longitudinal Temporal Information with
-Modified Dates, which are shifted by a per-patient offset. Private attributes are removed.
+Modified Dates, which are shifted by a per-patient offset. Private attributes are removed,
+except, with Retain Safe Private (PS3.15 E.3.10), those Table E.3.10-1 lists for their block's
+private creator (``standard_tables.SAFE_PRIVATE``) and the creator elements of their blocks.
 
 Dates and times (PS3.15 E.3.6, Retain Longitudinal Temporal Information Options): every DA,
 DT and TM attribute the table does not name (or names in a row whose option columns are not
@@ -38,6 +40,7 @@ from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.model.standard_tables import (
     CONFIDENTIALITY_PROFILE,
     ROWS_WITHOUT_OPTION_COLUMNS,
+    SAFE_PRIVATE,
 )
 
 #: command-line option -> Table E.1-1 column
@@ -50,6 +53,7 @@ OPTIONS = {
     "retain-modified-dates": "rtnLongModifDatesOpt",
     "clean-descriptors": "cleanDescOpt",
     "clean-structured-content": "cleanStructContOpt",
+    "retain-safe-private": "rtnSafePrivOpt",
 }
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 PATIENT_NAME = 0x00100010
@@ -99,6 +103,7 @@ OPTION_CODES = {
     ),
     "clean-descriptors": ("113105", "DCM", "Clean Descriptors Option"),
     "clean-structured-content": ("113104", "DCM", "Clean Structured Content Option"),
+    "retain-safe-private": ("113111", "DCM", "Retain Safe Private Option"),
 }
 #: VRs of free text (PS3.5 6.2): values a person typed, which may repeat a removed value
 FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
@@ -187,11 +192,12 @@ class Profile:
             return "MODIFIED"
         return "REMOVED"
 
-    def action(self, tag: int, vr: str = "") -> str | None:
+    def action(self, tag: int, vr: str = "", *, safe: bool = False) -> str | None:
         """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the
-        table: keep); see the module docstring for dates and times."""
+        table: keep); see the module docstring for dates and times. ``safe``: a private
+        attribute :func:`safe_private` names, kept with Retain Safe Private (PS3.15 E.3.10)."""
         if tag >> 16 & 1:
-            return "X"
+            return "K" if safe and "retain-safe-private" in self.options else "X"
         entry = _lookup(tag)
         if vr in TEMPORAL_VRS and (entry is None or f"{tag:08X}" in ROWS_WITHOUT_OPTION_COLUMNS):
             if "retain-full-dates" in self.options:
@@ -243,6 +249,29 @@ class Profile:
         if vr in ("DA", "DT"):  # not a value that can be shifted: not kept either
             return DUMMY[vr]
         return value
+
+
+def safe_private(dataset: Mapping[str, Mapping[str, object]]) -> frozenset[int]:
+    """The tags of one level of a DICOM JSON data set (PS3.18 F.2) that PS3.15 Table E.3.10-1
+    lists as safe: each private attribute (gggg,xxEE) whose block's Private Creator (gggg,00xx)
+    (PS3.5 7.8.1) is listed with the offset EE, and the creator element of every block that
+    has one. An attribute whose block has no creator here is not safe."""
+    creators: dict[int, str] = {}
+    for key, element in dataset.items():
+        tag = int(key, 16)
+        values = element.get("Value")
+        if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF and isinstance(values, list) and values:
+            creators[tag] = str(values[0]).strip()
+    out: set[int] = set()
+    for key in dataset:
+        tag = int(key, 16)
+        group, number = tag >> 16, tag & 0xFFFF
+        if not group & 1 or number < 0x1000:
+            continue
+        creator = group << 16 | number >> 8
+        if (group, creators.get(creator, ""), number & 0xFF) in SAFE_PRIVATE:
+            out |= {tag, creator}
+    return frozenset(out)
 
 
 MAP_HEADER = ("original_patient_id", "patient_id", "patient_name")

@@ -16,7 +16,7 @@ from typing import Any
 from pydicom.datadict import keyword_for_tag
 
 from dicomweb_archive.model.deid import Profile
-from dicomweb_archive.model.standard_tables import EDITION, OPTIONS_EDITION
+from dicomweb_archive.model.standard_tables import EDITION, OPTIONS_EDITION, SAFE_PRIVATE_EDITION
 
 REPORT_VERSION = 1
 
@@ -57,6 +57,7 @@ def build_report(
         "profile": "PS3.15 E.1 Basic Application Level Confidentiality Profile",
         "table_edition": EDITION,
         "option_columns_edition": OPTIONS_EDITION,
+        "safe_private_edition": SAFE_PRIVATE_EDITION,
         "options": sorted(profile.options),
         "method_codes": [list(code) for code in profile.method_codes()],
         "longitudinal_temporal_information_modified": profile.temporal_information(),
@@ -78,6 +79,7 @@ def report_summary(report: Mapping[str, Any]) -> str:
         f"created: {report['created']}",
         f"profile: {report['profile']}",
         f"table: {report['table_edition']}; option columns: {report['option_columns_edition']}",
+        f"safe private attributes: {report['safe_private_edition']}",
         "options: " + (", ".join(report["options"]) or "none"),
         "method codes (0012,0064): " + ", ".join(c[0] for c in report["method_codes"]),
         "Longitudinal Temporal Information Modified (0028,0303): "

