@@ -9,7 +9,8 @@ Outputs (``docs/spec/export.md``):
 - a directory: ``<out>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, each file
   written atomically;
 - a zip archive (file or stream, members named as above, stored uncompressed);
-- a directory with a DICOMDIR (PS3.10 media), made by pydicom's FileSet from the rebuilt files.
+- a directory with a DICOMDIR (PS3.10 media): pydicom's FileSet lays it out, its records are
+  made from each file's head (``dicom/media.py``), and each file is the exported file itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, ExportError, NoSuchStudyError, UsageError
@@ -37,6 +38,9 @@ from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.reconstruct import generate_instance, generate_p10
 from dicomweb_archive.store.edit_state import steps_of
 from dicomweb_archive.store.instance import InstanceKey, read_info
+
+if TYPE_CHECKING:
+    from pydicom.fileset import FileSet
 
 #: Instances rebuilt at once by a directory export (two cores, as ingest plans for).
 EXPORT_THREADS = 2
@@ -385,36 +389,86 @@ def _export_media(
     progress: ProgressHook | None,
     target: str | None,
 ) -> None:
-    """Rebuild into a staging directory, then let pydicom's FileSet lay out media and DICOMDIR
-    (PS3.10 8, PS3.3 F); file names are then the File-set's, not ours."""
+    """Export into a staging directory, let pydicom's FileSet lay out the media and write the
+    DICOMDIR (PS3.10 8, PS3.3 F) from records made of each file's head (``dicom/media.py``),
+    then move each exported file, byte for byte, to its place on the media; file names are
+    then the File-set's, not ours."""
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         from pydicom.fileset import FileSet  # noqa: PLC0415 - DICOMDIR output only
 
-        from dicomweb_archive.dicom.rewrite import VALUE_ERRORS  # noqa: PLC0415 - pydicom
-
         fileset = FileSet()
+        exported: dict[str, Path] = {}
+        in_series: dict[str, int] = {}
         for key, sha in chosen:
             path = staging / f"{key.sop}.dcm"
             item = _to_file(archive, key, sha, path, target)
             if item.error is None:
+                in_series[key.series] = in_series.get(key.series, 0) + 1
                 try:
-                    fileset.add(str(path))
-                except (ValueError, AttributeError, KeyError) as exc:
-                    item.error = f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: {exc}"
-                except VALUE_ERRORS:  # pydicom reads the values a directory record needs
-                    item.error = (
-                        f"SOPInstanceUID {key.sop}: not added to the DICOMDIR: a value its "
-                        "directory record needs does not fit its VR (export it without "
-                        "--dicomdir)"
-                    )
+                    _add_record(archive, fileset, item, path, in_series[key.series])
+                    exported[key.sop] = path
+                except Exception as exc:  # one instance must not stop the export of the others
+                    item.fail(exc)
+                    path.unlink(missing_ok=True)
             report.items.append(item)
             if progress is not None:
                 progress(item)
-        fileset.write(str(out))
+        _write_media(fileset, out, exported, report)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _add_record(
+    archive: Archive, fileset: FileSet, item: Exported, path: Path, position: int
+) -> None:
+    """Add the directory records of an exported instance, made from its head: its data set
+    ends where its trailing bytes start (they end a byte-exact or edited file; a transcoded
+    or recompressed file is read whole, pydicom stopping before Pixel Data)."""
+    from dicomweb_archive.dicom.media import (  # noqa: PLC0415 - pydicom
+        add_record,
+        fill_record_keys,
+        read_record_head,
+    )
+    from dicomweb_archive.dicom.rewrite import VALUE_ERRORS  # noqa: PLC0415 - pydicom
+
+    key = item.key
+    trailing = read_info(archive.storage, archive.keys, key).trailing
+    end = item.size
+    if trailing is not None and not (item.transcoded or item.recompressed):
+        end -= trailing.size
+    uids = {
+        "StudyInstanceUID": key.study,
+        "SeriesInstanceUID": key.series,
+        "SOPInstanceUID": key.sop,
+    }
+    try:
+        with path.open("rb") as handle:
+            head = read_record_head(handle, data_set_end=end, uids=uids)
+        fill_record_keys(head, instance_number=position)
+        add_record(fileset, head)
+    except VALUE_ERRORS as exc:  # pydicom reads the values a directory record needs
+        raise ExportError(
+            "not added to the DICOMDIR: a value its directory record needs cannot be read "
+            "or does not fit its VR (export it without --dicomdir)"
+        ) from exc
+
+
+def _write_media(
+    fileset: FileSet, out: Path, exported: dict[str, Path], report: ExportReport
+) -> None:
+    """Write the DICOMDIR and the File-set's files, then put each exported file in place of
+    the head pydicom wrote for it (``os.replace``: each file is whole at every moment)."""
+    from dicomweb_archive.dicom.media import media_files, write_media  # noqa: PLC0415
+
+    write_media(fileset, out)
+    placed = media_files(fileset)
+    for sop, path in exported.items():
+        os.replace(path, placed[sop])
+    for item in report.items:
+        if item.key.sop in exported:
+            item.name = str(placed[item.key.sop])
 
 
 def write_file(path: Path, chunks: Iterable[bytes | memoryview]) -> int:
