@@ -311,10 +311,11 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     built = 0
     if report.stages is not None:  # a change (-c, --replace) builds its studies itself
         done = report.studies - set(report.pending) - set(report.stages.failures)
-        built = len(set(report.stages.studies) | done)
+        built = len((set(report.stages.studies) | done) - report.empty_studies)
     parts = [
         f"{count(report.instances, 'instance')} stored"
         + (f" ({replaced} of them replacing a stored one)" if replaced else ""),
+        f"{report.incomplete} stored incomplete (-v says why)" if report.incomplete else "",
         f"{unchanged} unchanged" if unchanged else "",
         f"{count(built, 'study', 'studies')} built" if report.stages is not None else "",
         f"{megabytes:.1f} MB read",

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import struct
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO
 
+from dicomweb_archive.dicom.elements import KNOWN_VRS, LONG_HEADER_VRS
 from dicomweb_archive.dicom.frames import PIXEL_DATA_TAGS
 from dicomweb_archive.dicom.parse import (
     Element,
@@ -45,7 +47,9 @@ from dicomweb_archive.dicom.parts_model import (
 )
 from dicomweb_archive.dicom.pixel_stream import (
     BULK_PLACEHOLDER,
+    ENDS_INSIDE,
     FRAMES_PLACEHOLDER,
+    incomplete_segment,
     read_pixel_data,
     us_value,
 )
@@ -61,6 +65,7 @@ from dicomweb_archive.model.dicom_json import (
     swap_bytes,
     to_json_dataset,
 )
+from dicomweb_archive.model.incomplete import INCOMPLETE, incomplete_frame
 from dicomweb_archive.model.info import INFO_VERSION, InfoRecord, Trailing
 from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, media_type
 from dicomweb_archive.model.tags import (
@@ -162,10 +167,11 @@ def _decompose(
         inner_reader = reader
     top = {e.tag: e for e in parsed.dataset}
     pixel = _pixel_element(parsed, data)
-    trailing = None if pixel is not None else parsed.trailing
+    cut_header = pixel is None and _cut_pixel_header(parsed, data)
+    trailing = None if pixel is not None or cut_header else parsed.trailing
     if pixel is not None:
         head_end = pixel.value_offset
-    elif trailing is not None:
+    elif trailing is not None or cut_header:
         head_end = parsed.dataset_end
     else:
         head_end = len(data)
@@ -181,6 +187,9 @@ def _decompose(
     frame_media_type = ""
     stop_reason = None if pixel is not None else parsed.stop_reason
     trailing_at = head_end
+    if cut_header:  # no byte of the value arrived: the header's bytes are what is not whole
+        segments.append(incomplete_segment(state, inner_reader.rest()))
+        stop_reason = ENDS_INSIDE
     if pixel is not None:
         pixel_segments, pixel_json, stop_reason, stored_ts = yield from read_pixel_data(
             pixel, inner_reader, head=head, top=top, parsed=parsed, state=state
@@ -213,9 +222,12 @@ def _decompose(
             file_trailing = record
     if parsed.inflated is not None and parsed.deflate_end is not None:
         deflate_end = parsed.deflate_end
+        cut = incomplete_frame(segments)
         segments = deflate_segments(
             memoryview(buffer)[:deflate_end], parsed.dataset_offset, parsed.inflated, segments
         )
+        if cut is not None and incomplete_frame(segments) is None:  # kept literal, whole
+            segments[-1][INCOMPLETE] = cut
         if deflate_end < len(buffer):
             reader.pending = bytes(buffer[deflate_end:])
             file_trailing = yield from _read_trailing(
@@ -361,6 +373,24 @@ def _pixel_element(parsed: ParsedFile, data: bytes) -> Element | None:
     if header is not None and header.tag in PIXEL_DATA_TAGS:
         return header
     return None
+
+
+def _cut_pixel_header(parsed: ParsedFile, data: bytes) -> bool:
+    """Whether the data set ends inside the header of a top-level pixel data element
+    (PS3.5 7.1.2: tag, in explicit VR a VR, then the length): its tag is whole, is (7FE0,0010),
+    (7FE0,0008) or (7FE0,0009), follows the last element, and the VR, where it arrived, is one."""
+    rest = data[parsed.dataset_end :]
+    if len(rest) < 4 or len(rest) >= 12 or not parsed.dataset:
+        return False
+    tag_format = "<HH" if parsed.little else ">HH"
+    group, elem = struct.unpack_from(tag_format, rest)
+    tag = group << 16 | elem
+    if tag not in PIXEL_DATA_TAGS or tag <= parsed.dataset[-1].tag:
+        return False
+    if parsed.implicit:
+        return len(rest) < 8
+    vr = rest[4:6].decode("latin-1")
+    return len(rest) < 6 or (vr in KNOWN_VRS and len(rest) < (12 if vr in LONG_HEADER_VRS else 8))
 
 
 def _region(

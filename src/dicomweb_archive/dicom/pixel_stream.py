@@ -106,7 +106,7 @@ def read_pixel_data(
         syntax = parsed.transfer_syntax
         value = reader.read(element.length)
         stop = None if len(value) == element.length else ENDS_INSIDE
-        segments = [literal(value) if stop is None else _incomplete(state, value)]
+        segments = [literal(value) if stop is None else incomplete_segment(state, value)]
     while state.pending_bulk:  # the incomplete segment's bytes
         yield state.pending_bulk.pop(0)
     if not state.frames:
@@ -215,7 +215,7 @@ def _unframed(
     return segments, json_value, stop, parsed.transfer_syntax
 
 
-def _incomplete(state: State, data: bytes) -> Segment:
+def incomplete_segment(state: State, data: bytes) -> Segment:
     """The received bytes after the whole frames of a file that ends inside Pixel Data, marked
     with the number of the first frame that is not whole (``model/incomplete.py``): kept in
     the skeleton, or as bulk data when longer than the public inline limit."""
@@ -320,7 +320,7 @@ def _native(
     if layout.keep_literal or not layout.frames:
         value = reader.read(element.length)
         if len(value) < element.length:  # no frame can be cut from what arrived
-            return [_incomplete(state, value)], ENDS_INSIDE
+            return [incomplete_segment(state, value)], ENDS_INSIDE
         for frame in layout.frames:
             _emit_frame(state, bytes(frame.read(value)))
             yield from _ready(state)
@@ -332,7 +332,7 @@ def _native(
         data = reader.read(size)
         remaining -= len(data)
         if len(data) < size:
-            segments.append(_incomplete(state, data))
+            segments.append(incomplete_segment(state, data))
             return segments, ENDS_INSIDE
         stored = swap_bytes(data, frame.swap) if frame.swap > 1 else data
         number = _emit_frame(state, stored)
@@ -344,7 +344,7 @@ def _native(
     if remaining:
         rest = reader.read(remaining)
         if len(rest) < remaining:
-            segments.append(_incomplete(state, rest))
+            segments.append(incomplete_segment(state, rest))
             return segments, ENDS_INSIDE
         segments.append(literal(rest))
     return segments, None
@@ -402,7 +402,7 @@ def _encapsulated(
         )
         current.clear()
         current_segments.clear()
-        segments.append(_incomplete(state, received + partial))
+        segments.append(incomplete_segment(state, received + partial))
 
     first = True
     while True:
@@ -424,7 +424,7 @@ def _encapsulated(
         if first:  # the Basic Offset Table
             first = False
             if len(value) < length:
-                segments.append(_incomplete(state, header + value))
+                segments.append(incomplete_segment(state, header + value))
                 return segments, ENDS_INSIDE
             segments.append(literal(header + value))
             if not offsets and len(value) >= 4:

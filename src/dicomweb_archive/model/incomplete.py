@@ -6,7 +6,9 @@ the frames that are whole become frames; the received bytes of the rest of Pixel
 frame the file ends inside, a cut item header) stay in the skeleton as one segment marked
 ``incomplete`` with the number of the first frame that is not whole, so that export gives the
 file back byte for byte. The mark is what makes an instance incomplete: the index flag and
-verify's class are derived from it.
+verify's class are derived from it. In a deflated file (PS3.5 A.5) the mark is inside the
+``deflate`` segment's own segments (or on the one literal segment that keeps the whole file when
+no zlib parameters reproduce its deflate stream).
 """
 
 from __future__ import annotations
@@ -23,4 +25,8 @@ def incomplete_frame(skeleton: list[dict[str, Any]]) -> int | None:
     for segment in skeleton:
         if INCOMPLETE in segment:
             return int(segment[INCOMPLETE])
+        if "deflate" in segment:
+            inner = incomplete_frame(segment["segments"])
+            if inner is not None:
+                return inner
     return None

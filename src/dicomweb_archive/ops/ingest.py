@@ -151,7 +151,7 @@ def write_instances(
         finally:
             batch.close()
         report.studies = batch.touched
-        _later_stages(archive, options, report, run_stages=run_stages)
+        _later_stages(archive, options, report, batch, run_stages=run_stages)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -202,16 +202,22 @@ def write_streams(
         finally:
             batch.close()
         report.studies = batch.touched
-        _later_stages(archive, options, report, run_stages=change is None)
+        _later_stages(archive, options, report, batch, run_stages=change is None)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _later_stages(
-    archive: Archive, options: PipelineOptions, report: IngestReport, *, run_stages: bool
+    archive: Archive,
+    options: PipelineOptions,
+    report: IngestReport,
+    batch: _Batch,
+    *,
+    run_stages: bool,
 ) -> None:
     """Group and study stages on every notified study: those this run touched, and any an
-    interrupted run left; then what is still pending."""
+    interrupted run left; then what is still pending, and which touched studies hold no
+    instance (every file of them failed)."""
     if run_stages and (options.group or options.study):
         try:
             report.stages = stages.run_stages(
@@ -225,6 +231,8 @@ def _later_stages(
             report.stages = StageReport(failures={"(stages)": str(exc)})
     storage = archive.storage
     report.pending = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
+    unwritten = batch.touched - batch.written
+    report.empty_studies = {s for s in unwritten if not archive.index.locate("study", s)}
 
 
 class _Batch:
@@ -259,6 +267,7 @@ class _Batch:
         self.in_flight: dict[str, Future[None]] = {}
         self.executor = ThreadPoolExecutor(max_workers=WRITER_THREADS)
         self.touched: set[str] = set()
+        self.written: set[str] = set()  # studies an instance of this run was stored in
         self.cleaned: set[str] = set()
         self.seen = SeenInstances(archive, change)
         #: the one change that collects every replacement of this run
@@ -450,6 +459,7 @@ class _Batch:
                 writer = InstanceWriter(self.storage, self.keys, key, sink)
                 end = self._write_as_received(stream, name, writer)
             result.warnings = [*uid_warnings(key), *end.info.warnings, *incomplete_warning(end)]
+            result.incomplete = incomplete_frame(end.info.skeleton) is not None
             result.size = end.info.original.size
             result.frames_recompressed, result.frames_kept = recompression_counts(end.info)
             new_sha = end.info.original.sha256
@@ -473,6 +483,7 @@ class _Batch:
                 after = metadata_hash(end.metadata)
                 change.include(Touched(key.study, key.series, key.sop, None, 0, after_sha256=after))
             result.status = "replaced" if previous is not None else "stored"
+            self.written.add(key.study)
         except Exception as exc:  # one bad file must not stop the batch
             writer.abort()
             if change is not None and point is not None and previous is not None:

@@ -88,6 +88,8 @@ class FileResult:
     frames_recompressed: int = 0
     #: frames recompression was asked for but that were kept as received (warnings say why)
     frames_kept: int = 0
+    #: the file ends inside Pixel Data: stored incomplete (``model/incomplete.py``)
+    incomplete: bool = False
     #: the change that set aside what this file replaced
     change_id: str | None = None
 
@@ -124,6 +126,8 @@ class IngestReport:
     stages: StageReport | None = None
     #: studies still waiting for the group or study stage after this run
     pending: list[str] = field(default_factory=list)
+    #: studies this run notified that hold no instance (every file of them failed): not built
+    empty_studies: set[str] = field(default_factory=set)
     #: changes this run made (clean, replace)
     changes: list[str] = field(default_factory=list)
     #: files not read because the store was full
@@ -163,6 +167,12 @@ class IngestReport:
     def frames_recompressed(self) -> int:
         kept = sum(r.frames_recompressed for r in self.results if r.status != "failed")
         return kept + self.tally.frames_recompressed
+
+    @property
+    def incomplete(self) -> int:
+        """Instances stored incomplete (their files have a warning that says so: always in
+        ``results``)."""
+        return sum(1 for r in self.results if r.incomplete and r.status in ("stored", "replaced"))
 
     @property
     def frames_kept(self) -> int:
