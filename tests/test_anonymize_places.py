@@ -169,3 +169,34 @@ def test_tail_after_pixel_data_in_every_encoding(
 def _cli(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, normalise_argv(list(args)))
     return result.exit_code, result.output
+
+
+#: pydicom file -> bytes cut from its end (inside Pixel Data: native, RLE)
+CUT = {"rtdose.dcm": 4000, "SC_rgb_rle_2frame.dcm": 300}
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["out", "in-place"])
+def test_incomplete_instances_are_deidentified(tmp_path: Path, store: str, in_place: bool) -> None:
+    """An instance whose received file ends inside Pixel Data is de-identified (its metadata is
+    whole): the output is incomplete too, with the received pixel bytes, and holds no original
+    Patient's Name; other instances are not held back by it."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = []
+    for name, cut in CUT.items():
+        data = Path(_testdata(name)).read_bytes()
+        (inputs / name).write_bytes(data[:-cut])
+        patient = pydicom.dcmread(_testdata(name), stop_before_pixels=True).PatientName
+        names.append(str(patient).encode())
+    assert any(names)
+    ingested(store, [inputs])
+    out = store if in_place else str(tmp_path / "anon")
+    args = ["anonymize", "-o", store, "--all"] + (["--in-place"] if in_place else ["--out", out])
+    code, output = _cli(*args)
+    assert code == 0, output
+    verified = runner.invoke(app, ["verify", "-o", out])
+    assert verified.exit_code == 5, verified.output  # incomplete, nothing differs
+    files = exported(out, tmp_path / "exported")
+    assert len(files) == len(CUT)
+    for data in (f.read_bytes() for f in files):
+        assert not any(name and name in data for name in names)

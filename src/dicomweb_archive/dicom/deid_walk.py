@@ -103,6 +103,13 @@ class _Reader:
             size -= len(piece)
             yield piece
 
+    def rest(self) -> Iterator[Chunk]:
+        """Every byte not read yet (a header that could not be completed included)."""
+        if self.pending:
+            yield self.pending
+            self.pending = memoryview(b"")
+        yield from self.chunks
+
     def tag(self) -> int:
         """The next element's tag, not consumed."""
         self._fill(4)
@@ -111,16 +118,18 @@ class _Reader:
 
     def header(self, *, implicit: bool) -> tuple[int, str, int, bytes]:
         """(tag, VR or "" when implicit, value length, the header's bytes)."""
-        self._fill(8)
-        raw = self.take(8)
-        group, element = struct.unpack(self.prefix + "HH", raw[:4])
+        self._fill(8)  # the whole header is there before any of it is consumed
+        group, element = struct.unpack(self.prefix + "HH", self.pending[:4])
         tag = int(group) << 16 | int(element)
         if implicit or group == 0xFFFE:
+            raw = self.take(8)
             return tag, "", int(struct.unpack(self.prefix + "I", raw[4:])[0]), raw
-        vr = raw[4:6].decode("latin-1")
+        vr = bytes(self.pending[4:6]).decode("latin-1")
         if vr in LONG_HEADER_VRS:
-            raw += self.take(4)
+            self._fill(12)
+            raw = self.take(12)
             return tag, vr, int(struct.unpack(self.prefix + "I", raw[8:])[0]), raw
+        raw = self.take(8)
         return tag, vr, int(struct.unpack(self.prefix + "H", raw[6:8])[0]), raw
 
 
@@ -144,19 +153,29 @@ def walk_rest(
         if run:
             yield edit_run(bytes(run))
             run = bytearray()
-        _tag, _vr, length, header = reader.header(implicit=implicit)
-        yield header
-        if length != UNDEFINED:
-            yield from reader.stream(length)
-            continue
-        while True:  # encapsulated: items up to the sequence delimiter (PS3.5 A.4)
-            item, _vr, length, header = reader.header(implicit=True)
-            yield header
-            if item == SEQUENCE_DELIMITER:
-                break
-            yield from reader.stream(length)
+        try:
+            yield from _pixel_element(reader, implicit=implicit)
+        except TruncatedError:  # an incomplete instance: its file ends inside Pixel Data
+            yield from reader.rest()  # (model/incomplete.py); what was received goes on as is
+            return
     if run:
         yield edit_run(bytes(run))
+
+
+def _pixel_element(reader: _Reader, *, implicit: bool) -> Iterator[Chunk]:
+    """One pixel data element, passed through (native, or encapsulated up to its sequence
+    delimiter, PS3.5 A.4)."""
+    _tag, _vr, length, header = reader.header(implicit=implicit)
+    yield header
+    if length != UNDEFINED:
+        yield from reader.stream(length)
+        return
+    while True:
+        item, _vr, length, header = reader.header(implicit=True)
+        yield header
+        if item == SEQUENCE_DELIMITER:
+            return
+        yield from reader.stream(length)
 
 
 def _element(reader: _Reader, *, implicit: bool) -> bytes:
