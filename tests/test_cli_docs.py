@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dicomweb_archive.cli.main import app
-from tests.cli_docs import COMMANDS, DOC, render
+from dicomweb_archive.cli.main import SUBCOMMANDS, app
+from tests.cli_docs import DOC, render
 
 
 def test_cli_doc_is_current() -> None:
@@ -12,7 +12,9 @@ def test_cli_doc_is_current() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    """Each registered subcommand has a section."""
-    documented = {title.split()[-1] for title, _, _ in COMMANDS}
-    for command in app.registered_commands:
-        assert command.name in documented
+    """Each subcommand the umbrella lists has a section, and none is registered on the typer
+    application itself (it would be built at every start: register it in SUBCOMMANDS)."""
+    text = DOC.read_text(encoding="utf-8")
+    for name in SUBCOMMANDS:
+        assert f"## `dicomweb-archive {name}`" in text
+    assert not app.registered_commands

@@ -29,7 +29,7 @@ def _run(name: str) -> None:
 
         main.main()
     elif name == "mkdicomwebupdate":
-        from dicomweb_archive.cli.update import normalise_argv  # noqa: PLC0415
+        from dicomweb_archive.cli.argv import normalise_argv  # noqa: PLC0415
 
         sys.argv[1:] = normalise_argv(sys.argv[1:], edits=True)
         run_app(seed_apps.update_app())

@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -19,6 +19,7 @@ from dicomweb_archive.cli.common import (
     EXIT_INCOMPLETE_INSTANCES,
     EXIT_OK,
     EXIT_USAGE,
+    SilentProgress,
     StoreOption,
     VerboseOption,
     VersionOption,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 
 def _progress(label: str) -> Progress:
+    if not interactive():
+        return cast("Progress", SilentProgress())
     from rich.progress import (  # noqa: PLC0415 - rich only where output needs it
         BarColumn,
         MofNCompleteColumn,
@@ -59,7 +62,6 @@ def _progress(label: str) -> Progress:
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
-        disable=not interactive(),
     )
 
 

@@ -74,16 +74,18 @@ class OneLineGroup(_OneLineMain, TyperGroup):
     """The umbrella command: usage errors are one line, and each subcommand that has no
     ``-V/--version`` gets the umbrella's."""
 
-    def __init__(self, **attrs: Any) -> None:
-        super().__init__(**attrs)
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The subcommand, given the umbrella's ``-V/--version`` when it has none (``ctx`` is
+        click's Context)."""
+        command = super().get_command(ctx, cmd_name)
+        if command is None or any("--version" in getattr(p, "opts", ()) for p in command.params):
+            return command
         for param in self.params:
-            if "--version" not in getattr(param, "opts", ()):
-                continue
-            version = copy.copy(param)
-            version.expose_value = False  # its callback answers; the command never sees it
-            for command in self.commands.values():
-                if not any("--version" in getattr(p, "opts", ()) for p in command.params):
-                    command.params.append(version)
+            if "--version" in getattr(param, "opts", ()):
+                version = copy.copy(param)
+                version.expose_value = False  # its callback answers; the command never sees it
+                command.params.append(version)
+        return command
 
 
 def help_command(
