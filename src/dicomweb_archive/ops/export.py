@@ -197,9 +197,11 @@ def export(
     whose compressed original was recompressed at ingest are written pixel-identical in
     ``transfer_syntax`` or their stored one (``Exported.recompressed``).
     """
-    from dicomweb_archive.ops.transcode import check_target  # noqa: PLC0415 - pydicom, numpy
+    target = None
+    if transfer_syntax is not None:
+        from dicomweb_archive.ops.transcode import check_target  # noqa: PLC0415 - pydicom
 
-    target = check_target(transfer_syntax) if transfer_syntax is not None else None
+        target = check_target(transfer_syntax)
     started = time.perf_counter()
     targets = sum(x is not None for x in (out, zip_file))
     if targets != 1:

@@ -131,7 +131,10 @@ def verify_instance(
     except ArchiveError as exc:
         kind = "missing" if "missing" in str(exc) else "corrupt"
         return fail(kind, str(exc))
-    frames = FrameChecker(storage, archive, key, info)
+    exact = info.rebuilds_original()
+    # the whole file's SHA-256 proves the decoded pixels of a rebuilt-as-received instance:
+    # they are hashed on their own only when it differs (to say which frame)
+    frames = FrameChecker(storage, archive, key, info, check_pixels=not exact)
     out.bulk = info.bulk_hashes() | info.kept_originals()
     checked = _Hashing(
         generate_bytes(
@@ -141,7 +144,6 @@ def verify_instance(
             read_stored=frames.read_stored,
         )
     )
-    exact = info.rebuilds_original()
     try:
         derived = _derive(checked, info) if deep else None
         for _ in checked:
@@ -158,6 +160,9 @@ def verify_instance(
     out.findings += frames.findings
     out.bytes_read += checked.size
     if exact and checked.sha.hexdigest() != info.original.sha256:
+        differ = frames.pixels_differ()
+        if differ is not None:
+            return fail("pixels", differ)
         return fail("rebuild", "rebuilt P10 bytes differ from the ingested file (SHA-256)")
     if derived is not None and derived != info.metadata:
         return fail("metadata", "the info record's metadata differs from the rebuilt file's")
@@ -311,9 +316,18 @@ class FrameChecker:
     """Reads stored frames for a rebuild, checking each against the info record once."""
 
     def __init__(
-        self, reader: Reader, archive: Archive, key: InstanceKey, info: InfoRecord
+        self,
+        reader: Reader,
+        archive: Archive,
+        key: InstanceKey,
+        info: InfoRecord,
+        *,
+        check_pixels: bool = True,
     ) -> None:
         self.reader, self.keys, self.key, self.info = reader, archive.keys, key, info
+        #: check each decoded recompressed frame against the source pixels' SHA-256 (off
+        #: where the whole rebuilt file is checked against the original's)
+        self.check_pixels = check_pixels
         self.limits = inline_limits(archive)
         self.cache: tuple[int, memoryview] | None = None
         self.source_cache: tuple[int, bytes | memoryview] | None = None
@@ -354,10 +368,27 @@ class FrameChecker:
                 raise CodecError("the info record lacks the pixel description of its frames")
             from dicomweb_archive.dicom.recompress import source_pixels  # noqa: PLC0415
 
-            pixels = source_pixels(data, record, self.info.stored.pixel)  # CodecError: differ
+            pixels = source_pixels(  # CodecError: they differ
+                data, record, self.info.stored.pixel, check=self.check_pixels
+            )
             self.decoded = (number, pixels)
         self.cache = (number, data)
         return data
+
+    def pixels_differ(self) -> str | None:
+        """Why the first recompressed frame whose decoded pixels differ from the source's
+        (the SHA-256 recorded at ingest) is wrong; None when every one matches."""
+        from dicomweb_archive.dicom.recompress import source_pixels  # noqa: PLC0415
+
+        pixel = self.info.stored.pixel
+        for number, record in enumerate(self.info.frames, start=1):
+            if pixel is None or record.source is None or record.source.bulk is not None:
+                continue
+            try:
+                source_pixels(read_frame(self.reader, self.keys, self.key, number), record, pixel)
+            except CodecError as exc:
+                return f"frame {number}: {exc}"
+        return None
 
     def read_bulk(self, sha: str) -> bytes:
         data = read_bulk(self.reader, self.keys, self.key.study, sha)
