@@ -25,6 +25,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,14 +52,28 @@ from dicomweb_archive.store.multipart import parse_part  # noqa: E402
 REPEATS = 3
 
 
-def timed(action: Callable[[], None]) -> float:
-    times = []
+#: CPU seconds (user and system) this process spent in each action :func:`timed` ran last,
+#: the median of its runs: the share of an operation's CPU that the codec takes does not
+#: depend on what else the machine runs, its wall time does
+CPU: dict[str, float] = {}
+
+
+def timed(action: Callable[[], None], name: str = "") -> float:
+    times, cpu = [], []
     for _ in range(REPEATS):
         subprocess.run(["sync"], check=True)
-        start = time.perf_counter()
+        start, used = time.perf_counter(), _cpu()
         action()
         times.append(time.perf_counter() - start)
+        cpu.append(_cpu() - used)
+    if name:
+        CPU[name] = statistics.median(cpu)
     return statistics.median(times)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stored_frames(store: Path) -> list[bytes]:
@@ -89,7 +104,7 @@ def decode_seconds(frames: list[bytes], workers: int) -> float:
                 total = sum(threads.map(decode, frames))
         assert total > 0 or not frames
 
-    return timed(run)
+    return timed(run, "decode, 1 thread" if workers == 1 else f"decode, {workers} threads")
 
 
 def is_built(store: Path) -> bool:
@@ -149,8 +164,9 @@ def main() -> None:
     cat_s = timed(cat)
     rows = [("cat", cat_s)]
     for name, store in stores.items():
-        rows.append((f"export, frames {name}", timed(functools.partial(run_export, store))))
-        rows.append((f"verify, frames {name}", timed(functools.partial(run_verify, store))))
+        for operation, run in (("export", run_export), ("verify", run_verify)):
+            label = f"{operation}, frames {name}"
+            rows.append((label, timed(functools.partial(run, store), label)))
     mb = size / 1e6
     print("| operation | seconds | MB/s | instances/s | vs cat |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -230,6 +246,16 @@ def limits(
             f"{g['baseline']} | {g['baseline_seconds']:.2f} | {shown} | {g['target']} | "
             f"{'yes' if g['met'] else 'no'} |"
         )
+    print()
+    codec_cpu = CPU["decode, 1 thread"]
+    print(
+        "| CPU (user + system) | CPU s | CPU ms / frame | decoding's share (1-thread decode "
+        "CPU / this) |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for name in ("decode, 1 thread", "export, frames JPEG-LS", "verify, frames JPEG-LS"):
+        share = f"{codec_cpu / CPU[name] * 100:.0f} %" if CPU[name] else "-"
+        print(f"| {name} | {CPU[name]:.2f} | {CPU[name] / max(count, 1) * 1000:.2f} | {share} |")
     return goals
 
 
