@@ -163,8 +163,9 @@ def deidentified_stream(
         )
     )
     values = {TRANSFER_SYNTAX_UID: syntax}
-    if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):
-        values[MEDIA_STORAGE_SOP_INSTANCE_UID] = profile.uid(key.sop)
+    if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):  # the data set's, as it is
+        kept = profile.action(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI") == "K"  # Retain UIDs
+        values[MEDIA_STORAGE_SOP_INSTANCE_UID] = key.sop if kept else profile.uid(key.sop)
     prefix = b"\0" * 128 + b"DICM" if meta_end >= 132 and head[128:132] == b"DICM" else b""
     if meta:
         prefix += rebuild_meta(head, meta, keep=KEPT_META, values=values)
