@@ -2,7 +2,7 @@
 every element wherever it sits.
 
 - File Meta Information (PS3.10 7.1): only File Meta Information Version, Media Storage SOP
-  Class UID, Media Storage SOP Instance UID (replaced), Transfer Syntax UID and the
+  Class UID, Media Storage SOP Instance UID (as the SOP Instance UID), Transfer Syntax UID and the
   implementation's class UID and version name are kept; AE titles, presentation addresses,
   Private Information Creator UID and Private Information are removed. The preamble is
   zeroed.
@@ -18,6 +18,12 @@ every element wherever it sits.
   at every level (the top level's blocks found in the whole instance, so that elements after
   Pixel Data find their creator).
 - A deflated original (PS3.5 A.5) comes out inflated, Explicit VR Little Endian.
+- Frames are never decoded unless they are cleaned: an Explicit VR Little Endian original
+  whose frames the store keeps recompressed losslessly comes out in the stored syntax, its
+  stored codestreams as they are (like an original whose codestreams were not kept).
+- Pixel cleaning (PS3.15 E.3.1): with the profile's rules, the frames a matching rule's
+  rectangles touch are blanked (:mod:`dicomweb_archive.dicom.clean_pixels`), Burned In
+  Annotation (0028,0301) becomes NO and Clean Pixel Data Option (113101) is recorded.
 """
 
 from __future__ import annotations
