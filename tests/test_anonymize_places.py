@@ -95,7 +95,8 @@ def test_every_place_deidentified_in_exported_files(
     assert not meta & {0x00020016, 0x00020017, 0x00020100, 0x00020102}
     assert meta >= {0x00020002, 0x00020003, 0x00020010}
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert len(ds.PixelData) == 128 * 128 * 2  # the pixels came through
+    original = pydicom.dcmread(_testdata("CT_small.dcm"))
+    assert (ds.pixel_array == original.pixel_array).all()  # the pixels came through
 
 
 def test_deflated_and_non_ascii_uid_come_out_deidentified(
@@ -114,12 +115,11 @@ def test_deflated_and_non_ascii_uid_come_out_deidentified(
     assert "2 instances de-identified" in output
     datasets = read_all(exported(out, tmp_path / "export"))
     assert len(datasets) == 2
-    syntaxes = {str(ds.file_meta.TransferSyntaxUID) for ds in datasets}
-    assert syntaxes == {"1.2.840.10008.1.2.1"}
     original = pydicom.dcmread(_testdata("image_dfl.dcm"))
     flat = next(
         ds for ds in datasets if ds.Rows == original.Rows and "FrameOfReferenceUID" not in ds
     )
+    assert flat.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert flat.PixelData == original.PixelData
     assert all(ds.PatientIdentityRemoved == "YES" for ds in datasets)
     frame_of_reference = next(ds for ds in datasets if "FrameOfReferenceUID" in ds)

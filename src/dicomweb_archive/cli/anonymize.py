@@ -24,6 +24,7 @@ from dicomweb_archive.cli.common import (
 from dicomweb_archive.cli.targets import DryRun, Patient, Reason, Study, targets_of
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.deid import OPTIONS, read_patient_map
+from dicomweb_archive.model.pixel_rules import PixelRules, read_pixel_rules
 
 if TYPE_CHECKING:
     from dicomweb_archive.ops.anonymize import AnonymizeReport
@@ -61,6 +62,15 @@ PatientMap = Annotated[
         "used instead of keyed pseudonyms (a patient not in it is an error).",
     ),
 ]
+CleanPixels = Annotated[
+    str | None,
+    typer.Option(
+        "--clean-pixels",
+        help="Rules file: per Modality | Manufacturer | Manufacturer's Model Name | Rows x "
+        "Columns, rectangles x,y,width,height of the pixels to blank (see "
+        "docs/spec/deidentification.md).",
+    ),
+]
 Target = Annotated[
     str | None,
     typer.Argument(help="A StudyInstanceUID or a PatientID.", show_default=False),
@@ -78,6 +88,7 @@ def anonymize(  # noqa: PLR0917 - typer passes every option positionally
     retain: Retain = None,
     key_file: KeyFile = None,
     patient_map: PatientMap = None,
+    clean_pixels: CleanPixels = None,
     dry_run: DryRun = False,
     reason: Reason = "",
     verbose: VerboseOption = False,
@@ -94,6 +105,7 @@ def anonymize(  # noqa: PLR0917 - typer passes every option positionally
         retain=retain or [],
         key_file=key_file,
         patient_map=patient_map,
+        clean_pixels=clean_pixels,
         dry_run=dry_run,
         reason=reason,
         verbose=verbose,
@@ -114,6 +126,7 @@ def run_anonymize(
     reason: str,
     verbose: bool,
     patient_map: str | None = None,
+    clean_pixels: str | None = None,
 ) -> None:
     from dicomweb_archive.ops.anonymize import anonymize as anonymize_op  # noqa: PLC0415
     from dicomweb_archive.ops.anonymize import anonymize_in_place, anonymize_selection  # noqa: PLC0415
@@ -125,9 +138,15 @@ def run_anonymize(
         selection = anonymize_selection(archive, targets, arguments, all_studies=all_studies)
         key = Path(key_file).read_bytes().strip() if key_file else None
         patients = _patients(patient_map)
+        rules = _pixel_rules(clean_pixels)
         if in_place and not dry_run:
             report = anonymize_in_place(
-                archive, options=frozenset(retain), key=key, patients=patients, reason=reason
+                archive,
+                options=frozenset(retain),
+                key=key,
+                patients=patients,
+                pixel_rules=rules,
+                reason=reason,
             )
         else:
             report = anonymize_op(
@@ -137,6 +156,7 @@ def run_anonymize(
                 options=frozenset(retain),
                 key=key,
                 patients=patients,
+                pixel_rules=rules,
                 dry_run=dry_run,
             )
     _render(report, out or store_path(store), dry_run=dry_run, in_place=in_place)
@@ -152,11 +172,22 @@ def _patients(path: str | None) -> dict[str, tuple[str, str]] | None:
     return read_patient_map(text, name=path)
 
 
+def _pixel_rules(path: str | None) -> PixelRules | None:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"{path}: the pixel cleaning rules cannot be read: {exc}") from exc
+    return read_pixel_rules(text, name=path)
+
+
 def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
     if dry_run:
         say(
             f"plan: {count(len(report.planned), 'instance')} would be de-identified, "
-            f"{len(report.burned_in)} to review for burned-in annotation; nothing written"
+            f"{len(report.burned_in)} to review for burned-in annotation, "
+            f"{count(len(report.cleaned), 'instance')} whose pixels a rule cleans; nothing written"
         )
         for sop in report.burned_in:
             say(f"  review: {sop}")
@@ -175,6 +206,7 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         f"{count(done, 'instance')} de-identified into {target}, "
         f"{count(report.linked, 'frame file')} shared "
         f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
+        f"{count(len(report.cleaned), 'instance')} with pixels cleaned, "
         f"{report.seconds:.2f} s"
     )
     if report.report_path:

@@ -13,6 +13,7 @@ import typer
 
 from dicomweb_archive.cli.anonymize import (
     AllStudies,
+    CleanPixels,
     InPlace,
     KeyFile,
     Out,
@@ -81,6 +82,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     retain: Retain = None,
     key_file: KeyFile = None,
     patient_map: PatientMap = None,
+    clean_pixels: CleanPixels = None,
     dry_run: DryRun = False,
     show_phi: ShowPhi = False,
     reason: Reason = "",
@@ -88,7 +90,8 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
     version: VersionOption = False,
 ) -> None:
     """Edit metadata at patient, study, series or instance level, delete, or de-identify
-    (frames untouched); the same as the edit, delete and anonymize commands."""
+    (frames untouched, unless --clean-pixels blanks some); the same as the edit, delete and
+    anonymize commands."""
     targets = targets_of(patient, study, series, instance)
     edits = edits or []
     if batch_file is not None:
@@ -110,6 +113,7 @@ def update(  # noqa: PLR0917 - typer passes every option positionally
             reason=reason,
             verbose=verbose,
             patient_map=patient_map,
+            clean_pixels=clean_pixels,
         )
         return
     if reject is not None and not delete:

@@ -27,7 +27,8 @@ from dicomweb_archive.dicom.parse import (
 )
 from dicomweb_archive.errors import TruncatedError
 
-PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 GROUP_LENGTH = 0x00020000
 TRANSFER_SYNTAX_UID = 0x00020010
@@ -141,18 +142,29 @@ def walk_rest(
     little: bool,
     edit_run: Callable[[bytes], bytes],
     name: str,
+    pixel_data: Callable[[bytes], Iterator[Chunk]] | None = None,
 ) -> Iterator[Chunk]:
     """The top-level elements of ``first`` and then ``chunks``: pixel data passed through,
-    each run of other elements replaced by ``edit_run(run)``."""
+    each run of other elements replaced by ``edit_run(run)``. With ``pixel_data``, Pixel Data
+    (7FE0,0010) is read through unused and ``pixel_data(its header)`` written instead (its
+    frames written anew: cleaned, or as stored)."""
     reader = _Reader(first, chunks, little=little, name=name)
     run = bytearray()
     while not reader.at_end():
-        if reader.tag() not in PIXEL_TAGS:
+        tag = reader.tag()
+        if tag not in PIXEL_TAGS:
             run += _element(reader, implicit=implicit)
             continue
         if run:
             yield edit_run(bytes(run))
             run = bytearray()
+        if pixel_data is not None and tag == PIXEL_DATA:
+            element = _pixel_element(reader, implicit=implicit)
+            header = bytes(next(element))
+            for _chunk in element:
+                pass
+            yield from pixel_data(header)
+            continue
         try:
             yield from _pixel_element(reader, implicit=implicit)
         except TruncatedError:  # an incomplete instance: its file ends inside Pixel Data

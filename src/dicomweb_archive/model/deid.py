@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.model.pixel_rules import PixelRules
 from dicomweb_archive.model.standard_tables import (
     CONFIDENTIALITY_PROFILE,
     ROWS_WITHOUT_OPTION_COLUMNS,
@@ -86,6 +87,8 @@ DUMMY = {
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Application Level Confidentiality Profile"
 #: PS3.16 CID 7050 De-identification Method: the profile and each option applied
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+#: PS3.16 CID 7050: rectangles of burned-in text blanked (PS3.15 E.3.1)
+CLEAN_PIXEL_DATA_CODE = ("113101", "DCM", "Clean Pixel Data Option")
 OPTION_CODES = {
     "retain-uids": ("113110", "DCM", "Retain UIDs Option"),
     "retain-device-identity": ("113109", "DCM", "Retain Device Identity Option"),
@@ -177,10 +180,14 @@ class Profile:
     key: bytes
     options: frozenset[str] = frozenset()
     patients: Mapping[str, tuple[str, str]] | None = field(default=None, compare=False)
+    #: pixel cleaning rules (``--clean-pixels``), None when pixels are not cleaned
+    pixel_rules: PixelRules | None = field(default=None, compare=False)
 
-    def method_codes(self) -> tuple[tuple[str, str, str], ...]:
-        """De-identification Method Code Sequence items (0012,0064) for this profile."""
-        return (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in sorted(self.options)))
+    def method_codes(self, *, cleaned: bool = False) -> tuple[tuple[str, str, str], ...]:
+        """De-identification Method Code Sequence items (0012,0064) for this profile, with
+        Clean Pixel Data Option (113101) for an instance whose pixels were ``cleaned``."""
+        options = (OPTION_CODES[o] for o in sorted(self.options))
+        return (BASIC_PROFILE_CODE, *options, *([CLEAN_PIXEL_DATA_CODE] if cleaned else []))
 
     def temporal_information(self) -> str:
         """Longitudinal Temporal Information Modified (0028,0303) for this profile (PS3.3

@@ -33,10 +33,13 @@ def build_report(
     review: Mapping[str, list[str]],
     failed: Mapping[str, str],
     created: str,
+    cleaned: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The report as JSON: ``applied`` holds one set of (tag, what was done) per instance
     de-identified; ``review`` and ``failed`` map de-identified SOP Instance UIDs to reasons
-    (worded without values)."""
+    (worded without values), ``cleaned`` those whose pixels were cleaned (PS3.15 E.3.1) to
+    the line of the rule that did it."""
+    rules = profile.pixel_rules
     counts: Counter[tuple[int, str]] = Counter()
     instances = 0
     for one in applied:
@@ -65,6 +68,10 @@ def build_report(
         "key_sha256": key_fingerprint(profile.key),
         "instances_deidentified": instances,
         "instances_failed": [{"sop_instance_uid": s, "reason": r} for s, r in failed.items()],
+        "pixel_rules": rules.name if rules is not None else None,
+        "instances_pixels_cleaned": [
+            {"sop_instance_uid": sop, "rule_line": line} for sop, line in (cleaned or {}).items()
+        ],
         "instances_to_review": [
             {"sop_instance_uid": sop, "reasons": reasons} for sop, reasons in review.items()
         ],
@@ -90,6 +97,13 @@ def report_summary(report: Mapping[str, Any]) -> str:
         f"instances that could not be: {len(report['instances_failed'])}",
     ]
     lines += [f"  {f['sop_instance_uid']}: {f['reason']}" for f in report["instances_failed"]]
+    rules = report["pixel_rules"]
+    lines.append(f"pixel cleaning rules: {rules}" if rules else "pixel cleaning rules: none")
+    lines.append(f"instances with pixels cleaned: {len(report['instances_pixels_cleaned'])}")
+    lines += [
+        f"  {item['sop_instance_uid']}: rule of line {item['rule_line']}"
+        for item in report["instances_pixels_cleaned"]
+    ]
     lines.append(f"instances to review: {len(report['instances_to_review'])}")
     lines += [
         f"  {item['sop_instance_uid']}: {'; '.join(item['reasons'])}"

@@ -18,9 +18,12 @@ nothing opens, which the next run into the same place replaces). In place (``--a
 de-identified ones, in one journal; it can be reverted, and ``purge`` of the change removes the
 originals, their history and audit for good.
 
-Pixel data is kept as is: instances whose pixels may carry burned-in text (Burned In
-Annotation (0028,0301) YES, or not given for a SOP class or modality where such text is
-common) are reported in :attr:`AnonymizeReport.burned_in`, never passed silently.
+Pixel data is kept as is, unless pixel cleaning rules are given (PS3.15 E.3.1): then the
+frames a matching rule's rectangles touch are blanked (``dicom/clean_pixels.py``), the others
+pass through. Instances whose pixels may carry burned-in text (Burned In Annotation
+(0028,0301) YES, or not given for a SOP class or modality where such text is common) are
+reported in :attr:`AnonymizeReport.burned_in`, never passed silently, with whether a rule
+cleaned them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from dicomweb_archive.errors import ArchiveError, UsageError
 from dicomweb_archive.model.deid import OPTIONS, Profile, burned_in_review
 from dicomweb_archive.model.deid_report import build_report, report_summary
 from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.pixel_rules import PixelRules
 from dicomweb_archive.ops.changes import (
     finish_studies,
     removed,
@@ -72,6 +77,8 @@ class AnonymizeReport:
     burned_in: list[str] = field(default_factory=list)  # source SOP UIDs to review
     #: source SOP UID -> why it needs review (worded without values)
     review: dict[str, list[str]] = field(default_factory=dict)
+    #: source SOP UID -> the line of the pixel cleaning rule that blanks some of its frames
+    cleaned: dict[str, int] = field(default_factory=dict)
     #: source SOP UID -> (tag, what was done) for each instance de-identified
     applied: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
     report_path: str = ""  # where the report's readable summary was written
@@ -93,20 +100,38 @@ def profile_key(archive: Archive, key: bytes | None) -> bytes:
         return store_key(archive.storage)
 
 
-def _review(archive: Archive, chosen: list[InstanceKey], report: AnonymizeReport) -> None:
+def _review(
+    archive: Archive,
+    chosen: list[InstanceKey],
+    report: AnonymizeReport,
+    rules: PixelRules | None,
+) -> None:
     """The instances whose pixels need review for burned-in text, by evidence
-    (:func:`~dicomweb_archive.model.deid.burned_in_review`)."""
+    (:func:`~dicomweb_archive.model.deid.burned_in_review`), and with ``rules`` those whose
+    pixels a rule cleans (:attr:`AnonymizeReport.cleaned`); a flagged instance's reasons say
+    whether a rule cleaned it or none matched."""
     states = States(archive.storage, archive.keys)
     for instance in chosen:
-        metadata = states.instance(instance).metadata
+        state = states.instance(instance)
+        metadata = state.metadata
+        rule = rules.match(metadata) if rules is not None else None
+        pixel = PixelDescription.from_metadata(metadata)
+        if rule is not None and rule.frames(len(state.info.frames), pixel.rows, pixel.columns):
+            report.cleaned[instance.sop] = rule.line
         burned, modality, sop_class = (
             metadata.get(key, {}).get("Value", [None])[0]
             for key in (BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID)
         )
         reason = burned_in_review(burned, modality, sop_class)
-        if reason:
-            report.burned_in.append(instance.sop)
-            report.review.setdefault(instance.sop, []).append(reason)
+        if not reason:
+            continue
+        report.burned_in.append(instance.sop)
+        reasons = report.review.setdefault(instance.sop, [reason])
+        if instance.sop in report.cleaned:
+            line = report.cleaned[instance.sop]
+            reasons.append(f"pixels cleaned by the rule of line {line}: check the result")
+        elif rules is not None:
+            reasons.append("no pixel cleaning rule matched")
 
 
 def _streams(
@@ -141,12 +166,14 @@ def anonymize(
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
     patients: Mapping[str, tuple[str, str]] | None = None,
+    pixel_rules: PixelRules | None = None,
     dry_run: bool = False,
 ) -> AnonymizeReport:
     """De-identify the selected instances of ``archive`` into the store at ``out`` (made when
     there is none; see the module docstring). ``patients`` (original Patient ID -> new
     Patient ID and Patient's Name) replaces the keyed pseudonyms; an instance of a patient it
-    does not name is reported and left out.
+    does not name is reported and left out. ``pixel_rules`` blank rectangles of the pixels of
+    the instances they match (PS3.15 E.3.1, ``docs/spec/deidentification.md``).
 
     With ``dry_run`` only the instances that would be de-identified (and those to review for
     burned-in annotation) are reported.
@@ -158,12 +185,12 @@ def anonymize(
     report = AnonymizeReport()
     complete_pending(archive)
     chosen = [instance for instance, _sha in select(archive, selection)]
-    _review(archive, chosen, report)
+    _review(archive, chosen, report, pixel_rules)
     if dry_run:
         report.planned = [instance.sop for instance in chosen]
         report.seconds = time.perf_counter() - started
         return report
-    profile = Profile(profile_key(archive, key), options, patients)
+    profile = Profile(profile_key(archive, key), options, patients, pixel_rules)
     target = Archive.create_or_replace_incomplete(out, replace(archive.config, complete=False))
     with target:
         failures: dict[str, FileResult] = {}
@@ -211,14 +238,15 @@ def anonymize_in_place(
     options: frozenset[str] = frozenset(),
     key: bytes | None = None,
     patients: Mapping[str, tuple[str, str]] | None = None,
+    pixel_rules: PixelRules | None = None,
     reason: str = "",
 ) -> AnonymizeReport:
     """De-identify a whole store in place, as one revertible ``anonymize`` change (see the
-    module docstring; ``patients`` as for :func:`anonymize`). If any instance cannot be
-    de-identified, nothing changes."""
+    module docstring; ``patients`` and ``pixel_rules`` as for :func:`anonymize`). If any
+    instance cannot be de-identified, nothing changes."""
     started = time.perf_counter()
     _check_options(options)
-    profile = Profile(profile_key(archive, key), options, patients)
+    profile = Profile(profile_key(archive, key), options, patients, pixel_rules)
     report = AnonymizeReport()
     complete_pending(archive)
     with archive.writing("anonymize"):
@@ -226,7 +254,7 @@ def anonymize_in_place(
             instance
             for instance, _sha in select(archive, Selection(query={"StudyInstanceUID": "*"}))
         ]
-        _review(archive, chosen, report)
+        _review(archive, chosen, report, pixel_rules)
         earlier = sorted(change_ids(archive.storage))
         with archive.changing(
             "anonymize",
@@ -310,6 +338,7 @@ def _write_report(
         profile,
         applied=(report.applied.get(i.sop, set()) for i in chosen if i.sop in done),
         review={new(sop): reasons for sop, reasons in report.review.items()},
+        cleaned={new(sop): line for sop, line in report.cleaned.items() if sop in done},
         failed={
             new(i.sop): "could not be de-identified, left out (the run's error lines say why)"
             for i in chosen

@@ -2,7 +2,7 @@
 every element wherever it sits.
 
 - File Meta Information (PS3.10 7.1): only File Meta Information Version, Media Storage SOP
-  Class UID, Media Storage SOP Instance UID (replaced), Transfer Syntax UID and the
+  Class UID, Media Storage SOP Instance UID (as the SOP Instance UID), Transfer Syntax UID and the
   implementation's class UID and version name are kept; AE titles, presentation addresses,
   Private Information Creator UID and Private Information are removed. The preamble is
   zeroed.
@@ -18,18 +18,31 @@ every element wherever it sits.
   at every level (the top level's blocks found in the whole instance, so that elements after
   Pixel Data find their creator).
 - A deflated original (PS3.5 A.5) comes out inflated, Explicit VR Little Endian.
+- Frames are never decoded unless they are cleaned: an Explicit VR Little Endian original
+  whose frames the store keeps recompressed losslessly comes out in the stored syntax, its
+  stored codestreams as they are (like an original whose codestreams were not kept).
+- Pixel cleaning (PS3.15 E.3.1): with the profile's rules, the frames a matching rule's
+  rectangles touch are blanked (:mod:`dicomweb_archive.dicom.clean_pixels`), Burned In
+  Annotation (0028,0301) becomes NO and Clean Pixel Data Option (113101) is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.deid_walk import PIXEL_TAGS, edit_dataset, rebuild_meta, walk_rest
+from dicomweb_archive.dicom.clean_pixels import Areas, check_cleanable, pixel_element
+from dicomweb_archive.dicom.deid_walk import (
+    PIXEL_DATA,
+    PIXEL_TAGS,
+    edit_dataset,
+    rebuild_meta,
+    walk_rest,
+)
 from dicomweb_archive.dicom.edit import Edit
 from dicomweb_archive.dicom.parse import Element, parse_dataset, parse_p10
-from dicomweb_archive.dicom.skeleton import ChunkStream
+from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.deid import (
@@ -44,6 +57,10 @@ from dicomweb_archive.model.deid import (
     safe_private,
     text_values,
 )
+from dicomweb_archive.model.incomplete import incomplete_frame
+from dicomweb_archive.model.info import InfoRecord
+from dicomweb_archive.model.pixel import PixelDescription
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE
 from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY, PATIENT_ID_KEY
 from dicomweb_archive.ops.reconstruct import FrameReaders
 from dicomweb_archive.ops.state import Instance
@@ -63,7 +80,9 @@ OURS = frozenset(
         LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
     }
 )
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+BURNED_IN_ANNOTATION = 0x00280301
+#: Extended Offset Table (7FE0,0001) and its Lengths (7FE0,0002), PS3.5 A.4
+EXTENDED_OFFSET_TABLE = (0x7FE00001, 0x7FE00002)
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 TRANSFER_SYNTAX_UID = 0x00020010
 #: File Meta Information Version, Media Storage SOP Class UID, Media Storage SOP Instance UID,
@@ -115,13 +134,16 @@ def deidentified_stream(
             parsed.implicit,
             parsed.little,
         )
-    if not info.rebuilds_original():  # the stored form: its frames' one transfer syntax
+    readers = FrameReaders(storage, keys, key, info)
+    stored_form = not info.rebuilds_original() or _passes_stored(info, syntax)
+    if stored_form:  # the stored form: its frames' one transfer syntax
         syntaxes = info.stored_syntaxes()
         if len(syntaxes) != 1:
             raise ArchiveError(
                 f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
             )
         syntax = syntaxes[0]
+    pixel_data, areas = _pixel_data(profile, instance, syntax, readers, stored_form=stored_form)
     patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
     context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
     context.removed = _removed_texts(profile, metadata, top=True, gone=False)
@@ -131,9 +153,14 @@ def deidentified_stream(
     edits = context.edits(_subset(metadata, dataset), ())
     edits.append(Edit(((PATIENT_IDENTITY_REMOVED, None),), "CS", "YES"))
     edits.append(Edit(((DEIDENTIFICATION_METHOD_TAG, None),), "LO", DEIDENTIFICATION_METHOD))
-    edits.append(
-        Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=profile.method_codes())
-    )
+    present = {element.tag for element in dataset}
+    codes = profile.method_codes(cleaned=bool(areas))
+    edits.append(Edit(((DEIDENTIFICATION_METHOD_CODES, None),), "SQ", None, codes=codes))
+    if areas:  # PS3.15 E.3.1: the pixels no longer carry the text the rules blank
+        edits.append(Edit(((BURNED_IN_ANNOTATION, None),), "CS", "NO"))
+        context.applied |= {(BURNED_IN_ANNOTATION, "set to NO"), (PIXEL_DATA, "pixels cleaned")}
+    if pixel_data is not None and syntax not in NATIVE:  # its offsets no longer hold
+        edits += [Edit(((t, None),), "OV", None) for t in EXTENDED_OFFSET_TABLE if t in present]
     edits.append(
         Edit(
             ((LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, None),),
@@ -142,8 +169,9 @@ def deidentified_stream(
         )
     )
     values = {TRANSFER_SYNTAX_UID: syntax}
-    if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):
-        values[MEDIA_STORAGE_SOP_INSTANCE_UID] = profile.uid(key.sop)
+    if any(e.tag == MEDIA_STORAGE_SOP_INSTANCE_UID for e in meta):  # the data set's, as it is
+        kept = profile.action(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI") == "K"  # Retain UIDs
+        values[MEDIA_STORAGE_SOP_INSTANCE_UID] = key.sop if kept else profile.uid(key.sop)
     prefix = b"\0" * 128 + b"DICM" if meta_end >= 132 and head[128:132] == b"DICM" else b""
     if meta:
         prefix += rebuild_meta(head, meta, keep=KEPT_META, values=values)
@@ -155,15 +183,88 @@ def deidentified_stream(
             run, context.edits(_subset(metadata, elements), ()), syntax=syntax, name=key.sop
         )
 
+    if pixel_data is None:
+        stream = readers.generate(rest)
+    else:  # the frames of the original element are not read (placeholders of their length)
+        stream = generate_bytes(
+            rest,
+            read_frame=_zeros(info, stored=False),
+            read_bulk=readers.bulk,
+            read_stored=_zeros(info, stored=True),
+        )
     chunks = walk_rest(
         head[end:],
-        FrameReaders(storage, keys, key, info).generate(rest),
+        stream,
         implicit=implicit,
         little=little,
         edit_run=edit_run,
         name=key.sop,
+        pixel_data=pixel_data,
     )
     return ChunkStream(_chain(prefix + body, chunks))
+
+
+def _passes_stored(info: InfoRecord, syntax: str) -> bool:
+    """Whether the instance is written in its stored form although its original can be
+    rebuilt: an Explicit VR Little Endian original whose every frame was recompressed
+    losslessly at ingest (the stored codestreams then pass through as they are, never decoded
+    and encoded again; the de-identified instance is received in the stored syntax). Not for
+    colour-by-plane frames or an instance whose file ends inside Pixel Data."""
+    frames = info.frames
+    pixel = info.stored.pixel
+    return (
+        syntax == EXPLICIT_VR_LITTLE_ENDIAN
+        and bool(frames)
+        and all(
+            f.source is not None
+            and f.source.bulk is None
+            and f.source.transfer_syntax_uid == syntax
+            for f in frames
+        )
+        and (pixel is None or pixel.samples_per_pixel == 1 or pixel.planar_configuration == 0)
+        and incomplete_frame(info.skeleton) is None
+    )
+
+
+def _pixel_data(
+    profile: Profile,
+    instance: Instance,
+    syntax: str,
+    readers: FrameReaders,
+    *,
+    stored_form: bool,
+) -> tuple[Callable[[bytes], Iterator[bytes | memoryview]] | None, Areas]:
+    """How Pixel Data is written anew (None: passed through as it is read), and the areas of
+    each frame the profile's pixel cleaning rules blank (PS3.15 E.3.1; none when no rule
+    matches or the rule's rectangles miss the image). Raises :class:`ArchiveError` when the
+    frames need cleaning and cannot be (:func:`check_cleanable`)."""
+    info, metadata = instance.info, instance.metadata
+    rule = profile.pixel_rules.match(metadata) if profile.pixel_rules is not None else None
+    pixel = PixelDescription.from_metadata(metadata)
+    count = len(info.frames)
+    areas = rule.frames(count, pixel.rows, pixel.columns) if rule is not None else {}
+    if areas:
+        check_cleanable(syntax, pixel)
+        if incomplete_frame(info.skeleton) is not None:
+            raise ArchiveError("its file ends inside Pixel Data: its pixels cannot be cleaned")
+    elif not (stored_form and info.rebuilds_original()):
+        return None, areas
+    read = readers.stored if stored_form else readers.frame
+
+    def write(header: bytes) -> Iterator[bytes | memoryview]:
+        return pixel_element(
+            header, syntax=syntax, count=count, read=read, pixel=pixel, areas=areas
+        )
+
+    return write, areas
+
+
+def _zeros(info: InfoRecord, *, stored: bool) -> Callable[[int], memoryview]:
+    """A frame reader giving zeros of each frame's length (as received, or as stored), for
+    a Pixel Data element that is read through and not used."""
+    sizes = [f.size if stored or f.source is None else f.source.size for f in info.frames]
+    zeros = memoryview(bytes(max(sizes, default=0)))
+    return lambda number: zeros[: sizes[number - 1]]
 
 
 def _chain(first: bytes, rest: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
