@@ -40,7 +40,7 @@ from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.multipart import parse_part
-from dicomweb_archive.web import qido, retrieve
+from dicomweb_archive.web import qido, rendered, retrieve
 from dicomweb_archive.web.access import AccessLog
 from dicomweb_archive.web.metadata import CACHE_SIZE, retrieve_metadata
 from dicomweb_archive.web.negotiate import choose_frame_type, parse_accept
@@ -326,6 +326,7 @@ def create_app(
             ),
         ),
     ]
+    routes += rendered.routes(server, wrap)  # PS3.18 8.3.5: rendered and thumbnail resources
     middleware = [Middleware(AccessLog)]
     if cors_origins:
         middleware.append(
