@@ -21,9 +21,11 @@ which attributes, and the thumbnails kept as derived files.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
-from dicomweb_archive.errors import NoSuchInstanceError, NoSuchObjectError
+from dicomweb_archive.archive import Archive
+from dicomweb_archive.errors import ArchiveError, NoSuchInstanceError, NoSuchObjectError
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.store.instance import InstanceKey, read_bulk, read_frame, read_info
 from dicomweb_archive.store.journal import Transaction
@@ -36,6 +38,8 @@ SOP_INSTANCE_UID_KEY = "00080018"  # (0008,0018) SOPInstanceUID
 SERIES_INSTANCE_UID_KEY = "0020000E"  # (0020,000E) SeriesInstanceUID
 #: the viewport of a thumbnail when none is asked for (PS3.18 leaves it to the origin server)
 THUMBNAIL_SIZE = 128
+#: studies per transaction of :func:`write_thumbnails`
+CHUNK = 100
 
 
 def thumbnail_options() -> Any:
@@ -129,12 +133,24 @@ def render(
     return render_frame(array, pixel, photometric, to_attributes(metadata, bulk), options)
 
 
+def write_thumbnails(archive: Archive, studies: Iterable[str]) -> int:
+    """Write the thumbnails ``studies`` lack (:func:`stage_thumbnails`), under the write
+    lease, :data:`CHUNK` studies per transaction; returns how many were written."""
+    todo = sorted(set(studies))
+    written = 0
+    with archive.writing("thumbnails"):
+        for start in range(0, len(todo), CHUNK):
+            txn = archive.transaction()
+            for study in todo[start : start + CHUNK]:
+                written += stage_thumbnails(txn, archive.keys, study)
+            archive.commit(txn)
+    return written
+
+
 def stage_thumbnails(txn: Transaction, keys: StoreKeys, study: str) -> int:
     """Write the thumbnails a study lacks (study, series, instances with Pixel Data) into
     ``txn``; returns how many were written. An instance whose frame cannot be rendered gets
     none (its series' representative is then another one's thumbnail or none)."""
-    from dicomweb_archive.errors import CodecError  # noqa: PLC0415
-
     options = thumbnail_options()
     written = 0
     made: dict[InstanceKey, bytes] = {}
@@ -153,7 +169,7 @@ def stage_thumbnails(txn: Transaction, keys: StoreKeys, study: str) -> int:
                 continue
             try:
                 made[key] = render(txn, keys, key, 1, options, metadata=meta)
-            except (CodecError, NoSuchInstanceError):
+            except ArchiveError:
                 continue  # no frame, or one that cannot be decoded: no thumbnail
             txn.put(name, made[key], content_type="image/jpeg")
             written += 1
