@@ -169,8 +169,11 @@ def to_eight_bits(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """``values`` from ``low``..``high`` to 0..255, linearly, rounded to the nearest integer."""
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.asarray(values, dtype=np.float64) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    scaled: np.ndarray = np.subtract(values, low, dtype=np.float64)
+    scaled *= 255.0 / (high - low)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def _colour(frame: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:

@@ -40,6 +40,10 @@ SERIES_INSTANCE_UID_KEY = "0020000E"  # (0020,000E) SeriesInstanceUID
 THUMBNAIL_SIZE = 128
 #: studies per transaction of :func:`write_thumbnails`
 CHUNK = 100
+#: series whose metadata a :data:`MetadataCache` keeps
+CACHE_SIZE = 32
+#: (series metadata key, etag) -> the series' instance objects by SOP Instance UID
+MetadataCache = dict[tuple[str, str], dict[str, JsonObject]]
 
 
 def thumbnail_options() -> Any:
@@ -61,12 +65,26 @@ def series_metadata(reader: Reader, keys: StoreKeys, study: str, series: str) ->
     return list(value)
 
 
-def instance_metadata(reader: Reader, keys: StoreKeys, key: InstanceKey) -> JsonObject:
-    """An instance's object in its series metadata (its metadata now)."""
-    for obj in series_metadata(reader, keys, key.study, key.series):
-        if _uid(obj, SOP_INSTANCE_UID_KEY) == key.sop:
-            return obj
-    raise NoSuchInstanceError(f"instance {key.sop} is not in the store")
+def instance_metadata(
+    reader: Reader, keys: StoreKeys, key: InstanceKey, cache: MetadataCache | None = None
+) -> JsonObject:
+    """An instance's object in its series metadata (its metadata now); ``cache`` keeps the
+    series' objects by their file's etag (a server renders a series' frames one by one)."""
+    name = keys.series_metadata(key.study, key.series)
+    head = reader.head(name) if cache is not None else None
+    objects = cache.get((name, head.etag)) if cache is not None and head is not None else None
+    if objects is None:
+        objects = {
+            _uid(obj, SOP_INSTANCE_UID_KEY): obj
+            for obj in series_metadata(reader, keys, key.study, key.series)
+        }
+        if cache is not None and head is not None:
+            if len(cache) >= CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[(name, head.etag)] = objects
+    if key.sop not in objects:
+        raise NoSuchInstanceError(f"instance {key.sop} is not in the store")
+    return objects[key.sop]
 
 
 def representative(

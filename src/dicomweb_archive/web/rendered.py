@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from dicomweb_archive.web.app import Server
 
 JPEG, PNG = "image/jpeg", "image/png"
+#: the series metadata the rendered routes read, by file and etag (``ops/render.py``)
+CACHE: ops.MetadataCache = {}
 
 
 def rendered(
@@ -89,7 +91,7 @@ def _images(
     numbers = [1]
     if frames is not None:
         numbers = frame_numbers(frames, len(read_info(storage, keys, key).frames))
-    metadata = ops.instance_metadata(storage, keys, key)
+    metadata = ops.instance_metadata(storage, keys, key, CACHE)
     return [ops.render(storage, keys, key, n, options, metadata=metadata) for n in numbers]
 
 
