@@ -34,7 +34,7 @@ from pydicom.pixels.processing import (
     convert_color_space,
 )
 
-from dicomweb_archive.errors import CodecError
+from dicomweb_archive.errors import BadQueryError, CodecError
 from dicomweb_archive.model.pixel import PixelDescription
 
 JPEG = "image/jpeg"
@@ -100,7 +100,10 @@ def to_attributes(metadata: dict[str, Any], bulk: Callable[[str], bytes]) -> Dat
     """The LUT attributes of an instance's DICOM JSON (PS3.18 F.2) as a pydicom data set;
     ``bulk`` reads a BulkDataURI's value (LUT data above the store's inline limit)."""
     subset = {tag: metadata[tag] for tag in RENDER_TAGS if tag in metadata}
-    return Dataset.from_json(subset, bulk_data_uri_handler=lambda _tag, _vr, uri: bulk(uri))
+    try:
+        return Dataset.from_json(subset, bulk_data_uri_handler=lambda _tag, _vr, uri: bulk(uri))
+    except (ValueError, KeyError, TypeError) as exc:  # pydicom's errors for a bad value
+        raise CodecError(f"the LUT attributes cannot be read: {exc}") from exc
 
 
 def to_display(
@@ -213,8 +216,11 @@ def expand_ybr_422(data: bytes, pixel: PixelDescription) -> np.ndarray:
 
 
 def to_viewport(display: np.ndarray, viewport: Viewport | None) -> Image.Image:
-    """The display values cut to the viewport's source region and scaled to fit the viewport,
-    keeping the aspect ratio (PS3.18 8.3.5.1.3)."""
+    """The display values cut to the viewport's source region (its part inside the image) and
+    scaled to fit the viewport, keeping the aspect ratio (PS3.18 8.3.5.1.3).
+
+    Raises BadQueryError when the region lies outside the image.
+    """
     image = Image.fromarray(display, "L" if display.ndim == 2 else "RGB")
     if viewport is None:
         return image
@@ -222,7 +228,14 @@ def to_viewport(display: np.ndarray, viewport: Viewport | None) -> Image.Image:
         sx, sy, sw, sh = viewport.region
         left, right = sorted((sx, sx + sw))
         top, bottom = sorted((sy, sy + sh))
-        image = image.crop((max(left, 0), max(top, 0), right, bottom))
+        left, top = max(left, 0), max(top, 0)  # the part of the region inside the image
+        right, bottom = min(right, image.width), min(bottom, image.height)
+        if right <= left or bottom <= top:
+            raise BadQueryError(
+                f"the viewport's region {sx},{sy},{sw},{sh} is outside the image "
+                f"({image.width} x {image.height})"
+            )
+        image = image.crop((left, top, right, bottom))
         if sw < 0:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if sh < 0:

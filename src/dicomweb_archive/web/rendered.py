@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from dicomweb_archive.web.app import Server
 
 JPEG, PNG = "image/jpeg", "image/png"
+#: the largest viewport width or height (an image of 4096 x 4096 RGB is 48 MB in memory)
+MAX_VIEWPORT = 4096
 #: the series metadata the rendered routes read, by file and etag (``ops/render.py``)
 CACHE: ops.MetadataCache = {}
 
@@ -137,9 +139,9 @@ def parse_viewport(value: str | None) -> Any:
         numbers = [int(n) for n in value.split(",")]
     except ValueError:
         numbers = []
-    if len(numbers) not in (2, 6) or not all(0 < n <= 8192 for n in numbers[:2]):
+    if len(numbers) not in (2, 6) or not all(0 < n <= MAX_VIEWPORT for n in numbers[:2]):
         raise BadQueryError(
-            f"viewport={value!r}: vw,vh[,sx,sy,sw,sh], whole numbers, vw and vh 1 to 8192"
+            f"viewport={value!r}: vw,vh[,sx,sy,sw,sh], whole numbers, vw and vh 1 to {MAX_VIEWPORT}"
         )
     if len(numbers) == 2:
         return Viewport(numbers[0], numbers[1])
