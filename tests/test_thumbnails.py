@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import SEED_APPS
+from dicomweb_archive.ops.delete import apply_delete, plan_delete
 from dicomweb_archive.ops.revert import revert_change
 from dicomweb_archive.ops.update import update
 from dicomweb_archive.ops.verify import verify
@@ -141,3 +142,21 @@ def test_thumbnails_need_the_study_stage(tmp_path: Path, store: str) -> None:
         )
         assert result.exit_code == 2
         assert "--thumbnails follows the study stage" in result.stderr
+
+
+def test_a_delete_drops_the_series_thumbnails(tmp_path: Path, store: str) -> None:
+    """Deleting an instance removes its thumbnail with its folder, and drops its series' and
+    study's (the middle instance may be another now); nothing else of the store is touched."""
+    files = _files(tmp_path)
+    _mkdicomweb(store, "--thumbnails", str(tmp_path / "in"))
+    ds = pydicom.dcmread(files[0])
+    study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    with Archive.open(store) as archive:
+        apply_delete(archive, plan_delete(archive, "instance", str(ds.SOPInstanceUID)))
+    left = [k for k in keys_under(store, KEYS.study(study)) if k.endswith("thumbnail.jpg")]
+    assert left == []
+    assert exists(store, KEYS.study_thumbnail(str(pydicom.dcmread(files[3]).StudyInstanceUID)))
+    result = runner.invoke(SEED_APPS["mkdicomwebstudy"], ["-o", store, "--thumbnails", study])
+    assert "4 thumbnails written" in result.stdout  # two instances, the series, the study
+    middle = KEYS.instance_thumbnail(study, series, str(pydicom.dcmread(files[2]).SOPInstanceUID))
+    assert read(store, KEYS.series_thumbnail(study, series)) == read(store, middle)
