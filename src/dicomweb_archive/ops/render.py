@@ -171,9 +171,8 @@ def stage_thumbnails(txn: Transaction, keys: StoreKeys, study: str) -> int:
     none (its series' representative is then another one's thumbnail or none)."""
     options = thumbnail_options()
     written = 0
-    made: dict[InstanceKey, bytes] = {}
-    listing = txn.head(keys.series_index(study))
-    if listing is None:
+    made: set[InstanceKey] = set()  # the instances with a thumbnail
+    if txn.head(keys.series_index(study)) is None:
         return 0
     for obj in from_json_gz(txn.get(keys.series_index(study))):
         series = _uid(obj, SERIES_INSTANCE_UID_KEY)
@@ -182,18 +181,17 @@ def stage_thumbnails(txn: Transaction, keys: StoreKeys, study: str) -> int:
                 continue
             key = InstanceKey(study, series, _uid(meta, SOP_INSTANCE_UID_KEY))
             name = keys.instance_thumbnail(study, series, key.sop)
-            if txn.head(name) is not None:
-                made[key] = txn.get(name)
-                continue
-            try:
-                made[key] = render(txn, keys, key, 1, options, metadata=meta)
-            except ArchiveError:
-                continue  # no frame, or one that cannot be decoded: no thumbnail
-            txn.put(name, made[key], content_type="image/jpeg")
-            written += 1
+            if txn.head(name) is None:
+                try:
+                    image = render(txn, keys, key, 1, options, metadata=meta)
+                except ArchiveError:
+                    continue  # no frame, or one that cannot be decoded: no thumbnail
+                txn.put(name, image, content_type="image/jpeg")
+                written += 1
+            made.add(key)
     for name, key in _level_thumbnails(txn, keys, study):
         if key in made and txn.head(name) is None:
-            txn.put(name, made[key], content_type="image/jpeg")
+            txn.copy(keys.instance_thumbnail(key.study, key.series, key.sop), name)
             written += 1
     return written
 
