@@ -3,10 +3,10 @@
 QIDO-RS searches are answered from the index (``web/qido.py``, ``web/includefield.py``); WADO-RS
 metadata from the stored series ``metadata.gz`` objects (``web/metadata.py``); frames here, from
 the frame objects; bulk data, Pixel Data and whole instances from the bulk-data, frame and info
-record objects (``web/retrieve.py``); see ``docs/serving.md``. Every key is built from checked
-UIDs and hashes; every read goes through the store's storage (which never reads a file through
-a link, ``store/local.py``), and each answer is read from a state no change was being applied
-to. Errors become status codes here (404, 406, 400, 500 with a sentence; an unexpected error is
+record objects (``web/retrieve.py``); rendered images and thumbnails (``web/rendered.py``);
+see ``docs/serving.md``. Every key is built from checked UIDs and hashes; every read goes
+through the store's storage (which never reads a file through a link, ``store/local.py``), and
+each answer is read from a state no change was being applied to. Errors become status codes here (404, 406, 400, 500 with a sentence; an unexpected error is
 one log line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
