@@ -6,8 +6,9 @@ the frame objects; bulk data, Pixel Data and whole instances from the bulk-data,
 record objects (``web/retrieve.py``); rendered images and thumbnails (``web/rendered.py``);
 see ``docs/serving.md``. Every key is built from checked UIDs and hashes; every read goes
 through the store's storage (which never reads a file through a link, ``store/local.py``), and
-each answer is read from a state no change was being applied to. Errors become status codes here (404, 406, 400, 500 with a sentence; an unexpected error is
-one log line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
+each answer is read from a state no change was being applied to. Errors become status codes
+here (404, 406, 400, 500 with a sentence; an unexpected error is one log line, its traceback
+only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
