@@ -28,6 +28,7 @@ CASES = {
     ),
     "serve": (["--clients", "2", "--seconds", "0.5", "--count", "3"], "requests/s"),
     "startup": (["--runs", "1"], "vs python -c pass"),
+    "render": (["--count", "2", "--size", "16", "--runs", "1"], "vs pydicom + Pillow"),
 }
 
 
@@ -38,7 +39,7 @@ def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     if name in {"update", "startup"} and shutil.which("dcmodify") is None:
         pytest.skip(f"the {name} benchmark compares with DCMTK (.ci/run installs it)")
     arguments, column = CASES[name]
-    if name in {"ingest", "export", "update", "startup", "deidentify"}:
+    if name in {"ingest", "export", "update", "startup", "deidentify", "render"}:
         arguments = [*arguments, "--workdir", str(tmp_path)]
     if name == "ingest":  # not over the results of a real run
         arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]

@@ -27,6 +27,7 @@ from dicomweb_archive import Archive, ingest
 from dicomweb_archive.cli.main import app
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.ops.render import write_thumbnails
 from dicomweb_archive.ops.static_config import StaticOptions, to_nginx_config
 from dicomweb_archive.store.keys import StoreKeys
 from tests import stores
@@ -62,6 +63,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     location = root / "my store"
     with Archive.open_or_create(location, inline_public=1024, inline_private=64) as archive:
         report = ingest(archive, files, options=PipelineOptions(instances=True))
+        assert write_thumbnails(archive, report.studies) == 11  # 3 studies: 5 + 3 + 3
     assert report.ok
     return location
 
@@ -231,6 +233,26 @@ def test_nginx_content_types_and_gzip(static_url: str) -> None:
     assert frame.headers["Content-Type"] == "multipart/related"
     assert "Content-Encoding" not in frame.headers
     assert not any(name.lower().startswith("access-control") for name in frame.headers)
+
+
+@pytest.mark.local
+@needs_nginx
+def test_nginx_serves_thumbnails(static_url: str, serve_url: str) -> None:
+    """The thumbnails --thumbnails wrote are served as image/jpeg at the study, series and
+    instance thumbnail URLs, the bytes serve gives."""
+    study = _uid(requests.get(static_url + "/studies").json()[0], "0020000D")
+    series = _uid(requests.get(f"{static_url}/studies/{study}/series").json()[0], "0020000E")
+    series_path = f"/studies/{study}/series/{series}"
+    sop = _uid(requests.get(f"{static_url}{series_path}/instances").json()[0], "00080018")
+    for path in (f"/studies/{study}", series_path, f"{series_path}/instances/{sop}"):
+        static = requests.get(f"{static_url}{path}/thumbnail")
+        assert static.status_code == 200, path
+        assert static.headers["Content-Type"] == "image/jpeg"
+        assert static.content == requests.get(f"{serve_url}{path}/thumbnail").content
+    assert (
+        requests.get(f"{static_url}{series_path}/instances/{sop}/frames/1/thumbnail").status_code
+        == 404
+    )
 
 
 @pytest.mark.local

@@ -72,6 +72,7 @@ def make_command(command: str) -> Callable[..., None]:
         colour_content_type: opt.ColourContentType = None,
         replace: opt.Replace = False,
         follow_dicomdir: opt.FollowDicomdir = False,
+        thumbnails: opt.Thumbnails = False,
         verbose: VerboseOption = False,
         version: VersionOption = False,
     ) -> None:
@@ -111,6 +112,11 @@ def make_command(command: str) -> Callable[..., None]:
         if not stage and not inputs:
             error_line(f"{command} needs at least one input file or directory")
             raise typer.Exit(EXIT_USAGE)
+        if thumbnails and not (command == "mkdicomwebstudy" or (command == "mkdicomweb" and study)):
+            error_line(
+                "--thumbnails follows the study stage: mkdicomweb (with it) or mkdicomwebstudy"
+            )
+            raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
         with (
@@ -118,10 +124,14 @@ def make_command(command: str) -> Callable[..., None]:
             Archive.open_or_create(location, defaults=created, **settings) as archive,
         ):
             if stage:
-                _run_stage(command, archive, inputs, options, verbose=verbose)
+                _run_stage(command, archive, inputs, options, thumbnails, verbose=verbose)
                 return
             report = _run_files(command, [Path(i) for i in inputs or []], archive, options, verbose)
+            built = report.studies - set(report.pending) - report.empty_studies
+            written = _thumbnails(archive, built) if thumbnails else None
         _summary(command, report, location, verbose=verbose)
+        if written is not None:
+            say(f"{count(written, 'thumbnail')} written")
         raise typer.Exit(EXIT_OK if report.ok else EXIT_ERROR)
 
     run.__doc__ = COMMANDS[command]
@@ -173,6 +183,7 @@ def _run_stage(
     archive: Archive,
     studies: list[str] | None,
     options: PipelineOptions,
+    thumbnails: bool,
     *,
     verbose: bool,
 ) -> None:
@@ -194,8 +205,17 @@ def _run_stage(
     if verbose:
         for uid in report.studies:
             note(f"  {uid}")
+    if thumbnails:
+        say(f"{count(_thumbnails(archive, report.studies), 'thumbnail')} written")
     if not report.ok:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _thumbnails(archive: Archive, studies: set[str] | list[str]) -> int:
+    """--thumbnails: the thumbnails the built studies lack (``ops/render.py``)."""
+    from dicomweb_archive.ops.render import write_thumbnails  # noqa: PLC0415 - PIL, numpy
+
+    return write_thumbnails(archive, studies)
 
 
 def _stage_failures(report: StageReport, *, verbose: bool) -> None:

@@ -228,3 +228,12 @@ FollowDicomdir = Annotated[
         "if given one by one. Without it a DICOMDIR input fails, naming itself.",
     ),
 ]
+Thumbnails = Annotated[
+    bool,
+    typer.Option(
+        "--thumbnails",
+        help="mkdicomweb, mkdicomwebstudy: after the study stage, write the thumbnails the "
+        "built studies lack (JPEG, 128 x 128: thumbnail.jpg in each study, series and "
+        "instance folder), which a static server then serves (docs/serving.md).",
+    ),
+]

@@ -5,7 +5,9 @@ The store's served tree (``docs/spec/store-layout.md``) answers, file for file, 
 searches (study list, a study's series, a series' instances, and a search by StudyInstanceUID
 or SeriesInstanceUID alone; other query parameters, PS3.18 10.6.1.2, are refused), and the
 Retrieve transaction's (PS3.18 10.4) series and instance metadata (DICOM JSON, PS3.18 F.2),
-single frames (the stored ``multipart/related`` body part, PS3.18 8.7.3) and bulk data.
+single frames (the stored ``multipart/related`` body part, PS3.18 8.7.3) and bulk data, and
+the thumbnails ``mkdicomweb --thumbnails`` wrote (PS3.18 thumbnail resources, as JPEG at their
+default size, whatever the Accept header or query parameters ask).
 This module writes the rewrites from those URLs to the files, with the Content-Type of each,
 ``Content-Encoding: gzip`` for the gzipped files (nginx's ``gzip_static``, and ``gunzip`` for
 clients that do not accept gzip), optional CORS, and the safety rules: only these URLs reach a
@@ -38,6 +40,8 @@ UID = r"[0-9]+(?:\.[0-9]+)*"
 DICOM_JSON = "application/dicom+json"
 #: a frame file is one body part whose first line is its boundary (store-layout.md)
 FRAME_TYPE = "multipart/related"
+#: a thumbnail file (``ops/render.py``) is a JPEG image
+THUMBNAIL_TYPE = "image/jpeg"
 #: a bulk-data file is the value's bytes: one part, no boundary (dicomweb-client reads it so)
 BULK_TYPE = 'multipart/related; type="application/octet-stream"'
 #: QIDO-RS keys a search answered from a file may carry: they change nothing in the answer
@@ -185,6 +189,7 @@ def to_nginx_config(root: Path, keys: StoreKeys, options: StaticOptions) -> str:
         f"            default_type {FRAME_TYPE};",
         f"            rewrite ^ /{keys.frames_dir(study, series, sop)}$dwa_frame.mht? break;",
         "        }",
+        *_thumbnail_locations(keys, f"{prefix}/studies/{s}", f"/series/{r}", f"/instances/{i}"),
         f'        location ~ "^{prefix}/studies/{s}/bulkdata/'
         '(?<dwa_bulk>[0-9a-f]{3}/[0-9a-f]{2}/[0-9a-f]{59})$" {',
         "            gzip_static off;",
@@ -195,6 +200,26 @@ def to_nginx_config(root: Path, keys: StoreKeys, options: StaticOptions) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _thumbnail_locations(keys: StoreKeys, study: str, series: str, sop: str) -> list[str]:
+    """The study, series and instance thumbnails (URL patterns: the study's, then the series'
+    and instance's steps): their ``thumbnail.jpg`` files."""
+    targets = [
+        (study, keys.study_thumbnail("$dwa_study")),
+        (study + series, keys.series_thumbnail("$dwa_study", "$dwa_series")),
+        (study + series + sop, keys.instance_thumbnail("$dwa_study", "$dwa_series", "$dwa_sop")),
+    ]
+    lines = []
+    for pattern, key in targets:
+        lines += [
+            f'        location ~ "^{pattern}/thumbnail$" {{',
+            "            gzip_static off;",
+            f"            default_type {THUMBNAIL_TYPE};",
+            f"            rewrite ^ /{key}? break;",
+            "        }",
+        ]
+    return lines
 
 
 def _file(key: str) -> str:

@@ -137,28 +137,58 @@ def stage_study(txn: Transaction, keys: StoreKeys, study: str, rows: StudyRows) 
         if series != "index.json.gz":
             txn.delete_prefix(keys.series(study, series))
     if rows.study is None:
-        for key in (keys.study_index(study), keys.series_index(study)):
+        for key in (keys.study_index(study), keys.series_index(study), keys.study_thumbnail(study)):
             if txn.head(key) is not None:
                 txn.delete(key)
     txn.index({"op": "studies", "updates": [rows.update()]})
 
 
 def stage_files(txn: Transaction, rows: StudyRows) -> None:
-    """Put a study's derived objects that change into ``txn``."""
-    for key, value in rows.files.items():
-        put_if_changed(txn, key, file_bytes(value))
+    """Put a study's derived objects that change into ``txn``; thumbnails made from metadata
+    that change are dropped (:func:`drop_thumbnails`)."""
+    changed = {
+        key for key, value in rows.files.items() if put_if_changed(txn, key, file_bytes(value))
+    }
+    if changed:
+        drop_thumbnails(txn, rows, changed)
 
 
-def put_if_changed(txn: Transaction, key: str, data: bytes, *, json: bool = True) -> None:
-    """Stage ``data`` for ``key`` unless the object already holds exactly these bytes;
-    ``json``: a served DICOM JSON object (its Content-Type and Content-Encoding recorded)."""
+def drop_thumbnails(txn: Transaction, rows: StudyRows, changed: set[str]) -> None:
+    """Remove the thumbnails (``ops/render.py``) a change of ``changed`` objects makes stale:
+    the study's, and for each series whose metadata changed its own and its instances'
+    (an instance's thumbnail is rendered with its metadata: window, LUTs)."""
+    keys = StoreKeys()  # the served tree's keys do not depend on the store's settings
+    study = rows.study_instance_uid
+    series = {
+        uid
+        for uid in (str(row["series_instance_uid"]) for row in rows.series)
+        if keys.series_metadata(study, uid) in changed
+    }
+    names = [keys.study_thumbnail(study), *(keys.series_thumbnail(study, s) for s in series)]
+    names += [
+        keys.instance_thumbnail(
+            study, str(row["series_instance_uid"]), str(row["sop_instance_uid"])
+        )
+        for row in rows.instances
+        if row["series_instance_uid"] in series
+    ]
+    for name in names:
+        if txn.head(name) is not None:
+            txn.delete(name)
+
+
+def put_if_changed(txn: Transaction, key: str, data: bytes, *, json: bool = True) -> bool:
+    """Stage ``data`` for ``key`` unless the object already holds exactly these bytes (then
+    returns False); ``json``: a served DICOM JSON object (its Content-Type and
+    Content-Encoding recorded)."""
     info = txn.head(key)
     if info is not None and info.size == len(data) and txn.get(key) == data:
-        return
+        return False
     if json:
         txn.put(key, data, **JSON_GZ_HEADERS)
     else:
         txn.put(key, data)
+    return True
 
 
 def _series_of(rows: StudyRows) -> list[str]:

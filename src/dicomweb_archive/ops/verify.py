@@ -59,15 +59,16 @@ from dicomweb_archive.store.instance import (
     uncommitted_instances,
 )
 from dicomweb_archive.store.journal import change_in_progress, generation_marker
-from dicomweb_archive.store.keys import JOURNAL, STUDIES, STUDIES_INDEX
+from dicomweb_archive.store.keys import JOURNAL, STUDIES, STUDIES_INDEX, THUMBNAIL
 from dicomweb_archive.store.recovery import uncommitted_aside
 from dicomweb_archive.store.storage import from_json_gz
 
 JsonObject = dict[str, Any]
 #: Instances checked at once (two cores, as ingest plans for).
 VERIFY_THREADS = 2
-SERIES_FILES = {"metadata.gz", "series-singleton.json.gz", "instances/"}
-STUDY_FILES = {"index.json.gz", "series/", "bulkdata/"}
+#: with the thumbnails, derived files (``ops/render.py``) known here and not compared
+SERIES_FILES = {"metadata.gz", "series-singleton.json.gz", "instances/", THUMBNAIL}
+STUDY_FILES = {"index.json.gz", "series/", "bulkdata/", THUMBNAIL}
 #: the flag of an instance whose Study, Series or SOP Instance UID is stored although it is not
 #: conformant (PS3.5 9.1; ``docs/spec/store-layout.md``)
 NONCONFORMANT_UID = "nonconformant-uid"

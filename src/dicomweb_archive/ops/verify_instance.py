@@ -44,11 +44,12 @@ from dicomweb_archive.store.instance import (
     read_info,
     read_own_metadata,
 )
-from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
+from dicomweb_archive.store.keys import THUMBNAIL, bulkdata_uri, frames_uri
 from dicomweb_archive.store.storage import Reader
 
 JsonObject = dict[str, Any]
-INSTANCE_FILES = {"info.json.gz", "metadata.gz", "frames/"}
+#: ``thumbnail.jpg``: a derived file (``ops/render.py``), known here, not compared
+INSTANCE_FILES = {"info.json.gz", "metadata.gz", "frames/", THUMBNAIL}
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,6 +26,8 @@ EDITS = PRIVATE + "edits/"
 STUDIES = "studies/"
 STUDIES_INDEX = "studies/index.json.gz"
 NOTIFICATIONS = "notifications/"
+#: A thumbnail (PS3.18 thumbnail resources) as a derived file: JPEG, the default viewport
+THUMBNAIL = "thumbnail.jpg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,17 @@ class StoreKeys:
 
     def frame(self, study: str, series: str, sop: str, number: int) -> str:
         return f"{self.instance(study, series, sop)}frames/{number}.mht"
+
+    # -- thumbnails: derived files, dropped when their series' metadata change -------------
+    @staticmethod
+    def study_thumbnail(study: str) -> str:
+        return f"{STUDIES}{study}/{THUMBNAIL}"
+
+    def series_thumbnail(self, study: str, series: str) -> str:
+        return self.series(study, series) + THUMBNAIL
+
+    def instance_thumbnail(self, study: str, series: str, sop: str) -> str:
+        return self.instance(study, series, sop) + THUMBNAIL
 
     @staticmethod
     def bulkdata_dir(study: str) -> str:

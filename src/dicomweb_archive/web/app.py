@@ -3,11 +3,12 @@
 QIDO-RS searches are answered from the index (``web/qido.py``, ``web/includefield.py``); WADO-RS
 metadata from the stored series ``metadata.gz`` objects (``web/metadata.py``); frames here, from
 the frame objects; bulk data, Pixel Data and whole instances from the bulk-data, frame and info
-record objects (``web/retrieve.py``); see ``docs/serving.md``. Every key is built from checked
-UIDs and hashes; every read goes through the store's storage (which never reads a file through
-a link, ``store/local.py``), and each answer is read from a state no change was being applied
-to. Errors become status codes here (404, 406, 400, 500 with a sentence; an unexpected error is
-one log line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
+record objects (``web/retrieve.py``); rendered images and thumbnails (``web/rendered.py``);
+see ``docs/serving.md``. Every key is built from checked UIDs and hashes; every read goes
+through the store's storage (which never reads a file through a link, ``store/local.py``), and
+each answer is read from a state no change was being applied to. Errors become status codes
+here (404, 406, 400, 500 with a sentence; an unexpected error is one log line, its traceback
+only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.multipart import parse_part
-from dicomweb_archive.web import qido, retrieve
+from dicomweb_archive.web import qido, rendered, retrieve
 from dicomweb_archive.web.access import AccessLog
 from dicomweb_archive.web.metadata import CACHE_SIZE, retrieve_metadata
 from dicomweb_archive.web.negotiate import choose_frame_type, parse_accept
@@ -326,6 +327,7 @@ def create_app(
             ),
         ),
     ]
+    routes += rendered.routes(server, wrap)  # PS3.18 8.3.5: rendered and thumbnail resources
     middleware = [Middleware(AccessLog)]
     if cors_origins:
         middleware.append(
