@@ -1,7 +1,9 @@
 """Shared fixtures: the pydicom corpus, stores on the chosen storage, --update-golden.
 
 ``--storage local`` (the default) puts every store of the suite in a directory,
-``--storage memory`` in memory (``memory://``); ``scripts/test.sh`` runs the suite on both.
+``--storage memory`` in memory (``memory://``), ``--storage s3`` in a bucket of a real S3
+endpoint (moto's server on loopback, started for the session: ``tests/s3server.py``);
+``scripts/test.sh`` runs the suite on local and memory, ``scripts/test-s3.sh`` on S3.
 Tests that need a store another process can open (crash tests, subprocesses, DCMTK on the
 store's files) are marked ``local`` and run on the local storage only.
 """
@@ -26,14 +28,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addoption(
         "--storage",
-        choices=("local", "memory"),
+        choices=("local", "memory", "s3"),
         default="local",
-        help="Where the suite's stores live: a directory (local) or memory.",
+        help="Where the suite's stores live: a directory (local), memory, or S3 (moto server).",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     stores.BACKEND = str(config.getoption("--storage"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the session, its bucket, and the AWS environment
+    pointing at it (index caches in the session's temporary folder): its URL."""
+    from tests.s3server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("cache")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _s3_backend(request: pytest.FixtureRequest) -> None:
+    """With ``--storage s3`` every store of the suite is in the S3 server's bucket."""
+    if request.config.getoption("--storage") == "s3":
+        request.getfixturevalue("s3_endpoint")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,6 +18,7 @@ OWNERS = {
     "sqlite3": {"index"},
     "starlette": {"web"},
     "uvicorn": {"cli"},
+    "obstore": {"store"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)

@@ -7,7 +7,8 @@ interrupted run is completed and its leftovers removed (``store/recovery.py``). 
 goes through :meth:`Archive.commit` (``store/journal.py``, ``store/changes.py``); readers use
 :meth:`Archive.read` to see a state before or after a change, never a mix.
 
-Locations: a directory path, or ``memory://<name>`` (a store in this process's memory).
+Locations: a directory path, ``s3://<bucket>/<prefix>`` (``store/s3.py``), or
+``memory://<name>`` (a store in this process's memory).
 Only :meth:`Archive.create` and :meth:`Archive.open_or_create` make a store; :meth:`open`
 refuses a location that is not one (:class:`~dicomweb_archive.errors.NotAStoreError`).
 A store written before the configuration existed (format 1) is upgraded in place when opened
@@ -16,6 +17,7 @@ A store written before the configuration existed (format 1) is upgraded in place
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +43,8 @@ from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
 
 T = TypeVar("T")
 MEMORY_INDEX = "dicomweb-archive-{}"
+#: environment variable: where this machine keeps derived local files (the index of an S3 store)
+CACHE_ENV = "DICOMWEB_ARCHIVE_CACHE"
 FORGET_HOOKS.append(lambda name: drop_memory_database(MEMORY_INDEX.format(name)))
 
 
@@ -94,7 +98,12 @@ class Archive:
         config = replace(config, created_by=f"dicomweb-archive {__version__}")
         with storage.lease(_holder("create")):
             storage.put(CONFIG, config.to_json(), if_absent=True)
-        return cls(name, storage, config)
+        archive = cls(name, storage, config)
+        if not isinstance(storage, LocalStorage | MemoryStorage):
+            # a cached index may remain from an earlier store at this location
+            archive.index.replace_studies([], clear_first=True)
+            archive.index.replace_audit([])
+        return archive
 
     @classmethod
     def open_or_create(
@@ -188,7 +197,8 @@ class Archive:
             return SQLiteIndex(self.storage.root / LOCAL / "index.sqlite")
         if isinstance(self.storage, MemoryStorage):
             return SQLiteIndex(memory_name=MEMORY_INDEX.format(self.storage.name))
-        raise StoreConfigError(f"{self.location}: give this store an index URL")
+        # object storage: a local SQLite file per store, rebuilt from the objects when new
+        return SQLiteIndex(index_cache(self.location))
 
     @property
     def index_needs_rebuild(self) -> bool:
@@ -306,6 +316,17 @@ class Archive:
         if self.holding_lease:
             return read()  # the writer itself: nothing is half-applied between its commits
         return read_consistently(self.storage, read)
+
+
+def index_cache(location: str) -> Path:
+    """Where this machine keeps the SQLite index of a store on object storage:
+    ``$DICOMWEB_ARCHIVE_CACHE`` (default ``~/.cache/dicomweb-archive``), ``index/``, a name
+    derived from the location. The index is rebuilt from the store's objects when the file is
+    new (``ensure_index``): it is a cache, as the index of every store is."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get(CACHE_ENV) or Path(cache) / "dicomweb-archive"
+    name = hashlib.sha256(location.encode()).hexdigest()[:24]
+    return Path(root) / "index" / f"{name}.sqlite"
 
 
 def _read_config(storage: Storage) -> StoreConfig | None:

@@ -149,7 +149,9 @@ KeepOriginals = Annotated[
 Store = Annotated[
     Path,
     typer.Option(
-        "-o", "--dir", help="The store: a directory, or memory://NAME (a store in this process)."
+        "-o",
+        "--dir",
+        help="The store: a directory, s3://BUCKET/PREFIX, or memory://NAME (in this process).",
     ),
 ]
 PathDeduplicated = Annotated[
