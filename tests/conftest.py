@@ -4,8 +4,9 @@
 ``--storage memory`` in memory (``memory://``), ``--storage s3`` in a bucket of a real S3
 endpoint (moto's server on loopback, started for the session: ``tests/s3server.py``);
 ``scripts/test.sh`` runs the suite on local and memory, ``scripts/test-s3.sh`` on S3.
-Tests that need a store another process can open (crash tests, subprocesses, DCMTK on the
-store's files) are marked ``local`` and run on the local storage only.
+Tests that read a store's files on disk (DCMTK on them, links, file modes) are marked
+``local`` and run on the local storage only; tests where another process opens the store (the
+crash tests: a writer killed at its k-th write) are marked ``shared`` and run on local and S3.
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ def _s3_backend(request: pytest.FixtureRequest) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--storage") == "local":
+    storage = config.getoption("--storage")
+    if storage == "local":
         return
-    skip = pytest.mark.skip(reason="needs a store on disk (another process opens it)")
+    on_disk = pytest.mark.skip(reason="needs a store on disk")
+    shared = pytest.mark.skip(reason="another process opens the store (not one in memory)")
     for item in items:
         if item.get_closest_marker("local") is not None:
-            item.add_marker(skip)
+            item.add_marker(on_disk)
+        elif storage == "memory" and item.get_closest_marker("shared") is not None:
+            item.add_marker(shared)
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ nothing to wait for. There is no rename: a change is committed by the journal
 **The lease** is an object, ``.dicomweb-archive/lease.json``, made "only if absent" and holding
 its holder, a token and an expiry time. The holder renews it every third of
 :data:`LEASE_SECONDS` with "only if unchanged"; a lease past its expiry is taken over with
-"only if unchanged" on the expired object's etag (so two waiting writers cannot both take it).
+"only if unchanged" on the expired object's etag (so two waiting writers cannot both take it);
+so is a lease whose holder was a process of this machine that no longer runs (a killed command
+is not waited out).
 A holder that could not renew in time (a stalled process whose lease another writer took) is
 *fenced*: its next put raises :class:`~dicomweb_archive.errors.StoreLockedError` instead of
 writing, so an expired writer never writes under another's lease. Releasing deletes the lease
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 import time
 import uuid
@@ -65,6 +68,7 @@ from dicomweb_archive.errors import (
     StoreError,
     StoreLockedError,
 )
+from dicomweb_archive.store.local import count_write
 from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
 
 SCHEME = "s3://"
@@ -252,6 +256,8 @@ class S3Storage:
             raise PreconditionFailedError(f"{self.location}: {key} changed meanwhile") from exc
         except BaseError as exc:
             raise self._error("write", key, exc) from exc
+        if key != LEASE:
+            count_write()  # the crash tests count the store's writes, as on a directory
         etag = result["e_tag"]
         if size is None or etag is None:
             info = self.head(key)
@@ -270,6 +276,7 @@ class S3Storage:
             raise NoSuchObjectError(f"{self.location}: {source} is missing") from exc
         except BaseError as exc:
             raise self._error("copy", source, exc) from exc
+        count_write()
 
     def delete(self, key: str) -> None:
         check_key(key)
@@ -280,6 +287,7 @@ class S3Storage:
             return
         except BaseError as exc:
             raise self._error("delete", key, exc) from exc
+        count_write()
 
     def delete_prefix(self, prefix: str) -> None:
         self._check_fenced(prefix)
@@ -289,6 +297,7 @@ class S3Storage:
                 obstore.delete(self._store, keys[start : start + _LIST_CHUNK])
             except BaseError as exc:
                 raise self._error("delete", prefix, exc) from exc
+            count_write()
 
     def barrier(self) -> None:
         """Nothing to wait for: a PutObject that returned is durable and visible."""
@@ -328,7 +337,7 @@ class S3Storage:
             except ObjectExistsError:
                 pass
             current = self._read_lease()
-            if current is not None and current[0]["expires"] < time.time():
+            if current is not None and _dead(current[0]):
                 try:
                     info = self.put(LEASE, body, if_match=current[1])
                     return _Lease(holder, token, seconds, info.etag)
@@ -432,7 +441,31 @@ class _Lease:
 
 
 def _lease_body(holder: str, token: str, seconds: float) -> bytes:
-    return orjson.dumps({"holder": holder, "token": token, "expires": time.time() + seconds})
+    return orjson.dumps(
+        {
+            "holder": holder,
+            "token": token,
+            "expires": time.time() + seconds,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+    )
+
+
+def _dead(lease: dict[str, Any]) -> bool:
+    """Whether a lease can be taken over: expired, or held by a process of this machine that
+    is gone (a killed command on this host need not be waited out)."""
+    if lease["expires"] < time.time():
+        return True
+    if lease.get("host") != socket.gethostname() or not isinstance(lease.get("pid"), int):
+        return False
+    try:
+        os.kill(lease["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _body(data: Data, *, whole: bool) -> tuple[bytes | Iterator[bytes], int | None]:
