@@ -11,8 +11,10 @@ crash tests: a writer killed at its k-th write) are marked ``shared`` and run on
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.data import get_testdata_files
@@ -32,6 +34,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("local", "memory", "s3"),
         default="local",
         help="Where the suite's stores live: a directory (local), memory, or S3 (moto server).",
+    )
+    parser.addoption(
+        "--index",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="The index of the stores the suite makes in its own process: SQLite, or a "
+        "PostgreSQL server the session starts (a schema per store).",
     )
 
 
@@ -54,6 +63,37 @@ def _s3_backend(request: pytest.FixtureRequest) -> None:
     """With ``--storage s3`` every store of the suite is in the S3 server's bucket."""
     if request.config.getoption("--storage") == "s3":
         request.getfixturevalue("s3_endpoint")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for the session (``tests/pgserver.py``): its URL."""
+    from tests.pgserver import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``--index postgres`` every store this process makes is indexed in the session's
+    PostgreSQL server, each in a schema of its own."""
+    if request.config.getoption("--index") != "postgres":
+        yield
+        return
+    from dataclasses import replace
+
+    from dicomweb_archive import archive
+
+    url = request.getfixturevalue("postgres_url")
+    made = archive._default_config
+
+    def indexed() -> Any:
+        return replace(made(), index=f"{url}?schema=s_{uuid.uuid4().hex[:16]}")
+
+    archive._default_config = indexed
+    yield
+    archive._default_config = made
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from dicomweb_archive import __version__
 from dicomweb_archive.errors import NoSuchObjectError, NotAStoreError, StoreConfigError
 from dicomweb_archive.index.protocol import Index
+from dicomweb_archive.index.sql import SqlIndex
 from dicomweb_archive.index.sqlite import SQLiteIndex, drop_memory_database
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
@@ -43,6 +44,8 @@ from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
 
 T = TypeVar("T")
 MEMORY_INDEX = "dicomweb-archive-{}"
+#: index URLs of the PostgreSQL backend (``index/postgres.py``)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: environment variable: where this machine keeps derived local files (the index of an S3 store)
 CACHE_ENV = "DICOMWEB_ARCHIVE_CACHE"
 FORGET_HOOKS.append(lambda name: drop_memory_database(MEMORY_INDEX.format(name)))
@@ -57,7 +60,7 @@ class Archive:
         self.config = config
         self.keys = StoreKeys(config.path_instances, config.path_deduplicated)
         self._local = threading.local()
-        self._indexes: list[SQLiteIndex] = []
+        self._indexes: list[SqlIndex] = []
         self._indexes_lock = threading.Lock()
         self._lease_depth = 0
         self._lease_lock = threading.RLock()
@@ -99,8 +102,8 @@ class Archive:
         with storage.lease(_holder("create")):
             storage.put(CONFIG, config.to_json(), if_absent=True)
         archive = cls(name, storage, config)
-        if not isinstance(storage, LocalStorage | MemoryStorage):
-            # a cached index may remain from an earlier store at this location
+        if config.index != "sqlite" or not isinstance(storage, LocalStorage | MemoryStorage):
+            # an index outside the store may hold rows of an earlier store at this location
             archive.index.replace_studies([], clear_first=True)
             archive.index.replace_audit([])
         return archive
@@ -179,7 +182,7 @@ class Archive:
     @property
     def index(self) -> Index:
         """This thread's connection to the store's index."""
-        index: SQLiteIndex | None = getattr(self._local, "index", None)
+        index: SqlIndex | None = getattr(self._local, "index", None)
         if index is None:
             index = self._open_index()
             self._local.index = index
@@ -187,8 +190,13 @@ class Archive:
                 self._indexes.append(index)
         return index
 
-    def _open_index(self) -> SQLiteIndex:
+    def _open_index(self) -> SqlIndex:
         url = self.config.index
+        if url.startswith(POSTGRES_SCHEMES):
+            # psycopg is imported only by commands on a store indexed in PostgreSQL
+            from dicomweb_archive.index.postgres import PostgresIndex  # noqa: PLC0415
+
+            return PostgresIndex(url)
         if url.startswith("sqlite:///"):
             return SQLiteIndex(Path(url[len("sqlite:///") - 1 :]))
         if url != "sqlite":
@@ -205,7 +213,7 @@ class Archive:
         """Whether the index lost its rows (a schema migration, or a new index file for a
         store that has studies): ``ops/reindex.py``'s ``ensure_index`` rebuilds it."""
         index = self.index
-        if isinstance(index, SQLiteIndex) and index.needs_rebuild:
+        if isinstance(index, SqlIndex) and index.needs_rebuild:
             return True
         if self.storage.head(REINDEX) is not None:
             return True
@@ -214,7 +222,7 @@ class Archive:
     def index_rebuilt(self) -> None:
         """Called by ``reindex``: the index holds the store's rows again."""
         index = self.index
-        if isinstance(index, SQLiteIndex):
+        if isinstance(index, SqlIndex):
             index.needs_rebuild = False
         if self.storage.head(REINDEX) is not None:
             self.storage.delete(REINDEX)
@@ -264,6 +272,7 @@ class Archive:
                 finally:
                     self._lease_depth -= 1
                 return
+            self.index  # noqa: B018 - an index that cannot be reached stops a writer before it writes
             with self.storage.lease(_holder(holder), wait=wait):
                 self._lease_depth = 1
                 try:

@@ -163,6 +163,16 @@ PathDeduplicated = Annotated[
         show_default=False,
     ),
 ]
+IndexUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--index-url",
+        help="The store's index: postgresql://USER@HOST:PORT/DB?schema=NAME for an index that "
+        "several processes or machines share (recorded when the store is created; default "
+        "an SQLite file of the store, or of this machine for an s3:// store).",
+        show_default=False,
+    ),
+]
 PathInstances = Annotated[
     str | None,
     typer.Option(

@@ -60,6 +60,11 @@ class SqlIndex:
     """The index protocol's statements; subclasses provide :meth:`_read` and :meth:`_write`."""
 
     dialect: Dialect
+    #: migrations applied when the index was opened require its rows to be rebuilt
+    needs_rebuild: bool = False
+
+    def close(self) -> None:
+        """Let the backend's connection go."""
 
     def _read(self) -> AbstractContextManager[Session]:
         raise NotImplementedError
