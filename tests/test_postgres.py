@@ -194,3 +194,28 @@ def test_serve_on_a_postgresql_index(two: tuple[Archive, Archive]) -> None:
 
 def _without_urls(obj: dict[str, Any]) -> dict[str, Any]:
     return {tag: value for tag, value in obj.items() if tag != "00081190"}
+
+
+@pytest.mark.local
+def test_deidentified_copy_gets_its_own_index(tmp_path: Path, pg: str) -> None:
+    """De-identification into a new store (--out) gives that store its own index: the source's
+    PostgreSQL rows stay the source's (the copy shared them before)."""
+    files = _inputs(tmp_path / "in")
+    store, out = str(tmp_path / "store"), str(tmp_path / "out")
+    with Archive.open_or_create(store, index=pg) as archive:
+        assert ingest(archive, files).ok
+        before = archive.index.dump()
+    run = "import sys; from dicomweb_archive.cli import entry; entry.mkdicomwebupdate()"
+    done = subprocess.run(
+        [sys.executable, "-c", run, "-o", store, "-anonymize", "--all", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with Archive.open(store) as archive:
+        assert archive.index.dump() == before
+    with Archive.open(out) as copy:
+        assert copy.config.index == "sqlite"
+        assert copy.index.counts()["instances"] == len(files)

@@ -153,7 +153,8 @@ class Archive:
                         storage.delete(info.key)
             elif existing is not None or is_format_1(storage):
                 return cls.open(name)
-        archive = cls.create(name, replace(config, complete=False))
+        # its own index (the default for its location), never the one of the store it copies
+        archive = cls.create(name, replace(config, complete=False, index="sqlite"))
         archive.index.replace_studies([], clear_first=True)  # the one of a removed store
         archive.index.replace_audit([])
         return archive

@@ -11,8 +11,9 @@ tables in their own PostgreSQL schema, made if absent: several stores can share 
 Pattern matching is ``LIKE`` with ``!`` as the escape character (``*`` and ``?`` are DICOM's
 wildcards, PS3.4 C.2.2.2.4); PN matching folds case with ``upper`` on both sides (C.2.2.2.1.1).
 
-Connections come from one :class:`psycopg_pool.ConnectionPool` per URL and process, shared by
-the threads of ``serve`` (each request borrows a connection for one read or one transaction).
+Connections come from one :class:`psycopg_pool.ConnectionPool` per server and database in a
+process, shared by the threads of ``serve`` and by the stores indexed there (each borrow sets
+the search path to its store's schema, for one read or one transaction).
 Every write is one transaction (``READ COMMITTED``: a reader sees a change's rows all or none).
 """
 
@@ -104,13 +105,12 @@ class _Session:
 
 
 def _pool(url: str) -> ConnectionPool[psycopg.Connection[Any]]:
+    """The process's pool for the server and database of ``url`` (schemas share it)."""
+    conninfo = split_url(url)[0]
     with _POOLS_LOCK:
-        pool = _POOLS.get(url)
+        pool = _POOLS.get(conninfo)
         if pool is None:
-            conninfo, schema = split_url(url)
             kwargs: dict[str, Any] = {"autocommit": True}
-            if schema is not None:
-                kwargs["options"] = f"-c search_path={schema}"
             try:  # one connection first: a refusal is one line, not the pool's retries
                 psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT, **kwargs).close()
             except psycopg.Error as exc:
@@ -127,7 +127,7 @@ def _pool(url: str) -> ConnectionPool[psycopg.Connection[Any]]:
                 raise IndexUnavailableError(
                     f"index {_safe(url)}: cannot connect ({_why(exc)})"
                 ) from exc
-            _POOLS[url] = pool
+            _POOLS[conninfo] = pool
         return pool
 
 
@@ -148,6 +148,10 @@ class PostgresIndex(SqlIndex):
         self.url = url
         self._schema = split_url(url)[1]
         self._pool = _pool(url)
+        schemas = [self._schema, "public"] if self._schema else ["public"]
+        self._search_path = pgsql.SQL("SET search_path TO {}").format(
+            pgsql.SQL(", ").join(pgsql.Identifier(name) for name in schemas)
+        )
         #: migrations applied now that require the rows to be rebuilt from the store
         self.needs_rebuild = self._migrate()
 
@@ -155,17 +159,24 @@ class PostgresIndex(SqlIndex):
         """Nothing to close: the connections are the process's pool's."""
 
     @contextmanager
-    def _read(self) -> Iterator[_Session]:
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool, its search path set to this index's schema."""
         with self._pool.connection() as conn:
+            conn.execute(self._search_path)
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[_Session]:
+        with self._connection() as conn:
             yield _Session(conn)
 
     @contextmanager
     def _write(self) -> Iterator[_Session]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield _Session(conn)
 
     def _migrate(self) -> bool:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             if self._schema is not None:
                 conn.execute(
                     pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
