@@ -151,3 +151,8 @@ CREATE INDEX instances_nonconformant_uid ON instances(nonconformant_uid)
 -- migration 5 (PRAGMA user_version = 5)
 ALTER TABLE instances ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX instances_incomplete ON instances(incomplete) WHERE incomplete = 1;
+
+-- migration 6 (PRAGMA user_version = 6)
+CREATE INDEX studies_accession_number ON studies(accession_number);
+CREATE INDEX studies_patient_name_upper ON studies(upper(patient_name));
+CREATE INDEX studies_date_uid ON studies(study_date, study_instance_uid);

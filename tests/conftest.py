@@ -1,15 +1,20 @@
 """Shared fixtures: the pydicom corpus, stores on the chosen storage, --update-golden.
 
 ``--storage local`` (the default) puts every store of the suite in a directory,
-``--storage memory`` in memory (``memory://``); ``scripts/test.sh`` runs the suite on both.
-Tests that need a store another process can open (crash tests, subprocesses, DCMTK on the
-store's files) are marked ``local`` and run on the local storage only.
+``--storage memory`` in memory (``memory://``), ``--storage s3`` in a bucket of a real S3
+endpoint (moto's server on loopback, started for the session: ``tests/s3server.py``);
+``scripts/test.sh`` runs the suite on local and memory, ``scripts/test-s3.sh`` on S3.
+Tests that read a store's files on disk (DCMTK on them, links, file modes) are marked
+``local`` and run on the local storage only; tests where another process opens the store (the
+crash tests: a writer killed at its k-th write) are marked ``shared`` and run on local and S3.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.data import get_testdata_files
@@ -26,9 +31,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addoption(
         "--storage",
-        choices=("local", "memory"),
+        choices=("local", "memory", "s3"),
         default="local",
-        help="Where the suite's stores live: a directory (local) or memory.",
+        help="Where the suite's stores live: a directory (local), memory, or S3 (moto server).",
+    )
+    parser.addoption(
+        "--index",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="The index of the stores the suite makes in its own process: SQLite, or a "
+        "PostgreSQL server the session starts (a schema per store).",
     )
 
 
@@ -36,13 +48,65 @@ def pytest_configure(config: pytest.Config) -> None:
     stores.BACKEND = str(config.getoption("--storage"))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--storage") == "local":
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the session, its bucket, and the AWS environment
+    pointing at it (index caches in the session's temporary folder): its URL."""
+    from tests.s3server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("cache")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _s3_backend(request: pytest.FixtureRequest) -> None:
+    """With ``--storage s3`` every store of the suite is in the S3 server's bucket."""
+    if request.config.getoption("--storage") == "s3":
+        request.getfixturevalue("s3_endpoint")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for the session (``tests/pgserver.py``): its URL."""
+    from tests.pgserver import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``--index postgres`` every store this process makes is indexed in the session's
+    PostgreSQL server, each in a schema of its own."""
+    if request.config.getoption("--index") != "postgres":
+        yield
         return
-    skip = pytest.mark.skip(reason="needs a store on disk (another process opens it)")
+    from dataclasses import replace
+
+    from dicomweb_archive import archive
+
+    url = request.getfixturevalue("postgres_url")
+    made = archive._default_config
+
+    def indexed() -> Any:
+        return replace(made(), index=f"{url}?schema=s_{uuid.uuid4().hex[:16]}")
+
+    archive._default_config = indexed
+    yield
+    archive._default_config = made
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    storage = config.getoption("--storage")
+    if storage == "local":
+        return
+    on_disk = pytest.mark.skip(reason="needs a store on disk")
+    shared = pytest.mark.skip(reason="another process opens the store (not one in memory)")
     for item in items:
         if item.get_closest_marker("local") is not None:
-            item.add_marker(skip)
+            item.add_marker(on_disk)
+        elif storage == "memory" and item.get_closest_marker("shared") is not None:
+            item.add_marker(shared)
 
 
 @pytest.fixture

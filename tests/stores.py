@@ -23,6 +23,10 @@ BACKEND = "local"
 def location(tmp_path: Path, name: str = "store") -> str:
     if BACKEND == "memory":
         return f"memory://{name}-{uuid.uuid4().hex[:12]}"
+    if BACKEND == "s3":
+        from tests.s3server import BUCKET
+
+        return f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:12]}"
     return str(tmp_path / name)
 
 

@@ -126,7 +126,7 @@ def _kill_at_every_write(
         k += 1
 
 
-@pytest.mark.local
+@pytest.mark.shared
 def test_a_killed_change_leaves_nothing_aside(
     tmp_path: Path, new_store: Callable[[str], str]
 ) -> None:
@@ -160,7 +160,7 @@ def test_a_killed_change_leaves_nothing_aside(
     assert left_aside  # some kill point really was between the copies and the commit
 
 
-@pytest.mark.local
+@pytest.mark.shared
 def test_clean_is_one_change_at_every_kill_point(
     tmp_path: Path, new_store: Callable[[str], str]
 ) -> None:

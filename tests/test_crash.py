@@ -48,7 +48,7 @@ def _visible_files_complete(store: str) -> None:
             from_json_gz(data)
 
 
-@pytest.mark.local
+@pytest.mark.shared
 def test_killed_at_every_write_then_rerun(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """After a kill at write k, a re-run gives the same store as an uninterrupted run."""
     inputs = tmp_path / "in"

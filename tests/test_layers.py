@@ -19,6 +19,9 @@ OWNERS = {
     "starlette": {"web"},
     "uvicorn": {"cli"},
     "PIL": {"dicom"},
+    "obstore": {"store"},
+    "psycopg": {"index"},
+    "psycopg_pool": {"index"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)
@@ -76,6 +79,7 @@ FILE_USERS = {
     "ops/export.py": "writes the exported files",
     "ops/batch.py": "reads the batch file",
     "index/sqlite.py": "makes the folder of its own database file",
+    "index/postgres.py": "pool.open() opens psycopg's connection pool, not a file",
     "cli/anonymize.py": "reads the key file",
     "model/dictionary.py": "reads its own table, package data beside it",
 }

@@ -196,7 +196,7 @@ def _stage(stage: str, inputs: Path, store: str, crash_after: int | None) -> int
     ).returncode
 
 
-@pytest.mark.local
+@pytest.mark.shared
 @pytest.mark.parametrize("stage", ["instances", "group", "study"])
 def test_stage_killed_then_rerun(
     stage: str, tmp_path: Path, new_store: Callable[[str], str]

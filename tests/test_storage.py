@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,19 +33,24 @@ from dicomweb_archive.store.journal import Transaction, read_consistently, repla
 from dicomweb_archive.store.keys import GENERATION, JOURNAL, STAGING
 from dicomweb_archive.store.local import LocalStorage
 from dicomweb_archive.store.memory import MemoryStorage, forget
+from dicomweb_archive.store.s3 import S3Storage
 from dicomweb_archive.store.storage import Storage
 from tests.factory import write_series
+from tests.s3server import BUCKET
 from tests.stores import tree_hashes
 
 runner = CliRunner()
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     if request.param == "local":
         yield LocalStorage(tmp_path)
-    else:
+    elif request.param == "memory":
         yield MemoryStorage("protocol-test")
+    else:
+        request.getfixturevalue("s3_endpoint")
+        yield S3Storage(f"s3://{BUCKET}/protocol-{uuid.uuid4().hex[:12]}")
 
 
 def test_put_get_head_and_etags(storage: Storage) -> None:

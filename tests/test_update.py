@@ -241,7 +241,7 @@ with Archive.open(sys.argv[1]) as archive:
 """
 
 
-@pytest.mark.local
+@pytest.mark.shared
 def test_killed_update_is_all_or_nothing(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """Killed after its k-th write, a patient edit is all old or all new once the next command
     has recovered (replayed the journal or swept the staged files); a re-run completes it."""

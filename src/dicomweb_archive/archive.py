@@ -7,7 +7,8 @@ interrupted run is completed and its leftovers removed (``store/recovery.py``). 
 goes through :meth:`Archive.commit` (``store/journal.py``, ``store/changes.py``); readers use
 :meth:`Archive.read` to see a state before or after a change, never a mix.
 
-Locations: a directory path, or ``memory://<name>`` (a store in this process's memory).
+Locations: a directory path, ``s3://<bucket>/<prefix>`` (``store/s3.py``), or
+``memory://<name>`` (a store in this process's memory).
 Only :meth:`Archive.create` and :meth:`Archive.open_or_create` make a store; :meth:`open`
 refuses a location that is not one (:class:`~dicomweb_archive.errors.NotAStoreError`).
 A store written before the configuration existed (format 1) is upgraded in place when opened
@@ -16,6 +17,7 @@ A store written before the configuration existed (format 1) is upgraded in place
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 from dicomweb_archive import __version__
 from dicomweb_archive.errors import NoSuchObjectError, NotAStoreError, StoreConfigError
 from dicomweb_archive.index.protocol import Index
+from dicomweb_archive.index.sql import SqlIndex
 from dicomweb_archive.index.sqlite import SQLiteIndex, drop_memory_database
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
@@ -41,6 +44,10 @@ from dicomweb_archive.store.upgrade import is_format_1, upgrade_format_1
 
 T = TypeVar("T")
 MEMORY_INDEX = "dicomweb-archive-{}"
+#: index URLs of the PostgreSQL backend (``index/postgres.py``)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: environment variable: where this machine keeps derived local files (the index of an S3 store)
+CACHE_ENV = "DICOMWEB_ARCHIVE_CACHE"
 FORGET_HOOKS.append(lambda name: drop_memory_database(MEMORY_INDEX.format(name)))
 
 
@@ -53,7 +60,7 @@ class Archive:
         self.config = config
         self.keys = StoreKeys(config.path_instances, config.path_deduplicated)
         self._local = threading.local()
-        self._indexes: list[SQLiteIndex] = []
+        self._indexes: list[SqlIndex] = []
         self._indexes_lock = threading.Lock()
         self._lease_depth = 0
         self._lease_lock = threading.RLock()
@@ -94,7 +101,12 @@ class Archive:
         config = replace(config, created_by=f"dicomweb-archive {__version__}")
         with storage.lease(_holder("create")):
             storage.put(CONFIG, config.to_json(), if_absent=True)
-        return cls(name, storage, config)
+        archive = cls(name, storage, config)
+        if config.index != "sqlite" or not isinstance(storage, LocalStorage | MemoryStorage):
+            # an index outside the store may hold rows of an earlier store at this location
+            archive.index.replace_studies([], clear_first=True)
+            archive.index.replace_audit([])
+        return archive
 
     @classmethod
     def open_or_create(
@@ -141,7 +153,8 @@ class Archive:
                         storage.delete(info.key)
             elif existing is not None or is_format_1(storage):
                 return cls.open(name)
-        archive = cls.create(name, replace(config, complete=False))
+        # its own index (the default for its location), never the one of the store it copies
+        archive = cls.create(name, replace(config, complete=False, index="sqlite"))
         archive.index.replace_studies([], clear_first=True)  # the one of a removed store
         archive.index.replace_audit([])
         return archive
@@ -170,7 +183,7 @@ class Archive:
     @property
     def index(self) -> Index:
         """This thread's connection to the store's index."""
-        index: SQLiteIndex | None = getattr(self._local, "index", None)
+        index: SqlIndex | None = getattr(self._local, "index", None)
         if index is None:
             index = self._open_index()
             self._local.index = index
@@ -178,8 +191,13 @@ class Archive:
                 self._indexes.append(index)
         return index
 
-    def _open_index(self) -> SQLiteIndex:
+    def _open_index(self) -> SqlIndex:
         url = self.config.index
+        if url.startswith(POSTGRES_SCHEMES):
+            # psycopg is imported only by commands on a store indexed in PostgreSQL
+            from dicomweb_archive.index.postgres import PostgresIndex  # noqa: PLC0415
+
+            return PostgresIndex(url)
         if url.startswith("sqlite:///"):
             return SQLiteIndex(Path(url[len("sqlite:///") - 1 :]))
         if url != "sqlite":
@@ -188,14 +206,15 @@ class Archive:
             return SQLiteIndex(self.storage.root / LOCAL / "index.sqlite")
         if isinstance(self.storage, MemoryStorage):
             return SQLiteIndex(memory_name=MEMORY_INDEX.format(self.storage.name))
-        raise StoreConfigError(f"{self.location}: give this store an index URL")
+        # object storage: a local SQLite file per store, rebuilt from the objects when new
+        return SQLiteIndex(index_cache(self.location))
 
     @property
     def index_needs_rebuild(self) -> bool:
         """Whether the index lost its rows (a schema migration, or a new index file for a
         store that has studies): ``ops/reindex.py``'s ``ensure_index`` rebuilds it."""
         index = self.index
-        if isinstance(index, SQLiteIndex) and index.needs_rebuild:
+        if isinstance(index, SqlIndex) and index.needs_rebuild:
             return True
         if self.storage.head(REINDEX) is not None:
             return True
@@ -204,7 +223,7 @@ class Archive:
     def index_rebuilt(self) -> None:
         """Called by ``reindex``: the index holds the store's rows again."""
         index = self.index
-        if isinstance(index, SQLiteIndex):
+        if isinstance(index, SqlIndex):
             index.needs_rebuild = False
         if self.storage.head(REINDEX) is not None:
             self.storage.delete(REINDEX)
@@ -254,6 +273,7 @@ class Archive:
                 finally:
                     self._lease_depth -= 1
                 return
+            self.index  # noqa: B018 - an index that cannot be reached stops a writer before it writes
             with self.storage.lease(_holder(holder), wait=wait):
                 self._lease_depth = 1
                 try:
@@ -306,6 +326,17 @@ class Archive:
         if self.holding_lease:
             return read()  # the writer itself: nothing is half-applied between its commits
         return read_consistently(self.storage, read)
+
+
+def index_cache(location: str) -> Path:
+    """Where this machine keeps the SQLite index of a store on object storage:
+    ``$DICOMWEB_ARCHIVE_CACHE`` (default ``~/.cache/dicomweb-archive``), ``index/``, a name
+    derived from the location. The index is rebuilt from the store's objects when the file is
+    new (``ensure_index``): it is a cache, as the index of every store is."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get(CACHE_ENV) or Path(cache) / "dicomweb-archive"
+    name = hashlib.sha256(location.encode()).hexdigest()[:24]
+    return Path(root) / "index" / f"{name}.sqlite"
 
 
 def _read_config(storage: Storage) -> StoreConfig | None:

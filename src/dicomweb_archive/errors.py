@@ -79,6 +79,13 @@ class StoreConfigError(StoreError):
     exit_code = 2
 
 
+class IndexUnavailableError(StoreError):
+    """The store's index (a PostgreSQL server) cannot be reached or refuses the connection;
+    a writer finds out before it changes anything."""
+
+    exit_code = 2
+
+
 class StoreFullError(StoreError):
     """The storage has no space left (or the backend's quota is used up)."""
 

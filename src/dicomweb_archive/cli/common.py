@@ -98,7 +98,7 @@ StoreOption = Annotated[
     typer.Option(
         "-o",
         "--dir",
-        help="The store: a directory, or memory://NAME (a store in this process).",
+        help="The store: a directory, s3://BUCKET/PREFIX, or memory://NAME (in this process).",
         show_default=True,
     ),
 ]
@@ -126,10 +126,13 @@ VersionOption = Annotated[
 
 
 def store_path(path: Path) -> str:
-    """The store location as given (``memory://`` locations survive typer's Path)."""
+    """The store location as given (``memory://`` and ``s3://`` locations survive typer's
+    Path, which makes ``//`` one slash)."""
     text = str(path)
-    if text.startswith("memory:/") and not text.startswith("memory://"):
-        text = "memory://" + text[len("memory:/") :]
+    for scheme in ("memory://", "s3://"):
+        single = scheme[:-1]
+        if text.startswith(single) and not text.startswith(scheme):
+            text = scheme + text[len(single) :]
     return text
 
 

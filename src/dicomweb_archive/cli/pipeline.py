@@ -66,6 +66,7 @@ def make_command(command: str) -> Callable[..., None]:
         store: opt.Store = DEFAULT_STORE,
         path_deduplicated: opt.PathDeduplicated = None,
         path_instances: opt.PathInstances = None,
+        index_url: opt.IndexUrl = None,
         recompress: opt.Recompress = None,
         study: opt.Study = True,
         content_type: opt.ContentType = None,
@@ -106,6 +107,7 @@ def make_command(command: str) -> Callable[..., None]:
             "path_deduplicated": _relative(path_deduplicated, "--path-deduplicated"),
             "inline_public": maximum_inline_public_length,
             "inline_private": maximum_inline_private_length,
+            "index": index_url,
         }
         created = {"recompression": _recorded(recompression)} if given else {}
         stage = command in ("mkdicomwebdeduplicatedgroup", "mkdicomwebstudy")

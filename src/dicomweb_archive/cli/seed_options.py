@@ -149,7 +149,9 @@ KeepOriginals = Annotated[
 Store = Annotated[
     Path,
     typer.Option(
-        "-o", "--dir", help="The store: a directory, or memory://NAME (a store in this process)."
+        "-o",
+        "--dir",
+        help="The store: a directory, s3://BUCKET/PREFIX, or memory://NAME (in this process).",
     ),
 ]
 PathDeduplicated = Annotated[
@@ -158,6 +160,16 @@ PathDeduplicated = Annotated[
         "--path-deduplicated",
         help="The group files' folder, relative to the store (recorded when the store is "
         "created; default deduplicated).",
+        show_default=False,
+    ),
+]
+IndexUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--index-url",
+        help="The store's index: postgresql://USER@HOST:PORT/DB?schema=NAME for an index that "
+        "several processes or machines share (recorded when the store is created; default "
+        "an SQLite file of the store, or of this machine for an s3:// store).",
         show_default=False,
     ),
 ]

@@ -164,6 +164,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE instances ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX instances_incomplete ON instances(incomplete) WHERE incomplete = 1;
     """,
+    # QIDO-RS at scale (bench/qido.py): exact and prefix matching of AccessionNumber and
+    # PatientID, case-folded PatientName prefixes (PostgreSQL's LIKE uses the expression
+    # index), and the study order of a result page
+    """
+    CREATE INDEX studies_accession_number ON studies(accession_number);
+    CREATE INDEX studies_patient_name_upper ON studies(upper(patient_name));
+    CREATE INDEX studies_date_uid ON studies(study_date, study_instance_uid);
+    """,
 )
 
 #: Migrations after which the index's rows must be rebuilt from the store (``reindex``).

@@ -37,8 +37,9 @@ class StoreConfig:
     #: the default recompression of ingest (``Recompression.to_json``), None: frames as
     #: received; :meth:`dicomweb_archive.archive.Archive.create` always records one
     recompression: dict[str, Any] | None = None
-    #: the index: ``sqlite`` (the store's own SQLite file, or an in-memory database for a
-    #: memory store) or ``sqlite:///<absolute path>``
+    #: the index: ``sqlite`` (the store's own SQLite file, an in-memory database for a
+    #: memory store, a cache file of this machine for an S3 store), ``sqlite:///<absolute
+    #: path>``, or ``postgresql://...`` (``index/postgres.py``)
     index: str = "sqlite"
     #: False while a store is being built to appear all at once (de-identification into a
     #: new store); such a store is not opened
@@ -94,4 +95,5 @@ OPTIONS = {
     "path_deduplicated": "--path-deduplicated",
     "inline_public": "-m/--maximum-inline-public-length",
     "inline_private": "-M/--maximum-inline-private-length",
+    "index": "--index-url",
 }
