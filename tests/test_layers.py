@@ -18,6 +18,7 @@ OWNERS = {
     "sqlite3": {"index"},
     "starlette": {"web"},
     "uvicorn": {"cli"},
+    "python_multipart": {"web"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)
@@ -76,6 +77,7 @@ FILE_USERS = {
     "ops/batch.py": "reads the batch file",
     "index/sqlite.py": "makes the folder of its own database file",
     "cli/anonymize.py": "reads the key file",
+    "cli/serve.py": "reads the token file",
     "model/dictionary.py": "reads its own table, package data beside it",
 }
 
