@@ -260,6 +260,7 @@ def test_tls(frames_as_received: str, tmp_path: Path) -> None:
         response = client.store_instances([MR_DS])
         assert response.ReferencedSOPSequence[0].RetrieveURL.startswith("https://")
         assert len(client.search_for_studies()) == 1
+        session.close()
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{url}/studies")  # an unknown certificate is refused
 

@@ -133,7 +133,9 @@ def _record(outcome: Received, result: FileResult) -> None:
         return
     if result.warnings:
         outcome.warning_reason = DOES_NOT_MATCH_SOP_CLASS
-        outcome.messages.extend(result.warnings)
+        outcome.messages.extend(
+            w if w.startswith(outcome.name) else f"{outcome.name}: {w}" for w in result.warnings
+        )
 
 
 def _failure_reason(exc: BaseException | None) -> int:
