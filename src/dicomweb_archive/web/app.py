@@ -15,6 +15,7 @@ unexpected error is one log line, its traceback only with ``tracebacks``); the a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -331,6 +332,7 @@ def create_app(
         ),
     ]
     if writer is not None:
+        turn = asyncio.Lock()
 
         def store(streams: list[tuple[str, BinaryIO]], study: str | None) -> list[Received]:
             return receive_instances(writer, streams, study=study)
@@ -339,7 +341,12 @@ def create_app(
             study = request.path_params.get("study")
             try:
                 return await stow.store_instances(
-                    request, study, store=store, base=server.base(request), max_upload=max_upload
+                    request,
+                    study,
+                    store=store,
+                    base=server.base(request),
+                    max_upload=max_upload,
+                    turn=turn,
                 )
             except Exception as exc:
                 return _unexpected(request, exc, tracebacks=tracebacks)

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from collections.abc import Callable
@@ -134,9 +135,12 @@ async def store_instances(
     store: Callable[[list[tuple[str, BinaryIO]], str | None], list[Received]],
     base: str,
     max_upload: int,
+    turn: asyncio.Lock,
 ) -> Response:
     """Answer one Store Instances request (see the module docstring); ``store`` stores the
-    named part streams (``ops.receive.receive_instances`` on the server's archive)."""
+    named part streams (``ops.receive.receive_instances`` on the server's archive). Bodies
+    are received at once; ``turn`` lets one request store at a time (the store's writer
+    lease would serialize them anyway: waiting here keeps the worker threads for reads)."""
     if study is not None and not is_safe_uid(study):
         return _text(f"{study[:80]!r} is not a Study Instance UID", 400)
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
@@ -164,7 +168,8 @@ async def store_instances(
             return _text(str(exc), 400)
         except ClientDisconnect:
             return _text("the client went away before the body ended", 400)
-        return await run_in_threadpool(_store_parts, spool.parts, study, store, base)
+        async with turn:
+            return await run_in_threadpool(_store_parts, spool.parts, study, store, base)
     finally:
         spool.close()
 
