@@ -23,12 +23,16 @@ from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import app
 from dicomweb_archive.cli.serve import EXIT_CANNOT_START
 from dicomweb_archive.cli.serve_runner import bind, make_server
+from dicomweb_archive.errors import StoreFullError
 from dicomweb_archive.ops.receive import (
     CANNOT_UNDERSTAND,
     DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
     STUDY_MISMATCH,
     receive_instances,
 )
+from dicomweb_archive.ops.revert import revert_change
+from dicomweb_archive.store.changes import change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.web.app import create_app
@@ -196,6 +200,32 @@ def test_store_recompression_applies(store: str) -> None:
         info = read_info(archive.storage, archive.keys, key)
         assert info.frames[0].recompressed
         assert archive.index.locate("study", CT_DS.StudyInstanceUID)
+
+
+def test_a_request_is_one_revertible_change(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's instances are committed as one "receive" change (journalled, so durable
+    when acknowledged), which revert undoes; a change that cannot be committed fails every
+    part with Refused: out of resources, and stores nothing."""
+    Archive.create(store).close()
+    with Archive.open(store) as archive:
+        outcomes = receive_instances(
+            archive, [("part 1", io.BytesIO(CT)), ("part 2", io.BytesIO(MR))]
+        )
+        assert all(o.stored for o in outcomes)
+        (change_id,) = change_ids(archive.storage)
+        record = read_change(archive.storage, archive.keys, change_id)
+        assert record["kind"] == "receive" and len(record["instances"]) == 2
+        revert_change(archive, change_id)
+        assert archive.index.counts()["instances"] == 0
+
+        def full(change: object) -> None:
+            raise StoreFullError("no space left")
+
+        monkeypatch.setattr(archive, "commit", full)
+        (outcome,) = receive_instances(archive, [("part 1", io.BytesIO(CT))])
+        assert outcome.failure_reason == OUT_OF_RESOURCES
+        assert "part 1: not stored: no space left" in outcome.messages
+        assert archive.index.counts()["instances"] == 0
 
 
 def test_read_only_without_allow_write(frames_as_received: str) -> None:

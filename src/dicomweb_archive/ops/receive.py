@@ -5,12 +5,16 @@ the Standard's terms.
 
 Before anything is written, each stream's header is read once: a stream whose Study Instance
 UID is not the one the request's URL names is not stored (PS3.18 10.5.1: the URL's study is
-the study every instance must belong to). The rest go to ``write_streams`` in one batch; what
-it refuses fails alone, with its reason. Outcomes carry the Failure Reason (0008,1197) and
+the study every instance must belong to). The rest go to ``write_streams`` in one batch, into
+one ``receive`` change (the path of ``mkdicomweb -c``, without setting anything aside): what
+it refuses fails alone, with its reason; the others, and the group and study stages of their
+studies, are committed together by the change's journal, which is written with ``fsync``
+(``store/journal.py``). So an instance is durable before it is acknowledged, a request's
+instances appear at once, and ``history``/``audit`` list each request (``revert`` undoes
+one). Outcomes carry the Failure Reason (0008,1197) and
 Warning Reason (0008,1196) values of PS3.18 I.2 (codes defined there, or PS3.7 C.4 and
 PS3.4 B.2.3 where I.2 leaves the semantics to the implementation; ``docs/serving.md`` is the
-conformance statement). Instances are acknowledged only after the write batch returned and
-the storage's commit point (:meth:`~dicomweb_archive.store.storage.Storage.barrier`) passed.
+conformance statement).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import BinaryIO
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts import InstanceHeader, generate_parts
 from dicomweb_archive.errors import (
+    ArchiveError,
     DuplicateInstanceError,
     InputError,
     StoreFullError,
@@ -32,6 +37,7 @@ from dicomweb_archive.model.tags import (
     STUDY_INSTANCE_UID_KEY,
     key,
 )
+from dicomweb_archive.ops.changes import finish_studies
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions, inline_limits, uid_of
 
@@ -93,10 +99,29 @@ def receive_instances(
             wanted.append((outcome, (name, stream)))
     if not wanted:
         return outcomes
-    report = write_streams(archive, [s for _, s in wanted], options=PipelineOptions())
-    archive.storage.barrier()
-    for (outcome, _), result in zip(wanted, report.results, strict=True):
-        _record(outcome, result)
+    with archive.writing("receive"):
+        change = archive.change("receive", level="instance", target="STOW-RS request")
+        try:
+            report = write_streams(
+                archive, [s for _, s in wanted], options=PipelineOptions(), change=change
+            )
+            for (outcome, _), result in zip(wanted, report.results, strict=True):
+                _record(outcome, result)
+            if change.touched:
+                studies = {t.study for t in change.touched}
+                finish_studies(archive, change, studies)
+                archive.commit(change)
+            else:  # nothing new: every part failed or was stored already
+                change.abort()
+        except ArchiveError as exc:  # the change could not be committed: nothing was stored
+            if change.txn.committed:
+                raise
+            if not change.aborted:
+                change.abort()
+            for outcome, _ in wanted:
+                if outcome.stored:
+                    outcome.failure_reason = _failure_reason(exc)
+                    outcome.messages.append(f"{outcome.name}: not stored: {exc}")
     return outcomes
 
 
