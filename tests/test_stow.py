@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import subprocess
 import threading
 import time
@@ -238,9 +239,10 @@ def test_read_only_without_allow_write(frames_as_received: str) -> None:
     assert sop_count(frames_as_received) == 0
 
 
-def test_bearer_tokens(frames_as_received: str) -> None:
+def test_bearer_tokens(frames_as_received: str, caplog: pytest.LogCaptureFixture) -> None:
     """With tokens a write needs one (401 with WWW-Authenticate: Bearer, nothing stored,
-    otherwise); reads need none unless --token-for-reads."""
+    otherwise); reads need none unless --token-for-reads; no token reaches the log."""
+    caplog.set_level(logging.INFO)
     data = body(("application/dicom", CT))
     with stow_serving(frames_as_received, tokens=["s3cret", "other"]) as url:
         missing = post(f"{url}/studies", data)
@@ -256,6 +258,8 @@ def test_bearer_tokens(frames_as_received: str) -> None:
         assert requests.get(f"{url}/studies").status_code == 401
         client = DICOMwebClient(url, headers={"Authorization": "Bearer s3cret"})
         assert len(client.search_for_studies()) == 1
+    assert "POST /dicomweb/studies 401" in caplog.text
+    assert "s3cre" not in caplog.text and "other" not in caplog.text
 
 
 def test_upload_limit(frames_as_received: str) -> None:
