@@ -36,6 +36,7 @@ from dicomweb_archive.ops.revert import revert_change
 from dicomweb_archive.store.changes import change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.instance import InstanceKey, read_info
+from dicomweb_archive.store.keys import STAGING
 from dicomweb_archive.web.app import create_app
 
 BOUNDARY = "stow-test-boundary"
@@ -206,7 +207,8 @@ def test_store_recompression_applies(store: str) -> None:
 def test_a_request_is_one_revertible_change(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A request's instances are committed as one "receive" change (journalled, so durable
     when acknowledged), which revert undoes; a change that cannot be committed fails every
-    part with Refused: out of resources, and stores nothing."""
+    part with Refused: out of resources, and stores nothing; an unexpected error leaves
+    nothing staged."""
     Archive.create(store).close()
     with Archive.open(store) as archive:
         outcomes = receive_instances(
@@ -227,6 +229,14 @@ def test_a_request_is_one_revertible_change(store: str, monkeypatch: pytest.Monk
         assert outcome.failure_reason == OUT_OF_RESOURCES
         assert "part 1: not stored: no space left" in outcome.messages
         assert archive.index.counts()["instances"] == 0
+
+        def broken(change: object) -> None:
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr(archive, "commit", broken)
+        with pytest.raises(RuntimeError):
+            receive_instances(archive, [("part 1", io.BytesIO(CT))])
+        assert not list(archive.storage.list_prefix(STAGING))
 
 
 def test_read_only_without_allow_write(frames_as_received: str) -> None:

@@ -122,6 +122,10 @@ def receive_instances(
                 if outcome.stored:
                     outcome.failure_reason = _failure_reason(exc)
                     outcome.messages.append(f"{outcome.name}: not stored: {exc}")
+        except BaseException:  # unexpected: nothing half-made is left staged
+            if not change.txn.committed and not change.aborted:
+                change.abort()
+            raise
     return outcomes
 
 
