@@ -22,6 +22,7 @@ OWNERS = {
     "obstore": {"store"},
     "psycopg": {"index"},
     "psycopg_pool": {"index"},
+    "python_multipart": {"web"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)
@@ -81,6 +82,7 @@ FILE_USERS = {
     "index/sqlite.py": "makes the folder of its own database file",
     "index/postgres.py": "pool.open() opens psycopg's connection pool, not a file",
     "cli/anonymize.py": "reads the key file",
+    "cli/serve.py": "reads the token file",
     "model/dictionary.py": "reads its own table, package data beside it",
 }
 

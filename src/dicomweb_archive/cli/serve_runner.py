@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import ssl
 from typing import Any
 
 import h11
@@ -109,11 +111,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_tls(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str]) -> None:
+    """Load the TLS certificate and key as uvicorn will: OSError (ssl.SSLError among them)
+    when they cannot serve, before the server starts."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+
+
 def make_server(
-    app: Any, *, header_timeout: float = HEADER_TIMEOUT, tracebacks: bool = False
+    app: Any,
+    *,
+    header_timeout: float = HEADER_TIMEOUT,
+    tracebacks: bool = False,
+    ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_keyfile: str | os.PathLike[str] | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` with the waits and logs of the module docstring (run it
-    with ``server.run(sockets=[bind(host, port)])``)."""
+    with ``server.run(sockets=[bind(host, port)])``); HTTPS with ``ssl_certfile`` and
+    ``ssl_keyfile`` (uvicorn's TLS: a PEM certificate chain and its key)."""
     quiet_tracebacks(tracebacks=tracebacks)
     protocol = type("Protocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
@@ -123,5 +138,7 @@ def make_server(
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE,
         log_config=None,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     return uvicorn.Server(config)

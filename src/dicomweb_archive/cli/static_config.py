@@ -39,7 +39,8 @@ def static_config(  # noqa: PLR0917 - typer passes every option positionally
 
     Run it with `nginx -c FILE -p DIR -g 'daemon off;'` (DIR: a writable folder for nginx's pid
     file, logs and temporary files). It answers unfiltered searches, metadata, single frames
-    and bulk data from the store's files; the rest needs `dicomweb-archive serve`.
+    and bulk data from the store's files; the rest needs `dicomweb-archive serve`. It never
+    stores: STOW-RS (POST) needs `dicomweb-archive serve --allow-write`.
     """
     from dicomweb_archive.ops.static_config import StaticOptions, write_static_config  # noqa: PLC0415
 

@@ -47,6 +47,7 @@ KINDS = (
     "anonymize",
     "revert",
     "purge",
+    "receive",
 )
 RECORD_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""``dicomweb-archive serve``: the store over DICOMweb (PS3.18), read-only.
+"""``dicomweb-archive serve``: the store over DICOMweb (PS3.18); writes (STOW-RS) when allowed.
 
 QIDO-RS searches are answered from the index (``web/qido.py``, ``web/includefield.py``); WADO-RS
 metadata from the stored series ``metadata.gz`` objects (``web/metadata.py``); frames here, from
@@ -6,17 +6,20 @@ the frame objects; bulk data, Pixel Data and whole instances from the bulk-data,
 record objects (``web/retrieve.py``); rendered images and thumbnails (``web/rendered.py``);
 see ``docs/serving.md``. Every key is built from checked UIDs and hashes; every read goes
 through the store's storage (which never reads a file through a link, ``store/local.py``), and
-each answer is read from a state no change was being applied to. Errors become status codes
+each answer is read from a state no change was being applied to. Given a ``writer``, STOW-RS
+stores instances (``web/stow.py``) through a second archive object, so that readers never take
+its lease for theirs; bearer tokens are checked by ``web/auth.py``. Errors become status codes
 here (404, 406, 400, 500 with a sentence; an unexpected error is one log line, its traceback
 only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,10 +42,12 @@ from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import is_safe_uid
+from dicomweb_archive.ops.receive import Received, receive_instances
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.multipart import parse_part
-from dicomweb_archive.web import qido, rendered, retrieve
+from dicomweb_archive.web import qido, rendered, retrieve, stow
 from dicomweb_archive.web.access import AccessLog
+from dicomweb_archive.web.auth import TokenCheck
 from dicomweb_archive.web.metadata import CACHE_SIZE, retrieve_metadata
 from dicomweb_archive.web.negotiate import choose_frame_type, parse_accept
 from dicomweb_archive.web.responses import (
@@ -219,12 +224,19 @@ def create_app(
     base_url: str | None = None,
     cors_origins: Sequence[str] = (),
     tracebacks: bool = False,
+    writer: Archive | None = None,
+    tokens: Sequence[str] = (),
+    token_for_reads: bool = False,
+    max_upload: int = stow.DEFAULT_MAX_UPLOAD,
 ) -> Starlette:
     """The ASGI application serving ``archive`` under ``prefix``.
 
     ``cors_origins``: the origins whose pages may read the answers (CORS; ``*`` for any);
     none by default, so that a page from elsewhere cannot read the store through a browser
     that can reach the server. ``tracebacks``: log the traceback of an unexpected error.
+    ``writer``: the same store opened again, for STOW-RS (None: read-only, POST is 405);
+    ``tokens``: bearer tokens, one of which writes need (and with ``token_for_reads``, reads);
+    ``max_upload``: the largest STOW-RS body taken, in bytes (413 beyond).
     """
     server = Server(archive, base_url=base_url)
 
@@ -247,15 +259,7 @@ def create_app(
                 LOG.error("%s %s: %s", request.method, request.url.path, exc)
                 return _text(str(exc), 500)
             except Exception as exc:
-                LOG.error(
-                    "%s %s: unexpected error (%s)%s",
-                    request.method,
-                    request.url.path,
-                    type(exc).__name__,
-                    "" if tracebacks else "; run with --verbose for the traceback",
-                    exc_info=exc if tracebacks else None,
-                )
-                return _text("internal error: the server's log says more", 500)
+                return _unexpected(request, exc, tracebacks=tracebacks)
 
         return endpoint
 
@@ -328,19 +332,57 @@ def create_app(
         ),
     ]
     routes += rendered.routes(server, wrap)  # PS3.18 8.3.5: rendered and thumbnail resources
+    if writer is not None:
+        turn = asyncio.Lock()
+
+        def store(streams: list[tuple[str, BinaryIO]], study: str | None) -> list[Received]:
+            return receive_instances(writer, streams, study=study)
+
+        async def stow_rs(request: Request) -> Response:
+            study = request.path_params.get("study")
+            try:
+                return await stow.store_instances(
+                    request,
+                    study,
+                    store=store,
+                    base=server.base(request),
+                    max_upload=max_upload,
+                    turn=turn,
+                )
+            except Exception as exc:
+                return _unexpected(request, exc, tracebacks=tracebacks)
+
+        routes += [
+            Route(path, stow_rs, methods=["POST"]) for path in ("/studies", "/studies/{study}")
+        ]
     middleware = [Middleware(AccessLog)]
     if cors_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
-                allow_methods=["GET", "HEAD", "OPTIONS"],
+                allow_methods=["GET", "HEAD", "OPTIONS", *(["POST"] if writer else [])],
                 allow_headers=["*"],
                 expose_headers=["ETag", "Content-Type", "Content-Length", "Warning"],
             )
         )
+    if tokens:
+        middleware.append(Middleware(TokenCheck, tokens=tokens, reads=token_for_reads))
     middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
     return Starlette(routes=[Mount(prefix, routes=routes)], middleware=middleware)
+
+
+def _unexpected(request: Request, exc: Exception, *, tracebacks: bool) -> Response:
+    """An unexpected error: one log line (its traceback only with ``tracebacks``), 500."""
+    LOG.error(
+        "%s %s: unexpected error (%s)%s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        "" if tracebacks else "; run with --verbose for the traceback",
+        exc_info=exc if tracebacks else None,
+    )
+    return _text("internal error: the server's log says more", 500)
 
 
 def _text(message: str, status: int) -> Response:
