@@ -231,3 +231,20 @@ def test_a_format_1_edit_is_reverted_after_the_upgrade(tmp_path: Path) -> None:
         assert reconstruct_p10(archive, sop) == inputs["a1.dcm"].read_bytes()
         report = verify(archive)
         assert report.ok and report.complete, report.findings
+
+
+def test_another_thread_is_a_reader_while_one_writes(store: str) -> None:
+    """The lease is the writing thread's: another thread of the same process (a server's
+    request while a STOW-RS request is being stored) reads as any reader does, through
+    ``read_consistently``, not as the writer, which may see its own change half-applied."""
+    import threading
+
+    with Archive.open_or_create(store) as archive:
+        seen: list[bool] = []
+        with archive.writing("test"):
+            assert archive.holding_lease
+            thread = threading.Thread(target=lambda: seen.append(archive.holding_lease))
+            thread.start()
+            thread.join()
+        assert seen == [False]
+        assert not archive.holding_lease

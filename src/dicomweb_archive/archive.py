@@ -63,6 +63,7 @@ class Archive:
         self._indexes: list[SqlIndex] = []
         self._indexes_lock = threading.Lock()
         self._lease_depth = 0
+        self._lease_owner: int | None = None
         self._lease_lock = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------
@@ -276,6 +277,7 @@ class Archive:
             self.index  # noqa: B018 - an index that cannot be reached stops a writer before it writes
             with self.storage.lease(_holder(holder), wait=wait):
                 self._lease_depth = 1
+                self._lease_owner = threading.get_ident()
                 try:
                     recover(self.storage, self.keys, self.apply_index)
                     yield
@@ -284,7 +286,9 @@ class Archive:
 
     @property
     def holding_lease(self) -> bool:
-        return self._lease_depth > 0
+        """Whether this thread holds the write lease (another thread of this process that
+        reads meanwhile is a reader like any other: it must not see a change half-applied)."""
+        return self._lease_depth > 0 and self._lease_owner == threading.get_ident()
 
     def transaction(self) -> Transaction:
         return Transaction(self.storage)

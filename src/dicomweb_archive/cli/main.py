@@ -152,7 +152,8 @@ SUBCOMMANDS |= {
     ),
     "serve": Subcommand(
         "dicomweb_archive.cli.serve:serve",
-        "Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files.",
+        "Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files, "
+        "STOW-RS with --allow-write.",
     ),
     "static-config": Subcommand(
         "dicomweb_archive.cli.static_config:static_config",
