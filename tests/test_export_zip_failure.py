@@ -85,4 +85,3 @@ def test_cli_reports_the_failure_in_one_line(
     assert len(lines) == 1 and "simulated" in lines[0] and "Traceback" not in result.stderr
     with zipfile.ZipFile(out) as zipped:
         assert zipped.testzip() is None and len(zipped.namelist()) == 2
-

@@ -22,9 +22,7 @@ ELE = "1.2.840.10008.1.2.1"
 def test_weight_zero_is_not_acceptable() -> None:
     """q=0 leaves the media range out; another weight keeps it."""
     assert parse_accept(f"{DICOM}; transfer-syntax=*; q=0") == []
-    assert parse_accept(f"{DICOM}; transfer-syntax=*; q=0.000, */*;q=0.5") == [
-        Wanted("*/*", None)
-    ]
+    assert parse_accept(f"{DICOM}; transfer-syntax=*; q=0.000, */*;q=0.5") == [Wanted("*/*", None)]
     assert parse_accept(f"{DICOM}; q=1") == [Wanted("application/dicom", None)]
 
 
