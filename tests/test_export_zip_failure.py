@@ -18,6 +18,7 @@ from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import PART10_APP
 from dicomweb_archive.errors import ExportError
 from dicomweb_archive.ops import export as export_module
+from dicomweb_archive.ops import reconstruct
 from dicomweb_archive.ops.export import Selection, export
 from tests.factory import uid, write_series
 from tests.stores import ingested
@@ -27,7 +28,7 @@ runner = CliRunner()
 
 def _fail_second(monkeypatch: pytest.MonkeyPatch, sop: str) -> None:
     """The instance ``sop`` fails after its first chunk (a store read failing mid-stream)."""
-    real = export_module.generate_p10
+    real = reconstruct.generate_p10
 
     def failing(archive: Archive, key: Any, **kwargs: Any) -> Iterator[bytes | memoryview]:
         chunks = real(archive, key, **kwargs)

@@ -397,8 +397,9 @@ def encode_value(vr: str, value: str, encodings: list[str], *, little: bool) -> 
             data = value.encode("ascii")
     except UnicodeError as exc:
         raise EditRefusedError(
-            f"the {vr} value {value!r} cannot be written in the character set of the data set "
-            "(Specific Character Set, or ASCII without one)"
+            f"the {vr} value given cannot be written in the character set of the data set "
+            "(Specific Character Set, or ASCII without one; -v shows the value)",
+            phi=f"value {value!r}",
         ) from exc
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "

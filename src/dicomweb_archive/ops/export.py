@@ -363,7 +363,7 @@ def _export_zip(
             sink = cast(BinaryIO, handle)
         else:
             sink = archive_to
-        spool_dir = archive_to.parent if isinstance(archive_to, Path) else None
+        spool_dir = str(archive_to.parent) if isinstance(archive_to, Path) else None
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zipped:
             for key, sha in chosen:
                 item = Exported(key, member_name(key))
@@ -381,7 +381,7 @@ def _export_zip(
 
 
 def _zip_member(
-    zipped: zipfile.ZipFile, item: Exported, checked: _Checked, sha: str, spool_dir: Path | None
+    zipped: zipfile.ZipFile, item: Exported, checked: _Checked, sha: str, spool_dir: str | None
 ) -> None:
     """Add an instance as a member once its bytes are whole and checked (:func:`_verdict`):
     they are spooled first, so that an instance failing on the way leaves no member."""
