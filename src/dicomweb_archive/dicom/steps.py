@@ -34,6 +34,7 @@ from dicomweb_archive.dicom.edit import (
     ORIGINAL_ATTRIBUTES_SEQUENCE,
     Edit,
     OriginalAttributes,
+    check_original_attributes,
     edit_head,
     encode_value,
     fits,
@@ -142,6 +143,8 @@ def edits_step(
         head(), edits, name=name
     ):
         edits = [*edits, Edit(((SPECIFIC_CHARACTER_SET, None),), "CS", UTF8_TERM)]
+    if original_attributes is not None:  # refused before anything changes when too deep
+        check_original_attributes(head(), edits, name=name)
     return Step(change, tuple(edits), original_attributes)
 
 
