@@ -213,6 +213,21 @@ def apply_to_head(head: bytes, steps: list[Step], read_bulk: BulkReader, *, name
     return head
 
 
+def changed_tags(metadata: JsonObject, steps: list[Step]) -> set[int]:
+    """The top-level attributes ``steps`` change (edited, or whose metadata they change: a
+    snapshot's, the Original Attributes Sequence): their copies after Pixel Data are changed
+    with the head (``dicom/tail.py``)."""
+    tags: set[int] = set()
+    for step in steps:
+        after = _apply_step(metadata, step)
+        tags |= {edit.path[0][0] for edit in step.edits}
+        tags |= {
+            int(k, 16) for k in metadata.keys() | after.keys() if metadata.get(k) != after.get(k)
+        }
+        metadata = after
+    return tags
+
+
 # -- JSON -------------------------------------------------------------------------------------
 def apply_to_json(metadata: JsonObject, steps: list[Step]) -> JsonObject:
     """The metadata after ``steps``; ``metadata`` is not changed (what a step does not touch is
