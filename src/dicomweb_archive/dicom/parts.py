@@ -57,6 +57,7 @@ from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
 from dicomweb_archive.errors import ArchiveError, TruncatedError, UnreadableInputError
 from dicomweb_archive.model.dicom_json import (
+    NUMBER_FORMATS,
     SWAP_WIDTH,
     JsonContext,
     JsonObject,
@@ -421,7 +422,30 @@ def _region(
 
     context = JsonContext(buffer, bulk_hook, state.pixel_representation)
     metadata = to_json_dataset(elements, context, encodings=encodings)
+    state.warnings += _partial_numbers(elements, state.pixel_representation)
     return metadata, build_segments(buffer, holes)
+
+
+def _partial_numbers(elements: list[Element], pixel_representation: int) -> list[str]:
+    """Warnings for binary number values whose length is no whole number of values (a US
+    value of 1 byte, say: PS3.5 6.2 and 7.1.1 want 2 per value). pydicom reads them; they are
+    stored as received (the skeleton keeps their bytes), their metadata holds the whole values
+    (``model/dicom_json.py``). No value is repeated (PHI)."""
+    warnings = []
+    for element in elements:
+        for item in element.items or []:
+            warnings += _partial_numbers(item.elements, pixel_representation)
+        vr = resolve_vr(element, pixel_representation)
+        size = struct.calcsize(NUMBER_FORMATS[vr]) if vr in NUMBER_FORMATS else 0
+        partial = size and element.length % size and element.vr != "UN"
+        if element.items is None and partial:
+            tag, length = element.tag, element.length
+            warnings.append(
+                f"({tag >> 16:04X},{tag & 0xFFFF:04X}): its {vr} value has {length} "
+                f"byte{'s' if length != 1 else ''}, not a whole number of {size}-byte values; "
+                "kept as received (the metadata holds the whole values)"
+            )
+    return warnings
 
 
 def _flush_bulk(state: State) -> Iterator[BulkPart]:
