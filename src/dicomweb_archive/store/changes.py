@@ -39,7 +39,7 @@ from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError
 from dicomweb_archive.store.edit_state import EditState, read_edit_state, stage_edit_state
 from dicomweb_archive.store.journal import Transaction, generation
 from dicomweb_archive.store.keys import CHANGES, StoreKeys
-from dicomweb_archive.store.secrets import store_key
+from dicomweb_archive.store.secrets import KEY, read_key, store_key
 from dicomweb_archive.store.storage import Storage, from_json_gz, json_gz
 
 JsonObject = dict[str, Any]
@@ -117,6 +117,8 @@ class ChangeSet:
         self.txn = Transaction(storage, txn_id=change_id)
         self.kind = kind
         self.level = level
+        #: the store's key was made for this change's target: an abort removes it again
+        self.made_key = level == "patient" and read_key(storage) is None
         self.target = patient_target(storage, target) if level == "patient" else target
         self.reason = reason
         self.edits = edits or []
@@ -166,6 +168,9 @@ class ChangeSet:
         for key in self.aside:
             self.storage.delete(self.keys.aside(self.id, key))
         self.aside.clear()
+        if self.made_key:  # nothing of a change that is not made stays
+            self.storage.delete(KEY)
+            self.made_key = False
         self.aborted = True
 
     def set_aside_prefix(self, prefix: str) -> list[str]:
@@ -275,7 +280,7 @@ def patient_target(storage: Storage, patient_id: str) -> str:
     """A change's target for a patient: ``PatientID-key:`` and 20 hex digits of an HMAC-SHA256
     of the PatientID under the store's key (as keyed de-identification pseudonyms are made,
     with a message of its own so that the two cannot be matched); the key is made on first
-    use (under the lease)."""
+    use (under the lease; removed again when the change is aborted)."""
     message = f"audit-patient:{patient_id}".encode()
     digits = hmac.new(store_key(storage), message, hashlib.sha256).hexdigest()[:20].upper()
     return f"PatientID-key:{digits}"
