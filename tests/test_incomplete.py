@@ -56,7 +56,10 @@ CASES = {
     "native-1-frame": (_cut("CT_small.dcm", 1000), 0, 1),
     "jpeg2000-recompressed": (_cut("MR_small_jp2klossless.dcm", 500), 0, 1),
     "rle-2-frames": (_cut("SC_rgb_rle_2frame.dcm", 300), 1, 2),
-    "rle-delimiter-cut": (_cut("SC_rgb_rle_2frame.dcm", 4), 1, 2),  # its end unseen
+    # the file ends where frame 2's one fragment ends (RLE: one fragment per frame): whole
+    "rle-delimiter-cut": (_cut("SC_rgb_rle_2frame.dcm", 4), 2, 3),
+    "rle-item-end": (_cut("SC_rgb_rle_2frame.dcm", 8), 2, 3),
+    "rle-frame-1-item-end": (_cut("SC_rgb_rle_2frame.dcm", 8 + 672), 1, 2),
 }
 
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 
 class ArchiveError(Exception):
-    """Base of every error dicomweb-archive raises on purpose."""
+    """Base of every error dicomweb-archive raises on purpose. ``phi`` is what the message
+    leaves out because it is patient data (a PatientID or a value as typed): the CLI adds it
+    to the line with ``--verbose`` only."""
 
     exit_code = 1
+
+    def __init__(self, *args: object, phi: str = "") -> None:
+        super().__init__(*args)
+        self.phi = phi
 
 
 class InputError(ArchiveError):

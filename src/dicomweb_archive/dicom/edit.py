@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from dicomweb_archive.dicom.elements import MAX_SEQUENCE_DEPTH
 from dicomweb_archive.dicom.parse import (
     LONG_HEADER_VRS,
     UNDEFINED,
@@ -34,6 +35,7 @@ from dicomweb_archive.model.dicom_json import (
     NUMBER_FORMATS,
     encodings_of,
 )
+from dicomweb_archive.model.dictionary import keyword_of
 from dicomweb_archive.model.tags import SPECIFIC_CHARACTER_SET
 
 PathStep = tuple[int, int | None]  # (tag, item index within that sequence, or None at the end)
@@ -100,6 +102,7 @@ def edit_head(
     context = _Context(head, parsed, encodings)
     start = parsed.dataset_offset
     if original_attributes is not None:
+        _check_original_depth(parsed, edits, name=name)
         record = context.original_attributes_edit(parsed.dataset, edits, original_attributes)
         edits = [*edits, record]
     body = context.elements(parsed.dataset, edits, depth=0)
@@ -111,6 +114,38 @@ def edit_head(
         meta = _Context(head, parsed, ["iso8859"], implicit=False, little=True)
         prefix = prefix[:meta_start] + meta.elements(parsed.meta, meta_edits, depth=0)
     return prefix + body + head[parsed.dataset_end :]
+
+
+def check_original_attributes(head: bytes, edits: list[Edit], *, name: str) -> None:
+    """Refuse, with :class:`EditRefusedError`, ``edits`` whose previous values cannot be
+    recorded in the Original Attributes Sequence (see :func:`_check_original_depth`)."""
+    _check_original_depth(parse_p10(head, name=name), edits, name=name)
+
+
+def _check_original_depth(parsed: ParsedFile, edits: list[Edit], *, name: str) -> None:
+    """The Original Attributes Sequence item (PS3.3 C.12.1) holds the previous top-level
+    elements in a Modified Attributes Sequence item: two sequence levels deeper than they were.
+    Past ``MAX_SEQUENCE_DEPTH`` the edited instance could not be read back (``dicom/parse.py``),
+    so such an edit is refused before anything changes."""
+    touched = {edit.path[0][0] for edit in edits}
+    for element in parsed.dataset:
+        levels = _nesting(element) if element.tag in touched else 0
+        if levels + 2 > MAX_SEQUENCE_DEPTH:
+            raise EditRefusedError(
+                f"{name}: ({element.tag >> 16:04X},{element.tag & 0xFFFF:04X}) "
+                f"{keyword_of(element.tag) or 'private'} nests {levels} sequence levels; with "
+                f"--original-attributes its previous value would be {levels + 2} levels deep, "
+                f"more than the {MAX_SEQUENCE_DEPTH} an instance may have: edit it without "
+                "--original-attributes"
+            )
+
+
+def _nesting(element: Element) -> int:
+    """How many sequence levels an element holds (0: it is no sequence)."""
+    if element.items is None:
+        return 0
+    inner = (_nesting(child) for item in element.items for child in item.elements)
+    return 1 + max(inner, default=0)
 
 
 def utf8_switch(head: bytes, edits: list[Edit], *, name: str) -> bool:
@@ -397,8 +432,9 @@ def encode_value(vr: str, value: str, encodings: list[str], *, little: bool) -> 
             data = value.encode("ascii")
     except UnicodeError as exc:
         raise EditRefusedError(
-            f"the {vr} value {value!r} cannot be written in the character set of the data set "
-            "(Specific Character Set, or ASCII without one)"
+            f"the {vr} value given cannot be written in the character set of the data set "
+            "(Specific Character Set, or ASCII without one; -v shows the value)",
+            phi=f"value {value!r}",
         ) from exc
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "

@@ -57,6 +57,7 @@ from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.dicom.skeleton import Hole, Segment, build_segments, deflate_segments, literal
 from dicomweb_archive.errors import ArchiveError, TruncatedError, UnreadableInputError
 from dicomweb_archive.model.dicom_json import (
+    NUMBER_FORMATS,
     SWAP_WIDTH,
     JsonContext,
     JsonObject,
@@ -166,7 +167,7 @@ def _decompose(
         data = buffer
         inner_reader = reader
     top = {e.tag: e for e in parsed.dataset}
-    pixel = _pixel_element(parsed, data)
+    pixel = pixel_element(parsed, data)
     cut_header = pixel is None and _cut_pixel_header(parsed, data)
     trailing = None if pixel is not None or cut_header else parsed.trailing
     if pixel is not None:
@@ -354,12 +355,12 @@ def _read_head(reader: Reader, name: str) -> tuple[ParsedFile, bytes]:
         if parsed.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN and not eof:
             buffer += reader.rest()
             return parse_p10(buffer, name=name), buffer
-        if eof or parsed.trailing is not None or _pixel_element(parsed, buffer) is not None:
+        if eof or parsed.trailing is not None or pixel_element(parsed, buffer) is not None:
             return parsed, buffer
         chunk *= 2
 
 
-def _pixel_element(parsed: ParsedFile, data: bytes) -> Element | None:
+def pixel_element(parsed: ParsedFile, data: bytes) -> Element | None:
     """The top-level pixel data element: complete in ``data``, or its header where reading
     stopped."""
     for element in parsed.dataset:
@@ -421,7 +422,30 @@ def _region(
 
     context = JsonContext(buffer, bulk_hook, state.pixel_representation)
     metadata = to_json_dataset(elements, context, encodings=encodings)
+    state.warnings += _partial_numbers(elements, state.pixel_representation)
     return metadata, build_segments(buffer, holes)
+
+
+def _partial_numbers(elements: list[Element], pixel_representation: int) -> list[str]:
+    """Warnings for binary number values whose length is no whole number of values (a US
+    value of 1 byte, say: PS3.5 6.2 and 7.1.1 want 2 per value). pydicom reads them; they are
+    stored as received (the skeleton keeps their bytes), their metadata holds the whole values
+    (``model/dicom_json.py``). No value is repeated (PHI)."""
+    warnings = []
+    for element in elements:
+        for item in element.items or []:
+            warnings += _partial_numbers(item.elements, pixel_representation)
+        vr = resolve_vr(element, pixel_representation)
+        size = struct.calcsize(NUMBER_FORMATS[vr]) if vr in NUMBER_FORMATS else 0
+        partial = size and element.length % size and element.vr != "UN"
+        if element.items is None and partial:
+            tag, length = element.tag, element.length
+            warnings.append(
+                f"({tag >> 16:04X},{tag & 0xFFFF:04X}): its {vr} value has {length} "
+                f"byte{'s' if length != 1 else ''}, not a whole number of {size}-byte values; "
+                "kept as received (the metadata holds the whole values)"
+            )
+    return warnings
 
 
 def _flush_bulk(state: State) -> Iterator[BulkPart]:
@@ -458,16 +482,38 @@ def decompose_head(
 ) -> tuple[JsonObject, list[Segment], list[BulkPart]]:
     """Metadata of the elements before Pixel Data, the head's skeleton segments, and its bulk
     data, exactly as :func:`generate_parts` derives them (bulk-data URIs as placeholders)."""
+    _parsed, elements, state, encodings = _head_context(head, limits=limits, name=name)
+    metadata, segments = _region(head, elements, state, encodings)
+    return metadata, segments, list(state.pending_bulk)
+
+
+def decompose_tail(
+    head: bytes, tail: bytes, *, previous: int, limits: InlineLimits, name: str
+) -> JsonObject:
+    """Metadata of the elements after Pixel Data (``tail``, after the element of tag
+    ``previous``) of a file whose head is ``head``, as :func:`generate_parts` derives them:
+    with the head's character set and Pixel Representation (bulk-data URIs as placeholders)."""
+    parsed, _elements, state, encodings = _head_context(head, limits=limits, name=name)
+    top = parse_dataset(
+        tail, implicit=parsed.implicit, little=parsed.little, previous=previous, name=name
+    )
+    metadata, _segments = _region(tail, top.elements, state, encodings)
+    return metadata
+
+
+def _head_context(
+    head: bytes, *, limits: InlineLimits, name: str
+) -> tuple[ParsedFile, list[Element], State, list[str]]:
+    """A head parsed: its elements before Pixel Data, a reading state with its Pixel
+    Representation, and its character set's encodings."""
     parsed = parse_p10(head, name=name)
-    pixel = _pixel_element(parsed, head)
+    pixel = pixel_element(parsed, head)
     end = pixel.offset if pixel is not None else len(head)
     elements = [e for e in parsed.dataset if e.offset < end]
     top = {e.tag: e for e in elements}
     state = State(limits)
     state.pixel_representation = us_value(head, top.get(PIXEL_REPRESENTATION)) or 0
-    encodings = encodings_of(head, top.get(SPECIFIC_CHARACTER_SET))
-    metadata, segments = _region(head, elements, state, encodings)
-    return metadata, segments, list(state.pending_bulk)
+    return parsed, elements, state, encodings_of(head, top.get(SPECIFIC_CHARACTER_SET))
 
 
 def fill_uris(metadata: JsonObject, *, frames_uri: UriHook, bulk_uri: BulkUriHook) -> None:

@@ -32,7 +32,12 @@ from dicomweb_archive.model.dicom_json import (
 )
 from dicomweb_archive.model.incomplete import INCOMPLETE
 from dicomweb_archive.model.pixel import PixelDescription
-from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_PIXEL_DATA, media_type
+from dicomweb_archive.model.syntax import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_PIXEL_DATA,
+    RLE_LOSSLESS,
+    media_type,
+)
 
 if TYPE_CHECKING:
     from dicomweb_archive.dicom.recompress import FrameRecompressor, Outcome
@@ -89,7 +94,13 @@ def read_pixel_data(
         _start_recompression(state, element, head, top, parsed, native=False)
         state.parallel = frame_count > 1 and _recompressing(state)
         segments, stop = yield from _encapsulated(
-            element, reader, head=head, top=top, frame_count=frame_count, state=state
+            element,
+            reader,
+            head=head,
+            top=top,
+            frame_count=frame_count,
+            state=state,
+            one_fragment_frames=syntax == RLE_LOSSLESS,
         )
         yield from _ready(state, everything=True)
     elif parsed.transfer_syntax in NATIVE_PIXEL_DATA or not parsed.meta:
@@ -358,6 +369,7 @@ def _encapsulated(
     top: dict[int, Element],
     frame_count: int,
     state: State,
+    one_fragment_frames: bool = False,
 ) -> Generator[Part, None, tuple[list[Segment], str | None]]:
     """Encapsulated pixel data (PS3.5 A.4): fragments read one at a time, joined per frame.
 
@@ -365,6 +377,10 @@ def _encapsulated(
     has one offset per frame), else: all fragments form the one frame of a single-frame image;
     fragments starting with a codestream marker (JPEG SOI, JPEG 2000 SOC, JP2 signature) start
     frames; otherwise each fragment is a frame (as RLE requires, PS3.5 A.4.2).
+
+    A file that ends where an item ends has its frame being read whole when the next item would
+    start a frame: at an offset of the table, or always with ``one_fragment_frames`` (RLE: one
+    fragment per frame, PS3.5 A.4.2), so that the last frame of the file counts as whole.
     """
     tag_format = "<HHI" if element.little else ">HHI"
     segments: list[Segment] = []
@@ -390,11 +406,13 @@ def _encapsulated(
         current_segments.clear()
         yield from _ready(state)
 
-    def cut(partial: bytes) -> Iterator[Part]:
+    def cut(partial: bytes, *, at_item_end: bool = False) -> Iterator[Part]:
         """The file ends inside Pixel Data: the fragments of the frame being read (whole
-        fragments of RLE's one-fragment frames are whole frames) and the bytes that came
-        after them become the incomplete segment."""
-        if strategy == "each":
+        fragments of RLE's one-fragment frames are whole frames, and so is a frame whose last
+        item ends where the next frame would start) and the bytes that came after them become
+        the incomplete segment."""
+        frame_ends = one_fragment_frames or (strategy == "offsets" and position in frame_starts)
+        if strategy == "each" or (at_item_end and frame_ends):
             yield from flush()
         received = b"".join(
             base64.b64decode(s["literal"]) if "literal" in s else current[i // 2]
@@ -408,7 +426,7 @@ def _encapsulated(
     while True:
         header = reader.read(8)
         if len(header) < 8:
-            yield from cut(header)
+            yield from cut(header, at_item_end=True)
             return segments, ENDS_INSIDE
         group, elem, length = struct.unpack(tag_format, header)
         tag = group << 16 | elem

@@ -34,6 +34,7 @@ from dicomweb_archive.dicom.edit import (
     ORIGINAL_ATTRIBUTES_SEQUENCE,
     Edit,
     OriginalAttributes,
+    check_original_attributes,
     edit_head,
     encode_value,
     fits,
@@ -142,6 +143,8 @@ def edits_step(
         head(), edits, name=name
     ):
         edits = [*edits, Edit(((SPECIFIC_CHARACTER_SET, None),), "CS", UTF8_TERM)]
+    if original_attributes is not None:  # refused before anything changes when too deep
+        check_original_attributes(head(), edits, name=name)
     return Step(change, tuple(edits), original_attributes)
 
 
@@ -208,6 +211,21 @@ def apply_to_head(head: bytes, steps: list[Step], read_bulk: BulkReader, *, name
                 head, list(step.edits), name=name, original_attributes=step.original_attributes
             )
     return head
+
+
+def changed_tags(metadata: JsonObject, steps: list[Step]) -> set[int]:
+    """The top-level attributes ``steps`` change (edited, or whose metadata they change: a
+    snapshot's, the Original Attributes Sequence): their copies after Pixel Data are changed
+    with the head (``dicom/tail.py``)."""
+    tags: set[int] = set()
+    for step in steps:
+        after = _apply_step(metadata, step)
+        tags |= {edit.path[0][0] for edit in step.edits}
+        tags |= {
+            int(k, 16) for k in metadata.keys() | after.keys() if metadata.get(k) != after.get(k)
+        }
+        metadata = after
+    return tags
 
 
 # -- JSON -------------------------------------------------------------------------------------

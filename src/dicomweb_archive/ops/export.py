@@ -8,7 +8,9 @@ is reported as a failure for that instance, never written silently.
 Outputs (``docs/spec/export.md``):
 - a directory: ``<out>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, each file
   written atomically;
-- a zip archive (file or stream, members named as above, stored uncompressed);
+- a zip archive (file or stream, members named as above, stored uncompressed): each instance's
+  bytes are spooled (in memory up to :data:`ZIP_SPOOL`, then in a temporary file) and become a
+  member only once they are whole and checked, so an instance that fails leaves no member;
 - a directory with a DICOMDIR (PS3.10 media): pydicom's FileSet lays it out, its records are
   made from each file's head (``dicom/media.py``), and each file is the exported file itself.
 """
@@ -44,6 +46,11 @@ if TYPE_CHECKING:
 
 #: Instances rebuilt at once by a directory export (two cores, as ingest plans for).
 EXPORT_THREADS = 2
+#: An instance's bytes up to this size are spooled in memory before they become a zip member;
+#: a bigger one is spooled to a temporary file (beside the zip, or the system's temporary
+#: directory for a stream)
+ZIP_SPOOL = 64 << 20
+ZIP_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,19 +365,12 @@ def _export_zip(
             sink = cast(BinaryIO, handle)
         else:
             sink = archive_to
+        spool_dir = str(archive_to.parent) if isinstance(archive_to, Path) else None
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zipped:
             for key, sha in chosen:
                 item = Exported(key, member_name(key))
                 try:
-                    checked = _Checked(archive, key, target)
-                    info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
-                    chunks = iter(checked)
-                    first = next(chunks, b"")  # a transcoded instance fails here, before its member
-                    with zipped.open(info, "w", force_zip64=True) as member:
-                        member.write(first)
-                        for chunk in chunks:
-                            member.write(chunk)
-                    _verdict(item, checked, sha)
+                    _zip_member(zipped, item, _Checked(archive, key, target), sha, spool_dir)
                 except Exception as exc:  # one instance must not stop the export of the others
                     item.fail(exc)
                 report.items.append(item)
@@ -380,6 +380,23 @@ def _export_zip(
             handle.close()
             os.chmod(temp, 0o666 & ~_umask())
             temp.replace(archive_to)
+
+
+def _zip_member(
+    zipped: zipfile.ZipFile, item: Exported, checked: _Checked, sha: str, spool_dir: str | None
+) -> None:
+    """Add an instance as a member once its bytes are whole and checked (:func:`_verdict`):
+    they are spooled first, so that an instance failing on the way leaves no member."""
+    with tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL, dir=spool_dir) as spool:
+        for chunk in checked:
+            spool.write(chunk)
+        _verdict(item, checked, sha)
+        if item.error is not None:
+            return
+        spool.seek(0)
+        info = zipfile.ZipInfo(item.name, date_time=(1980, 1, 1, 0, 0, 0))
+        with zipped.open(info, "w", force_zip64=True) as member:
+            shutil.copyfileobj(spool, member, ZIP_COPY_CHUNK)
 
 
 def _export_media(

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.skeleton import generate_bytes
-from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
+from dicomweb_archive.dicom.steps import apply_to_head, changed_tags, head_bytes, split_head
+from dicomweb_archive.dicom.tail import generate_edited_rest
 from dicomweb_archive.errors import CodecError, CorruptStoreError, NoSuchInstanceError
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
@@ -111,7 +112,8 @@ def generate_p10(
 ) -> Iterator[bytes | memoryview]:
     """Yield the P10 bytes of one instance, segment by segment (see :class:`FrameReaders`):
     as received, or for an edited instance its head with the edit steps applied
-    (``dicom/steps.py``) and the rest as received; the trailing bytes after the last data
+    (``dicom/steps.py``) and the rest as received but for the copies after Pixel Data of the
+    attributes the steps changed (``dicom/tail.py``); the trailing bytes after the last data
     element, if any, end it in both cases.
 
     Where the original codestreams of a compressed instance were not kept
@@ -125,8 +127,17 @@ def generate_p10(
     if not steps:
         return readers.generate(info.segments())
     segments, rest = split_head(info.skeleton)
-    head = apply_to_head(head_bytes(segments, readers.bulk), steps, readers.bulk, name=key.sop)
-    return itertools.chain([head], readers.generate([*rest, *info.trailing_segments()]))
+    original = head_bytes(segments, readers.bulk)
+    head = apply_to_head(original, steps, readers.bulk, name=key.sop)
+    after_head = generate_edited_rest(  # copies of changed attributes after Pixel Data too
+        readers.generate(rest),
+        original=original,
+        head=head,
+        changed=changed_tags(info.metadata or {}, steps),
+        name=key.sop,
+    )
+    trailing = readers.generate(info.trailing_segments())
+    return itertools.chain([head], after_head, trailing)
 
 
 def reconstruct_p10(archive: Archive, sop_instance_uid: str) -> bytes:

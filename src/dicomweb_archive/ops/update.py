@@ -131,7 +131,10 @@ def target_instances(archive: Archive, level: str, identifier: str) -> list[Inst
     if level == "patient":
         studies = index.studies_of_patient(identifier)
         if not studies:
-            raise NoSuchStudyError(f"no study of PatientID {identifier!r} is in the store")
+            raise NoSuchStudyError(
+                "no study of the PatientID given is in the store (-v shows the PatientID)",
+                phi=f"PatientID {identifier!r}",
+            )
         rows = [row for study in studies for row in index.find_instances(study)]
     else:
         uid = check_uid(identifier, f"{level} UID", source="argument")

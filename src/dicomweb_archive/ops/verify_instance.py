@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.dicom.parts import InstanceEnd, generate_parts
+from dicomweb_archive.dicom.parts import InstanceEnd, decompose_tail, fill_uris, generate_parts
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
 from dicomweb_archive.dicom.steps import (
     Step,
     apply_to_head,
     apply_to_json,
+    changed_tags,
     head_bytes,
     snapshot_step,
     split_head,
 )
+from dicomweb_archive.dicom.tail import TailSplitter, changed_copies
 from dicomweb_archive.errors import ArchiveError, CodecError, MissingStoreFileError
 from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
@@ -137,6 +139,11 @@ def verify_instance(
     # they are hashed on their own only when it differs (to say which frame)
     frames = FrameChecker(storage, archive, key, info, check_pixels=not exact)
     out.bulk = info.bulk_hashes() | info.kept_originals()
+    tail: TailSplitter | None = None
+    try:
+        tail = _tail_splitter(info, frames, key.sop) if deep and steps else None
+    except ArchiveError as exc:
+        return fail("corrupt", f"cannot be rebuilt: {exc}")
     checked = _Hashing(
         generate_bytes(
             info.segments(),  # the skeleton, then the trailing bytes
@@ -144,6 +151,8 @@ def verify_instance(
             read_bulk=frames.read_bulk,
             read_stored=frames.read_stored,
         )
+        if tail is None
+        else _split_tail(info, frames, tail)
     )
     try:
         derived = _derive(checked, info) if deep else None
@@ -151,6 +160,7 @@ def verify_instance(
             pass
         now = apply_to_json(info.metadata, steps)
         edited_json = _edited_metadata(frames, info, steps, key) if steps else None
+        copies = _tail_disagrees(frames, info, steps, key, tail, now) if tail else None
     except MissingStoreFileError as exc:
         return fail("missing", str(exc))
     except CodecError as exc:
@@ -169,6 +179,8 @@ def verify_instance(
         return fail("metadata", "the info record's metadata differs from the rebuilt file's")
     if edited_json is not None and edited_json != now:
         return fail("metadata", "the edit steps give other metadata than the edited file")
+    if copies is not None:
+        return fail("metadata", copies)
     if served is not None and served != now:
         return fail("metadata", "the series metadata differs from the instance's")
     if own is not None and own != now:
@@ -231,6 +243,66 @@ def _edited_metadata(
     )
     assert step.snapshot is not None
     return step.snapshot.metadata
+
+
+def _tail_splitter(info: InfoRecord, frames: FrameChecker, sop: str) -> TailSplitter:
+    """``--deep``, an edited instance: what holds the received elements after Pixel Data."""
+    segments, _rest = split_head(info.skeleton)
+    return TailSplitter(head_bytes(segments, frames.read_bulk), name=sop)
+
+
+def _split_tail(
+    info: InfoRecord, frames: FrameChecker, tail: TailSplitter
+) -> Iterator[bytes | memoryview]:
+    """The received file's bytes (as :func:`generate_bytes` of its segments), the elements
+    after Pixel Data held by ``tail`` on the way."""
+    segments, rest = split_head(info.skeleton)
+
+    def generate(part: list[Any]) -> Iterator[bytes | memoryview]:
+        return generate_bytes(
+            part, read_frame=frames.read, read_bulk=frames.read_bulk, read_stored=frames.read_stored
+        )
+
+    yield from generate(segments)
+    yield from tail.split(generate(rest), through=True)
+    yield from generate(info.trailing_segments())
+
+
+def _tail_disagrees(  # noqa: PLR0917 - internal
+    frames: FrameChecker,
+    info: InfoRecord,
+    steps: list[Step],
+    key: InstanceKey,
+    tail: TailSplitter,
+    now: JsonObject,
+) -> str | None:
+    """``--deep``: every copy after Pixel Data of an edited instance, as export writes it
+    (``dicom/tail.py``), must have the value the metadata says (the last copy is the one
+    pydicom reads); which one does not."""
+    if not tail.tail:
+        return None
+    assert info.metadata is not None
+    segments, _rest = split_head(info.skeleton)
+    head = apply_to_head(
+        head_bytes(segments, frames.read_bulk), steps, frames.read_bulk, name=key.sop
+    )
+    changed = changed_tags(info.metadata, steps)
+    edited = changed_copies(
+        bytes(tail.tail), head=head, changed=changed, name=key.sop, previous=tail.tag
+    )
+    copies = decompose_tail(head, edited, previous=tail.tag, limits=frames.limits, name=key.sop)
+    fill_uris(
+        copies,
+        frames_uri=lambda _meta: frames_uri(key.sop),
+        bulk_uri=lambda _meta, sha: bulkdata_uri(sha),
+    )
+    for tag, value in sorted(copies.items()):
+        if now.get(tag) != value:
+            return (
+                f"the copy of ({tag[:4]},{tag[4:]}) after Pixel Data differs from the "
+                "metadata (an edit did not reach it)"
+            )
+    return None
 
 
 def frames_disagree(metadata: JsonObject, info: InfoRecord, frames: FrameChecker) -> str | None:

@@ -15,6 +15,10 @@ purge all go the same way (``docs/spec/update.md``):
    one object) is staged with the rest, and the audit rows go to the index, all in the same
    journal: a change is committed, recorded and indexed at once, or not at all.
 
+The record's and the audit rows' ``target`` carry no patient data: a change of a patient
+(``-patient ID``) records :func:`patient_target`, a keyed hash of the PatientID under the
+store's key (``store/secrets.py``), the same for every change of that patient.
+
 :func:`read_change` gives a change record back; reverting a change restores each touched
 instance's state before it (``ops/revert.py``). ``purge`` is the one change that deletes for
 good: it removes what an earlier change set aside (and, after a de-identification, the
@@ -24,6 +28,8 @@ original values its record kept), and is itself recorded.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +39,7 @@ from dicomweb_archive.errors import CorruptStoreError, NoSuchObjectError
 from dicomweb_archive.store.edit_state import EditState, read_edit_state, stage_edit_state
 from dicomweb_archive.store.journal import Transaction, generation
 from dicomweb_archive.store.keys import CHANGES, StoreKeys
+from dicomweb_archive.store.secrets import KEY, read_key, store_key
 from dicomweb_archive.store.storage import Storage, from_json_gz, json_gz
 
 JsonObject = dict[str, Any]
@@ -111,7 +118,9 @@ class ChangeSet:
         self.txn = Transaction(storage, txn_id=change_id)
         self.kind = kind
         self.level = level
-        self.target = target
+        #: the store's key was made for this change's target: an abort removes it again
+        self.made_key = level == "patient" and read_key(storage) is None
+        self.target = patient_target(storage, target) if level == "patient" else target
         self.reason = reason
         self.edits = edits or []
         self.reverts = reverts
@@ -160,6 +169,9 @@ class ChangeSet:
         for key in self.aside:
             self.storage.delete(self.keys.aside(self.id, key))
         self.aside.clear()
+        if self.made_key:  # nothing of a change that is not made stays
+            self.storage.delete(KEY)
+            self.made_key = False
         self.aborted = True
 
     def set_aside_prefix(self, prefix: str) -> list[str]:
@@ -263,6 +275,16 @@ def audit_rows(record: JsonObject) -> list[JsonObject]:
             }
         )
     return rows
+
+
+def patient_target(storage: Storage, patient_id: str) -> str:
+    """A change's target for a patient: ``PatientID-key:`` and 20 hex digits of an HMAC-SHA256
+    of the PatientID under the store's key (as keyed de-identification pseudonyms are made,
+    with a message of its own so that the two cannot be matched); the key is made on first
+    use (under the lease; removed again when the change is aborted)."""
+    message = f"audit-patient:{patient_id}".encode()
+    digits = hmac.new(store_key(storage), message, hashlib.sha256).hexdigest()[:20].upper()
+    return f"PatientID-key:{digits}"
 
 
 def read_change(storage: Storage, keys: StoreKeys, change_id: str) -> JsonObject:

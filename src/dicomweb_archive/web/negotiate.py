@@ -3,13 +3,16 @@
 An ``Accept`` header lists media ranges; for multipart responses the part type is the
 ``type`` parameter and the transfer syntax the ``transfer-syntax`` parameter
 (``*`` accepts whatever is stored). ``application/octet-stream`` without a transfer syntax
-means Explicit VR Little Endian (PS3.18 Table 8.7.3-5).
+means Explicit VR Little Endian (PS3.18 Table 8.7.3-5). A media range with the weight ``q=0``
+is not acceptable (RFC 9110 12.4.2) and is left out; other weights do not reorder the list.
 
 Instances (``application/dicom``, PS3.18 8.7.3.4 and 8.7.8.2): ``transfer-syntax=*`` gets the
 instance as stored; no transfer syntax (also ``*/*`` and no Accept at all) the default, Explicit
 VR Little Endian, except for pixel data received lossy compressed, which PS3.18 8.7.3.4 lets go
 as stored; a transfer syntax UID gets the instance in it when it is the stored one or one it can
-be transcoded to (``ops/retrieve.py``).
+be transcoded to (``ops/retrieve.py``). An incomplete instance (its received file ends inside
+Pixel Data) is never transcoded: without a transfer syntax it is sent only when it is stored in
+the default (or received lossy), else the answer is 406 naming what it can be sent in.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class Wanted:
 
 
 def parse_accept(header: str | None) -> list[Wanted]:
-    """The acceptable parts of a multipart response, in the order given (q-values ignored)."""
+    """The acceptable parts of a multipart response, in the order given (a weight of 0 leaves
+    its media range out, RFC 9110 12.4.2; other weights are not used to reorder)."""
     if not header:
         return [Wanted("*/*", None)]
     wanted = []
@@ -40,6 +44,8 @@ def parse_accept(header: str | None) -> list[Wanted]:
         for parameter in parts[1:]:
             name, _, value = parameter.partition("=")
             params[name.strip().lower()] = value.strip().strip('"')
+        if _weight(params.get("q")) == 0:
+            continue
         if main == "multipart/related":
             wanted.append(Wanted(params.get("type", "*/*").lower(), params.get("transfer-syntax")))
         elif main in ("*/*", "*"):
@@ -47,6 +53,17 @@ def parse_accept(header: str | None) -> list[Wanted]:
         else:
             wanted.append(Wanted(main, params.get("transfer-syntax")))
     return wanted
+
+
+def _weight(value: str | None) -> float:
+    """A media range's weight (RFC 9110 12.4.2: 0 to 1, 1 when absent; an unreadable one
+    counts as 1, as if absent)."""
+    if value is None:
+        return 1.0
+    try:
+        return float(value)
+    except ValueError:
+        return 1.0
 
 
 def _split(header: str) -> list[str]:
@@ -106,14 +123,16 @@ def choose_instance_syntax(
     """The transfer syntax to send an instance in (:data:`AS_STORED` or a UID), or None when
     no acceptable part can be given (see the module docstring); ``stored`` is the syntax the
     instance is sent in as stored; an instance that is not ``transcodable`` (incomplete) goes
-    as stored or not at all."""
+    as stored or not at all: without a transfer syntax, only when it is stored in the default
+    Explicit VR Little Endian or received lossy (PS3.18 8.7.3.4)."""
     for item in wanted:
         if item.media_type not in ("*/*", "application/dicom"):
             continue
         syntax = item.transfer_syntax
-        if syntax in (AS_STORED, stored) or (syntax is None and (lossy or not transcodable)):
+        default_as_stored = lossy or stored == EXPLICIT_VR_LITTLE_ENDIAN
+        if syntax in (AS_STORED, stored) or (syntax is None and default_as_stored):
             return AS_STORED
-        if syntax is None:
+        if syntax is None and transcodable:
             return EXPLICIT_VR_LITTLE_ENDIAN
         if syntax in TRANSCODE_TARGETS and transcodable:
             return syntax
