@@ -124,6 +124,8 @@ def test_served_whole_frames_and_410(tmp_path: Path, store: str) -> None:
         assert answer.status_code == 410
         assert b"ends inside Pixel Data" in answer.content
         assert Http(base).get(f"{url}/1,2", {}).status_code == 410
+        # a frame the instance never had is not gone but not found
+        assert Http(base).get(f"{url}/99", {}).status_code == 404
 
 
 RECOMPRESS_RLE = PipelineOptions(recompression=Recompression.from_options(["rle"]))

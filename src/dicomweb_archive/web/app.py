@@ -172,14 +172,17 @@ class Server:
     def _cut_frame(self, key: InstanceKey, numbers: str | None) -> int | None:
         """The first asked frame that the received file ends inside (``model/incomplete.py``;
         all frames asked: the whole ones are given, unless there are none)."""
-        cut = incomplete_frame(self.archive.read(lambda: self._info(key)).skeleton)
+        info = self.archive.read(lambda: self._info(key))
+        cut = incomplete_frame(info.skeleton)
         if cut is None:
             return None
         try:
             asked = [int(n) for n in numbers.split(",")] if numbers is not None else [cut]
         except ValueError:
             return None  # _frame_numbers says why
-        late = [n for n in asked if n >= cut and (numbers is not None or cut == 1)]
+        # a frame past Number of Frames never existed: 404 (_frame_numbers), not 410
+        declared = _number_of_frames(info.metadata)
+        late = [n for n in asked if cut <= n <= declared and (numbers is not None or cut == 1)]
         return min(late) if late else None
 
     def _frames(
@@ -383,6 +386,15 @@ def _unexpected(request: Request, exc: Exception, *, tracebacks: bool) -> Respon
         exc_info=exc if tracebacks else None,
     )
     return _text("internal error: the server's log says more", 500)
+
+
+def _number_of_frames(metadata: dict[str, Any] | None) -> int:
+    """Number of Frames (0028,0008) of an instance's metadata; 1 when absent (PS3.3 C.7.6.6)."""
+    values = (metadata or {}).get("00280008", {}).get("Value") or [1]
+    try:
+        return int(values[0])
+    except (TypeError, ValueError):
+        return 1
 
 
 def _text(message: str, status: int) -> Response:
