@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, typer.Typer, list[str]]] = [
     ("dicomweb-archive purge", app, ["purge", "--help"]),
     ("dicomweb-archive audit", app, ["audit", "--help"]),
     ("dicomweb-archive serve", app, ["serve", "--help"]),
+    ("dicomweb-archive scp", app, ["scp", "--help"]),
     ("dicomweb-archive static-config", app, ["static-config", "--help"]),
     ("dicomweb-archive studies", app, ["studies", "--help"]),
     ("dicomweb-archive series", app, ["series", "--help"]),
