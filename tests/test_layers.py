@@ -18,17 +18,19 @@ OWNERS = {
     "sqlite3": {"index"},
     "starlette": {"web"},
     "uvicorn": {"cli"},
+    "pynetdicom": {"dimse"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)
 FORBIDDEN = {
-    "dicom": {"cli", "ops", "store", "index", "web", "archive"},
-    "model": {"cli", "ops", "store", "index", "web", "archive"},
-    "store": {"cli", "ops", "index", "web", "archive"},
-    "index": {"cli", "ops", "store", "dicom", "web", "archive"},
-    "archive": {"cli", "ops", "web"},
-    "ops": {"cli", "web"},
-    "web": {"cli"},
+    "dicom": {"cli", "ops", "store", "index", "web", "dimse", "archive"},
+    "model": {"cli", "ops", "store", "index", "web", "dimse", "archive"},
+    "store": {"cli", "ops", "index", "web", "dimse", "archive"},
+    "index": {"cli", "ops", "store", "dicom", "web", "dimse", "archive"},
+    "archive": {"cli", "ops", "web", "dimse"},
+    "ops": {"cli", "web", "dimse"},
+    "web": {"cli", "dimse"},
+    "dimse": {"cli", "web"},
 }
 #: Path methods and os/shutil functions that touch a file system
 PATH_CALLS = {
@@ -76,6 +78,8 @@ FILE_USERS = {
     "ops/batch.py": "reads the batch file",
     "index/sqlite.py": "makes the folder of its own database file",
     "cli/anonymize.py": "reads the key file",
+    "cli/scp.py": "reads the peers file",
+    "dimse/receive.py": "reads the data set pynetdicom received into a temporary file",
     "model/dictionary.py": "reads its own table, package data beside it",
 }
 
