@@ -111,8 +111,9 @@ def witness() -> Iterator[tuple[int, dict[str, tuple[str, bytes]]]]:
 
     ae = AE(ae_title="WITNESS")
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ACCEPTED_SYNTAXES)
+        ae.add_supported_context(str(context.abstract_syntax), ACCEPTED_SYNTAXES)
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
+    assert server is not None
     try:
         yield int(server.server_address[1]), kept
     finally:

@@ -14,14 +14,14 @@ import pydicom
 import pytest
 
 from dicomweb_archive import Archive, ingest
-from dicomweb_archive.index.conditions import All, Match
+from dicomweb_archive.dimse.settings import Peer
 from dicomweb_archive.errors import ArchiveError
+from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.ops.export import Selection, export
 from dicomweb_archive.ops.retrieve import generate_retrieved
-from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store.instance import InstanceKey
 from tests.conftest import corpus_files, corpus_id
-from dicomweb_archive.dimse.settings import Peer
 from tests.dimse_peers import (
     DCMTK,
     HAVE_DCMTK,

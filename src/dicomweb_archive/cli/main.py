@@ -15,8 +15,8 @@ from dicomweb_archive.cli.history import audit_command, history_command
 from dicomweb_archive.cli.listing import list_instances, series, studies
 from dicomweb_archive.cli.pipeline import COMMANDS, make_command
 from dicomweb_archive.cli.revert import purge_command, restore_command, revert_command
-from dicomweb_archive.cli.seed_apps import CONTEXT, part10_app, pipeline_app, update_app
 from dicomweb_archive.cli.scp import scp
+from dicomweb_archive.cli.seed_apps import CONTEXT, part10_app, pipeline_app, update_app
 from dicomweb_archive.cli.serve import serve
 from dicomweb_archive.cli.static_config import static_config
 from dicomweb_archive.cli.store import reindex_command

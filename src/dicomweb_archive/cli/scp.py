@@ -30,7 +30,9 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
         str, typer.Option("--aet", help="The archive's AE title (Called AE Title).")
     ] = "DICOMWEB",
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104 - modalities call from the network
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 11112,
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on (0: any free one).", min=0, max=65535)
+    ] = 11112,
     allow_aet: Annotated[
         list[str] | None,
         typer.Option(
@@ -76,9 +78,7 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
     ] = 30.0,
     network_timeout: Annotated[
         float,
-        typer.Option(
-            "--network-timeout", help="Seconds an idle association is kept open.", min=1
-        ),
+        typer.Option("--network-timeout", help="Seconds an idle association is kept open.", min=1),
     ] = 60.0,
     verbose: VerboseOption = False,
 ) -> None:
@@ -119,11 +119,11 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
             _log_to_stderr(verbose=verbose)
             server = DicomServer(archive, settings, tracebacks=verbose)
             try:
-                server.start()
+                _, listening = server.start()
             except OSError as exc:
                 error_line(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
                 raise typer.Exit(EXIT_CANNOT_START) from None
-            note(f"serving {archive.location} as {settings.ae_title} on {host}:{port}")
+            note(f"serving {archive.location} as {settings.ae_title} on {host}:{listening}")
             _wait_for_stop()
             note("stopping: letting running associations end")
             server.stop()

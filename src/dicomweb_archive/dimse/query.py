@@ -38,8 +38,13 @@ from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.protocol import Index
 from dicomweb_archive.index.queries import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS
 
+#: The Query/Retrieve information models (PS3.4 C.6.1, C.6.2; PS3.6 Table A-1)
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 #: Query/Retrieve Level -> the index's level
 LEVELS = {"PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}
 _PATIENT_KEYS = {k: STUDY_KEYS[k] for k in ("PatientName", "PatientID")}
@@ -91,7 +96,7 @@ def read_query(identifier: Dataset, model: str) -> Query:
     query = Query(level)
     parts: list[Match] = []
     index_keys = INDEX_KEYS[level]
-    for tag in identifier.keys():
+    for tag in list(identifier.keys()):
         if tag.group in (0x0000, 0x0002) or tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
             continue
         vr = _vr(identifier, tag)
@@ -125,7 +130,7 @@ def _patients(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     patients: dict[str, dict[str, Any]] = {}
     for study in studies:
         patient_id = str((study.get(PATIENT_ID, {}).get("Value") or [""])[0])
-        patient = patients.setdefault(patient_id, dict(study) | {t: 0 for t in PATIENT_COUNTS})
+        patient = patients.setdefault(patient_id, dict(study) | dict.fromkeys(PATIENT_COUNTS, 0))
         for tag, source in PATIENT_COUNTS.items():
             number = (study.get(source, {}).get("Value") or [0])[0] if source else 1
             patient[tag] += int(number)

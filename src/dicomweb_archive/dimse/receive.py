@@ -89,7 +89,7 @@ def store_received(
     path = Path(event.dataset_path)
     _, offset = split_dataset(path)
     stage_1 = replace(options, group=False, study=False)
-    with open(path, "rb") as file:  # pynetdicom's temporary file, not the store's
+    with path.open("rb") as file:  # pynetdicom's temporary file, not the store's
         file.seek(offset)
         stream = io.BufferedReader(_Chained(file_meta_prefix(event), file), 1 << 20)
         result = write_streams(archive, [(name, stream)], options=stage_1).results[0]
@@ -112,5 +112,7 @@ def status_of(result: FileResult) -> int:
 def error_comment(result: FileResult) -> str:
     """The reason of a failure, short enough for Error Comment (0000,0902), without the
     file name ingest puts first."""
+    if isinstance(result.exception, DuplicateInstanceError):
+        return "another instance with this SOP Instance UID is stored"
     reason = (result.error or "not stored").removeprefix(f"{result.path}: ")
     return reason[: COMMENT_LENGTH - 3] + "..." if len(reason) > COMMENT_LENGTH else reason

@@ -35,14 +35,18 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from dicomweb_archive.archive import Archive
+from dicomweb_archive.dimse.query import (
+    IDENTIFIER_DOES_NOT_MATCH,
+    QueryRefusedError,
+    key_text,
+    read_query,
+)
 from dicomweb_archive.errors import ExportError
 from dicomweb_archive.index.protocol import Index
 from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.ops.retrieve import generate_retrieved, stored_syntax
 from dicomweb_archive.store.instance import InstanceKey, read_info
-
-from dicomweb_archive.dimse.query import IDENTIFIER_DOES_NOT_MATCH, QueryRefusedError, key_text, read_query
 
 #: the unique key of each level: keyword, tag (PS3.4 C.2.2.1.1)
 UNIQUE_KEYS = {

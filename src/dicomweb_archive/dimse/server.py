@@ -1,10 +1,11 @@
 """The archive's DICOM application entity (``dicomweb-archive scp``): Verification, Storage
 and Query/Retrieve (Find, Move, Get) on the Patient Root and Study Root models, as SCP.
 
-Presentation contexts: every storage SOP Class pynetdicom knows, in every transfer syntax it
-knows (stored as received; of several proposed in one context, the first of
-:data:`ACCEPTED_SYNTAXES`: pynetdicom chooses in the acceptor's order); the Query/Retrieve models in the uncompressed syntaxes; the storage
-contexts also with the SCP role a C-GET requestor proposes (PS3.7 D.3.3.4).
+Presentation contexts (PS3.8 9.3.2.2): every storage SOP Class pynetdicom knows, in every
+transfer syntax it knows (stored as received; of several proposed in one context, the first of
+:data:`ACCEPTED_SYNTAXES`, as pynetdicom chooses in the acceptor's order), also with the SCP
+role a C-GET requestor proposes (PS3.7 D.3.3.4); the Query/Retrieve models in the uncompressed
+syntaxes.
 
 Threads: pynetdicom runs each association in its own thread. Every write goes to one writer
 thread (ingest and the stages, under the store's lease: writes of several associations are
@@ -39,26 +40,23 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import (
-    ALL_TRANSFER_SYNTAXES,
     AE,
+    ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     _config,
     evt,
 )
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dimse.query import (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
     UNABLE_TO_PROCESS,
     QueryRefusedError,
     find_matches,
@@ -97,13 +95,15 @@ ACCEPTED_SYNTAXES = list(
         ]
     )
 )
+#: Verification SOP Class (PS3.4 A.4)
+VERIFICATION = "1.2.840.10008.1.1"
 QR_MODELS = (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_MOVE,
+    PATIENT_ROOT_GET,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_MOVE,
+    STUDY_ROOT_GET,
 )
 
 
@@ -117,7 +117,7 @@ class _Counts:
     sent: int = 0
 
 
-class _ArchiveAE(AE):  # type: ignore[misc]
+class _ArchiveAE(AE):
     """pynetdicom's AE whose C-MOVE associations send instances from the store."""
 
     archive: Archive
@@ -162,8 +162,9 @@ class DicomServer:
         ae.dimse_timeout = s.dimse_timeout
         ae.network_timeout = s.network_timeout
         ae.require_calling_aet = list(s.allowed_calling)
-        ae.add_supported_context(Verification, ACCEPTED_SYNTAXES)
+        ae.add_supported_context(VERIFICATION, ACCEPTED_SYNTAXES)
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
             ae.add_supported_context(
                 context.abstract_syntax, ACCEPTED_SYNTAXES, scu_role=False, scp_role=True
             )
@@ -177,7 +178,7 @@ class DicomServer:
         _config.STORE_SEND_CHUNKED_DATASET = True
         _config.LOG_REQUEST_IDENTIFIERS = False  # patient data
         _config.LOG_RESPONSE_IDENTIFIERS = False
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_MOVE, self._on_move),
@@ -188,8 +189,10 @@ class DicomServer:
             (evt.EVT_REJECTED, self._on_rejected),
         ]
         address = (self.settings.host, self.settings.port)
-        self._server = self.ae.start_server(address, block=False, evt_handlers=handlers)
-        host, port = self._server.server_address[:2]
+        server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        assert server is not None  # not blocking: the server is returned
+        self._server = server
+        host, port = server.server_address[:2]
         return str(host), int(port)
 
     def stop(self, grace: float | None = None) -> None:
