@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,20 +120,23 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
         with open_store(store) as archive:
             _log_to_stderr(verbose=verbose)
             server = DicomServer(archive, settings, tracebacks=verbose)
-            try:
-                _, listening = server.start()
-            except OSError as exc:
-                error_line(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-                raise typer.Exit(EXIT_CANNOT_START) from None
-            note(f"serving {archive.location} as {settings.ae_title} on {host}:{listening}")
-            _wait_for_stop()
+            with _stop_signals() as stop:
+                try:
+                    _, listening = server.start()
+                except OSError as exc:
+                    error_line(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+                    raise typer.Exit(EXIT_CANNOT_START) from None
+                note(f"serving {archive.location} as {settings.ae_title} on {host}:{listening}")
+                while not stop.wait(1.0):
+                    pass
             note("stopping: letting running associations end")
             server.stop()
             note("stopped")
 
 
-def _wait_for_stop() -> None:
-    """Block until Ctrl-C (SIGINT) or SIGTERM (``systemctl stop``)."""
+@contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM (``systemctl stop``) within the block."""
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -139,8 +144,7 @@ def _wait_for_stop() -> None:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(1.0):
-            pass
+        yield stop
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
