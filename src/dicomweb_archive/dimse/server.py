@@ -199,15 +199,16 @@ class DicomServer:
         """Stop (see the module docstring); every write is finished when this returns."""
         server, self._server = self._server, None
         if server is not None:
-            running = server.active_associations
             server.shutdown()
+            # a released association's thread may linger (waiting for the peer to close)
+            running = [a for a in server.active_associations if a.is_established]
             deadline = time.monotonic() + (self.settings.dimse_timeout if grace is None else grace)
+            while running and time.monotonic() < deadline:
+                time.sleep(0.05)
+                running = [a for a in running if a.is_established]
             for assoc in running:
-                assoc.join(max(0.0, deadline - time.monotonic()))
-            for assoc in running:
-                if assoc.is_alive():
-                    assoc.abort()
-                    assoc.join()
+                assoc.abort()
+                assoc.join()
         self._writer.submit(self._run_stages)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
