@@ -26,7 +26,7 @@ from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import app
 from dicomweb_archive.dimse.query import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from dicomweb_archive.dimse.server import CANCEL, DicomServer
-from dicomweb_archive.dimse.settings import ScpSettings
+from dicomweb_archive.dimse.settings import Peer, ScpSettings
 from dicomweb_archive.ops.ingest import ingest, write_stream
 from tests.dimse_peers import scp
 from tests.factory import make_ct, uid
@@ -267,3 +267,23 @@ def test_scp_stops_on_a_signal(created: str, tmp_path: Path) -> None:
             rest = process.stderr.read()
             assert process.wait(timeout=60) == 0
         assert rest.strip().splitlines()[-1] == "stopped"
+
+
+def test_a_retrieve_needs_the_unique_key(created: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A C-MOVE or C-GET at STUDY level without Study Instance UID sends nothing: pynetdicom's
+    "unable to process" status (0xC514, 0xC413), and one log line naming the key."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    with scp(created, peers={"PEER": Peer("PEER", "127.0.0.1", 1)}) as (port, _server):
+        assoc = _association(port, STUDY_ROOT_MOVE)
+        moved = [s.Status for s, _ in assoc.send_c_move(query, "PEER", STUDY_ROOT_MOVE)]
+        assoc.release()
+        assoc = _association(port, STUDY_ROOT_GET)
+        got = [s.Status for s, _ in assoc.send_c_get(query, STUDY_ROOT_GET)]
+        assoc.release()
+    assert (moved, got) == ([0xC514], [0xC413])
+    refusals = [r.message for r in caplog.records if "refused" in r.message]
+    assert len(refusals) == 2
+    assert all("needs StudyInstanceUID" in line for line in refusals)

@@ -9,7 +9,7 @@ Name, and the sender's AE title as Source Application Entity Title (0002,0016). 
 by :func:`dicomweb_archive.ops.ingest.write_streams` with ``mkdicomweb``'s options and the
 store's recorded recompression; the group and study stages run when the association ends
 (``server.py``), as ``mkdicomweb`` runs them after its batch. The response is sent once the
-instance is committed to the store.
+instance is committed to the store and the storage's ``barrier`` has made what was put durable.
 
 Statuses (PS3.4 Table B.2-1; the reason in Error Comment (0000,0902)):
 
@@ -93,6 +93,7 @@ def store_received(
         file.seek(offset)
         stream = io.BufferedReader(_Chained(file_meta_prefix(event), file), 1 << 20)
         result = write_streams(archive, [(name, stream)], options=stage_1).results[0]
+    archive.storage.barrier()  # what was put is durable before the response says so
     return status_of(result), result
 
 
