@@ -164,9 +164,8 @@ class DicomServer:
         ae.require_calling_aet = list(s.allowed_calling)
         ae.add_supported_context(VERIFICATION, ACCEPTED_SYNTAXES)
         for context in AllStoragePresentationContexts:
-            assert context.abstract_syntax is not None
             ae.add_supported_context(
-                context.abstract_syntax, ACCEPTED_SYNTAXES, scu_role=False, scp_role=True
+                str(context.abstract_syntax), ACCEPTED_SYNTAXES, scu_role=False, scp_role=True
             )
         for model in QR_MODELS:
             ae.add_supported_context(model)
