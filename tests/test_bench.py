@@ -27,6 +27,7 @@ CASES = {
         "dcmodify / ours",
     ),
     "serve": (["--clients", "2", "--seconds", "0.5", "--count", "3"], "requests/s"),
+    "scp": (["--count", "3", "--size", "16"], "instances/s"),
     "startup": (["--runs", "1"], "vs python -c pass"),
     "render": (["--count", "2", "--size", "16", "--runs", "1"], "vs pydicom + Pillow"),
 }
@@ -36,10 +37,10 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     """The benchmark completes on tiny inputs and prints its Markdown table."""
-    if name in {"update", "startup"} and shutil.which("dcmodify") is None:
+    if name in {"update", "startup", "scp"} and shutil.which("dcmodify") is None:
         pytest.skip(f"the {name} benchmark compares with DCMTK (.ci/run installs it)")
     arguments, column = CASES[name]
-    if name in {"ingest", "export", "update", "startup", "deidentify", "render"}:
+    if name in {"ingest", "export", "update", "startup", "deidentify", "render", "scp"}:
         arguments = [*arguments, "--workdir", str(tmp_path)]
     if name == "ingest":  # not over the results of a real run
         arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]

@@ -155,6 +155,11 @@ SUBCOMMANDS |= {
         "Serve the store over DICOMweb: QIDO-RS from the index, WADO-RS from the files, "
         "STOW-RS with --allow-write.",
     ),
+    "scp": Subcommand(
+        "dicomweb_archive.cli.scp:scp",
+        "Receive, answer queries and send over DICOM networking: C-ECHO, C-STORE, C-FIND, "
+        "C-MOVE and C-GET (see docs/serving.md).",
+    ),
     "static-config": Subcommand(
         "dicomweb_archive.cli.static_config:static_config",
         "Print an nginx configuration that serves the store read-only as static DICOMweb.",
