@@ -1,5 +1,5 @@
-"""QIDO-RS latency at scale: an index of 1,000,000 synthetic instances (100,000 studies of 10
-series of 10 instances), searched on SQLite and on PostgreSQL.
+"""QIDO-RS latency at scale: an index of 1,000,000 synthetic instances (100,000 studies of 2
+series of 5 instances), searched on SQLite and on PostgreSQL.
 
 Usage: python bench/qido.py [--studies 100000] [--queries 200] [--skip-postgres]
 
@@ -38,6 +38,8 @@ SURNAMES = ["SMITH", "JONES", "GARCIA", "MUELLER", "ROSSI", "DUBOIS", "TANAKA", 
 MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "PT", "NM", "XA", "OT"]
 ROOT_UID = "1.2.826.0.1.3680043.8.498."
 PAGE = 100
+SERIES = 2
+INSTANCES = 5
 
 
 def _value(vr: str, value: Any) -> dict[str, Any]:
@@ -45,7 +47,8 @@ def _value(vr: str, value: Any) -> dict[str, Any]:
 
 
 def study_update(n: int, rng: random.Random) -> StudyUpdate:
-    """Study ``n``: 10 series of 10 instances, rows as ``index/rows.py`` makes them."""
+    """Study ``n``: :data:`SERIES` series of :data:`INSTANCES` instances, rows as
+    ``index/rows.py`` makes them."""
     study = f"{ROOT_UID}1.{n}"
     patient = f"P{n // 3}"
     name = f"{rng.choice(SURNAMES)}^{rng.choice(SURNAMES)}{n % 97}"
@@ -72,13 +75,13 @@ def study_update(n: int, rng: random.Random) -> StudyUpdate:
         "study_description": "Synthetic",
         "referring_physician_name": None,
         "modalities_in_study": "\\".join(modalities),
-        "number_of_series": 10,
-        "number_of_instances": 100,
+        "number_of_series": SERIES,
+        "number_of_instances": SERIES * INSTANCES,
         "path": f"studies/{study}",
         "query_json": query,
     }
     series_rows, instance_rows = [], []
-    for s in range(10):
+    for s in range(SERIES):
         series = f"{ROOT_UID}2.{n}.{s}"
         series_query = {"0020000E": _value("UI", series), "00080060": _value("CS", modalities[0])}
         series_rows.append(
@@ -89,12 +92,12 @@ def study_update(n: int, rng: random.Random) -> StudyUpdate:
                 "series_number": s + 1,
                 "series_description": None,
                 "series_date": date,
-                "number_of_instances": 10,
+                "number_of_instances": INSTANCES,
                 "path": f"studies/{study}/series/{series}",
                 "query_json": series_query,
             }
         )
-        for i in range(10):
+        for i in range(INSTANCES):
             sop = f"{ROOT_UID}3.{n}.{s}.{i}"
             instance_rows.append(
                 {
@@ -184,7 +187,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    instances = args.studies * 100
+    instances = args.studies * SERIES * INSTANCES
     with tempfile.TemporaryDirectory() as work:
         index = SQLiteIndex(Path(work) / "index.sqlite")
         seconds = fill(index, args.studies)

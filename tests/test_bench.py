@@ -30,6 +30,7 @@ CASES = {
     "scp": (["--count", "3", "--size", "16"], "instances/s"),
     "startup": (["--runs", "1"], "vs python -c pass"),
     "render": (["--count", "2", "--size", "16", "--runs", "1"], "vs pydicom + Pillow"),
+    "qido": (["--studies", "30", "--queries", "20"], "p95 < 50 ms"),
 }
 
 
