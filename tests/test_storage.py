@@ -322,3 +322,21 @@ def test_a_full_disk_gives_one_line_and_no_leftovers(tmp_path: Path, small_disk:
     assert result.exit_code in (0, 4), result.output
     assert "Traceback" not in result.output
     assert os.path.ismount(small_disk)
+
+
+def test_barrier_makes_plain_puts_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory's barrier flushes the puts written without fsync since the last barrier
+    (an instance's frames and info record, before scp answers "stored"), and only then."""
+    calls: list[int] = []
+    monkeypatch.setattr(os, "sync", lambda: calls.append(1))
+    storage = LocalStorage(tmp_path)
+    storage.barrier()
+    assert calls == []
+    storage.put("studies/a/info.json.gz", b"x", fresh=True)
+    storage.barrier()
+    assert calls == [1]
+    storage.barrier()
+    assert calls == [1]
+    storage.copy("studies/a/info.json.gz", "studies/b/info.json.gz")
+    storage.barrier()
+    assert calls == [1, 1]

@@ -68,6 +68,8 @@ class LocalStorage:
         self._tmp_dir = str(root / TMP)
         self._resolved = root.resolve()
         self._inside = str(self._resolved).rstrip("/") + "/"  # resolved paths in the store
+        #: puts written without fsync since the last barrier
+        self._unflushed = False
         self._unsynced: set[str] = set()  # folders with durable objects whose names are not yet
 
     @property
@@ -209,6 +211,8 @@ class LocalStorage:
                 os.unlink(temp)  # linked into place
         if durable:
             self._unsynced.add(os.path.dirname(final))
+        else:
+            self._unflushed = True
         count_write()
         return ObjectInfo(key, stat.st_size, _etag(stat))
 
@@ -236,6 +240,8 @@ class LocalStorage:
             self._place(temp, final, if_absent=False, key=target)
             if target.startswith(STAGING):
                 self._unsynced.add(os.path.dirname(final))
+            else:
+                self._unflushed = True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -266,8 +272,14 @@ class LocalStorage:
             count_write()
 
     def barrier(self) -> None:
-        """Staged objects and journals are written with ``fsync``: make the folders that
-        received them durable too (their names)."""
+        """Make every put so far durable. Staged objects and journals are written with
+        ``fsync``: the folders that received them are made durable too (their names). Other
+        puts (an instance's frames and info record, the objects a journal applies) are written
+        without it, for speed; when there were any since the last barrier, ``sync`` flushes
+        them, so a caller that answers "stored" after a barrier (``scp``) answers the truth."""
+        if self._unflushed:
+            self._unflushed = False
+            os.sync()
         folders, self._unsynced = self._unsynced, set()
         for folder in folders:
             try:
