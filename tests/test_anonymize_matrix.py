@@ -19,6 +19,7 @@ Dates, shifted with Modified Dates).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from pydicom.sequence import Sequence
 
 import dicomweb_archive.model
 from dicomweb_archive import Archive
+from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.deid import DUMMY, OPTIONS, Profile
 from dicomweb_archive.ops.anonymize import anonymize
 from tests import stores
@@ -104,6 +106,29 @@ def expected(tag: int, vr: str, option: str | None) -> str:
     if option is not None and OPTIONS[option] in columns:
         return columns[OPTIONS[option]]
     return CHOICES.get(basic, basic)
+
+
+def expected_combined(tag: int, vr: str, options: frozenset[str]) -> str:
+    """The action under a combination of options: the action of the chosen options' columns
+    (the table's columns agree wherever two options that may be combined name one row), else
+    the Basic Profile's."""
+    basic, columns = ROWS[tag]
+    if columns is None:
+        temporal = [o for o in ("retain-full-dates", "retain-modified-dates") if o in options]
+        return expected(tag, vr, temporal[0] if temporal else None)
+    chosen = {columns[OPTIONS[o]] for o in options if OPTIONS[o] in columns}
+    assert len(chosen) <= 1, (hex(tag), chosen)
+    return chosen.pop() if chosen else CHOICES.get(basic, basic)
+
+
+#: every combination of the options but those with both temporal options (they exclude each
+#: other: ``Profile`` refuses them)
+COMBINATIONS = [
+    frozenset(chosen)
+    for size in range(len(OPTIONS) + 1)
+    for chosen in combinations(sorted(OPTIONS), size)
+    if not {"retain-full-dates", "retain-modified-dates"} <= set(chosen)
+]
 
 
 def _value(tag: int, vr: str) -> Any:
@@ -226,3 +251,68 @@ def test_every_table_row_per_option(
         assert counts["K"] > 5
     if option in ("clean-descriptors", "retain-modified-dates"):
         assert counts["C"] > 5
+
+
+def test_every_option_combination_per_row() -> None:
+    """All 384 combinations of the nine options: for every row of the table, the action the
+    profile takes is the one its chosen options' columns give (else the Basic Profile's)."""
+    assert len(COMBINATIONS) == 2**9 - 2**7
+    rows = []
+    for tag in ROWS:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            continue
+        if tag not in SKIPPED and len(vr) == 2:
+            rows.append((tag, vr))
+    assert len(rows) > 500
+    for options in COMBINATIONS:
+        profile = Profile(KEY, options)
+        wrong = {
+            f"{tag:08X}": (profile.action(tag, vr), expected_combined(tag, vr, options))
+            for tag, vr in rows
+            if profile.action(tag, vr) != expected_combined(tag, vr, options)
+        }
+        assert wrong == {}, sorted(options)
+
+
+def test_the_temporal_options_exclude_each_other() -> None:
+    """Full Dates and Modified Dates give every temporal row different actions: refused."""
+    with pytest.raises(UsageError, match="exclude each other"):
+        Profile(KEY, frozenset({"retain-full-dates", "retain-modified-dates"}))
+    with pytest.raises(UsageError, match="unknown"):
+        Profile(KEY, frozenset({"retain-everything"}))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        frozenset(OPTIONS) - {"retain-modified-dates"},
+        frozenset(OPTIONS) - {"retain-full-dates"},
+        frozenset({"clean-descriptors", "retain-patient-characteristics", "retain-uids"}),
+    ],
+    ids=["all-with-full-dates", "all-with-modified-dates", "three"],
+)
+def test_combined_options_on_the_exported_file(
+    options: frozenset[str],
+    source: tuple[str, dict[int, str], Dataset],
+    new_store: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Options combined, end to end: each row present is handled per the combined action,
+    checked on the exported P10 file."""
+    store, added, original = source
+    out = new_store("out")
+    with Archive.open(store) as archive:
+        report = anonymize(archive, EVERYTHING, out, key=KEY, options=options)
+    assert report.ok, [r.error for r in report.results]
+    (path,) = exported(out, tmp_path / "export")
+    ds = pydicom.dcmread(path)
+    dates = "retain-modified-dates" if "retain-modified-dates" in options else None
+    wrong = {}
+    for tag, vr in added.items():
+        action = expected_combined(tag, vr, options)
+        problem = _check(action, vr, original[tag].value, ds.get(tag), dates)
+        if problem:
+            wrong[f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword_for_tag(tag)} {action}"] = problem
+    assert wrong == {}

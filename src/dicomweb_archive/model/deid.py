@@ -183,6 +183,17 @@ class Profile:
     #: pixel cleaning rules (``--clean-pixels``), None when pixels are not cleaned
     pixel_rules: PixelRules | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        unknown = sorted(self.options - OPTIONS.keys())
+        if unknown:
+            raise UsageError(f"unknown de-identification option: {', '.join(unknown)}")
+        if {"retain-full-dates", "retain-modified-dates"} <= self.options:
+            # PS3.15 E.3.6: one way of retaining longitudinal temporal information; the two
+            # option columns give every temporal row different actions (K and C)
+            raise UsageError(
+                "retain-full-dates and retain-modified-dates exclude each other: choose one"
+            )
+
     def method_codes(self, *, cleaned: bool = False) -> tuple[tuple[str, str, str], ...]:
         """De-identification Method Code Sequence items (0012,0064) for this profile, with
         Clean Pixel Data Option (113101) for an instance whose pixels were ``cleaned``."""
