@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -56,22 +57,24 @@ class Dialect:
     pattern: Callable[[str, str, bool], tuple[str, list[Any]]]
 
 
-class SqlIndex:
+class SqlIndex(ABC):
     """The index protocol's statements; subclasses provide :meth:`_read` and :meth:`_write`."""
 
     dialect: Dialect
     #: migrations applied when the index was opened require its rows to be rebuilt
     needs_rebuild: bool = False
 
+    @abstractmethod
     def close(self) -> None:
-        """Let the backend's connection go."""
+        """Let the backend's connections go."""
 
+    @abstractmethod
     def _read(self) -> AbstractContextManager[Session]:
-        raise NotImplementedError
+        """A session for reads."""
 
+    @abstractmethod
     def _write(self) -> AbstractContextManager[Session]:
         """A session inside one transaction, committed when the block ends."""
-        raise NotImplementedError
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self._read() as session:
