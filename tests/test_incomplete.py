@@ -192,7 +192,9 @@ def test_index_of_the_previous_version_gets_both_flags(tmp_path: Path, store: st
     database = Path(store) / ".dicomweb-archive" / "local" / "index.sqlite"
     with contextlib.closing(sqlite3.connect(database)) as conn, conn:
         conn.executescript(
-            "DROP INDEX instances_incomplete; DROP INDEX instances_nonconformant_uid;"
+            "DROP INDEX studies_accession_number; DROP INDEX studies_patient_name_upper;"
+            " DROP INDEX studies_date_uid;"  # migration 6 came later still
+            " DROP INDEX instances_incomplete; DROP INDEX instances_nonconformant_uid;"
             " ALTER TABLE instances DROP COLUMN incomplete;"
             " ALTER TABLE instances DROP COLUMN nonconformant_uid;"
             " DELETE FROM instances; PRAGMA user_version = 3;"
