@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -64,6 +65,7 @@ from dicomweb_archive.ops.ingest_types import (
     iter_input_files,
     recompression_counts,
     record_error,
+    stream_sha256,
     stream_size,
     uid_of,
 )
@@ -392,6 +394,8 @@ class _Batch:
             if self.options.clean:  # -c: the study set aside first, then the UID looked for
                 self._prepare_study(key.study)
             previous = self.seen.previous(key)
+            if previous is not None and file_sha256 is None and self.seen.written_in_run(key.sop):
+                file_sha256 = partial(stream_sha256, stream, name, key)  # compared, not replaced
             sha = file_sha256() if previous is not None and file_sha256 is not None else None
             if previous is not None and previous == (sha, key):
                 result.status = "unchanged"

@@ -3,6 +3,7 @@ helpers that turn what a file holds into a key or a reported failure."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -283,6 +284,19 @@ def stream_size(stream: BinaryIO) -> int:
         return os.fstat(stream.fileno()).st_size
     except (OSError, ValueError):
         return 0
+
+
+def stream_sha256(stream: BinaryIO, name: str, key: InstanceKey) -> str:
+    """SHA-256 of a whole seekable stream, read again from its start: a stream whose SOP
+    Instance UID this run already wrote is compared with it, never taken as a replacement of
+    it. One that cannot be read again (a pipe) cannot be compared: refused as given twice."""
+    if not stream.seekable():
+        raise duplicate_error(name, key, twice=True)
+    stream.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def instance_key(metadata: dict[str, object], name: str) -> InstanceKey:
