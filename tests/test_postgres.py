@@ -219,3 +219,19 @@ def test_deidentified_copy_gets_its_own_index(tmp_path: Path, pg: str) -> None:
     with Archive.open(out) as copy:
         assert copy.config.index == "sqlite"
         assert copy.index.counts()["instances"] == len(files)
+
+
+def test_two_stores_cannot_share_a_schema(tmp_path: Path, pg: str) -> None:
+    """A second store given the index schema of another is refused, in one line, before it
+    writes (each would replace the other's rows: one store's QIDO answering with another's
+    patients)."""
+    files = _inputs(tmp_path / "in")
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    made = _cli("create", "-o", first, "--index-url", pg, str(files[0]))
+    assert made.returncode == 0, made.stderr
+    other = _cli("create", "-o", second, "--index-url", pg, str(files[1]))
+    assert other.returncode != 0
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds the index of the store at" in lines[0], other.stderr
+    with Archive.open(first) as archive:
+        assert archive.index.counts()["instances"] == 1

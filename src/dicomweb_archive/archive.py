@@ -198,7 +198,7 @@ class Archive:
             # psycopg is imported only by commands on a store indexed in PostgreSQL
             from dicomweb_archive.index.postgres import PostgresIndex  # noqa: PLC0415
 
-            return PostgresIndex(url)
+            return PostgresIndex(url, owner=self.location)
         if url.startswith("sqlite:///"):
             return SQLiteIndex(Path(url[len("sqlite:///") - 1 :]))
         if url != "sqlite":

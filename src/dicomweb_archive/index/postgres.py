@@ -144,11 +144,15 @@ class PostgresIndex(SqlIndex):
 
     dialect = Dialect(no_limit=None, pattern=_pattern)
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, owner: str | None = None) -> None:
+        """``owner``: the location of the store this index belongs to (recorded by the first
+        store that opens it; another store is refused: two stores in one schema would each
+        replace the other's rows)."""
         self.url = url
         self._schema = split_url(url)[1]
+        self._owner = owner
         self._pool = _pool(url)
-        schemas = [self._schema, "public"] if self._schema else ["public"]
+        schemas = [self._schema] if self._schema else ["public"]
         self._search_path = pgsql.SQL("SET search_path TO {}").format(
             pgsql.SQL(", ").join(pgsql.Identifier(name) for name in schemas)
         )
@@ -192,7 +196,23 @@ class PostgresIndex(SqlIndex):
                 conn.execute(_postgres_script(script))
                 conn.execute("INSERT INTO index_schema (version) VALUES (%s)", (number,))
                 rebuild |= version > 0 and number in REBUILDS
+            self._claim(conn)
             return rebuild
+
+    def _claim(self, conn: psycopg.Connection[Any]) -> None:
+        """Record this index's store, or refuse another store (see ``__init__``)."""
+        if self._owner is None:
+            return
+        conn.execute("CREATE TABLE IF NOT EXISTS index_owner (store TEXT NOT NULL)")
+        row = conn.execute("SELECT store FROM index_owner").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO index_owner (store) VALUES (%s)", (self._owner,))
+        elif row[0] != self._owner:
+            where = f"schema {self._schema}" if self._schema else "the public schema"
+            raise StoreConfigError(
+                f"index {_safe(self.url)}: {where} holds the index of the store at {row[0]}; "
+                "give each store its own schema (?schema=NAME)"
+            )
 
 
 def _safe(url: str) -> str:
