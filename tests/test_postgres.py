@@ -18,6 +18,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from dicomweb_archive import Archive, ingest
+from dicomweb_archive.errors import IndexUnavailableError
 from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.postgres import split_url
 from dicomweb_archive.ops.reindex import reindex
@@ -235,3 +236,18 @@ def test_two_stores_cannot_share_a_schema(tmp_path: Path, pg: str) -> None:
     assert len(lines) == 1 and "holds the index of the store at" in lines[0], other.stderr
     with Archive.open(first) as archive:
         assert archive.index.counts()["instances"] == 1
+
+
+def test_a_server_gone_mid_work_is_one_sentence(tmp_path: Path) -> None:
+    """The server stops while a store is open: reads raise IndexUnavailableError with one
+    sentence (no psycopg traceback reaches the user), and an edit's commit leaves the index
+    to be rebuilt rather than failing half-way."""
+    from tests.pgserver import postgres_server
+
+    files = _inputs(tmp_path / "in")
+    with postgres_server() as url:
+        archive = Archive.open_or_create(str(tmp_path / "s"), index=f"{url}?schema=gone")
+        assert ingest(archive, files[:2]).ok
+    with pytest.raises(IndexUnavailableError, match="does not answer"):
+        archive.index.counts()
+    archive.close()

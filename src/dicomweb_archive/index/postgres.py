@@ -20,6 +20,7 @@ Every write is one transaction (``READ COMMITTED``: a reader sees a change's row
 from __future__ import annotations
 
 import atexit
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from dicomweb_archive.errors import IndexUnavailableError, StoreConfigError
 from dicomweb_archive.index.protocol import Row
@@ -45,6 +46,9 @@ CONNECT_TIMEOUT = 10
 _POOLS: dict[str, ConnectionPool[psycopg.Connection[Any]]] = {}
 _POOLS_LOCK = threading.Lock()
 _MIGRATION_LOCK = 0x64696377  # advisory lock key: "dicw"
+# the pool retries a lost server in the background and logs each attempt: our errors say it in
+# one sentence; an application that configures logging still receives these records
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 def _pattern(expression: str, value: str, fold: bool) -> tuple[str, list[Any]]:
@@ -164,10 +168,17 @@ class PostgresIndex(SqlIndex):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the pool, its search path set to this index's schema."""
-        with self._pool.connection() as conn:
-            conn.execute(self._search_path)
-            yield conn
+        """A connection of the pool, its search path set to this index's schema. A server
+        that is gone, or stops answering, is :class:`IndexUnavailableError` in one sentence
+        (writers then leave the index to be rebuilt, ``Archive.apply_index``)."""
+        try:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+                conn.execute(self._search_path)
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise IndexUnavailableError(
+                f"index {_safe(self.url)}: the server does not answer ({_why(exc)})"
+            ) from exc
 
     @contextmanager
     def _read(self) -> Iterator[_Session]:
