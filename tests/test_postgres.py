@@ -30,7 +30,17 @@ from tests.serving import serving
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL is not installed")
 
 #: patient names with LIKE's and GLOB's special characters, and the DICOM wildcards' targets
-NAMES = ["DOE^JOHN", "DOE^JANE", "D%E^X", "D_E^Y", "D!E^Z", "[DOE]^W", "doe^lower", "SMITH"]
+NAMES = [
+    "DOE^JOHN",
+    "DOE^JANE",
+    "D%E^X",
+    "D_E^Y",
+    "D!E^Z",
+    "[DOE]^W",
+    "doe^lower",
+    "SMITH",
+    "Müller^Jürgen",
+]
 #: (level, column, kind, value) conditions both backends must answer alike (PS3.4 C.2.2.2)
 CONDITIONS = [
     ("study", "patient_name", "person", "DOE*"),
@@ -39,6 +49,8 @@ CONDITIONS = [
     ("study", "patient_name", "person", "D_E*"),
     ("study", "patient_name", "person", "D!E*"),
     ("study", "patient_name", "person", "[DOE]*"),
+    ("study", "patient_name", "person", "müller*"),
+    ("study", "patient_name", "person", "MÜLLER*"),
     ("study", "patient_id", "text", "P*"),
     ("study", "patient_id", "text", "p*"),
     ("study", "study_date", "date", "20240101-"),

@@ -53,7 +53,12 @@ logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 def _pattern(expression: str, value: str, fold: bool) -> tuple[str, list[Any]]:
     if fold:
-        return f"upper({expression}) LIKE upper(?) ESCAPE '!'", [dicom_like(value)]
+        # both sides folded under COLLATE "C", as SQLite's upper (ASCII letters only): the
+        # database's own collation would fold the value's other letters and not the column's
+        return (
+            f"upper({expression}) LIKE upper(CAST(? AS TEXT) COLLATE \"C\") ESCAPE '!'",
+            [dicom_like(value)],
+        )
     return f"{expression} LIKE ? ESCAPE '!'", [dicom_like(value)]
 
 
