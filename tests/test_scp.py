@@ -333,6 +333,18 @@ def test_a_calling_ae_title_not_allowed_is_rejected(
     assert any("INTRUDER" in r.message and "rejected" in r.message for r in caplog.records)
 
 
+def test_another_called_ae_title_is_rejected(store: str) -> None:
+    """An association addressed to another Called AE Title than --aet is rejected (PS3.8
+    9.3.4, "called AE title not recognized"): a modality configured for another archive does
+    not store into this one by mistake."""
+    Archive.create(store).close()
+    with scp(store) as (port, _server):
+        wrong = dcmtk("echoscu", "-aet", "CT1", "-aec", "OTHERPACS", "127.0.0.1", str(port))
+        right = dcmtk("echoscu", "-aet", "CT1", "-aec", "ARCHIVE", "127.0.0.1", str(port))
+    assert wrong.returncode != 0
+    assert right.returncode == 0, right.stderr
+
+
 def test_four_storescu_at_once(
     store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -162,6 +162,7 @@ class DicomServer:
         ae.dimse_timeout = s.dimse_timeout
         ae.network_timeout = s.network_timeout
         ae.require_calling_aet = list(s.allowed_calling)
+        ae.require_called_aet = True  # PS3.8 9.3.4: another Called AE Title is rejected
         ae.add_supported_context(VERIFICATION, ACCEPTED_SYNTAXES)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(
