@@ -83,6 +83,7 @@ FILE_USERS = {
     "ops/batch.py": "reads the batch file",
     "index/sqlite.py": "makes the folder of its own database file",
     "index/postgres.py": "pool.open() opens psycopg's connection pool, not a file",
+    "archive.py": "notes beside this machine's index cache of an S3 store the generation it holds",
     "cli/anonymize.py": "reads the key file",
     "cli/serve.py": "reads the token file",
     "cli/scp.py": "reads the peers file",

@@ -235,3 +235,28 @@ def test_an_unreachable_endpoint_is_one_line(s3: str, monkeypatch: pytest.Monkey
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "s3://bucket/x" in lines[0], result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_a_machine_whose_cache_is_behind_rebuilds_it(s3: str, tmp_path: Path) -> None:
+    """Two machines (two index caches) write one S3 store: each command first notices that
+    the store changed since its cache was current and rebuilds it, so no study goes missing
+    from listings or from the study list viewers read (found by a tester: a stale machine
+    rewrote studies/index.json.gz without the other's study)."""
+    where = _location()
+    files = _files()
+    machine_a = {**os.environ, "DICOMWEB_ARCHIVE_CACHE": str(tmp_path / "a")}
+    machine_b = {**os.environ, "DICOMWEB_ARCHIVE_CACHE": str(tmp_path / "b")}
+
+    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "dicomweb_archive.cli.main", *args]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run(machine_a, "create", "-o", where, str(files[0]))
+    run(machine_b, "create", "-o", where, str(files[1]))
+    assert len(json.loads(run(machine_a, "studies", "-o", where, "--json").stdout)) == 2
+    run(machine_a, "create", "-o", where, str(files[2]))
+    studies = json.loads(gzip.decompress(S3Storage(where).get("studies/index.json.gz")))
+    assert len(studies) == 3
+    assert run(machine_b, "verify", "-o", where).returncode == 0

@@ -33,7 +33,7 @@ from dicomweb_archive.index.sql import SqlIndex
 from dicomweb_archive.index.sqlite import SQLiteIndex, drop_memory_database
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
-from dicomweb_archive.store.journal import Transaction, read_consistently
+from dicomweb_archive.store.journal import Transaction, generation, read_consistently
 from dicomweb_archive.store.keys import CONFIG, REINDEX, STUDIES_INDEX, StoreKeys
 from dicomweb_archive.store.local import LOCAL, LocalStorage
 from dicomweb_archive.store.locations import normal_location, storage_at
@@ -219,6 +219,8 @@ class Archive:
             return True
         if self.storage.head(REINDEX) is not None:
             return True
+        if self._cached_generation() not in (None, generation(self.storage)):
+            return True  # another machine changed the store since this cache was current
         return index.counts()["studies"] == 0 and self.storage.head(STUDIES_INDEX) is not None
 
     def index_rebuilt(self) -> None:
@@ -228,6 +230,35 @@ class Archive:
             index.needs_rebuild = False
         if self.storage.head(REINDEX) is not None:
             self.storage.delete(REINDEX)
+        self._record_generation(generation(self.storage))
+
+    # -- the index cache of a store on object storage ------------------------------------
+    def _cache_state(self) -> Path | None:
+        """The file beside this machine's index cache (an S3 store's ``sqlite`` index) that
+        holds the store generation the cache reflects; None for an index of the store's own
+        (a directory's file, memory) or a shared one (PostgreSQL), which every writer keeps."""
+        if self.config.index != "sqlite" or isinstance(self.storage, LocalStorage | MemoryStorage):
+            return None
+        return index_cache(self.location).with_suffix(".generation")
+
+    def _cached_generation(self) -> int | None:
+        """The generation the cache reflects: None when there is no cache to check, -1 when
+        it is not known (a cache never made current: rebuilt)."""
+        state = self._cache_state()
+        if state is None:
+            return None
+        try:
+            return int(state.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return -1
+
+    def _record_generation(self, value: int) -> None:
+        state = self._cache_state()
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            temporary = state.with_suffix(".tmp")
+            temporary.write_text(str(value), encoding="ascii")
+            os.replace(temporary, state)
 
     def apply_index(self, ops: list[dict[str, Any]]) -> None:
         """Make the index updates a committed change carries (``store/journal.py``). The
@@ -315,6 +346,7 @@ class Archive:
         if not self.holding_lease:
             raise RuntimeError("commit outside Archive.writing()")
         txn = change.txn if isinstance(change, ChangeSet) else change
+        before = self._cached_generation()
         try:
             if isinstance(change, ChangeSet):
                 change.finish()
@@ -323,6 +355,10 @@ class Archive:
             if not txn.committed:
                 change.abort()
             raise
+        if before is not None and before >= 0:
+            after = generation(self.storage)
+            if after == before + 1:  # the cache was current and took this change's rows
+                self._record_generation(after)
 
     # -- reading -------------------------------------------------------------------------
     def read(self, read: Callable[[], T]) -> T:
