@@ -329,3 +329,26 @@ def test_serve_options(frames_as_received: str, tmp_path: Path) -> None:
         app, [*base, "--ssl-certfile", str(tokens), "--ssl-keyfile", str(tokens)]
     )
     assert bad.exit_code == EXIT_CANNOT_START and "TLS" in bad.stderr
+
+
+def test_a_body_that_stops_coming_is_given_up(
+    frames_as_received: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends its headers and part of its body, then nothing: answered 408 once
+    the body has paused for the idle limit (it held the connection for ever), nothing stored."""
+    import socket
+
+    from dicomweb_archive.web import stow
+
+    monkeypatch.setattr(stow, "BODY_IDLE_SECONDS", 0.5)
+    with stow_serving(frames_as_received) as url:
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(
+                b"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: " + MULTIPART.encode() + b"\r\n"
+                b"Content-Length: 100000\r\n\r\n--" + BOUNDARY.encode() + b"\r\n"
+            )
+            answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert sop_count(frames_as_received) == 0

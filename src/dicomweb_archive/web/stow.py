@@ -128,6 +128,11 @@ class _Spool:
         self.ended = True
 
 
+#: seconds a request body may pause before it is given up (408): a client that stops sending
+#: must not hold a connection and a spool for ever (the header timeout covers only headers)
+BODY_IDLE_SECONDS = 60.0
+
+
 async def store_instances(
     request: Request,
     study: str | None,
@@ -158,10 +163,17 @@ async def store_instances(
     spool = _Spool(boundary, max_upload)
     try:
         try:
-            async for chunk in request.stream():
+            chunks = request.stream().__aiter__()
+            while True:
+                try:  # a client that stops sending holds a connection: not for ever
+                    chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_SECONDS)
+                except StopAsyncIteration:
+                    break
                 if chunk:
                     await run_in_threadpool(spool.write, chunk)
             await run_in_threadpool(spool.finish)
+        except TimeoutError:
+            return _text(f"no part of the body came for {BODY_IDLE_SECONDS:.0f} s", 408)
         except TooLargeError:
             return _too_large(max_upload)
         except BadRequestError as exc:
