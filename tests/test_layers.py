@@ -88,6 +88,7 @@ FILE_USERS = {
     "cli/serve.py": "reads the token file",
     "cli/scp.py": "reads the peers file",
     "dimse/receive.py": "reads the data set pynetdicom received into a temporary file",
+    "dimse/spool.py": "the folder of pynetdicom's temporary files of data sets being received",
     "model/dictionary.py": "reads its own table, package data beside it",
 }
 

@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -287,3 +289,50 @@ def test_a_retrieve_needs_the_unique_key(created: str, caplog: pytest.LogCapture
     refusals = [r.message for r in caplog.records if "refused" in r.message]
     assert len(refusals) == 2
     assert all("needs StudyInstanceUID" in line for line in refusals)
+
+
+def test_aborted_transfers_leave_no_partial_files(store: str, tmp_path: Path) -> None:
+    """A transfer aborted mid-data-set (the sender killed) leaves pynetdicom's partial file in
+    the server's own spool folder, not in the system's temporary folder, and stopping the
+    server removes the folder (found by a tester: partial data sets, patient data, stayed in
+    /tmp); a folder left by a killed scp is removed by the next one."""
+    from dicomweb_archive.dimse import spool
+    from tests.dimse_peers import DCMTK
+    from tests.factory import write_ct
+
+    tool = DCMTK["storescu"]
+    if tool is None:
+        pytest.skip("DCMTK's storescu is not installed")
+    big = write_ct(
+        tmp_path / "big.dcm",
+        study=uid(71),
+        series=uid(72),
+        sop=uid(73),
+        rows=512,
+        columns=512,
+        frames=40,
+    )
+    stale = Path(tempfile.gettempdir()) / f"{spool.PREFIX}999999999-x"
+    stale.mkdir(exist_ok=True)
+    Archive.create(store).close()
+    with scp(store) as (port, server):
+        folder = server._spool
+        assert folder is not None and folder.is_dir() and not stale.exists()
+        sender = subprocess.Popen(
+            [tool, "-aec", "ARCHIVE", "--max-send-pdu", "4096", "127.0.0.1", str(port), str(big)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(600):
+            if any(folder.iterdir()):
+                break
+            time.sleep(0.05)
+        assert any(folder.iterdir())  # the data set being received is in the spool
+        sender.kill()
+        sender.wait()
+        for _ in range(600):  # the association ends: its partial data set goes
+            if not any(folder.iterdir()):
+                break
+            time.sleep(0.05)
+        assert not any(folder.iterdir())
+    assert not folder.exists()

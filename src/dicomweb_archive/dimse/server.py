@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -74,6 +75,7 @@ from dicomweb_archive.dimse.send import (
     with_syntaxes,
 )
 from dicomweb_archive.dimse.settings import ScpSettings
+from dicomweb_archive.dimse.spool import close_spool, discard_partial, open_spool
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 
@@ -149,6 +151,7 @@ class DicomServer:
         self._counts: dict[int, _Counts] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
+        self._spool: Path | None = None
         self.ae = self._make_ae()
 
     # -- the application entity ------------------------------------------------------------
@@ -176,6 +179,7 @@ class DicomServer:
         """Listen (OSError when the address cannot be had); returns the address and port."""
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.STORE_SEND_CHUNKED_DATASET = True
+        self._spool = open_spool()
         _config.LOG_REQUEST_IDENTIFIERS = False  # patient data
         _config.LOG_RESPONSE_IDENTIFIERS = False
         handlers: list[Any] = [
@@ -189,7 +193,12 @@ class DicomServer:
             (evt.EVT_REJECTED, self._on_rejected),
         ]
         address = (self.settings.host, self.settings.port)
-        server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        try:
+            server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+        except BaseException:
+            self._spool = None
+            close_spool()
+            raise
         assert server is not None  # not blocking: the server is returned
         self._server = server
         host, port = server.server_address[:2]
@@ -213,6 +222,9 @@ class DicomServer:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.reader.close()
+        if self._spool is not None:
+            self._spool = None
+            close_spool()
 
     # -- association log ---------------------------------------------------------------------
     def _on_established(self, event: Any) -> None:
@@ -220,6 +232,7 @@ class DicomServer:
             self._counts[id(event.assoc)] = _Counts()
 
     def _on_ended(self, event: Any) -> None:
+        discard_partial(event.assoc)
         with self._lock:
             counts = self._counts.pop(id(event.assoc), None)
         if counts is None:
