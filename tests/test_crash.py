@@ -71,3 +71,37 @@ def test_killed_at_every_write_then_rerun(tmp_path: Path, new_store: Callable[[s
         assert index_dump(store) == expected_rows
         k += 1
     assert k > 10  # the run really had that many writes to interrupt
+
+
+@pytest.mark.shared
+def test_verify_after_a_killed_ingest_is_interrupted_not_different(
+    tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """Killed after writing an instance's bulk data but before its info record: verify
+    reports the bulk data as interrupted work (exit 4 class), not as a difference (exit 3:
+    monitoring read every crash as corruption); the next writer removes it; verify is clean."""
+    from dicomweb_archive import Archive
+    from dicomweb_archive.ops.verify import verify
+    from tests.factory import make_ct
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ds = make_ct(study=uid(40), series=uid(41), sop=uid(42), frames=2)
+    ds.add_new(0x00420011, "OB", bytes(range(256)) * 1024)  # over 128 KiB: bulk data
+    ds.save_as(inputs / "bulk.dcm", enforce_file_format=True)
+    for k in range(1, 40):
+        store = new_store(f"k{k}")
+        if _run(inputs, store, k) == 0:
+            break
+        with Archive.open(store) as archive:
+            findings = verify(archive).findings
+        kinds = {f.kind for f in findings}
+        if any("bulkdata" in f.where for f in findings):
+            assert kinds <= {"interrupted", "pending"}, findings  # work, not differences
+            with Archive.open(store) as archive:
+                with archive.writing("test"):  # the next writer recovers
+                    pass
+                report = verify(archive)
+            assert report.ok and not any("bulkdata" in f.where for f in report.findings)
+            return
+    pytest.fail("no kill point left bulk data without its instance")

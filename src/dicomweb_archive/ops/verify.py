@@ -322,7 +322,15 @@ def _verify_study(archive: Archive, study: str, report: VerifyReport, *, deep: b
         if result.pair is not None:
             pairs.append(result.pair)
     for sha, name in bulk_objects(storage, keys, study).items():
-        if sha not in bulk_used:
+        if sha not in bulk_used and pending:  # stage 1 writes bulk data before the info record
+            what = "being written" if storage.lease_holder() else "left by an interrupted writer"
+            report.add(
+                "interrupted",
+                name,
+                f"bulk data no instance refers to yet, {what}; the next command that writes "
+                "removes it",
+            )
+        elif sha not in bulk_used:
             report.add("orphan", name, "bulk data no instance refers to")
     if pending:
         report.add(

@@ -1,14 +1,15 @@
 """Clean up after an interrupted writer, before anything else is written.
 
-Run by every writer once it holds the lease: a journal left by an interrupted change is
-applied (``store/journal.py``; staging objects of changes that never committed are removed),
-and in every study with a pending notification (stage 1 notifies before it writes), instance
-folders without an info record are removed: their frames were written by a stage-1 run that
-was interrupted before the instance was committed (``store/instance.py``), with the bulk data
-no committed instance of the study refers to, and their per-instance deduplicated records
-(stage 1 writes an instance's record before its info record). Objects a change set aside
-(``.dicomweb-archive/aside/<change id>/``) before it was interrupted, never committed (no
-change record), are removed too: the originals are still in place.
+Run by every writer once it holds the lease: a journal left by an interrupted change is applied
+(``store/journal.py``; staging objects of changes that never committed are removed), and in
+every study with a pending notification (stage 1 notifies before it writes), instance folders
+without an info record are removed: their frames were written by a stage-1 run that was
+interrupted before the instance was committed (``store/instance.py``), and their per-instance
+deduplicated records (stage 1 writes an instance's record before its info record); so is the
+study's bulk data no committed instance refers to (written before an instance's frames, it may
+be all a killed run left; the copies a change keeps for revert are its own, under ``aside/``).
+Objects a change set aside (``.dicomweb-archive/aside/<change id>/``) before it was interrupted,
+never committed (no change record), are removed too: the originals are still in place.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def recover(storage: Storage, keys: StoreKeys, apply_index: IndexApplier | None)
                 if key.sop not in committed and storage.head(record) is not None:
                     storage.delete(record)
                     removed.append(record)
+        # bulk data is written before the frames: a run killed in between left no folder
+        bulk = bulk_objects(storage, keys, study)
+        if bulk:
             used = bulk_in_use(storage, keys, study)
-            for sha, name in bulk_objects(storage, keys, study).items():
+            for sha, name in bulk.items():
                 if sha not in used:
                     storage.delete(name)
                     removed.append(name)
