@@ -143,3 +143,38 @@ def test_index_sql_matches_migrations() -> None:
     for number, migration in enumerate(MIGRATIONS, start=1):
         assert f"-- migration {number} (PRAGMA user_version = {number})" in text
         assert textwrap.dedent(migration).strip() in text
+
+
+def test_connections_opening_a_new_index_at_once(tmp_path: Path) -> None:
+    """Four connections open a new index file at the same moment (a server's threads, scp and
+    STOW-RS writers): each migration runs once, none fails (found when scp's C-STORE failed
+    with "duplicate column name" beside STOW-RS), and the version is the last migration's."""
+    import threading
+
+    from dicomweb_archive.index.schema import MIGRATIONS
+    from dicomweb_archive.index.sqlite import SQLiteIndex
+
+    for round_ in range(10):
+        path = tmp_path / f"r{round_}" / "index.sqlite"
+        errors: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def open_index(
+            path: Path = path,
+            errors: list[BaseException] = errors,
+            start: threading.Barrier = start,
+        ) -> None:
+            start.wait()
+            try:
+                SQLiteIndex(path).close()
+            except BaseException as exc:  # reported by the test thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_index) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with SQLiteIndex(path) as index:
+            assert index._version() == len(MIGRATIONS)

@@ -40,6 +40,18 @@ def _pattern(expression: str, value: str, fold: bool) -> tuple[str, list[Any]]:
     return f"{expression} GLOB ?", [dicom_glob(value)]
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a migration script, one by one."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
 class _Session:
     """sqlite3's connection as :class:`~dicomweb_archive.index.sql.Session`."""
 
@@ -80,7 +92,8 @@ class SQLiteIndex(SqlIndex):
         else:
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, check_same_thread=False)
+            # the busy timeout from the start: switching a new file to WAL takes a lock too
+            self.conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
             if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self.conn.execute("PRAGMA journal_mode = wal")
         self.path = path
@@ -113,11 +126,29 @@ class SQLiteIndex(SqlIndex):
             yield self._session
 
     def _migrate(self) -> bool:
+        """Apply the migrations the database lacks, each in one write transaction. Several
+        connections may open a new index at once (a server's threads, ``scp`` and STOW-RS
+        writers): ``BEGIN IMMEDIATE`` makes them take turns, and each reads the version again
+        inside its transaction, so that no migration runs twice (running one again could
+        succeed and set the version back)."""
         conn = self.conn
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        start = self._version()
         rebuild = False
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with conn:
-                conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-            rebuild |= version > 0 and number in REBUILDS
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= start:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._version() < number:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            rebuild |= start > 0 and number in REBUILDS
         return rebuild
+
+    def _version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
