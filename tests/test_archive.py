@@ -170,7 +170,7 @@ def test_a_format_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     wrote set aside), its history, audit and rejection become change records, verify is clean,
     every instance exports as before, and the rejection can be restored."""
     with tarfile.open(FORMAT_1) as tar:
-        tar.extractall(tmp_path, filter="data")
+        _extract(tar, tmp_path)
     store = tmp_path / "store"
     inputs = {p.name: p for p in (tmp_path / "in").iterdir()}
     assert not (store / CONFIG).exists()
@@ -208,7 +208,7 @@ def test_a_format_1_edit_is_reverted_after_the_upgrade(tmp_path: Path) -> None:
     the one as ingested again, the edit is a step, its export is the edited file, and the
     format-1 edit can be reverted (its hashes were taken again as this version takes them)."""
     with tarfile.open(FORMAT_1) as tar:
-        tar.extractall(tmp_path, filter="data")
+        _extract(tar, tmp_path)
     store = tmp_path / "store"
     inputs = {p.name: p for p in (tmp_path / "in").iterdir()}
     sop = uid("91.1.1.1")
@@ -248,3 +248,12 @@ def test_another_thread_is_a_reader_while_one_writes(store: str) -> None:
             thread.join()
         assert seen == [False]
         assert not archive.holding_lease
+
+
+def _extract(tar: tarfile.TarFile, where: Path) -> None:
+    """Extract a test archive with the "data" filter where Python has it (3.11.4 and later;
+    Debian 12's 3.11.2 has not): the archive is ours, made by tests/data scripts."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(where, filter="data")
+    else:
+        tar.extractall(where)  # our own archive (tests are not linted for S)
