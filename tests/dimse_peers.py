@@ -24,11 +24,14 @@ TOOLS = ("storescu", "findscu", "movescu", "getscu", "storescp", "echoscu")
 
 
 def _system_path() -> str:
-    """PATH without this environment's scripts (pynetdicom installs its own storescu and
-    friends there; the peer is DCMTK's)."""
+    """PATH without Python environments' scripts (pynetdicom installs its own storescu and
+    friends in each environment it is in, this one or another activated in the shell; the
+    peer is DCMTK's)."""
     ours = Path(sys.prefix, "bin").resolve()
     parts = os.environ.get("PATH", "").split(os.pathsep)
-    return os.pathsep.join(p for p in parts if p and Path(p).resolve() != ours)
+    return os.pathsep.join(
+        p for p in parts if p and Path(p).resolve() != ours and not (Path(p) / "activate").is_file()
+    )
 
 
 DCMTK = {name: shutil.which(name, path=_system_path()) for name in TOOLS}
