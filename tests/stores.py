@@ -7,6 +7,9 @@ that every test runs on both backends.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -110,3 +113,16 @@ def ingested(
     """Ingest ``files`` into the store at ``where`` (made when there is none)."""
     with Archive.open_or_create(where) as archive:
         return ingest(archive, files, options=options, replace=replace)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``dicomweb-archive ARGS`` in its own process, with this environment (an S3 endpoint's
+    or an index cache's variables included); output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "dicomweb_archive.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=os.environ.copy(),
+    )

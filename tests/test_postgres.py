@@ -6,7 +6,6 @@ PostgreSQL index with ``--index postgres``."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -26,6 +25,7 @@ from dicomweb_archive.store.config import StoreConfig
 from tests.factory import uid, write_ct
 from tests.pgserver import binaries
 from tests.serving import serving
+from tests.stores import run_cli
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="PostgreSQL is not installed")
 
@@ -138,32 +138,21 @@ def test_edits_deletes_and_reindex(two: tuple[Archive, Archive]) -> None:
     assert audits[0] == audits[1] and audits[0]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomweb_archive.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=os.environ.copy(),
-    )
-
-
 @pytest.mark.local
 def test_index_url_option(tmp_path: Path, pg: str) -> None:
     """`--index-url` is recorded in the store's configuration; later commands use it; another
     index URL for the same store is refused in one line."""
     files = _inputs(tmp_path / "in")
     store = str(tmp_path / "store")
-    made = _cli("create", "-o", store, "--index-url", pg, *map(str, files[:3]))
+    made = run_cli("create", "-o", store, "--index-url", pg, *map(str, files[:3]))
     assert made.returncode == 0, made.stderr
     recorded = (tmp_path / "store/.dicomweb-archive/config.json").read_bytes()
     config = StoreConfig.from_json(recorded, location=store)
     assert config.index == pg
     assert not (tmp_path / "store/.dicomweb-archive/local/index.sqlite").exists()
-    listed = _cli("studies", "-o", store, "--json")
+    listed = run_cli("studies", "-o", store, "--json")
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 3
-    other = _cli("create", "-o", store, "--index-url", pg + "x", str(files[3]))
+    other = run_cli("create", "-o", store, "--index-url", pg + "x", str(files[3]))
     assert other.returncode != 0
     assert len(other.stderr.strip().splitlines()) == 1 and "--index-url" in other.stderr
 
@@ -171,7 +160,7 @@ def test_index_url_option(tmp_path: Path, pg: str) -> None:
 def test_an_unreachable_server_is_one_line_without_password(tmp_path: Path) -> None:
     """Nothing listens: one worded line, the password masked."""
     url = "postgresql://user:secret@127.0.0.1:9/db?schema=x&connect_timeout=2"
-    result = _cli("create", "-o", str(tmp_path / "s"), "--index-url", url, str(tmp_path))
+    result = run_cli("create", "-o", str(tmp_path / "s"), "--index-url", url, str(tmp_path))
     assert result.returncode != 0
     assert "secret" not in result.stderr and "***" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -240,9 +229,9 @@ def test_two_stores_cannot_share_a_schema(tmp_path: Path, pg: str) -> None:
     patients)."""
     files = _inputs(tmp_path / "in")
     first, second = str(tmp_path / "a"), str(tmp_path / "b")
-    made = _cli("create", "-o", first, "--index-url", pg, str(files[0]))
+    made = run_cli("create", "-o", first, "--index-url", pg, str(files[0]))
     assert made.returncode == 0, made.stderr
-    other = _cli("create", "-o", second, "--index-url", pg, str(files[1]))
+    other = run_cli("create", "-o", second, "--index-url", pg, str(files[1]))
     assert other.returncode != 0
     lines = other.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds the index of the store at" in lines[0], other.stderr

@@ -26,6 +26,7 @@ from dicomweb_archive.errors import ObjectExistsError, StoreError, StoreLockedEr
 from dicomweb_archive.store.s3 import LEASE, LEASE_SECONDS_ENV, S3Storage, parse_location
 from tests.s3server import BUCKET
 from tests.serving import serving
+from tests.stores import run_cli
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_gdcm.dcm", "rtstruct.dcm"]
 
@@ -36,17 +37,6 @@ def _files() -> list[Path]:
 
 def _location() -> str:
     return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomweb_archive.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=os.environ.copy(),
-    )
 
 
 @pytest.fixture
@@ -70,18 +60,18 @@ def test_cli_ingest_export_verify_on_s3(s3: str, tmp_path: Path) -> None:
     """The commands take an s3:// store: ingest, list, export byte-identical P10 files, verify
     clean; JSON and frames carry the content type and encoding a bucket serves them with."""
     where = _location()
-    made = _cli("create", "-o", where, *map(str, _files()))
+    made = run_cli("create", "-o", where, *map(str, _files()))
     assert made.returncode == 0, made.stderr
-    listed = _cli("studies", "-o", where, "--json")
+    listed = run_cli("studies", "-o", where, "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == len(FILES)
     out = tmp_path / "out"
-    exported = _cli("export", "-o", where, "--all", "--out", str(out))
+    exported = run_cli("export", "-o", where, "--all", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
     originals = {hashlib.sha256(f.read_bytes()).hexdigest() for f in _files()}
     written = {hashlib.sha256(f.read_bytes()).hexdigest() for f in out.rglob("*") if f.is_file()}
     assert written == originals
-    checked = _cli("verify", "-o", where)
+    checked = run_cli("verify", "-o", where)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     storage = S3Storage(where)
     assert storage.headers("studies/index.json.gz") == ("application/dicom+json", "gzip")
@@ -219,7 +209,7 @@ def test_conditional_put_of_chunks_is_one_object(s3: str) -> None:
 
 def test_a_missing_bucket_is_one_line(s3: str) -> None:
     """A store in a bucket that does not exist: one worded line, no class name, exit code 2."""
-    result = _cli("studies", "-o", "s3://no-such-bucket-here/x")
+    result = run_cli("studies", "-o", "s3://no-such-bucket-here/x")
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -230,7 +220,7 @@ def test_an_unreachable_endpoint_is_one_line(s3: str, monkeypatch: pytest.Monkey
     """Nothing listens at the endpoint: one worded line naming the store, within seconds."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     started = time.monotonic()
-    result = _cli("studies", "-o", "s3://bucket/x")
+    result = run_cli("studies", "-o", "s3://bucket/x")
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "s3://bucket/x" in lines[0], result.stderr
