@@ -154,7 +154,7 @@ def test_connections_opening_a_new_index_at_once(tmp_path: Path) -> None:
     from dicomweb_archive.index.schema import MIGRATIONS
     from dicomweb_archive.index.sqlite import SQLiteIndex
 
-    for round_ in range(10):
+    for round_ in range(50):
         path = tmp_path / f"r{round_}" / "index.sqlite"
         errors: list[BaseException] = []
         start = threading.Barrier(4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +77,23 @@ class _Session:
         return None if row is None else tuple(row)
 
 
+def _use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put a database file in WAL mode. The switch needs the file to itself and SQLite answers
+    "database is locked" at once, without its busy handler, while another connection opening the
+    same new file holds it; so the switch is tried again (another connection may also have made
+    it meanwhile) until ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = wal")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class SQLiteIndex(SqlIndex):
     """The SQLite index of one store: a file, or (``memory_name``) a named in-memory database."""
 
@@ -94,8 +112,7 @@ class SQLiteIndex(SqlIndex):
             path.parent.mkdir(parents=True, exist_ok=True)
             # the busy timeout from the start: switching a new file to WAL takes a lock too
             self.conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                self.conn.execute("PRAGMA journal_mode = wal")
+            _use_wal(self.conn)
         self.path = path
         self.conn.execute("PRAGMA busy_timeout = 30000")
         self._session = _Session(self.conn)
