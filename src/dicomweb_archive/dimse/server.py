@@ -64,7 +64,13 @@ from dicomweb_archive.dimse.query import (
     read_query,
     to_response,
 )
-from dicomweb_archive.dimse.receive import CANNOT_STORE, error_comment, store_received
+from dicomweb_archive.dimse.receive import (
+    CANNOT_STORE,
+    INDEX_UNAVAILABLE,
+    OUT_OF_RESOURCES,
+    error_comment,
+    store_received,
+)
 from dicomweb_archive.dimse.send import (
     MAX_SUBOPERATIONS,
     StoredInstance,
@@ -76,6 +82,7 @@ from dicomweb_archive.dimse.send import (
 )
 from dicomweb_archive.dimse.settings import ScpSettings
 from dicomweb_archive.dimse.spool import close_spool, discard_partial, open_spool
+from dicomweb_archive.errors import IndexUnavailableError
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 
@@ -317,6 +324,13 @@ class DicomServer:
             found = self._read(lambda: find_matches(self.reader.index, query))
         except QueryRefusedError as exc:
             yield self._refused(event, "C-FIND", exc.status, str(exc)), None
+            return
+        except IndexUnavailableError as exc:  # PS3.4 C.4.1.1.4: Refused: Out of Resources
+            LOG.error("C-FIND from %s: %s", event.assoc.requestor.ae_title, exc)
+            status = Dataset()
+            status.Status = OUT_OF_RESOURCES
+            status.ErrorComment = INDEX_UNAVAILABLE
+            yield status, None
             return
         except Exception as exc:  # the index cannot answer
             self._log_failure(f"C-FIND from {event.assoc.requestor.ae_title}: {exc}")

@@ -9,8 +9,9 @@ through the store's storage (which never reads a file through a link, ``store/lo
 each answer is read from a state no change was being applied to. Given a ``writer``, STOW-RS
 stores instances (``web/stow.py``) through a second archive object, so that readers never take
 its lease for theirs; bearer tokens are checked by ``web/auth.py``. Errors become status codes
-here (404, 406, 400, 500 with a sentence; an unexpected error is one log line, its traceback
-only with ``tracebacks``); the access log is ``web/access.py``.
+here (404, 406, 400, 500 with a sentence; 503 with Retry-After while the index does not
+answer, RFC 9110 15.6.4; an unexpected error is one log line, its traceback only with
+``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import (
     ArchiveError,
     BadQueryError,
+    IndexUnavailableError,
     NoSuchObjectError,
     OutsideStoreError,
 )
@@ -61,6 +63,9 @@ from dicomweb_archive.web.responses import (
 # the frame routes below keep their names (another change edits them)
 from dicomweb_archive.web.responses import frame_numbers as _frame_numbers
 from dicomweb_archive.web.responses import multipart as _multipart
+
+#: seconds a client is asked to wait (Retry-After) when the index does not answer
+RETRY_AFTER = 5
 
 
 class Server:
@@ -258,6 +263,14 @@ def create_app(
                 return _text(f"cannot answer Accept: {accept}; available: {exc}", 406)
             except BadQueryError as exc:
                 return _text(str(exc), 400)
+            except IndexUnavailableError as exc:  # for now: RFC 9110 15.6.4, 10.2.3
+                LOG.error("%s %s: %s", request.method, request.url.path, exc)
+                return Response(
+                    f"the index does not answer; try again in {RETRY_AFTER} s\n",
+                    status_code=503,
+                    media_type="text/plain",
+                    headers={"Retry-After": str(RETRY_AFTER)},
+                )
             except ArchiveError as exc:
                 LOG.error("%s %s: %s", request.method, request.url.path, exc)
                 return _text(str(exc), 500)
