@@ -92,6 +92,11 @@ class IndexUnavailableError(StoreError):
     exit_code = 2
 
 
+class StorageUnavailableError(StoreError):
+    """The storage (an S3 endpoint) did not answer in time, or failed a request in a way a
+    later attempt may not (a 5xx, a connection reset): the store may work again later."""
+
+
 class StoreFullError(StoreError):
     """The storage has no space left (or the backend's quota is used up)."""
 

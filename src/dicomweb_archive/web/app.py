@@ -10,8 +10,8 @@ each answer is read from a state no change was being applied to. Given a ``write
 stores instances (``web/stow.py``) through a second archive object, so that readers never take
 its lease for theirs; bearer tokens are checked by ``web/auth.py``. Errors become status codes
 here (404, 406, 400, 500 with a sentence; 503 with Retry-After while the index does not
-answer, RFC 9110 15.6.4; an unexpected error is one log line, its traceback only with
-``tracebacks``); the access log is ``web/access.py``.
+answer or the storage (S3) fails a request, RFC 9110 15.6.4; an unexpected error is one log
+line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dicomweb_archive.errors import (
     IndexUnavailableError,
     NoSuchObjectError,
     OutsideStoreError,
+    StorageUnavailableError,
 )
 from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
@@ -64,7 +65,8 @@ from dicomweb_archive.web.responses import (
 from dicomweb_archive.web.responses import frame_numbers as _frame_numbers
 from dicomweb_archive.web.responses import multipart as _multipart
 
-#: seconds a client is asked to wait (Retry-After) when the index does not answer
+#: seconds a client is asked to wait (Retry-After) when the index or the storage does not
+#: answer (RFC 9110 10.2.3)
 RETRY_AFTER = 5
 
 
@@ -263,10 +265,11 @@ def create_app(
                 return _text(f"cannot answer Accept: {accept}; available: {exc}", 406)
             except BadQueryError as exc:
                 return _text(str(exc), 400)
-            except IndexUnavailableError as exc:  # for now: RFC 9110 15.6.4, 10.2.3
+            except (IndexUnavailableError, StorageUnavailableError) as exc:  # RFC 9110 15.6.4
                 LOG.error("%s %s: %s", request.method, request.url.path, exc)
+                what = "index" if isinstance(exc, IndexUnavailableError) else "storage"
                 return Response(
-                    f"the index does not answer; try again in {RETRY_AFTER} s\n",
+                    f"the {what} does not answer; try again in {RETRY_AFTER} s\n",
                     status_code=503,
                     media_type="text/plain",
                     headers={"Retry-After": str(RETRY_AFTER)},
