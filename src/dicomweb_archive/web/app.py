@@ -261,8 +261,8 @@ def create_app(
             except NotFoundError:
                 return _text("not found", 404)
             except UnacceptableError as exc:
-                accept = request.headers.get("accept", "(none)")[:300]
-                return _text(f"cannot answer Accept: {accept}; available: {exc}", 406)
+                asked = exc.asked or "Accept: " + request.headers.get("accept", "(none)")
+                return _text(f"cannot answer {asked[:300]}; available: {exc}", 406)
             except BadQueryError as exc:
                 return _text(str(exc), 400)
             except (IndexUnavailableError, StorageUnavailableError) as exc:  # RFC 9110 15.6.4
