@@ -85,6 +85,9 @@ def test_c_store_statuses(created: str, caplog: pytest.LogCaptureFixture) -> Non
     assert "from TESTSCU at 127.0.0.1" in line
     assert "3 stored, 2 failed" in line
     assert "OTHER" not in caplog.text and "DOE" not in caplog.text  # no patient data
+    # the duplicate's line says what the operator can do: scp has no --replace
+    assert "use --replace" not in caplog.text
+    assert "ingest it with mkdicomweb --replace" in caplog.text
 
 
 def test_a_full_store_answers_out_of_resources() -> None:

@@ -163,7 +163,7 @@ def test_each_bad_part_fails_alone_with_its_reason(frames_as_received: str) -> N
         assert not archive.index.locate("study", MR_DS.StudyInstanceUID)
 
 
-def test_status_codes(frames_as_received: str) -> None:
+def test_status_codes(frames_as_received: str, caplog: pytest.LogCaptureFixture) -> None:
     """200 when all are stored (again: unchanged), 409 when none is, 400 for a body that is not
     a whole multipart message, 415 for other media types; a differing file with a stored SOP
     Instance UID fails as a duplicate."""
@@ -177,6 +177,9 @@ def test_status_codes(frames_as_received: str) -> None:
         assert conflict.status_code == 409
         assert items(conflict, "00081198")[0]["00081197"]["Value"] == [DUPLICATE_SOP_INSTANCE]
         assert "00081199" not in conflict.json()
+        # the log line says what the operator can do: STOW-RS has no --replace
+        assert "use --replace" not in caplog.text
+        assert "ingest it with mkdicomweb --replace" in caplog.text
         cut = post(f"{url}/studies", body(("application/dicom", MR), end=False))
         assert cut.status_code == 400
         assert post(f"{url}/studies", f"--{BOUNDARY}--\r\n").status_code == 400

@@ -61,7 +61,10 @@ class UnsafeUidError(InputError):
 
 
 class DuplicateInstanceError(InputError):
-    """A different file with an already-stored SOP Instance UID was offered without --replace."""
+    """A different file with an already-stored SOP Instance UID was offered without --replace
+    (``stored``; else two files of one input differ under one SOP Instance UID)."""
+
+    stored = True
 
 
 class StoreError(ArchiveError):

@@ -66,6 +66,7 @@ from dicomweb_archive.dimse.query import (
 )
 from dicomweb_archive.dimse.receive import (
     CANNOT_STORE,
+    DUPLICATE,
     INDEX_UNAVAILABLE,
     OUT_OF_RESOURCES,
     error_comment,
@@ -85,6 +86,7 @@ from dicomweb_archive.dimse.spool import close_spool, discard_partial, open_spoo
 from dicomweb_archive.errors import IndexUnavailableError
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.ops.receive import not_replaced
 
 LOG = logging.getLogger("dicomweb_archive.dimse")
 T = TypeVar("T")
@@ -311,7 +313,13 @@ class DicomServer:
         status.Status = code
         if code:
             counts.failed += 1
-            LOG.warning("%s (status 0x%04X)", result.error, code)
+            message = result.error
+            if code == DUPLICATE:
+                message = not_replaced(
+                    f"C-STORE from {event.assoc.requestor.ae_title}",
+                    event.request.AffectedSOPInstanceUID,
+                )
+            LOG.warning("%s (status 0x%04X)", message, code)
             status.ErrorComment = error_comment(result)
         else:
             counts.stored += 1

@@ -154,11 +154,25 @@ def _peek(archive: Archive, name: str, stream: BinaryIO) -> Received:
     return outcome
 
 
+def not_replaced(name: str, sop: str | None) -> str:
+    """The log line of an instance a network peer (STOW-RS, C-STORE) sent that differs from the
+    one stored under its SOP Instance UID: a peer never replaces one, and has no ``--replace``;
+    the line says what the operator can do."""
+    return (
+        f"{name}: SOPInstanceUID {sop} is stored already, from a different file; the sender's "
+        "copy differs and is not stored (to keep it instead, ingest it with mkdicomweb --replace)"
+    )
+
+
 def _record(outcome: Received, result: FileResult) -> None:
     """An ingest result as a STOW-RS outcome."""
     if result.status == "failed":
         outcome.failure_reason = _failure_reason(result.exception)
-        outcome.messages.append(result.error or f"{outcome.name}: not stored")
+        exc = result.exception
+        if isinstance(exc, DuplicateInstanceError) and exc.stored and outcome.sop_instance_uid:
+            outcome.messages.append(not_replaced(outcome.name, outcome.sop_instance_uid))
+        else:
+            outcome.messages.append(result.error or f"{outcome.name}: not stored")
         return
     if result.warnings:
         outcome.warning_reason = DOES_NOT_MATCH_SOP_CLASS
