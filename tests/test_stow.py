@@ -255,8 +255,9 @@ def test_a_request_is_one_revertible_change(store: str, monkeypatch: pytest.Monk
         (change_id,) = change_ids(archive.storage)
         record = read_change(archive.storage, archive.keys, change_id)
         assert record["kind"] == "receive" and len(record["instances"]) == 2
-        revert_change(archive, change_id)
+        report = revert_change(archive, change_id)
         assert archive.index.counts()["instances"] == 0
+        assert (report.plan.size, len(report.plan.studies)) == (2, 2)  # what revert prints
 
         def full(change: object) -> None:
             raise StoreFullError("no space left")
