@@ -77,4 +77,4 @@ def test_scp_shows_no_raw_library_warning(tmp_path: Path) -> None:
         rest = process.stderr.read()
         assert process.wait(timeout=60) == 0
     assert not RAW.search(rest), rest
-    assert "1 stored, 0 failed" in rest, rest
+    assert "1 stored, 0 unchanged (stored already), 0 failed" in rest, rest

@@ -385,4 +385,4 @@ def test_four_storescu_at_once(
         assert len(export(archive, Selection(every_study=True), out=tmp_path / "out").items) == 45
     ended = [r.message for r in caplog.records if "released" in r.message]
     assert len(ended) == 4
-    assert all("15 stored, 0 failed" in line for line in ended)
+    assert all("15 stored, 0 unchanged (stored already), 0 failed" in line for line in ended)

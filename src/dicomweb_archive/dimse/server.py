@@ -14,8 +14,9 @@ reader threads (a fixed number of SQLite connections however many associations c
 Reads use an ``Archive`` of their own over the same storage, so that a read in one thread
 never takes another thread's lease for its own (``Archive.read``).
 
-Each association ends with one log line: calling AE title, address, instances stored and
-failed, matches found, instances sent (no patient data). The group and study stages of what an
+Each association ends with one log line: calling AE title, address, instances stored, sent
+again unchanged (stored already from the same bytes) and failed, matches found, instances sent
+(no patient data). The group and study stages of what an
 association stored run when it ends (released or aborted), in the writer thread; until then
 its instances are stored but not yet found by C-FIND. :meth:`DicomServer.stop` stops accepting,
 lets running associations finish for up to ``dimse_timeout`` seconds, aborts the rest (a
@@ -123,6 +124,8 @@ class _Counts:
     """What one association did, for its log line."""
 
     stored: int = 0
+    #: sent again, the same bytes as stored already (answered Success, nothing written)
+    unchanged: int = 0
     failed: int = 0
     found: int = 0
     sent: int = 0
@@ -249,12 +252,14 @@ class DicomServer:
         requestor = event.assoc.requestor
         how = "released" if event.event is evt.EVT_RELEASED else "aborted"
         LOG.info(
-            "association from %s at %s:%s %s: %d stored, %d failed, %d found, %d sent",
+            "association from %s at %s:%s %s: %d stored, %d unchanged (stored already), "
+            "%d failed, %d found, %d sent",
             requestor.ae_title,
             requestor.address,
             requestor.port,
             how,
             counts.stored,
+            counts.unchanged,
             counts.failed,
             counts.found,
             counts.sent,
@@ -321,6 +326,8 @@ class DicomServer:
                 )
             LOG.warning("%s (status 0x%04X)", message, code)
             status.ErrorComment = error_comment(result)
+        elif result.status == "unchanged":
+            counts.unchanged += 1
         else:
             counts.stored += 1
         return status
