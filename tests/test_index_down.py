@@ -17,6 +17,7 @@ from pynetdicom import AE
 from dicomweb_archive import Archive, ingest
 from dicomweb_archive.dimse.query import STUDY_ROOT_FIND
 from dicomweb_archive.index.postgres import CONNECT_TIMEOUT
+from dicomweb_archive.ops.receive import receive_instances
 from tests.dimse_peers import scp
 from tests.factory import make_ct, uid, write_ct
 from tests.pgserver import binaries, postgres_cluster
@@ -100,3 +101,23 @@ def test_scp_refuses_for_lack_of_resources_while_the_index_is_down(
         assert PASSWORD not in caplog.text
         with Archive.open(str(tmp_path / "s")) as archive:
             assert archive.index.counts()["instances"] == 2
+
+
+def test_stow_refuses_for_lack_of_resources_while_the_index_is_down(tmp_path: Path) -> None:
+    """A STOW-RS part received while the index server is stopped fails with the Failure
+    Reason 0xA700 (Refused: out of resources, PS3.18 I.2.2: send it again later), not a
+    processing failure; started again, the same part is stored."""
+    part = tmp_path / "a.dcm"
+    write_ct(part, study=uid(11), series=uid(12), sop=uid(13))
+    with postgres_cluster() as cluster:
+        Archive.open_or_create(str(tmp_path / "s"), index=_with_password(cluster.url)).close()
+        with Archive.open(str(tmp_path / "s")) as archive:
+            archive.index.counts()  # the index in use: its connection breaks with the server
+            cluster.stop()
+            with part.open("rb") as stream:
+                (outcome,) = receive_instances(archive, [("part 1", stream)])
+            assert outcome.failure_reason == 0xA700, outcome.messages
+            cluster.start()
+            with part.open("rb") as stream:
+                (outcome,) = receive_instances(archive, [("part 1", stream)])
+            assert outcome.stored, outcome.messages
