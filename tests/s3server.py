@@ -30,6 +30,13 @@ def _free_port() -> int:
 @contextmanager
 def s3_server(cache: Path) -> Iterator[str]:
     """Start the server, make :data:`BUCKET`, set the environment; yield the endpoint URL."""
+    with s3_server_process(cache) as (endpoint, _process):
+        yield endpoint
+
+
+@contextmanager
+def s3_server_process(cache: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`s3_server`, yielding its process too (a test pauses it)."""
     import boto3
 
     port = _free_port()
@@ -60,7 +67,7 @@ def s3_server(cache: Path) -> Iterator[str]:
         os.environ.update(settings)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        yield endpoint
+        yield endpoint, server
     finally:
         for name, value in saved.items():
             if value is None:
