@@ -163,7 +163,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # no fixed port (the HTTP endpoint only; no dashboard)
             silence_logs=logging.ERROR,
         )
         return Workers(Client(cluster), cluster)
