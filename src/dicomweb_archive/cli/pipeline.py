@@ -138,7 +138,7 @@ def make_command(command: str) -> Callable[..., None]:
             if stage:
                 _run_stage(command, archive, inputs, options, thumbnails, verbose=verbose)
                 return
-            with _workers(archive, scheduler, workers) as dask:
+            with _workers(archive, scheduler, workers, clean=options.clean) as dask:
                 report = _run_files(
                     command,
                     [Path(i) for i in inputs or []],
@@ -263,10 +263,11 @@ def _size(path: Path) -> int:
 
 @contextmanager
 def _workers(
-    archive: Archive, scheduler: str | None, workers: int | None
+    archive: Archive, scheduler: str | None, workers: int | None, *, clean: bool
 ) -> Iterator[Workers | None]:
-    """The Dask workers of --scheduler or --workers (None: stage 1 in this process)."""
-    if scheduler is None and workers is None:
+    """The Dask workers of --scheduler or --workers (None: stage 1 in this process, as a -c
+    run always is: one change, staged by one writer)."""
+    if (scheduler is None and workers is None) or clean:
         yield None
         return
     # distributed is imported only here (an extra: dicomweb-archive[dask])
