@@ -23,11 +23,13 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from dicomweb_archive import Archive, ingest
-from dicomweb_archive.dicom.parts_model import FramePart
+from dicomweb_archive.dicom.parts_model import FramePart, InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.ops.distributed import BATCH_FILES, Workers
+from dicomweb_archive.errors import InputChangedError
+from dicomweb_archive.ops.distributed import BATCH_FILES, SentFile, Workers, WorkSpec, write_files
 from dicomweb_archive.ops.ingest_types import IngestReport, PipelineOptions
 from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.keys import CONFIG
 from tests import stores
 from tests.factory import uid, write_ct, write_series
@@ -224,3 +226,34 @@ def test_clean_duplicates_and_replacements_as_without_workers(
         assert len(distributed.changes) == len(local.changes)
     _same_objects(alone, spread, private=False)  # change records name their times
     _verified(spread)
+
+
+def test_a_file_changed_after_its_header_was_read(
+    new_store: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A worker that finds another instance in a file than the client decided on (the file
+    changed in between) writes nothing of it and says so, worded (a task, run here)."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    location = new_store("store")
+    with Archive.open_or_create(location) as archive:
+        spec = WorkSpec(location, archive.keys, InlineLimits(), Recompression())
+    decided = InstanceKey(uid(21), uid(22), uid(24))
+    [written] = write_files(spec, [SentFile(str(path), "in/a.dcm", decided)])
+    assert written.end is None
+    assert written.error == (
+        "in/a.dcm: changed while it was being ingested (its header named another instance); "
+        "run again"
+    )
+    assert isinstance(written.exception, InputChangedError)
+    assert stores.keys_under(location, f"studies/{uid(21)}/") == []
+
+
+def test_workers_refuse_a_store_in_memory(tmp_path: Path) -> None:
+    """Workers cannot reach a store in the command's memory: one line, exit 1, no cluster."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    done = stores.run_cli("create", "-o", "memory://alone", "--workers", "2", str(path))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "error: memory://alone: Dask workers cannot reach a store in this process's memory; "
+        "give a directory or an s3:// location\n"
+    )

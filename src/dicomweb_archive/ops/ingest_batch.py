@@ -463,7 +463,8 @@ def write_objects(
 ) -> tuple[InstanceEnd, InstanceWriter]:
     """Write an instance's frames and bulk data from its parts (the header read already);
     returns its end (metadata and info record, to commit) and the writer that holds what was
-    written (a new one when the file was read again as received).
+    written (a new one when the file was read again as received). When it raises, the caller
+    aborts ``writer``: what a second reading wrote is removed here.
 
     Raises:
         TruncatedError: the file stops early where no incomplete instance can be stored.
@@ -474,8 +475,13 @@ def write_objects(
         raise TruncatedError(f"{name}: {end.stop_reason}; the file is incomplete")
     if cut is not None and not end.info.rebuilds_original():
         writer.abort()
-        writer = InstanceWriter(writer.storage, writer.keys, writer.key, writer.sink)
-        end = _write_as_received(stream, name, writer, limits)
+        again = InstanceWriter(writer.storage, writer.keys, writer.key, writer.sink)
+        try:
+            end = _write_as_received(stream, name, again, limits)
+        except BaseException:
+            again.abort()  # the caller aborts the first writer only
+            raise
+        writer = again
     return end, writer
 
 
