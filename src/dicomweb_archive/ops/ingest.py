@@ -9,6 +9,8 @@ Instance UID is refused, or with ``--replace`` replaces it in a ``replace`` chan
 instance set aside, revertible); with ``-c`` the whole run is one ``clean`` change (the studies
 the input touches set aside, the new instances written: a killed run changes nothing).
 :func:`ingest` runs stage 1, then per options the group and study stages (pipeline.md).
+The file-by-file work is ``ops/ingest_batch.py``'s; with ``workers``, new instances are written
+by Dask workers (``ops/distributed.py``).
 
 Bad input never raises: each file gets a :class:`FileResult`, the batch goes on; a full store
 stops it (every later file would fail too; the rest is reported as not read).
