@@ -33,6 +33,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Generator
+from concurrent.futures import Future as ConcurrentFuture
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -164,7 +165,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
             processes=True,
             host="127.0.0.1",
             dashboard_address=":0",  # no fixed port (the HTTP endpoint only; no dashboard)
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # the report says what failed, file by file
         )
         return Workers(Client(cluster), cluster)
     try:
@@ -267,13 +268,14 @@ def _portable(exc: Exception) -> BaseException:
 
 # -- on the client -------------------------------------------------------------------------
 class _Task:
-    """Files sent to the workers together: gathered, then submitted, then their results."""
+    """Files sent to the workers together: gathered, then submitted, then committed."""
 
     def __init__(self) -> None:
         self.files: list[SentFile] = []
+        self.results: list[FileResult] = []  # the files' results, filled in by the client
         self.future: Future[list[Written]] | None = None
-        self.results: list[Written] | None = None
-        self.error: BaseException | None = None
+        #: the commits of its files, in the writer threads (None: not started)
+        self.concluding: list[ConcurrentFuture[None]] | None = None
 
 
 class DaskBatch(Batch):
@@ -297,6 +299,8 @@ class DaskBatch(Batch):
         self.gathering = _Task()
         self.sent: deque[tuple[FileResult, tuple[_Task, int] | None]] = deque()
         self.sent_sops: dict[str, _Task] = {}
+        #: tasks submitted whose files are not yet being committed
+        self.running: deque[_Task] = deque()
         self._ticket: tuple[_Task, int] | None = None
         #: studies where a file sent to the workers failed (swept when the run ends)
         self.unswept: set[str] = set()
@@ -333,6 +337,7 @@ class DaskBatch(Batch):
         task = self.gathering
         self._ticket = (task, len(task.files))
         task.files.append(SentFile(str(result.path.absolute()), str(result.path), key))
+        task.results.append(result)
         self.sent_sops[key.sop] = task
 
     def _await_earlier(self, sop: str) -> None:
@@ -345,28 +350,58 @@ class DaskBatch(Batch):
         task, self.gathering = self.gathering, _Task()
         if task.files:
             task.future = self.workers.submit(self.spec, task.files)
+            self.running.append(task)
 
     def drain(self, keep: int) -> None:
-        """Commit what the workers wrote, in input order, until at most ``keep`` files
-        remain in flight."""
+        """Report files in input order, until at most ``keep`` remain in flight; the files of
+        every task the workers finished are committed meanwhile, in the writer threads (as a
+        local run commits: an instance's commit is its own)."""
+        for task in [t for t in self.running if t.future is not None and t.future.done()]:
+            self._conclude(task)
         while len(self.sent) > keep:
             result, ticket = self.sent.popleft()
             if ticket is not None:
-                self._complete(result, *ticket)
+                task, number = ticket
+                if task.concluding is None:
+                    self._conclude(task)  # waits for the workers
+                assert task.concluding is not None
+                task.concluding[number].result()
             self._check_full(result)
             if self.progress is not None:
                 self.progress(result)
             self.report.record(result)
 
-    def _complete(self, result: FileResult, task: _Task, number: int) -> None:
-        key = result.key
-        assert key is not None
-        if self.sent_sops.get(key.sop) is task:
-            del self.sent_sops[key.sop]
+    def _conclude(self, task: _Task) -> None:
+        """Start the commits of a task's files (once its workers are done)."""
         if task.future is None:
             self._submit()  # the task being gathered: sent now
-        written = self._results(task, number, result)
-        if written is None:
+        self.running.remove(task)
+        assert task.future is not None
+        error: BaseException | None = None
+        try:
+            written: list[Written | None] = list(task.future.result())
+        except Exception as exc:
+            written, error = [None] * len(task.files), exc
+        task.concluding = [
+            self.executor.submit(self._complete, result, done, error)
+            for result, done in zip(task.results, written, strict=True)
+        ]
+
+    def _complete(
+        self, result: FileResult, written: Written | None, error: BaseException | None
+    ) -> None:
+        """Commit one file's instance as a local run does (``Batch.conclude``), or record why
+        it is not stored."""
+        key = result.key
+        assert key is not None
+        self.sent_sops.pop(key.sop, None)
+        if written is None:  # the task failed on every attempt
+            self.unswept.add(key.study)
+            result.exception = error
+            result.error = (
+                f"{result.path}: not stored: the Dask task that writes it failed on every "
+                "attempt (its workers died or could not reach the store); run again"
+            )
             return
         if written.end is None:
             result.error = written.error
@@ -379,26 +414,6 @@ class DaskBatch(Batch):
         self.conclude(result, written.end, writer)
         if result.status == "failed":
             self.unswept.add(key.study)
-
-    def _results(self, task: _Task, number: int, result: FileResult) -> Written | None:
-        """The file's result from its task; None (the file failed) when the task failed on
-        every attempt."""
-        assert task.future is not None
-        if task.results is None and task.error is None:
-            try:
-                task.results = task.future.result()
-            except Exception as exc:
-                task.error = exc
-        if task.results is not None:
-            return task.results[number]
-        assert result.key is not None
-        self.unswept.add(result.key.study)
-        result.exception = task.error
-        result.error = (
-            f"{result.path}: not stored: the Dask task that writes it failed on every attempt "
-            "(its workers died or could not reach the store); run again"
-        )
-        return None
 
     def close(self) -> None:
         """Commit every file in flight, then sweep the studies where a file sent to the
