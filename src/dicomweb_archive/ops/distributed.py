@@ -13,7 +13,8 @@ writes the instance's frames (keys of its own SOP Instance UID, read by nothing 
 info record commits the instance) and its content-addressed bulk data ("only if absent"). It
 returns a small result (:class:`Written`): the metadata and info record to commit and the keys
 it wrote; frames never travel through the client. The client then commits each instance as a
-local run does (:meth:`Batch.conclude`), in input order.
+local run does (:meth:`Batch.conclude`, in its writer threads, once the instance's task is
+done), and reports the files in input order.
 
 A task lost with its worker is run again by Dask (a worker that died mid-task left frames
 under the same keys, which the next attempt overwrites, and bulk data the next attempt finds
