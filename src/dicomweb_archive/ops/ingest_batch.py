@@ -213,7 +213,8 @@ class Batch:
 
         Parses the header, checks the UIDs and what the store holds, notifies the next stages,
         and returns the function that reads the frames and writes the instance (None when the
-        file is unchanged, refused, or replaces a stored instance: that is done here).
+        file is unchanged, refused, or replaces a stored instance: that is done here; or when
+        :meth:`_write_later` sent it to a worker: ``ops/distributed.py``).
         ``file_sha256`` hashes the whole input on demand (files can be read twice; pipes
         cannot): when the SOP Instance UID is already stored it tells, before any frame is
         read, whether the input is the same file.
