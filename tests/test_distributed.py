@@ -25,7 +25,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from dicomweb_archive import Archive, ingest
 from dicomweb_archive.dicom.parts_model import FramePart, InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
-from dicomweb_archive.errors import InputChangedError
+from dicomweb_archive.errors import InputChangedError, UnreadableInputError
 from dicomweb_archive.ops.distributed import BATCH_FILES, SentFile, Workers, WorkSpec, write_files
 from dicomweb_archive.ops.ingest_types import IngestReport, PipelineOptions
 from dicomweb_archive.ops.verify import verify
@@ -257,3 +257,29 @@ def test_workers_refuse_a_store_in_memory(tmp_path: Path) -> None:
         "error: memory://alone: Dask workers cannot reach a store in this process's memory; "
         "give a directory or an s3:// location\n"
     )
+
+
+def test_an_internal_error_on_a_worker_keeps_its_traceback(
+    new_store: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An internal error on a worker comes back as the file's worded line, and, for
+    ``--verbose``, as an error whose message is the worker's traceback, cause included (a
+    chained cause would not travel back with the exception itself)."""
+    from dicomweb_archive.ops import distributed
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise KeyError("deep inside")
+        except KeyError as exc:
+            raise UnreadableInputError("in/a.dcm: cannot be read: an internal error") from exc
+
+    monkeypatch.setattr(distributed, "write_objects", broken)
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    location = new_store("store")
+    with Archive.open_or_create(location) as archive:
+        spec = WorkSpec(location, archive.keys, InlineLimits(), Recompression())
+    key = InstanceKey(uid(21), uid(22), uid(23))
+    [written] = write_files(spec, [SentFile(str(path), "in/a.dcm", key)])
+    assert written.error == "in/a.dcm: cannot be read: an internal error"
+    assert isinstance(written.exception, distributed.WorkerError)
+    assert "KeyError: 'deep inside'" in str(written.exception)

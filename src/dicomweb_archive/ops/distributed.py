@@ -47,6 +47,7 @@ from dicomweb_archive.errors import (
     ArchiveError,
     InputChangedError,
     NotAStoreError,
+    UnreadableInputError,
     WorkersError,
 )
 from dicomweb_archive.ops.ingest_batch import Batch, file_sha256, read_parts, write_objects
@@ -256,8 +257,10 @@ def _writer(
 
 def _portable(exc: Exception) -> BaseException:
     """``exc``, or a :class:`WorkerError` with its traceback where it is unexpected (not a
-    worded error) or cannot travel back to the client."""
-    if isinstance(exc, ArchiveError | OSError):
+    worded error, or one that translates an internal error: its cause would not travel) or
+    cannot travel back to the client. Only the client's ``--verbose`` shows it: the file's
+    line is worded on the worker (:func:`record_error`)."""
+    if isinstance(exc, ArchiveError | OSError) and not isinstance(exc, UnreadableInputError):
         try:
             pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, just made
         except Exception:  # noqa: S110 - any failure: sent as text below
