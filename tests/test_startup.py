@@ -7,6 +7,7 @@ decode pixels or serve HTTP need."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,30 @@ def test_verify_off_a_terminal_imports_no_progress_bar(tmp_path: Path) -> None:
     with Archive.open_or_create(store) as archive:
         assert ingest(archive, [tmp_path / "in"], options=PipelineOptions(recompression=None)).ok
     assert "rich.progress" not in imported_modules("dicomweb_archive", "verify", "-o", store)
+
+
+BLAS_DRIVER = """
+import os, sys
+sys.argv = ["dicomweb-archive", "--version"]
+from dicomweb_archive.cli import entry
+entry.dicomweb_archive()
+sys.stderr.write("BLAS " + os.environ.get("OPENBLAS_NUM_THREADS", "unset") + "\\n")
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("2", "2")])
+def test_commands_start_blas_with_one_thread(given: str | None, expected: str) -> None:
+    """Every command leaves numpy's OpenBLAS one thread (its thread pool cost about 50 ms of
+    CPU at import; nothing calls BLAS), unless OPENBLAS_NUM_THREADS says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    result = subprocess.run(
+        [sys.executable, "-c", BLAS_DRIVER],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
+    )
+    assert f"BLAS {expected}" in result.stderr.splitlines()

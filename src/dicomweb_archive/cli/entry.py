@@ -5,10 +5,15 @@ when it is needed.
 about 0.15 s, ``docs/benchmarks.md``); a seed command builds its own application only
 (``cli/seed_apps.py``), the umbrella command that of ``cli/main.py``; ``--version`` among other
 options prints the same line.
+
+numpy's OpenBLAS starts a thread per core when numpy is imported (about 50 ms of CPU, a sixth of
+``verify``'s start on a small store); nothing here calls BLAS (pixels are only decoded, copied and
+compared), so every command starts it with one thread unless ``OPENBLAS_NUM_THREADS`` is set.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from dicomweb_archive import __version__
@@ -17,6 +22,7 @@ VERSION_FLAGS = (["--version"], ["-V"])
 
 
 def _run(name: str) -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see the module docstring
     if sys.argv[1:] in VERSION_FLAGS:
         sys.stdout.write(f"dicomweb-archive {__version__}\n")
         return
