@@ -76,6 +76,15 @@ def test_help_imports_no_heavy_library(function: str, args: list[str]) -> None:
     assert not modules & (HEAVY | {"rich"}), modules & (HEAVY | {"rich"})
 
 
+def test_update_help_imports_no_operation() -> None:
+    """`mkdicomwebupdate --help` builds its options from the command modules alone: no
+    operation, store or index module, and not the pixel cleaning rules of -anonymize."""
+    modules = imported_modules("mkdicomwebupdate", "--help")
+    ours = {name.split(".")[1] for name in modules if name.startswith("dicomweb_archive.")}
+    assert ours <= {"cli", "model", "errors"}, ours
+    assert "dicomweb_archive.model.pixel_rules" not in modules
+
+
 @pytest.mark.local
 def test_reading_and_editing_metadata_import_no_heavy_library(tmp_path: Path) -> None:
     """Listing, checking and editing a store whose frames are kept as received decode no
