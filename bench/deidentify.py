@@ -84,7 +84,7 @@ def measure(source: Path, store: Path, key: Path, scratch: Path, runs: int) -> d
     for _run in range(runs):
         log = fresh(scratch, "log")
         subprocess.run(["sync"], check=True)
-        seconds, peak = launch(
+        seconds, peak, _cpu = launch(
             [*anonymize, "-o", str(store), "--out", str(fresh(scratch, "out"))], log
         )
         times["new"].append(seconds)
@@ -92,13 +92,13 @@ def measure(source: Path, store: Path, key: Path, scratch: Path, runs: int) -> d
         copy = fresh(scratch, "copy")
         subprocess.run(["cp", "-a", str(store), str(copy)], check=True)
         subprocess.run(["sync"], check=True)
-        seconds, peak = launch([*anonymize, "-o", str(copy), "--in-place"], log)
+        seconds, peak, _cpu = launch([*anonymize, "-o", str(copy), "--in-place"], log)
         times["in place"].append(seconds)
         peaks.append(peak)
         subprocess.run(["sync"], check=True)
         target = fresh(scratch, "pydicom")
         baseline = [sys.executable, "-c", BASELINE, str(source), str(target), str(key)]
-        seconds, _peak = launch(baseline, log)
+        seconds, _peak, _cpu = launch(baseline, log)
         times["pydicom"].append(seconds)
     out = {name: statistics.median(values) for name, values in times.items()}
     out["peak_rss_mb"] = max(peaks) / 1024

@@ -22,7 +22,10 @@ Prints the medians and dcmodify / ours, and (dcmodify + sync) / ours (goals of i
 least 3x for the 1000-slice rename, 20x for the multi-frame one); the peak RSS of our process
 (its own ru_maxrss, see LAUNCHER); and the objects the edit wrote: files of the store created or
 changed (inode, mtime or size), the private index directory excepted. That count must grow with
-the studies and series an edit touches, never with its instances.
+the studies and series an edit touches, never with its instances. Also the median CPU time
+(user + system) of each command and their ratio: on a machine busy with other work the wall
+times come out at random, the CPU times hardly move (dcmodify's work is mostly CPU too: the
+files are in the page cache).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from tests.factory import uid, write_ct  # noqa: E402
 from bench.ingest import RECENTLY_DELETED_SECONDS, fresh, generate  # noqa: E402
 
 #: Spawns argv[2:] with its output in the file argv[1], waits, and prints the seconds from spawn
-#: to exit, the child's ru_maxrss in KiB and its exit code. The launcher is small on purpose: a
+#: to exit, the child's ru_maxrss in KiB, its exit code and its CPU seconds (user + system, its
+#: own children's included). The launcher is small on purpose: a
 #: child's ru_maxrss includes the peak of the process it was spawned from (Linux keeps it across
 #: exec), and this benchmark's own process holds numpy and pydicom.
 LAUNCHER = """
@@ -58,7 +62,8 @@ start = time.perf_counter()
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, file_actions=actions)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
-print(seconds, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+cpu = usage.ru_utime + usage.ru_stime
+print(seconds, usage.ru_maxrss, os.waitstatus_to_exitcode(status), cpu)
 """
 #: The store's private index directory (SQLite): not objects of the store.
 PRIVATE_LOCAL = ".dicomweb-archive/local/"
@@ -84,12 +89,15 @@ class Result:
     ours: float
     theirs: float
     theirs_durable: float  #: dcmodify, then sync
+    ours_cpu: float  #: CPU seconds (user + system)
+    theirs_cpu: float
     peak_rss_mb: float
     objects: int
 
 
-def launch(command: list[str], log: Path) -> tuple[float, int]:
-    """Seconds from spawn to exit of ``command`` (a fresh process) and its peak RSS in KiB."""
+def launch(command: list[str], log: Path) -> tuple[float, int, float]:
+    """Seconds from spawn to exit of ``command`` (a fresh process), its peak RSS in KiB and its
+    CPU seconds."""
     out = subprocess.run(
         [sys.executable, "-c", LAUNCHER, str(log), *command],
         check=True,
@@ -98,7 +106,7 @@ def launch(command: list[str], log: Path) -> tuple[float, int]:
     ).stdout.split()
     if out[2] != "0":
         raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-2000:]}")
-    return float(out[0]), int(out[1])
+    return float(out[0]), int(out[1]), float(out[3])
 
 
 def snapshot(store: Path) -> Snapshot:
@@ -194,11 +202,12 @@ def measure(case: Case, store: Path, copy: Path, runs: int, log: Path) -> Result
     update = Path(sys.executable).with_name("mkdicomwebupdate")
     dcmodify = shutil.which("dcmodify")
     ours, theirs, durable, peaks, objects = [], [], [], [], []
+    ours_cpu, theirs_cpu = [], []
     for run in range(runs):
         value = f"{case.value}{'AB'[run % 2]}"
         before = snapshot(store)
         subprocess.run(["sync"], check=True)
-        seconds, peak = launch(
+        seconds, peak, cpu = launch(
             [
                 str(update),
                 "-o",
@@ -210,10 +219,11 @@ def measure(case: Case, store: Path, copy: Path, runs: int, log: Path) -> Result
             log,
         )
         ours.append(seconds)
+        ours_cpu.append(cpu)
         peaks.append(peak)
         objects.append(written(before, snapshot(store)))
         subprocess.run(["sync"], check=True)
-        seconds, _peak = launch(
+        seconds, _peak, cpu = launch(
             [
                 "/bin/sh",
                 "-c",
@@ -223,6 +233,7 @@ def measure(case: Case, store: Path, copy: Path, runs: int, log: Path) -> Result
             log,
         )
         theirs.append(seconds)
+        theirs_cpu.append(cpu)
         start = time.perf_counter()
         subprocess.run(["sync"], check=True)
         durable.append(seconds + time.perf_counter() - start)
@@ -230,6 +241,8 @@ def measure(case: Case, store: Path, copy: Path, runs: int, log: Path) -> Result
         ours=statistics.median(ours),
         theirs=statistics.median(theirs),
         theirs_durable=statistics.median(durable),
+        ours_cpu=statistics.median(ours_cpu),
+        theirs_cpu=statistics.median(theirs_cpu),
         peak_rss_mb=max(peaks) / 1024,
         objects=max(objects),
     )
@@ -295,9 +308,12 @@ def main() -> None:
         results.append(measure(case, stores[case.source], copies[case.source], args.runs, log))
     print(
         "| case | instances | ours s | dcmodify s | dcmodify / ours | dcmodify + sync s "
-        "| (dcmodify + sync) / ours | goal | peak RSS MB | objects written |"
+        "| (dcmodify + sync) / ours | goal | peak RSS MB | objects written "
+        "| ours CPU s | dcmodify CPU s | CPU: dcmodify / ours |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    print(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    )
     for case, r in zip(cases, results, strict=True):
         ratio = r.theirs / r.ours
         goal = (
@@ -310,7 +326,8 @@ def main() -> None:
         print(
             f"| {case.label} | {instances} | {r.ours:.2f} | {r.theirs:.2f} | {ratio:.1f}x | "
             f"{r.theirs_durable:.2f} | {r.theirs_durable / r.ours:.1f}x | "
-            f"{goal} | {r.peak_rss_mb:.0f} | {r.objects} |"
+            f"{goal} | {r.peak_rss_mb:.0f} | {r.objects} | {r.ours_cpu:.2f} | "
+            f"{r.theirs_cpu:.2f} | {r.theirs_cpu / r.ours_cpu:.1f}x |"
         )
     shutil.rmtree(scratch)
 

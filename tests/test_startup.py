@@ -7,6 +7,7 @@ decode pixels or serve HTTP need."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,15 @@ def test_help_imports_no_heavy_library(function: str, args: list[str]) -> None:
     assert not modules & (HEAVY | {"rich"}), modules & (HEAVY | {"rich"})
 
 
+def test_update_help_imports_no_operation() -> None:
+    """`mkdicomwebupdate --help` builds its options from the command modules alone: no
+    operation, store or index module, and not the pixel cleaning rules of -anonymize."""
+    modules = imported_modules("mkdicomwebupdate", "--help")
+    ours = {name.split(".")[1] for name in modules if name.startswith("dicomweb_archive.")}
+    assert ours <= {"cli", "model", "errors"}, ours
+    assert "dicomweb_archive.model.pixel_rules" not in modules
+
+
 @pytest.mark.local
 def test_reading_and_editing_metadata_import_no_heavy_library(tmp_path: Path) -> None:
     """Listing, checking and editing a store whose frames are kept as received decode no
@@ -120,3 +130,46 @@ def test_verify_off_a_terminal_imports_no_progress_bar(tmp_path: Path) -> None:
     with Archive.open_or_create(store) as archive:
         assert ingest(archive, [tmp_path / "in"], options=PipelineOptions(recompression=None)).ok
     assert "rich.progress" not in imported_modules("dicomweb_archive", "verify", "-o", store)
+
+
+START_DRIVER = """
+import os, sys
+sys.argv = ["dicomweb-archive", "--version"]
+from dicomweb_archive.cli import entry
+entry.dicomweb_archive()
+sys.stderr.write("BLAS " + os.environ.get("OPENBLAS_NUM_THREADS", "unset") + "\\n")
+import gc
+sys.stderr.write("GC " + " ".join(map(str, gc.get_threshold())) + "\\n")
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("2", "2")])
+def test_commands_start_blas_with_one_thread(given: str | None, expected: str) -> None:
+    """Every command leaves numpy's OpenBLAS one thread (its thread pool cost about 50 ms of
+    CPU at import; nothing calls BLAS), unless OPENBLAS_NUM_THREADS says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    result = subprocess.run(
+        [sys.executable, "-c", START_DRIVER],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
+    )
+    assert f"BLAS {expected}" in result.stderr.splitlines()
+
+
+def test_commands_collect_garbage_less_often() -> None:
+    """Commands run Python's cyclic garbage collector after 50,000 allocations, not 700 (it
+    scanned the metadata a command holds again and again: half the CPU of planning a
+    1000-instance rename)."""
+    result = subprocess.run(
+        [sys.executable, "-c", START_DRIVER],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "GC 50000 20 20" in result.stderr.splitlines()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 
 from dicomweb_archive import Archive, generate_parts, reconstruct_p10, write_stream
-from dicomweb_archive.dicom.parts import FramePart, InstanceEnd, InstanceHeader
+from dicomweb_archive.dicom.parts import FramePart, InlineLimits, InstanceEnd, InstanceHeader
 from dicomweb_archive.dicom.recompression import Recompression
-from tests.factory import uid, write_ct
+from tests.factory import make_ct, uid, write_ct
 
 FRAME_BYTES = 512 * 512 * 2
 
@@ -92,3 +94,34 @@ def test_write_stream_stores_the_instance(tmp_path: Path, store: str) -> None:
         thread.join()
         assert result.status == "stored", result.error
         assert reconstruct_p10(archive, uid(3)) == path.read_bytes()
+
+
+def test_bulk_data_uris_are_filled_in_nested_items(tmp_path: Path) -> None:
+    """A value moved to bulk data inside a sequence item (two levels deep) gets its
+    BulkDataURI like a top-level one; no placeholder is left in the metadata."""
+    ds = make_ct(study=uid("s1"), series=uid("s1.1"), sop=uid("s1.1.1"))
+    inner = Dataset()
+    inner.RedPaletteColorLookupTableData = bytes(range(256)) * 4
+    outer = Dataset()
+    outer.IconImageSequence = [inner]
+    ds.ReferencedImageSequence = [outer]
+    ds.EncapsulatedDocument = bytes(300)
+    path = tmp_path / "nested.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with path.open("rb") as stream:
+        (end,) = [
+            part
+            for part in generate_parts(
+                stream,
+                frames_uri=lambda _m: "frames",
+                bulk_uri=lambda _m, sha: f"bulk/{sha}",
+                limits=InlineLimits(public=256, private=64),
+            )
+            if isinstance(part, InstanceEnd)
+        ]
+    metadata = end.metadata
+    item = metadata["00081140"]["Value"][0]["00880200"]["Value"][0]
+    assert item["00281201"]["BulkDataURI"].startswith("bulk/")
+    assert metadata["00420011"]["BulkDataURI"].startswith("bulk/")
+    assert metadata["7FE00010"]["BulkDataURI"] == "frames"
+    assert "\\u0000" not in json.dumps(metadata)

@@ -24,9 +24,9 @@ from dicomweb_archive.cli.common import (
 from dicomweb_archive.cli.targets import DryRun, Patient, Reason, Study, targets_of
 from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.deid import OPTIONS, read_patient_map
-from dicomweb_archive.model.pixel_rules import PixelRules, read_pixel_rules
 
 if TYPE_CHECKING:
+    from dicomweb_archive.model.pixel_rules import PixelRules
     from dicomweb_archive.ops.anonymize import AnonymizeReport
 
 AllStudies = Annotated[bool, typer.Option("--all", help="Every study of the store.")]
@@ -175,6 +175,9 @@ def _patients(path: str | None) -> dict[str, tuple[str, str]] | None:
 def _pixel_rules(path: str | None) -> PixelRules | None:
     if path is None:
         return None
+    # parsed here only: mkdicomwebupdate, which imports this module, rarely anonymizes
+    from dicomweb_archive.model.pixel_rules import read_pixel_rules  # noqa: PLC0415
+
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeError) as exc:

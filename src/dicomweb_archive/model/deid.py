@@ -35,14 +35,17 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dicomweb_archive.errors import ArchiveError, UsageError
-from dicomweb_archive.model.pixel_rules import PixelRules
 from dicomweb_archive.model.standard_tables import (
     CONFIDENTIALITY_PROFILE,
     ROWS_WITHOUT_OPTION_COLUMNS,
     SAFE_PRIVATE,
 )
+
+if TYPE_CHECKING:  # the rules are parsed only where a command is given a rules file
+    from dicomweb_archive.model.pixel_rules import PixelRules
 
 #: command-line option -> Table E.1-1 column
 OPTIONS = {
