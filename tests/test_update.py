@@ -479,3 +479,38 @@ def test_batch_dry_run_and_patient_id_move(stored: Stored, tmp_path: Path) -> No
         assert patients == {"P1": 3}
         assert {row["operation"] for row in archive.index.audit()} == {"edit"}  # was "batch"
         assert verify(archive).ok
+
+
+class _Killed(BaseException):
+    """Stands for the death of a writer just after its commit point."""
+
+
+@pytest.mark.parametrize("what", ["edit", "delete"])
+def test_the_next_writer_plans_after_finishing_a_killed_change(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """A writer that dies after its commit point (the journal written, not applied) leaves a
+    committed change; the next edit or delete applies it before it plans (the dead writer's
+    lease is free), instead of waiting for it in vain and refusing "a change is being applied"
+    until a command of another kind ran (found by an outside tester)."""
+    from dicomweb_archive.store import journal
+
+    assert ingested(store, _inputs(tmp_path)).ok
+    apply = journal._apply
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(journal, "_apply", die)
+    with Archive.open(store) as archive, pytest.raises(_Killed):
+        apply_update(archive, plan_update(archive, "patient", "P1", ["PatientName=FIRST^EDIT"]))
+    monkeypatch.setattr(journal, "_apply", apply)
+    with Archive.open(store) as archive:
+        if what == "edit":
+            plan = plan_update(archive, "patient", "P1", ["PatientComments=SECOND"])
+            assert len(plan.instances) == 4
+            apply_update(archive, plan)
+        else:
+            apply_delete(archive, plan_delete(archive, "patient", "P1"))
+        assert verify(archive).ok
+    assert _names(store) == ({"FIRST^EDIT"} if what == "edit" else set())

@@ -21,20 +21,25 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from dicomweb_archive import __version__
-from dicomweb_archive.errors import NoSuchObjectError, NotAStoreError, StoreConfigError
+from dicomweb_archive.errors import (
+    NoSuchObjectError,
+    NotAStoreError,
+    StoreConfigError,
+    StoreLockedError,
+)
 from dicomweb_archive.index.protocol import Index
 from dicomweb_archive.index.sql import SqlIndex
 from dicomweb_archive.index.sqlite import SQLiteIndex, drop_memory_database
 from dicomweb_archive.store.changes import ChangeSet, audit_rows, change_ids, read_change
 from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.journal import Transaction, generation, read_consistently
-from dicomweb_archive.store.keys import CONFIG, REINDEX, STUDIES_INDEX, StoreKeys
+from dicomweb_archive.store.keys import CONFIG, JOURNAL, REINDEX, STUDIES_INDEX, StoreKeys
 from dicomweb_archive.store.local import LOCAL, LocalStorage
 from dicomweb_archive.store.locations import normal_location, storage_at
 from dicomweb_archive.store.memory import FORGET_HOOKS, MemoryStorage
@@ -366,6 +371,17 @@ class Archive:
         if self.holding_lease:
             return read()  # the writer itself: nothing is half-applied between its commits
         return read_consistently(self.storage, read)
+
+    def read_to_write(self, read: Callable[[], T]) -> T:
+        """:meth:`read` for a writer's plan (an edit's, a delete's), made before it takes the
+        lease. A change whose writer died after its commit point (its journal left, not
+        applied) is applied first when no writer holds the lease: a reader waits for it in
+        vain (only a writer applies it), and this one is about to write anyway. When another
+        writer holds the lease, that writer applies it and the read waits as any read does."""
+        if not self.holding_lease and self.storage.head(JOURNAL) is not None:
+            with suppress(StoreLockedError), self.writing("recovery", wait=False):
+                pass  # taking the lease recovers (:meth:`writing`)
+        return self.read(read)
 
 
 def index_cache(location: str) -> Path:

@@ -60,7 +60,7 @@ def plan_delete(archive: Archive, level: str, identifier: str) -> UpdatePlan:
             )
         return result
 
-    return archive.read(plan)
+    return archive.read_to_write(plan)
 
 
 def apply_delete(

@@ -212,7 +212,7 @@ def plan_update(
             )
         return result
 
-    return archive.read(plan)
+    return archive.read_to_write(plan)
 
 
 def _plan_instance(  # noqa: PLR0917 - one internal call shape
