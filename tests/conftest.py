@@ -11,6 +11,7 @@ crash tests: a writer killed at its k-th write) are marked ``shared`` and run on
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,9 @@ import pytest
 from pydicom.data import get_testdata_files
 
 from tests import stores
+
+#: environment variable: a file for the request log of the session's S3 server (to count them)
+S3_LOG_ENV = "DICOMWEB_TEST_S3_LOG"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,7 +58,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pointing at it (index caches in the session's temporary folder): its URL."""
     from tests.s3server import s3_server
 
-    with s3_server(tmp_path_factory.mktemp("cache")) as url:
+    log = os.environ.get(S3_LOG_ENV)
+    with s3_server(tmp_path_factory.mktemp("cache"), log=Path(log) if log else None) as url:
         yield url
 
 
@@ -63,6 +68,24 @@ def _s3_backend(request: pytest.FixtureRequest) -> None:
     """With ``--storage s3`` every store of the suite is in the S3 server's bucket."""
     if request.config.getoption("--storage") == "s3":
         request.getfixturevalue("s3_endpoint")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _s3_module_stores_removed() -> Iterator[None]:
+    """The S3 stores a module's fixtures made are removed after its tests."""
+    start = len(stores.MADE)
+    yield
+    stores.forget_since(start)
+
+
+@pytest.fixture(autouse=True)
+def _s3_stores_removed() -> Iterator[None]:
+    """The S3 stores a test made are removed after it: moto lists a bucket by going through
+    every key in it, so a bucket that kept every test's objects would make each listing
+    slower than the last."""
+    start = len(stores.MADE)
+    yield
+    stores.forget_since(start)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ from dicomweb_archive.store.memory import forget as forget_memory
 from dicomweb_archive.store.storage import PRIVATE, from_json_gz
 
 BACKEND = "local"
+#: the S3 stores :func:`location` named, in order, until :func:`forget` removes them
+MADE: list[str] = []
 
 
 def location(tmp_path: Path, name: str = "store") -> str:
@@ -29,13 +31,27 @@ def location(tmp_path: Path, name: str = "store") -> str:
     if BACKEND == "s3":
         from tests.s3server import BUCKET
 
-        return f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:12]}"
+        where = f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:12]}"
+        MADE.append(where)
+        return where
     return str(tmp_path / name)
 
 
 def forget(where: str) -> None:
+    """Free a store's memory, or remove a store's objects from the S3 bucket."""
     if where.startswith("memory://"):
         forget_memory(where)
+    elif where in MADE:
+        from dicomweb_archive.store.s3 import S3Storage
+
+        MADE.remove(where)
+        S3Storage(where).delete_prefix("")
+
+
+def forget_since(count: int) -> None:
+    """Remove the S3 stores named after the first ``count`` (those a test or a module made)."""
+    for where in MADE[count:]:
+        forget(where)
 
 
 def open_store(where: str | Path) -> Archive:
