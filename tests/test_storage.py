@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -34,7 +35,7 @@ from dicomweb_archive.store.keys import GENERATION, JOURNAL, STAGING
 from dicomweb_archive.store.local import LocalStorage
 from dicomweb_archive.store.memory import MemoryStorage, forget
 from dicomweb_archive.store.s3 import S3Storage
-from dicomweb_archive.store.storage import Storage
+from dicomweb_archive.store.storage import ObjectInfo, Storage
 from tests.factory import write_series
 from tests.s3server import BUCKET
 from tests.stores import tree_hashes
@@ -217,9 +218,27 @@ def test_a_journal_left_by_a_crash_is_replayed(storage: Storage) -> None:
     assert storage.get(GENERATION) == b"1"
 
 
+def test_a_consistent_read_checks_the_journal_after_it_only(storage: Storage) -> None:
+    """A read while no change is applied costs three checks (each an S3 request): the
+    generation before and after, and that no journal is there after; a journal before the
+    read is caught by those after it."""
+    heads: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(storage, name)
+
+        def head(self, key: str) -> ObjectInfo | None:
+            heads.append(key)
+            return storage.head(key)
+
+    assert read_consistently(cast(Storage, Counting()), lambda: 1) == 1
+    assert sorted(heads) == sorted([GENERATION, GENERATION, JOURNAL])
+
+
 def test_readers_wait_for_a_change_being_applied(storage: Storage) -> None:
-    """A reader does not read while a journal is there; once it is gone the read goes on;
-    with no patience left it says which change is in progress."""
+    """A reader does not return what it read while a journal was there; once it is gone the
+    read goes on; with no patience left it says which change is in progress."""
     storage.put(JOURNAL, b'{"id": "abc"}')
     with pytest.raises(WriteInProgressError, match="abc"):
         read_consistently(storage, lambda: 1, patience=0.1)
