@@ -12,7 +12,6 @@ crash tests: a writer killed at its k-th write) are marked ``shared`` and run on
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,21 +70,23 @@ def _s3_backend(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _s3_module_stores_removed() -> Iterator[None]:
-    """The S3 stores a module's fixtures made are removed after its tests."""
-    start = len(stores.MADE)
+def _module_stores_released() -> Iterator[None]:
+    """The S3 stores and index schemas a module's fixtures made are released after its
+    tests (:func:`_stores_released`)."""
+    since = stores.marks()
     yield
-    stores.forget_since(start)
+    stores.release(since)
 
 
 @pytest.fixture(autouse=True)
-def _s3_stores_removed() -> Iterator[None]:
-    """The S3 stores a test made are removed after it: moto lists a bucket by going through
-    every key in it, so a bucket that kept every test's objects would make each listing
-    slower than the last."""
-    start = len(stores.MADE)
+def _stores_released() -> Iterator[None]:
+    """The S3 stores a test made are removed after it, and their PostgreSQL schemas emptied
+    for the next stores: moto lists a bucket by going through every key in it, so a bucket
+    that kept every test's objects would make each listing slower than the last; a new
+    schema costs more than emptying one."""
+    since = stores.marks()
     yield
-    stores.forget_since(start)
+    stores.release(since)
 
 
 @pytest.fixture(scope="session")
@@ -112,11 +113,13 @@ def _postgres_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     made = archive._default_config
 
     def indexed() -> Any:
-        return replace(made(), index=f"{url}?schema=s_{uuid.uuid4().hex[:16]}")
+        return replace(made(), index=f"{url}?schema={stores.index_schema()}")
 
+    stores.POSTGRES_URL = url
     archive._default_config = indexed
     yield
     archive._default_config = made
+    stores.POSTGRES_URL = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
