@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -30,6 +31,7 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.ops.update import update
 from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store.dedup import current_groups, read_study_records
 from dicomweb_archive.store.journal import Transaction, read_consistently, replay
 from dicomweb_archive.store.keys import GENERATION, JOURNAL, STAGING
 from dicomweb_archive.store.local import LocalStorage
@@ -359,3 +361,28 @@ def test_barrier_makes_plain_puts_durable(tmp_path: Path, monkeypatch: pytest.Mo
     storage.copy("studies/a/info.json.gz", "studies/b/info.json.gz")
     storage.barrier()
     assert calls == [1, 1]
+
+
+def test_the_group_index_is_read_without_a_check_first(tmp_path: Path, store: str) -> None:
+    """Reading a study's records reads its group index once, with no existence check before
+    (a request more on object storage); a study with none has no groups."""
+    files = write_series(tmp_path / "in", count=2)
+    study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, files)
+        heads: list[str] = []
+        real = archive.storage
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def head(self, key: str) -> ObjectInfo | None:
+                heads.append(key)
+                return real.head(key)
+
+        counting = cast(Storage, Counting())
+        records = read_study_records(counting, archive.keys, study)
+        assert len(records.records) == 2
+        assert archive.keys.group_index(study) not in heads
+        assert current_groups(counting, archive.keys, "1.2.3.999") == []
