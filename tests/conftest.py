@@ -3,10 +3,14 @@
 ``--storage local`` (the default) puts every store of the suite in a directory,
 ``--storage memory`` in memory (``memory://``), ``--storage s3`` in a bucket of a real S3
 endpoint (moto's server on loopback, started for the session: ``tests/s3server.py``);
-``scripts/test.sh`` runs the suite on local and memory, ``scripts/test-s3.sh`` on S3.
-Tests that read a store's files on disk (DCMTK on them, links, file modes) are marked
-``local`` and run on the local storage only; tests where another process opens the store (the
-crash tests: a writer killed at its k-th write) are marked ``shared`` and run on local and S3.
+``--index postgres`` indexes the stores the suite makes in a PostgreSQL server the session
+starts (``tests/pgserver.py``). ``scripts/test.sh`` runs the suite three times: local with
+SQLite, memory with SQLite, S3 with PostgreSQL. After each test (and each module, for its
+fixtures' stores) its S3 stores are removed and its PostgreSQL schemas emptied for reuse
+(``tests/stores.py``). Tests that read a store's files on disk (DCMTK on them, links, file
+modes) are marked ``local`` and run on the local storage only; tests where another process
+opens the store (the crash tests: a writer killed at its k-th write) are marked ``shared`` and
+run on local and S3. ``DICOMWEB_TEST_S3_LOG=FILE`` keeps the S3 server's request log.
 """
 
 from __future__ import annotations
