@@ -38,6 +38,15 @@ def s3_server(cache: Path, *, log: Path | None = None) -> Iterator[str]:
     """Start the server, make :data:`BUCKET`, set the environment; yield the endpoint URL.
     ``log``: a file for the server's request log (a line per request, which
     ``bench/s3_requests.py`` counts)."""
+    with s3_server_process(cache, log=log) as (endpoint, _process):
+        yield endpoint
+
+
+@contextmanager
+def s3_server_process(
+    cache: Path, *, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`s3_server`, yielding its process too (a test pauses it)."""
     import boto3
 
     port = _free_port()
@@ -69,7 +78,7 @@ def s3_server(cache: Path, *, log: Path | None = None) -> Iterator[str]:
         os.environ.update(settings)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        yield endpoint
+        yield endpoint, server
     finally:
         for name, value in saved.items():
             if value is None:

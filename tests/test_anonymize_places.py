@@ -200,3 +200,36 @@ def test_incomplete_instances_are_deidentified(tmp_path: Path, store: str, in_pl
     assert len(files) == len(CUT)
     for data in (f.read_bytes() for f in files):
         assert not any(name and name in data for name in names)
+
+
+@pytest.mark.parametrize(("name", "header"), LAYOUTS, ids=[n for n, _ in LAYOUTS])
+def test_an_edited_copy_after_pixel_data_is_deidentified_as_edited(
+    name: str, header: str | None, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """A kept attribute held again after Pixel Data (Window Center: not in Table E.1-1, so the
+    profile keeps it) and edited before de-identification comes out with its edited value in
+    both places, not the received one (the edit may have removed what should not be shared)."""
+    source, out = new_store("source"), new_store("out")
+    original = pydicom.dcmread(_testdata(name))
+    original.WindowCenter = "40"
+    file = tmp_path / name
+    original.save_as(file, enforce_file_format=True)
+    value = b"77777 "
+    if header is None:
+        tail = struct.pack("<HHI", 0x0028, 0x1050, len(value)) + value
+    else:
+        tail = struct.pack(header, 0x0028, 0x1050, b"DS", len(value)) + value
+    with file.open("ab") as stream:
+        stream.write(tail)
+    assert ingested(source, [file]).ok
+    code, output = _cli(
+        "update", "-o", source, "-instance", str(original.SOPInstanceUID), "WindowCenter=55"
+    )
+    assert code == 0, output
+    code, output = _cli("update", "-o", source, "-anonymize", "--all", "--out", out)
+    assert code == 0, output
+    (exported_file,) = exported(out, tmp_path / "export")
+    data = exported_file.read_bytes()
+    assert b"77777" not in data
+    assert data.count(b"55") >= 2
+    assert pydicom.dcmread(exported_file).WindowCenter == 55

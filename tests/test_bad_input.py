@@ -8,6 +8,7 @@ import pytest
 from pydicom import config
 from pydicom.uid import UID
 
+from dicomweb_archive.dicom.parse import parse_p10
 from dicomweb_archive.errors import (
     MissingUidError,
     NotDicomError,
@@ -105,6 +106,27 @@ def test_not_dicom_and_truncated(tmp_path: Path, store: str) -> None:
     assert statuses["c_cut.dcm"] == ("failed", TruncatedError)
     assert statuses["d_empty.dcm"] == ("failed", NotDicomError)
     assert not report.ok
+
+
+@pytest.mark.parametrize("where", ["value", "header"])
+def test_a_header_cut_before_its_uids_is_truncation(tmp_path: Path, store: str, where: str) -> None:
+    """A file that ends inside the data set before its UIDs (inside an element's value, or
+    inside the next element's header) is reported cut short, not as a file missing its
+    StudyInstanceUID."""
+    whole = write_ct(tmp_path / "whole.tmp", study=uid(1), series=uid(2), sop=uid(4))
+    data = whole.read_bytes()
+    elements = parse_p10(data).dataset
+    study = next(i for i, e in enumerate(elements) if e.tag == 0x0020000D)
+    before = next(e for e in reversed(elements[:study]) if e.length > 2)
+    end = before.value_offset + 1 if where == "value" else elements[study].offset + 3
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:end])
+    (result,) = ingested(store, [cut]).results
+    assert isinstance(result.exception, TruncatedError), result.error
+    assert (result.error or "").startswith(
+        f"{cut}: the file ends inside its header, before its StudyInstanceUID (file is "
+        "truncated inside the element at byte "
+    )
 
 
 def test_unreadable_path_is_reported(tmp_path: Path, store: str) -> None:

@@ -293,6 +293,27 @@ def test_history_and_audit_of_unknown_uids_are_errors(listed: str) -> None:
         )
 
 
+def test_history_of_a_study_or_series_uid_says_what_it_is(listed: str) -> None:
+    """history and audit --sop given a StudyInstanceUID or SeriesInstanceUID of the store: one
+    line saying which it is, that history is per instance, and what lists the instances."""
+    said = {
+        STUDY: (
+            f"error: {STUDY} is a StudyInstanceUID of this store, not a SOPInstanceUID: history "
+            f"is kept per instance (dicomweb-archive series {STUDY} lists the study's series)\n"
+        ),
+        SERIES: (
+            f"error: {SERIES} is a SeriesInstanceUID of this store, not a SOPInstanceUID: "
+            f"history is kept per instance (dicomweb-archive list-instances {STUDY}/{SERIES} "
+            "lists the series' instances)\n"
+        ),
+    }
+    for uid_given, line in said.items():
+        for args in (["history", uid_given], ["audit", "--sop", uid_given]):
+            result = runner.invoke(app, [*args, "-o", listed])
+            assert result.exit_code == 1, result.output
+            assert result.stderr == line
+
+
 def test_help_lists_the_transfer_syntaxes_the_code_accepts() -> None:
     """--transfer-syntax lists exactly export's transcode targets, -t and -T every target
     the recompression accepts, each by its full UID."""

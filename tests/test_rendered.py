@@ -288,6 +288,47 @@ def test_unsupported_types_are_406(ct: tuple[Get, pydicom.Dataset]) -> None:
     assert get(_path(ds), accept="image/gif, image/*").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("image/png;q=0.5, image/jpeg", "image/jpeg"),
+        ("image/jpeg;q=0.4, image/png;q=0.9", "image/png"),
+        ("image/jpeg;q=0, */*", "image/png"),
+        ("image/*;q=0.2, image/png", "image/png"),
+        ("image/png;q=0.5, */*", "image/jpeg"),
+        ("image/png, image/jpeg", "image/png"),
+    ],
+)
+def test_accept_weights_choose_the_type(
+    ct: tuple[Get, pydicom.Dataset], accept: str, expected: str
+) -> None:
+    """Accept weights decide (RFC 9110 12.5.1): the most specific range gives each type its
+    weight, the heavier wins, q=0 refuses; of two alike the first listed."""
+    get, ds = ct
+    assert get(_path(ds), accept=accept).headers["content-type"] == expected
+    assert get(_path(ds), {"accept": accept}).headers["content-type"] == expected
+
+
+def test_406_names_what_asked(ct: tuple[Get, pydicom.Dataset]) -> None:
+    """A 406 names the accept parameter when it asked, else the Accept header."""
+    get, ds = ct
+    by_parameter = get(_path(ds), {"accept": "image/gif"}, accept="image/png")
+    assert by_parameter.status_code == 406
+    assert by_parameter.content.decode().startswith("cannot answer accept=image/gif;")
+    by_header = get(_path(ds), accept="image/gif")
+    assert by_header.content.decode().startswith("cannot answer Accept: image/gif;")
+
+
+def test_frame_zero_is_400(ct: tuple[Get, pydicom.Dataset]) -> None:
+    """Frame numbers start at 1: a frame list naming 0 is a bad request (400), at rendered,
+    thumbnail and frames alike."""
+    get, ds = ct
+    for suffix in ("/frames/0/rendered", "/frames/1,0/thumbnail", "/frames/0"):
+        reply = get(_path(ds, suffix))
+        assert reply.status_code == 400, suffix
+        assert "start at 1" in reply.content.decode()
+
+
 def test_unknown_uids_are_404(ct: tuple[Get, pydicom.Dataset]) -> None:
     """An unknown study, series, instance or frame is 404, at rendered and thumbnail."""
     get, ds = ct

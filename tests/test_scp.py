@@ -5,6 +5,7 @@ storescu at once lose and duplicate nothing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -385,4 +386,11 @@ def test_four_storescu_at_once(
         assert len(export(archive, Selection(every_study=True), out=tmp_path / "out").items) == 45
     ended = [r.message for r in caplog.records if "released" in r.message]
     assert len(ended) == 4
-    assert all("15 stored, 0 failed" in line for line in ended)
+    counted = [
+        re.search(r"(\d+) stored, (\d+) unchanged \(stored already\), (\d+) failed", line)
+        for line in ended
+    ]
+    assert all(counted), ended
+    # the shared series is stored once: by one association, unchanged for the others
+    stored, unchanged, failed = (sum(int(m.group(g)) for m in counted if m) for g in (1, 2, 3))
+    assert (stored, unchanged, failed) == (45, 15, 0), ended

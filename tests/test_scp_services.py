@@ -63,7 +63,7 @@ def _ct(number: int, **changes: object) -> pydicom.Dataset:
 def test_c_store_statuses(created: str, caplog: pytest.LogCaptureFixture) -> None:
     """A data set stored, sent again, sent changed under its SOP Instance UID, and one ingest
     refuses each get their PS3.4 status (0x0000, 0x0000, 0xC002, 0xC001 with a reason); the
-    association goes on and its log line counts them."""
+    association goes on and its log line counts them (the one sent again as unchanged)."""
     caplog.set_level("INFO", logger="dicomweb_archive.dimse")
     missing_study = _ct(3)
     del missing_study.StudyInstanceUID
@@ -83,8 +83,11 @@ def test_c_store_statuses(created: str, caplog: pytest.LogCaptureFixture) -> Non
         assert stored is not None
     line = next(r.message for r in caplog.records if "released" in r.message)
     assert "from TESTSCU at 127.0.0.1" in line
-    assert "3 stored, 2 failed" in line
+    assert "2 stored, 1 unchanged (stored already), 2 failed" in line
     assert "OTHER" not in caplog.text and "DOE" not in caplog.text  # no patient data
+    # the duplicate's line says what the operator can do: scp has no --replace
+    assert "use --replace" not in caplog.text
+    assert "ingest it with mkdicomweb --replace" in caplog.text
 
 
 def test_a_full_store_answers_out_of_resources() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.keys import STAGING
 from dicomweb_archive.web.app import create_app
+from tests.serving import free_port
 
 BOUNDARY = "stow-test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -161,7 +163,7 @@ def test_each_bad_part_fails_alone_with_its_reason(frames_as_received: str) -> N
         assert not archive.index.locate("study", MR_DS.StudyInstanceUID)
 
 
-def test_status_codes(frames_as_received: str) -> None:
+def test_status_codes(frames_as_received: str, caplog: pytest.LogCaptureFixture) -> None:
     """200 when all are stored (again: unchanged), 409 when none is, 400 for a body that is not
     a whole multipart message, 415 for other media types; a differing file with a stored SOP
     Instance UID fails as a duplicate."""
@@ -175,6 +177,9 @@ def test_status_codes(frames_as_received: str) -> None:
         assert conflict.status_code == 409
         assert items(conflict, "00081198")[0]["00081197"]["Value"] == [DUPLICATE_SOP_INSTANCE]
         assert "00081199" not in conflict.json()
+        # the log line says what the operator can do: STOW-RS has no --replace
+        assert "use --replace" not in caplog.text
+        assert "ingest it with mkdicomweb --replace" in caplog.text
         cut = post(f"{url}/studies", body(("application/dicom", MR), end=False))
         assert cut.status_code == 400
         assert post(f"{url}/studies", f"--{BOUNDARY}--\r\n").status_code == 400
@@ -189,6 +194,38 @@ def test_status_codes(frames_as_received: str) -> None:
             )
         assert post(f"{url}/studies/1.2..3", body(("application/dicom", MR))).status_code == 400
     assert sop_count(frames_as_received) == 1
+
+
+def test_a_body_with_another_boundary_is_one_worded_line(frames_as_received: str) -> None:
+    """A body whose parts are delimited by another boundary than its Content-Type's: 400 naming
+    the boundary expected, in our words; the `serve` process's stderr has no line of the
+    parser's own (only the access log)."""
+    port = free_port()
+    command = [sys.executable, "-m", "dicomweb_archive.cli.main", "serve", "-o"]
+    process = subprocess.Popen(
+        [*command, frames_as_received, "--port", str(port), "--allow-write"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    other = body(("application/dicom", MR)).replace(BOUNDARY.encode(), b"another-boundary")
+    try:
+        reply = None
+        for _ in range(200):
+            try:
+                reply = post(f"http://127.0.0.1:{port}/dicomweb/studies", other)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert reply is not None and reply.status_code == 400
+    assert reply.text == (
+        f'the request body is not multipart/related with boundary "{BOUNDARY}" '
+        "(the boundary its Content-Type gives; RFC 2046 5.1.1)\n"
+    )
+    lines = err.decode().splitlines()
+    assert len(lines) == 2 and " POST /dicomweb/studies 400 " in lines[1], lines
 
 
 def test_store_recompression_applies(store: str) -> None:
@@ -218,8 +255,9 @@ def test_a_request_is_one_revertible_change(store: str, monkeypatch: pytest.Monk
         (change_id,) = change_ids(archive.storage)
         record = read_change(archive.storage, archive.keys, change_id)
         assert record["kind"] == "receive" and len(record["instances"]) == 2
-        revert_change(archive, change_id)
+        report = revert_change(archive, change_id)
         assert archive.index.counts()["instances"] == 0
+        assert (report.plan.size, len(report.plan.studies)) == (2, 2)  # what revert prints
 
         def full(change: object) -> None:
             raise StoreFullError("no space left")

@@ -160,3 +160,31 @@ def test_a_delete_drops_the_series_thumbnails(tmp_path: Path, store: str) -> Non
     assert "4 thumbnails written" in result.stdout  # two instances, the series, the study
     middle = KEYS.instance_thumbnail(study, series, str(pydicom.dcmread(files[2]).SOPInstanceUID))
     assert read(store, KEYS.series_thumbnail(study, series)) == read(store, middle)
+
+
+def test_a_replacement_with_new_pixels_drops_the_series_thumbnails(
+    tmp_path: Path, store: str
+) -> None:
+    """--replace of the series' middle instance by a file with the same attributes and other
+    pixels (its series metadata does not change) drops the series' and study's thumbnails, which
+    were copies of the old instance's; the next --thumbnails run makes them from the new
+    pixels."""
+    files = _files(tmp_path)
+    _mkdicomweb(store, "--thumbnails", str(tmp_path / "in"))
+    ds = pydicom.dcmread(files[1])
+    study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    level_names = [KEYS.study_thumbnail(study), KEYS.series_thumbnail(study, series)]
+    before = [read(store, name) for name in level_names]
+    ds.PixelData = bytes(len(ds.PixelData))  # black: the same attributes, other pixels
+    (tmp_path / "new").mkdir()
+    ds.save_as(tmp_path / "new" / "middle.dcm")
+    out = _mkdicomweb(store, "--replace", str(tmp_path / "new"))
+    assert not any(exists(store, name) for name in level_names), out
+    result = runner.invoke(SEED_APPS["mkdicomwebstudy"], ["-o", store, "--thumbnails", study])
+    assert "3 thumbnails written" in result.stdout, result.output  # the instance, series, study
+    middle = KEYS.instance_thumbnail(study, series, str(ds.SOPInstanceUID))
+    after = [read(store, name) for name in level_names]
+    assert after == [read(store, middle)] * 2
+    assert after != before
+    with Archive.open(store) as archive:
+        assert verify(archive).ok

@@ -133,7 +133,7 @@ def test_patient_rename_across_studies(stored: Stored, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["-study", uid(5), "PatientName=X"], "patient-level attribute: edit it with -patient"),
-        (["-study", uid(5), "StudyDate=2024"], "Invalid value for VR DA"),
+        (["-study", uid(5), "StudyDate=2024"], "StudyDate: the value is not a valid DA"),
         (["-patient", "P1", "NoSuchKeyword=1"], "unknown attribute"),
         (["-study", uid(99), "StudyDescription=x"], "is not in the store"),
         (["-instance", uid(7), "PixelSpacing=1"], "VM is 2"),
@@ -148,6 +148,38 @@ def test_refused_edits_change_nothing(stored: Stored, args: list[str], message: 
     assert result.exit_code == 1, result.output
     assert message in result.stderr and result.stderr.startswith("error:")
     assert _tree(store) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-patient", "P1", "PatientBirthDate=SECRET^VALUE"],  # not a DA
+        ["-patient", "P1", "PatientSex=SECRET^VALUE\\B"],  # VM: two values of one
+        ["-patient", "P1", "SECRET^VALUE"],  # a value without its keyword
+    ],
+    ids=["vr", "vm", "no-keyword"],
+)
+def test_refused_edits_do_not_echo_values(stored: Stored, args: list[str]) -> None:
+    """A refused edit's error names the attribute, not the value typed (it may be patient
+    data): the value only with --verbose."""
+    store, _ = stored
+    quiet = runner.invoke(UPDATE_APP, normalise_argv(["-o", store, *args]))
+    assert quiet.exit_code == 1 and quiet.stderr.startswith("error:"), quiet.output
+    assert "SECRET" not in quiet.stderr, quiet.stderr
+    verbose = runner.invoke(UPDATE_APP, normalise_argv(["-o", store, "-v", *args]))
+    assert verbose.exit_code == 1
+    assert "SECRET^VALUE" in verbose.stderr.splitlines()[-1]
+
+
+def test_export_query_errors_do_not_echo_values(stored: Stored, tmp_path: Path) -> None:
+    """export --query with a value and no KEY=: the error leaves the value out."""
+    store, _ = stored
+    result = runner.invoke(
+        app, ["export", "-o", store, "--query", "SECRET^VALUE", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2, result.output  # usage
+    assert result.stderr.startswith("error: a query without '='"), result.stderr
+    assert "SECRET" not in result.stderr
 
 
 def test_dry_run_changes_nothing(stored: Stored) -> None:

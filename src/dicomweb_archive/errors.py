@@ -61,7 +61,10 @@ class UnsafeUidError(InputError):
 
 
 class DuplicateInstanceError(InputError):
-    """A different file with an already-stored SOP Instance UID was offered without --replace."""
+    """A different file with an already-stored SOP Instance UID was offered without --replace
+    (``stored``; else two files of one input differ under one SOP Instance UID)."""
+
+    stored = True
 
 
 class StoreError(ArchiveError):
@@ -90,6 +93,11 @@ class IndexUnavailableError(StoreError):
     a writer finds out before it changes anything."""
 
     exit_code = 2
+
+
+class StorageUnavailableError(StoreError):
+    """The storage (an S3 endpoint) did not answer in time, or failed a request in a way a
+    later attempt may not (a 5xx, a connection reset): the store may work again later."""
 
 
 class StoreFullError(StoreError):

@@ -8,6 +8,7 @@ progress (nothing differs), 130 interrupted.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,10 +160,33 @@ def warning_line(message: str) -> None:
     note(f"warning: {message}")
 
 
+def _library_warnings(*, verbose: bool) -> Callable[..., None]:
+    """What shows a library's warning (pydicom's about a value it reads, in any thread): one
+    line of ours without the library's source line with -v, else nothing (it may quote a
+    value, PHI)."""
+
+    def show(message: Warning | str, category: type[Warning], *_where: object) -> None:
+        if verbose:
+            first = str(message).strip().splitlines()
+            note(f"warning: {first[0] if first else category.__name__}")
+
+    return show
+
+
 @contextmanager
 def handle_errors(*, verbose: bool, interrupted: str = "") -> Iterator[None]:
     """Map library errors to one stderr line and an exit code; tracebacks only with -v.
-    ``interrupted`` says what to do after Ctrl-C."""
+    ``interrupted`` says what to do after Ctrl-C. Libraries' warnings (``warnings.warn``,
+    pydicom's about the values it reads) never reach stderr raw: one ``warning:`` line each
+    with -v, else nothing."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _library_warnings(verbose=verbose)
+        with _mapped_errors(verbose=verbose, interrupted=interrupted):
+            yield
+
+
+@contextmanager
+def _mapped_errors(*, verbose: bool, interrupted: str) -> Iterator[None]:
     try:
         yield
     except ArchiveError as exc:

@@ -182,6 +182,8 @@ def _decompose(
     state.pixel_representation = us_value(head, top.get(PIXEL_REPRESENTATION)) or 0
     encodings = encodings_of(head, top.get(SPECIFIC_CHARACTER_SET))
     metadata, segments = _region(head, head_elements, state, encodings)
+    if pixel is None and not cut_header:
+        _check_header_whole(parsed, metadata, name)
     yield InstanceHeader(dict(sorted(metadata.items())))
     yield from _flush_bulk(state)
     stored_ts = parsed.transfer_syntax
@@ -374,6 +376,42 @@ def pixel_element(parsed: ParsedFile, data: bytes) -> Element | None:
     if header is not None and header.tag in PIXEL_DATA_TAGS:
         return header
     return None
+
+
+#: the UIDs that place an instance in the store, in the order ingest checks them
+_PLACING_UIDS = (
+    (STUDY_INSTANCE_UID_KEY, "StudyInstanceUID"),
+    (SERIES_INSTANCE_UID_KEY, "SeriesInstanceUID"),
+    (SOP_INSTANCE_UID_KEY, "SOPInstanceUID"),
+)
+
+
+def _check_header_whole(parsed: ParsedFile, metadata: JsonObject, name: str) -> None:
+    """A data set whose bytes end (or stop being data elements) before the UIDs that place it
+    is a file cut short, said so, rather than a file without those UIDs (PS3.10 7.1: a whole
+    data set holds them).
+
+    Raises:
+        TruncatedError: a UID is missing and the data set ends inside an element, or in a
+            few bytes too short for an element's header.
+    """
+    missing = next(
+        (keyword for k, keyword in _PLACING_UIDS if not (metadata.get(k) or {}).get("Value")),
+        None,
+    )
+    if missing is None:
+        return
+    reason = parsed.stop_reason
+    if (
+        reason is None
+        and parsed.trailing
+        and "too few for a data element header" in parsed.trailing
+    ):
+        reason = f"file is truncated inside the element at byte {parsed.dataset_end}"
+    if reason is not None:
+        raise TruncatedError(
+            f"{name}: the file ends inside its header, before its {missing} ({reason})"
+        )
 
 
 def _cut_pixel_header(parsed: ParsedFile, data: bytes) -> bool:

@@ -14,7 +14,8 @@ instance is committed to the store and the storage's ``barrier`` has made what w
 Statuses (PS3.4 Table B.2-1; the reason in Error Comment (0000,0902)):
 
 - 0x0000: stored, or stored already from the same bytes;
-- 0xA700 (Refused: Out of Resources): the store is full;
+- 0xA700 (Refused: Out of Resources): the store is full, or its index does not answer (send
+  it again later);
 - 0xC001 (Cannot understand): the data set cannot be read (not DICOM, cut short, malformed);
 - 0xC002 (Cannot understand): another instance with this SOP Instance UID is stored (a network
   peer never replaces one; ``mkdicomweb --replace`` does);
@@ -34,7 +35,12 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom.dsutils import split_dataset
 
 from dicomweb_archive.archive import Archive
-from dicomweb_archive.errors import DuplicateInstanceError, InputError, StoreFullError
+from dicomweb_archive.errors import (
+    DuplicateInstanceError,
+    IndexUnavailableError,
+    InputError,
+    StoreFullError,
+)
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
 
@@ -45,6 +51,8 @@ OUT_OF_RESOURCES = 0xA700
 UNREADABLE = 0xC001
 DUPLICATE = 0xC002
 CANNOT_STORE = 0xC000
+#: the Error Comment of a store or query the index cannot take now (no server address)
+INDEX_UNAVAILABLE = "the index does not answer; try again later"
 #: Error Comment (0000,0902) is LO: 64 characters at most
 COMMENT_LENGTH = 64
 
@@ -101,7 +109,7 @@ def status_of(result: FileResult) -> int:
     """The C-STORE status of an ingest result (the module docstring)."""
     if result.status != "failed":
         return SUCCESS
-    if isinstance(result.exception, StoreFullError):
+    if isinstance(result.exception, StoreFullError | IndexUnavailableError):
         return OUT_OF_RESOURCES
     if isinstance(result.exception, DuplicateInstanceError):
         return DUPLICATE
@@ -115,5 +123,7 @@ def error_comment(result: FileResult) -> str:
     file name ingest puts first."""
     if isinstance(result.exception, DuplicateInstanceError):
         return "another instance with this SOP Instance UID is stored"
+    if isinstance(result.exception, IndexUnavailableError):
+        return INDEX_UNAVAILABLE
     reason = (result.error or "not stored").removeprefix(f"{result.path}: ")
     return reason[: COMMENT_LENGTH - 3] + "..." if len(reason) > COMMENT_LENGTH else reason

@@ -14,8 +14,9 @@ reader threads (a fixed number of SQLite connections however many associations c
 Reads use an ``Archive`` of their own over the same storage, so that a read in one thread
 never takes another thread's lease for its own (``Archive.read``).
 
-Each association ends with one log line: calling AE title, address, instances stored and
-failed, matches found, instances sent (no patient data). The group and study stages of what an
+Each association ends with one log line: calling AE title, address, instances stored, sent
+again unchanged (stored already from the same bytes) and failed, matches found, instances sent
+(no patient data). The group and study stages of what an
 association stored run when it ends (released or aborted), in the writer thread; until then
 its instances are stored but not yet found by C-FIND. :meth:`DicomServer.stop` stops accepting,
 lets running associations finish for up to ``dimse_timeout`` seconds, aborts the rest (a
@@ -64,7 +65,14 @@ from dicomweb_archive.dimse.query import (
     read_query,
     to_response,
 )
-from dicomweb_archive.dimse.receive import CANNOT_STORE, error_comment, store_received
+from dicomweb_archive.dimse.receive import (
+    CANNOT_STORE,
+    DUPLICATE,
+    INDEX_UNAVAILABLE,
+    OUT_OF_RESOURCES,
+    error_comment,
+    store_received,
+)
 from dicomweb_archive.dimse.send import (
     MAX_SUBOPERATIONS,
     StoredInstance,
@@ -76,8 +84,10 @@ from dicomweb_archive.dimse.send import (
 )
 from dicomweb_archive.dimse.settings import ScpSettings
 from dicomweb_archive.dimse.spool import close_spool, discard_partial, open_spool
+from dicomweb_archive.errors import IndexUnavailableError
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.ingest_types import PipelineOptions
+from dicomweb_archive.ops.receive import not_replaced
 
 LOG = logging.getLogger("dicomweb_archive.dimse")
 T = TypeVar("T")
@@ -114,6 +124,8 @@ class _Counts:
     """What one association did, for its log line."""
 
     stored: int = 0
+    #: sent again, the same bytes as stored already (answered Success, nothing written)
+    unchanged: int = 0
     failed: int = 0
     found: int = 0
     sent: int = 0
@@ -240,12 +252,14 @@ class DicomServer:
         requestor = event.assoc.requestor
         how = "released" if event.event is evt.EVT_RELEASED else "aborted"
         LOG.info(
-            "association from %s at %s:%s %s: %d stored, %d failed, %d found, %d sent",
+            "association from %s at %s:%s %s: %d stored, %d unchanged (stored already), "
+            "%d failed, %d found, %d sent",
             requestor.ae_title,
             requestor.address,
             requestor.port,
             how,
             counts.stored,
+            counts.unchanged,
             counts.failed,
             counts.found,
             counts.sent,
@@ -304,8 +318,16 @@ class DicomServer:
         status.Status = code
         if code:
             counts.failed += 1
-            LOG.warning("%s (status 0x%04X)", result.error, code)
+            message = result.error
+            if code == DUPLICATE:
+                message = not_replaced(
+                    f"C-STORE from {event.assoc.requestor.ae_title}",
+                    event.request.AffectedSOPInstanceUID,
+                )
+            LOG.warning("%s (status 0x%04X)", message, code)
             status.ErrorComment = error_comment(result)
+        elif result.status == "unchanged":
+            counts.unchanged += 1
         else:
             counts.stored += 1
         return status
@@ -317,6 +339,13 @@ class DicomServer:
             found = self._read(lambda: find_matches(self.reader.index, query))
         except QueryRefusedError as exc:
             yield self._refused(event, "C-FIND", exc.status, str(exc)), None
+            return
+        except IndexUnavailableError as exc:  # PS3.4 C.4.1.1.4: Refused: Out of Resources
+            LOG.error("C-FIND from %s: %s", event.assoc.requestor.ae_title, exc)
+            status = Dataset()
+            status.Status = OUT_OF_RESOURCES
+            status.ErrorComment = INDEX_UNAVAILABLE
+            yield status, None
             return
         except Exception as exc:  # the index cannot answer
             self._log_failure(f"C-FIND from {event.assoc.requestor.ae_title}: {exc}")

@@ -140,6 +140,20 @@ def _pool(url: str) -> ConnectionPool[psycopg.Connection[Any]]:
         return pool
 
 
+def _drop(pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
+    """Forget a pool whose connection broke (the server stopped or restarted): the next borrow
+    makes a new one after one connection attempt (:func:`_pool`), so that a server that is
+    down is reported at once and a server that is back is used at once, rather than after the
+    pool's own retries and their growing delays."""
+    with _POOLS_LOCK:
+        for conninfo, known in list(_POOLS.items()):
+            if known is pool:
+                del _POOLS[conninfo]
+    # the borrowers waiting on it fail at once and its retries stop; its threads are waited
+    # for elsewhere than in the request that found the connection broken
+    threading.Thread(target=pool.close, name="index-pool-close", daemon=True).start()
+
+
 @atexit.register
 def _close_pools() -> None:
     with _POOLS_LOCK:
@@ -160,7 +174,7 @@ class PostgresIndex(SqlIndex):
         self.url = url
         self._schema = split_url(url)[1]
         self._owner = owner
-        self._pool = _pool(url)
+        _pool(url)  # a server that refuses is reported now
         schemas = [self._schema] if self._schema else ["public"]
         self._search_path = pgsql.SQL("SET search_path TO {}").format(
             pgsql.SQL(", ").join(pgsql.Identifier(name) for name in schemas)
@@ -176,11 +190,18 @@ class PostgresIndex(SqlIndex):
         """A connection of the pool, its search path set to this index's schema. A server
         that is gone, or stops answering, is :class:`IndexUnavailableError` in one sentence
         (writers then leave the index to be rebuilt, ``Archive.apply_index``)."""
+        pool = _pool(self.url)
+        broken = False
         try:
-            with self._pool.connection(timeout=CONNECT_TIMEOUT) as conn:
-                conn.execute(self._search_path)
-                yield conn
+            with pool.connection(timeout=CONNECT_TIMEOUT) as conn:
+                try:
+                    conn.execute(self._search_path)
+                    yield conn
+                finally:
+                    broken = conn.broken
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            if broken:
+                _drop(pool)
             raise IndexUnavailableError(
                 f"index {_safe(self.url)}: the server does not answer ({_why(exc)})"
             ) from exc

@@ -56,9 +56,13 @@ def parse_filters(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = TAGS.get(key.replace("(", "").replace(",", "").replace(")", "").upper(), key)
-        if not sep or key not in STUDY_KEYS:
-            known = ", ".join(STUDY_KEYS)
-            raise BadQueryError(f"query {pair!r}: use KEY=VALUE with KEY one of {known}")
+        known = ", ".join(STUDY_KEYS)
+        if not sep:  # what was typed may be a value alone (patient data): shown with -v only
+            raise BadQueryError(
+                f"a query without '=': use KEY=VALUE with KEY one of {known}", phi=repr(pair)
+            )
+        if key not in STUDY_KEYS:
+            raise BadQueryError(f"query key {key!r}: use KEY=VALUE with KEY one of {known}")
         filters[key] = value
     return filters
 

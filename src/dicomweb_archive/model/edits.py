@@ -100,17 +100,20 @@ def parse_edit(text: str, *, level: str) -> EditSpec:
     remove = text.startswith("-") and "=" not in text
     path_text, sep, value = (text[1:], "", "") if remove else text.partition("=")
     if not remove and not sep:
-        raise EditRefusedError(f"{text!r}: write tag=value, tag= to empty, or -tag to remove")
+        raise EditRefusedError(
+            "an edit without '=': write tag=value, tag= to empty, or -tag to remove",
+            phi=repr(text),
+        )
     steps = path_text.split(".")
     path: list[tuple[int, int | None]] = []
     for position, step in enumerate(steps):
         match = _STEP.match(step)
         if match is None:
-            raise EditRefusedError(f"{text!r}: {step!r} is not an attribute")
+            raise EditRefusedError(f"{path_text!r}: {step!r} is not an attribute")
         index = match.group("index")
         last = position == len(steps) - 1
         if (index is None) != last:
-            raise EditRefusedError(f"{text!r}: sequence steps need an item index, like Seq[0]")
+            raise EditRefusedError(f"{path_text!r}: sequence steps need an item index, like Seq[0]")
         path.append((_tag(match.group("name")), int(index) if index is not None else None))
     tag = path[-1][0]
     top = path[0][0]
@@ -138,7 +141,7 @@ def parse_edit(text: str, *, level: str) -> EditSpec:
             f"{describe(top)} is {'an' if owner == 'instance' else 'a'} {owner}-level attribute: "
             f"edit it with -{owner}, not -{level}"
         )
-    checked = None if remove else _check_value(tag, vr, value, text)
+    checked = None if remove else _check_value(tag, vr, value)
     return EditSpec(text, Edit(tuple(path), vr, checked), owner)
 
 
@@ -158,14 +161,17 @@ def _vr(tag: int, *, remove: bool) -> str:
     return vr
 
 
-def _check_value(tag: int, vr: str, value: str, text: str) -> str:
+def _check_value(tag: int, vr: str, value: str) -> str:
+    """The value as given, checked against the attribute's VR and VM (PS3.5 6.2, PS3.6);
+    errors name the attribute and the value's position, the value itself only in ``phi``
+    (it may be patient data: shown with --verbose)."""
     if value == "":
         return value
     if vr == "SQ":
         raise EditRefusedError(f"{describe(tag)}: a sequence can be emptied (tag=) or removed")
     values = [value] if vr in ("LT", "ST", "UT", "UR") else value.split("\\")
-    _check_vm(tag, len(values), text)
-    for item in values:
+    _check_vm(tag, len(values), value)
+    for number, item in enumerate(values, start=1):
         if item == "":
             continue
         try:
@@ -179,11 +185,14 @@ def _check_value(tag: int, vr: str, value: str, text: str) -> str:
             else:
                 validate(vr, item)
         except ValueError as exc:
-            raise EditRefusedError(f"{describe(tag)} ({vr}): {exc}") from exc
+            which = f"value {number}" if len(values) > 1 else "the value"
+            raise EditRefusedError(
+                f"{describe(tag)}: {which} is not a valid {vr} (PS3.5 6.2)", phi=str(exc)
+            ) from exc
     return value
 
 
-def _check_vm(tag: int, count: int, text: str) -> None:
+def _check_vm(tag: int, count: int, value: str) -> None:
     vm = vm_of(tag) or "1-n"
     low_text, _, high_text = vm.partition("-")
     low = int(low_text) if low_text.isdigit() else 1
@@ -195,4 +204,4 @@ def _check_vm(tag: int, count: int, text: str) -> None:
         high = float("inf")
     step = int(low_text) if "n" in high_text and high_text != "n" and low_text.isdigit() else 1
     if not low <= count <= high or count % step:
-        raise EditRefusedError(f"{describe(tag)}: {count} values, VM is {vm} ({text!r})")
+        raise EditRefusedError(f"{describe(tag)}: {count} values, VM is {vm}", phi=repr(value))

@@ -94,12 +94,19 @@ def set_aside_unused_bulk(change: ChangeSet, study: str) -> None:
 def finish_studies(archive: Archive, change: ChangeSet, studies: set[str]) -> StageReport:
     """Rebuild the studies a change touched, in the change's transaction (group and study
     stages), with the edit states it changed: a study that cannot be rebuilt fails the
-    change. Instances whose info record the change wrote get new deduplicated records."""
+    change. Instances whose info record the change wrote get new deduplicated records, and
+    their series' and study's thumbnails are dropped (copies of a representative instance's,
+    whose pixels may be new even where the metadata is not: ``ops/render.py``)."""
     change.stage_edit_states()
     keys = archive.keys
-    refresh = frozenset(
-        t.sop for t in change.touched if keys.info(t.study, t.series, t.sop) in change.txn.staged
-    )
+    written = [
+        t for t in change.touched if keys.info(t.study, t.series, t.sop) in change.txn.staged
+    ]
+    for t in written:
+        for name in (keys.study_thumbnail(t.study), keys.series_thumbnail(t.study, t.series)):
+            if change.txn.head(name) is not None:
+                change.txn.delete(name)
+    refresh = frozenset(t.sop for t in written)
     for study in sorted(studies):
         notify.notify_in(change.txn, notify.GROUP, study)
         notify.notify_in(change.txn, notify.STUDY, study)

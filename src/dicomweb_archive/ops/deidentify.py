@@ -8,7 +8,8 @@ every element wherever it sits.
   zeroed.
 - The data set: the Table E.1-1 actions of :mod:`dicomweb_archive.model.deid`, in the head
   (before Pixel Data) and in every element after it (private groups such as 7FE1, elements
-  written out of order, padding); nested sequences too.
+  written out of order, padding); nested sequences too. An edited instance's copies after
+  Pixel Data carry its edits first, as its export does (``dicom/tail.py``).
 - Free text (PS3.15 E.1.1): a kept free-text attribute repeating a value the profile removes
   (the Study Description as a Code Meaning) gets a dummy value; sequences an option marks C
   (Clean Descriptors, Clean Structured Content, PS3.15 E.3.5, E.3.9) keep their items with
@@ -43,7 +44,8 @@ from dicomweb_archive.dicom.deid_walk import (
 from dicomweb_archive.dicom.edit import Edit
 from dicomweb_archive.dicom.parse import Element, parse_dataset, parse_p10
 from dicomweb_archive.dicom.skeleton import ChunkStream, generate_bytes
-from dicomweb_archive.dicom.steps import apply_to_head, head_bytes, split_head
+from dicomweb_archive.dicom.steps import apply_to_head, changed_tags, head_bytes, split_head
+from dicomweb_archive.dicom.tail import generate_edited_rest
 from dicomweb_archive.errors import ArchiveError
 from dicomweb_archive.model.deid import (
     CODE_ATTRIBUTES,
@@ -116,7 +118,9 @@ def deidentified_stream(
 
     skeleton, deflated = _inflated(info.skeleton)
     segments, rest = split_head(skeleton)
-    head = apply_to_head(head_bytes(segments, bulk), instance.steps, bulk, name=key.sop)
+    original = head_bytes(segments, bulk)
+    head = apply_to_head(original, instance.steps, bulk, name=key.sop)
+    edited_head = head
     if deflated is None:
         parsed = parse_p10(head, name=key.sop)
         if parsed.inflated is not None:  # kept literally, deflated: the whole file is the head
@@ -184,13 +188,21 @@ def deidentified_stream(
         )
 
     if pixel_data is None:
-        stream = readers.generate(rest)
+        stream: Iterator[bytes | memoryview] = readers.generate(rest)
     else:  # the frames of the original element are not read (placeholders of their length)
         stream = generate_bytes(
             rest,
             read_frame=_zeros(info, stored=False),
             read_bulk=readers.bulk,
             read_stored=_zeros(info, stored=True),
+        )
+    if instance.steps:  # an edited instance's copies after Pixel Data as export gives them
+        stream = generate_edited_rest(
+            stream,
+            original=original,
+            head=edited_head,
+            changed=changed_tags(info.metadata or {}, instance.steps),
+            name=key.sop,
         )
     chunks = walk_rest(
         head[end:],

@@ -54,7 +54,7 @@ def instance_history(archive: Archive, sop: str) -> list[HistoryEntry]:
     check_uid(sop, "SOPInstanceUID", source="argument")
     rows = archive.index.audit(sop)
     if not rows and archive.index.find_instance(sop) is None:
-        raise NoSuchInstanceError(f"SOPInstanceUID {sop} is not in the store and has no history")
+        raise unknown_instance(archive, sop)
     entries: list[HistoryEntry] = []
     seen: set[str] = set()
     for row in rows:
@@ -92,7 +92,25 @@ def audit_log(archive: Archive, sop: str | None = None) -> list[JsonObject]:
         check_uid(sop, "SOPInstanceUID", source="argument")
     rows = archive.index.audit(sop)
     if sop is not None and not rows and archive.index.find_instance(sop) is None:
-        raise NoSuchInstanceError(f"SOPInstanceUID {sop} is not in the store and has no history")
+        raise unknown_instance(archive, sop)
     for row in rows:
         row["changes"] = json.loads(row["changes"] or "[]")
     return rows
+
+
+def unknown_instance(archive: Archive, uid: str) -> NoSuchInstanceError:
+    """The error for a UID that names no instance with a history, worded by what the UID is:
+    a study's or a series' (history is kept per instance), or none of the store's."""
+    if archive.index.locate("study", uid):
+        return NoSuchInstanceError(
+            f"{uid} is a StudyInstanceUID of this store, not a SOPInstanceUID: history is kept "
+            f"per instance (dicomweb-archive series {uid} lists the study's series)"
+        )
+    rows = archive.index.locate("series", uid)
+    if rows:
+        return NoSuchInstanceError(
+            f"{uid} is a SeriesInstanceUID of this store, not a SOPInstanceUID: history is kept "
+            f"per instance (dicomweb-archive list-instances {rows[0]['study_instance_uid']}/"
+            f"{uid} lists the series' instances)"
+        )
+    return NoSuchInstanceError(f"SOPInstanceUID {uid} is not in the store and has no history")

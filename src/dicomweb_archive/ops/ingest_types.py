@@ -322,10 +322,12 @@ def duplicate_error(name: str, key: InstanceKey, *, twice: bool = False) -> Dupl
     """A file with a stored SOP Instance UID (``twice``: one this run wrote from another file,
     refused even with --replace: one input cannot say which file is the instance)."""
     if twice:
-        return DuplicateInstanceError(
+        error = DuplicateInstanceError(
             f"{name}: SOPInstanceUID {key.sop} is given twice in this input, by files that "
             "differ; give one of them"
         )
+        error.stored = False
+        return error
     return DuplicateInstanceError(
         f"{name}: SOPInstanceUID {key.sop} is already stored from a different file; "
         "use --replace to replace it"

@@ -28,7 +28,9 @@ from dicomweb_archive.dicom.parts import InstanceHeader, generate_parts
 from dicomweb_archive.errors import (
     ArchiveError,
     DuplicateInstanceError,
+    IndexUnavailableError,
     InputError,
+    StorageUnavailableError,
     StoreFullError,
 )
 from dicomweb_archive.model.tags import (
@@ -46,7 +48,9 @@ SOP_CLASS_UID_KEY = key(0x00080016)  # (0008,0016) SOPClassUID
 #: PS3.18 I.2.2 Failure Reason values
 PROCESSING_FAILURE = 0x0110  # a general failure in processing (PS3.18 I.2.2)
 DUPLICATE_SOP_INSTANCE = 0x0111  # another instance has this SOP Instance UID (PS3.7 C.4.2)
-OUT_OF_RESOURCES = 0xA700  # Refused: out of resources (the store is full; PS3.18 I.2.2)
+#: Refused: out of resources (PS3.18 I.2.2): the store is full, or its index or storage does
+#: not answer (send it again later)
+OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000  # Error: cannot understand (not DICOM, truncated, no UIDs)
 #: Error: cannot understand (the Cxxx range of PS3.18 I.2.2), implementation specific as
 #: dcm4chee's: the Study Instance UID is not the one the request's URL names
@@ -154,11 +158,25 @@ def _peek(archive: Archive, name: str, stream: BinaryIO) -> Received:
     return outcome
 
 
+def not_replaced(name: str, sop: str | None) -> str:
+    """The log line of an instance a network peer (STOW-RS, C-STORE) sent that differs from the
+    one stored under its SOP Instance UID: a peer never replaces one, and has no ``--replace``;
+    the line says what the operator can do."""
+    return (
+        f"{name}: SOPInstanceUID {sop} is stored already, from a different file; the sender's "
+        "copy differs and is not stored (to keep it instead, ingest it with mkdicomweb --replace)"
+    )
+
+
 def _record(outcome: Received, result: FileResult) -> None:
     """An ingest result as a STOW-RS outcome."""
     if result.status == "failed":
         outcome.failure_reason = _failure_reason(result.exception)
-        outcome.messages.append(result.error or f"{outcome.name}: not stored")
+        exc = result.exception
+        if isinstance(exc, DuplicateInstanceError) and exc.stored and outcome.sop_instance_uid:
+            outcome.messages.append(not_replaced(outcome.name, outcome.sop_instance_uid))
+        else:
+            outcome.messages.append(result.error or f"{outcome.name}: not stored")
         return
     if result.warnings:
         outcome.warning_reason = DOES_NOT_MATCH_SOP_CLASS
@@ -170,8 +188,8 @@ def _record(outcome: Received, result: FileResult) -> None:
 def _failure_reason(exc: BaseException | None) -> int:
     if isinstance(exc, DuplicateInstanceError):
         return DUPLICATE_SOP_INSTANCE
-    if isinstance(exc, StoreFullError):
-        return OUT_OF_RESOURCES
+    if isinstance(exc, StoreFullError | IndexUnavailableError | StorageUnavailableError):
+        return OUT_OF_RESOURCES  # full, or the index or storage does not answer: send it later
     if isinstance(exc, InputError):
         return CANNOT_UNDERSTAND
     return PROCESSING_FAILURE

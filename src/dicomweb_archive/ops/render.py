@@ -14,8 +14,9 @@ which attributes, and the thumbnails kept as derived files.
   them as derived files (``thumbnail.jpg`` in the study, series and instance folders,
   ``docs/spec/store-layout.md``) inside the study stage's transaction
   (:func:`stage_thumbnails`), so that a static server serves them; a change to a series'
-  metadata drops its thumbnails and the study's (``ops/study.py``), and the next study stage
-  with ``--thumbnails`` writes them again.
+  metadata drops its thumbnails and the study's (``ops/study.py``), so does an instance written
+  by a change (a replacement, STOW-RS, C-STORE: ``ops/changes.py``, its pixels may be new where
+  its metadata is not), and the next study stage with ``--thumbnails`` writes them again.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ def _undo(
             if item.revision_before is None:  # the change added it: it goes
                 if back is not None:
                     change.include(back)
+                plan.others.append(key)  # reverted too (counted)
                 continue
             other = _elsewhere(archive, states, key)
             if other is not None:  # the same SOP Instance UID stored elsewhere since

@@ -58,7 +58,9 @@ from obstore.exceptions import (
     AlreadyExistsError,
     BaseError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionError,
+    UnauthenticatedError,
 )
 from obstore.store import S3Store
 
@@ -66,6 +68,8 @@ from dicomweb_archive.errors import (
     NoSuchObjectError,
     ObjectExistsError,
     PreconditionFailedError,
+    StorageUnavailableError,
+    StoreConfigError,
     StoreError,
     StoreLockedError,
 )
@@ -82,10 +86,15 @@ LEASE_SECONDS_ENV = "DICOMWEB_ARCHIVE_LEASE_SECONDS"
 PART_SIZE = 8 * 1024 * 1024
 #: parts of one multipart upload in flight at once (bounds memory to a few parts)
 PART_CONCURRENCY = 2
-#: connection and request time limits (a dead endpoint is reported in seconds, not minutes)
-CLIENT_TIMEOUTS = {"connect_timeout": "5s", "timeout": "300s"}
-#: transient failures (5xx, throttling, resets) are retried with backoff for at most 20 s
-RETRIES = {"max_retries": 5, "retry_timeout": timedelta(seconds=20)}
+#: seconds an endpoint that does not answer is waited for: to connect, for each read of an
+#: answer (a paused or stalled endpoint), and for the retries of a failed request;
+#: ``DICOMWEB_ARCHIVE_S3_TIMEOUT`` sets it (a request then fails in about that time)
+TIMEOUT_SECONDS = 5.0
+TIMEOUT_ENV = "DICOMWEB_ARCHIVE_S3_TIMEOUT"
+#: the most one request may take as a whole (a large part over a slow link)
+REQUEST_SECONDS = 300
+#: transient failures (5xx, throttling, resets, timeouts) are retried with backoff at most so often
+MAX_RETRIES = 5
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _LIST_CHUNK = 1000
 
@@ -139,12 +148,21 @@ class S3Storage:
         self.bucket, self.prefix = parse_location(location)
         config, options = _client_settings()
         try:
+            waited = timedelta(seconds=_timeout_seconds())
             self._store = S3Store(
                 self.bucket,
                 prefix=self.prefix or None,
                 config=cast(Any, config),
-                client_options=cast(Any, options | CLIENT_TIMEOUTS),
-                retry_config=cast(Any, RETRIES),
+                client_options=cast(
+                    Any,
+                    options
+                    | {
+                        "connect_timeout": waited,
+                        "read_timeout": waited,
+                        "timeout": timedelta(seconds=REQUEST_SECONDS),
+                    },
+                ),
+                retry_config=cast(Any, {"max_retries": MAX_RETRIES, "retry_timeout": waited}),
             )
         except BaseError as exc:
             raise StoreError(f"{location}: cannot reach the bucket ({_why(exc)})") from exc
@@ -403,7 +421,9 @@ class S3Storage:
             )
 
     def _error(self, what: str, key: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{self.location}: cannot {what} {key} ({_why(exc)})")
+        refused = isinstance(exc, PermissionDeniedError | UnauthenticatedError)
+        error = StoreError if refused else StorageUnavailableError
+        return error(f"{self.location}: cannot {what} {key} ({_why(exc)})")
 
 
 class _Reader(io.RawIOBase):
@@ -501,6 +521,20 @@ def _chain(first: bytes, rest: Iterable[bytes | memoryview]) -> Iterator[bytes]:
     yield first
     for chunk in rest:
         yield bytes(chunk)
+
+
+def _timeout_seconds() -> float:
+    """:data:`TIMEOUT_SECONDS`, or the number of seconds :data:`TIMEOUT_ENV` gives."""
+    given = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not given:
+        return TIMEOUT_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise StoreConfigError(f"{TIMEOUT_ENV}={given[:40]!r}: give a number of seconds, e.g. 5")
+    return seconds
 
 
 def _why(exc: BaseException) -> str:

@@ -9,8 +9,9 @@ through the store's storage (which never reads a file through a link, ``store/lo
 each answer is read from a state no change was being applied to. Given a ``writer``, STOW-RS
 stores instances (``web/stow.py``) through a second archive object, so that readers never take
 its lease for theirs; bearer tokens are checked by ``web/auth.py``. Errors become status codes
-here (404, 406, 400, 500 with a sentence; an unexpected error is one log line, its traceback
-only with ``tracebacks``); the access log is ``web/access.py``.
+here (404, 406, 400, 500 with a sentence; 503 with Retry-After while the index does not
+answer or the storage (S3) fails a request, RFC 9110 15.6.4; an unexpected error is one log
+line, its traceback only with ``tracebacks``); the access log is ``web/access.py``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import (
     ArchiveError,
     BadQueryError,
+    IndexUnavailableError,
     NoSuchObjectError,
     OutsideStoreError,
+    StorageUnavailableError,
 )
 from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.info import InfoRecord
@@ -61,6 +64,10 @@ from dicomweb_archive.web.responses import (
 # the frame routes below keep their names (another change edits them)
 from dicomweb_archive.web.responses import frame_numbers as _frame_numbers
 from dicomweb_archive.web.responses import multipart as _multipart
+
+#: seconds a client is asked to wait (Retry-After) when the index or the storage does not
+#: answer (RFC 9110 10.2.3)
+RETRY_AFTER = 5
 
 
 class Server:
@@ -254,10 +261,19 @@ def create_app(
             except NotFoundError:
                 return _text("not found", 404)
             except UnacceptableError as exc:
-                accept = request.headers.get("accept", "(none)")[:300]
-                return _text(f"cannot answer Accept: {accept}; available: {exc}", 406)
+                asked = exc.asked or "Accept: " + request.headers.get("accept", "(none)")
+                return _text(f"cannot answer {asked[:300]}; available: {exc}", 406)
             except BadQueryError as exc:
                 return _text(str(exc), 400)
+            except (IndexUnavailableError, StorageUnavailableError) as exc:  # RFC 9110 15.6.4
+                LOG.error("%s %s: %s", request.method, request.url.path, exc)
+                what = "index" if isinstance(exc, IndexUnavailableError) else "storage"
+                return Response(
+                    f"the {what} does not answer; try again in {RETRY_AFTER} s\n",
+                    status_code=503,
+                    media_type="text/plain",
+                    headers={"Retry-After": str(RETRY_AFTER)},
+                )
             except ArchiveError as exc:
                 LOG.error("%s %s: %s", request.method, request.url.path, exc)
                 return _text(str(exc), 500)

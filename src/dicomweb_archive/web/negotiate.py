@@ -55,6 +55,25 @@ def parse_accept(header: str | None) -> list[Wanted]:
     return wanted
 
 
+def parse_weighted(header: str | None) -> list[tuple[str, float]]:
+    """Each media range of an Accept value (its type and subtype, lower case, ``*/*`` for
+    ``*``) with its weight, in the order given, weight 0 included (RFC 9110 12.5.1: a range
+    weighted 0 refuses what it names even where a wider range accepts it)."""
+    if not header:
+        return [("*/*", 1.0)]
+    ranges = []
+    for media_range in _split(header):
+        main, *parameters = (p.strip() for p in media_range.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                weight = _weight(value.strip().strip('"'))
+        main = main.lower()
+        ranges.append(("*/*" if main == "*" else main, weight))
+    return ranges
+
+
 def _weight(value: str | None) -> float:
     """A media range's weight (RFC 9110 12.4.2: 0 to 1, 1 when absent; an unreadable one
     counts as 1, as if absent)."""

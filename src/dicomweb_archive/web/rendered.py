@@ -2,9 +2,10 @@
 
 ``.../rendered`` and ``.../thumbnail`` at study, series, instance and frame level, as
 ``image/jpeg`` (the default) or ``image/png``, chosen by the ``accept`` query parameter, else
-the Accept header (PS3.18 8.3.3.1); any other type is 406. Query parameters (PS3.18 8.3.5.1),
-each 400 when invalid: ``window=center,width[,function]`` (``linear``, ``linear-exact``,
-``sigmoid``; rendered resources only), ``viewport=vw,vh[,sx,sy,sw,sh]``, ``quality=1..100``.
+the Accept header, weights honoured (PS3.18 8.3.3.1, RFC 9110 12.5.1); any other type is 406.
+Query parameters (PS3.18 8.3.5.1), each 400 when invalid: ``window=center,width[,function]``
+(``linear``, ``linear-exact``, ``sigmoid``; rendered resources only),
+``viewport=vw,vh[,sx,sy,sw,sh]``, ``quality=1..100``; frame numbers start at 1 (0 is 400).
 Which frame stands for a study, series or instance, and how it is rendered: ``ops/render.py``
 and ``dicom/render.py``. A frame list naming more than one frame gives a
 ``multipart/related`` body, one image per frame. A thumbnail asked with the defaults is the
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from dicomweb_archive.errors import BadQueryError, NoSuchInstanceError
 from dicomweb_archive.ops import render as ops
 from dicomweb_archive.store.instance import InstanceKey, read_info
-from dicomweb_archive.web.negotiate import parse_accept
+from dicomweb_archive.web.negotiate import parse_weighted
 from dicomweb_archive.web.responses import (
     NotFoundError,
     UnacceptableError,
@@ -98,14 +99,31 @@ def _images(
 
 
 def choose_media_type(parameter: str | None, header: str | None) -> str:
-    """``image/jpeg`` or ``image/png``: the first the ``accept`` parameter (else the Accept
-    header) allows; JPEG for ``*/*``, ``image/*`` or nothing. Raises UnacceptableError."""
-    for wanted in parse_accept(parameter if parameter else header):
-        if wanted.media_type in (JPEG, PNG):
-            return wanted.media_type
-        if wanted.media_type in ("*/*", "image/*"):
-            return JPEG
-    raise UnacceptableError(f"{JPEG}, {PNG}")
+    """``image/jpeg`` or ``image/png``, as the ``accept`` parameter (else the Accept header)
+    weighs them (RFC 9110 12.5.1, PS3.18 8.3.3.1): each type takes the weight of the most
+    specific range naming it (``image/png`` before ``image/*`` before ``*/*``); the heavier
+    wins, of two alike the one listed first, JPEG for a wildcard; weight 0 refuses. Raises
+    UnacceptableError (naming the parameter when it was the parameter that asked)."""
+    ranges = parse_weighted(parameter if parameter else header)
+    best: tuple[float, int, bool, str] | None = None
+    for candidate in (JPEG, PNG):
+        matching = [
+            (specificity, -position, weight)
+            for position, (media_range, weight) in enumerate(ranges)
+            for specificity, pattern in ((2, candidate), (1, "image/*"), (0, "*/*"))
+            if media_range == pattern
+        ]
+        if not matching:
+            continue
+        _, position, weight = max(matching)  # the most specific; of those, the first
+        rank = (weight, position, candidate == JPEG, candidate)
+        if weight > 0 and (best is None or rank > best):
+            best = rank
+    if best is None:
+        raise UnacceptableError(
+            f"{JPEG}, {PNG}", asked=f"accept={parameter}" if parameter else None
+        )
+    return best[3]
 
 
 def parse_window(value: str | None) -> Any:

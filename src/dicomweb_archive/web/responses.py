@@ -32,7 +32,12 @@ class NotFoundError(Exception):
 
 
 class UnacceptableError(Exception):
-    """The Accept header cannot be satisfied (406)."""
+    """What was asked for cannot be given (406); the message says what is available.
+    ``asked`` words the request when it was not the Accept header (a query parameter)."""
+
+    def __init__(self, available: str, *, asked: str | None = None) -> None:
+        super().__init__(available)
+        self.asked = asked
 
 
 class ResponseCutShortError(Exception):
@@ -58,6 +63,8 @@ def frame_numbers(numbers: str | None, count: int) -> list[int]:
     except ValueError as exc:
         raise BadQueryError(f"frame list {numbers!r} is not a list of numbers") from exc
     if not chosen or any(n < 1 or n > count for n in chosen):
+        if any(n < 1 for n in chosen):  # frames are numbered from 1 (PS3.18 10.4.1.1.3)
+            raise BadQueryError(f"frame list {numbers!r}: frame numbers start at 1")
         raise NotFoundError(f"frames {numbers} (the instance has {count})")
     return chosen
 

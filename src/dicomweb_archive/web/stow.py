@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ DICOM = "application/dicom"
 MULTIPART = "multipart/related"
 #: --max-upload's default: 4 GiB
 DEFAULT_MAX_UPLOAD = 4 << 30
+
+# the parser logs its own wording of a malformed body; the 400 says it once, in ours (an
+# application that configures logging still receives these records)
+logging.getLogger("python_multipart").addHandler(logging.NullHandler())
 
 
 class BadRequestError(Exception):
@@ -63,6 +68,7 @@ class _Spool:
 
     def __init__(self, boundary: bytes, limit: int) -> None:
         self.parts: list[_Part] = []
+        self.boundary = boundary
         self.limit = limit
         self.size = 0
         self.ended = False
@@ -86,8 +92,12 @@ class _Spool:
             raise TooLargeError
         try:
             self.parser.write(chunk)
-        except MultipartParseError as exc:
-            raise BadRequestError(f"the body is not a multipart message ({exc})") from exc
+        except MultipartParseError as exc:  # the parser's wording names its own states
+            boundary = self.boundary.decode("latin-1")[:70]  # RFC 2046 5.1.1: 70 at most
+            raise BadRequestError(
+                f'the request body is not multipart/related with boundary "{boundary}" '
+                "(the boundary its Content-Type gives; RFC 2046 5.1.1)"
+            ) from exc
 
     def finish(self) -> None:
         self.parser.finalize()
