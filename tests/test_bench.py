@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CASES = {
     "ingest": (["--count", "4", "--frames", "2", "--size", "16"], "ingest / cp"),
+    "ingest_dask": (["--count", "4", "--size", "16", "--workers", "2"], "vs baseline"),
     "dedup": (["--count", "4"], "group / per-instance"),
     "deidentify": (["--instances", "4", "--size", "16"], "pydicom / ours"),
     "export": (["--count", "4", "--size", "16"], "vs cat"),
@@ -34,6 +35,9 @@ CASES = {
     "s3_requests": (["--count", "2"], "| total |"),
 }
 
+#: the benchmarks that take --workdir
+WORKDIR = {"ingest", "ingest_dask", "export", "update", "startup", "deidentify", "render", "scp"}
+
 
 @pytest.mark.local  # each benchmark makes its stores on disk, the ingest one in a subprocess
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -42,7 +46,7 @@ def test_benchmark_runs(name: str, tmp_path: Path) -> None:
     if name in {"update", "startup", "scp"} and shutil.which("dcmodify") is None:
         pytest.skip(f"the {name} benchmark compares with DCMTK (.ci/run installs it)")
     arguments, column = CASES[name]
-    if name in {"ingest", "export", "update", "startup", "deidentify", "render", "scp"}:
+    if name in WORKDIR:
         arguments = [*arguments, "--workdir", str(tmp_path)]
     if name == "ingest":  # not over the results of a real run
         arguments = [*arguments, "--results", str(tmp_path / "ingest.json")]

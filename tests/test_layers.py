@@ -24,6 +24,8 @@ OWNERS = {
     "psycopg_pool": {"index"},
     "python_multipart": {"web"},
     "pynetdicom": {"dimse"},
+    "distributed": {"ops"},
+    "dask": {"ops"},
 }
 #: subpackage (or top-level module) -> subpackages it must not import (lower layers never
 #: import higher ones; ``archive`` is the Archive object, between ops and store/index)
@@ -76,7 +78,8 @@ OS_CALLS = {
 STORE_OPENERS = {"Archive", "cls", "storage", "self.storage", "archive.storage", "zipped"}
 #: modules outside store/ that use the file system, and why it is never a store's files
 FILE_USERS = {
-    "ops/ingest.py": "reads the input files",
+    "ops/ingest_batch.py": "reads the input files",
+    "ops/distributed.py": "a Dask worker reads the input files",
     "ops/ingest_types.py": "walks the input directories",
     "ops/against.py": "reads the original files verify compares with",
     "ops/export.py": "writes the exported files",

@@ -67,6 +67,15 @@ class DuplicateInstanceError(InputError):
     stored = True
 
 
+class InputChangedError(InputError):
+    """An input file changed between the reading of its header and the writing of its
+    instance (by a Dask worker, which reads the file again)."""
+
+
+class WorkersError(ArchiveError):
+    """The Dask scheduler or its workers cannot be reached, or cannot run the work."""
+
+
 class StoreError(ArchiveError):
     """The store on disk is not what it should be."""
 

@@ -4,7 +4,8 @@ mkdicomwebdeduplicatedgroup, mkdicomwebstudy (and their ``dicomweb-archive`` sub
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from dicomweb_archive.errors import ArchiveError, UnreadableInputError, UsageErr
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
+    from dicomweb_archive.ops.distributed import Workers
     from dicomweb_archive.ops.ingest_types import FileResult, IngestReport, PipelineOptions
     from dicomweb_archive.ops.stages import StageReport
 
@@ -74,6 +76,8 @@ def make_command(command: str) -> Callable[..., None]:
         replace: opt.Replace = False,
         follow_dicomdir: opt.FollowDicomdir = False,
         thumbnails: opt.Thumbnails = False,
+        scheduler: opt.Scheduler = None,
+        workers: opt.Workers = None,
         verbose: VerboseOption = False,
         version: VersionOption = False,
     ) -> None:
@@ -119,6 +123,12 @@ def make_command(command: str) -> Callable[..., None]:
                 "--thumbnails follows the study stage: mkdicomweb (with it) or mkdicomwebstudy"
             )
             raise typer.Exit(EXIT_USAGE)
+        if (scheduler is not None or workers is not None) and stage:
+            error_line(f"{command} reads no files: --scheduler and --workers act on stage 1")
+            raise typer.Exit(EXIT_USAGE)
+        if scheduler is not None and workers is not None:
+            error_line("give --scheduler or --workers, not both")
+            raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
         with (
@@ -128,7 +138,15 @@ def make_command(command: str) -> Callable[..., None]:
             if stage:
                 _run_stage(command, archive, inputs, options, thumbnails, verbose=verbose)
                 return
-            report = _run_files(command, [Path(i) for i in inputs or []], archive, options, verbose)
+            with _workers(archive, scheduler, workers, clean=options.clean) as dask:
+                report = _run_files(
+                    command,
+                    [Path(i) for i in inputs or []],
+                    archive,
+                    options,
+                    verbose=verbose,
+                    workers=dask,
+                )
             built = report.studies - set(report.pending) - report.empty_studies
             written = _thumbnails(archive, built) if thumbnails else None
         _summary(command, report, location, verbose=verbose)
@@ -243,8 +261,31 @@ def _size(path: Path) -> int:
         return 0
 
 
+@contextmanager
+def _workers(
+    archive: Archive, scheduler: str | None, workers: int | None, *, clean: bool
+) -> Iterator[Workers | None]:
+    """The Dask workers of --scheduler or --workers (None: stage 1 in this process, as a -c
+    run always is: one change, staged by one writer)."""
+    if (scheduler is None and workers is None) or clean:
+        yield None
+        return
+    # distributed is imported only here (an extra: dicomweb-archive[dask])
+    from dicomweb_archive.ops.distributed import check_reachable, open_workers  # noqa: PLC0415
+
+    check_reachable(archive)  # before a cluster is started
+    with open_workers(scheduler=scheduler, workers=workers) as dask:
+        yield dask
+
+
 def _run_files(
-    command: str, inputs: list[Path], archive: Archive, options: PipelineOptions, verbose: bool
+    command: str,
+    inputs: list[Path],
+    archive: Archive,
+    options: PipelineOptions,
+    *,
+    verbose: bool,
+    workers: Workers | None,
 ) -> IngestReport:
     from dicomweb_archive.ops.ingest import write_instances  # noqa: PLC0415
     from dicomweb_archive.ops.ingest_types import iter_input_files  # noqa: PLC0415
@@ -270,6 +311,7 @@ def _run_files(
             progress=report_file,
             run_stages=run_stages,
             keep_results=False,
+            workers=workers,
         )
     from rich.progress import (  # noqa: PLC0415 - rich only on a terminal
         BarColumn,
@@ -317,6 +359,7 @@ def _run_files(
             progress=hook,
             run_stages=run_stages,
             keep_results=False,
+            workers=workers,
         )
 
 

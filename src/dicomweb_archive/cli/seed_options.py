@@ -249,3 +249,26 @@ Thumbnails = Annotated[
         "instance folder), which a static server then serves (docs/serving.md).",
     ),
 ]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Stage 1: write new instances on the workers of the Dask scheduler at ADDRESS "
+        "(e.g. tcp://host:8786; needs dicomweb-archive[dask]). This command keeps the "
+        "store's lease, reads each file's header and commits every instance; the workers "
+        "read the files again, at the same paths (they must see the input files there, and "
+        "the store: the same directory, or the bucket with the same AWS environment), and "
+        "write frames and bulk data. Replacements and -c runs are written here.",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        metavar="N",
+        help="Stage 1: as --scheduler, on a local Dask cluster of N worker processes "
+        "(one thread each) that this command starts.",
+    ),
+]

@@ -37,26 +37,35 @@ def recover(storage: Storage, keys: StoreKeys, apply_index: IndexApplier | None)
         removed += found
     studies = sorted({s for stage in notify.STAGES for s in notify.pending(storage, stage)})
     for study in studies:
-        left = uncommitted_instances(storage, keys, study)
+        removed += sweep_study(storage, keys, study)
+    return removed
+
+
+def sweep_study(storage: Storage, keys: StoreKeys, study: str) -> list[str]:
+    """Remove a study's uncommitted objects (instance folders without an info record, their
+    per-instance records, bulk data no committed instance refers to): only while no writer
+    is writing into the study. Returns their keys."""
+    removed: list[str] = []
+    left = uncommitted_instances(storage, keys, study)
+    for key in left:
+        for name in instance_objects(storage, keys, key):
+            storage.delete(name)
+            removed.append(name)
+    if left:
+        committed = {key.sop for key in instance_keys(storage, keys, study)}
         for key in left:
-            for name in instance_objects(storage, keys, key):
+            record = keys.instance_record(study, key.sop)
+            if key.sop not in committed and storage.head(record) is not None:
+                storage.delete(record)
+                removed.append(record)
+    # bulk data is written before the frames: a run killed in between left no folder
+    bulk = bulk_objects(storage, keys, study)
+    if bulk:
+        used = bulk_in_use(storage, keys, study)
+        for sha, name in bulk.items():
+            if sha not in used:
                 storage.delete(name)
                 removed.append(name)
-        if left:
-            committed = {key.sop for key in instance_keys(storage, keys, study)}
-            for key in left:
-                record = keys.instance_record(study, key.sop)
-                if key.sop not in committed and storage.head(record) is not None:
-                    storage.delete(record)
-                    removed.append(record)
-        # bulk data is written before the frames: a run killed in between left no folder
-        bulk = bulk_objects(storage, keys, study)
-        if bulk:
-            used = bulk_in_use(storage, keys, study)
-            for sha, name in bulk.items():
-                if sha not in used:
-                    storage.delete(name)
-                    removed.append(name)
     return removed
 
 
