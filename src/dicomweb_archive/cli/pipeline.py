@@ -24,6 +24,7 @@ from dicomweb_archive.cli.common import (
     handle_errors,
     interactive,
     note,
+    real_console,
     say,
     stderr,
     store_path,
@@ -342,7 +343,7 @@ def _run_files(
     )
     # for the bar: sizes known before the start
     total = sum(_size(path) for path in files if isinstance(path, Path))
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=real_console(stderr), transient=True) as progress:
         task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
         done = 0
 
