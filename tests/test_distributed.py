@@ -341,3 +341,18 @@ def test_a_relative_store_is_sent_to_workers_by_its_absolute_path(
             assert batch.spec.location == str(tmp_path / "relative-store")
         finally:
             batch.executor.shutdown()
+
+
+@pytest.mark.parametrize("address", ["foo://x:1", "not an address", "tcp://127.0.0.1:99999"])
+def test_a_mistyped_scheduler_address_is_a_usage_error(tmp_path: Path, address: str) -> None:
+    """A scheduler address that is none is one usage line, exit 2, before any store is made
+    (was: Dask's traceback, or a wait of a minute; outside tester)."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    store = tmp_path / "store"
+    done = stores.run_cli("create", "-o", str(store), "--scheduler", address, str(path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"error: --scheduler {address}: give a Dask scheduler's address, tcp://HOST:PORT "
+        "(the port 1 to 65535)\n"
+    )
+    assert not store.exists()

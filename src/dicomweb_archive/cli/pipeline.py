@@ -130,6 +130,12 @@ def make_command(command: str) -> Callable[..., None]:
         if scheduler is not None and workers is not None:
             error_line("give --scheduler or --workers, not both")
             raise typer.Exit(EXIT_USAGE)
+        if scheduler is not None and not _scheduler_address(scheduler):
+            error_line(
+                f"--scheduler {scheduler}: give a Dask scheduler's address, "
+                "tcp://HOST:PORT (the port 1 to 65535)"
+            )
+            raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
         with (
@@ -260,6 +266,12 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _scheduler_address(text: str) -> bool:
+    from dicomweb_archive.ops.distributed import scheduler_address  # noqa: PLC0415 - lazy
+
+    return scheduler_address(text)
 
 
 @contextmanager

@@ -148,6 +148,18 @@ class Workers:
         self.close()
 
 
+#: a scheduler's address: ``[tcp|tls]://HOST:PORT`` (no scheme: tcp), HOST a name, an IPv4
+#: address or a bracketed IPv6 address
+_ADDRESS = re.compile(r"(?:(?:tcp|tls)://)?(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+
+
+def scheduler_address(text: str) -> bool:
+    """Whether ``text`` has the form of a Dask scheduler's address (checked before the store
+    is opened: a mistyped one is a usage error, not a 60 s wait or Dask's traceback)."""
+    match = _ADDRESS.fullmatch(text)
+    return match is not None and 0 < int(match.group(1)) < 65536
+
+
 def open_workers(*, scheduler: str | None = None, workers: int | None = None) -> Workers:
     """Connect to the Dask scheduler at ``scheduler``, or start a local cluster of ``workers``
     processes (one thread each) on 127.0.0.1.
@@ -175,7 +187,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
         return Workers(Client(cluster), cluster)
     try:
         client = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # refused, timed out, or an address Dask cannot use
         raise WorkersError(f"--scheduler {scheduler}: no Dask scheduler answers there") from exc
     try:
         client.wait_for_workers(1, timeout=CONNECT_SECONDS)
