@@ -28,6 +28,7 @@ the unreferenced bulk data of every notified study (``docs/spec/pipeline.md``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import re
@@ -80,6 +81,15 @@ BATCH_FILES = 4
 RETRIES = 2
 #: how long the client waits for a scheduler to have a worker, in seconds
 CONNECT_SECONDS = 60
+#: why a run stops when its scheduler is gone
+SCHEDULER_GONE = (
+    "the Dask scheduler no longer answers; run the same command again (what was stored "
+    "stays, the rest is written)"
+)
+#: how often a client waiting for a task checks that its scheduler is still there, in seconds
+POLL_SECONDS = 2
+#: how long closing the client (and a local cluster) may take, in seconds
+CLOSE_SECONDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +144,28 @@ class Workers:
         return max(1, sum(threads.values()))
 
     def submit(self, spec: WorkSpec, files: list[SentFile]) -> Future[list[Written]]:
-        return self.client.submit(write_files, spec, files, retries=RETRIES, pure=False)
+        try:
+            return self.client.submit(write_files, spec, files, retries=RETRIES, pure=False)
+        except Exception as exc:  # a client that lost its scheduler is closed
+            raise WorkersError(SCHEDULER_GONE) from exc
+
+    def result(self, future: Future[list[Written]]) -> list[Written]:
+        """A task's result. A task waits as long as it takes, but not for a scheduler that is
+        gone: once the client gave up reconnecting (Dask tries for a minute), the task fails
+        with a worded error instead of waiting forever."""
+        while True:
+            try:
+                return future.result(timeout=POLL_SECONDS)
+            except TimeoutError:
+                if self.client.status in ("closing", "closed"):
+                    raise WorkersError(SCHEDULER_GONE) from None
 
     def close(self) -> None:
-        self.client.close()
+        with contextlib.suppress(Exception):  # a scheduler that is gone: nothing to close
+            self.client.close(timeout=CLOSE_SECONDS)
         if self.cluster is not None:
-            self.cluster.close()
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=CLOSE_SECONDS)
 
     def __enter__(self) -> Workers:
         return self
@@ -189,6 +215,10 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
         client = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
     except Exception as exc:  # refused, timed out, or an address Dask cannot use
         raise WorkersError(f"--scheduler {scheduler}: no Dask scheduler answers there") from exc
+    # Dask's own log lines (a lost scheduler, reconnection attempts) are not for the user:
+    # the report says what failed, file by file (Dask's configuration sets its loggers' levels)
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         client.wait_for_workers(1, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError) as exc:
@@ -311,6 +341,8 @@ class _Task:
         self.future: Future[list[Written]] | None = None
         #: the commits of its files, in the writer threads (None: not started)
         self.concluding: list[ConcurrentFuture[None]] | None = None
+        #: why it could not be sent (the scheduler is gone)
+        self.failed: WorkersError | None = None
 
 
 class DaskBatch(Batch):
@@ -388,7 +420,11 @@ class DaskBatch(Batch):
     def _submit(self) -> None:
         task, self.gathering = self.gathering, _Task()
         if task.files:
-            task.future = self.workers.submit(self.spec, task.files)
+            try:
+                task.future = self.workers.submit(self.spec, task.files)
+            except WorkersError as exc:  # the scheduler is gone: the rest is not read
+                task.failed = exc
+                self.full = self.full or str(exc)
             self.running.append(task)
 
     def drain(self, keep: int) -> None:
@@ -412,15 +448,18 @@ class DaskBatch(Batch):
 
     def _conclude(self, task: _Task) -> None:
         """Start the commits of a task's files (once its workers are done)."""
-        if task.future is None:
+        if task.future is None and task.failed is None:
             self._submit()  # the task being gathered: sent now
         self.running.remove(task)
-        assert task.future is not None
-        error: BaseException | None = None
-        try:
-            written: list[Written | None] = list(task.future.result())
-        except Exception as exc:
-            written, error = [None] * len(task.files), exc
+        error: BaseException | None = task.failed
+        written: list[Written | None] = [None] * len(task.files)
+        if task.future is not None:
+            try:
+                written = list(self.workers.result(task.future))
+            except Exception as exc:
+                error = exc
+                if isinstance(exc, WorkersError):  # the scheduler is gone: the rest not read
+                    self.full = self.full or str(exc)
         task.concluding = [
             self.executor.submit(self._complete, result, done, error)
             for result, done in zip(task.results, written, strict=True)
