@@ -135,11 +135,10 @@ class Archive:
             except StoreConfigError:
                 pass  # made meanwhile by another process: open it
         archive = cls.open(name)
-        agreed = archive.config.agreeing(**settings)
-        if agreed != archive.config:
+        recorded, archive.config = archive.config, archive.config.agreeing(**settings)
+        if archive.config.to_json() != recorded.to_json():  # not for an index URL's password
             with archive.writing("configure"):
-                archive.storage.put(CONFIG, agreed.to_json())
-            archive.config = agreed
+                archive.storage.put(CONFIG, archive.config.to_json())
         return archive
 
     @classmethod

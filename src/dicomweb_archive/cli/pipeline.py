@@ -27,9 +27,11 @@ from dicomweb_archive.cli.common import (
     say,
     stderr,
     store_path,
+    warning_line,
 )
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import ArchiveError, UnreadableInputError, UsageError
+from dicomweb_archive.store.config import has_password
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
@@ -131,6 +133,11 @@ def make_command(command: str) -> Callable[..., None]:
             raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
+        if index_url is not None and has_password(index_url):
+            warning_line(
+                "the store records --index-url without its password; this run uses the one "
+                "given, later commands take it from PGPASSWORD or ~/.pgpass"
+            )
         with (
             handle_errors(verbose=verbose, interrupted=hint),
             Archive.open_or_create(location, defaults=created, **settings) as archive,
