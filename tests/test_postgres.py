@@ -276,3 +276,26 @@ def test_a_server_gone_mid_work_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailableError, match="does not answer"):
         archive.index.counts()
     archive.close()
+
+
+@pytest.mark.shared
+def test_commands_with_the_server_stopped_say_so_once(tmp_path: Path, store: str) -> None:
+    """`studies`, `verify` and `edit` with the index server stopped: one `error:` line naming
+    the index, exit code 1 (the command could not run, ``docs/spec/exit-codes.md``), and no
+    warning about a rebuild nobody asked for."""
+    from tests.pgserver import postgres_cluster
+
+    files = [str(f) for f in _inputs(tmp_path / "in")[:1]]
+    with postgres_cluster() as cluster:
+        url = f"{cluster.url}?schema=stopped"
+        assert run_cli("create", "-o", store, "--index-url", url, *files).returncode == 0
+        cluster.stop()
+        for command in (
+            ["studies"],
+            ["verify"],
+            ["edit", "--study", uid(100), "StudyID=9"],
+        ):
+            result = run_cli(*command, "-o", store)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1, (command, result.stderr)
+            assert len(lines) == 1 and lines[0].startswith("error: index "), (command, lines)

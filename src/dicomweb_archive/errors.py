@@ -99,9 +99,8 @@ class StoreConfigError(StoreError):
 
 class IndexUnavailableError(StoreError):
     """The store's index (a PostgreSQL server) cannot be reached or refuses the connection;
-    a writer finds out before it changes anything."""
-
-    exit_code = 2
+    a writer finds out before it changes anything. The command could not run: exit code 1
+    (``docs/spec/exit-codes.md``; 2 is for usage errors)."""
 
 
 class StorageUnavailableError(StoreError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from dicomweb_archive import __version__
-from dicomweb_archive.errors import ArchiveError, StoreError
+from dicomweb_archive.errors import ArchiveError, IndexUnavailableError, StoreError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -139,13 +139,17 @@ def store_path(path: Path) -> str:
 
 def open_store(path: Path) -> Archive:
     """The existing store at ``path`` (an error, exit code 2, when it is not one), its index
-    rebuilt first when it lost its rows (an upgraded store)."""
+    rebuilt first when it lost its rows (an upgraded store). An index that cannot be reached
+    is the command's one error (it reads nothing without it)."""
     from dicomweb_archive.archive import Archive  # noqa: PLC0415 - not for --help
     from dicomweb_archive.ops.reindex import ensure_index  # noqa: PLC0415
 
     archive = Archive.open(store_path(path))
     try:
         ensure_index(archive)
+    except IndexUnavailableError:
+        archive.close()
+        raise
     except StoreError as exc:  # a reader still reads; the index says what it says
         warning_line(f"the index was not rebuilt: {exc}")
     return archive
