@@ -10,14 +10,21 @@ from __future__ import annotations
 
 class ArchiveError(Exception):
     """Base of every error dicomweb-archive raises on purpose. ``phi`` is what the message
-    leaves out because it is patient data (a PatientID or a value as typed): the CLI adds it
-    to the line with ``--verbose`` only."""
+    leaves out because it is patient data (a PatientID or a value as typed); ``detail`` what
+    it leaves out because it is a library's internals (a storage client's retries and
+    requests): the CLI adds them to the line with ``--verbose`` only."""
 
     exit_code = 1
 
-    def __init__(self, *args: object, phi: str = "") -> None:
+    def __init__(self, *args: object, phi: str = "", detail: str = "") -> None:
         super().__init__(*args)
         self.phi = phi
+        self.detail = detail
+
+    def verbose(self) -> str:
+        """The message with what ``--verbose`` adds (``phi`` and ``detail``)."""
+        extra = "; ".join(part for part in (self.phi, self.detail) if part)
+        return f"{self} [{extra}]" if extra else str(self)
 
 
 class InputError(ArchiveError):

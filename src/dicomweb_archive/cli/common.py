@@ -196,7 +196,7 @@ def _mapped_errors(*, verbose: bool, interrupted: str) -> Iterator[None]:
     except ArchiveError as exc:
         if verbose:
             stderr.print_exception(show_locals=False)
-        error_line(f"{exc} [{exc.phi}]" if verbose and exc.phi else str(exc))
+        error_line(exc.verbose() if verbose else str(exc))
         raise typer.Exit(exc.exit_code) from exc
     except KeyboardInterrupt:
         error_line("interrupted" + (f": {interrupted}" if interrupted else ""))

@@ -302,6 +302,8 @@ def _run_files(
     def report_file(result: FileResult) -> None:
         if result.status == "failed":
             error_line(result.error or f"{result.path}: failed")
+            if verbose and isinstance(result.exception, ArchiveError) and result.exception.detail:
+                note(f"  {result.exception.detail}")
             if verbose and _unexpected(result.exception):
                 note("".join(traceback.format_exception(result.exception)))
         elif verbose:
@@ -374,7 +376,7 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     if report.stages is not None:
         _stage_failures(report.stages, verbose=verbose)
     if report.not_read:
-        error_line(f"{count(report.not_read, 'file')} not read: the store is full")
+        error_line(f"{count(report.not_read, 'file')} not read: {report.stopped}")
     unchanged = report.count("unchanged")
     replaced = report.count("replaced")
     # the size of every file this run took in, refused ones included

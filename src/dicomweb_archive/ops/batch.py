@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.ops.ingest_batch import stop_reason
 from dicomweb_archive.ops.update import (
     InstanceChange,
     UpdatePlan,
@@ -103,7 +104,11 @@ def run_batch(
     """
     results = [LineResult(line) for line in lines]
     if continue_on_error and not dry_run:
+        stopped: str | None = None  # the store cannot take more now: the rest is not tried
         for result in results:
+            if stopped is not None:
+                result.error = f"not applied: {stopped}"
+                continue
             try:
                 report = update(
                     archive,
@@ -115,6 +120,7 @@ def run_batch(
                 result.instances = report.plan.size
             except ArchiveError as exc:
                 result.error = str(exc)
+                stopped = stop_reason(exc)
         return results
     planned: dict[str, InstanceChange] = {}
     combined = UpdatePlan("edit", "batch", name, [e for line in lines for e in line.edits])

@@ -384,12 +384,19 @@ class S3Storage:
         return ObjectInfo(LEASE, len(body), str(result["e_tag"]))
 
     def _release(self, state: _Lease) -> None:
-        current = self._read_lease()
-        if current is not None and current[0].get("token") == state.token:
-            try:
-                obstore.delete(self._store, LEASE)
-            except BaseError as exc:
-                raise self._error("delete", LEASE, exc) from exc
+        """Remove the lease. Where the storage does not answer, the lease is left to expire
+        (``state.seconds`` after its last renewal; the next writer then takes it over): what
+        was done under it is committed or completed by the next writer, and an error here
+        would hide the command's own outcome."""
+        try:
+            current = self._read_lease()
+            if current is not None and current[0].get("token") == state.token:
+                try:
+                    obstore.delete(self._store, LEASE)
+                except BaseError as exc:
+                    raise self._error("delete", LEASE, exc) from exc
+        except StorageUnavailableError:
+            return
 
     def _read_lease(self) -> tuple[dict[str, Any], str] | None:
         try:
@@ -398,7 +405,9 @@ class S3Storage:
             return orjson.loads(bytes(result.bytes())), etag
         except (NotFoundError, FileNotFoundError):
             return None
-        except (BaseError, orjson.JSONDecodeError) as exc:
+        except BaseError as exc:
+            raise self._error("read", "the lease", exc) from exc
+        except orjson.JSONDecodeError as exc:
             raise StoreError(f"{self.location}: cannot read the lease ({_why(exc)})") from exc
 
     def _check_fenced(self, key: str) -> None:
@@ -410,9 +419,15 @@ class S3Storage:
             )
 
     def _error(self, what: str, key: str, exc: BaseException) -> StoreError:
-        refused = isinstance(exc, PermissionDeniedError | UnauthenticatedError)
-        error = StoreError if refused else StorageUnavailableError
-        return error(f"{self.location}: cannot {what} {key} ({_why(exc)})")
+        """A refusal names its reason; anything else is the storage not answering (or
+        failing as a later attempt may not), in words without the client's requests and
+        retries, which ``--verbose`` adds (``ArchiveError.detail``)."""
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            return StoreError(f"{self.location}: cannot {what} {key} ({_why(exc)})")
+        return StorageUnavailableError(
+            f"{self.location}: the storage does not answer (cannot {what} {key})",
+            detail=_why(exc),
+        )
 
 
 class _Reader(io.RawIOBase):

@@ -1,0 +1,108 @@
+"""A backend that goes away in the middle of a batch (issue 16, outside tester): the PostgreSQL
+index stopped, or the S3 endpoint gone. Like a full store, the first such failure stops the
+batch: the files after it are counted "not read", in one line that says what is unavailable
+and that running the same command again completes the work, without obstore's internals."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from dicomweb_archive import Archive, ingest
+from dicomweb_archive.errors import IndexUnavailableError, StorageUnavailableError
+from dicomweb_archive.ops.batch import BatchLine, run_batch
+from dicomweb_archive.ops.ingest_types import FileResult
+from dicomweb_archive.store.s3 import LEASE_SECONDS_ENV, TIMEOUT_ENV
+from tests.factory import write_series
+from tests.pgserver import binaries, postgres_cluster
+from tests.s3server import BUCKET, s3_server_process
+
+FILES = 12
+
+
+@pytest.mark.skipif(binaries() is None, reason="PostgreSQL is not installed")
+def test_the_index_stopped_mid_batch_stops_it(tmp_path: Path) -> None:
+    """The PostgreSQL server stopped after the first file: the batch stops at the first file
+    that needs the index; the rest is counted not read, with the index as the reason; the
+    same run once the server is back completes the store."""
+    files = write_series(tmp_path / "in", count=FILES)
+    with postgres_cluster() as cluster:
+        archive = Archive.open_or_create(str(tmp_path / "s"), index=f"{cluster.url}?schema=midway")
+
+        stopped: list[FileResult] = []
+
+        def stop_after_first(result: FileResult) -> None:
+            if not stopped:
+                stopped.append(result)
+                cluster.stop()
+
+        report = ingest(archive, files, progress=stop_after_first)
+        assert not report.ok
+        failed = [r for r in report.results if r.status == "failed"]
+        assert 1 <= len(failed) <= 6, [r.error for r in failed]
+        assert all(isinstance(r.exception, IndexUnavailableError) for r in failed)
+        assert report.not_read == FILES - len(failed) - report.instances > 0
+        assert report.stopped is not None and report.stopped.startswith("the store's index")
+        archive.close()
+        cluster.start()
+        with Archive.open(str(tmp_path / "s")) as again:
+            assert ingest(again, files).ok
+
+
+def test_the_storage_gone_mid_batch_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The S3 endpoint paused after the first file: the batch stops at the first file that
+    fails for it, in words without obstore's internals; the rest is counted not read; the
+    same run once the endpoint answers again completes the store."""
+    monkeypatch.setenv(TIMEOUT_ENV, "1")
+    monkeypatch.setenv(LEASE_SECONDS_ENV, "3")  # the lease left to expire: taken over soon
+    files = write_series(tmp_path / "in", count=FILES)
+    with s3_server_process(tmp_path / "cache") as (_endpoint, process):
+        location = f"s3://{BUCKET}/midway"
+        archive = Archive.open_or_create(location)
+        paused: list[FileResult] = []
+
+        def pause_after_first(result: FileResult) -> None:
+            if not paused:
+                paused.append(result)
+                os.kill(process.pid, signal.SIGSTOP)
+
+        try:
+            report = ingest(archive, files, progress=pause_after_first)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert not report.ok
+        failed = [r for r in report.results if r.status == "failed"]
+        assert 1 <= len(failed) <= 6, [r.error for r in failed]
+        assert all(isinstance(r.exception, StorageUnavailableError) for r in failed)
+        for result in failed:
+            assert "retries" not in (result.error or ""), result.error
+            assert "does not answer" in (result.error or ""), result.error
+        assert report.not_read == FILES - len(failed) - report.instances > 0
+        assert report.stopped is not None and report.stopped.startswith("the store's storage")
+        archive.close()
+        with Archive.open(location) as again:
+            assert ingest(again, files).ok
+
+
+@pytest.mark.skipif(binaries() is None, reason="PostgreSQL is not installed")
+def test_an_edit_batch_line_by_line_stops_when_the_index_is_down(tmp_path: Path) -> None:
+    """`edit --file --continue-on-error` with the index server stopped: the first line fails
+    with the index's error, the others are not tried (each would wait for the server)."""
+    files = write_series(tmp_path / "in", count=2)
+    with postgres_cluster() as cluster:
+        archive = Archive.open_or_create(str(tmp_path / "s"), index=f"{cluster.url}?schema=ed")
+        assert ingest(archive, files).ok
+        study = archive.index.studies()[0]["study_instance_uid"]
+        cluster.stop()
+        lines = [BatchLine(n, "study", study, (f"StudyID={n}",)) for n in range(2, 6)]
+        results = run_batch(archive, lines, continue_on_error=True)
+        archive.close()
+    assert results[0].error is not None and results[0].error.startswith("index ")
+    assert all(
+        r.error and r.error.startswith("not applied: the store's index") for r in results[1:]
+    )
