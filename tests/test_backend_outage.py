@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from dicomweb_archive import Archive, ingest
 from dicomweb_archive.errors import IndexUnavailableError, StorageUnavailableError
 from dicomweb_archive.ops.batch import BatchLine, run_batch
 from dicomweb_archive.ops.ingest_types import FileResult
+from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store import journal
 from dicomweb_archive.store.s3 import LEASE_SECONDS_ENV, TIMEOUT_ENV
 from tests.factory import write_series
 from tests.pgserver import binaries, postgres_cluster
@@ -106,3 +109,41 @@ def test_an_edit_batch_line_by_line_stops_when_the_index_is_down(tmp_path: Path)
     assert all(
         r.error and r.error.startswith("not applied: the store's index") for r in results[1:]
     )
+
+
+def test_an_outage_after_the_commit_point_says_the_change_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch edit whose S3 endpoint stops answering right after its journal is written: the
+    error names the change and says it was committed and that the next writing command
+    finishes it; the next command does."""
+    monkeypatch.setenv(TIMEOUT_ENV, "1")
+    monkeypatch.setenv(LEASE_SECONDS_ENV, "3")
+    files = write_series(tmp_path / "in", count=2)
+    with s3_server_process(tmp_path / "cache") as (_endpoint, process):
+        location = f"s3://{BUCKET}/committed"
+        with Archive.open_or_create(location) as archive:
+            assert ingest(archive, files).ok
+            study = archive.index.studies()[0]["study_instance_uid"]
+        apply = journal._apply
+
+        def pause_then_apply(*args: Any) -> None:
+            os.kill(process.pid, signal.SIGSTOP)
+            apply(*args)
+
+        monkeypatch.setattr(journal, "_apply", pause_then_apply)
+        lines = [BatchLine(2, "study", study, ("StudyDescription=renamed",))]
+        with Archive.open(location) as archive:
+            try:
+                with pytest.raises(StorageUnavailableError) as raised:
+                    run_batch(archive, lines)
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+        monkeypatch.setattr(journal, "_apply", apply)
+        message = str(raised.value)
+        assert "was committed" in message and "next command that writes" in message, message
+        with Archive.open(location) as archive:
+            with archive.writing("test"):  # what every writing command does first
+                pass
+            assert archive.index.studies()[0]["study_description"] == "renamed"
+            assert verify(archive).ok

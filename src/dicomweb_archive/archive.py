@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from dicomweb_archive import __version__
 from dicomweb_archive.errors import (
+    ArchiveError,
     NoSuchObjectError,
     NotAStoreError,
     StoreConfigError,
@@ -355,9 +356,14 @@ class Archive:
             if isinstance(change, ChangeSet):
                 change.finish()
             txn.commit(self.apply_index)
-        except BaseException:
+        except BaseException as exc:
             if not txn.committed:
                 change.abort()
+            elif isinstance(exc, ArchiveError):  # its journal is kept: a writer applies it
+                exc.add_context(
+                    f"; change {txn.id} was committed: the next command that writes to the "
+                    "store finishes it"
+                )
             raise
         if before is not None and before >= 0:
             after = generation(self.storage)

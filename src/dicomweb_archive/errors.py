@@ -21,6 +21,10 @@ class ArchiveError(Exception):
         self.phi = phi
         self.detail = detail
 
+    def add_context(self, text: str) -> None:
+        """Append ``text`` to the message (what the caller knows that the raiser did not)."""
+        self.args = (f"{self}{text}",)
+
     def verbose(self) -> str:
         """The message with what ``--verbose`` adds (``phi`` and ``detail``)."""
         extra = "; ".join(part for part in (self.phi, self.detail) if part)
