@@ -5,8 +5,12 @@ and that running the same command again completes the work, without obstore's in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +151,43 @@ def test_an_outage_after_the_commit_point_says_the_change_is_committed(
                 pass
             assert archive.index.studies()[0]["study_description"] == "renamed"
             assert verify(archive).ok
+
+
+def test_verify_after_a_killed_writer_says_it_was_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer of this host killed after its commit point, its lease left behind: verify
+    says the committed change waits for the next command that writes, naming no process as
+    applying it, and reports no study as changed while it was verified."""
+    files = write_series(tmp_path / "in", count=2)
+    with s3_server_process(tmp_path / "cache") as _server:
+        location = f"s3://{BUCKET}/killed"
+        with Archive.open_or_create(location) as archive:
+            assert ingest(archive, files).ok
+            study = archive.index.studies()[0]["study_instance_uid"]
+
+        def killed(*_args: Any) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(journal, "_apply", killed)
+        lines = [BatchLine(2, "study", study, ("StudyDescription=renamed",))]
+        with Archive.open(location) as archive, pytest.raises(KeyboardInterrupt):
+            run_batch(archive, lines)
+        monkeypatch.undo()
+        process = subprocess.Popen(["true"])  # a pid of this host that no longer runs
+        process.wait()
+        lease = {
+            "holder": f"edit (pid {process.pid})",
+            "token": "killed",
+            "expires": time.time() + 600,
+            "host": socket.gethostname(),
+            "pid": process.pid,
+        }
+        with Archive.open(location) as archive:
+            archive.storage.put(".dicomweb-archive/lease.json", json.dumps(lease).encode())
+            report = verify(archive)
+        messages = [finding.message for finding in report.findings]
+        assert not any("being applied by" in m or "in progress" in m for m in messages), messages
+        assert not any(f.kind == "busy" for f in report.findings), messages
+        assert any("the next command that writes" in m for m in messages), messages
+

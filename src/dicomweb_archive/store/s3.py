@@ -339,8 +339,10 @@ class S3Storage:
             self._release(state)
 
     def lease_holder(self) -> str | None:
+        """Who holds the lease; None when nobody does, or the holder is gone (expired, or a
+        process of this machine that no longer runs: the next writer takes it over)."""
         current = self._read_lease()
-        if current is None or current[0]["expires"] < time.time():
+        if current is None or _dead(current[0]):
             return None
         return str(current[0]["holder"])
 
