@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from dicomweb_archive.store.s3 import LEASE_SECONDS_ENV, TIMEOUT_ENV
 from tests.factory import write_series
 from tests.pgserver import binaries, postgres_cluster
 from tests.s3server import BUCKET, s3_server_process
+from tests.stores import run_cli
 
 FILES = 12
 
@@ -191,3 +193,58 @@ def test_verify_after_a_killed_writer_says_it_was_interrupted(
         assert not any(f.kind == "busy" for f in report.findings), messages
         assert any("the next command that writes" in m for m in messages), messages
 
+
+def _edit(location: str, study: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("edit", "-o", location, "--study", study, "StudyDescription=renamed")
+
+
+def test_waiting_for_another_hosts_lease_says_so(tmp_path: Path) -> None:
+    """A lease held by a writer of another host: `edit` says once, on stderr, whose lease it
+    waits for and when it expires, then takes it over once expired."""
+    files = write_series(tmp_path / "in", count=1)
+    with s3_server_process(tmp_path / "cache") as _server:
+        location = f"s3://{BUCKET}/elsewhere"
+        with Archive.open_or_create(location) as archive:
+            assert ingest(archive, files).ok
+            study = archive.index.studies()[0]["study_instance_uid"]
+            lease = {
+                "holder": "ingest (pid 7)",
+                "token": "theirs",
+                "expires": time.time() + 4,
+                "host": "another-host.example",
+                "pid": 7,
+            }
+            archive.storage.put(".dicomweb-archive/lease.json", json.dumps(lease).encode())
+        result = _edit(location, study)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert (
+        "waiting for the store's lease held by ingest (pid 7) on another-host.example" in (lines[0])
+    )
+
+
+@pytest.mark.local
+def test_waiting_for_a_local_lease_says_so(tmp_path: Path) -> None:
+    """A local writer holds the lease for two seconds: `edit` says once whose lease it waits
+    for, then goes on."""
+    files = write_series(tmp_path / "in", count=1)
+    location = str(tmp_path / "s")
+    with Archive.open_or_create(location) as archive:
+        assert ingest(archive, files).ok
+        study = archive.index.studies()[0]["study_instance_uid"]
+        held = threading.Event()
+
+        def hold() -> None:
+            with archive.storage.lease("ingest (pid 7)"):
+                held.set()
+                time.sleep(3)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        result = _edit(location, study)
+        holder.join()
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [f"{location}: waiting for the store's lease held by ingest (pid 7)"]

@@ -182,7 +182,11 @@ def handle_errors(*, verbose: bool, interrupted: str = "") -> Iterator[None]:
     """Map library errors to one stderr line and an exit code; tracebacks only with -v.
     ``interrupted`` says what to do after Ctrl-C. Libraries' warnings (``warnings.warn``,
     pydicom's about the values it reads) never reach stderr raw: one ``warning:`` line each
-    with -v, else nothing."""
+    with -v, else nothing. A wait for another writer's lease that passes a second is one
+    line (``store/storage.py``'s ``on_lease_wait``)."""
+    from dicomweb_archive.store.storage import on_lease_wait  # noqa: PLC0415 - not for --help
+
+    on_lease_wait(note)
     with warnings.catch_warnings():
         warnings.showwarning = _library_warnings(verbose=verbose)
         with _mapped_errors(verbose=verbose, interrupted=interrupted):

@@ -73,7 +73,14 @@ from dicomweb_archive.errors import (
     StoreLockedError,
 )
 from dicomweb_archive.store.local import count_write
-from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
+from dicomweb_archive.store.storage import (
+    LEASE_WAIT_NOTICE_SECONDS,
+    PRIVATE,
+    Data,
+    ObjectInfo,
+    check_key,
+    lease_wait_notice,
+)
 
 SCHEME = "s3://"
 #: the lease object (see the module docstring)
@@ -349,6 +356,7 @@ class S3Storage:
     def _acquire(self, holder: str, seconds: float, *, wait: bool) -> _Lease:
         token = uuid.uuid4().hex
         delay = 0.02
+        notice_at: float | None = time.monotonic() + LEASE_WAIT_NOTICE_SECONDS
         while True:
             body = _lease_body(holder, token, seconds)
             try:
@@ -367,6 +375,9 @@ class S3Storage:
                 raise StoreLockedError(
                     f"{self.location}: another writer holds it ({current[0]['holder']})"
                 )
+            elif current is not None and notice_at is not None and time.monotonic() >= notice_at:
+                lease_wait_notice(_waiting(self.location, current[0]))
+                notice_at = None  # once
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -486,6 +497,16 @@ def _lease_body(holder: str, token: str, seconds: float) -> bytes:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+    )
+
+
+def _waiting(location: str, lease: dict[str, Any]) -> str:
+    """What a writer waiting for ``lease`` is told: who holds it, where, and until when."""
+    host = f" on {lease['host']}" if lease.get("host") else ""
+    left = max(0, round(float(lease["expires"]) - time.time()))
+    return (
+        f"{location}: waiting for the store's lease held by {lease.get('holder', 'a writer')}"
+        f"{host} (it expires in {left} s unless renewed)"
     )
 
 
