@@ -41,6 +41,10 @@ class BatchLine:
     reason: str = ""
 
 
+#: the columns every CSV batch names in its header row (``reason`` may follow)
+COLUMNS = {"level", "target", "edit"}
+
+
 @dataclass(slots=True)
 class LineResult:
     line: BatchLine
@@ -53,7 +57,13 @@ def read_batch(path: Path) -> list[BatchLine]:
     text = path.read_text(encoding="utf-8")
     lines: list[BatchLine] = []
     if path.suffix.lower() == ".csv":
-        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        rows = csv.DictReader(io.StringIO(text))
+        if rows.fieldnames is not None and not COLUMNS.issubset(rows.fieldnames):
+            raise UsageError(
+                f"{path}:1: the header row is missing or wrong: the first line must name the "
+                "columns level,target,edit[,reason]"
+            )
+        for number, row in enumerate(rows, start=2):
             try:
                 lines.append(
                     BatchLine(
