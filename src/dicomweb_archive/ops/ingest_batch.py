@@ -10,6 +10,7 @@ run's bookkeeping. Results are reported in input order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -366,8 +367,11 @@ class Batch:
         point: Any,
         previous: tuple[str, InstanceKey] | None,
     ) -> None:
-        """The instance is not stored: what it wrote is removed (a replaced one stays)."""
-        writer.abort()
+        """The instance is not stored: what it wrote is removed (a replaced one stays). A
+        storage that does not answer keeps them, as a killed writer would: without their
+        info record they are no instance, and the next run that writes removes them."""
+        with contextlib.suppress(StorageUnavailableError):
+            writer.abort()
         if change is not None and point is not None and previous is not None:
             self._undo_replacement(change, point, previous[1])
         record_error(result, exc)
