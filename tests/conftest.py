@@ -3,15 +3,19 @@
 ``--storage local`` (the default) puts every store of the suite in a directory,
 ``--storage memory`` in memory (``memory://``), ``--storage s3`` in a bucket of a real S3
 endpoint (moto's server on loopback, started for the session: ``tests/s3server.py``);
-``scripts/test.sh`` runs the suite on local and memory, ``scripts/test-s3.sh`` on S3.
-Tests that read a store's files on disk (DCMTK on them, links, file modes) are marked
-``local`` and run on the local storage only; tests where another process opens the store (the
-crash tests: a writer killed at its k-th write) are marked ``shared`` and run on local and S3.
+``--index postgres`` indexes the stores the suite makes in a PostgreSQL server the session
+starts (``tests/pgserver.py``). ``scripts/test.sh`` runs the suite three times: local with
+SQLite, memory with SQLite, S3 with PostgreSQL. After each test (and each module, for its
+fixtures' stores) its S3 stores are removed and its PostgreSQL schemas emptied for reuse
+(``tests/stores.py``). Tests that read a store's files on disk (DCMTK on them, links, file
+modes) are marked ``local`` and run on the local storage only; tests where another process
+opens the store (the crash tests: a writer killed at its k-th write) are marked ``shared`` and
+run on local and S3. ``DICOMWEB_TEST_S3_LOG=FILE`` keeps the S3 server's request log.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,9 @@ import pytest
 from pydicom.data import get_testdata_files
 
 from tests import stores
+
+#: environment variable: a file for the request log of the session's S3 server (to count them)
+S3_LOG_ENV = "DICOMWEB_TEST_S3_LOG"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,7 +61,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pointing at it (index caches in the session's temporary folder): its URL."""
     from tests.s3server import s3_server
 
-    with s3_server(tmp_path_factory.mktemp("cache")) as url:
+    log = os.environ.get(S3_LOG_ENV)
+    with s3_server(tmp_path_factory.mktemp("cache"), log=Path(log) if log else None) as url:
         yield url
 
 
@@ -63,6 +71,26 @@ def _s3_backend(request: pytest.FixtureRequest) -> None:
     """With ``--storage s3`` every store of the suite is in the S3 server's bucket."""
     if request.config.getoption("--storage") == "s3":
         request.getfixturevalue("s3_endpoint")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_stores_released() -> Iterator[None]:
+    """The S3 stores and index schemas a module's fixtures made are released after its
+    tests (:func:`_stores_released`)."""
+    since = stores.marks()
+    yield
+    stores.release(since)
+
+
+@pytest.fixture(autouse=True)
+def _stores_released() -> Iterator[None]:
+    """The S3 stores a test made are removed after it, and their PostgreSQL schemas emptied
+    for the next stores: moto lists a bucket by going through every key in it, so a bucket
+    that kept every test's objects would make each listing slower than the last; a new
+    schema costs more than emptying one."""
+    since = stores.marks()
+    yield
+    stores.release(since)
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +117,13 @@ def _postgres_backend(request: pytest.FixtureRequest) -> Iterator[None]:
     made = archive._default_config
 
     def indexed() -> Any:
-        return replace(made(), index=f"{url}?schema=s_{uuid.uuid4().hex[:16]}")
+        return replace(made(), index=f"{url}?schema={stores.index_schema()}")
 
+    stores.POSTGRES_URL = url
     archive._default_config = indexed
     yield
     archive._default_config = made
+    stores.POSTGRES_URL = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

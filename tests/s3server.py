@@ -1,5 +1,11 @@
-"""A real S3 endpoint for tests: moto's server mode (``python -m moto.server``) on 127.0.0.1, in
-its own process (it answers while the test process works, as a real endpoint would).
+"""A real S3 endpoint for tests: moto's server mode on 127.0.0.1, in its own process (it answers
+while the test process works, as a real endpoint would).
+
+The process serves moto's S3 application alone (``python tests/s3server.py PORT``), in
+werkzeug's threaded server as ``python -m moto.server`` does, without the dispatcher in front
+that serves every AWS service: that one looks up the service of each request by listing moto's
+package folder and matching hundreds of URL patterns, which doubled the time of an S3 request
+(3.4 ms instead of 7.3 ms per HEAD, GET or PUT on the loaded 2-core test machine).
 
 The AWS environment variables point at it (as a user's would at their object storage), so every
 command and library call reaches it through ``store/s3.py`` exactly as it would reach AWS, and
@@ -28,23 +34,28 @@ def _free_port() -> int:
 
 
 @contextmanager
-def s3_server(cache: Path) -> Iterator[str]:
-    """Start the server, make :data:`BUCKET`, set the environment; yield the endpoint URL."""
-    with s3_server_process(cache) as (endpoint, _process):
+def s3_server(cache: Path, *, log: Path | None = None) -> Iterator[str]:
+    """Start the server, make :data:`BUCKET`, set the environment; yield the endpoint URL.
+    ``log``: a file for the server's request log (a line per request, which
+    ``bench/s3_requests.py`` counts)."""
+    with s3_server_process(cache, log=log) as (endpoint, _process):
         yield endpoint
 
 
 @contextmanager
-def s3_server_process(cache: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def s3_server_process(
+    cache: Path, *, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """:func:`s3_server`, yielding its process too (a test pauses it)."""
     import boto3
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
+    log_file = log.open("ab") if log is not None else None
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, __file__, str(port), "log" if log is not None else "quiet"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file if log_file is not None else subprocess.DEVNULL,
     )
     settings = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -55,10 +66,10 @@ def s3_server_process(cache: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
     }
     saved = {name: os.environ.get(name) for name in settings}
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                urllib.request.urlopen(f"{endpoint}/", timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -76,3 +87,28 @@ def s3_server_process(cache: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
                 os.environ[name] = value
         server.terminate()
         server.wait(timeout=10)
+        if log_file is not None:
+            log_file.close()
+
+
+def _serve(port: int, *, log: bool) -> None:
+    """Serve moto's S3 application on 127.0.0.1:``port`` (see the module docstring); with
+    ``log``, a line per request on standard error."""
+    import logging
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
+
+    if not log:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    run_simple(
+        "127.0.0.1",
+        port,
+        create_backend_app("s3"),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), log=sys.argv[2] == "log")

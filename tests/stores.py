@@ -21,6 +21,13 @@ from dicomweb_archive.store.memory import forget as forget_memory
 from dicomweb_archive.store.storage import PRIVATE, from_json_gz
 
 BACKEND = "local"
+#: the S3 stores :func:`location` named, in order, until :func:`forget` removes them
+MADE: list[str] = []
+#: with ``--index postgres``: the server's URL, the schemas handed to new stores (in order) and
+#: those emptied for reuse (a new schema costs its tables and indexes: 60 to 160 ms)
+POSTGRES_URL: str | None = None
+SCHEMAS: list[str] = []
+_FREE_SCHEMAS: list[str] = []
 
 
 def location(tmp_path: Path, name: str = "store") -> str:
@@ -29,13 +36,57 @@ def location(tmp_path: Path, name: str = "store") -> str:
     if BACKEND == "s3":
         from tests.s3server import BUCKET
 
-        return f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:12]}"
+        where = f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:12]}"
+        MADE.append(where)
+        return where
     return str(tmp_path / name)
 
 
 def forget(where: str) -> None:
+    """Free a store's memory, or remove a store's objects from the S3 bucket."""
     if where.startswith("memory://"):
         forget_memory(where)
+    elif where in MADE:
+        from dicomweb_archive.store.s3 import S3Storage
+
+        MADE.remove(where)
+        S3Storage(where).delete_prefix("")
+
+
+def marks() -> tuple[int, int]:
+    """How many S3 stores and index schemas were handed out so far (for :func:`release`)."""
+    return len(MADE), len(SCHEMAS)
+
+
+def release(since: tuple[int, int]) -> None:
+    """Remove the S3 stores, and empty for reuse the index schemas, handed out after
+    ``since`` (those of a test, or of a module's fixtures)."""
+    stores, schemas = since
+    for where in MADE[stores:]:
+        forget(where)
+    emptied = SCHEMAS[schemas:]
+    del SCHEMAS[schemas:]
+    if emptied and POSTGRES_URL is not None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for name in emptied:
+                tables = conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = %s AND table_name <> 'index_schema'",
+                    (name,),
+                ).fetchall()
+                with conn.transaction():  # foreign keys are checked at commit
+                    for (table,) in tables:
+                        conn.execute(f'DELETE FROM "{name}"."{table}"')
+                _FREE_SCHEMAS.append(name)
+
+
+def index_schema() -> str:
+    """A schema for a new store's index: an emptied one, or a new name."""
+    name = _FREE_SCHEMAS.pop() if _FREE_SCHEMAS else f"s_{uuid.uuid4().hex[:16]}"
+    SCHEMAS.append(name)
+    return name
 
 
 def open_store(where: str | Path) -> Archive:

@@ -32,6 +32,7 @@ CASES = {
     "startup": (["--runs", "1"], "vs python -c pass"),
     "render": (["--count", "2", "--size", "16", "--runs", "1"], "vs pydicom + Pillow"),
     "qido": (["--studies", "30", "--queries", "20"], "p95 < 50 ms"),
+    "s3_requests": (["--count", "2"], "| total |"),
 }
 
 #: the benchmarks that take --workdir

@@ -29,6 +29,7 @@ from dicomweb_archive.errors import InputChangedError, UnreadableInputError
 from dicomweb_archive.ops.distributed import BATCH_FILES, SentFile, Workers, WorkSpec, write_files
 from dicomweb_archive.ops.ingest_types import IngestReport, PipelineOptions
 from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store import notify
 from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.keys import CONFIG
 from tests import stores
@@ -278,8 +279,80 @@ def test_an_internal_error_on_a_worker_keeps_its_traceback(
     location = new_store("store")
     with Archive.open_or_create(location) as archive:
         spec = WorkSpec(location, archive.keys, InlineLimits(), Recompression())
+        notify.notify(archive.storage, notify.GROUP, uid(21))  # as the command does first
     key = InstanceKey(uid(21), uid(22), uid(23))
     [written] = write_files(spec, [SentFile(str(path), "in/a.dcm", key)])
     assert written.error == "in/a.dcm: cannot be read: an internal error"
     assert isinstance(written.exception, distributed.WorkerError)
     assert "KeyError: 'deep inside'" in str(written.exception)
+
+
+def test_two_files_with_one_sop_instance_uid_in_one_input(
+    new_store: Callable[[str], str], inputs: list[Path], tmp_path: Path, workers: Workers
+) -> None:
+    """Pairs of files holding one SOP Instance UID with other pixels, between other files: the
+    second of each pair is refused as given twice, as without workers (an outside tester saw
+    the later one stored over the first in 3 runs of 4 when the first was not yet committed;
+    a race this small input does not reliably show)."""
+    files: list[Path] = []
+    for number, source in enumerate(inputs[:4]):
+        twin = tmp_path / f"twin{number}.dcm"
+        data = source.read_bytes()
+        twin.write_bytes(data[:-2] + bytes([data[-2] ^ 1, data[-1]]))  # other pixels
+        files += [source, *inputs[4:6], twin]
+    alone, spread = new_store("alone"), new_store("spread")
+    local = _ingest(alone, files, None)
+    distributed = _ingest(spread, files, workers)
+    assert _statuses(distributed) == _statuses(local)
+    assert sum(r.status == "failed" for r in local.results) == 4
+    _same_objects(alone, spread)
+    _verified(spread)
+
+
+def test_a_worker_that_opens_another_store_writes_nothing(
+    new_store: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A worker that finds another store at the location it was given (a relative path from
+    another working directory, a file system mounted elsewhere) writes nothing and says so:
+    the command notifies a study before it sends its files, and that store was not told."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    location = new_store("other")
+    with Archive.open_or_create(location) as archive:
+        spec = WorkSpec(location, archive.keys, InlineLimits(), Recompression())
+    [written] = write_files(
+        spec, [SentFile(str(path), "in/a.dcm", InstanceKey(*map(uid, (21, 22, 23))))]
+    )
+    assert written.end is None and written.error is not None
+    assert "is not the one the command writes" in written.error
+    assert stores.keys_under(location, f"studies/{uid(21)}/") == []
+
+
+def test_a_relative_store_is_sent_to_workers_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
+) -> None:
+    """The command gives the workers a directory store's absolute path (a worker's working
+    directory is not the command's: frames went into another store; outside tester)."""
+    from dicomweb_archive.ops.distributed import DaskBatch
+
+    monkeypatch.chdir(tmp_path)
+    with Archive.open_or_create("relative-store") as archive:
+        batch = DaskBatch(archive, PipelineOptions(), IngestReport(), None, workers=workers)
+        try:
+            assert batch.spec.location == str(tmp_path / "relative-store")
+        finally:
+            batch.executor.shutdown()
+
+
+@pytest.mark.parametrize("address", ["foo://x:1", "not an address", "tcp://127.0.0.1:99999"])
+def test_a_mistyped_scheduler_address_is_a_usage_error(tmp_path: Path, address: str) -> None:
+    """A scheduler address that is none is one usage line, exit 2, before any store is made
+    (was: Dask's traceback, or a wait of a minute; outside tester)."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
+    store = tmp_path / "store"
+    done = stores.run_cli("create", "-o", str(store), "--scheduler", address, str(path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"error: --scheduler {address}: give a Dask scheduler's address, tcp://HOST:PORT "
+        "(the port 1 to 65535)\n"
+    )
+    assert not store.exists()

@@ -59,6 +59,11 @@ CONDITIONS = [
     ("study", "modalities_in_study", "list", "C?"),
     ("series", "modality", "text", "CT"),
     ("instance", "sop_instance_uid", "uid", f"{uid(301)}\\{uid(305)}"),
+    # IS attributes, integer columns: matched as their decimal text (C.2.2.2.1, C.2.2.2.4)
+    ("instance", "instance_number", "text", "12"),
+    ("instance", "instance_number", "text", "1?"),
+    ("series", "series_number", "text", "1"),
+    ("series", "series_number", "text", "*1"),
 ]
 
 
@@ -74,6 +79,7 @@ def _inputs(folder: Path) -> list[Path]:
                 patient_id=f"P{n % 3}",
                 patient_name=name,
                 modality="MR" if n % 2 else "CT",
+                instance_number=10 + n,
             )
         )
     return files

@@ -14,14 +14,17 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
+import obstore
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 
 from dicomweb_archive import Archive, ingest
+from dicomweb_archive import archive as archive_module
 from dicomweb_archive.errors import ObjectExistsError, StoreError, StoreLockedError
 from dicomweb_archive.store.s3 import LEASE, LEASE_SECONDS_ENV, S3Storage, parse_location
 from tests.s3server import BUCKET
@@ -250,3 +253,43 @@ def test_a_machine_whose_cache_is_behind_rebuilds_it(s3: str, tmp_path: Path) ->
     studies = json.loads(gzip.decompress(S3Storage(where).get("studies/index.json.gz")))
     assert len(studies) == 3
     assert run(machine_b, "verify", "-o", where).returncode == 0
+
+
+def test_a_lease_released_in_time_is_deleted_without_reading_it(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Releasing a lease that was renewed in time is one request (the delete): nobody can have
+    taken it, so it is not read again first (a lease taken over is left alone: the test
+    above)."""
+    storage = S3Storage(_location())
+    reads: list[str] = []
+    real_get = obstore.get
+
+    def counting_get(store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(key)
+        return real_get(store, key, *args, **kwargs)
+
+    monkeypatch.setattr(obstore, "get", counting_get)
+    with storage.lease("a"):
+        pass
+    assert reads == []
+    assert storage.lease_holder() is None
+
+
+def test_open_or_create_reads_the_configuration_once(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening an existing store with ``open_or_create`` (every ingest command) reads its
+    configuration once, not to see whether it exists and again to open it."""
+    where = _location()
+    Archive.create(where).close()
+    reads: list[str] = []
+    real_read = archive_module._read_config
+
+    def counting(storage: object) -> object:
+        reads.append("config")
+        return real_read(storage)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(archive_module, "_read_config", counting)
+    Archive.open_or_create(where).close()
+    assert reads == ["config"]

@@ -10,7 +10,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -29,12 +31,13 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.ops.update import update
 from dicomweb_archive.ops.verify import verify
+from dicomweb_archive.store.dedup import current_groups, read_study_records
 from dicomweb_archive.store.journal import Transaction, read_consistently, replay
 from dicomweb_archive.store.keys import GENERATION, JOURNAL, STAGING
 from dicomweb_archive.store.local import LocalStorage
 from dicomweb_archive.store.memory import MemoryStorage, forget
 from dicomweb_archive.store.s3 import S3Storage
-from dicomweb_archive.store.storage import Storage
+from dicomweb_archive.store.storage import ObjectInfo, Storage
 from tests.factory import write_series
 from tests.s3server import BUCKET
 from tests.stores import tree_hashes
@@ -217,9 +220,27 @@ def test_a_journal_left_by_a_crash_is_replayed(storage: Storage) -> None:
     assert storage.get(GENERATION) == b"1"
 
 
+def test_a_consistent_read_checks_the_journal_after_it_only(storage: Storage) -> None:
+    """A read while no change is applied costs three checks (each an S3 request): the
+    generation before and after, and that no journal is there after; a journal before the
+    read is caught by those after it."""
+    heads: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(storage, name)
+
+        def head(self, key: str) -> ObjectInfo | None:
+            heads.append(key)
+            return storage.head(key)
+
+    assert read_consistently(cast(Storage, Counting()), lambda: 1) == 1
+    assert sorted(heads) == sorted([GENERATION, GENERATION, JOURNAL])
+
+
 def test_readers_wait_for_a_change_being_applied(storage: Storage) -> None:
-    """A reader does not read while a journal is there; once it is gone the read goes on;
-    with no patience left it says which change is in progress."""
+    """A reader does not return what it read while a journal was there; once it is gone the
+    read goes on; with no patience left it says which change is in progress."""
     storage.put(JOURNAL, b'{"id": "abc"}')
     with pytest.raises(WriteInProgressError, match="abc"):
         read_consistently(storage, lambda: 1, patience=0.1)
@@ -340,3 +361,28 @@ def test_barrier_makes_plain_puts_durable(tmp_path: Path, monkeypatch: pytest.Mo
     storage.copy("studies/a/info.json.gz", "studies/b/info.json.gz")
     storage.barrier()
     assert calls == [1, 1]
+
+
+def test_the_group_index_is_read_without_a_check_first(tmp_path: Path, store: str) -> None:
+    """Reading a study's records reads its group index once, with no existence check before
+    (a request more on object storage); a study with none has no groups."""
+    files = write_series(tmp_path / "in", count=2)
+    study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    with Archive.open_or_create(store) as archive:
+        ingest(archive, files)
+        heads: list[str] = []
+        real = archive.storage
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def head(self, key: str) -> ObjectInfo | None:
+                heads.append(key)
+                return real.head(key)
+
+        counting = cast(Storage, Counting())
+        records = read_study_records(counting, archive.keys, study)
+        assert len(records.records) == 2
+        assert archive.keys.group_index(study) not in heads
+        assert current_groups(counting, archive.keys, "1.2.3.999") == []

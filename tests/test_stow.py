@@ -196,6 +196,7 @@ def test_status_codes(frames_as_received: str, caplog: pytest.LogCaptureFixture)
     assert sop_count(frames_as_received) == 1
 
 
+@pytest.mark.shared  # the serve process opens the store
 def test_a_body_with_another_boundary_is_one_worded_line(frames_as_received: str) -> None:
     """A body whose parts are delimited by another boundary than its Content-Type's: 400 naming
     the boundary expected, in our words; the `serve` process's stderr has no line of the

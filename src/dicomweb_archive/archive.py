@@ -80,7 +80,12 @@ class Archive:
         storage = storage_at(name, create=False)
         if storage is None:
             raise NotAStoreError(f"{name}: no such store (create one with mkdicomweb)")
-        config = _read_config(storage)
+        return cls._opened(name, storage, _read_config(storage))
+
+    @classmethod
+    def _opened(cls, name: str, storage: Storage, config: StoreConfig | None) -> Archive:
+        """The store in ``storage`` whose configuration was read as ``config`` (see
+        :meth:`open`)."""
         if config is None:
             if not is_format_1(storage):
                 raise NotAStoreError(
@@ -128,14 +133,15 @@ class Archive:
         refused (``StoreConfig.agreeing``); None means "not given"."""
         name = normal_location(location)
         storage = storage_at(name, create=False)
-        exists = storage is not None and (_read_config(storage) is not None or is_format_1(storage))
-        if not exists:
+        config = None if storage is None else _read_config(storage)
+        if storage is not None and (config is not None or is_format_1(storage)):
+            archive = cls._opened(name, storage, config)  # the configuration is read once
+        else:
             given = {k: v for k, v in settings.items() if v is not None} | (defaults or {})
             try:
                 return cls.create(name, replace(_default_config(), **given))
             except StoreConfigError:
-                pass  # made meanwhile by another process: open it
-        archive = cls.open(name)
+                archive = cls.open(name)  # made meanwhile by another process: open it
         recorded, archive.config = archive.config, archive.config.agreeing(**settings)
         if archive.config.to_json() != recorded.to_json():  # not for an index URL's password
             with archive.writing("configure"):

@@ -44,15 +44,26 @@ class _LazyConsole:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self.console(), name)
+
+    def console(self) -> Console:
+        """The Console itself, made now if not yet."""
         if self._console is None:
             from rich.console import Console  # noqa: PLC0415 - see the class docstring
 
             self._console = Console(**self._settings)
-        return getattr(self._console, name)
+        return self._console
 
 
 stdout = cast("Console", _LazyConsole(highlight=False))
 stderr = cast("Console", _LazyConsole(stderr=True, highlight=False))
+
+
+def real_console(console: Console) -> Console:
+    """The rich Console behind :data:`stdout` or :data:`stderr`: rich's progress display uses
+    its console as a context manager and with special methods, which attribute lookup on a
+    lazy stand-in does not give."""
+    return console.console() if isinstance(console, _LazyConsole) else console
 
 
 def interactive() -> bool:

@@ -29,6 +29,7 @@ from dicomweb_archive.cli.common import (
     interactive,
     note,
     open_store,
+    real_console,
     say,
     stderr,
     stdout,
@@ -60,7 +61,7 @@ def _progress(label: str) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=stderr,
+        console=real_console(stderr),
         transient=True,
     )
 

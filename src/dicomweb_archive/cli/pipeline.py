@@ -24,6 +24,7 @@ from dicomweb_archive.cli.common import (
     handle_errors,
     interactive,
     note,
+    real_console,
     say,
     stderr,
     store_path,
@@ -130,6 +131,12 @@ def make_command(command: str) -> Callable[..., None]:
             raise typer.Exit(EXIT_USAGE)
         if scheduler is not None and workers is not None:
             error_line("give --scheduler or --workers, not both")
+            raise typer.Exit(EXIT_USAGE)
+        if scheduler is not None and not _scheduler_address(scheduler):
+            error_line(
+                f"--scheduler {scheduler}: give a Dask scheduler's address, "
+                "tcp://HOST:PORT (the port 1 to 65535)"
+            )
             raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
@@ -268,6 +275,12 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _scheduler_address(text: str) -> bool:
+    from dicomweb_archive.ops.distributed import scheduler_address  # noqa: PLC0415 - lazy
+
+    return scheduler_address(text)
+
+
 @contextmanager
 def _workers(
     archive: Archive, scheduler: str | None, workers: int | None, *, clean: bool
@@ -351,7 +364,7 @@ def _run_files(
     )
     # for the bar: sizes known before the start
     total = sum(_size(path) for path in files if isinstance(path, Path))
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=real_console(stderr), transient=True) as progress:
         task = progress.add_task("ingesting", total=total or None, done=0, files=len(files))
         done = 0
 

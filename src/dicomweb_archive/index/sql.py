@@ -24,6 +24,10 @@ import orjson
 from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.protocol import Row, StudyUpdate
 
+#: matching keys of VR IS (SeriesNumber, InstanceNumber) kept in INTEGER columns: matched as
+#: their decimal text, as a value with wildcards is (PS3.4 C.2.2.2.1, C.2.2.2.4); SQLite compares
+#: an integer with text as text, PostgreSQL has no integer LIKE text
+INTEGER_COLUMNS = frozenset({"series_number", "instance_number"})
 TABLE_KEYS = {
     "patients": "patient_id",
     "studies": "study_instance_uid",
@@ -316,6 +320,8 @@ class SqlIndex(ABC):
                 args.append(bounds[1])
             return " AND ".join(parts) or "1 = 1", args
         pattern = self.dialect.pattern
+        if match.column in INTEGER_COLUMNS:
+            column = f"CAST({column} AS TEXT)"
         if match.kind == "list":
             # any of the backslash-separated values matches
             return pattern(f"('\\' || {column} || '\\')", f"*\\{match.value}\\*", False)

@@ -25,7 +25,13 @@ from dicomweb_archive.ops.changes import (
 )
 from dicomweb_archive.ops.stages import complete_pending
 from dicomweb_archive.ops.state import States
-from dicomweb_archive.ops.update import InstanceChange, UpdatePlan, UpdateReport, target_instances
+from dicomweb_archive.ops.update import (
+    InstanceChange,
+    UpdatePlan,
+    UpdateReport,
+    target_changed,
+    target_instances,
+)
 
 #: IOCM rejection reasons (PS3.16 CID 7011): code -> meaning
 REJECTION_CODES = {
@@ -80,6 +86,9 @@ def apply_delete(
     details = {"rejection": {"code": reject, "meaning": REJECTION_CODES[reject]}} if reject else {}
     kind = "reject" if reject else "delete"
     with archive.writing(kind):
+        if target_changed(archive, plan):  # another writer added or removed some: as it is now
+            plan = plan_delete(archive, plan.level, plan.target)
+            report = UpdateReport(plan)
         with archive.changing(
             kind, level=plan.level, target=plan.target, reason=reason, details=details
         ) as change:

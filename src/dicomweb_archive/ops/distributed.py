@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import threading
 import traceback
 from collections import deque
@@ -60,8 +61,10 @@ from dicomweb_archive.ops.ingest_types import (
     instance_key,
     record_error,
 )
+from dicomweb_archive.store import notify
 from dicomweb_archive.store.instance import InstanceKey, InstanceWriter
 from dicomweb_archive.store.keys import StoreKeys
+from dicomweb_archive.store.local import LocalStorage
 from dicomweb_archive.store.locations import storage_at
 from dicomweb_archive.store.memory import MemoryStorage
 from dicomweb_archive.store.recovery import sweep_study
@@ -145,6 +148,18 @@ class Workers:
         self.close()
 
 
+#: a scheduler's address: ``[tcp|tls]://HOST:PORT`` (no scheme: tcp), HOST a name, an IPv4
+#: address or a bracketed IPv6 address
+_ADDRESS = re.compile(r"(?:(?:tcp|tls)://)?(?:[\w.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+
+
+def scheduler_address(text: str) -> bool:
+    """Whether ``text`` has the form of a Dask scheduler's address (checked before the store
+    is opened: a mistyped one is a usage error, not a 60 s wait or Dask's traceback)."""
+    match = _ADDRESS.fullmatch(text)
+    return match is not None and 0 < int(match.group(1)) < 65536
+
+
 def open_workers(*, scheduler: str | None = None, workers: int | None = None) -> Workers:
     """Connect to the Dask scheduler at ``scheduler``, or start a local cluster of ``workers``
     processes (one thread each) on 127.0.0.1.
@@ -172,7 +187,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
         return Workers(Client(cluster), cluster)
     try:
         client = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # refused, timed out, or an address Dask cannot use
         raise WorkersError(f"--scheduler {scheduler}: no Dask scheduler answers there") from exc
     try:
         client.wait_for_workers(1, timeout=CONNECT_SECONDS)
@@ -252,7 +267,23 @@ def _writer(
             f"{file.name}: changed while it was being ingested (its header named another "
             "instance); run again"
         )
+    if storage.head(StoreKeys.notification(notify.GROUP, key.study)) is None:
+        # the command notified the study before sending the file: this is another store
+        raise NotAStoreError(
+            f"{storage.location}: the store a Dask worker opens there is not the one the "
+            f"command writes (it was not told of the study of {file.name}); give every "
+            "worker the store at the same absolute path, or an s3:// location"
+        )
     return InstanceWriter(storage, keys, key, storage)
+
+
+def _last_words(error: BaseException | None) -> str:
+    """What a failed task said, in words: the last line of its text (a worker's traceback
+    ends with the error), without the exception's class name."""
+    lines = str(error or "").strip().splitlines()
+    if not lines:
+        return "no reason given"
+    return re.sub(r"^[\w.]+(Error|Exception|Exit): ", "", lines[-1])
 
 
 def _portable(exc: Exception) -> BaseException:
@@ -297,7 +328,11 @@ class DaskBatch(Batch):
         super().__init__(archive, options, report, progress)
         assert self.change is None  # -c runs stay local (one change, one writer)
         self.workers = workers
-        self.spec = WorkSpec(archive.location, self.keys, self.limits, self.recompression)
+        # a directory by its absolute path: a worker's working directory is not the command's
+        location = archive.location
+        if isinstance(archive.storage, LocalStorage):
+            location = str(archive.storage.root.absolute())
+        self.spec = WorkSpec(location, self.keys, self.limits, self.recompression)
         #: two tasks per worker thread in flight: one running, one waiting to run
         self.in_flight_limit = BATCH_FILES * 2 * workers.slots
         self.gathering = _Task()
@@ -398,13 +433,25 @@ class DaskBatch(Batch):
         it is not stored."""
         key = result.key
         assert key is not None
-        self.sent_sops.pop(key.sop, None)
+        try:
+            self._commit(result, written, error, key)
+        finally:  # a later file with this SOP Instance UID finds this one committed
+            self.sent_sops.pop(key.sop, None)
+
+    def _commit(
+        self,
+        result: FileResult,
+        written: Written | None,
+        error: BaseException | None,
+        key: InstanceKey,
+    ) -> None:
         if written is None:  # the task failed on every attempt
             self.unswept.add(key.study)
             result.exception = error
+            why = _last_words(error)
             result.error = (
                 f"{result.path}: not stored: the Dask task that writes it failed on every "
-                "attempt (its workers died or could not reach the store); run again"
+                f"attempt (its workers died or could not reach the store: {why}); run again"
             )
             return
         if written.end is None:

@@ -107,7 +107,10 @@ def run_stages(
     study: bool,
     remove_instance_files: bool = False,
 ) -> StageReport:
-    """The group and/or study stages under the lease, chunk by chunk (see the docstring)."""
+    """The group and/or study stages under the lease, chunk by chunk (see the docstring).
+    An index cache another machine's writes made stale while this writer waited for the
+    lease is rebuilt first (``ensure_index``): the study list is made from the index."""
+    ensure_index(archive)
     if studies is None:
         stages = ([notify.GROUP] if group else []) + ([notify.STUDY] if study else [])
         todo = sorted({s for stage in stages for s in notify.pending(archive.storage, stage)})

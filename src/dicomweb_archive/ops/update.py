@@ -49,6 +49,7 @@ from dicomweb_archive.model.query import instance_query
 from dicomweb_archive.model.syntax import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.model.uid import check_uid
 from dicomweb_archive.ops.ingest_types import inline_limits
+from dicomweb_archive.ops.reindex import ensure_index
 from dicomweb_archive.ops.served import ServedStudy, read_served_study
 from dicomweb_archive.ops.stages import complete_pending, stage_study_list
 from dicomweb_archive.ops.study import (
@@ -379,10 +380,32 @@ def stage_edits(
     stage_study_list(archive, txn, built)
 
 
+def target_changed(archive: Archive, plan: UpdatePlan) -> bool:
+    """Under the lease: whether the plan's target (a patient, study, series or instance) names
+    other instances now than when it was planned, another writer having added (or removed)
+    some since: an edit of a study must not leave out the instances an ingest added to it
+    meanwhile. An index cache another machine's writes made stale is rebuilt first
+    (``ensure_index``): the target is looked up in the index."""
+    if plan.level not in LEVELS or generation(archive.storage) == plan.generation:
+        return False
+    ensure_index(archive)
+    try:
+        now = set(target_instances(archive, plan.level, plan.target))
+    except (NoSuchStudyError, NoSuchInstanceError):
+        now = set()
+    return now != {item.key for item in plan.instances}
+
+
 def _views_now(archive: Archive, plan: UpdatePlan) -> dict[str, ServedStudy]:
     """The planned studies as they are now (under the lease): as planned when nothing was
-    committed since, else read again; every planned instance must still be at the revision
-    it was planned from (optimistic concurrency)."""
+    committed since, else read again; the target must name the instances it named when
+    planned (:func:`target_changed`), each still at the revision it was planned from
+    (optimistic concurrency)."""
+    if target_changed(archive, plan):
+        raise StaleVersionError(
+            f"the {plan.level} has other instances than when the update was planned (another "
+            "writer added or removed some); run it again"
+        )
     if generation(archive.storage) == plan.generation and set(plan.studies) <= set(plan.views):
         views = plan.views
     else:

@@ -97,10 +97,17 @@ def read_study_records(reader: Reader, keys: StoreKeys, study: str) -> StudyReco
 
 
 def current_groups(reader: Reader, keys: StoreKeys, study: str) -> list[str]:
+    """The study's group files (none before its first group stage); one read, no check
+    first (each is a request on object storage)."""
     key = keys.group_index(study)
-    if reader.head(key) is None:
+    try:
+        data = reader.get(key)
+    except NoSuchObjectError:
         return []
-    groups: list[str] = _read(reader, key)["groups"]
+    try:
+        groups: list[str] = from_json_gz(data)["groups"]
+    except (OSError, ValueError) as exc:
+        raise CorruptStoreError(f"{key} is unreadable") from exc
     return groups
 
 

@@ -12,10 +12,10 @@ deleted. Every writer replays a journal left by an interrupted run before anythi
 (:func:`replay`), so the store is entirely old (no journal: the staging objects are swept) or
 entirely new (journal: replayed). Nothing relies on rename: the same works on object storage.
 
-Readers (:func:`read_consistently`) check that no journal is being applied and that the
-generation is the same before and after they read: a reader sees the state before a change or
-after it, never a mix, and retries (then says which change is in progress) while one is
-being applied.
+Readers (:func:`read_consistently`) check that the generation is the same before and after
+they read and that no journal is there after: a reader sees the state before a change or after
+it, never a mix, and retries (then says which change is in progress) while one is being
+applied.
 """
 
 from __future__ import annotations
@@ -280,16 +280,18 @@ def read_consistently(
     deadline = time.monotonic() + patience
     delay = 0.01
     while True:
+        # no journal needs checking before the read: a change being applied then is either
+        # still being applied after it (its journal is there) or applied meanwhile (the
+        # generation, replaced after every object of the change, is not the one read before)
         before = storage.head(GENERATION)
-        if storage.head(JOURNAL) is None:
-            try:
-                result = read()
-            except Exception:
-                if storage.head(JOURNAL) is None and storage.head(GENERATION) == before:
-                    raise  # a real error of a consistent state
-            else:
-                if storage.head(JOURNAL) is None and storage.head(GENERATION) == before:
-                    return result
+        try:
+            result = read()
+        except Exception:
+            if storage.head(JOURNAL) is None and storage.head(GENERATION) == before:
+                raise  # a real error of a consistent state
+        else:
+            if storage.head(JOURNAL) is None and storage.head(GENERATION) == before:
+                return result
         if time.monotonic() > deadline:
             change = change_in_progress(storage) or "several changes in a row"
             raise WriteInProgressError(

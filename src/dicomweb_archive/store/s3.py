@@ -29,7 +29,8 @@ is not waited out).
 A holder that could not renew in time (a stalled process whose lease another writer took) is
 *fenced*: its next put raises :class:`~dicomweb_archive.errors.StoreLockedError` instead of
 writing, so an expired writer never writes under another's lease. Releasing deletes the lease
-object when it is still the holder's.
+object when it is still the holder's: at once while it was renewed in time (more than a third
+of its time left, so no other writer can have taken it), else after reading it again.
 
 Location and credentials come from the standard AWS environment: ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``), ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` /
@@ -358,17 +359,18 @@ class S3Storage:
         delay = 0.02
         notice_at: float | None = time.monotonic() + LEASE_WAIT_NOTICE_SECONDS
         while True:
-            body = _lease_body(holder, token, seconds)
+            expires = time.time() + seconds
+            body = _lease_body(holder, token, expires)
             try:
                 info = self.put(LEASE, body, if_absent=True)
-                return _Lease(holder, token, seconds, info.etag)
+                return _Lease(holder, token, seconds, info.etag, expires)
             except ObjectExistsError:
                 pass
             current = self._read_lease()
             if current is not None and _dead(current[0]):
                 try:
                     info = self.put(LEASE, body, if_match=current[1])
-                    return _Lease(holder, token, seconds, info.etag)
+                    return _Lease(holder, token, seconds, info.etag, expires)
                 except (PreconditionFailedError, ObjectExistsError):
                     pass  # another writer took it first
             elif current is not None and not wait:
@@ -383,11 +385,13 @@ class S3Storage:
 
     def _renew(self, state: _Lease) -> None:
         while not state.stop.wait(state.seconds / 3):
-            body = _lease_body(state.holder, state.token, state.seconds)
+            expires = time.time() + state.seconds
+            body = _lease_body(state.holder, state.token, expires)
             try:
                 with self._lease_mutex:
                     info = self._put_lease(body, state.etag)
                 state.etag = info.etag
+                state.expires = expires
             except BaseError:
                 state.lost = True  # taken over, or not renewed in time: fenced from now on
                 return
@@ -402,14 +406,21 @@ class S3Storage:
         was done under it is committed or completed by the next writer, and an error here
         would hide the command's own outcome."""
         try:
+            if not state.lost and time.time() < state.expires - state.seconds / 3:
+                # renewed in time, not yet expired: nobody can have taken it (no read needed)
+                self._delete_lease()
+                return
             current = self._read_lease()
             if current is not None and current[0].get("token") == state.token:
-                try:
-                    obstore.delete(self._store, LEASE)
-                except BaseError as exc:
-                    raise self._error("delete", LEASE, exc) from exc
+                self._delete_lease()
         except StorageUnavailableError:
             return
+
+    def _delete_lease(self) -> None:
+        try:
+            obstore.delete(self._store, LEASE)
+        except BaseError as exc:
+            raise self._error("delete", LEASE, exc) from exc
 
     def _read_lease(self) -> tuple[dict[str, Any], str] | None:
         try:
@@ -477,23 +488,24 @@ class _Reader(io.RawIOBase):
 
 
 class _Lease:
-    """A held lease: its token, and the etag of its object as last written."""
+    """A held lease: its token, and the etag and expiry time of its object as last written."""
 
-    def __init__(self, holder: str, token: str, seconds: float, etag: str) -> None:
+    def __init__(self, holder: str, token: str, seconds: float, etag: str, expires: float) -> None:
         self.holder = holder
         self.token = token
         self.seconds = seconds
         self.etag = etag
+        self.expires = expires
         self.lost = False
         self.stop = threading.Event()
 
 
-def _lease_body(holder: str, token: str, seconds: float) -> bytes:
+def _lease_body(holder: str, token: str, expires: float) -> bytes:
     return orjson.dumps(
         {
             "holder": holder,
             "token": token,
-            "expires": time.time() + seconds,
+            "expires": expires,
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
