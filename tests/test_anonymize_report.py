@@ -20,6 +20,7 @@ from dicomweb_archive.model.deid import Profile
 from dicomweb_archive.model.standard_tables import EDITION
 from dicomweb_archive.ops.anonymize import anonymize
 from dicomweb_archive.store.reports import REPORTS
+from tests import stores
 from tests.deid_helpers import EVERYTHING, found
 from tests.factory import uid, write_ct
 from tests.stores import ingested, objects
@@ -95,7 +96,8 @@ def test_report_per_attribute_without_phi(tmp_path: Path, new_store: Callable[[s
 
 def test_cli_prints_the_summary_path(tmp_path: Path, new_store: Callable[[str], str]) -> None:
     """dicomweb-archive anonymize prints where the summary is; in place, the report goes
-    into the store itself, named by the change."""
+    into the store itself, named by the change. Hard links are mentioned only where both
+    stores are directories (not on S3 or in memory, nor in place)."""
     store, out = new_store("source"), new_store("out")
     _source(tmp_path, store)
     key_file = tmp_path / "key"
@@ -105,9 +107,11 @@ def test_cli_prints_the_summary_path(tmp_path: Path, new_store: Callable[[str], 
     assert result.exit_code == 0, result.output
     (text_key,) = [k for k in _reports(out) if k.endswith(".txt")]
     assert f"de-identification report: {out.rstrip('/')}/{text_key}" in result.stdout
+    assert ("shared by hard link" in result.stdout) == (stores.BACKEND == "local")
     args = ["anonymize", "-o", store, "--all", "--in-place", "--key-file", str(key_file)]
     result = runner.invoke(app, normalise_argv(args))
     assert result.exit_code == 0, result.output
+    assert "hard link" not in result.stdout
     (text_key,) = [k for k in _reports(store) if k.endswith(".txt")]
     assert f"de-identification report: {store.rstrip('/')}/{text_key}" in result.stdout
     assert "change " + text_key.rsplit("/", 1)[1].removesuffix(".txt") in result.stdout

@@ -163,13 +163,37 @@ def test_index_url_option(tmp_path: Path, pg: str) -> None:
     assert len(other.stderr.strip().splitlines()) == 1 and "--index-url" in other.stderr
 
 
+@pytest.mark.shared
+def test_index_url_password_is_not_recorded(tmp_path: Path, store: str, pg: str) -> None:
+    """A password in `--index-url` is used by the run, said in one warning line, and left out
+    of the store's configuration (later commands take it from PGPASSWORD or ~/.pgpass); the
+    same URL with its password given again agrees with the store."""
+    with_password = pg.replace("postgres@", "postgres:SECRET-word@")
+    files = [str(f) for f in _inputs(tmp_path / "in")]
+    made = run_cli("create", "-o", store, "--index-url", with_password, *files[:2])
+    assert made.returncode == 0, made.stderr
+    warnings = [line for line in made.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "PGPASSWORD" in warnings[0], made.stderr
+    with Archive.open(store) as archive:
+        recorded = archive.storage.get(".dicomweb-archive/config.json")
+    assert b"SECRET" not in recorded
+    assert StoreConfig.from_json(recorded, location=store).index == pg
+    again = run_cli("create", "-o", store, "--index-url", with_password, files[2])
+    assert again.returncode == 0, again.stderr
+    listed = run_cli("studies", "-o", store, "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 3, listed.stderr
+    with Archive.open(store) as archive:
+        assert b"SECRET" not in archive.storage.get(".dicomweb-archive/config.json")
+
+
 def test_an_unreachable_server_is_one_line_without_password(tmp_path: Path) -> None:
     """Nothing listens: one worded line, the password masked."""
     url = "postgresql://user:secret@127.0.0.1:9/db?schema=x&connect_timeout=2"
     result = run_cli("create", "-o", str(tmp_path / "s"), "--index-url", url, str(tmp_path))
     assert result.returncode != 0
     assert "secret" not in result.stderr and "***" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["warning", "error"], result.stderr
 
 
 def test_schema_names_are_checked() -> None:
@@ -258,3 +282,26 @@ def test_a_server_gone_mid_work_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailableError, match="does not answer"):
         archive.index.counts()
     archive.close()
+
+
+@pytest.mark.shared
+def test_commands_with_the_server_stopped_say_so_once(tmp_path: Path, store: str) -> None:
+    """`studies`, `verify` and `edit` with the index server stopped: one `error:` line naming
+    the index, exit code 1 (the command could not run, ``docs/spec/exit-codes.md``), and no
+    warning about a rebuild nobody asked for."""
+    from tests.pgserver import postgres_cluster
+
+    files = [str(f) for f in _inputs(tmp_path / "in")[:1]]
+    with postgres_cluster() as cluster:
+        url = f"{cluster.url}?schema=stopped"
+        assert run_cli("create", "-o", store, "--index-url", url, *files).returncode == 0
+        cluster.stop()
+        for command in (
+            ["studies"],
+            ["verify"],
+            ["edit", "--study", uid(100), "StudyID=9"],
+        ):
+            result = run_cli(*command, "-o", store)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1, (command, result.stderr)
+            assert len(lines) == 1 and lines[0].startswith("error: index "), (command, lines)

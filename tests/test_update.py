@@ -461,6 +461,22 @@ def test_original_attributes_sequence(stored: Stored, tmp_path: Path) -> None:
     assert _verify(store).ok
 
 
+def test_batch_csv_without_its_header_row(stored: Stored, tmp_path: Path) -> None:
+    """A CSV batch whose first line is an edit, not the header: one line pointing at line 1
+    and saying the header is missing; nothing changed."""
+    store, _ = stored
+    before = _tree(store)
+    headless = tmp_path / "headless.csv"
+    headless.write_text("patient,P2,PatientName=NEW^ONE,fix\nstudy,P2,PatientName=X,oops\n")
+    result = runner.invoke(UPDATE_APP, ["-o", store, "--file", str(headless)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: {headless}:1: the header row is missing or wrong: the first line must name "
+        "the columns level,target,edit[,reason]"
+    ]
+    assert _tree(store) == before
+
+
 def test_batch_dry_run_and_patient_id_move(stored: Stored, tmp_path: Path) -> None:
     """A batch --dry-run writes nothing; changing PatientID moves studies to the new patient."""
     store, _ = stored

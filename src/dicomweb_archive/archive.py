@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from dicomweb_archive import __version__
 from dicomweb_archive.errors import (
+    ArchiveError,
     NoSuchObjectError,
     NotAStoreError,
     StoreConfigError,
@@ -141,11 +142,10 @@ class Archive:
                 return cls.create(name, replace(_default_config(), **given))
             except StoreConfigError:
                 archive = cls.open(name)  # made meanwhile by another process: open it
-        agreed = archive.config.agreeing(**settings)
-        if agreed != archive.config:
+        recorded, archive.config = archive.config, archive.config.agreeing(**settings)
+        if archive.config.to_json() != recorded.to_json():  # not for an index URL's password
             with archive.writing("configure"):
-                archive.storage.put(CONFIG, agreed.to_json())
-            archive.config = agreed
+                archive.storage.put(CONFIG, archive.config.to_json())
         return archive
 
     @classmethod
@@ -362,9 +362,14 @@ class Archive:
             if isinstance(change, ChangeSet):
                 change.finish()
             txn.commit(self.apply_index)
-        except BaseException:
+        except BaseException as exc:
             if not txn.committed:
                 change.abort()
+            elif isinstance(exc, ArchiveError):  # its journal is kept: a writer applies it
+                exc.add_context(
+                    f"; change {txn.id} was committed: the next command that writes to the "
+                    "store finishes it"
+                )
             raise
         if before is not None and before >= 0:
             after = generation(self.storage)

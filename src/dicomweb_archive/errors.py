@@ -10,14 +10,25 @@ from __future__ import annotations
 
 class ArchiveError(Exception):
     """Base of every error dicomweb-archive raises on purpose. ``phi`` is what the message
-    leaves out because it is patient data (a PatientID or a value as typed): the CLI adds it
-    to the line with ``--verbose`` only."""
+    leaves out because it is patient data (a PatientID or a value as typed); ``detail`` what
+    it leaves out because it is a library's internals (a storage client's retries and
+    requests): the CLI adds them to the line with ``--verbose`` only."""
 
     exit_code = 1
 
-    def __init__(self, *args: object, phi: str = "") -> None:
+    def __init__(self, *args: object, phi: str = "", detail: str = "") -> None:
         super().__init__(*args)
         self.phi = phi
+        self.detail = detail
+
+    def add_context(self, text: str) -> None:
+        """Append ``text`` to the message (what the caller knows that the raiser did not)."""
+        self.args = (f"{self}{text}",)
+
+    def verbose(self) -> str:
+        """The message with what ``--verbose`` adds (``phi`` and ``detail``)."""
+        extra = "; ".join(part for part in (self.phi, self.detail) if part)
+        return f"{self} [{extra}]" if extra else str(self)
 
 
 class InputError(ArchiveError):
@@ -99,9 +110,8 @@ class StoreConfigError(StoreError):
 
 class IndexUnavailableError(StoreError):
     """The store's index (a PostgreSQL server) cannot be reached or refuses the connection;
-    a writer finds out before it changes anything."""
-
-    exit_code = 2
+    a writer finds out before it changes anything. The command could not run: exit code 1
+    (``docs/spec/exit-codes.md``; 2 is for usage errors)."""
 
 
 class StorageUnavailableError(StoreError):

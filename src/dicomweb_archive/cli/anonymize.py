@@ -207,8 +207,12 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
         raise typer.Exit(1)
     say(
         f"{count(done, 'instance')} de-identified into {target}, "
-        f"{count(report.linked, 'frame file')} shared "
-        f"by hard link, {len(report.burned_in)} to review for burned-in annotation, "
+        + (
+            f"{count(report.linked, 'frame file')} shared by hard link, "
+            if report.linked is not None
+            else ""
+        )
+        + f"{len(report.burned_in)} to review for burned-in annotation, "
         f"{count(len(report.cleaned), 'instance')} with pixels cleaned, "
         f"{report.seconds:.2f} s"
     )

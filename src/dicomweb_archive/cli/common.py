@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from dicomweb_archive import __version__
-from dicomweb_archive.errors import ArchiveError, StoreError
+from dicomweb_archive.errors import ArchiveError, IndexUnavailableError, StoreError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,13 +150,17 @@ def store_path(path: Path) -> str:
 
 def open_store(path: Path) -> Archive:
     """The existing store at ``path`` (an error, exit code 2, when it is not one), its index
-    rebuilt first when it lost its rows (an upgraded store)."""
+    rebuilt first when it lost its rows (an upgraded store). An index that cannot be reached
+    is the command's one error (it reads nothing without it)."""
     from dicomweb_archive.archive import Archive  # noqa: PLC0415 - not for --help
     from dicomweb_archive.ops.reindex import ensure_index  # noqa: PLC0415
 
     archive = Archive.open(store_path(path))
     try:
         ensure_index(archive)
+    except IndexUnavailableError:
+        archive.close()
+        raise
     except StoreError as exc:  # a reader still reads; the index says what it says
         warning_line(f"the index was not rebuilt: {exc}")
     return archive
@@ -189,7 +193,11 @@ def handle_errors(*, verbose: bool, interrupted: str = "") -> Iterator[None]:
     """Map library errors to one stderr line and an exit code; tracebacks only with -v.
     ``interrupted`` says what to do after Ctrl-C. Libraries' warnings (``warnings.warn``,
     pydicom's about the values it reads) never reach stderr raw: one ``warning:`` line each
-    with -v, else nothing."""
+    with -v, else nothing. A wait for another writer's lease that passes a second is one
+    line (``store/storage.py``'s ``on_lease_wait``)."""
+    from dicomweb_archive.store.storage import on_lease_wait  # noqa: PLC0415 - not for --help
+
+    on_lease_wait(note)
     with warnings.catch_warnings():
         warnings.showwarning = _library_warnings(verbose=verbose)
         with _mapped_errors(verbose=verbose, interrupted=interrupted):
@@ -203,7 +211,7 @@ def _mapped_errors(*, verbose: bool, interrupted: str) -> Iterator[None]:
     except ArchiveError as exc:
         if verbose:
             stderr.print_exception(show_locals=False)
-        error_line(f"{exc} [{exc.phi}]" if verbose and exc.phi else str(exc))
+        error_line(exc.verbose() if verbose else str(exc))
         raise typer.Exit(exc.exit_code) from exc
     except KeyboardInterrupt:
         error_line("interrupted" + (f": {interrupted}" if interrupted else ""))

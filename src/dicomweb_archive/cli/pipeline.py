@@ -28,9 +28,11 @@ from dicomweb_archive.cli.common import (
     say,
     stderr,
     store_path,
+    warning_line,
 )
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import ArchiveError, UnreadableInputError, UsageError
+from dicomweb_archive.store.config import has_password
 
 if TYPE_CHECKING:
     from dicomweb_archive.archive import Archive
@@ -138,6 +140,11 @@ def make_command(command: str) -> Callable[..., None]:
             raise typer.Exit(EXIT_USAGE)
         location = store_path(store)
         hint = _interrupted_hint(location)
+        if index_url is not None and has_password(index_url):
+            warning_line(
+                "the store records --index-url without its password; this run uses the one "
+                "given, later commands take it from PGPASSWORD or ~/.pgpass"
+            )
         with (
             handle_errors(verbose=verbose, interrupted=hint),
             Archive.open_or_create(location, defaults=created, **settings) as archive,
@@ -308,6 +315,8 @@ def _run_files(
     def report_file(result: FileResult) -> None:
         if result.status == "failed":
             error_line(result.error or f"{result.path}: failed")
+            if verbose and isinstance(result.exception, ArchiveError) and result.exception.detail:
+                note(f"  {result.exception.detail}")
             if verbose and _unexpected(result.exception):
                 note("".join(traceback.format_exception(result.exception)))
         elif verbose:
@@ -380,7 +389,7 @@ def _summary(command: str, report: IngestReport, location: str, *, verbose: bool
     if report.stages is not None:
         _stage_failures(report.stages, verbose=verbose)
     if report.not_read:
-        error_line(f"{count(report.not_read, 'file')} not read: the store is full")
+        error_line(f"{count(report.not_read, 'file')} not read: {report.stopped}")
     unchanged = report.count("unchanged")
     replaced = report.count("replaced")
     # the size of every file this run took in, refused ones included

@@ -168,8 +168,9 @@ IndexUrl = Annotated[
     typer.Option(
         "--index-url",
         help="The store's index: postgresql://USER@HOST:PORT/DB?schema=NAME for an index that "
-        "several processes or machines share (recorded when the store is created; default "
-        "an SQLite file of the store, or of this machine for an s3:// store).",
+        "several processes or machines share (recorded when the store is created, without "
+        "a password: give it in PGPASSWORD or ~/.pgpass; default an SQLite file of the "
+        "store, or of this machine for an s3:// store).",
         show_default=False,
     ),
 ]

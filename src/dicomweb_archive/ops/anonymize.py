@@ -62,7 +62,7 @@ from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.locations import normal_location, same_location
 from dicomweb_archive.store.reports import put_report
 from dicomweb_archive.store.secrets import store_key
-from dicomweb_archive.store.share import share_object
+from dicomweb_archive.store.share import can_share, share_object
 from dicomweb_archive.store.storage import to_json_bytes
 
 BURNED_IN_ANNOTATION = "00280301"
@@ -83,7 +83,9 @@ class AnonymizeReport:
     applied: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
     report_path: str = ""  # where the report's readable summary was written
     planned: list[str] = field(default_factory=list)  # with dry_run: source SOP UIDs
-    linked: int = 0  # frame files shared with the source store by hard link
+    #: frame files shared with the source store by hard link; None where the stores cannot
+    #: share files (not both directories: ``store/share.py``), or in place
+    linked: int | None = None
     change_id: str = ""  # in place: the anonymize change
     seconds: float = 0.0
 
@@ -206,9 +208,12 @@ def anonymize(
         results = iter(ingested.results)
         report.results = [failures.get(i.sop) or next(results) for i in chosen]
         with target.writing("share frames"):
-            for instance, result in zip(chosen, report.results, strict=True):
-                if result.key is not None and result.status != "failed":
-                    report.linked += _share_frames(archive, instance, target, result.key)
+            if can_share(archive.storage, target.storage):
+                report.linked = sum(
+                    _share_frames(archive, instance, target, result.key)
+                    for instance, result in zip(chosen, report.results, strict=True)
+                    if result.key is not None and result.status != "failed"
+                )
             _write_report(target, profile, chosen, report)
         target.mark_complete()
     report.seconds = time.perf_counter() - started

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.errors import ArchiveError, UsageError
+from dicomweb_archive.ops.ingest_batch import stop_reason
 from dicomweb_archive.ops.update import (
     InstanceChange,
     UpdatePlan,
@@ -40,6 +41,10 @@ class BatchLine:
     reason: str = ""
 
 
+#: the columns every CSV batch names in its header row (``reason`` may follow)
+COLUMNS = {"level", "target", "edit"}
+
+
 @dataclass(slots=True)
 class LineResult:
     line: BatchLine
@@ -52,7 +57,13 @@ def read_batch(path: Path) -> list[BatchLine]:
     text = path.read_text(encoding="utf-8")
     lines: list[BatchLine] = []
     if path.suffix.lower() == ".csv":
-        for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        rows = csv.DictReader(io.StringIO(text))
+        if rows.fieldnames is not None and not COLUMNS.issubset(rows.fieldnames):
+            raise UsageError(
+                f"{path}:1: the header row is missing or wrong: the first line must name the "
+                "columns level,target,edit[,reason]"
+            )
+        for number, row in enumerate(rows, start=2):
             try:
                 lines.append(
                     BatchLine(
@@ -103,7 +114,11 @@ def run_batch(
     """
     results = [LineResult(line) for line in lines]
     if continue_on_error and not dry_run:
+        stopped: str | None = None  # the store cannot take more now: the rest is not tried
         for result in results:
+            if stopped is not None:
+                result.error = f"not applied: {stopped}"
+                continue
             try:
                 report = update(
                     archive,
@@ -115,6 +130,7 @@ def run_batch(
                 result.instances = report.plan.size
             except ArchiveError as exc:
                 result.error = str(exc)
+                stopped = stop_reason(exc)
         return results
     planned: dict[str, InstanceChange] = {}
     combined = UpdatePlan("edit", "batch", name, [e for line in lines for e in line.edits])

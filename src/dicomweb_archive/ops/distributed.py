@@ -441,7 +441,7 @@ class DaskBatch(Batch):
                     self._conclude(task)  # waits for the workers
                 assert task.concluding is not None
                 task.concluding[number].result()
-            self._check_full(result)
+            self.check_stop(result)
             if self.progress is not None:
                 self.progress(result)
             self.report.record(result)

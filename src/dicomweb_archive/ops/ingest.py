@@ -32,7 +32,7 @@ from dicomweb_archive.errors import (
 )
 from dicomweb_archive.ops import stages
 from dicomweb_archive.ops.distributed import DaskBatch, Workers, check_reachable
-from dicomweb_archive.ops.ingest_batch import Batch
+from dicomweb_archive.ops.ingest_batch import STORE_FULL, Batch
 from dicomweb_archive.ops.ingest_types import (
     FileResult,
     IngestReport,
@@ -118,14 +118,14 @@ def write_instances(
         )
         try:
             for path in paths:
-                if batch.full is not None:
+                if batch.stopped is not None:
                     report.not_read += 1
                     continue
                 batch.add(path)
                 batch.drain(batch.in_flight_limit)
         finally:
             batch.close()
-        report.studies = batch.touched
+        report.studies, report.stopped = batch.touched, batch.stopped
         _later_stages(archive, options, report, batch, run_stages=run_stages)
     report.seconds = time.perf_counter() - started
     return report
@@ -166,8 +166,8 @@ def write_streams(
             for name, stream in streams:
                 result = FileResult(Path(name), "failed")
                 report.results.append(result)
-                if batch.full is not None:
-                    result.error = f"{name}: not read: {batch.full}"
+                if batch.stopped is not None:
+                    result.error = f"{name}: not read: {batch.stopped}"
                     continue
                 if recompression_for is not None:
                     batch.recompression = recompression_for(name)
@@ -176,7 +176,7 @@ def write_streams(
                     finish()
         finally:
             batch.close()
-        report.studies = batch.touched
+        report.studies, report.stopped = batch.touched, batch.stopped
         _later_stages(archive, options, report, batch, run_stages=change is None)
     report.seconds = time.perf_counter() - started
     return report
@@ -192,7 +192,10 @@ def _later_stages(
 ) -> None:
     """Group and study stages on every notified study: those this run touched, and any an
     interrupted run left; then what is still pending, and which touched studies hold no
-    instance (every file of them failed)."""
+    instance (every file of them failed). Not after the index or the storage stopped
+    answering: the stages would fail as the batch did; the next run does them."""
+    if batch.stopped not in (None, STORE_FULL):
+        return
     if run_stages and (options.group or options.study):
         try:
             report.stages = stages.run_stages(

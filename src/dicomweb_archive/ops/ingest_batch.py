@@ -10,6 +10,7 @@ run's bookkeeping. Results are reported in input order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -30,6 +31,8 @@ from dicomweb_archive.dicom.parts import (
 from dicomweb_archive.dicom.parts_model import InlineLimits
 from dicomweb_archive.dicom.recompression import Recompression
 from dicomweb_archive.errors import (
+    IndexUnavailableError,
+    StorageUnavailableError,
     StoreFullError,
     TruncatedError,
 )
@@ -75,6 +78,8 @@ from dicomweb_archive.store.keys import bulkdata_uri, frames_uri
 WRITER_THREADS = 3
 #: Files started but not completed, at most: bounds memory to a few frames per thread.
 MAX_IN_FLIGHT = 6
+#: why a batch stopped when the store has no space left (:func:`stop_reason`)
+STORE_FULL = "the store is full"
 
 
 class Batch:
@@ -122,8 +127,9 @@ class Batch:
         self.replace_states: States | None = None
         self._pending_before: Touched | None = None
         self._pending_entry: Entry | None = None
-        #: why the store cannot take more (the batch stops)
-        self.full: str | None = None
+        #: why the store cannot take more now (full, or its index or storage unavailable):
+        #: the batch stops, the files after are not read (``stop_reason``)
+        self.stopped: str | None = None
 
     def add(self, path: Path | RefusedReference) -> None:
         """Start one file; its writing may go on in a writer thread."""
@@ -164,7 +170,7 @@ class Batch:
                 future.result()
                 if result.key is not None and self.in_flight.get(result.key.sop) is future:
                     del self.in_flight[result.key.sop]
-            self._check_full(result)
+            self.check_stop(result)
             if self.progress is not None:
                 self.progress(result)
             self.report.record(result)
@@ -198,9 +204,10 @@ class Batch:
             raise
         self.report.changes.append(change.id)
 
-    def _check_full(self, result: FileResult) -> None:
-        if isinstance(result.exception, StoreFullError) and self.full is None:
-            self.full = str(result.exception)
+    def check_stop(self, result: FileResult) -> None:
+        """Stop the batch at the first file that failed for want of the store as a whole."""
+        if self.stopped is None:
+            self.stopped = stop_reason(result.exception)
 
     def begin(
         self,
@@ -246,14 +253,14 @@ class Batch:
             self._prepare_study(key.study)
         except Exception as exc:  # one bad file must not stop the batch
             record_error(result, exc)
-            self._check_full(result)
+            self.check_stop(result)
             parts.close()
             return None
 
         if previous is not None:
             # a replacement goes into this run's replace change: done here
             self._finish(parts, result, key, previous, stream)
-            self._check_full(result)
+            self.check_stop(result)
             return None
         return self._write_later(parts, result, key, stream)
 
@@ -360,8 +367,11 @@ class Batch:
         point: Any,
         previous: tuple[str, InstanceKey] | None,
     ) -> None:
-        """The instance is not stored: what it wrote is removed (a replaced one stays)."""
-        writer.abort()
+        """The instance is not stored: what it wrote is removed (a replaced one stays). A
+        storage that does not answer keeps them, as a killed writer would: without their
+        info record they are no instance, and the next run that writes removes them."""
+        with contextlib.suppress(StorageUnavailableError):
+            writer.abort()
         if change is not None and point is not None and previous is not None:
             self._undo_replacement(change, point, previous[1])
         record_error(result, exc)
@@ -428,6 +438,21 @@ class Batch:
                 notify.notify(self.storage, notify.GROUP, study)
                 notify.notify(self.storage, notify.STUDY, study)
             self.touched.add(study)
+
+
+def stop_reason(exc: BaseException | None) -> str | None:
+    """Why no further file can be stored now, when ``exc`` says so: the store is full, or its
+    index or storage does not answer (the next run of the same command completes the work);
+    None for a failure of one file."""
+    if isinstance(exc, StoreFullError):
+        return STORE_FULL
+    for error, what in ((IndexUnavailableError, "index"), (StorageUnavailableError, "storage")):
+        if isinstance(exc, error):
+            return (
+                f"the store's {what} is unavailable; the same command run again once it "
+                "answers completes the work"
+            )
+    return None
 
 
 def _parts(key: InstanceKey) -> tuple[str, str, str]:

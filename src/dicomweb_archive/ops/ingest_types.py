@@ -131,8 +131,10 @@ class IngestReport:
     empty_studies: set[str] = field(default_factory=set)
     #: changes this run made (clean, replace)
     changes: list[str] = field(default_factory=list)
-    #: files not read because the store was full
+    #: files not read because the store was full, or its index or storage unavailable
     not_read: int = 0
+    #: why the batch stopped (``ops/ingest_batch.py``'s ``stop_reason``), None: it did not
+    stopped: str | None = None
     seconds: float = 0.0
 
     def record(self, result: FileResult) -> None:

@@ -190,9 +190,18 @@ def _verify_study_twice(
         if generation_marker(archive.storage) == before and before[0] is None:
             break
         if attempt == 1:
-            change = change_in_progress(archive.storage) or "changes"
+            change = change_in_progress(archive.storage)
             part = VerifyReport()
-            part.add("busy", study, f"changed while it was verified ({change}): verify it again")
+            if change is not None and archive.storage.lease_holder() is None:
+                part.add(
+                    "pending",
+                    study,
+                    f"committed change {change} is not applied yet (its writer was "
+                    "interrupted): the next command that writes applies it",
+                )
+            else:
+                what = change or "changes"
+                part.add("busy", study, f"changed while it was verified ({what}): verify it again")
     report.findings += part.findings
     report.instances += part.instances
     report.bytes_read += part.bytes_read
@@ -208,7 +217,11 @@ def _verify_store(archive: Archive, on_disk: list[str], report: VerifyReport) ->
     holder = storage.lease_holder()
     change = change_in_progress(storage)
     if change is not None:  # the study list and the index are compared once it is applied
-        what = f"being applied by {holder}" if holder else "waiting: the next command that writes"
+        what = (
+            f"being applied by {holder}"
+            if holder
+            else "its writer was interrupted: the next command that writes applies it"
+        )
         report.add("pending", JOURNAL, f"committed change {change} is not applied yet ({what})")
         _verify_changes(archive, report)
         return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dicomweb_archive.errors import StoreConfigError
 
@@ -39,7 +40,8 @@ class StoreConfig:
     recompression: dict[str, Any] | None = None
     #: the index: ``sqlite`` (the store's own SQLite file, an in-memory database for a
     #: memory store, a cache file of this machine for an S3 store), ``sqlite:///<absolute
-    #: path>``, or ``postgresql://...`` (``index/postgres.py``)
+    #: path>``, or ``postgresql://...`` (``index/postgres.py``); recorded without its
+    #: password (:func:`without_password`), which a run that was given one keeps in memory
     index: str = "sqlite"
     #: False while a store is being built to appear all at once (de-identification into a
     #: new store); such a store is not opened
@@ -47,7 +49,9 @@ class StoreConfig:
     created_by: str = ""
 
     def to_json(self) -> bytes:
-        value = {"format": FORMAT_NAME, **asdict(self)}
+        """The recorded form: the index URL without its password (anyone who reads the
+        store's private prefix reads this file)."""
+        value = {"format": FORMAT_NAME, **asdict(self), "index": without_password(self.index)}
         return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -80,11 +84,19 @@ class StoreConfig:
             recorded = getattr(self, name)
             if recorded is None:
                 updates[name] = value
+            elif name == "index" and without_password(value) == without_password(recorded):
+                if value != recorded:  # the given password, for this run only
+                    updates[name] = value
             elif recorded != value:
                 option = OPTIONS.get(name, name)
+                shown, kept = (
+                    (without_password(value), without_password(recorded))
+                    if name == "index"
+                    else (value, recorded)
+                )
                 raise StoreConfigError(
-                    f"{option} {value} disagrees with the store, which was created with "
-                    f"{option} {recorded} (leave the option out to use the store's)"
+                    f"{option} {shown} disagrees with the store, which was created with "
+                    f"{option} {kept} (leave the option out to use the store's)"
                 )
         return replace(self, **updates) if updates else self
 
@@ -97,3 +109,20 @@ OPTIONS = {
     "inline_private": "-M/--maximum-inline-private-length",
     "index": "--index-url",
 }
+
+
+def without_password(url: str) -> str:
+    """An index URL without the password of its user (``postgresql://USER:PASSWORD@HOST``
+    becomes ``postgresql://USER@HOST``): libpq finds the password in ``PGPASSWORD`` or
+    ``~/.pgpass`` instead (PostgreSQL documentation, libpq 34.16 and 34.17)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def has_password(url: str) -> bool:
+    """Whether an index URL carries a password (which the store does not record)."""
+    return without_password(url) != url

@@ -23,6 +23,7 @@ import fcntl
 import itertools
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +39,14 @@ from dicomweb_archive.errors import (
     StoreLockedError,
 )
 from dicomweb_archive.store.keys import JOURNAL, STAGING
-from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
+from dicomweb_archive.store.storage import (
+    LEASE_WAIT_NOTICE_SECONDS,
+    PRIVATE,
+    Data,
+    ObjectInfo,
+    check_key,
+    lease_wait_notice,
+)
 
 #: Environment hook for crash tests: after this many completed writes, the process kills itself.
 CRASH_AFTER_ENV = "DICOMWEB_ARCHIVE_CRASH_AFTER_WRITES"
@@ -298,19 +306,35 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
             try:
-                fcntl.flock(fd, flags)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise StoreLockedError(
-                    f"{self.location}: another process is writing ({_read_holder(fd)})"
-                ) from exc
+                if not wait:
+                    raise StoreLockedError(
+                        f"{self.location}: another process is writing ({_read_holder(fd)})"
+                    ) from exc
+                self._wait_for_lease(fd)
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode("utf-8", "replace"), 0)
             self._sweep_tmp()  # temporary files of a killed writer: only writers make them
             yield
         finally:
             os.close(fd)
+
+    def _wait_for_lease(self, fd: int) -> None:
+        """Block until the lease is free; once the wait passes a second, say whose it is."""
+
+        def notice() -> None:
+            holder = _read_holder(fd) or "another process"
+            lease_wait_notice(f"{self.location}: waiting for the store's lease held by {holder}")
+
+        timer = threading.Timer(LEASE_WAIT_NOTICE_SECONDS, notice)
+        timer.daemon = True
+        timer.start()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            timer.cancel()
 
     def lease_holder(self) -> str | None:
         path = self.root / LOCK

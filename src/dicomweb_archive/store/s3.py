@@ -74,7 +74,14 @@ from dicomweb_archive.errors import (
     StoreLockedError,
 )
 from dicomweb_archive.store.local import count_write
-from dicomweb_archive.store.storage import PRIVATE, Data, ObjectInfo, check_key
+from dicomweb_archive.store.storage import (
+    LEASE_WAIT_NOTICE_SECONDS,
+    PRIVATE,
+    Data,
+    ObjectInfo,
+    check_key,
+    lease_wait_notice,
+)
 
 SCHEME = "s3://"
 #: the lease object (see the module docstring)
@@ -340,14 +347,17 @@ class S3Storage:
             self._release(state)
 
     def lease_holder(self) -> str | None:
+        """Who holds the lease; None when nobody does, or the holder is gone (expired, or a
+        process of this machine that no longer runs: the next writer takes it over)."""
         current = self._read_lease()
-        if current is None or current[0]["expires"] < time.time():
+        if current is None or _dead(current[0]):
             return None
         return str(current[0]["holder"])
 
     def _acquire(self, holder: str, seconds: float, *, wait: bool) -> _Lease:
         token = uuid.uuid4().hex
         delay = 0.02
+        notice_at: float | None = time.monotonic() + LEASE_WAIT_NOTICE_SECONDS
         while True:
             expires = time.time() + seconds
             body = _lease_body(holder, token, expires)
@@ -367,6 +377,9 @@ class S3Storage:
                 raise StoreLockedError(
                     f"{self.location}: another writer holds it ({current[0]['holder']})"
                 )
+            elif current is not None and notice_at is not None and time.monotonic() >= notice_at:
+                lease_wait_notice(_waiting(self.location, current[0]))
+                notice_at = None  # once
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -388,13 +401,20 @@ class S3Storage:
         return ObjectInfo(LEASE, len(body), str(result["e_tag"]))
 
     def _release(self, state: _Lease) -> None:
-        if not state.lost and time.time() < state.expires - state.seconds / 3:
-            # renewed in time, not yet expired: nobody can have taken it (no read needed)
-            self._delete_lease()
+        """Remove the lease. Where the storage does not answer, the lease is left to expire
+        (``state.seconds`` after its last renewal; the next writer then takes it over): what
+        was done under it is committed or completed by the next writer, and an error here
+        would hide the command's own outcome."""
+        try:
+            if not state.lost and time.time() < state.expires - state.seconds / 3:
+                # renewed in time, not yet expired: nobody can have taken it (no read needed)
+                self._delete_lease()
+                return
+            current = self._read_lease()
+            if current is not None and current[0].get("token") == state.token:
+                self._delete_lease()
+        except StorageUnavailableError:
             return
-        current = self._read_lease()
-        if current is not None and current[0].get("token") == state.token:
-            self._delete_lease()
 
     def _delete_lease(self) -> None:
         try:
@@ -409,7 +429,9 @@ class S3Storage:
             return orjson.loads(bytes(result.bytes())), etag
         except (NotFoundError, FileNotFoundError):
             return None
-        except (BaseError, orjson.JSONDecodeError) as exc:
+        except BaseError as exc:
+            raise self._error("read", "the lease", exc) from exc
+        except orjson.JSONDecodeError as exc:
             raise StoreError(f"{self.location}: cannot read the lease ({_why(exc)})") from exc
 
     def _check_fenced(self, key: str) -> None:
@@ -421,9 +443,15 @@ class S3Storage:
             )
 
     def _error(self, what: str, key: str, exc: BaseException) -> StoreError:
-        refused = isinstance(exc, PermissionDeniedError | UnauthenticatedError)
-        error = StoreError if refused else StorageUnavailableError
-        return error(f"{self.location}: cannot {what} {key} ({_why(exc)})")
+        """A refusal names its reason; anything else is the storage not answering (or
+        failing as a later attempt may not), in words without the client's requests and
+        retries, which ``--verbose`` adds (``ArchiveError.detail``)."""
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            return StoreError(f"{self.location}: cannot {what} {key} ({_why(exc)})")
+        return StorageUnavailableError(
+            f"{self.location}: the storage does not answer (cannot {what} {key})",
+            detail=_why(exc),
+        )
 
 
 class _Reader(io.RawIOBase):
@@ -481,6 +509,16 @@ def _lease_body(holder: str, token: str, expires: float) -> bytes:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+    )
+
+
+def _waiting(location: str, lease: dict[str, Any]) -> str:
+    """What a writer waiting for ``lease`` is told: who holds it, where, and until when."""
+    host = f" on {lease['host']}" if lease.get("host") else ""
+    left = max(0, round(float(lease["expires"]) - time.time()))
+    return (
+        f"{location}: waiting for the store's lease held by {lease.get('holder', 'a writer')}"
+        f"{host} (it expires in {left} s unless renewed)"
     )
 
 

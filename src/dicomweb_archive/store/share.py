@@ -14,6 +14,12 @@ from dicomweb_archive.store.local import TMP, LocalStorage
 from dicomweb_archive.store.storage import Storage
 
 
+def can_share(source: Storage, target: Storage) -> bool:
+    """Whether objects of ``target`` can share the storage of ``source``'s (both are
+    directories; a link across file systems may still fail)."""
+    return isinstance(source, LocalStorage) and isinstance(target, LocalStorage)
+
+
 def share_object(source: Storage, source_key: str, target: Storage, target_key: str) -> bool:
     """Make ``target_key`` share ``source_key``'s storage when both hold the same bytes and the
     stores allow it; returns whether it does."""

@@ -16,7 +16,7 @@ apart. There is no rename: a many-object change is committed by a journal
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TypedDict
@@ -30,6 +30,22 @@ Data = bytes | memoryview | Iterable[bytes | memoryview]
 
 #: The private prefix: configuration, journal, change records, the local index. Never served.
 PRIVATE = ".dicomweb-archive/"
+
+#: A writer that has waited this long for another's lease says so (:func:`lease_wait_notice`)
+LEASE_WAIT_NOTICE_SECONDS = 1.0
+_lease_wait_notices: list[Callable[[str], None]] = []
+
+
+def on_lease_wait(notice: Callable[[str], None]) -> None:
+    """Have ``notice`` told, in one sentence, of every wait for another writer's lease that
+    passes :data:`LEASE_WAIT_NOTICE_SECONDS` (the CLI prints it on stderr)."""
+    _lease_wait_notices[:] = [notice]
+
+
+def lease_wait_notice(message: str) -> None:
+    """Called by a backend's ``lease`` once its wait passes :data:`LEASE_WAIT_NOTICE_SECONDS`."""
+    for notice in _lease_wait_notices:
+        notice(message)
 
 
 @dataclass(frozen=True, slots=True)
