@@ -424,7 +424,7 @@ class DaskBatch(Batch):
                 task.future = self.workers.submit(self.spec, task.files)
             except WorkersError as exc:  # the scheduler is gone: the rest is not read
                 task.failed = exc
-                self.full = self.full or str(exc)
+                self.stopped = self.stopped or str(exc)
             self.running.append(task)
 
     def drain(self, keep: int) -> None:
@@ -459,7 +459,7 @@ class DaskBatch(Batch):
             except Exception as exc:
                 error = exc
                 if isinstance(exc, WorkersError):  # the scheduler is gone: the rest not read
-                    self.full = self.full or str(exc)
+                    self.stopped = self.stopped or str(exc)
         task.concluding = [
             self.executor.submit(self._complete, result, done, error)
             for result, done in zip(task.results, written, strict=True)
