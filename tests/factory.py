@@ -6,11 +6,14 @@ Also used by ``bench/`` to build its data sets.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+if TYPE_CHECKING:  # scripts/sample_data.py (the demo) runs without the test extras
+    import pytest
 
 ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root, for generated test data only
 

@@ -173,3 +173,19 @@ def test_commands_collect_garbage_less_often() -> None:
         timeout=120,
     )
     assert "GC 50000 20 20" in result.stderr.splitlines()
+
+
+def test_the_demo_data_script_needs_no_test_extras(tmp_path: Path) -> None:
+    """scripts/sample_data.py (the README's first command, installed without the test
+    extras) imports tests/factory.py: it must not need pytest (the demo stopped at once)."""
+    program = (
+        "import runpy, sys; sys.modules['pytest'] = None; "
+        f"sys.argv = ['sample_data.py', {str(tmp_path / 'data')!r}]; "
+        "runpy.run_path('scripts/sample_data.py', run_name='__main__')"
+    )
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert any((tmp_path / "data").rglob("*.dcm"))
