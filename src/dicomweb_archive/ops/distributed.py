@@ -378,16 +378,8 @@ class DaskBatch(Batch):
 
     def add(self, path: Path | RefusedReference) -> None:
         """Read one file's header and decide; a new instance goes to the next task."""
-        if isinstance(path, RefusedReference):  # a DICOMDIR's reference that is not read
-            refused = FileResult(path.path, "failed")
-            record_error(refused, path.error)
-            self.sent.append((refused, None))
-            return
-        result = FileResult(path, "failed")
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            record_error(result, exc)
+        result, handle = self.open_input(path)
+        if handle is None or isinstance(path, RefusedReference):
             self.sent.append((result, None))
             return
         self._ticket = None

@@ -131,18 +131,26 @@ class Batch:
         #: the batch stops, the files after are not read (``stop_reason``)
         self.stopped: str | None = None
 
-    def add(self, path: Path | RefusedReference) -> None:
-        """Start one file; its writing may go on in a writer thread."""
-        if isinstance(path, RefusedReference):  # a DICOMDIR's reference that is not read
+    @staticmethod
+    def open_input(path: Path | RefusedReference) -> tuple[FileResult, BinaryIO | None]:
+        """A file's result (recorded in the report when its turn comes) and its stream; None
+        when it cannot be read (a DICOMDIR's reference that is not read, a file that does
+        not open): its result says why."""
+        if isinstance(path, RefusedReference):
             refused = FileResult(path.path, "failed")
             record_error(refused, path.error)
-            self.queue.append((refused, None))
-            return
-        result = FileResult(path, "failed")  # recorded in the report by drain()
+            return refused, None
+        result = FileResult(path, "failed")
         try:
-            handle = path.open("rb")
+            return result, path.open("rb")
         except OSError as exc:
             record_error(result, exc)
+            return result, None
+
+    def add(self, path: Path | RefusedReference) -> None:
+        """Start one file; its writing may go on in a writer thread."""
+        result, handle = self.open_input(path)
+        if handle is None or isinstance(path, RefusedReference):
             self.queue.append((result, None))
             return
         finish = self.begin(handle, result, file_sha256=partial(file_sha256, path))
