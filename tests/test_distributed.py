@@ -250,10 +250,11 @@ def test_a_file_changed_after_its_header_was_read(
 
 
 def test_workers_refuse_a_store_in_memory(tmp_path: Path) -> None:
-    """Workers cannot reach a store in the command's memory: one line, exit 1, no cluster."""
+    """Workers cannot reach a store in the command's memory: one line, a usage error (exit
+    2), no cluster."""
     path = write_ct(tmp_path / "a.dcm", study=uid(21), series=uid(22), sop=uid(23))
     done = stores.run_cli("create", "-o", "memory://alone", "--workers", "2", str(path))
-    assert (done.returncode, done.stdout) == (1, "")
+    assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
         "error: memory://alone: Dask workers cannot reach a store in this process's memory; "
         "give a directory or an s3:// location\n"

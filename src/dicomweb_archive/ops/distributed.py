@@ -50,6 +50,7 @@ from dicomweb_archive.errors import (
     InputChangedError,
     NotAStoreError,
     UnreadableInputError,
+    UsageError,
     WorkersError,
 )
 from dicomweb_archive.ops.ingest_batch import Batch, file_sha256, read_parts, write_objects
@@ -234,10 +235,10 @@ def check_reachable(archive: Archive) -> None:
     """Refuse a store that other processes cannot open (one in this process's memory).
 
     Raises:
-        WorkersError: the store is in memory.
+        UsageError: the store is in memory (the options cannot go together: exit 2).
     """
     if isinstance(archive.storage, MemoryStorage):
-        raise WorkersError(
+        raise UsageError(
             f"{archive.location}: Dask workers cannot reach a store in this process's memory; "
             "give a directory or an s3:// location"
         )
