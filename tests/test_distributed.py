@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,36 @@ def test_a_relative_store_is_sent_to_workers_by_its_absolute_path(
             assert batch.spec.location == str(tmp_path / "relative-store")
         finally:
             batch.executor.shutdown()
+
+
+def test_a_run_whose_workers_are_gone_says_it_waits_for_one(
+    new_store: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A scheduler without workers (every worker died or was stopped) makes the run wait for
+    one: it says so once instead of waiting silently (outside tester), and a worker that joins
+    completes the task."""
+    path = write_ct(tmp_path / "a.dcm", study=uid(31), series=uid(32), sop=uid(33))
+    location = new_store("waiting")
+    with Archive.open_or_create(location) as archive:
+        notify.notify(archive.storage, notify.GROUP, uid(31))
+        spec = WorkSpec(location, archive.keys, InlineLimits(), None)
+    told: list[str] = []
+    cluster = LocalCluster(
+        n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    )
+
+    def notice(message: str) -> None:  # told while waiting: a worker joins then
+        told.append(message)
+        threading.Thread(target=cluster.scale, args=(1,)).start()
+
+    with Workers(Client(cluster), cluster, notice=notice) as workers:
+        sent = SentFile(str(path), "a.dcm", InstanceKey(*map(uid, (31, 32, 33))))
+        [written] = workers.result(workers.submit(spec, [sent]))
+    assert written.error is None and written.end is not None
+    assert told == [
+        "the Dask scheduler has no worker; the run waits for one (start one with dask "
+        "worker SCHEDULER-ADDRESS, or stop the run with Ctrl-C: what was stored stays)"
+    ]
 
 
 @pytest.mark.parametrize("address", ["foo://x:1", "not an address", "tcp://127.0.0.1:99999"])

@@ -294,7 +294,7 @@ def _workers(
     from dicomweb_archive.ops.distributed import check_reachable, open_workers  # noqa: PLC0415
 
     check_reachable(archive)  # before a cluster is started
-    with open_workers(scheduler=scheduler, workers=workers) as dask:
+    with open_workers(scheduler=scheduler, workers=workers, notice=note) as dask:
         yield dask
 
 

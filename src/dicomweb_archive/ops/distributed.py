@@ -35,7 +35,7 @@ import re
 import threading
 import traceback
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future as ConcurrentFuture
 from dataclasses import dataclass, field
 from functools import partial
@@ -132,11 +132,24 @@ class WorkerError(Exception):
 
 
 class Workers:
-    """A Dask client (and the local cluster it started, if any): where tasks run."""
+    """A Dask client (and the local cluster it started, if any): where tasks run.
 
-    def __init__(self, client: Client, cluster: LocalCluster | None = None) -> None:
+    ``notice`` is told, in one sentence, when the client has waited for a task while the
+    scheduler has no worker (every worker died or was stopped): the run then waits for one,
+    which is not an error (a worker that joins completes the run), but must not look like a
+    hang. It is told again after workers came and went."""
+
+    def __init__(
+        self,
+        client: Client,
+        cluster: LocalCluster | None = None,
+        *,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.cluster = cluster
+        self.notice = notice
+        self._told = False
 
     @property
     def slots(self) -> int:
@@ -160,6 +173,23 @@ class Workers:
             except TimeoutError:
                 if self.client.status in ("closing", "closed"):
                     raise WorkersError(SCHEDULER_GONE) from None
+                self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Tell ``notice`` once while the scheduler has no worker (see the class docstring)."""
+        try:
+            count = self.client.scheduler_info(n_workers=0).get("n_workers")
+        except Exception:  # a scheduler that does not answer: the loop above says so
+            return
+        if count:
+            self._told = False
+        elif count == 0 and not self._told and self.notice is not None:
+            self._told = True
+            self.notice(
+                "the Dask scheduler has no worker; the run waits for one (start one with "
+                "dask worker SCHEDULER-ADDRESS, or stop the run with Ctrl-C: what was stored "
+                "stays)"
+            )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a scheduler that is gone: nothing to close
@@ -187,9 +217,14 @@ def scheduler_address(text: str) -> bool:
     return match is not None and 0 < int(match.group(1)) < 65536
 
 
-def open_workers(*, scheduler: str | None = None, workers: int | None = None) -> Workers:
+def open_workers(
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Workers:
     """Connect to the Dask scheduler at ``scheduler``, or start a local cluster of ``workers``
-    processes (one thread each) on 127.0.0.1.
+    processes (one thread each) on 127.0.0.1; ``notice``: see :class:`Workers`.
 
     Raises:
         WorkersError: the scheduler does not answer, or has no worker.
@@ -211,7 +246,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
             dashboard_address=":0",  # no fixed port (the HTTP endpoint only; no dashboard)
             silence_logs=logging.CRITICAL,  # the report says what failed, file by file
         )
-        return Workers(Client(cluster), cluster)
+        return Workers(Client(cluster), cluster, notice=notice)
     try:
         client = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
     except Exception as exc:  # refused, timed out, or an address Dask cannot use
@@ -228,7 +263,7 @@ def open_workers(*, scheduler: str | None = None, workers: int | None = None) ->
             f"--scheduler {scheduler}: the scheduler has no worker (start one with "
             f"dask worker {scheduler})"
         ) from exc
-    return Workers(client)
+    return Workers(client, notice=notice)
 
 
 def check_reachable(archive: Archive) -> None:
