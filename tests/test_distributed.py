@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -373,6 +377,34 @@ def test_a_run_whose_workers_are_gone_says_it_waits_for_one(
         "the Dask scheduler has no worker; the run waits for one (start one with dask "
         "worker SCHEDULER-ADDRESS, or stop the run with Ctrl-C: what was stored stays)"
     ]
+
+
+@pytest.mark.local  # the command runs in a process of its own on a directory store
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_with_workers_stopped_by_a_signal(tmp_path: Path, number: int) -> None:
+    """Ctrl-C or SIGTERM mid-run (outside tester): one worded line, exit 130, the local
+    cluster closed (no traceback: the interrupted commit was started again; no leaked
+    semaphores reported), and what was stored verifies once the stages ran."""
+    files = write_series(tmp_path / "in", count=400, rows=256, columns=256)
+    store = tmp_path / "store"
+    command = [str(Path(sys.executable).parent / "mkdicomweb"), "--workers", "1", "-o"]
+    with subprocess.Popen(
+        [*command, str(store), str(tmp_path / "in")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        while not list((store / "studies").glob("*/series/*/instances/*/frames/1*")):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(number)
+        out, err = process.communicate(timeout=120)
+    assert (process.returncode, out) == (130, ""), err
+    assert err.startswith("error: interrupted: what was stored is kept;"), err
+    assert len(err.splitlines()) == 1, err
+    with Archive.open(str(store)) as archive:
+        ingest(archive, files[:1])  # a later run completes the stages
+    _verified(str(store))
 
 
 @pytest.mark.parametrize("address", ["foo://x:1", "not an address", "tcp://127.0.0.1:99999"])

@@ -3,6 +3,7 @@ mkdicomwebdeduplicatedgroup, mkdicomwebstudy (and their ``dicomweb-archive`` sub
 
 from __future__ import annotations
 
+import signal
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -294,8 +295,18 @@ def _workers(
     from dicomweb_archive.ops.distributed import check_reachable, open_workers  # noqa: PLC0415
 
     check_reachable(archive)  # before a cluster is started
-    with open_workers(scheduler=scheduler, workers=workers, notice=note) as dask:
-        yield dask
+    # SIGTERM stops the run as Ctrl-C does: the cluster is closed (killed at once, a local
+    # cluster's processes left semaphores behind, which Python's resource tracker reported)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with open_workers(scheduler=scheduler, workers=workers, notice=note) as dask:
+            yield dask
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_files(

@@ -478,7 +478,8 @@ class DaskBatch(Batch):
         """Start the commits of a task's files (once its workers are done)."""
         if task.future is None and task.failed is None:
             self._submit()  # the task being gathered: sent now
-        self.running.remove(task)
+        if task in self.running:  # (not when an earlier conclusion was interrupted: Ctrl-C)
+            self.running.remove(task)
         error: BaseException | None = task.failed
         written: list[Written | None] = [None] * len(task.files)
         if task.future is not None:
