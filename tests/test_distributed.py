@@ -393,6 +393,9 @@ def test_a_run_with_workers_stopped_by_a_signal(tmp_path: Path, number: int) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite started in the background has SIGINT ignored, and its
+        # children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     ) as process:
         while not list((store / "studies").glob("*/series/*/instances/*/frames/1*")):
             assert process.poll() is None, process.communicate()
