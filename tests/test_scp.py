@@ -191,8 +191,8 @@ def _values(
 
 def test_findscu_at_each_level(sent: Sent, tmp_path: Path) -> None:
     """findscu at PATIENT, STUDY, SERIES and IMAGE level finds what the index holds, with the
-    return keys filled from the stored metadata; wildcards, ranges, UID lists and a key the
-    index does not hold match as PS3.4 C.2.2.2 says."""
+    return keys filled from the stored metadata, under both models; wildcards, ranges, UID
+    lists and a key the index does not hold match as PS3.4 C.2.2.2 says."""
     with Archive.open(sent.store) as archive, scp(sent.store) as (port, _server):
         index = archive.index
         studies = index.search("study", All())
@@ -211,10 +211,18 @@ def test_findscu_at_each_level(sent: Sent, tmp_path: Path) -> None:
         instances = index.search("instance", All())
         keys = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "PatientName")
         answers = _find(port, tmp_path, "-S", "QueryRetrieveLevel=IMAGE", *keys)
-        assert {str(a.SOPInstanceUID) for a in answers} == {
-            str(_expected(i, "SOPInstanceUID")) for i in instances
+        assert len(answers) == len(instances)
+        assert _values(answers, *keys[:3]) == {
+            str(_expected(i, keys[0])): tuple(_expected(i, k) for k in keys[1:3]) for i in instances
         }
         assert all(a.PatientName == "" for a in answers)  # not held at the IMAGE level
+        # the Patient Root model answers the STUDY, SERIES and IMAGE levels the same way
+        for level, key in (("STUDY", "StudyInstanceUID"), ("SERIES", "SeriesInstanceUID")):
+            by_study_root = _find(port, tmp_path, "-S", f"QueryRetrieveLevel={level}", key)
+            by_patient_root = _find(port, tmp_path, "-P", f"QueryRetrieveLevel={level}", key)
+            assert _values(by_patient_root, key) == _values(by_study_root, key)
+        by_patient_root = _find(port, tmp_path, "-P", "QueryRetrieveLevel=IMAGE", *keys[:3])
+        assert _values(by_patient_root, *keys[:3]) == _values(answers, *keys[:3])
         answers = _find(
             port,
             tmp_path,
