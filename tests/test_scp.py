@@ -33,7 +33,7 @@ from tests.dimse_peers import (
     storescp,
     witness,
 )
-from tests.factory import write_series
+from tests.factory import make_ct, uid, write_series
 
 pytestmark = [
     pytest.mark.local,
@@ -402,3 +402,68 @@ def test_four_storescu_at_once(
     # the shared series is stored once: by one association, unchanged for the others
     stored, unchanged, failed = (sum(int(m.group(g)) for m in counted if m) for g in (1, 2, 3))
     assert (stored, unchanged, failed) == (45, 15, 0), ended
+
+
+def _with_request(number: int, *requests: tuple[str, str]) -> pydicom.Dataset:
+    """A CT slice of a series of its own whose Request Attributes Sequence has an item per
+    (Requested Procedure ID, Scheduled Procedure Step ID)."""
+    ds = make_ct(study=uid("7.1"), series=uid(f"7.1.{number}"), sop=uid(f"7.1.{number}.1"))
+    items = []
+    for requested, scheduled in requests:
+        item = pydicom.Dataset()
+        item.RequestedProcedureID = requested
+        item.ScheduledProcedureStepID = scheduled
+        items.append(item)
+    ds.RequestAttributesSequence = items
+    return ds
+
+
+def test_findscu_sequence_matching(store: str, tmp_path: Path) -> None:
+    """A sequence key's item is matched against each stored item (PS3.4 C.2.2.2.6): a series
+    matches when one of its items matches every item key, wildcards included; the answer holds
+    the matching items with the item's keys; an empty sequence key returns every item."""
+    files = []
+    for number, requests in enumerate(
+        [(("RP1", "SPS1"), ("RP2", "SPS2")), (("RP3", "SPS1"),), ()], start=1
+    ):
+        ds = _with_request(number, *requests)
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    with Archive.create(store) as archive:
+        assert ingest(archive, files).ok
+    series = "QueryRetrieveLevel=SERIES"
+    request = "RequestAttributesSequence[0]"
+    with scp(store) as (port, _server):
+
+        def found(*keys: str) -> dict[str, list[tuple[str, str]]]:
+            answers = _find(port, tmp_path, "-S", series, "SeriesInstanceUID", *keys)
+            return {
+                str(a.SeriesInstanceUID): [
+                    (
+                        str(i.get("RequestedProcedureID", "")),
+                        str(i.get("ScheduledProcedureStepID", "")),
+                    )
+                    for i in a.RequestAttributesSequence
+                ]
+                for a in answers
+            }
+
+        one = found(f"{request}.RequestedProcedureID=RP2", f"{request}.ScheduledProcedureStepID")
+        assert one == {uid("7.1.1"): [("RP2", "SPS2")]}
+        two = found(f"{request}.ScheduledProcedureStepID=SPS1", f"{request}.RequestedProcedureID")
+        assert two == {uid("7.1.1"): [("RP1", "SPS1")], uid("7.1.2"): [("RP3", "SPS1")]}
+        none = found(
+            f"{request}.RequestedProcedureID=RP3", f"{request}.ScheduledProcedureStepID=SPS2"
+        )
+        assert none == {}
+        wildcard = found(f"{request}.RequestedProcedureID=RP*")
+        assert wildcard == {
+            uid("7.1.1"): [("RP1", ""), ("RP2", "")],
+            uid("7.1.2"): [("RP3", "")],
+        }
+        every = found("RequestAttributesSequence")
+        assert every == {
+            uid("7.1.1"): [("RP1", "SPS1"), ("RP2", "SPS2")],
+            uid("7.1.2"): [("RP3", "SPS1")],
+            uid("7.1.3"): [],
+        }

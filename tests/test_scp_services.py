@@ -115,6 +115,19 @@ def test_c_find_refuses_a_level_the_model_lacks(created: str) -> None:
     assert [status.Status for status, _ in answers] == [0xA900]
 
 
+def test_c_find_refuses_a_sequence_key_of_two_items(created: str) -> None:
+    """A sequence key holds one item (PS3.4 C.2.2.2.6): one of two items is 0xA900."""
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.RequestAttributesSequence = [pydicom.Dataset(), pydicom.Dataset()]
+    query.RequestAttributesSequence[0].RequestedProcedureID = "RP1"
+    with scp(created) as (port, _server):
+        assoc = _association(port, STUDY_ROOT_FIND)
+        answers = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+        assoc.release()
+    assert [status.Status for status, _ in answers] == [0xA900]
+
+
 def test_c_find_honours_cancel(created: str) -> None:
     """A C-FIND whose cancel arrives after the first answer gets no more answers, then the
     Cancel status."""
