@@ -33,7 +33,7 @@ from tests.dimse_peers import (
     storescp,
     witness,
 )
-from tests.factory import write_series
+from tests.factory import make_ct, uid, write_series
 
 pytestmark = [
     pytest.mark.local,
@@ -191,8 +191,8 @@ def _values(
 
 def test_findscu_at_each_level(sent: Sent, tmp_path: Path) -> None:
     """findscu at PATIENT, STUDY, SERIES and IMAGE level finds what the index holds, with the
-    return keys filled from the stored metadata; wildcards, ranges, UID lists and a key the
-    index does not hold match as PS3.4 C.2.2.2 says."""
+    return keys filled from the stored metadata, under both models; wildcards, ranges, UID
+    lists and a key the index does not hold match as PS3.4 C.2.2.2 says."""
     with Archive.open(sent.store) as archive, scp(sent.store) as (port, _server):
         index = archive.index
         studies = index.search("study", All())
@@ -211,10 +211,18 @@ def test_findscu_at_each_level(sent: Sent, tmp_path: Path) -> None:
         instances = index.search("instance", All())
         keys = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "PatientName")
         answers = _find(port, tmp_path, "-S", "QueryRetrieveLevel=IMAGE", *keys)
-        assert {str(a.SOPInstanceUID) for a in answers} == {
-            str(_expected(i, "SOPInstanceUID")) for i in instances
+        assert len(answers) == len(instances)
+        assert _values(answers, *keys[:3]) == {
+            str(_expected(i, keys[0])): tuple(_expected(i, k) for k in keys[1:3]) for i in instances
         }
         assert all(a.PatientName == "" for a in answers)  # not held at the IMAGE level
+        # the Patient Root model answers the STUDY, SERIES and IMAGE levels the same way
+        for level, key in (("STUDY", "StudyInstanceUID"), ("SERIES", "SeriesInstanceUID")):
+            by_study_root = _find(port, tmp_path, "-S", f"QueryRetrieveLevel={level}", key)
+            by_patient_root = _find(port, tmp_path, "-P", f"QueryRetrieveLevel={level}", key)
+            assert _values(by_patient_root, key) == _values(by_study_root, key)
+        by_patient_root = _find(port, tmp_path, "-P", "QueryRetrieveLevel=IMAGE", *keys[:3])
+        assert _values(by_patient_root, *keys[:3]) == _values(answers, *keys[:3])
         answers = _find(
             port,
             tmp_path,
@@ -394,3 +402,68 @@ def test_four_storescu_at_once(
     # the shared series is stored once: by one association, unchanged for the others
     stored, unchanged, failed = (sum(int(m.group(g)) for m in counted if m) for g in (1, 2, 3))
     assert (stored, unchanged, failed) == (45, 15, 0), ended
+
+
+def _with_request(number: int, *requests: tuple[str, str]) -> pydicom.Dataset:
+    """A CT slice of a series of its own whose Request Attributes Sequence has an item per
+    (Requested Procedure ID, Scheduled Procedure Step ID)."""
+    ds = make_ct(study=uid("7.1"), series=uid(f"7.1.{number}"), sop=uid(f"7.1.{number}.1"))
+    items = []
+    for requested, scheduled in requests:
+        item = pydicom.Dataset()
+        item.RequestedProcedureID = requested
+        item.ScheduledProcedureStepID = scheduled
+        items.append(item)
+    ds.RequestAttributesSequence = items
+    return ds
+
+
+def test_findscu_sequence_matching(store: str, tmp_path: Path) -> None:
+    """A sequence key's item is matched against each stored item (PS3.4 C.2.2.2.6): a series
+    matches when one of its items matches every item key, wildcards included; the answer holds
+    the matching items with the item's keys; an empty sequence key returns every item."""
+    files = []
+    for number, requests in enumerate(
+        [(("RP1", "SPS1"), ("RP2", "SPS2")), (("RP3", "SPS1"),), ()], start=1
+    ):
+        ds = _with_request(number, *requests)
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    with Archive.create(store) as archive:
+        assert ingest(archive, files).ok
+    series = "QueryRetrieveLevel=SERIES"
+    request = "RequestAttributesSequence[0]"
+    with scp(store) as (port, _server):
+
+        def found(*keys: str) -> dict[str, list[tuple[str, str]]]:
+            answers = _find(port, tmp_path, "-S", series, "SeriesInstanceUID", *keys)
+            return {
+                str(a.SeriesInstanceUID): [
+                    (
+                        str(i.get("RequestedProcedureID", "")),
+                        str(i.get("ScheduledProcedureStepID", "")),
+                    )
+                    for i in a.RequestAttributesSequence
+                ]
+                for a in answers
+            }
+
+        one = found(f"{request}.RequestedProcedureID=RP2", f"{request}.ScheduledProcedureStepID")
+        assert one == {uid("7.1.1"): [("RP2", "SPS2")]}
+        two = found(f"{request}.ScheduledProcedureStepID=SPS1", f"{request}.RequestedProcedureID")
+        assert two == {uid("7.1.1"): [("RP1", "SPS1")], uid("7.1.2"): [("RP3", "SPS1")]}
+        none = found(
+            f"{request}.RequestedProcedureID=RP3", f"{request}.ScheduledProcedureStepID=SPS2"
+        )
+        assert none == {}
+        wildcard = found(f"{request}.RequestedProcedureID=RP*")
+        assert wildcard == {
+            uid("7.1.1"): [("RP1", ""), ("RP2", "")],
+            uid("7.1.2"): [("RP3", "")],
+        }
+        every = found("RequestAttributesSequence")
+        assert every == {
+            uid("7.1.1"): [("RP1", "SPS1"), ("RP2", "SPS2")],
+            uid("7.1.2"): [("RP3", "SPS1")],
+            uid("7.1.3"): [],
+        }

@@ -115,6 +115,19 @@ def test_c_find_refuses_a_level_the_model_lacks(created: str) -> None:
     assert [status.Status for status, _ in answers] == [0xA900]
 
 
+def test_c_find_refuses_a_sequence_key_of_two_items(created: str) -> None:
+    """A sequence key holds one item (PS3.4 C.2.2.2.6): one of two items is 0xA900."""
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.RequestAttributesSequence = [pydicom.Dataset(), pydicom.Dataset()]
+    query.RequestAttributesSequence[0].RequestedProcedureID = "RP1"
+    with scp(created) as (port, _server):
+        assoc = _association(port, STUDY_ROOT_FIND)
+        answers = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+        assoc.release()
+    assert [status.Status for status, _ in answers] == [0xA900]
+
+
 def test_c_find_honours_cancel(created: str) -> None:
     """A C-FIND whose cancel arrives after the first answer gets no more answers, then the
     Cancel status."""
@@ -339,3 +352,22 @@ def test_aborted_transfers_leave_no_partial_files(store: str, tmp_path: Path) ->
             time.sleep(0.05)
         assert not any(folder.iterdir())
     assert not folder.exists()
+
+
+def test_association_settings(created: str, caplog: pytest.LogCaptureFixture) -> None:
+    """--max-associations: one more association than allowed is rejected (and logged);
+    --max-pdu is the maximum length the archive tells the requestor (PS3.8 D.3.3.1);
+    --network-timeout: an idle association is aborted after that many seconds."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    with scp(created, max_associations=1, max_pdu=32768, network_timeout=1) as (port, _server):
+        first = _association(port, CTImageStorage)
+        assert first.acceptor.maximum_length == 32768
+        ae = AE(ae_title="SECOND")
+        ae.add_requested_context(CTImageStorage, [EXPLICIT])
+        second = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
+        assert second.is_rejected
+        deadline = time.monotonic() + 10
+        while first.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.is_aborted  # idle for longer than network_timeout
+    assert any("SECOND" in r.message and "rejected" in r.message for r in caplog.records)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from dicomweb_archive.store.config import StoreConfig
 from dicomweb_archive.store.instance import InstanceKey, read_info
 from dicomweb_archive.store.keys import STAGING
 from dicomweb_archive.web.app import create_app
+from tests.factory import make_ct, uid
 from tests.serving import free_port
 
 BOUNDARY = "stow-test-boundary"
@@ -391,3 +393,40 @@ def test_a_body_that_stops_coming_is_given_up(
             answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert sop_count(frames_as_received) == 0
+
+
+def test_a_large_body_streams_with_bounded_memory(frames_as_received: str, tmp_path: Path) -> None:
+    """A 20 MB instance sent chunked is spooled and stored without the body, or the instance,
+    in memory: the server's allocations (traced in this process) stay under a quarter of it."""
+    frames = 40
+    ds = make_ct(
+        study=uid("8.1"),
+        series=uid("8.1.1"),
+        sop=uid("8.1.1.1"),
+        rows=512,
+        columns=512,
+        frames=frames,
+    )
+    path = tmp_path / "large.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    del ds
+    size = path.stat().st_size
+    assert size > frames * 512 * 512 * 2
+
+    def chunks() -> Iterator[bytes]:
+        yield f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 16):
+                yield chunk
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    with stow_serving(frames_as_received) as url:
+        tracemalloc.start()
+        try:
+            reply = post(f"{url}/studies", chunks())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert reply.status_code == 200, reply.text
+    assert sop_count(frames_as_received) == 1
+    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB body"

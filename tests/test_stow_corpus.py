@@ -3,6 +3,8 @@ exported byte-identical to what was sent; four clients at once store every insta
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import threading
 import warnings
@@ -13,8 +15,10 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomweb_archive import Archive
+from dicomweb_archive import Archive, ingest
+from dicomweb_archive.ops.receive import DOES_NOT_MATCH_SOP_CLASS
 from dicomweb_archive.ops.reconstruct import reconstruct_p10
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store.config import StoreConfig
@@ -22,6 +26,11 @@ from tests.conftest import corpus_files, corpus_id
 from tests.factory import write_series
 from tests.test_corpus import NOT_INGESTED
 from tests.test_stow import MULTIPART, body, post, stow_serving
+
+#: retrieval gives a data set sent without File Meta Information a preamble and File Meta
+#: (PS3.10 7.1) before the data set's bytes as sent
+FILE_META = b"DICM"
+ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 #: files pydicom cannot write again (dicomweb-client encodes datasets with dcmwrite): sent as
 #: the file's own bytes instead
@@ -41,47 +50,132 @@ def _sent(path: Path) -> tuple[pydicom.Dataset | None, bytes]:
     return dataset, encoded.getvalue()
 
 
-def _rounds() -> list[list[tuple[str, pydicom.Dataset | None, bytes]]]:
+Sent = tuple[str, pydicom.Dataset | None, bytes, Path]
+
+
+def _rounds() -> list[list[Sent]]:
     """The accepted corpus in rounds whose SOP Instance UIDs differ (many test files share
-    one: each round goes to a store of its own)."""
-    rounds: list[list[tuple[str, pydicom.Dataset | None, bytes]]] = []
+    one: each round goes to a store of its own): (SOP Instance UID, dataset given to
+    dicomweb-client, bytes sent, file) each."""
+    rounds: list[list[Sent]] = []
     for path in corpus_files():
         if corpus_id(path) in NOT_INGESTED:
             continue
         dataset, data = _sent(path)
         sop = str(pydicom.dcmread(io.BytesIO(data), force=True).SOPInstanceUID)
         for round_ in rounds:
-            if all(sop != uid for uid, _, _ in round_):
-                round_.append((sop, dataset, data))
+            if all(sop != sent[0] for sent in round_):
+                round_.append((sop, dataset, data, path))
                 break
         else:
-            rounds.append([(sop, dataset, data)])
+            rounds.append([(sop, dataset, data, path)])
     return rounds
 
 
+def _retrieve(url: str) -> bytes:
+    """The instance at the Retrieve URL ``url`` as stored (WADO-RS, transfer-syntax=*)."""
+    reply = requests.get(url, headers={"Accept": ANY_SYNTAX}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    head = f"Content-Type: {reply.headers['content-type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + reply.content)
+    (part,) = message.iter_parts()
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+def _warned(round_: list[Sent], directory: Path) -> set[str]:
+    """The SOP Instance UIDs of the round whose bytes mkdicomweb stores with a warning."""
+    directory.mkdir()
+    for number, (_, _, data, _) in enumerate(round_):
+        (directory / f"{number}.dcm").write_bytes(data)
+    config = StoreConfig(recompression=None)  # as the stores of the test
+    with Archive.create(f"memory://stow-{directory.name}", config) as reference:
+        report = ingest(reference, sorted(directory.iterdir()))
+    assert report.ok
+    return {r.key.sop for r in report.results if r.warnings and r.key}
+
+
+def _check_retrieved(retrieved: bytes, sent: bytes, name: str) -> None:
+    """WADO-RS (transfer-syntax=*) gives the bytes sent (``ops/retrieve.py``): behind a
+    preamble and File Meta where none was sent; in Explicit VR Little Endian, the same values,
+    where they were sent in Implicit VR Little Endian or Explicit VR Big Endian (PS3.18 8.7.3
+    allows neither in web services)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = pydicom.dcmread(io.BytesIO(sent), force=True)
+    if original.original_encoding != (False, True):
+        got = pydicom.dcmread(io.BytesIO(retrieved))
+        assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian, name
+        pixels = ("PixelData", "PlanarConfiguration")  # frames may come colour-by-pixel
+        assert [(e.tag, e.value) for e in got if e.keyword not in pixels] == [
+            (e.tag, e.value) for e in original if e.keyword not in pixels
+        ], name
+        if "PixelData" in original:
+            assert (got.pixel_array == original.pixel_array).all(), name
+    elif sent[128:132] == FILE_META:
+        assert retrieved == sent, name
+    else:
+        assert retrieved[128:132] == FILE_META, name
+        assert retrieved.endswith(sent), name
+
+
 @pytest.mark.slow
-def test_corpus_through_stow(new_store: Callable[[str], str]) -> None:
-    """dicomweb-client's store_instances stores every file ingest accepts (no failure, a
-    Retrieve URL each); each exports byte-identical to the bytes sent; verify is clean."""
+def test_corpus_through_stow(new_store: Callable[[str], str], tmp_path: Path) -> None:
+    """dicomweb-client's store_instances stores every file ingest accepts: no failure, and for
+    each a Referenced SOP Sequence item with its SOP Class, its Retrieve URL, and Warning
+    Reason 0xB007 exactly for the files mkdicomweb stores with a warning;
+    retrieving each from its Retrieve URL gives the bytes sent (as _check_retrieved says);
+    each exports byte-identical; verify is clean."""
     rounds = _rounds()
     assert sum(len(r) for r in rounds) == len(corpus_files()) - len(NOT_INGESTED)
     for number, round_ in enumerate(rounds):
+        warned = _warned(round_, tmp_path / f"round{number}")
         store = new_store(f"round{number}")
         Archive.create(store, StoreConfig(recompression=None)).close()
         with stow_serving(store) as url:
-            datasets = [d for _, d, _ in round_ if d is not None]
+            datasets = [d for _, d, _, _ in round_ if d is not None]
             response = DICOMwebClient(url).store_instances(datasets)
-            referenced = {i.ReferencedSOPInstanceUID for i in response.ReferencedSOPSequence}
             assert "FailedSOPSequence" not in response
-            raw = [data for _, d, data in round_ if d is None]
+            items = [
+                (i.ReferencedSOPInstanceUID, i.ReferencedSOPClassUID, i.RetrieveURL, i)
+                for i in response.ReferencedSOPSequence
+            ]
+            raw = [data for _, d, data, _ in round_ if d is None]
             if raw:
                 reply = post(f"{url}/studies", body(*(("application/dicom", d) for d in raw)))
                 assert reply.status_code in (200, 202) and "00081198" not in reply.json()
-                referenced |= {i["00081155"]["Value"][0] for i in reply.json()["00081199"]["Value"]}
-        assert referenced == {sop for sop, _, _ in round_}
+                items += [
+                    (
+                        i["00081155"]["Value"][0],
+                        i["00081150"]["Value"][0],
+                        i["00081190"]["Value"][0],
+                        i,
+                    )
+                    for i in reply.json()["00081199"]["Value"]
+                ]
+            assert sorted(sop for sop, _, _, _ in items) == sorted(s[0] for s in round_)
+            retrieved = {}
+            for sop, sop_class, retrieve_url, item in items:
+                sent = pydicom.dcmread(
+                    io.BytesIO(next(s[2] for s in round_ if s[0] == sop)), force=True
+                )
+                assert sop_class == sent.SOPClassUID
+                assert retrieve_url == (
+                    f"{url}/studies/{sent.StudyInstanceUID}/series/"
+                    f"{sent.SeriesInstanceUID}/instances/{sop}"
+                )
+                if isinstance(item, pydicom.Dataset):
+                    reason = item.get("WarningReason")
+                else:
+                    reason = item.get("00081196", {}).get("Value", [None])[0]
+                assert (reason == DOES_NOT_MATCH_SOP_CLASS) == (sop in warned), sop
+                assert reason in (None, DOES_NOT_MATCH_SOP_CLASS)
+                retrieved[sop] = _retrieve(retrieve_url)
         with Archive.open(store) as archive:
-            for sop, _, data in round_:
+            for sop, _, data, path in round_:
                 assert reconstruct_p10(archive, sop) == data, sop
+                _check_retrieved(retrieved[sop], data, corpus_id(path))
             assert verify(archive).ok
 
 

@@ -82,6 +82,28 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
         float,
         typer.Option("--network-timeout", help="Seconds an idle association is kept open.", min=1),
     ] = 60.0,
+    tls_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-certfile",
+            help="TLS certificate chain (PEM): accept DICOM TLS connections only.",
+            dir_okay=False,
+        ),
+    ] = None,
+    tls_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-keyfile", help="TLS private key (PEM) of --tls-certfile.", dir_okay=False
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            help="CA certificates (PEM): accept only clients with a certificate they issued.",
+            dir_okay=False,
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Receive, answer queries and send over DICOM networking: C-ECHO, C-STORE, C-FIND,
@@ -92,6 +114,7 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
         check_ae_title,
         parse_peer,
         parse_peers,
+        tls_context,
     )
 
     with handle_errors(verbose=verbose):
@@ -116,7 +139,16 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
             dimse_timeout=dimse_timeout,
             network_timeout=network_timeout,
             peers=peers,
+            tls_certfile=tls_certfile,
+            tls_keyfile=tls_keyfile,
+            tls_ca=tls_ca,
         )
+        try:
+            tls = tls_context(settings) is not None
+        except OSError as exc:  # ssl.SSLError too
+            files = ", ".join(str(p) for p in (tls_certfile, tls_keyfile, tls_ca) if p)
+            error_line(f"cannot use {files} for TLS: {exc}")
+            raise typer.Exit(EXIT_CANNOT_START) from None
         with open_store(store) as archive:
             _log_to_stderr(verbose=verbose)
             server = DicomServer(archive, settings, tracebacks=verbose)
@@ -126,7 +158,10 @@ def scp(  # noqa: PLR0917 - typer passes every option positionally
                 except OSError as exc:
                     error_line(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
                     raise typer.Exit(EXIT_CANNOT_START) from None
-                note(f"serving {archive.location} as {settings.ae_title} on {host}:{listening}")
+                over = " over TLS" if tls else ""
+                note(
+                    f"serving {archive.location} as {settings.ae_title} on {host}:{listening}{over}"
+                )
                 while not stop.wait(1.0):
                     pass
             note("stopping: letting running associations end")

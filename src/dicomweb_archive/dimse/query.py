@@ -13,9 +13,14 @@ Each attribute of the identifier is a key (PS3.4 C.2.2.1):
   keys of the levels above are matched too (as relational queries, C.4.1.2.2.2, would);
 - another key with a value is matched against the attribute as the level's stored query object
   holds it, by the same rules (an attribute the object does not hold matches nothing);
+- a sequence key (C.2.2.2.6) holds one item whose keys are matched, by these rules (sequence
+  matching too, recursively), against each item of the stored sequence: the object matches when
+  one item matches them all (the series' Request Attributes Sequence (0040,0275), for example);
+  a sequence key without an item, or with an item without values, matches universally;
 - every key is returned: filled from the stored metadata of the match's level, empty (zero
-  length) when that level does not hold it; a sequence key is returned empty (sequence matching
-  is not supported). PATIENT level answers each Patient ID once, with the attributes of its
+  length) when that level does not hold it. A sequence key returns the stored items its item's
+  keys match, each with those keys only (C.2.2.2.6); without an item, or with an empty item, every
+  stored item whole. PATIENT level answers each Patient ID once, with the attributes of its
   first study and Number of Patient Related Studies, Series and Instances (0020,1200-1204).
 
 Responses are in UTF-8 (Specific Character Set ISO_IR 192). A C-CANCEL stops the answers
@@ -33,6 +38,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from dicomweb_archive.index.conditions import All, Match
 from dicomweb_archive.index.protocol import Index
@@ -78,10 +84,13 @@ class Query:
 
     level: str
     condition: All = field(default_factory=All)
-    #: other matching keys: tag (8 hex digits) -> (VR, value)
-    others: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: other matching keys: tag (8 hex digits) -> (VR, value); a sequence key's value is its
+    #: item's matching keys, in this form
+    others: dict[str, tuple[str, Any]] = field(default_factory=dict)
     #: every key of the identifier: tag -> VR
     keys: dict[int, str] = field(default_factory=dict)
+    #: the item of each sequence key (None: none): the attributes its items return
+    items: dict[int, Dataset | None] = field(default_factory=dict)
 
 
 def read_query(identifier: Dataset, model: str) -> Query:
@@ -102,6 +111,11 @@ def read_query(identifier: Dataset, model: str) -> Query:
         vr = _vr(identifier, tag)
         query.keys[int(tag)] = vr
         if vr == "SQ":
+            item = _sequence_item(identifier, tag)
+            query.items[int(tag)] = item
+            wanted = _item_keys(item, encodings) if item is not None else {}
+            if wanted:
+                query.others[f"{int(tag):08X}"] = ("SQ", wanted)
             continue
         value = key_text(identifier, tag, encodings)
         if value in ("", "*"):  # universal matching (C.2.2.2.3)
@@ -116,6 +130,37 @@ def read_query(identifier: Dataset, model: str) -> Query:
             query.others[f"{int(tag):08X}"] = (vr, value)
     query.condition = All(tuple(parts))
     return query
+
+
+def _sequence_item(identifier: Dataset, tag: Any) -> Dataset | None:
+    """The one item of a sequence key, None for an empty sequence; QueryRefusedError for
+    more (PS3.4 C.2.2.2.6: "structured as a Sequence of Items with a single Item")."""
+    items = identifier[tag].value or []
+    if len(items) > 1:
+        raise QueryRefusedError(
+            IDENTIFIER_DOES_NOT_MATCH,
+            f"sequence key {Tag(tag)} has {len(items)} items; a "
+            "sequence key has one (PS3.4 C.2.2.2.6)",
+        )
+    return items[0] if items else None
+
+
+def _item_keys(item: Dataset, encodings: list[str]) -> dict[str, tuple[str, Any]]:
+    """The matching keys of a sequence key's item: tag -> (VR, value), a nested sequence key's
+    value its own item's keys; keys without a value (universal matching) left out."""
+    keys: dict[str, tuple[str, Any]] = {}
+    for tag in list(item.keys()):
+        vr = _vr(item, tag)
+        if vr == "SQ":
+            inner = _sequence_item(item, tag)
+            nested = _item_keys(inner, encodings) if inner is not None else {}
+            if nested:
+                keys[f"{int(tag):08X}"] = ("SQ", nested)
+            continue
+        value = key_text(item, tag, encodings)
+        if value not in ("", "*"):
+            keys[f"{int(tag):08X}"] = (vr, value)
+    return keys
 
 
 def find_matches(index: Index, query: Query) -> list[dict[str, Any]]:
@@ -141,15 +186,7 @@ def _patients(studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def to_response(item: dict[str, Any], query: Query, *, retrieve_ae_title: str) -> Dataset:
     """The C-FIND response of one match: every key of the query (the module docstring)."""
-    held = {
-        f"{tag:08X}": item[f"{tag:08X}"]
-        for tag, vr in query.keys.items()
-        if f"{tag:08X}" in item and vr != "SQ"
-    }
-    response = Dataset.from_json(held)
-    for tag, vr in query.keys.items():
-        if tag not in response:
-            response.add_new(tag, vr, [] if vr == "SQ" else None)
+    response = _returned(item, query.keys, query.items, query.others)
     if RETRIEVE_AE_TITLE in query.keys:
         response[RETRIEVE_AE_TITLE].value = retrieve_ae_title
     response.QueryRetrieveLevel = query.level
@@ -157,10 +194,50 @@ def to_response(item: dict[str, Any], query: Query, *, retrieve_ae_title: str) -
     return response
 
 
-def _matches_others(item: dict[str, Any], others: dict[str, tuple[str, str]]) -> bool:
-    """Whether the stored query object matches the keys the index does not hold."""
+def _returned(
+    stored: dict[str, Any],
+    keys: dict[int, str],
+    items: dict[int, Dataset | None],
+    others: dict[str, tuple[str, Any]],
+) -> Dataset:
+    """``keys`` filled from the stored object (or item) ``stored``, empty where it holds none;
+    a sequence key with the stored items its item matches (module docstring)."""
+    held = {f"{t:08X}" for t, vr in keys.items() if vr != "SQ"}
+    returned = Dataset.from_json({k: stored[k] for k in held if k in stored})
+    for tag, vr in keys.items():
+        if vr == "SQ":
+            returned.add_new(tag, vr, _returned_items(stored, tag, items[tag], others))
+        elif tag not in returned:
+            returned.add_new(tag, vr, None)
+    return returned
+
+
+def _returned_items(
+    stored: dict[str, Any], tag: int, item: Dataset | None, others: dict[str, tuple[str, Any]]
+) -> list[Dataset]:
+    """The items a sequence key returns (module docstring)."""
+    values = (stored.get(f"{tag:08X}") or {}).get("Value") or []
+    candidates = [v for v in values if isinstance(v, dict)]
+    _, wanted = others.get(f"{tag:08X}", ("SQ", {}))
+    if wanted:
+        candidates = [c for c in candidates if _matches_others(c, wanted)]
+    if item is None or not len(item):
+        return [Dataset.from_json(c) for c in candidates]
+    keys = {int(t): _vr(item, t) for t in list(item.keys())}
+    inner = {t: _sequence_item(item, t) for t, vr in keys.items() if vr == "SQ"}
+    return [_returned(c, keys, inner, wanted) for c in candidates]
+
+
+def _matches_others(item: dict[str, Any], others: dict[str, tuple[str, Any]]) -> bool:
+    """Whether the stored query object (or a stored item) matches the keys the index does not
+    hold (a sequence key: when one of its stored items matches its item's keys)."""
     for tag, (vr, wanted) in others.items():
-        values = [_stored_text(v) for v in (item.get(tag, {}).get("Value") or [])]
+        stored = item.get(tag, {}).get("Value") or []
+        if vr == "SQ":
+            if not any(isinstance(s, dict) and _matches_others(s, wanted) for s in stored):
+                return False
+            continue
+        values = [_stored_text(v) for v in stored]
         if not any(matches_value(vr, v, wanted) for v in values):
             return False
     return True

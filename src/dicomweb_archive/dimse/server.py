@@ -82,7 +82,7 @@ from dicomweb_archive.dimse.send import (
     sending_from_store,
     with_syntaxes,
 )
-from dicomweb_archive.dimse.settings import ScpSettings
+from dicomweb_archive.dimse.settings import ScpSettings, tls_context
 from dicomweb_archive.dimse.spool import close_spool, discard_partial, open_spool
 from dicomweb_archive.errors import IndexUnavailableError
 from dicomweb_archive.ops import stages
@@ -188,7 +188,13 @@ class DicomServer:
         return ae
 
     def start(self) -> tuple[str, int]:
-        """Listen (OSError when the address cannot be had); returns the address and port."""
+        """Listen (over TLS with the settings' certificate); returns the address and port.
+
+        Raises:
+            UsageError: TLS settings that do not go together.
+            OSError: the address cannot be had, or the TLS files cannot be used.
+        """
+        context = tls_context(self.settings)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.STORE_SEND_CHUNKED_DATASET = True
         self._spool = open_spool()
@@ -206,7 +212,9 @@ class DicomServer:
         ]
         address = (self.settings.host, self.settings.port)
         try:
-            server = self.ae.start_server(address, block=False, evt_handlers=handlers)
+            server = self.ae.start_server(
+                address, block=False, ssl_context=context, evt_handlers=handlers
+            )
         except BaseException:
             self._spool = None
             close_spool()

@@ -3,13 +3,19 @@
 A C-MOVE names its destination by AE title only (PS3.4 C.4.2.1.4.1); where it listens comes from
 ``--peer AET=HOST:PORT`` (repeatable) or a peers file: one ``AET=HOST:PORT`` a line, ``#``
 starting a comment. A destination not known is answered with 0xA801 (Move Destination unknown).
+
+TLS (PS3.15 B.9, the BCP 195 TLS profile: TLS 1.2 or later) is optional: with a certificate
+and its key the server accepts TLS connections only; with a CA file too, only clients
+presenting a certificate issued by it (PS3.15 B.1: the peers authenticate each other).
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dicomweb_archive.errors import UsageError
 
@@ -43,6 +49,36 @@ class ScpSettings:
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
     peers: dict[str, Peer] = field(default_factory=dict)
+    #: TLS certificate chain and its private key (PEM): accept TLS connections only
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    #: CA certificates (PEM): clients must present a certificate they issued
+    tls_ca: Path | None = None
+
+
+def tls_context(settings: ScpSettings) -> ssl.SSLContext | None:
+    """The server side TLS context of ``settings`` (see the module docstring), None without a
+    certificate.
+
+    Raises:
+        UsageError: a key without a certificate or the other way round, or a CA without both.
+        OSError: the files cannot be read or are not a certificate and its key
+            (``ssl.SSLError`` is an OSError).
+    """
+    certfile, keyfile, ca = settings.tls_certfile, settings.tls_keyfile, settings.tls_ca
+    if (certfile is None) != (keyfile is None):
+        raise UsageError("--tls-certfile and --tls-keyfile go together")
+    if certfile is None or keyfile is None:
+        if ca is not None:
+            raise UsageError("--tls-ca needs --tls-certfile and --tls-keyfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # PS3.15 B.9
+    context.load_cert_chain(certfile, keyfile)
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def check_ae_title(value: str, what: str = "AE title") -> str:
