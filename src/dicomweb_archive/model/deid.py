@@ -16,7 +16,8 @@ creator elements of their blocks.
 
 Dates and times (PS3.15 E.3.6, Retain Longitudinal Temporal Information Options): every DA,
 DT and TM attribute the table does not name (or names in a row whose option columns are not
-known here) follows the temporal option chosen: without one it gets a dummy value (D); with
+known here), and every one of a safe private attribute kept by Retain Safe Private, follows
+the temporal option chosen: without one it gets a dummy value (D); with
 ``retain-modified-dates`` DA and DT values are shifted back by the patient's keyed offset and
 TM values kept (a shift by whole days leaves the time of day); with ``retain-full-dates`` it
 is kept. This holds inside sequences too.
@@ -223,9 +224,10 @@ class Profile:
         """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the
         table: keep); see the module docstring for dates and times. ``safe``: a private
         attribute :func:`safe_private` names, kept with Retain Safe Private (PS3.15 E.3.10)."""
-        if tag >> 16 & 1:
-            return "K" if safe and "retain-safe-private" in self.options else "X"
-        entry = _lookup(tag)
+        private = tag >> 16 & 1
+        if private and not (safe and "retain-safe-private" in self.options):
+            return "X"
+        entry = None if private else _lookup(tag)
         if vr in TEMPORAL_VRS and (entry is None or f"{tag:08X}" in ROWS_WITHOUT_OPTION_COLUMNS):
             if "retain-full-dates" in self.options:
                 return "K"
@@ -233,6 +235,8 @@ class Profile:
                 return "C"
             if entry is None:
                 return "D"
+        if private:
+            return "K"  # a safe private attribute, kept (its dates and times: as above)
         if entry is None:
             return None
         basic, columns = entry
