@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 import dicomweb_archive.model
-from dicomweb_archive.model.deid import Profile
+from dicomweb_archive.model.deid import OPTION_CODES, OPTIONS, Profile
 from dicomweb_archive.model.standard_tables import (
     CONFIDENTIALITY_PROFILE,
     OPTIONS_EDITION,
@@ -195,3 +195,23 @@ def test_later_edition_wins_and_safe_private_column_is_kept(
     printed = capsys.readouterr().out
     assert "agree in 2 of 3 rows" in printed
     assert "00081120" in printed and "00081030" not in printed
+
+
+def test_spec_states_editions_options_and_conformance() -> None:
+    """docs/spec/deidentification.md states the editions (rows 2026c, option columns 2025b,
+    Table E.3.10-1 2025b), every option by its command-line name and CID 7050 code in its
+    options table, and the conformance claim in PS3.15 E.1.1 terms."""
+    text = (GENERATOR.parent.parent / "docs" / "spec" / "deidentification.md").read_text()
+    spec = " ".join(text.split())
+    assert "**current edition, DICOM 2026c**" in spec
+    assert (
+        "option columns (Retain UIDs, Retain Device Identity, ...) from the **2025b edition**"
+        in spec
+    )
+    assert "Table E.3.10-1 of the **2025b edition**" in spec
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert set(OPTION_CODES) == set(OPTIONS)
+    for name, (code, _scheme, _meaning) in OPTION_CODES.items():
+        assert any(row.startswith(f"| `{name}` |") and f"| {code} |" in row for row in rows), name
+    assert "## Conformance (PS3.15 E.1.1)" in text
+    assert "a de-identifier of the Basic Application Level Confidentiality Profile (113100)" in spec
