@@ -10,10 +10,11 @@ than Media Storage SOP Instance UID, curve rows (50xx, retired, VR per element),
 attribute row (test_anonymize_private.py), Patient ID and Patient's Name (keyed pseudonyms,
 test_anonymize_patients.py), and a few whose dictionary VR is not a single VR. The Clean
 Graphics column (cleanGraphOpt) is an option not offered, so its rows keep their Basic
-Profile action under every option here. Rows added since the 2020b edition have no option
-columns here ("?", docs/spec/deidentification.md): they are checked against their Basic
-Profile action, except dates and times, which follow the temporal option (kept with Full
-Dates, shifted with Modified Dates).
+Profile action under every option here. Rows whose option columns neither source gives ("?",
+docs/spec/deidentification.md) are checked against their Basic Profile action, except dates
+and times, which follow the temporal option (kept with Full Dates, shifted with Modified
+Dates). Where two chosen options' columns disagree (Retain Device Identity K, Modified Dates
+C), the more protective action is expected.
 """
 
 from __future__ import annotations
@@ -109,15 +110,19 @@ def expected(tag: int, vr: str, option: str | None) -> str:
 
 
 def expected_combined(tag: int, vr: str, options: frozenset[str]) -> str:
-    """The action under a combination of options: the action of the chosen options' columns
-    (the table's columns agree wherever two options that may be combined name one row), else
-    the Basic Profile's."""
+    """The action under a combination of options: the action of the chosen options' columns,
+    else the Basic Profile's. Where they disagree (only Retain Device Identity K against
+    Modified Dates C, on calibration and manufacture dates and times), C: the date is shifted
+    with the others."""
     basic, columns = ROWS[tag]
     if columns is None:
         temporal = [o for o in ("retain-full-dates", "retain-modified-dates") if o in options]
         return expected(tag, vr, temporal[0] if temporal else None)
     chosen = {columns[OPTIONS[o]] for o in options if OPTIONS[o] in columns}
-    assert len(chosen) <= 1, (hex(tag), chosen)
+    if len(chosen) > 1:
+        assert chosen == {"K", "C"}, (hex(tag), chosen)
+        assert {"retain-device-identity", "retain-modified-dates"} <= options, hex(tag)
+        return "C"
     return chosen.pop() if chosen else CHOICES.get(basic, basic)
 
 

@@ -13,11 +13,13 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
+from dicomweb_archive import Archive
 from dicomweb_archive.cli.main import app
 from dicomweb_archive.model.deid import Profile, safe_private
 from dicomweb_archive.model.deid_report import build_report, report_summary
 from dicomweb_archive.model.standard_tables import SAFE_PRIVATE_EDITION
-from tests.deid_helpers import everything, exported, found, read_all
+from dicomweb_archive.ops.anonymize import anonymize
+from tests.deid_helpers import EVERYTHING, everything, exported, found, read_all
 from tests.stores import ingested
 
 runner = CliRunner()
@@ -131,3 +133,49 @@ def test_report_names_the_safe_private_table() -> None:
     assert report["safe_private_edition"] == SAFE_PRIVATE_EDITION
     assert ["113111", "DCM", "Retain Safe Private Option"] in report["method_codes"]
     assert f"safe private attributes: {SAFE_PRIVATE_EDITION}" in report_summary(report)
+
+
+@pytest.mark.parametrize(
+    ("temporal", "date", "time"),
+    [
+        (None, "19000101", "000000"),
+        ("retain-full-dates", "19870601", "101112"),
+        ("retain-modified-dates", "shifted", "101112"),
+    ],
+    ids=["basic", "full-dates", "modified-dates"],
+)
+def test_kept_safe_private_dates_follow_the_temporal_option(
+    temporal: str | None,
+    date: str,
+    time: str,
+    tmp_path: Path,
+    new_store: Callable[[str], str],
+) -> None:
+    """A date and a time in safe private attributes (GEMS_ACQU_01 offsets 23 and 24, written
+    with VR DA and TM) kept by Retain Safe Private follow the temporal option like any date:
+    dummies without one (the original date found nowhere in the output), kept with Full Dates,
+    the date shifted by the patient's offset with Modified Dates."""
+    testdata = get_testdata_file("CT_small.dcm", download=False)
+    assert isinstance(testdata, str)
+    ds = pydicom.dcmread(testdata)
+    ds.remove_private_tags()
+    ds.add_new(0x00190010, "LO", GE_ACQUISITION)
+    ds.add_new(0x00191023, "DA", "19870601")
+    ds.add_new(0x00191024, "TM", "101112")
+    source, out = new_store("source"), new_store("out")
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "dated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert ingested(source, [path]).ok
+    options = frozenset({"retain-safe-private", *([temporal] if temporal else [])})
+    with Archive.open(source) as archive:
+        report = anonymize(archive, EVERYTHING, out, key=b"private-key", options=options)
+    assert report.ok, [r.error for r in report.results]
+    (result,) = read_all(exported(out, tmp_path / "export"))
+    if date == "shifted":
+        profile = Profile(b"private-key", options)
+        date = profile.shift("DA", "19870601", profile.date_offset(str(ds.PatientID)))
+        assert date != "19870601"
+    assert (result[0x00191023].value, result[0x00191024].value) == (date, time)
+    if temporal is None:
+        assert found(["19870601", "101112"], everything(out, tmp_path / "all")) == []

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
 from dicomweb_archive import Archive
-from dicomweb_archive.model.deid import DUMMY
+from dicomweb_archive.model.deid import DUMMY, Profile
 from dicomweb_archive.ops.anonymize import anonymize
 from tests.deid_helpers import EVERYTHING, everything, exported, found, read_all
 from tests.stores import ingested
@@ -31,6 +31,7 @@ SECRETS = [
     "RP-5555",
     "NET-ZX81",
     "19990505",
+    "PERFAE77",
 ]
 
 
@@ -66,6 +67,8 @@ def _texts(path: Path) -> Path:
     ds.ContentSequence = Sequence([content])
     ds.NetworkID = "NET-ZX81"
     ds.DateOfLastCalibration = "19990505"
+    ds.TimeOfLastCalibration = "101500"
+    ds.PerformedStationAETitle = "PERFAE77"
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -106,9 +109,9 @@ def test_clean_options_keep_structure_without_text(
 ) -> None:
     """Clean Descriptors and Clean Structured Content keep descriptions, comments (nested
     ones too), Request Attributes and SR content items, with dummy text and coded concepts
-    kept; Retain Device Identity does not keep rows whose option columns are unknown."""
+    kept; device data is removed (no Retain Device Identity)."""
     out = new_store("out")
-    options = frozenset({"clean-descriptors", "clean-structured-content", "retain-device-identity"})
+    options = frozenset({"clean-descriptors", "clean-structured-content"})
     _run(texts, out, options=options)
     assert found(SECRETS, everything(out, tmp_path / "export")) == []
     (ds,) = read_all(exported(out, tmp_path / "again"))
@@ -122,8 +125,47 @@ def test_clean_options_keep_structure_without_text(
     assert content.TextValue == DUMMY["UT"]
     assert content.ConceptNameCodeSequence[0].CodeMeaning == "Finding"
     assert "NetworkID" not in ds and "DateOfLastCalibration" not in ds
+    assert "PerformedStationAETitle" not in ds
     codes = sorted(item.CodeValue for item in ds.DeidentificationMethodCodeSequence)
-    assert codes == ["113100", "113104", "113105", "113109"]
+    assert codes == ["113100", "113104", "113105"]
+
+
+def test_retain_device_identity_follows_the_2025b_letters(
+    texts: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """Retain Device Identity, per the option column of the 2025b edition: Date and Time of
+    Last Calibration (rows added since 2020b, K) kept; Network ID (added since 2020b, C) and
+    Performed Station AE Title (K in 2020b, C since) become dummies, found nowhere in the
+    output; the free text stays removed."""
+    out = new_store("out")
+    _run(texts, out, options=frozenset({"retain-device-identity"}))
+    hidden = [s for s in SECRETS if s != "19990505"]
+    assert found(hidden, everything(out, tmp_path / "export")) == []
+    (ds,) = read_all(exported(out, tmp_path / "again"))
+    assert (ds.DateOfLastCalibration, ds.TimeOfLastCalibration) == ("19990505", "101500")
+    assert ds.NetworkID == ds.PerformedStationAETitle == DUMMY["AE"]
+    codes = sorted(item.CodeValue for item in ds.DeidentificationMethodCodeSequence)
+    assert codes == ["113100", "113109"]
+
+
+def test_retain_device_identity_with_modified_dates_shifts_calibration(
+    texts: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """Retain Device Identity keeps Date of Last Calibration (K), Modified Dates shifts it
+    (C): together, the more protective C, shifted by the patient's offset like the other
+    dates; the original date is found nowhere in the output; the time is kept (a shift by
+    whole days)."""
+    out = new_store("out")
+    options = frozenset({"retain-device-identity", "retain-modified-dates"})
+    _run(texts, out, options=options)
+    assert found(SECRETS, everything(out, tmp_path / "export")) == []
+    (ds,) = read_all(exported(out, tmp_path / "again"))
+    source = pydicom.dcmread(_texts(tmp_path / "original.dcm"))
+    profile = Profile(KEY, options)
+    days = profile.date_offset(str(source.PatientID))
+    assert ds.DateOfLastCalibration == profile.shift("DA", "19990505", days)
+    assert ds.StudyDate == profile.shift("DA", str(source.StudyDate), days)
+    assert ds.TimeOfLastCalibration == "101500"
 
 
 def test_full_dates_keep_date_of_last_calibration(

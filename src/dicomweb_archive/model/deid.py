@@ -6,13 +6,18 @@ that depends on the attribute's Type in the IOD (``X/Z``, ``X/D``, ``Z/D``, ``X/
 ``X/Z/U*``), we keep the attribute when we can (Type 1 and 2 attributes must stay): ``X/Z`` ->
 Z, ``X/D``, ``Z/D``, ``X/Z/D`` -> D, ``X/Z/U*`` -> U. ``C`` (clean) is applied as D (a dummy
 value known not to identify), except dates under Retain Longitudinal Temporal Information with
-Modified Dates, which are shifted by a per-patient offset. Private attributes are removed,
-except, with Retain Safe Private (PS3.15 E.3.10), those Table E.3.10-1 lists for their block's
-private creator (``standard_tables.SAFE_PRIVATE``) and the creator elements of their blocks.
+Modified Dates, which are shifted by a per-patient offset. Where two chosen options' columns
+give one row different actions (Retain Device Identity K and Modified Dates C on calibration
+and manufacture dates and times, rows added since 2020b), the more protective one wins (C: the
+date is shifted with the patient's other dates, not kept as it was while they are shifted).
+Private attributes are removed, except, with Retain Safe Private (PS3.15 E.3.10), those Table
+E.3.10-1 lists for their block's private creator (``standard_tables.SAFE_PRIVATE``) and the
+creator elements of their blocks.
 
 Dates and times (PS3.15 E.3.6, Retain Longitudinal Temporal Information Options): every DA,
 DT and TM attribute the table does not name (or names in a row whose option columns are not
-known here) follows the temporal option chosen: without one it gets a dummy value (D); with
+known here), and every one of a safe private attribute kept by Retain Safe Private, follows
+the temporal option chosen: without one it gets a dummy value (D); with
 ``retain-modified-dates`` DA and DT values are shifted back by the patient's keyed offset and
 TM values kept (a shift by whole days leaves the time of day); with ``retain-full-dates`` it
 is kept. This holds inside sequences too.
@@ -62,6 +67,8 @@ OPTIONS = {
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
+#: actions from the most protective to the least, for options whose columns disagree
+PROTECTIVE = ("X", "Z", "D", "C", "K")
 CHOICES = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 DUMMY = {
     "AE": "ANONYMOUS",
@@ -217,9 +224,10 @@ class Profile:
         """The action for an attribute of VR ``vr``: X, Z, D, U, K, C, or None (not in the
         table: keep); see the module docstring for dates and times. ``safe``: a private
         attribute :func:`safe_private` names, kept with Retain Safe Private (PS3.15 E.3.10)."""
-        if tag >> 16 & 1:
-            return "K" if safe and "retain-safe-private" in self.options else "X"
-        entry = _lookup(tag)
+        private = tag >> 16 & 1
+        if private and not (safe and "retain-safe-private" in self.options):
+            return "X"
+        entry = None if private else _lookup(tag)
         if vr in TEMPORAL_VRS and (entry is None or f"{tag:08X}" in ROWS_WITHOUT_OPTION_COLUMNS):
             if "retain-full-dates" in self.options:
                 return "K"
@@ -227,13 +235,14 @@ class Profile:
                 return "C"
             if entry is None:
                 return "D"
+        if private:
+            return "K"  # a safe private attribute, kept (its dates and times: as above)
         if entry is None:
             return None
         basic, columns = entry
-        for option in sorted(self.options):
-            column = OPTIONS[option]
-            if column in columns:
-                return columns[column]
+        letters = {columns[OPTIONS[o]] for o in self.options if OPTIONS[o] in columns}
+        if letters:  # two options disagreeing: the more protective action (module docstring)
+            return min(letters, key=PROTECTIVE.index)
         return CHOICES.get(basic, basic)
 
     def uid(self, value: str) -> str:

