@@ -12,7 +12,7 @@ every element wherever it sits.
   Pixel Data carry its edits first, as its export does (``dicom/tail.py``).
 - Free text (PS3.15 E.1.1): a kept free-text attribute repeating a value the profile removes
   (the Study Description as a Code Meaning) gets a dummy value; sequences an option marks C
-  (Clean Descriptors, Clean Structured Content, PS3.15 E.3.5, E.3.9) keep their items with
+  (Clean Descriptors, Clean Structured Content, PS3.15 E.3.5, E.3.4) keep their items with
   every free text but coded concepts dummied.
 - Private attributes are removed; with Retain Safe Private (PS3.15 E.3.10) those Table
   E.3.10-1 lists for their block's Private Creator are kept, with that creator (PS3.5 7.8.1),
@@ -354,7 +354,7 @@ class _Context:
 
     def edits(self, dataset: JsonObject, prefix: Path_, *, clean: bool = False) -> list[Edit]:
         """Edits for every attribute of a data set (and its items) that the profile changes;
-        ``clean``: the data set is an item of a cleaned sequence (PS3.15 E.3.5, E.3.9), whose
+        ``clean``: the data set is an item of a cleaned sequence (PS3.15 E.3.5, E.3.4), whose
         free text other than coded concepts gets a dummy value."""
         out: list[Edit] = []
         safe = _safe(self.profile, dataset) if prefix else self.safe_top
