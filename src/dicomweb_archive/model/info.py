@@ -14,6 +14,7 @@ from typing import Any
 
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA, media_type
+from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY
 
 JsonObject = dict[str, Any]
 Segment = dict[str, Any]
@@ -67,6 +68,11 @@ class FrameRecord:
     @property
     def recompressed(self) -> bool:
         return self.source is not None
+
+    @property
+    def received_sha256(self) -> str:
+        """The SHA-256 of the frame as received (before any recompression)."""
+        return self.source.sha256 if self.source is not None else self.sha256
 
     def to_json(self) -> JsonObject:
         value: JsonObject = {"sha256": self.sha256, "size": self.size}
@@ -198,6 +204,38 @@ class InfoRecord:
         return value
 
     # -- what the record says --------------------------------------------------------------
+    def same_data_set(self, other: InfoRecord) -> bool:
+        """Whether ``other`` records the same instance's data set as this record, received in
+        a file that may differ outside it (PS3.10 7.1: the File Meta Information, where a
+        storage SCP writes the sender's AE title, and the preamble are not part of the data
+        set): the same metadata as received (PS3.18 F.2, whose bulk-data URIs name their
+        content's SHA-256) but for what the store derives (Available Transfer Syntax UID),
+        the same frames as received (their SHA-256 before any recompression), and the same
+        number of bytes after the last element. Data Set Trailing Padding (FFFC,FFFC), which
+        the metadata leaves out, is not compared: its content has no significance (PS3.10
+        7.2). Values encoded otherwise (another VR of a private
+        attribute, another byte order of frames) make them differ: conservative."""
+        if (
+            self.metadata is None
+            or other.metadata is None
+            or (self.study_instance_uid, self.series_instance_uid, self.sop_instance_uid)
+            != (other.study_instance_uid, other.series_instance_uid, other.sop_instance_uid)
+            or len(self.frames) != len(other.frames)
+            or (self.trailing is None) != (other.trailing is None)
+            or (
+                self.trailing is not None
+                and other.trailing is not None
+                and self.trailing.size != other.trailing.size
+            )
+        ):
+            return False
+        if any(
+            f.received_sha256 != g.received_sha256
+            for f, g in zip(self.frames, other.frames, strict=True)
+        ):
+            return False
+        return _received_data_set(self.metadata) == _received_data_set(other.metadata)
+
     def frame_syntax(self, number: int) -> str:
         """The transfer syntax of stored frame ``number`` (1-based)."""
         syntax = self.frames[number - 1].transfer_syntax_uid
@@ -247,3 +285,11 @@ class InfoRecord:
 
     def bulk_hashes(self) -> set[str]:
         return {b.sha256 for b in self.bulkdata}
+
+
+#: attributes the store adds to an instance's metadata (``dicom/parts.py``): not received
+_DERIVED = (AVAILABLE_TRANSFER_SYNTAX_UID_KEY,)
+
+
+def _received_data_set(metadata: JsonObject) -> JsonObject:
+    return {tag: value for tag, value in metadata.items() if tag not in _DERIVED}

@@ -37,6 +37,7 @@ from dicomweb_archive.errors import (
     TruncatedError,
 )
 from dicomweb_archive.model.incomplete import incomplete_frame
+from dicomweb_archive.model.info import InfoRecord
 from dicomweb_archive.model.tags import (
     SOP_INSTANCE_UID_KEY,
 )
@@ -127,6 +128,8 @@ class Batch:
         self.replace_states: States | None = None
         self._pending_before: Touched | None = None
         self._pending_entry: Entry | None = None
+        #: the info record of the instance being replaced (is the new one the same data set?)
+        self._pending_info: InfoRecord | None = None
         #: why the store cannot take more now (full, or its index or storage unavailable):
         #: the batch stops, the files after are not read (``stop_reason``)
         self.stopped: str | None = None
@@ -196,9 +199,9 @@ class Batch:
             change, self.replacing = self.replacing, None
         elif self.owns_change:
             change, studies = self.change, self.touched | self.replaced_studies
-            if change is not None and not (change.touched or change.aside):
-                change.abort()
-                change = None
+        if change is not None and not (change.touched or change.aside):
+            change.abort()  # nothing replaced after all (sent again unchanged, or refused)
+            change = None
         if change is None:
             return
         try:
@@ -341,7 +344,9 @@ class Batch:
             result.size = end.info.original.size
             result.frames_recompressed, result.frames_kept = recompression_counts(end.info)
             new_sha = end.info.original.sha256
-            if previous is not None and previous == (new_sha, key):
+            if previous is not None and (
+                previous == (new_sha, key) or self._same_data_set(previous[1], key, end)
+            ):
                 result.status = "unchanged"
                 writer.abort()
                 if change is not None and point is not None:
@@ -364,6 +369,14 @@ class Batch:
             self.written.add(key.study)
         except Exception as exc:  # one bad file must not stop the batch
             self._failed(result, exc, writer, change=change, point=point, previous=previous)
+
+    def _same_data_set(self, old: InstanceKey, new: InstanceKey, end: InstanceEnd) -> bool:
+        """Whether a stream (STOW-RS, C-STORE) holds the data set of the instance it would
+        replace, in a file that differs only outside it: the File Meta a storage SCP writes
+        (the sender's AE title), the preamble, the encoding of the same frames
+        (``InfoRecord.same_data_set``). Such a stream is the stored instance sent again."""
+        stored = self._pending_info
+        return old == new and stored is not None and stored.same_data_set(end.info)
 
     def _failed(
         self,
@@ -398,7 +411,9 @@ class Batch:
         self._prepare_study(old.study, clean=False)  # (-c cleans the input's studies)
         if self.replace_states is None:
             self.replace_states = States(change.txn, self.keys)
-        self._pending_before = removed(change, self.replace_states.instance(old))
+        stored = self.replace_states.instance(old)
+        self._pending_before = removed(change, stored)
+        self._pending_info = stored.info
         self._pending_entry = change.edit_state(old.study).instances.get(old.sop)
         set_aside_instance(change, old)
         return change

@@ -112,7 +112,9 @@ def receive_instances(
             for (outcome, _), result in zip(wanted, report.results, strict=True):
                 _record(outcome, result)
             if change.touched:
-                studies = {t.study for t in change.touched}
+                # every study the request notified, also of a part refused after its header
+                # was read (its notification would otherwise stay pending)
+                studies = {t.study for t in change.touched} | set(report.studies)
                 finish_studies(archive, change, studies)
                 archive.commit(change)
             else:  # nothing new: every part failed or was stored already
