@@ -11,6 +11,7 @@ A data set that differs in any value stays refused (nothing stored is replaced b
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,29 @@ def test_a_refused_part_leaves_no_study_waiting(stored: tuple[str, Path], tmp_pa
         assert [notify.pending(archive.storage, stage) for stage in notify.STAGES] == [[], []]
         report = verify(archive)
     assert report.ok and report.complete, report.to_json()
+
+
+@pytest.mark.local  # DCMTK's storescu sends to a server of this process on loopback
+@pytest.mark.skipif(DCMTK["storescu"] is None, reason="DCMTK's storescu is not installed")
+def test_a_c_store_refused_or_sent_again_leaves_no_study_waiting(stored: tuple[str, Path]) -> None:
+    """Associations that only send an instance again, or only a refused one: once they end,
+    no study waits for its stages (verify complete)."""
+    store, path = stored
+    ds = dcmread(path)
+    ds.PatientName = "OTHER^NAME"
+    differs = path.with_name("differs.dcm")
+    differs.write_bytes(_p10(ds))
+    with scp(store) as (port, server):
+        for sent in (path, differs):
+            dcmtk("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(port), str(sent))
+        deadline = time.monotonic() + 30  # the stages run in the server's writer thread
+        while any(_waiting(server.archive)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _waiting(server.archive) == [[], []]  # while the server runs
+    with Archive.open(store) as archive:
+        report = verify(archive)
+    assert report.ok and report.complete, report.to_json()
+
+
+def _waiting(archive: Archive) -> list[list[str]]:
+    return [notify.pending(archive.storage, stage) for stage in notify.STAGES]

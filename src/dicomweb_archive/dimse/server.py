@@ -272,7 +272,9 @@ class DicomServer:
             counts.found,
             counts.sent,
         )
-        if counts.stored:
+        if counts.stored or counts.unchanged or counts.failed:
+            # also after refusals and instances sent again: their studies were notified when
+            # their headers were read, and must not stay pending
             self._writer.submit(self._run_stages)
 
     def _on_rejected(self, event: Any) -> None:
