@@ -395,6 +395,7 @@ def test_a_body_that_stops_coming_is_given_up(
     assert sop_count(frames_as_received) == 0
 
 
+@pytest.mark.shared  # a store in memory holds the instance in this process
 def test_a_large_body_streams_with_bounded_memory(frames_as_received: str, tmp_path: Path) -> None:
     """A 20 MB instance sent chunked is spooled and stored without the body, or the instance,
     in memory: the server's allocations (traced in this process) stay under a quarter of it."""
