@@ -15,8 +15,9 @@ Reads use an ``Archive`` of their own over the same storage, so that a read in o
 never takes another thread's lease for its own (``Archive.read``).
 
 Each association ends with one log line: calling AE title, address, instances stored, sent
-again unchanged (stored already from the same bytes) and failed, matches found, instances sent
-(no patient data). The group and study stages of what an
+again unchanged (stored already from the same bytes) and failed (C-STORE requests received
+and C-MOVE/C-GET sub-operations), matches found, instances sent (sub-operations the peer
+answered Success or Warning) (no patient data). The group and study stages of what an
 association stored run when it ends (released or aborted), in the writer thread; until then
 its instances are stored but not yet found by C-FIND. :meth:`DicomServer.stop` stops accepting,
 lets running associations finish for up to ``dimse_timeout`` seconds, aborts the rest (a
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -131,6 +132,22 @@ class _Counts:
     sent: int = 0
 
 
+class _NoContexts:
+    """Stands for a C-MOVE destination that accepted the association but none of its
+    presentation contexts (pynetdicom aborts it): it accepts no C-STORE, so that each
+    sub-operation fails (PS3.4 C.4.2.3.1) instead of the move being answered 0xA801 (Move
+    Destination unknown)."""
+
+    is_established = True
+    accepted_contexts: tuple[Any, ...] = ()
+
+    def send_c_store(self, *_args: Any, **_kwargs: Any) -> Dataset:
+        raise RuntimeError("the move destination accepted no presentation context")
+
+    def release(self) -> None:
+        """Nothing to release: the association was aborted already."""
+
+
 class _ArchiveAE(AE):
     """pynetdicom's AE whose C-MOVE associations send instances from the store."""
 
@@ -138,6 +155,22 @@ class _ArchiveAE(AE):
 
     def associate(self, *args: Any, **kwargs: Any) -> Association:
         assoc = super().associate(*args, **kwargs)
+        if not assoc.is_established:
+            where = f"{kwargs.get('ae_title')} at {args[0]}:{args[1]}"
+            if assoc.rejected_contexts:
+                LOG.warning(
+                    "C-MOVE destination %s accepted none of the %d presentation contexts "
+                    "proposed: its sub-operations fail",
+                    where,
+                    len(assoc.rejected_contexts),
+                )
+                assoc = cast(Association, _NoContexts())
+            else:
+                LOG.warning(
+                    "C-MOVE destination %s: no association (refused, aborted or unreachable)",
+                    where,
+                )
+                return assoc
         sending_from_store(assoc, self.archive)
         return assoc
 
@@ -400,12 +433,19 @@ class DicomServer:
         self, event: Any, targets: list[Target]
     ) -> Iterator[tuple[int, Dataset | None]]:
         counts = self._count(event)
+
+        def outcome(sent: bool) -> None:
+            with self._lock:
+                if sent:
+                    counts.sent += 1
+                else:
+                    counts.failed += 1
+
         for target in targets:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            counts.sent += 1
-            yield PENDING, StoredInstance(target)
+            yield PENDING, StoredInstance(target, outcome)
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         destination = (event.move_destination or "").strip()

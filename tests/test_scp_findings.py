@@ -1,0 +1,184 @@
+"""``scp`` against peers an outside tester used: a C-MOVE destination or C-GET requestor that
+takes Implicit VR Little Endian only, one that takes nothing, wildcards in retrieve keys,
+C-STORE requests whose command and data set disagree, the log's wording, and stages left
+pending by a killed server."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pydicom
+import pytest
+from pydicom.uid import CTImageStorage
+from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
+from pynetdicom.association import Association
+
+from dicomweb_archive import Archive
+from dicomweb_archive.dimse.query import STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from dicomweb_archive.dimse.settings import Peer
+from dicomweb_archive.ops.ingest import write_stream
+from tests.dimse_peers import scp
+from tests.factory import make_ct, uid
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+@pytest.fixture
+def created(store: str) -> str:
+    Archive.create(store).close()
+    return store
+
+
+def _ct(number: int, patient_id: str = "PAT001") -> pydicom.Dataset:
+    return make_ct(
+        study=uid(f"7.{number}"),
+        series=uid(f"7.{number}.1"),
+        sop=uid(f"7.{number}.1.1"),
+        patient_id=patient_id,
+    )
+
+
+def _p10(ds: pydicom.Dataset) -> io.BytesIO:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return buffer
+
+
+def _stored(store: str, *datasets: pydicom.Dataset) -> None:
+    with Archive.open(store) as archive:
+        for ds in datasets:
+            assert write_stream(archive, _p10(ds)).error is None
+
+
+@contextmanager
+def _destination(syntax: str) -> Iterator[tuple[int, list[str]]]:
+    """A storage SCP accepting every storage SOP Class in ``syntax`` only; yields its port
+    and the transfer syntaxes of what it received."""
+    came: list[str] = []
+
+    def keep(event: evt.Event) -> int:
+        came.append(str(event.context.transfer_syntax))
+        return 0x0000
+
+    ae = AE(ae_title="MOVEDEST")
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(str(context.abstract_syntax), [syntax])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
+    assert server is not None
+    try:
+        yield int(server.server_address[1]), came
+    finally:
+        server.shutdown()
+
+
+def _association(port: int, abstract: str) -> Association:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(abstract, [EXPLICIT])
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    return assoc
+
+
+def _move(port: int, query: pydicom.Dataset, model: str = STUDY_ROOT_MOVE) -> list[pydicom.Dataset]:
+    assoc = _association(port, model)
+    answers = [status for status, _ in assoc.send_c_move(query, "MOVEDEST", model)]
+    assoc.release()
+    return answers
+
+
+def _study(number: int) -> pydicom.Dataset:
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = uid(f"7.{number}")
+    return query
+
+
+def _log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The associations' log lines (all written once the server has stopped)."""
+    return [r.getMessage() for r in caplog.records if "association from" in r.getMessage()]
+
+
+def _log_line(caplog: pytest.LogCaptureFixture) -> str:
+    return _log_lines(caplog)[-1]
+
+
+def test_c_move_to_a_destination_taking_implicit_vr_only(
+    created: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination that accepts Implicit VR Little Endian only (``storescp +xi``) gets the
+    instance in it (PS3.5 10.1); the move succeeds."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    _stored(created, _ct(1))
+    with _destination(IMPLICIT) as (dest, came):
+        peers = {"MOVEDEST": Peer("MOVEDEST", "127.0.0.1", dest)}
+        with scp(created, peers=peers) as (port, _server):
+            answers = _move(port, _study(1))
+    assert answers[-1].Status == 0x0000
+    assert came == [IMPLICIT]
+    assert _log_line(caplog).endswith("0 failed, 0 found, 1 sent")
+
+
+def test_c_move_to_a_destination_taking_nothing(
+    created: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination that accepts the association but none of its presentation contexts is a
+    known destination: every sub-operation fails (0xA702), not 0xA801; the log says why and
+    counts the instance failed, not sent."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    _stored(created, _ct(1))
+    with _destination(JPEG_BASELINE) as (dest, came):
+        peers = {"MOVEDEST": Peer("MOVEDEST", "127.0.0.1", dest)}
+        with scp(created, peers=peers) as (port, _server):
+            answers = _move(port, _study(1))
+    final = answers[-1]
+    assert final.Status == 0xA702
+    assert final.NumberOfFailedSuboperations == 1
+    assert came == []
+    assert any("accepted none of the" in r.getMessage() for r in caplog.records)
+    assert _log_line(caplog).endswith("1 failed, 0 found, 0 sent")
+
+
+def _get(port: int, study: str, syntax: str) -> tuple[pydicom.Dataset, list[str]]:
+    came: list[str] = []
+
+    def keep(event: evt.Event) -> int:
+        came.append(str(event.context.transfer_syntax))
+        return 0x0000
+
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(STUDY_ROOT_GET, [EXPLICIT])
+    ae.add_requested_context(CTImageStorage, [syntax])
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="ARCHIVE",
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, keep)],
+    )
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study
+    answers = [s for s, _ in assoc.send_c_get(query, STUDY_ROOT_GET)]
+    assoc.release()
+    return answers[-1], came
+
+
+def test_c_get_in_implicit_vr_only(created: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A C-GET requestor offering its storage SOP Class in Implicit VR Little Endian only
+    gets the instance in it; one offering a syntax the instance cannot be sent in gets 0xA702
+    and the log counts the sub-operation failed, not sent."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    _stored(created, _ct(1))
+    with scp(created) as (port, _server):
+        implicit, implicit_came = _get(port, uid("7.1"), IMPLICIT)
+        refused, refused_came = _get(port, uid("7.1"), JPEG_BASELINE)
+    implicit_line, refused_line = _log_lines(caplog)[-2:]
+    assert implicit.Status == 0x0000 and implicit_came == [IMPLICIT]
+    assert implicit_line.endswith("0 failed, 0 found, 1 sent")
+    assert refused.Status == 0xA702 and refused_came == []
+    assert refused_line.endswith("1 failed, 0 found, 0 sent")
