@@ -16,7 +16,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 
 from dicomweb_archive import Archive
-from dicomweb_archive.dimse.query import STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from dicomweb_archive.dimse.query import (
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
 from dicomweb_archive.dimse.settings import Peer
 from dicomweb_archive.ops.ingest import write_stream
 from tests.dimse_peers import scp
@@ -182,3 +187,42 @@ def test_c_get_in_implicit_vr_only(created: str, caplog: pytest.LogCaptureFixtur
     assert implicit_line.endswith("0 failed, 0 found, 1 sent")
     assert refused.Status == 0xA702 and refused_came == []
     assert refused_line.endswith("1 failed, 0 found, 0 sent")
+
+
+@pytest.mark.parametrize("patient_id", ["?*", "PID*", "P?D", "PAT00?"])
+def test_no_wildcards_in_retrieve_keys(
+    created: str, patient_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Patient Root C-MOVE or C-GET with a wildcard in Patient ID (a unique key: single
+    values only, PS3.4 C.4.2.2.1) moves nothing: it is refused, and the log names the key."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    _stored(created, _ct(1, "PAT001"), _ct(2, "PAT002"))
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = patient_id
+    with _destination(EXPLICIT) as (dest, came):
+        peers = {"MOVEDEST": Peer("MOVEDEST", "127.0.0.1", dest)}
+        with scp(created, peers=peers) as (port, _server):
+            moved = _move(port, query, PATIENT_ROOT_MOVE)
+            assoc = _association(port, PATIENT_ROOT_GET)
+            got = [s for s, _ in assoc.send_c_get(query, PATIENT_ROOT_GET)]
+            assoc.release()
+    assert came == []
+    assert [s.Status for s in moved] == [0xC514]
+    assert [s.Status for s in got] == [0xC413]
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 2 and all("no wildcards" in line for line in refusals)
+
+
+def test_a_wildcard_in_a_higher_levels_key(created: str) -> None:
+    """A SERIES retrieve's Study Instance UID, a unique key too, holds no wildcard."""
+    _stored(created, _ct(1))
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = uid("7.?")
+    query.SeriesInstanceUID = uid("7.1.1")
+    with scp(created) as (port, _server):
+        assoc = _association(port, STUDY_ROOT_GET)
+        got = [s.Status for s, _ in assoc.send_c_get(query, STUDY_ROOT_GET)]
+        assoc.release()
+    assert got == [0xC413]

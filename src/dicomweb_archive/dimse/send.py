@@ -4,7 +4,9 @@ names, sent by C-STORE sub-operations.
 The identifier names instances by the unique key of its level (PS3.4 C.2.2.1.1, C.4.2.2.1):
 Patient ID (PATIENT, Patient Root only), Study Instance UIDs (STUDY), Series Instance UIDs
 (SERIES) or SOP Instance UIDs (IMAGE), lists allowed; other keys narrow as C-FIND's do. Without
-that key the answer is 0xA900 (Identifier does not match SOP Class).
+that key, or with a wildcard in it or in another level's unique key (unique keys hold single
+values or UID lists, never wildcards: PS3.4 C.2.2.1.1, C.4.2.2.1), the request is refused (the
+server logs why).
 
 Each instance is sent as ``mkdicomwebpart10`` exports it (``ops/retrieve.py``): the file as
 received, byte for byte for an unedited instance, in the transfer syntax it was received in
@@ -60,6 +62,8 @@ UNIQUE_KEYS = {
     "IMAGE": ("SOPInstanceUID", 0x00080018),
 }
 MAX_CONTEXTS = 128
+#: wildcard characters (PS3.4 C.2.2.2.4), which a retrieve's unique keys cannot hold
+WILDCARDS = "*?"
 #: the largest number of sub-operations a response can count (US, PS3.4 C.4.2.1.6)
 MAX_SUBOPERATIONS = 65535
 STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
@@ -97,6 +101,11 @@ def find_targets(index: Index, identifier: Dataset, model: str) -> list[Target]:
         raise QueryRefusedError(
             IDENTIFIER_DOES_NOT_MATCH, f"a {query.level} retrieve needs {keyword}"
         )
+    for name, unique in UNIQUE_KEYS.values():
+        if any(c in key_text(identifier, unique, []) for c in WILDCARDS):
+            raise QueryRefusedError(
+                IDENTIFIER_DOES_NOT_MATCH, f"{name}: no wildcards in a retrieve's unique keys"
+            )
     targets = []
     for item in index.search("instance", query.condition):
         key = InstanceKey(_first(item, STUDY_UID), _first(item, SERIES_UID), _first(item, SOP_UID))
