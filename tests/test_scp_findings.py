@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import CTImageStorage
+from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 
 from dicomweb_archive import Archive
 from dicomweb_archive.dimse.query import (
@@ -226,3 +228,55 @@ def test_a_wildcard_in_a_higher_levels_key(created: str) -> None:
         got = [s.Status for s, _ in assoc.send_c_get(query, STUDY_ROOT_GET)]
         assoc.release()
     assert got == [0xC413]
+
+
+def _store_with(port: int, ds: pydicom.Dataset, **command: str) -> pydicom.Dataset:
+    """C-STORE ``ds`` with the request's UIDs changed to ``command``'s (as a wrong sender
+    does); the response."""
+    ae = AE(ae_title="MISMATCH")
+    ae.add_requested_context(CTImageStorage, [EXPLICIT])
+    ae.add_requested_context(MRImageStorage, [EXPLICIT])
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    send = assoc.dimse.send_msg
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, C_STORE):
+            for keyword, value in command.items():
+                setattr(primitive, keyword, value)
+        send(primitive, context_id)
+
+    assoc.dimse.send_msg = send_msg  # type: ignore[method-assign]
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    return status
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "comment"),
+    [
+        (
+            {"AffectedSOPInstanceUID": "1.2.3.4.5"},
+            0xC003,
+            "Affected SOP Instance UID is not the data set's",
+        ),
+        (
+            {"AffectedSOPClassUID": str(MRImageStorage)},
+            0xA900,
+            "Affected SOP Class UID is not the data set's",
+        ),
+    ],
+    ids=["instance", "class"],
+)
+def test_c_store_whose_command_and_data_set_disagree(
+    created: str, command: dict[str, str], code: int, comment: str
+) -> None:
+    """A C-STORE request whose Affected SOP Instance (or Class) UID is not the data set's is
+    refused with a worded Error Comment, and nothing is stored (the file it would make is not a
+    valid P10 file, PS3.10 7.1); the same data set sent right is stored."""
+    ds = _ct(1)
+    with scp(created) as (port, _server):
+        wrong = _store_with(port, ds, **command)
+        right = _store_with(port, ds)
+    assert (wrong.Status, wrong.ErrorComment) == (code, comment)
+    assert right.Status == 0x0000
