@@ -280,3 +280,42 @@ def test_c_store_whose_command_and_data_set_disagree(
         right = _store_with(port, ds)
     assert (wrong.Status, wrong.ErrorComment) == (code, comment)
     assert right.Status == 0x0000
+
+
+def test_the_log_names_the_status_sent(created: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused retrieve's log line names the status the peer received (pynetdicom's
+    0xC514 for C-MOVE, 0xC413 for C-GET), not the one the refusal was made with."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    with scp(created, peers={"MOVEDEST": Peer("MOVEDEST", "127.0.0.1", 1)}) as (port, _server):
+        moved = [s.Status for s in _move(port, query)]
+        assoc = _association(port, STUDY_ROOT_GET)
+        got = [s.Status for s, _ in assoc.send_c_get(query, STUDY_ROOT_GET)]
+        assoc.release()
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert (moved, got) == ([0xC514], [0xC413])
+    assert [line.split(":")[0] for line in refusals] == [
+        "C-MOVE from TESTSCU refused (status 0xC514)",
+        "C-GET from TESTSCU refused (status 0xC413)",
+    ]
+
+
+def test_the_log_names_why_an_association_was_rejected(
+    created: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rejected association's log line names the reason: a called AE title not the
+    archive's, or a calling AE title not allowed."""
+    caplog.set_level("INFO", logger="dicomweb_archive.dimse")
+    with scp(created, allowed_calling=("MODALITY",)) as (port, _server):
+        for calling, called in (("MODALITY", "NOTARCHIVE"), ("STRANGER", "ARCHIVE")):
+            ae = AE(ae_title=calling)
+            ae.add_requested_context("1.2.840.10008.1.1")
+            assoc = ae.associate("127.0.0.1", port, ae_title=called)
+            assert assoc.is_rejected
+    rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert [line.split("rejected ")[1] for line in rejected] == [
+        "(called AE title 'NOTARCHIVE' is not this archive's (--aet 'ARCHIVE'))",
+        "(calling AE title not allowed (--allow-aet))",
+    ]

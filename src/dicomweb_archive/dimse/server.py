@@ -108,6 +108,9 @@ ACCEPTED_SYNTAXES = list(
         ]
     )
 )
+#: the status pynetdicom answers a C-MOVE or C-GET whose handler fails before its first
+#: sub-operation ("unable to process", PS3.4 C.4.2.1.5, C.4.3.1.4)
+REFUSED_RETRIEVE = {"C-MOVE": 0xC514, "C-GET": 0xC413}
 #: Verification SOP Class (PS3.4 A.4)
 VERIFICATION = "1.2.840.10008.1.1"
 QR_MODELS = (
@@ -130,6 +133,29 @@ class _Counts:
     failed: int = 0
     found: int = 0
     sent: int = 0
+
+
+#: why an association was rejected, by the A-ASSOCIATE-RJ's Source and Reason/Diag. (PS3.8
+#: 9.3.4, 7.1.1.9), as pynetdicom's acceptor decides it
+REJECTION_REASONS = {
+    (0x01, 0x03): "calling AE title not allowed (--allow-aet)",
+    (0x01, 0x07): "called AE title {called!r} is not this archive's (--aet {ours!r})",
+    (0x01, 0x02): "application context name not supported",
+    (0x02, 0x01): "user identity not verified",
+    (0x03, 0x02): "too many associations at once (--max-associations)",
+}
+
+
+def rejection_reason(assoc: Any) -> str:
+    """Why ``assoc`` (an association this AE rejected) was rejected, in words."""
+    sent = getattr(assoc.acceptor, "primitive", None)
+    asked = getattr(assoc.requestor, "primitive", None)
+    key = (int(getattr(sent, "result_source", 0) or 0), int(getattr(sent, "diagnostic", 0) or 0))
+    template = REJECTION_REASONS.get(key)
+    if template is None:
+        return f"source {key[0]}, reason {key[1]}"
+    called = str(getattr(asked, "called_ae_title", "") or "").strip()
+    return template.format(called=called, ours=str(assoc.acceptor.ae_title).strip())
 
 
 class _NoContexts:
@@ -311,11 +337,11 @@ class DicomServer:
     def _on_rejected(self, event: Any) -> None:
         requestor = event.assoc.requestor
         LOG.warning(
-            "association from %s at %s:%s rejected (calling AE title not allowed, or too many "
-            "associations)",
+            "association from %s at %s:%s rejected (%s)",
             requestor.ae_title,
             requestor.address,
             requestor.port,
+            rejection_reason(event.assoc),
         )
 
     def _count(self, event: Any) -> _Counts:
@@ -414,18 +440,20 @@ class DicomServer:
         return status
 
     def _targets(self, event: Any, service: str) -> list[Target]:
-        """The instances a retrieve names; raises (pynetdicom answers "unable to process")
-        after one log line when it names none it can."""
+        """The instances a retrieve names; raises (pynetdicom answers "unable to process":
+        :data:`REFUSED_RETRIEVE`) after one log line, naming that status, when it names none
+        it can."""
         model = str(event.request.AffectedSOPClassUID)
+        sent = REFUSED_RETRIEVE[service]
         try:
             found = self._read(lambda: find_targets(self.reader.index, event.identifier, model))
             targets = with_syntaxes(self.reader, found)
         except QueryRefusedError as exc:
-            self._refused(event, service, exc.status, str(exc))
+            self._refused(event, service, sent, str(exc))
             raise
         if len(targets) > MAX_SUBOPERATIONS:
             why = f"{len(targets)} instances match, more than one request can count"
-            self._refused(event, service, UNABLE_TO_PROCESS, why)
+            self._refused(event, service, sent, why)
             raise QueryRefusedError(UNABLE_TO_PROCESS, why)
         return targets
 
