@@ -21,11 +21,13 @@ from dicomweb_archive import Archive
 from dicomweb_archive.dimse.query import (
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
 from dicomweb_archive.dimse.settings import Peer
 from dicomweb_archive.ops.ingest import write_stream
+from dicomweb_archive.ops.ingest_types import PipelineOptions
 from tests.dimse_peers import scp
 from tests.factory import make_ct, uid
 
@@ -319,3 +321,18 @@ def test_the_log_names_why_an_association_was_rejected(
         "(called AE title 'NOTARCHIVE' is not this archive's (--aet 'ARCHIVE'))",
         "(calling AE title not allowed (--allow-aet))",
     ]
+
+
+def test_pending_stages_run_when_the_server_starts(created: str) -> None:
+    """An instance stored with its stages left pending (as by an ``scp`` killed before its
+    association's stages ran) is found by C-FIND as soon as the next server starts, before
+    any association stores anything."""
+    with Archive.open(created) as archive:
+        options = PipelineOptions(group=False, study=False)
+        assert write_stream(archive, _p10(_ct(1)), options=options).error is None
+    query = _study(1)
+    with scp(created) as (port, _server):
+        assoc = _association(port, STUDY_ROOT_FIND)
+        found = [i.StudyInstanceUID for s, i in assoc.send_c_find(query, STUDY_ROOT_FIND) if i]
+        assoc.release()
+    assert found == [uid("7.1")]

@@ -19,9 +19,10 @@ again unchanged (stored already from the same bytes) and failed (C-STORE request
 and C-MOVE/C-GET sub-operations), matches found, instances sent (sub-operations the peer
 answered Success or Warning) (no patient data). The group and study stages of what an
 association stored run when it ends (released or aborted), in the writer thread; until then
-its instances are stored but not yet found by C-FIND. :meth:`DicomServer.stop` stops accepting,
-lets running associations finish for up to ``dimse_timeout`` seconds, aborts the rest (a
-C-STORE being written is completed first) and runs the stages left.
+its instances are stored but not yet found by C-FIND; stages a stopped server left pending (a
+killed ``scp``) run when the next one starts, before it listens. :meth:`DicomServer.stop`
+stops accepting, lets running associations finish for up to ``dimse_timeout`` seconds, aborts
+the rest (a C-STORE being written is completed first) and runs the stages left.
 """
 
 from __future__ import annotations
@@ -254,6 +255,7 @@ class DicomServer:
             OSError: the address cannot be had, or the TLS files cannot be used.
         """
         context = tls_context(self.settings)
+        self._writer.submit(self._complete_pending).result()
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.STORE_SEND_CHUNKED_DATASET = True
         self._spool = open_spool()
@@ -347,6 +349,19 @@ class DicomServer:
     def _count(self, event: Any) -> _Counts:
         with self._lock:
             return self._counts.setdefault(id(event.assoc), _Counts())
+
+    def _complete_pending(self) -> None:
+        """The stages a stopped run left pending (a killed ``scp``: instances it answered as
+        stored but whose association's stages never ran), so that C-FIND finds them."""
+        try:
+            report = stages.complete_pending(self.archive)
+        except Exception as exc:  # the server starts anyway; the stages run again later
+            self._log_failure(f"the pending group and study stages did not run: {exc}")
+            return
+        if report is None:
+            return
+        for study, why in report.failures.items():
+            LOG.warning("study %s not built: %s", study, why)
 
     def _run_stages(self) -> None:
         try:
