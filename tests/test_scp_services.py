@@ -34,8 +34,8 @@ from tests.dimse_peers import scp
 from tests.factory import make_ct, uid
 
 EXPLICIT = "1.2.840.10008.1.2.1"
-IMPLICIT = "1.2.840.10008.1.2"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 
 @pytest.fixture
@@ -212,8 +212,8 @@ def _get(port: int, sop: str, syntax: str) -> tuple[list[int], list[pydicom.Data
 
 def test_c_get_falls_back_to_explicit_vr_little_endian(created: str) -> None:
     """C-GET of a JPEG-LS instance by a peer that accepts Explicit VR Little Endian only sends
-    it transcoded, pixel for pixel; a peer that accepts neither gets the sub-operation failed
-    (0xA702: every sub-operation failed)."""
+    it transcoded, pixel for pixel; a peer that accepts neither it nor Explicit or Implicit VR
+    Little Endian gets the sub-operation failed (0xA702: every sub-operation failed)."""
     source = Path(str(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")))
     original = pydicom.dcmread(source)
     with Archive.open(created) as archive:
@@ -221,7 +221,7 @@ def test_c_get_falls_back_to_explicit_vr_little_endian(created: str) -> None:
     with scp(created) as (port, _server):
         stored, stored_came = _get(port, original.SOPInstanceUID, JPEG_LS_LOSSLESS)
         fallback, fallback_came = _get(port, original.SOPInstanceUID, EXPLICIT)
-        refused, refused_came = _get(port, original.SOPInstanceUID, IMPLICIT)
+        refused, refused_came = _get(port, original.SOPInstanceUID, JPEG_BASELINE)
     assert stored[-1] == 0x0000 and stored_came[0].file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
     assert fallback[-1] == 0x0000
     assert fallback_came[0].file_meta.TransferSyntaxUID == EXPLICIT

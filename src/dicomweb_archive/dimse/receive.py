@@ -19,7 +19,15 @@ Statuses (PS3.4 Table B.2-1; the reason in Error Comment (0000,0902)):
 - 0xC001 (Cannot understand): the data set cannot be read (not DICOM, cut short, malformed);
 - 0xC002 (Cannot understand): another instance with this SOP Instance UID is stored (a network
   peer never replaces one; ``mkdicomweb --replace`` does);
+- 0xC003 (Cannot understand): the request's Affected SOP Instance UID is not the data set's SOP
+  Instance UID (0008,0018): the sender is wrong, and the file it would make, whose Media
+  Storage SOP Instance UID (0002,0003) is the request's, is not a valid P10 file (PS3.10 7.1);
+- 0xA900 (Error: Data Set does not match SOP Class): the request's Affected SOP Class UID is
+  not the data set's SOP Class UID (0008,0016) (PS3.4 B.2.3, PS3.7 9.1.1.1);
 - 0xC000 (Cannot understand): any other failure to store it.
+
+The two UIDs are compared before anything is stored, from the data set's first elements; a data
+set without them is left to ingest (0xC001).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_partial
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom.dsutils import split_dataset
 
@@ -50,7 +59,10 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 UNREADABLE = 0xC001
 DUPLICATE = 0xC002
+UID_MISMATCH = 0xC003
+CLASS_MISMATCH = 0xA900
 CANNOT_STORE = 0xC000
+SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 #: the Error Comment of a store or query the index cannot take now (no server address)
 INDEX_UNAVAILABLE = "the index does not answer; try again later"
 #: Error Comment (0000,0902) is LO: 64 characters at most
@@ -95,6 +107,11 @@ def store_received(
     sop = event.request.AffectedSOPInstanceUID
     name = f"C-STORE from {calling} (SOPInstanceUID {sop})"
     path = Path(event.dataset_path)
+    mismatch = request_mismatch(event, path)
+    if mismatch is not None:
+        code, reason = mismatch
+        error = MismatchError(reason)
+        return code, FileResult(Path(name), "failed", error=f"{name}: {reason}", exception=error)
     _, offset = split_dataset(path)
     stage_1 = replace(options, group=False, study=False)
     with path.open("rb") as file:  # pynetdicom's temporary file, not the store's
@@ -103,6 +120,37 @@ def store_received(
         result = write_streams(archive, [(name, stream)], options=stage_1).results[0]
     archive.storage.barrier()  # what was put is durable before the response says so
     return status_of(result), result
+
+
+class MismatchError(InputError):
+    """The C-STORE request's Affected SOP Class or Instance UID is not the data set's."""
+
+
+def request_mismatch(event: Any, path: Path) -> tuple[int, str] | None:
+    """The status and reason to refuse a C-STORE request whose Affected SOP Class or Instance
+    UID is not the data set's (the module docstring), or None."""
+    try:
+        with path.open("rb") as file:
+            ds = read_partial(file, stop_when=lambda tag, _vr, _length: tag > SOP_INSTANCE_UID)
+        sop_class, sop = (_uid(ds.get(tag)) for tag in (SOP_CLASS_UID, SOP_INSTANCE_UID))
+    except Exception:  # unreadable: ingest says why
+        return None
+    request = event.request
+    if sop and sop != _uid(request.AffectedSOPInstanceUID):
+        return UID_MISMATCH, "Affected SOP Instance UID is not the data set's"
+    if sop_class and sop_class != _uid(request.AffectedSOPClassUID):
+        return CLASS_MISMATCH, "Affected SOP Class UID is not the data set's"
+    return None
+
+
+def _uid(value: Any) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "value"):  # a data element
+        value = value.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value or "").strip(" \0")
 
 
 def status_of(result: FileResult) -> int:

@@ -4,21 +4,26 @@ names, sent by C-STORE sub-operations.
 The identifier names instances by the unique key of its level (PS3.4 C.2.2.1.1, C.4.2.2.1):
 Patient ID (PATIENT, Patient Root only), Study Instance UIDs (STUDY), Series Instance UIDs
 (SERIES) or SOP Instance UIDs (IMAGE), lists allowed; other keys narrow as C-FIND's do. Without
-that key the answer is 0xA900 (Identifier does not match SOP Class).
+that key, or with a wildcard in it or in another level's unique key (unique keys hold single
+values or UID lists, never wildcards: PS3.4 C.2.2.1.1, C.4.2.2.1), the request is refused (the
+server logs why).
 
 Each instance is sent as ``mkdicomwebpart10`` exports it (``ops/retrieve.py``): the file as
 received, byte for byte for an unedited instance, in the transfer syntax it was received in
 (the frames' syntax for one recompressed at ingest), streamed from a temporary file
 (pynetdicom's ``_config.STORE_SEND_CHUNKED_DATASET``). Where the peer accepted no presentation
 context for its SOP Class in that syntax, it is transcoded losslessly to Explicit VR Little
-Endian (built whole in memory, as ``export --transfer-syntax`` does); where the peer accepts
-neither, the sub-operation fails (counted in Number of Failed Sub-operations, its SOP
-Instance UID in Failed SOP Instance UID List) and the others go on.
+Endian, else to Implicit VR Little Endian, the default transfer syntax every peer accepts
+(PS3.5 10.1) (built whole in memory, as ``export --transfer-syntax`` does); where the peer
+accepts none of these, the sub-operation fails (counted in Number of Failed Sub-operations, its
+SOP Instance UID in Failed SOP Instance UID List) and the others go on.
 
 A C-MOVE association to the destination proposes, per SOP Class, the syntaxes of the instances
-and Explicit VR Little Endian (at most 128 presentation contexts, PS3.8 9.3.2.2; an instance
-left without one fails). C-GET uses the contexts the requestor proposed with the SCP role
-(PS3.7 D.3.3.4).
+and one context offering Explicit and Implicit VR Little Endian (at most 128 presentation
+contexts, PS3.8 9.3.2.2; an instance left without one fails). A destination that accepts the
+association but none of its presentation contexts fails every sub-operation (0xA702, PS3.4
+C.4.2.3.1), not 0xA801: the destination is known. C-GET uses the contexts the requestor
+proposed with the SCP role (PS3.7 D.3.3.4).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dimse.query import (
@@ -44,7 +50,7 @@ from dicomweb_archive.dimse.query import (
 from dicomweb_archive.errors import ExportError
 from dicomweb_archive.index.protocol import Index
 from dicomweb_archive.model.info import InfoRecord
-from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN
+from dicomweb_archive.model.syntax import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from dicomweb_archive.ops.retrieve import generate_retrieved, stored_syntax
 from dicomweb_archive.store.instance import InstanceKey, read_info
 
@@ -56,9 +62,13 @@ UNIQUE_KEYS = {
     "IMAGE": ("SOPInstanceUID", 0x00080018),
 }
 MAX_CONTEXTS = 128
+#: wildcard characters (PS3.4 C.2.2.2.4), which a retrieve's unique keys cannot hold
+WILDCARDS = "*?"
 #: the largest number of sub-operations a response can count (US, PS3.4 C.4.2.1.6)
 MAX_SUBOPERATIONS = 65535
 STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
+#: what an instance is transcoded to, in this order, when the peer does not take its own syntax
+FALLBACK_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +84,12 @@ class StoredInstance(Dataset):
     """What the retrieve handlers yield to pynetdicom for one sub-operation: a data set that
     is only a name for the instance; :func:`sending_from_store` sends the stored file."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, outcome: Callable[[bool], None] | None = None) -> None:
         super().__init__()
         self.SOPInstanceUID = target.key.sop  # for the Failed SOP Instance UID List
         self.target = target
+        #: told whether the sub-operation succeeded (Success or Warning from the peer)
+        self.outcome = outcome
 
 
 def find_targets(index: Index, identifier: Dataset, model: str) -> list[Target]:
@@ -89,6 +101,11 @@ def find_targets(index: Index, identifier: Dataset, model: str) -> list[Target]:
         raise QueryRefusedError(
             IDENTIFIER_DOES_NOT_MATCH, f"a {query.level} retrieve needs {keyword}"
         )
+    for name, unique in UNIQUE_KEYS.values():
+        if any(c in key_text(identifier, unique, []) for c in WILDCARDS):
+            raise QueryRefusedError(
+                IDENTIFIER_DOES_NOT_MATCH, f"{name}: no wildcards in a retrieve's unique keys"
+            )
     targets = []
     for item in index.search("instance", query.condition):
         key = InstanceKey(_first(item, STUDY_UID), _first(item, SERIES_UID), _first(item, SOP_UID))
@@ -115,9 +132,10 @@ def native_syntax(info: InfoRecord) -> str:
 def contexts_for(targets: Iterable[Target]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination (module docstring)."""
     native = dict.fromkeys((t.sop_class, t.syntax) for t in targets)
-    fallback = dict.fromkeys((c, EXPLICIT_VR_LITTLE_ENDIAN) for c, _ in native)
-    pairs = list(native) + [p for p in fallback if p not in native]
-    return [build_context(c, [s]) for c, s in pairs[:MAX_CONTEXTS]]
+    contexts = [build_context(c, [s]) for c, s in native]
+    classes = dict.fromkeys(c for c, _ in native)
+    contexts += [build_context(c, list(FALLBACK_SYNTAXES)) for c in classes]
+    return contexts[:MAX_CONTEXTS]
 
 
 def sending_from_store(assoc: Association, archive: Archive) -> None:
@@ -130,7 +148,20 @@ def sending_from_store(assoc: Association, archive: Archive) -> None:
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if not isinstance(dataset, StoredInstance):
             return send(dataset, *args, **kwargs)
-        return _send_stored(assoc, archive, dataset.target, lambda p: send(p, *args, **kwargs))
+        succeeded = False
+        try:
+            status = _send_stored(
+                assoc, archive, dataset.target, lambda p: send(p, *args, **kwargs)
+            )
+            code = status.get("Status")
+            succeeded = code is not None and code_to_category(code) in (
+                STATUS_SUCCESS,
+                STATUS_WARNING,
+            )
+            return status
+        finally:
+            if dataset.outcome is not None:
+                dataset.outcome(succeeded)
 
     setattr(assoc, "send_c_store", send_c_store)  # noqa: B010 - on this association only
     setattr(assoc, "_sends_from_store", True)  # noqa: B010
@@ -139,14 +170,14 @@ def sending_from_store(assoc: Association, archive: Archive) -> None:
 def _send_stored(
     assoc: Association, archive: Archive, target: Target, send: Callable[[Path], Dataset]
 ) -> Dataset:
-    syntax = target.syntax
-    if not _accepted(assoc, target.sop_class, syntax):
-        syntax = EXPLICIT_VR_LITTLE_ENDIAN
-        if not _accepted(assoc, target.sop_class, syntax):
-            raise ExportError(
-                f"SOPInstanceUID {target.key.sop}: the peer accepted no presentation context "
-                f"for SOP Class {target.sop_class} in {target.syntax} or Explicit VR Little Endian"
-            )
+    accepted = [target.syntax, *FALLBACK_SYNTAXES]
+    syntax = next((s for s in accepted if _accepted(assoc, target.sop_class, s)), None)
+    if syntax is None:
+        raise ExportError(
+            f"SOPInstanceUID {target.key.sop}: the peer accepted no presentation context for "
+            f"SOP Class {target.sop_class} in {target.syntax}, Explicit or Implicit VR Little "
+            "Endian"
+        )
     with tempfile.NamedTemporaryFile(prefix="dicomweb-archive-", suffix=".dcm") as file:
         for chunk in generate_retrieved(archive, target.key, syntax):
             file.write(chunk)

@@ -15,12 +15,14 @@ Reads use an ``Archive`` of their own over the same storage, so that a read in o
 never takes another thread's lease for its own (``Archive.read``).
 
 Each association ends with one log line: calling AE title, address, instances stored, sent
-again unchanged (stored already from the same bytes) and failed, matches found, instances sent
-(no patient data). The group and study stages of what an
+again unchanged (stored already from the same bytes) and failed (C-STORE requests received
+and C-MOVE/C-GET sub-operations), matches found, instances sent (sub-operations the peer
+answered Success or Warning) (no patient data). The group and study stages of what an
 association stored run when it ends (released or aborted), in the writer thread; until then
-its instances are stored but not yet found by C-FIND. :meth:`DicomServer.stop` stops accepting,
-lets running associations finish for up to ``dimse_timeout`` seconds, aborts the rest (a
-C-STORE being written is completed first) and runs the stages left.
+its instances are stored but not yet found by C-FIND; stages a stopped server left pending (a
+killed ``scp``) run when the next one starts, before it listens. :meth:`DicomServer.stop`
+stops accepting, lets running associations finish for up to ``dimse_timeout`` seconds, aborts
+the rest (a C-STORE being written is completed first) and runs the stages left.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -107,6 +109,9 @@ ACCEPTED_SYNTAXES = list(
         ]
     )
 )
+#: the status pynetdicom answers a C-MOVE or C-GET whose handler fails before its first
+#: sub-operation ("unable to process", PS3.4 C.4.2.1.5, C.4.3.1.4)
+REFUSED_RETRIEVE = {"C-MOVE": 0xC514, "C-GET": 0xC413}
 #: Verification SOP Class (PS3.4 A.4)
 VERIFICATION = "1.2.840.10008.1.1"
 QR_MODELS = (
@@ -131,6 +136,45 @@ class _Counts:
     sent: int = 0
 
 
+#: why an association was rejected, by the A-ASSOCIATE-RJ's Source and Reason/Diag. (PS3.8
+#: 9.3.4, 7.1.1.9), as pynetdicom's acceptor decides it
+REJECTION_REASONS = {
+    (0x01, 0x03): "calling AE title not allowed (--allow-aet)",
+    (0x01, 0x07): "called AE title {called!r} is not this archive's (--aet {ours!r})",
+    (0x01, 0x02): "application context name not supported",
+    (0x02, 0x01): "user identity not verified",
+    (0x03, 0x02): "too many associations at once (--max-associations)",
+}
+
+
+def rejection_reason(assoc: Any) -> str:
+    """Why ``assoc`` (an association this AE rejected) was rejected, in words."""
+    sent = getattr(assoc.acceptor, "primitive", None)
+    asked = getattr(assoc.requestor, "primitive", None)
+    key = (int(getattr(sent, "result_source", 0) or 0), int(getattr(sent, "diagnostic", 0) or 0))
+    template = REJECTION_REASONS.get(key)
+    if template is None:
+        return f"source {key[0]}, reason {key[1]}"
+    called = str(getattr(asked, "called_ae_title", "") or "").strip()
+    return template.format(called=called, ours=str(assoc.acceptor.ae_title).strip())
+
+
+class _NoContexts:
+    """Stands for a C-MOVE destination that accepted the association but none of its
+    presentation contexts (pynetdicom aborts it): it accepts no C-STORE, so that each
+    sub-operation fails (PS3.4 C.4.2.3.1) instead of the move being answered 0xA801 (Move
+    Destination unknown)."""
+
+    is_established = True
+    accepted_contexts: tuple[Any, ...] = ()
+
+    def send_c_store(self, *_args: Any, **_kwargs: Any) -> Dataset:
+        raise RuntimeError("the move destination accepted no presentation context")
+
+    def release(self) -> None:
+        """Nothing to release: the association was aborted already."""
+
+
 class _ArchiveAE(AE):
     """pynetdicom's AE whose C-MOVE associations send instances from the store."""
 
@@ -138,6 +182,22 @@ class _ArchiveAE(AE):
 
     def associate(self, *args: Any, **kwargs: Any) -> Association:
         assoc = super().associate(*args, **kwargs)
+        if not assoc.is_established:
+            where = f"{kwargs.get('ae_title')} at {args[0]}:{args[1]}"
+            if assoc.rejected_contexts:
+                LOG.warning(
+                    "C-MOVE destination %s accepted none of the %d presentation contexts "
+                    "proposed: its sub-operations fail",
+                    where,
+                    len(assoc.rejected_contexts),
+                )
+                assoc = cast(Association, _NoContexts())
+            else:
+                LOG.warning(
+                    "C-MOVE destination %s: no association (refused, aborted or unreachable)",
+                    where,
+                )
+                return assoc
         sending_from_store(assoc, self.archive)
         return assoc
 
@@ -195,6 +255,7 @@ class DicomServer:
             OSError: the address cannot be had, or the TLS files cannot be used.
         """
         context = tls_context(self.settings)
+        self._writer.submit(self._complete_pending).result()
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.STORE_SEND_CHUNKED_DATASET = True
         self._spool = open_spool()
@@ -280,16 +341,29 @@ class DicomServer:
     def _on_rejected(self, event: Any) -> None:
         requestor = event.assoc.requestor
         LOG.warning(
-            "association from %s at %s:%s rejected (calling AE title not allowed, or too many "
-            "associations)",
+            "association from %s at %s:%s rejected (%s)",
             requestor.ae_title,
             requestor.address,
             requestor.port,
+            rejection_reason(event.assoc),
         )
 
     def _count(self, event: Any) -> _Counts:
         with self._lock:
             return self._counts.setdefault(id(event.assoc), _Counts())
+
+    def _complete_pending(self) -> None:
+        """The stages a stopped run left pending (a killed ``scp``: instances it answered as
+        stored but whose association's stages never ran), so that C-FIND finds them."""
+        try:
+            report = stages.complete_pending(self.archive)
+        except Exception as exc:  # the server starts anyway; the stages run again later
+            self._log_failure(f"the pending group and study stages did not run: {exc}")
+            return
+        if report is None:
+            return
+        for study, why in report.failures.items():
+            LOG.warning("study %s not built: %s", study, why)
 
     def _run_stages(self) -> None:
         try:
@@ -383,18 +457,20 @@ class DicomServer:
         return status
 
     def _targets(self, event: Any, service: str) -> list[Target]:
-        """The instances a retrieve names; raises (pynetdicom answers "unable to process")
-        after one log line when it names none it can."""
+        """The instances a retrieve names; raises (pynetdicom answers "unable to process":
+        :data:`REFUSED_RETRIEVE`) after one log line, naming that status, when it names none
+        it can."""
         model = str(event.request.AffectedSOPClassUID)
+        sent = REFUSED_RETRIEVE[service]
         try:
             found = self._read(lambda: find_targets(self.reader.index, event.identifier, model))
             targets = with_syntaxes(self.reader, found)
         except QueryRefusedError as exc:
-            self._refused(event, service, exc.status, str(exc))
+            self._refused(event, service, sent, str(exc))
             raise
         if len(targets) > MAX_SUBOPERATIONS:
             why = f"{len(targets)} instances match, more than one request can count"
-            self._refused(event, service, UNABLE_TO_PROCESS, why)
+            self._refused(event, service, sent, why)
             raise QueryRefusedError(UNABLE_TO_PROCESS, why)
         return targets
 
@@ -402,12 +478,19 @@ class DicomServer:
         self, event: Any, targets: list[Target]
     ) -> Iterator[tuple[int, Dataset | None]]:
         counts = self._count(event)
+
+        def outcome(sent: bool) -> None:
+            with self._lock:
+                if sent:
+                    counts.sent += 1
+                else:
+                    counts.failed += 1
+
         for target in targets:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            counts.sent += 1
-            yield PENDING, StoredInstance(target)
+            yield PENDING, StoredInstance(target, outcome)
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         destination = (event.move_destination or "").strip()
