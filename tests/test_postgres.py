@@ -57,6 +57,8 @@ CONDITIONS = [
     ("study", "study_date", "date", "-20231231"),
     ("study", "modalities_in_study", "list", "MR"),
     ("study", "modalities_in_study", "list", "C?"),
+    ("study", "modalities_in_study", "list", "MR\\CT"),
+    ("study", "modalities_in_study", "list", "PT,M*"),
     ("series", "modality", "text", "CT"),
     ("instance", "sop_instance_uid", "uid", f"{uid(301)}\\{uid(305)}"),
     # IS attributes, integer columns: matched as their decimal text (C.2.2.2.1, C.2.2.2.4)

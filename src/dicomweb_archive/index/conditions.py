@@ -8,7 +8,8 @@ in its own dialect (``index/sqlite.py``). Kinds (PS3.4 C.2.2.2):
 - ``text``: single value matching with ``*`` and ``?`` wildcards (C.2.2.2.1, C.2.2.2.4);
 - ``person``: as ``text``, case-insensitive (PN, C.2.2.2.1.1);
 - ``date``: range matching ``from-to``, ``from-`` or ``-to`` (C.2.2.2.5), else as ``text``;
-- ``list``: a multi-valued attribute (ModalitiesInStudy) matches when any value matches;
+- ``list``: a multi-valued attribute (ModalitiesInStudy) matches when any of its values
+  matches any of the key's values (separated by ``\\`` or ``,``);
 - ``exact``: one value, no wildcards (the UIDs of a path).
 """
 

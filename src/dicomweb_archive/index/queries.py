@@ -7,7 +7,8 @@ ModalitiesInStudy.
 - Single value matching; ``*`` and ``?`` wildcards (C.2.2.2.4), case-insensitive for PN;
 - range matching for dates and times, ``from-to``, ``from-`` or ``-to`` (C.2.2.2.5);
 - list of UID matching, UIDs separated by ``\\`` or ``,`` (C.2.2.2.2);
-- ModalitiesInStudy matches when any of the study's modalities matches.
+- ModalitiesInStudy matches when any of the study's modalities matches any of the key's
+  values (separated by ``\\`` or ``,``).
 """
 
 from __future__ import annotations

@@ -323,8 +323,15 @@ class SqlIndex(ABC):
         if match.column in INTEGER_COLUMNS:
             column = f"CAST({column} AS TEXT)"
         if match.kind == "list":
-            # any of the backslash-separated values matches
-            return pattern(f"('\\' || {column} || '\\')", f"*\\{match.value}\\*", False)
+            # the attribute matches when one of its values matches one of the key's values
+            # (separated by backslashes, or commas in QIDO-RS: a CS value holds neither), as
+            # Orthanc and dcm4chee match ModalitiesInStudy
+            clauses, args = [], []
+            for value in [v for v in re.split(r"[\\,]", match.value) if v] or [match.value]:
+                clause, values = pattern(f"('\\' || {column} || '\\')", f"*\\{value}\\*", False)
+                clauses.append(f"({clause})")
+                args.extend(values)
+            return " OR ".join(clauses), args
         return pattern(column, match.value, match.kind == "person")
 
 
