@@ -198,13 +198,14 @@ def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bo
     for result in report.results:
         if result.status == "failed":
             error_line(result.error or "failed")
-    for sop in report.burned_in:
-        note(f"warning: {sop}: {'; '.join(report.review.get(sop, []))}")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
         failed = count(len(report.results) - done, "instance")
         say(f"nothing changed: {failed} cannot be de-identified")
         raise typer.Exit(1)
+    # only instances written are counted, and reviewed (AnonymizeReport.keep_written)
+    for sop in report.burned_in:
+        note(f"warning: {sop}: {'; '.join(report.review.get(sop, []))}")
     say(
         f"{count(done, 'instance')} de-identified into {target}, "
         + (

@@ -93,6 +93,15 @@ class AnonymizeReport:
     def ok(self) -> bool:
         return all(result.status != "failed" for result in self.results)
 
+    def keep_written(self, chosen: list[InstanceKey]) -> None:
+        """Once ``results`` are known: keep in :attr:`burned_in`, :attr:`review` and
+        :attr:`cleaned` only the instances that were written (one that failed is not in the
+        output: there is nothing of it to review or that was cleaned)."""
+        done = {i.sop for i, r in zip(chosen, self.results, strict=True) if r.status != "failed"}
+        self.burned_in = [sop for sop in self.burned_in if sop in done]
+        self.review = {sop: why for sop, why in self.review.items() if sop in done}
+        self.cleaned = {sop: line for sop, line in self.cleaned.items() if sop in done}
+
 
 def profile_key(archive: Archive, key: bytes | None) -> bytes:
     """The given key, or the source store's own (created once, kept private)."""
@@ -207,6 +216,7 @@ def anonymize(
         )
         results = iter(ingested.results)
         report.results = [failures.get(i.sop) or next(results) for i in chosen]
+        report.keep_written(chosen)
         with target.writing("share frames"):
             if can_share(archive.storage, target.storage):
                 report.linked = sum(
@@ -285,6 +295,7 @@ def anonymize_in_place(
             )
             results = iter(ingested.results)
             report.results = [failures.get(i.sop) or next(results) for i in chosen]
+            report.keep_written(chosen)
             if not report.ok:
                 change.abort()
                 return report
@@ -343,7 +354,7 @@ def _write_report(
         profile,
         applied=(report.applied.get(i.sop, set()) for i in chosen if i.sop in done),
         review={new(sop): reasons for sop, reasons in report.review.items()},
-        cleaned={new(sop): line for sop, line in report.cleaned.items() if sop in done},
+        cleaned={new(sop): line for sop, line in report.cleaned.items()},
         failed={
             new(i.sop): "could not be de-identified, left out (the run's error lines say why)"
             for i in chosen
