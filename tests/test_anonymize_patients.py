@@ -171,3 +171,26 @@ def test_counts_are_of_instances_written(
     ]
     assert len(found["instances_to_review"]) == len(found["instances_pixels_cleaned"]) == 2
     assert len(found["instances_failed"]) == 2
+
+
+def test_dry_run_says_what_the_run_would_do(
+    two_patients_to_review: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """With --map, --dry-run plans what the run does: the instances of the patient the map
+    leaves out would fail (counted, their Patient ID not echoed; exit 1 as the run), the others
+    would be de-identified, and only those are to review; in place nothing would change.
+    Nothing is written."""
+    out = new_store("out")
+    table = tmp_path / "patients.csv"
+    table.write_text("ALPHA-1,SUBJ-001\n")
+    args = ["update", "-o", two_patients_to_review, "-anonymize", "--all", "--map", str(table)]
+    code, output = _cli(*args, "--out", out, "--dry-run")
+    assert code == 1, output
+    assert "error: 2 instances would fail: their Patient ID is not in the patient map" in output
+    assert "plan: 2 instances would be de-identified, 2 would fail, 2 to review" in output
+    assert output.count("  review: ") == 2 and "BRAVO-2" not in output
+    assert not Path(out).exists()
+    code, output = _cli(*args, "--in-place", "--dry-run")
+    assert code == 1 and "plan: nothing would change" in output, output
+    code, output = _cli(*args, "--out", out)
+    assert code == 1 and "2 instances de-identified" in output, output
