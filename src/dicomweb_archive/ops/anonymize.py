@@ -166,10 +166,11 @@ def _streams(
         try:
             stream = deidentified_stream(archive, states.instance(instance), profile, applied)
         except (ArchiveError, ValueError, UnicodeError) as exc:
+            why = str(exc).removeprefix(f"{instance.sop}: ")  # the UID is named once, first
             failures[instance.sop] = FileResult(
                 Path(instance.sop),
                 "failed",
-                error=f"SOPInstanceUID {instance.sop}: cannot be de-identified: {exc}",
+                error=f"SOPInstanceUID {instance.sop}: cannot be de-identified: {why}",
                 exception=exc,
             )
             continue

@@ -149,9 +149,7 @@ def deidentified_stream(
     if stored_form:  # the stored form: its frames' one transfer syntax
         syntaxes = info.stored_syntaxes()
         if len(syntaxes) != 1:
-            raise ArchiveError(
-                f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
-            )
+            raise ArchiveError(f"{key.sop}: its frames are stored in several transfer syntaxes")
         syntax = syntaxes[0]
     pixel_data, areas = _pixel_data(profile, instance, syntax, readers, stored_form=stored_form)
     patient = patient_id(metadata)
