@@ -17,7 +17,7 @@ from dicomweb_archive.errors import NotAStoreError
 from dicomweb_archive.ops import anonymize as anonymize_module
 from dicomweb_archive.ops.ingest import write_streams as original
 from dicomweb_archive.ops.verify import verify
-from tests.factory import uid, write_ct, write_series
+from tests.factory import make_ct, uid, write_ct, write_series
 from tests.stores import ingested
 
 runner = CliRunner()
@@ -84,3 +84,24 @@ def test_an_interrupted_deidentification_leaves_no_store(
         assert archive.index.counts()["instances"] == 3
         report = verify(archive)
     assert report.ok and report.complete, report.findings
+
+
+def test_a_failure_names_the_instance_once(tmp_path: Path, new_store: Callable[[str], str]) -> None:
+    """A value the instance's character set cannot hold (a mapped Patient's Name in Greek, an
+    ISO_IR 100 instance with Latin-1 text) fails the instance with one error line that names
+    its SOP Instance UID once, and the element."""
+    source, out = new_store("source"), new_store("out")
+    ds = make_ct(
+        study=uid("64.1"), series=uid("64.2"), sop=uid("64.3"), patient_name="Müller^Jürgen"
+    )
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    assert ingested(source, [tmp_path / "a.dcm"]).ok
+    table = tmp_path / "map.csv"
+    table.write_text("PAT001,SUBJ-1,Ψ^Ω\n", encoding="utf-8")
+    code, output = _cli(
+        "update", "-o", source, "-anonymize", "--all", "--out", out, "--map", str(table)
+    )
+    assert code == 1, output
+    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert line.count(uid("64.3")) == 1 and "(0010,0010)" in line, line
+    assert line.startswith(f"error: SOPInstanceUID {uid('64.3')}: cannot be de-identified: the ")

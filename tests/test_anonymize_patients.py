@@ -3,6 +3,7 @@ Patient ID and Patient's Name by default, or the values of a patient map (``--ma
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from dicomweb_archive.errors import UsageError
 from dicomweb_archive.model.deid import Profile, read_patient_map
 from dicomweb_archive.ops.anonymize import anonymize
 from tests.deid_helpers import EVERYTHING, exported, read_all
-from tests.factory import uid, write_series
-from tests.stores import ingested
+from tests.factory import make_ct, uid, write_series
+from tests.stores import ingested, objects
 
 KEY = b"patient-key"
 runner = CliRunner()
@@ -123,3 +124,73 @@ def test_bad_map_refused(text: str, message: str) -> None:
     naming the line."""
     with pytest.raises(UsageError, match=message.replace("\\", "\\\\")):
         read_patient_map(text, name="map.csv")
+
+
+@pytest.fixture
+def two_patients_to_review(tmp_path: Path, new_store: Callable[[str], str]) -> str:
+    """Two patients, two ultrasound-like instances each (Burned In Annotation absent: to
+    review for burned-in text)."""
+    store = new_store("source")
+    files = []
+    for number, patient in enumerate(["ALPHA-1", "ALPHA-1", "BRAVO-2", "BRAVO-2"]):
+        ds = make_ct(
+            study=uid(f"63.{patient[0]}"),
+            series=uid(f"63.{patient[0]}.2"),
+            sop=uid(f"63.3.{number}"),
+            patient_id=patient,
+            modality="US",
+            seed=number,
+        )
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    assert ingested(store, files).ok
+    return store
+
+
+def test_counts_are_of_instances_written(
+    two_patients_to_review: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """The summary and the report count, as to review and with pixels cleaned, only the
+    instances written: those of the patient the map leaves out failed and are in neither."""
+    out = new_store("out")
+    table, rules = tmp_path / "patients.csv", tmp_path / "rules.txt"
+    table.write_text("ALPHA-1,SUBJ-001\n")
+    rules.write_text("US | * | * | * : 0,0,4,4\n")
+    code, output = _cli(
+        "update", "-o", two_patients_to_review, "-anonymize", "--all", "--out", out,
+        "--map", str(table), "--clean-pixels", str(rules),
+    )  # fmt: skip
+    assert code == 1, output
+    assert "2 instances de-identified" in output
+    assert "2 to review for burned-in annotation, 2 instances with pixels cleaned" in output
+    assert output.count("warning: ") == 2
+    (found,) = [
+        json.loads(data)
+        for key, data in objects(out, private=True).items()
+        if "deidentification/" in key and key.endswith(".json")
+    ]
+    assert len(found["instances_to_review"]) == len(found["instances_pixels_cleaned"]) == 2
+    assert len(found["instances_failed"]) == 2
+
+
+def test_dry_run_says_what_the_run_would_do(
+    two_patients_to_review: str, tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    """With --map, --dry-run plans what the run does: the instances of the patient the map
+    leaves out would fail (counted, their Patient ID not echoed; exit 1 as the run), the others
+    would be de-identified, and only those are to review; in place nothing would change.
+    Nothing is written."""
+    out = new_store("out")
+    table = tmp_path / "patients.csv"
+    table.write_text("ALPHA-1,SUBJ-001\n")
+    args = ["update", "-o", two_patients_to_review, "-anonymize", "--all", "--map", str(table)]
+    code, output = _cli(*args, "--out", out, "--dry-run")
+    assert code == 1, output
+    assert "error: 2 instances would fail: their Patient ID is not in the patient map" in output
+    assert "plan: 2 instances would be de-identified, 2 would fail, 2 to review" in output
+    assert output.count("  review: ") == 2 and "BRAVO-2" not in output
+    assert not Path(out).exists()
+    code, output = _cli(*args, "--in-place", "--dry-run")
+    assert code == 1 and "plan: nothing would change" in output, output
+    code, output = _cli(*args, "--out", out)
+    assert code == 1 and "2 instances de-identified" in output, output

@@ -330,17 +330,29 @@ def test_frame_zero_is_400(ct: tuple[Get, pydicom.Dataset]) -> None:
 
 
 def test_unknown_uids_are_404(ct: tuple[Get, pydicom.Dataset]) -> None:
-    """An unknown study, series, instance or frame is 404, at rendered and thumbnail."""
+    """An unknown study, series, instance or frame is 404, at rendered and thumbnail; the
+    answer says which was not found, without repeating a UID."""
     get, ds = ct
     study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
-    for path in (
-        "/dicomweb/studies/1.2.3/rendered",
-        f"/dicomweb/studies/{study}/series/1.2.3/thumbnail",
-        f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3/rendered",
-        _path(ds, "/frames/2/rendered"),
-        "/dicomweb/studies/..%2F/thumbnail",
+    for path, says in (
+        ("/dicomweb/studies/1.2.3/rendered", "the study is not in the store"),
+        (f"/dicomweb/studies/{study}/series/1.2.3/thumbnail", "the series is not in the store"),
+        (
+            f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3/rendered",
+            "the instance is not in the store",
+        ),
+        (
+            f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3/frames/1/rendered",
+            "the instance is not in the store",
+        ),
+        (f"/dicomweb/studies/1.2.3/series/{series}/rendered", "the study is not in the store"),
+        (_path(ds, "/frames/2/rendered"), "frame 2 (the instance has 1 frame)"),
     ):
-        assert get(path).status_code == 404, path
+        reply = get(path)
+        assert reply.status_code == 404, path
+        assert reply.text == f"not found: {says}\n", path
+        assert "1.2.3" not in reply.text and study not in reply.text
+    assert get("/dicomweb/studies/..%2F/thumbnail").status_code == 404
 
 
 def test_series_and_study_show_the_middle_instance(

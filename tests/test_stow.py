@@ -431,3 +431,51 @@ def test_a_large_body_streams_with_bounded_memory(frames_as_received: str, tmp_p
     assert reply.status_code == 200, reply.text
     assert sop_count(frames_as_received) == 1
     assert peak < size / 4, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB body"
+
+
+def test_a_preamble_before_the_first_boundary_is_ignored(frames_as_received: str) -> None:
+    """RFC 2046 5.1.1: text before the first delimiter is a preamble, to be ignored; the parts
+    after it are stored, whether the body comes at once or a few bytes at a time (the delimiter
+    split between chunks)."""
+    preamble = f"This is a preamble.\r\n--{BOUNDARY}x is not a delimiter\r\n".encode()
+    whole = preamble + body(("application/dicom", CT))
+    with stow_serving(frames_as_received) as url:
+        reply = post(f"{url}/studies", whole)
+        assert reply.status_code == 200, reply.text
+        again = post(
+            f"{url}/studies/{MR_DS.StudyInstanceUID}",
+            (chunk for chunk in _chunks(b"\r\n\r\n" + body(("application/dicom", MR)), 7)),
+        )
+        assert again.status_code == 200, again.text
+        no_boundary = post(f"{url}/studies", b"a preamble and nothing else\r\n")
+    assert no_boundary.status_code == 400
+    assert sop_count(frames_as_received) == 2
+
+
+def _chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("application/dicom+xml", 406),
+        ("application/dicom+json;q=0, */*", 406),
+        ("text/html, application/xhtml+xml", 406),
+        ("application/dicom+json", 200),
+        ("application/*", 200),
+        ("application/dicom+xml, */*;q=0.1", 200),
+    ],
+)
+def test_accept_is_checked_before_anything_is_stored(
+    frames_as_received: str, accept: str, status: int
+) -> None:
+    """The response is application/dicom+json only: an Accept that does not take it is
+    answered 406 (PS3.18 8.7.4, 10.5.3) before the body is read, and nothing is stored."""
+    with stow_serving(frames_as_received) as url:
+        reply = post(f"{url}/studies", body(("application/dicom", CT)), Accept=accept)
+    assert reply.status_code == status, reply.text
+    assert sop_count(frames_as_received) == (1 if status == 200 else 0)
+    if status == 406:
+        assert reply.text.startswith("a Store Instances response is application/dicom+json")

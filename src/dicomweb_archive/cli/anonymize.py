@@ -186,25 +186,37 @@ def _pixel_rules(path: str | None) -> PixelRules | None:
 
 
 def _render(report: AnonymizeReport, target: str, *, dry_run: bool, in_place: bool) -> None:
-    if dry_run:
+    if dry_run:  # what the run would do: its failures too (it would exit 1)
+        if report.unmapped:
+            error_line(
+                f"{count(len(report.unmapped), 'instance')} would fail: "
+                "their Patient ID is not in the patient map (add their patients to the map)"
+            )
+        if in_place and report.unmapped:  # in place, one failure changes nothing
+            say("plan: nothing would change (in place, any failure leaves the store as it is)")
+            raise typer.Exit(1)
         say(
             f"plan: {count(len(report.planned), 'instance')} would be de-identified, "
-            f"{len(report.burned_in)} to review for burned-in annotation, "
+            + (f"{len(report.unmapped)} would fail, " if report.unmapped else "")
+            + f"{len(report.burned_in)} to review for burned-in annotation, "
             f"{count(len(report.cleaned), 'instance')} whose pixels a rule cleans; nothing written"
         )
         for sop in report.burned_in:
             say(f"  review: {sop}")
+        if not report.ok:
+            raise typer.Exit(1)
         return
     for result in report.results:
         if result.status == "failed":
             error_line(result.error or "failed")
-    for sop in report.burned_in:
-        note(f"warning: {sop}: {'; '.join(report.review.get(sop, []))}")
     done = sum(r.status != "failed" for r in report.results)
     if in_place and not report.ok:
         failed = count(len(report.results) - done, "instance")
         say(f"nothing changed: {failed} cannot be de-identified")
         raise typer.Exit(1)
+    # only instances written are counted, and reviewed (AnonymizeReport.keep_written)
+    for sop in report.burned_in:
+        note(f"warning: {sop}: {'; '.join(report.review.get(sop, []))}")
     say(
         f"{count(done, 'instance')} de-identified into {target}, "
         + (

@@ -51,7 +51,7 @@ from dicomweb_archive.ops.changes import (
     set_aside_instance,
     set_aside_unused_bulk,
 )
-from dicomweb_archive.ops.deidentify import deidentified_stream
+from dicomweb_archive.ops.deidentify import deidentified_stream, patient_id
 from dicomweb_archive.ops.export import Selection, select
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import FileResult, PipelineOptions
@@ -83,6 +83,9 @@ class AnonymizeReport:
     applied: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
     report_path: str = ""  # where the report's readable summary was written
     planned: list[str] = field(default_factory=list)  # with dry_run: source SOP UIDs
+    #: with dry_run and a patient map: the source SOP UIDs that would fail, their patient not
+    #: being in the map (as the run fails them)
+    unmapped: list[str] = field(default_factory=list)
     #: frame files shared with the source store by hard link; None where the stores cannot
     #: share files (not both directories: ``store/share.py``), or in place
     linked: int | None = None
@@ -91,7 +94,20 @@ class AnonymizeReport:
 
     @property
     def ok(self) -> bool:
-        return all(result.status != "failed" for result in self.results)
+        return not self.unmapped and all(result.status != "failed" for result in self.results)
+
+    def keep_written(self, chosen: list[InstanceKey]) -> None:
+        """Once ``results`` are known: keep in :attr:`burned_in`, :attr:`review` and
+        :attr:`cleaned` only the instances that were written (one that failed is not in the
+        output: there is nothing of it to review or that was cleaned)."""
+        done = {i.sop for i, r in zip(chosen, self.results, strict=True) if r.status != "failed"}
+        self.keep_only(done)
+
+    def keep_only(self, done: set[str]) -> None:
+        """Keep in :attr:`burned_in`, :attr:`review` and :attr:`cleaned` only ``done``."""
+        self.burned_in = [sop for sop in self.burned_in if sop in done]
+        self.review = {sop: why for sop, why in self.review.items() if sop in done}
+        self.cleaned = {sop: line for sop, line in self.cleaned.items() if sop in done}
 
 
 def profile_key(archive: Archive, key: bytes | None) -> bytes:
@@ -150,10 +166,11 @@ def _streams(
         try:
             stream = deidentified_stream(archive, states.instance(instance), profile, applied)
         except (ArchiveError, ValueError, UnicodeError) as exc:
+            why = str(exc).removeprefix(f"{instance.sop}: ")  # the UID is named once, first
             failures[instance.sop] = FileResult(
                 Path(instance.sop),
                 "failed",
-                error=f"SOPInstanceUID {instance.sop}: cannot be de-identified: {exc}",
+                error=f"SOPInstanceUID {instance.sop}: cannot be de-identified: {why}",
                 exception=exc,
             )
             continue
@@ -177,8 +194,9 @@ def anonymize(
     does not name is reported and left out. ``pixel_rules`` blank rectangles of the pixels of
     the instances they match (PS3.15 E.3.1, ``docs/spec/deidentification.md``).
 
-    With ``dry_run`` only the instances that would be de-identified (and those to review for
-    burned-in annotation) are reported.
+    With ``dry_run`` nothing is written; the instances that would be de-identified, those
+    that would fail because ``patients`` does not name their patient, and those to review
+    for burned-in annotation or whose pixels a rule cleans (of the former) are reported.
     """
     started = time.perf_counter()
     _check_options(options)
@@ -189,7 +207,16 @@ def anonymize(
     chosen = [instance for instance, _sha in select(archive, selection)]
     _review(archive, chosen, report, pixel_rules)
     if dry_run:
-        report.planned = [instance.sop for instance in chosen]
+        if patients is not None:  # the failures the run would have: no PHI kept or told
+            states = States(archive.storage, archive.keys)
+            report.unmapped = [
+                instance.sop
+                for instance in chosen
+                if patient_id(states.instance(instance).metadata) not in patients
+            ]
+        failing = set(report.unmapped)
+        report.planned = [i.sop for i in chosen if i.sop not in failing]
+        report.keep_only(set(report.planned))
         report.seconds = time.perf_counter() - started
         return report
     profile = Profile(profile_key(archive, key), options, patients, pixel_rules)
@@ -207,6 +234,7 @@ def anonymize(
         )
         results = iter(ingested.results)
         report.results = [failures.get(i.sop) or next(results) for i in chosen]
+        report.keep_written(chosen)
         with target.writing("share frames"):
             if can_share(archive.storage, target.storage):
                 report.linked = sum(
@@ -285,6 +313,7 @@ def anonymize_in_place(
             )
             results = iter(ingested.results)
             report.results = [failures.get(i.sop) or next(results) for i in chosen]
+            report.keep_written(chosen)
             if not report.ok:
                 change.abort()
                 return report
@@ -343,7 +372,7 @@ def _write_report(
         profile,
         applied=(report.applied.get(i.sop, set()) for i in chosen if i.sop in done),
         review={new(sop): reasons for sop, reasons in report.review.items()},
-        cleaned={new(sop): line for sop, line in report.cleaned.items() if sop in done},
+        cleaned={new(sop): line for sop, line in report.cleaned.items()},
         failed={
             new(i.sop): "could not be de-identified, left out (the run's error lines say why)"
             for i in chosen

@@ -101,6 +101,12 @@ KEPT_META = frozenset(
 )
 
 
+def patient_id(metadata: dict[str, Any]) -> str:
+    """The Patient ID (0010,0020) an instance is de-identified by (its pseudonym, date shift
+    and patient map entry): its first value, ``""`` when absent or empty."""
+    return str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
+
+
 def deidentified_stream(
     archive: Archive,
     instance: Instance,
@@ -143,12 +149,10 @@ def deidentified_stream(
     if stored_form:  # the stored form: its frames' one transfer syntax
         syntaxes = info.stored_syntaxes()
         if len(syntaxes) != 1:
-            raise ArchiveError(
-                f"{key.sop}: frames stored in several transfer syntaxes cannot be de-identified"
-            )
+            raise ArchiveError(f"{key.sop}: its frames are stored in several transfer syntaxes")
         syntax = syntaxes[0]
     pixel_data, areas = _pixel_data(profile, instance, syntax, readers, stored_form=stored_form)
-    patient = str(metadata.get(PATIENT_ID_KEY, {}).get("Value", [""])[0] or "")
+    patient = patient_id(metadata)
     context = _Context(profile, profile.date_offset(patient), profile.patient(patient))
     context.removed = _removed_texts(profile, metadata, top=True, gone=False)
     context.safe_top = _safe(profile, metadata)

@@ -258,8 +258,8 @@ def create_app(
                     handler, request, **request.path_params
                 )
                 return response
-            except NotFoundError:
-                return _text("not found", 404)
+            except NotFoundError as exc:
+                return _text(exc.answer or "not found", 404)
             except UnacceptableError as exc:
                 asked = exc.asked or "Accept: " + request.headers.get("accept", "(none)")
                 return _text(f"cannot answer {asked[:300]}; available: {exc}", 406)

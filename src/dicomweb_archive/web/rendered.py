@@ -72,10 +72,26 @@ def rendered(
     try:
         images = server.archive.read(lambda: _images(server, ids, frames, options, thumbnail))
     except NoSuchInstanceError as exc:
-        raise NotFoundError(str(exc)) from exc
+        raise NotFoundError(str(exc), answer=_missing(server, ids)) from exc
     if len(images) == 1:
         return Response(images[0], media_type=options.media_type)
     return multipart(iter(images), options.media_type, options.media_type, None)
+
+
+def _missing(server: Server, ids: list[str]) -> str:
+    """What of a rendered resource's study, series, instance or image is not in the store,
+    worded for the answer (no UID repeated, no patient data): the first level that is missing,
+    else that the study, series or instance holds no image (no Pixel Data)."""
+    storage, keys = server.storage, server.keys
+    levels = [
+        ("study", keys.series_index(ids[0])),
+        ("series", keys.series_metadata(*ids[:2]) if len(ids) > 1 else None),
+        ("instance", keys.info(*ids) if len(ids) > 2 else None),
+    ]
+    for level, name in levels:
+        if name is not None and storage.head(name) is None:
+            return f"not found: the {level} is not in the store"
+    return f"not found: the {levels[len(ids) - 1][0]} holds no image"
 
 
 def _images(
@@ -91,10 +107,11 @@ def _images(
     default = thumbnail and frames is None and options == ops.thumbnail_options()
     if default and storage.head(stored) is not None:
         return [storage.get(stored)]
+    # first: an instance not in its series is not found (its info record is then missing)
+    metadata = ops.instance_metadata(storage, keys, key, CACHE)
     numbers = [1]
     if frames is not None:
         numbers = frame_numbers(frames, len(read_info(storage, keys, key).frames))
-    metadata = ops.instance_metadata(storage, keys, key, CACHE)
     return [ops.render(storage, keys, key, n, options, metadata=metadata) for n in numbers]
 
 

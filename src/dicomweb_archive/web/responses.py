@@ -28,7 +28,12 @@ Chunk = bytes | memoryview
 
 
 class NotFoundError(Exception):
-    """A resource the store does not hold (404)."""
+    """A resource the store does not hold (404). ``answer`` is the answer's sentence, saying
+    what was not found (never a storage name nor patient data); without it, "not found"."""
+
+    def __init__(self, *args: object, answer: str = "") -> None:
+        super().__init__(*args)
+        self.answer = answer
 
 
 class UnacceptableError(Exception):
@@ -65,7 +70,10 @@ def frame_numbers(numbers: str | None, count: int) -> list[int]:
     if not chosen or any(n < 1 or n > count for n in chosen):
         if any(n < 1 for n in chosen):  # frames are numbered from 1 (PS3.18 10.4.1.1.3)
             raise BadQueryError(f"frame list {numbers!r}: frame numbers start at 1")
-        raise NotFoundError(f"frames {numbers} (the instance has {count})")
+        has = f"the instance has {count} frame{'s' if count != 1 else ''}"
+        raise NotFoundError(
+            f"frames {numbers} ({has})", answer=f"not found: frame {numbers[:100]} ({has})"
+        )
     return chosen
 
 

@@ -7,7 +7,10 @@
   data, are answered 415. A part of another type fails alone (0xC000).
 - The body streams through python-multipart's parser, in a worker thread, to one temporary
   file per part: memory holds a chunk, never the body. Bodies longer than ``max_upload`` bytes
-  are answered 413 (before reading, when Content-Length says so), and nothing is stored.
+  are answered 413 (before reading, when Content-Length says so), and nothing is stored. A
+  preamble before the first boundary is ignored (RFC 2046 5.1.1).
+- The answer is ``application/dicom+json`` only: a request whose Accept does not take it is
+  answered 406 before its body is read (PS3.18 8.7.4, 10.5.3), and nothing is stored.
 - Each part is stored as ``mkdicomweb`` stores a file (``ops/receive.py``); a part that is not
   DICOM, is truncated outside Pixel Data, lacks a UID, or names another study than the URL
   fails alone, with its Failure Reason.
@@ -16,7 +19,7 @@
   Warning Reason (0008,1196), Failed SOP Sequence (0008,1198) with Failure Reason (0008,1197),
   and the study's Retrieve URL; status (PS3.18 10.5.3, Table 10.5.3-1) 200 when every instance
   was stored, 202 when some were (or with warnings), 409 when none was, 400 for a body that is
-  not a multipart message, 415 for another media type.
+  not a multipart message, 406 for an Accept it cannot answer, 415 for another media type.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from starlette.responses import Response
 
 from dicomweb_archive.model.uid import is_safe_uid
 from dicomweb_archive.ops.receive import CANNOT_UNDERSTAND, Received
+from dicomweb_archive.web.negotiate import parse_weighted
 from dicomweb_archive.web.responses import DICOM_JSON, LOG
 
 DICOM = "application/dicom"
@@ -72,6 +76,8 @@ class _Spool:
         self.limit = limit
         self.size = 0
         self.ended = False
+        #: the body up to its first delimiter (a preamble, RFC 2046 5.1.1), while it is sought
+        self._preamble: bytearray | None = bytearray()
         self._field = b""
         self._value = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -90,16 +96,53 @@ class _Spool:
         self.size += len(chunk)
         if self.size > self.limit:
             raise TooLargeError
+        if self._preamble is not None:
+            chunk = self._skip_preamble(chunk)
+            if not chunk:
+                return
         try:
             self.parser.write(chunk)
         except MultipartParseError as exc:  # the parser's wording names its own states
-            boundary = self.boundary.decode("latin-1")[:70]  # RFC 2046 5.1.1: 70 at most
-            raise BadRequestError(
-                f'the request body is not multipart/related with boundary "{boundary}" '
-                "(the boundary its Content-Type gives; RFC 2046 5.1.1)"
-            ) from exc
+            raise self._not_multipart() from exc
+
+    def _not_multipart(self) -> BadRequestError:
+        boundary = self.boundary.decode("latin-1")[:70]  # RFC 2046 5.1.1: 70 at most
+        return BadRequestError(
+            f'the request body is not multipart/related with boundary "{boundary}" '
+            "(the boundary its Content-Type gives; RFC 2046 5.1.1)"
+        )
+
+    def _skip_preamble(self, chunk: bytes) -> bytes:
+        """What follows the preamble, from the first delimiter on (empty while it is not
+        found): RFC 2046 5.1.1 lets a body begin with text before its first boundary, which
+        is to be ignored. The delimiter is "--" and the boundary, at the start of the body or
+        after a CRLF, then optional spaces and a CRLF (or "--": the close delimiter). While it
+        is sought, only what may begin one is kept."""
+        assert self._preamble is not None
+        self._preamble += chunk
+        delimiter = b"--" + self.boundary
+        at = 0 if len(self._preamble) == self.size else -1  # at the body's start
+        while True:
+            if at < 0 or not self._preamble.startswith(delimiter, at):
+                found = self._preamble.find(b"\r\n" + delimiter, max(at, 0))
+                if found < 0:
+                    keep = len(delimiter) + 1
+                    del self._preamble[: max(0, len(self._preamble) - keep)]
+                    return b""
+                at = found + 2
+            after = bytes(self._preamble[at + len(delimiter) :]).lstrip(b" \t")
+            if len(after) < 2 and not after.startswith((b"\r\n", b"--")):
+                del self._preamble[: max(0, at - 2)]  # undecided: wait for more
+                return b""
+            if after.startswith((b"\r\n", b"--")):
+                rest = bytes(self._preamble[at:])
+                self._preamble = None
+                return rest
+            at += 1  # the boundary begins a line of the preamble: seek on
 
     def finish(self) -> None:
+        if self._preamble is not None:  # no delimiter at all
+            raise self._not_multipart()
         self.parser.finalize()
         if not self.ended:
             raise BadRequestError("the body ends before its closing boundary")
@@ -158,6 +201,13 @@ async def store_instances(
     lease would serialize them anyway: waiting here keeps the worker threads for reads)."""
     if study is not None and not is_safe_uid(study):
         return _text(f"{study[:80]!r} is not a Study Instance UID", 400)
+    accept = request.headers.get("accept")
+    if not answers_json(accept):  # before the body is read: nothing is stored
+        return _text(
+            f"a Store Instances response is {DICOM_JSON} (PS3.18 10.5.3), which the Accept "
+            f"header {(accept or '')[:200]!r} does not take; nothing stored",
+            406,
+        )
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     part_type = options.get(b"type", DICOM.encode()).decode("latin-1").lower()
     if media_type.decode("latin-1").lower() != MULTIPART or part_type != DICOM:
@@ -194,6 +244,18 @@ async def store_instances(
             return await run_in_threadpool(_store_parts, spool.parts, study, store, base)
     finally:
         spool.close()
+
+
+def answers_json(accept: str | None) -> bool:
+    """Whether an Accept value takes ``application/dicom+json`` (the only response media type
+    this server gives, PS3.18 10.5.3): the most specific range that matches it decides, with a
+    weight above 0 (RFC 9110 12.5.1); no Accept takes anything."""
+    weights: dict[int, float] = {}
+    for media_range, weight in parse_weighted(accept):
+        specificity = {DICOM_JSON: 2, "application/*": 1, "*/*": 0}.get(media_range)
+        if specificity is not None:
+            weights[specificity] = min(weight, weights.get(specificity, weight))
+    return bool(weights) and weights[max(weights)] > 0
 
 
 def _store_parts(
