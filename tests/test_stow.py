@@ -479,3 +479,32 @@ def test_accept_is_checked_before_anything_is_stored(
     assert sop_count(frames_as_received) == (1 if status == 200 else 0)
     if status == 406:
         assert reply.text.startswith("a Store Instances response is application/dicom+json")
+
+
+def _one_bit() -> bytes:
+    """A valid 1-bit instance: its frames are kept as received by a recompressing store."""
+    ds = make_ct(study=uid("7.1"), series=uid("7.2"), sop=uid("7.3"), rows=16, columns=16)
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    for keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        delattr(ds, keyword)
+    ds.PixelData = bytes(range(32))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_frames_kept_as_received_are_no_warning(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames a recompressing store keeps as received (here 1-bit) are neither a coercion nor
+    a mismatch (PS3.18 I.2.2): the part is a plain success, 200 without Warning Reason; the
+    log still says why the frames were kept."""
+    Archive.create(store).close()  # recorded default: JPEG-LS lossless
+    caplog.set_level(logging.WARNING, logger="dicomweb_archive")
+    with stow_serving(store) as url:
+        reply = post(f"{url}/studies", body(("application/dicom", _one_bit())))
+    assert reply.status_code == 200, reply.text
+    (item,) = items(reply, "00081199")
+    assert "00081196" not in item
+    assert any("kept as received" in r.getMessage() for r in caplog.records)

@@ -181,18 +181,19 @@ def _pixel_description(
     )
 
 
+#: the words of the note on frames kept as received instead of recompressed (the instance is
+#: stored as sent: ``ops/receive.py`` gives it no Warning Reason)
+KEPT_AS_RECEIVED = "kept as received, not recompressed to"
+
+
 def _finish_recompression(state: State, recompressor: FrameRecompressor) -> str:
     """Say which frames were kept and why; returns the transfer syntax of the first frame."""
     label = recompressor.label
     if recompressor.reason is not None:
-        state.warnings.append(
-            f"frames kept as received, not recompressed to {label}: {recompressor.reason}"
-        )
+        state.warnings.append(f"frames {KEPT_AS_RECEIVED} {label}: {recompressor.reason}")
     for reason, numbers in state.kept.items():
         which = ", ".join(str(n) for n in numbers[:10]) + (" ..." if len(numbers) > 10 else "")
-        state.warnings.append(
-            f"frame(s) {which} kept as received, not recompressed to {label}: {reason}"
-        )
+        state.warnings.append(f"frame(s) {which} {KEPT_AS_RECEIVED} {label}: {reason}")
     return str(state.frames[0]["transfer_syntax_uid"])
 
 

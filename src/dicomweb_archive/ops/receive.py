@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from dicomweb_archive.archive import Archive
 from dicomweb_archive.dicom.parts import InstanceHeader, generate_parts
+from dicomweb_archive.dicom.pixel_stream import KEPT_AS_RECEIVED
 from dicomweb_archive.errors import (
     ArchiveError,
     DuplicateInstanceError,
@@ -180,8 +181,11 @@ def _record(outcome: Received, result: FileResult) -> None:
         else:
             outcome.messages.append(result.error or f"{outcome.name}: not stored")
         return
-    if result.warnings:
+    # frames kept as received instead of recompressed: the instance is stored as sent, nothing
+    # is coerced nor wrong with it (no Warning Reason; the log says why)
+    if any(KEPT_AS_RECEIVED not in w for w in result.warnings):
         outcome.warning_reason = DOES_NOT_MATCH_SOP_CLASS
+    if result.warnings:
         outcome.messages.extend(
             w if w.startswith(outcome.name) else f"{outcome.name}: {w}" for w in result.warnings
         )
