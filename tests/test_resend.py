@@ -25,6 +25,7 @@ from dicomweb_archive.errors import DuplicateInstanceError
 from dicomweb_archive.ops.ingest import write_streams
 from dicomweb_archive.ops.ingest_types import PipelineOptions
 from dicomweb_archive.ops.receive import receive_instances
+from dicomweb_archive.ops.reconstruct import generate_instance
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store import notify
 from dicomweb_archive.store.keys import GENERATION
@@ -177,3 +178,17 @@ def test_a_c_store_refused_or_sent_again_leaves_no_study_waiting(stored: tuple[s
 
 def _waiting(archive: Archive) -> list[list[str]]:
     return [notify.pending(archive.storage, stage) for stage in notify.STAGES]
+
+
+def test_with_replace_the_new_file_is_kept(stored: tuple[str, Path]) -> None:
+    """``--replace`` keeps the new file even when it holds the stored data set (its File
+    Meta is what the user wants kept): replaced, and export gives its bytes back."""
+    store, path = stored
+    data = _p10(dcmread(path), source_ae="CT1")
+    with Archive.open(store) as archive:
+        [result] = write_streams(
+            archive, [("sent", io.BytesIO(data))], options=PipelineOptions(replace=True)
+        ).results
+        assert result.status == "replaced"
+        assert result.key is not None
+        assert b"".join(generate_instance(archive, result.key)) == data

@@ -374,8 +374,11 @@ class Batch:
         """Whether a stream (STOW-RS, C-STORE) holds the data set of the instance it would
         replace, in a file that differs only outside it: the File Meta a storage SCP writes
         (the sender's AE title), the preamble, the encoding of the same frames
-        (``InfoRecord.same_data_set``). Such a stream is the stored instance sent again."""
+        (``InfoRecord.same_data_set``). Such a stream is the stored instance sent again;
+        with ``--replace`` its file replaces the stored one all the same."""
         stored = self._pending_info
+        if self.options.replace:  # the new file is to be kept, whatever it holds
+            return False
         return old == new and stored is not None and stored.same_data_set(end.info)
 
     def _failed(
