@@ -28,6 +28,7 @@ from dicomweb_archive.ops.receive import receive_instances
 from dicomweb_archive.ops.reconstruct import generate_instance
 from dicomweb_archive.ops.verify import verify
 from dicomweb_archive.store import notify
+from dicomweb_archive.store.instance import InstanceKey
 from dicomweb_archive.store.keys import GENERATION
 from tests import stores
 from tests.dimse_peers import DCMTK, dcmtk, scp
@@ -192,3 +193,40 @@ def test_with_replace_the_new_file_is_kept(stored: tuple[str, Path]) -> None:
         assert result.status == "replaced"
         assert result.key is not None
         assert b"".join(generate_instance(archive, result.key)) == data
+
+
+def _multiframe(tmp_path: Path) -> bytes:
+    path = write_ct(tmp_path / "mf.dcm", study=uid(41), series=uid(42), sop=uid(43), frames=3)
+    return path.read_bytes()
+
+
+def test_the_whole_file_completes_an_instance_stored_incomplete(store: str, tmp_path: Path) -> None:
+    """A file cut inside Pixel Data is stored incomplete; the whole file sent afterwards (a
+    retry, another File Meta) replaces it without --replace, as a change that can be
+    reverted (outside tester: it was refused as a different file, for ever)."""
+    whole = _multiframe(tmp_path)
+    cut = whole[: len(whole) - 64 * 64 - 10]  # inside the third frame
+    Archive.create(store).close()
+    first, _ = _send(store, cut)
+    assert first == "stored"
+    again = _p10(dcmread(io.BytesIO(whole)), source_ae="CT1")
+    assert _send(store, again) == ("replaced", None)
+    with Archive.open(store) as archive:
+        [row] = archive.index.find_instances(uid(41))
+        assert not row["incomplete"]
+        assert b"".join(generate_instance(archive, InstanceKey(uid(41), uid(42), uid(43)))) == again
+        report = verify(archive)
+        assert report.ok and report.complete, report.to_json()
+
+
+def test_a_whole_file_with_other_frames_does_not_complete(store: str, tmp_path: Path) -> None:
+    """The stored whole frames must be the new file's first frames: another first frame is
+    another instance, refused."""
+    whole = bytearray(_multiframe(tmp_path))
+    cut = bytes(whole[: len(whole) - 64 * 64 - 10])
+    Archive.create(store).close()
+    assert _send(store, cut)[0] == "stored"
+    first_frame = whole.index(b"\xe0\x7f\x10\x00") + 12
+    whole[first_frame] ^= 0xFF
+    status, exception = _send(store, bytes(whole))
+    assert status == "failed" and isinstance(exception, DuplicateInstanceError)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dicomweb_archive.model.incomplete import incomplete_frame
 from dicomweb_archive.model.pixel import PixelDescription
 from dicomweb_archive.model.syntax import NATIVE_PIXEL_DATA, media_type
 from dicomweb_archive.model.tags import AVAILABLE_TRANSFER_SYNTAX_UID_KEY
@@ -208,31 +209,44 @@ class InfoRecord:
         """Whether ``other`` records the same instance's data set as this record, received in
         a file that may differ outside it (PS3.10 7.1: the File Meta Information, where a
         storage SCP writes the sender's AE title, and the preamble are not part of the data
-        set): the same metadata as received (PS3.18 F.2, whose bulk-data URIs name their
-        content's SHA-256) but for what the store derives (Available Transfer Syntax UID),
-        the same frames as received (their SHA-256 before any recompression), and the same
-        number of bytes after the last element. Data Set Trailing Padding (FFFC,FFFC), which
-        the metadata leaves out, is not compared: its content has no significance (PS3.10
-        7.2). Values encoded otherwise (another VR of a private
-        attribute, another byte order of frames) make them differ: conservative."""
+        set): the same attributes (:meth:`_same_attributes`), the same frames as received
+        (their SHA-256 before any recompression), and the same number of bytes after the last
+        element. Values encoded otherwise (another VR of a private attribute, another byte
+        order of frames) make them differ: conservative."""
         if (
-            self.metadata is None
-            or other.metadata is None
-            or (self.study_instance_uid, self.series_instance_uid, self.sop_instance_uid)
-            != (other.study_instance_uid, other.series_instance_uid, other.sop_instance_uid)
+            not self._same_attributes(other)
             or len(self.frames) != len(other.frames)
-            or (self.trailing is None) != (other.trailing is None)
-            or (
-                self.trailing is not None
-                and other.trailing is not None
-                and self.trailing.size != other.trailing.size
-            )
+            or (self.trailing.size if self.trailing else None)
+            != (other.trailing.size if other.trailing else None)
         ):
             return False
-        if any(
-            f.received_sha256 != g.received_sha256
-            for f, g in zip(self.frames, other.frames, strict=True)
-        ):
+        return _same_frames(self.frames, other.frames)
+
+    def completed_by(self, other: InfoRecord) -> bool:
+        """Whether ``other`` is the whole of the file this record's instance was cut from
+        inside Pixel Data (``model/incomplete.py``): a complete instance with the same
+        attributes whose first frames are this one's whole frames, as received (the frame
+        the cut file ended inside is whole there, or every frame was whole already and only
+        the end of the file was missing)."""
+        if incomplete_frame(self.skeleton) is None or incomplete_frame(other.skeleton) is not None:
+            return False
+        whole = len(self.frames)
+        return (
+            self._same_attributes(other)
+            and whole <= len(other.frames)
+            and _same_frames(self.frames, other.frames[:whole])
+        )
+
+    def _same_attributes(self, other: InfoRecord) -> bool:
+        """The same instance's metadata as received (PS3.18 F.2, whose bulk-data URIs name
+        their content's SHA-256) but for what the store derives (Available Transfer Syntax
+        UID). Data Set Trailing Padding (FFFC,FFFC), which the metadata leaves out, is not
+        compared: its content has no significance (PS3.10 7.2); nor is the padding of values,
+        which the metadata strips (PS3.5 6.2)."""
+        if self.metadata is None or other.metadata is None:
+            return False
+        uids = (self.study_instance_uid, self.series_instance_uid, self.sop_instance_uid)
+        if uids != (other.study_instance_uid, other.series_instance_uid, other.sop_instance_uid):
             return False
         return _received_data_set(self.metadata) == _received_data_set(other.metadata)
 
@@ -293,3 +307,8 @@ _DERIVED = (AVAILABLE_TRANSFER_SYNTAX_UID_KEY,)
 
 def _received_data_set(metadata: JsonObject) -> JsonObject:
     return {tag: value for tag, value in metadata.items() if tag not in _DERIVED}
+
+
+def _same_frames(one: list[FrameRecord], other: list[FrameRecord]) -> bool:
+    """The same frames as received (their SHA-256 before any recompression)."""
+    return all(f.received_sha256 == g.received_sha256 for f, g in zip(one, other, strict=True))

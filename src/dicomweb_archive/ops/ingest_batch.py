@@ -352,7 +352,7 @@ class Batch:
                 if change is not None and point is not None:
                     self._undo_replacement(change, point, previous[1])
                 return
-            if previous is not None and not self.options.replace:
+            if previous is not None and not self.options.replace and not self._completes(end):
                 raise duplicate_error(name, key)
             if self.options.deduplicate:
                 txn = change.txn if change is not None else None
@@ -380,6 +380,14 @@ class Batch:
         if self.options.replace:  # the new file is to be kept, whatever it holds
             return False
         return old == new and stored is not None and stored.same_data_set(end.info)
+
+    def _completes(self, end: InstanceEnd) -> bool:
+        """Whether a file is the whole of the stored instance being replaced, which was
+        stored incomplete (cut inside Pixel Data: ``InfoRecord.completed_by``): it replaces
+        it without ``--replace``, as the stored instance's sender would want (a STOW-RS or
+        C-STORE retry)."""
+        stored = self._pending_info
+        return stored is not None and stored.completed_by(end.info)
 
     def _failed(
         self,
