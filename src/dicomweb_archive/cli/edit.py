@@ -138,10 +138,10 @@ def run_edit(
 def run_file(
     store: Path, path: Path, *, continue_on_error: bool, dry_run: bool, verbose: bool
 ) -> None:
-    from dicomweb_archive.ops.batch import read_batch, run_batch  # noqa: PLC0415
+    from dicomweb_archive.ops.batch import parse_batch, run_batch  # noqa: PLC0415
 
     with handle_errors(verbose=verbose), open_store(store) as archive:
-        lines = read_batch(path)
+        lines = parse_batch(path.read_text(encoding="utf-8"), path)
         results = run_batch(
             archive, lines, continue_on_error=continue_on_error, dry_run=dry_run, name=path.name
         )

@@ -52,9 +52,9 @@ class LineResult:
     error: str | None = None
 
 
-def read_batch(path: Path) -> list[BatchLine]:
-    """The lines of a CSV or JSON-lines batch file (by its extension)."""
-    text = path.read_text(encoding="utf-8")
+def parse_batch(text: str, path: Path) -> list[BatchLine]:
+    """The lines of a CSV or JSON-lines batch, the text of the file ``path`` (its extension
+    says which; the caller reads it: an input the user names, not store data)."""
     lines: list[BatchLine] = []
     if path.suffix.lower() == ".csv":
         rows = csv.DictReader(io.StringIO(text))
